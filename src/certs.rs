@@ -1,0 +1,273 @@
+//! `chatroom gen-certs`: a local certificate authority and a server
+//! certificate signed by it, made with rcgen.
+//!
+//! Clients pin the CA (`ca.pem`), not the server certificate, so the server
+//! certificate can be reissued (new names, expiry) without touching any
+//! client. That is why an existing CA is always reused and never silently
+//! replaced, while the server certificate is replaced only on request.
+
+use anyhow::{Context, Result, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
+use rustls_pki_types::pem::PemObject;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// File names inside the certificate folder.
+pub const CA_CERT: &str = "ca.pem";
+pub const CA_KEY: &str = "ca-key.pem";
+pub const SERVER_CERT: &str = "server.pem";
+pub const SERVER_KEY: &str = "server-key.pem";
+
+/// Default certificate folder, relative to the working directory.
+pub const DEFAULT_DIR: &str = "certs";
+
+/// Names every server certificate carries, so that loopback works whatever
+/// the client types.
+pub const DEFAULT_SANS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+const CA_VALIDITY: Duration = Duration::days(3650);
+const SERVER_VALIDITY: Duration = Duration::days(825);
+/// Certificates start a little in the past, so that a client whose clock is
+/// a few minutes behind the server's still accepts a fresh certificate.
+const BACKDATE: Duration = Duration::minutes(5);
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    pub dir: PathBuf,
+    /// Extra subject alternative names (host names or IP addresses).
+    pub extra_sans: Vec<String>,
+    /// Replace an existing server certificate and key.
+    pub force: bool,
+}
+
+/// What was written, for the user.
+#[derive(Debug, Clone)]
+pub struct GenReport {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// True when an existing CA was reused.
+    pub ca_reused: bool,
+    /// SHA-256 of the CA certificate (DER), as colon-separated hex.
+    pub ca_fingerprint: String,
+    pub ca_not_after: OffsetDateTime,
+    pub server_not_before: OffsetDateTime,
+    pub server_not_after: OffsetDateTime,
+    pub sans: Vec<String>,
+}
+
+impl std::fmt::Display for GenReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let date =
+            |t: &OffsetDateTime| format!("{} {:02}:{:02} UTC", t.date(), t.hour(), t.minute());
+        let ca_state = if self.ca_reused { "kept" } else { "new" };
+        writeln!(f, "CA certificate ({ca_state}): {}", self.ca_cert.display())?;
+        writeln!(
+            f,
+            "CA private key ({ca_state}): {} (mode 0600)",
+            self.ca_key.display()
+        )?;
+        writeln!(f, "server certificate:  {}", self.server_cert.display())?;
+        writeln!(
+            f,
+            "server private key:  {} (mode 0600)",
+            self.server_key.display()
+        )?;
+        writeln!(f, "server names:        {}", self.sans.join(", "))?;
+        writeln!(f, "CA SHA-256 fingerprint: {}", self.ca_fingerprint)?;
+        writeln!(f, "CA valid until:      {}", date(&self.ca_not_after))?;
+        write!(
+            f,
+            "server valid:        {} to {}",
+            date(&self.server_not_before),
+            date(&self.server_not_after)
+        )
+    }
+}
+
+/// Makes (or reuses) the CA and makes the server certificate in `opts.dir`.
+pub fn generate(opts: &GenOptions) -> Result<GenReport> {
+    let dir = &opts.dir;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create certificate folder {}", dir.display()))?;
+    let path = |name: &str| dir.join(name);
+    let (ca_cert_path, ca_key_path) = (path(CA_CERT), path(CA_KEY));
+    let (server_cert_path, server_key_path) = (path(SERVER_CERT), path(SERVER_KEY));
+
+    if !opts.force {
+        for existing in [&server_cert_path, &server_key_path] {
+            if existing.exists() {
+                bail!(
+                    "{} already exists; run gen-certs with --force to replace the server \
+                     certificate and key (the CA is kept, so pinned clients keep working)",
+                    existing.display()
+                );
+            }
+        }
+    }
+    let sans = server_sans(&opts.extra_sans);
+    // Check names before anything is written.
+    let mut server_params = CertificateParams::new(sans.clone())
+        .context("invalid --san: give a DNS name or an IP address")?;
+
+    let now = OffsetDateTime::now_utc();
+    let (ca, ca_cert_pem, ca_reused) = match (ca_cert_path.exists(), ca_key_path.exists()) {
+        (true, true) => {
+            let (issuer, pem) = load_ca(&ca_cert_path, &ca_key_path)?;
+            (issuer, pem, true)
+        }
+        (false, false) => {
+            let (issuer, pem) = new_ca(now)?;
+            write_file(&ca_key_path, issuer.key().serialize_pem().as_bytes(), 0o600)?;
+            write_file(&ca_cert_path, pem.as_bytes(), 0o644)?;
+            (issuer, pem, false)
+        }
+        (cert, _) => {
+            let (present, missing) = if cert {
+                (&ca_cert_path, &ca_key_path)
+            } else {
+                (&ca_key_path, &ca_cert_path)
+            };
+            bail!(
+                "{} exists but {} does not: restore the missing file, or move both away to \
+                 make a new CA (clients pinning the old one will then need the new ca.pem)",
+                present.display(),
+                missing.display()
+            );
+        }
+    };
+
+    server_params.distinguished_name = name("chatroom server");
+    server_params.is_ca = IsCa::ExplicitNoCa;
+    server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server_params.use_authority_key_identifier_extension = true;
+    server_params.not_before = now - BACKDATE;
+    server_params.not_after = now + SERVER_VALIDITY;
+    let server_key =
+        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("cannot generate the server key")?;
+    let server_cert = server_params
+        .signed_by(&server_key, &ca)
+        .context("cannot sign the server certificate")?;
+    write_file(
+        &server_key_path,
+        server_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    write_file(&server_cert_path, server_cert.pem().as_bytes(), 0o644)?;
+
+    let ca_der = rustls_pki_types::CertificateDer::from_pem_slice(ca_cert_pem.as_bytes())
+        .context("cannot read back the CA certificate")?;
+    let ca_not_after = not_after(&ca_der)?;
+    Ok(GenReport {
+        ca_cert: ca_cert_path,
+        ca_key: ca_key_path,
+        server_cert: server_cert_path,
+        server_key: server_key_path,
+        ca_reused,
+        ca_fingerprint: fingerprint(&ca_der),
+        ca_not_after,
+        server_not_before: server_params.not_before,
+        server_not_after: server_params.not_after,
+        sans,
+    })
+}
+
+fn server_sans(extra: &[String]) -> Vec<String> {
+    let mut sans: Vec<String> = DEFAULT_SANS.iter().map(|s| s.to_string()).collect();
+    for san in extra {
+        if !sans.iter().any(|s| s.eq_ignore_ascii_case(san)) {
+            sans.push(san.clone());
+        }
+    }
+    sans
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "chatroom");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn new_ca(now: OffsetDateTime) -> Result<(Issuer<'static, KeyPair>, String)> {
+    let mut params = CertificateParams::default();
+    // A random tag makes every CA's name its own, so that a certificate from
+    // another chatroom CA is reported as "unknown issuer", not as a bad
+    // signature from a CA of the same name.
+    let mut tag = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut tag).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    params.distinguished_name = name(&format!("chatroom local CA {tag}"));
+    // Path length 0: this CA signs server certificates, never other CAs.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = now - BACKDATE;
+    params.not_after = now + CA_VALIDITY;
+    let key =
+        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("cannot generate the CA key")?;
+    let cert = params
+        .self_signed(&key)
+        .context("cannot self-sign the CA certificate")?;
+    Ok((Issuer::new(params, key), cert.pem()))
+}
+
+fn load_ca(cert_path: &Path, key_path: &Path) -> Result<(Issuer<'static, KeyPair>, String)> {
+    let cert_pem = fs::read_to_string(cert_path)
+        .with_context(|| format!("cannot read CA certificate {}", cert_path.display()))?;
+    let key_pem = fs::read_to_string(key_path)
+        .with_context(|| format!("cannot read CA key {}", key_path.display()))?;
+    let key = KeyPair::from_pem(&key_pem)
+        .with_context(|| format!("{} is not a PEM private key", key_path.display()))?;
+    let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
+        .with_context(|| format!("{} is not a PEM CA certificate", cert_path.display()))?;
+    Ok((issuer, cert_pem))
+}
+
+/// Writes `contents` to `path` with `mode`, atomically: into a new file in
+/// the same folder, created with that mode (so a key is never readable by
+/// others, not even for an instant), then renamed over the target.
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have removed bits we asked for; it never adds any.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The SHA-256 fingerprint of a DER certificate, as `AB:CD:...`.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn not_after(der: &[u8]) -> Result<OffsetDateTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow::anyhow!("cannot parse the CA certificate: {e}"))?;
+    Ok(cert.validity().not_after.to_datetime())
+}

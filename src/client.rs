@@ -1,0 +1,170 @@
+//! `chatroom connect`: the terminal client.
+//!
+//! It pins the CA given by `--ca` (never the system roots), answers `NICK`
+//! by itself, prints every line it receives, and sends every line typed on
+//! (or piped into) stdin. It treats the server as untrusted too: every
+//! received line is sanitized before it reaches the terminal, so no byte
+//! from the network can move the cursor, retitle the window or clear it.
+
+use crate::connection::{Connection, ReadError};
+use crate::protocol::{self, ERROR_PREFIX};
+use crate::tls;
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use std::io::Write;
+use std::path::PathBuf;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::net::TcpStream;
+
+/// Longest line the client accepts from a server: a message line carries
+/// the nickname and separator on top of the server's line limit.
+const MAX_SERVER_LINE: usize = 64 * 1024;
+
+/// What `connect` was told.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub addr: String,
+    pub ca: PathBuf,
+    pub server_name: Option<String>,
+    pub nick: Option<String>,
+    pub plaintext: bool,
+}
+
+/// The host part of `host:port` or `[v6]:port`.
+pub fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Runs the client until stdin ends or the server closes. Errors are
+/// one-line explanations for the user.
+pub async fn run(opts: ConnectOptions) -> Result<()> {
+    let tcp = TcpStream::connect(&opts.addr).await.with_context(|| {
+        format!(
+            "cannot connect to {}: is the server running there?",
+            opts.addr
+        )
+    })?;
+    let _ = tcp.set_nodelay(true);
+    if opts.plaintext {
+        eprintln!(
+            "warning: --plaintext: everything you send and receive can be read on the network"
+        );
+        return chat(Connection::new(tcp, MAX_SERVER_LINE), &opts).await;
+    }
+    let config = tls::client_config(&opts.ca)?;
+    let name = opts
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host_of(&opts.addr).to_owned());
+    let server_name = tls::server_name(&name)?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| anyhow!(tls::explain_handshake_error(&e, &opts.ca, &name)))?;
+    chat(Connection::new(stream, MAX_SERVER_LINE), &opts).await
+}
+
+async fn chat<S>(mut conn: Connection<S>, opts: &ConnectOptions) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    register(&mut conn, opts, &mut stdin).await?;
+    loop {
+        tokio::select! {
+            line = conn.read_line() => match line {
+                Ok(Some(line)) => print_line(&line)?,
+                Ok(None) => {
+                    eprintln!("connection closed by the server");
+                    return Ok(());
+                }
+                Err(e) => return Err(connection_lost(e)),
+            },
+            typed = stdin.next_line() => match typed.context("cannot read stdin")? {
+                Some(text) => {
+                    let mut line = text.into_bytes();
+                    line.push(b'\n');
+                    conn.send(Bytes::from(line)).await.context("cannot send to the server")?;
+                }
+                None => {
+                    // End of input: close cleanly (close_notify) and go.
+                    conn.shutdown().await.context("cannot close the connection cleanly")?;
+                    return Ok(());
+                }
+            },
+        }
+    }
+}
+
+/// Answers `NICK` until the server says `Connected to server!`, printing
+/// what it says on the way.
+async fn register<S, R>(
+    conn: &mut Connection<S>,
+    opts: &ConnectOptions,
+    stdin: &mut tokio::io::Lines<R>,
+) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    loop {
+        let line = match conn.read_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => bail!("the server closed the connection before we joined"),
+            Err(e) => return Err(connection_lost(e)),
+        };
+        let text = protocol::sanitize_bytes(&line);
+        if text == protocol::NICK {
+            let nick = match &opts.nick {
+                Some(nick) => nick.clone(),
+                None => ask_nickname(stdin).await?,
+            };
+            conn.send(Bytes::from(format!("{nick}\n")))
+                .await
+                .context("cannot send the nickname")?;
+        } else if let Some(reason) = text.strip_prefix(ERROR_PREFIX) {
+            if opts.nick.is_some() {
+                bail!("the server refused: {reason}");
+            }
+            eprintln!("the server refused: {reason}");
+        } else {
+            println!("{text}");
+            if text == protocol::CONNECTED {
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn ask_nickname<R>(stdin: &mut tokio::io::Lines<R>) -> Result<String>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    print!("Choose your nickname: ");
+    std::io::stdout()
+        .flush()
+        .context("cannot write to stdout")?;
+    match stdin.next_line().await.context("cannot read stdin")? {
+        Some(nick) => Ok(nick.trim().to_owned()),
+        None => bail!("no nickname given (stdin closed)"),
+    }
+}
+
+fn print_line(line: &[u8]) -> Result<()> {
+    let text = protocol::sanitize_bytes(line);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").context("cannot write to stdout")
+}
+
+fn connection_lost(err: ReadError) -> anyhow::Error {
+    match err {
+        ReadError::Frame(_) => {
+            anyhow!("the server sent a line longer than {MAX_SERVER_LINE} bytes")
+        }
+        ReadError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            anyhow!("connection lost: the server closed it without a TLS close_notify")
+        }
+        ReadError::Io(e) => anyhow!("connection lost: {e}"),
+    }
+}

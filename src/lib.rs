@@ -1,0 +1,26 @@
+//! chatroom: the lab's NICK-then-broadcast chat, made to keep its promises:
+//! TLS with a pinned local CA, line framing, unique nicknames, one global
+//! order of lines, and a server no single connection can stall.
+//!
+//! Where things live:
+//! * [`protocol`]: framing, nickname rules, line texts (pure, fuzzable);
+//! * [`room`]: who is here and the one order of lines, behind a trait;
+//! * [`session`]: one participant's life (NICK, read, write, limits);
+//! * [`connection`]: a stream as lines in, batched lines out;
+//! * [`server`]: accept loop, admission limits, shutdown;
+//! * [`shutdown`]: the stop signal as each task sees it;
+//! * [`rate`]: the per-participant token bucket;
+//! * [`tls`]: rustls configs, PEM loading, pinning, error explanations;
+//! * [`certs`]: `gen-certs`, the local CA and server certificate;
+//! * [`client`]: `connect`, the terminal client.
+
+pub mod certs;
+pub mod client;
+pub mod connection;
+pub mod protocol;
+pub mod rate;
+pub mod room;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod tls;

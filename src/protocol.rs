@@ -1,0 +1,390 @@
+//! The chat protocol itself: line framing, nickname rules, text sanitizing and
+//! the exact texts of every line the server sends.
+//!
+//! Everything here is pure (no I/O, no clock), so it can be unit-tested,
+//! property-tested and fuzzed on its own; `session` and `client` only move
+//! bytes between sockets and these functions.
+//!
+//! # Wire format
+//!
+//! * Transport: TLS (ALPN `chat/1`) or, with `--plaintext`, bare TCP.
+//! * Framing: UTF-8 text lines ending in `\n`; a `\r` right before the `\n`
+//!   is dropped. A line holds at most [`DEFAULT_MAX_LINE`] bytes without its
+//!   terminator (a server setting). Unlike the lab's `recv(1024)`, two
+//!   messages never merge and one never splits.
+//! * Handshake: the server sends `NICK`; the client answers with one line,
+//!   its nickname (see [`validate_nickname`]). A rejected nickname gets
+//!   `ERROR <reason>` and `NICK` again; after [`MAX_NICK_ATTEMPTS`]
+//!   rejections the server closes the connection.
+//! * Joining: everyone (the newcomer included) receives `<nick> joined!`,
+//!   then the newcomer receives `Connected to server!`.
+//! * Chat: every further non-empty line is a message; everyone (the sender
+//!   included) receives `<nick>: <text>`, in one global order. The server
+//!   writes the nickname itself, so nobody can speak as somebody else.
+//! * Leaving: the others receive `<nick> left!`.
+//! * Lines starting with `/` are reserved for commands; today every one gets
+//!   `ERROR unknown command`.
+
+use bytes::{Bytes, BytesMut};
+use std::fmt;
+
+/// The ALPN protocol identifier clients offer and the server accepts.
+pub const ALPN_CHAT: &[u8] = b"chat/1";
+
+/// Default port, the lab's.
+pub const DEFAULT_PORT: u16 = 55555;
+
+/// Default longest line, in bytes, without its terminator.
+pub const DEFAULT_MAX_LINE: usize = 4096;
+
+/// How many rejected nicknames a connection gets before it is closed.
+pub const MAX_NICK_ATTEMPTS: u32 = 3;
+
+/// Longest nickname, in bytes (all nickname characters are ASCII).
+pub const MAX_NICK_LEN: usize = 32;
+
+/// The server's request for a nickname.
+pub const NICK: &str = "NICK";
+
+/// Sent to a newcomer right after its own `joined!` line.
+pub const CONNECTED: &str = "Connected to server!";
+
+/// Sent to everybody when the server stops.
+pub const SHUTTING_DOWN: &str = "Server is shutting down";
+
+/// Prefix of every error line.
+pub const ERROR_PREFIX: &str = "ERROR ";
+
+/// Nicknames nobody may take: they would read like protocol or server lines.
+const RESERVED_NICKS: [&str; 3] = ["NICK", "ERROR", "server"];
+
+/// `<nick> joined!`, with its line terminator.
+pub fn joined_line(nick: &str) -> Bytes {
+    Bytes::from(format!("{nick} joined!\n"))
+}
+
+/// `<nick> left!`, with its line terminator.
+pub fn left_line(nick: &str) -> Bytes {
+    Bytes::from(format!("{nick} left!\n"))
+}
+
+/// `<nick>: <text>`, with its line terminator. Built once per message and
+/// shared by every recipient.
+pub fn chat_line(nick: &str, text: &str) -> Bytes {
+    let mut line = BytesMut::with_capacity(nick.len() + text.len() + 3);
+    line.extend_from_slice(nick.as_bytes());
+    line.extend_from_slice(b": ");
+    line.extend_from_slice(text.as_bytes());
+    line.extend_from_slice(b"\n");
+    line.freeze()
+}
+
+/// A server line that is not part of the room's order (`NICK`, errors,
+/// `Connected to server!`), with its terminator.
+pub fn control_line(text: &str) -> Bytes {
+    let mut line = BytesMut::with_capacity(text.len() + 1);
+    line.extend_from_slice(text.as_bytes());
+    line.extend_from_slice(b"\n");
+    line.freeze()
+}
+
+/// `ERROR <reason>`, with its terminator.
+pub fn error_line(reason: impl fmt::Display) -> Bytes {
+    control_line(&format!("{ERROR_PREFIX}{reason}"))
+}
+
+/// What the server does with one line a joined participant sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Nothing to do (an empty line, or one that was only control characters).
+    Empty,
+    /// A `/command`: reserved; the argument is the command word.
+    Command(&'a str),
+    /// A chat message, already sanitized.
+    Message(std::borrow::Cow<'a, str>),
+}
+
+/// Classifies one received line (already framed and decoded as UTF-8).
+pub fn parse_input(line: &str) -> Input<'_> {
+    if let Some(rest) = line.strip_prefix('/') {
+        return Input::Command(rest.split_whitespace().next().unwrap_or(""));
+    }
+    let text = sanitize(line);
+    if text.is_empty() {
+        Input::Empty
+    } else {
+        Input::Message(text)
+    }
+}
+
+/// Whether `c` must never reach a terminal: C0 controls except tab, DEL, C1
+/// controls (so every escape sequence loses its introducer), and the Unicode
+/// bidirectional overrides and isolates, which can make a line display
+/// differently from what it says.
+pub fn is_unsafe_char(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{8}' | '\u{a}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
+        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` without the characters of [`is_unsafe_char`]; borrows when there
+/// was nothing to remove, which is the common case.
+pub fn sanitize(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(is_unsafe_char) {
+        std::borrow::Cow::Owned(text.chars().filter(|c| !is_unsafe_char(*c)).collect())
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// Makes arbitrary bytes from the network safe to print: invalid UTF-8
+/// becomes U+FFFD, and unsafe characters are dropped.
+pub fn sanitize_bytes(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    sanitize(&text).into_owned()
+}
+
+/// Why a nickname was refused. The texts are what the client is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NickError {
+    #[error("nickname is empty")]
+    Empty,
+    #[error("nickname is longer than {MAX_NICK_LEN} characters")]
+    TooLong,
+    #[error("nickname must start with a letter")]
+    BadStart,
+    #[error("nickname may only hold ASCII letters, digits, '_' and '-'")]
+    BadChar,
+    #[error("nickname \"{0}\" is reserved")]
+    Reserved(String),
+    #[error("nickname \"{0}\" is taken")]
+    Taken(String),
+}
+
+/// Checks a nickname against the rules: 1 to 32 ASCII letters, digits, `_`
+/// or `-`, starting with a letter, and not a reserved word (in any case).
+/// Uniqueness is the room's business, not this function's.
+pub fn validate_nickname(nick: &str) -> Result<&str, NickError> {
+    let first = nick.chars().next().ok_or(NickError::Empty)?;
+    if nick.len() > MAX_NICK_LEN {
+        return Err(NickError::TooLong);
+    }
+    if !first.is_ascii_alphabetic() {
+        return Err(NickError::BadStart);
+    }
+    if !nick
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(NickError::BadChar);
+    }
+    if RESERVED_NICKS.iter().any(|r| r.eq_ignore_ascii_case(nick)) {
+        return Err(NickError::Reserved(nick.to_owned()));
+    }
+    Ok(nick)
+}
+
+/// The key under which nicknames are compared: uniqueness ignores case.
+pub fn nick_key(nick: &str) -> String {
+    nick.to_ascii_lowercase()
+}
+
+/// A framing failure: the peer broke the line-length limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("line too long")]
+    TooLong,
+}
+
+/// Splits a byte stream into lines, whatever its chunking.
+///
+/// Bytes go in through [`LineFramer::read_buf`] (for `AsyncReadExt::read_buf`)
+/// or [`LineFramer::extend`]; lines come out of [`LineFramer::next_line`]
+/// without their terminator. The buffer never holds more than the line limit
+/// plus one read's worth of bytes: as soon as a partial line is longer than
+/// the limit, `next_line` fails instead of waiting for its end.
+#[derive(Debug)]
+pub struct LineFramer {
+    buf: BytesMut,
+    max_line: usize,
+    /// How far `buf` is known to hold no `\n`, so a long line arriving in
+    /// small pieces is scanned once, not once per piece.
+    scanned: usize,
+}
+
+/// How much a single read may add to the framer's buffer.
+pub const READ_CHUNK: usize = 4096;
+
+impl LineFramer {
+    /// A framer for lines of at most `max_line` bytes without terminator.
+    pub fn new(max_line: usize) -> Self {
+        LineFramer {
+            buf: BytesMut::new(),
+            max_line,
+            scanned: 0,
+        }
+    }
+
+    /// The buffer to read into, with room for one more chunk. Its capacity is
+    /// only reserved when a read is about to happen, and given back by
+    /// [`LineFramer::release_if_empty`], so an idle connection holds none.
+    pub fn read_buf(&mut self) -> &mut BytesMut {
+        self.buf.reserve(READ_CHUNK);
+        &mut self.buf
+    }
+
+    /// Frees the buffer's memory when it holds no partial line.
+    pub fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+            self.scanned = 0;
+        }
+    }
+
+    /// Appends bytes, as a read would.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes held that do not make a complete line yet.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete line, without `\n` and without a `\r` before it;
+    /// `Ok(None)` when more bytes are needed; an error when the peer sent a
+    /// line over the limit (the connection should then be closed, since the
+    /// rest of the stream can no longer be trusted to be in step).
+    pub fn next_line(&mut self) -> Result<Option<Bytes>, FrameError> {
+        match memchr(b'\n', &self.buf[self.scanned..]) {
+            Some(offset) => {
+                let end = self.scanned + offset;
+                let mut line = self.buf.split_to(end + 1);
+                self.scanned = 0;
+                line.truncate(end);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(end - 1);
+                }
+                if line.len() > self.max_line {
+                    return Err(FrameError::TooLong);
+                }
+                Ok(Some(line.freeze()))
+            }
+            None => {
+                // One byte of slack for a `\r` that may still be followed by `\n`.
+                if self.buf.len() > self.max_line + 1 {
+                    return Err(FrameError::TooLong);
+                }
+                self.scanned = self.buf.len();
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(framer: &mut LineFramer) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(line) = framer.next_line().expect("within limit") {
+            out.push(String::from_utf8(line.to_vec()).expect("utf-8"));
+        }
+        out
+    }
+
+    #[test]
+    fn frames_lines_across_chunks_and_drops_cr() {
+        let mut framer = LineFramer::new(100);
+        framer.extend(b"hel");
+        assert!(lines(&mut framer).is_empty());
+        framer.extend(b"lo\r\nwor");
+        assert_eq!(lines(&mut framer), ["hello"]);
+        framer.extend(b"ld\n\nlast\r");
+        assert_eq!(lines(&mut framer), ["world", ""]);
+        framer.extend(b"\n");
+        assert_eq!(lines(&mut framer), ["last"]);
+        assert_eq!(framer.buffered(), 0);
+    }
+
+    #[test]
+    fn keeps_a_lone_cr_inside_a_line() {
+        let mut framer = LineFramer::new(100);
+        framer.extend(b"a\rb\n");
+        assert_eq!(lines(&mut framer), ["a\rb"]);
+    }
+
+    #[test]
+    fn line_at_the_limit_passes_one_over_fails() {
+        let mut framer = LineFramer::new(4);
+        framer.extend(b"abcd\r\n");
+        assert_eq!(lines(&mut framer), ["abcd"]);
+        framer.extend(b"abcde\n");
+        assert_eq!(framer.next_line(), Err(FrameError::TooLong));
+    }
+
+    #[test]
+    fn overlong_partial_line_fails_before_its_end() {
+        let mut framer = LineFramer::new(4);
+        framer.extend(b"abcd\r");
+        assert_eq!(framer.next_line(), Ok(None));
+        framer.extend(b"x");
+        assert_eq!(framer.next_line(), Err(FrameError::TooLong));
+    }
+
+    #[test]
+    fn nickname_rules() {
+        assert_eq!(validate_nickname("alice"), Ok("alice"));
+        assert_eq!(validate_nickname("A-b_9"), Ok("A-b_9"));
+        assert_eq!(validate_nickname(&"a".repeat(32)), Ok(&*"a".repeat(32)));
+        assert_eq!(validate_nickname(""), Err(NickError::Empty));
+        assert_eq!(validate_nickname(&"a".repeat(33)), Err(NickError::TooLong));
+        assert_eq!(validate_nickname("9lives"), Err(NickError::BadStart));
+        assert_eq!(validate_nickname("_x"), Err(NickError::BadStart));
+        assert_eq!(validate_nickname("bo b"), Err(NickError::BadChar));
+        assert_eq!(validate_nickname("bøb"), Err(NickError::BadChar));
+        for reserved in ["NICK", "nick", "Error", "SERVER"] {
+            assert!(matches!(
+                validate_nickname(reserved),
+                Err(NickError::Reserved(_))
+            ));
+        }
+        assert_eq!(nick_key("BoB"), nick_key("bob"));
+    }
+
+    #[test]
+    fn error_texts_are_what_users_read() {
+        assert_eq!(
+            error_line(NickError::Taken("bob".into())),
+            "ERROR nickname \"bob\" is taken\n"
+        );
+        assert_eq!(chat_line("alice", "hi"), "alice: hi\n");
+        assert_eq!(joined_line("alice"), "alice joined!\n");
+        assert_eq!(left_line("alice"), "alice left!\n");
+    }
+
+    #[test]
+    fn input_classification() {
+        assert_eq!(parse_input(""), Input::Empty);
+        assert_eq!(parse_input("\u{1b}\u{7}"), Input::Empty);
+        assert_eq!(parse_input("/nick bob"), Input::Command("nick"));
+        assert_eq!(parse_input("hi there"), Input::Message("hi there".into()));
+        assert_eq!(
+            parse_input("\u{1b}[2Jhi\tthere\u{9b}"),
+            Input::Message("[2Jhi\tthere".into())
+        );
+    }
+
+    #[test]
+    fn sanitize_strips_terminal_controls_and_bidi() {
+        assert_eq!(sanitize("a\u{1b}]0;title\u{7}b"), "a]0;titleb");
+        assert_eq!(sanitize("x\u{202e}y\u{2066}z"), "xyz");
+        assert_eq!(sanitize_bytes(b"ok\xff\x1b[31m"), "ok\u{fffd}[31m");
+        assert!(matches!(sanitize("plain"), std::borrow::Cow::Borrowed(_)));
+    }
+}

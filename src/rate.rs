@@ -1,0 +1,132 @@
+//! The per-participant message rate limit: a token bucket.
+//!
+//! A participant over its rate is not dropped and loses nothing: its
+//! session stops reading its socket until a token is due, so TCP pushes back
+//! on the sender alone while everybody else carries on.
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Sustained rate and burst size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Messages per second, sustained.
+    pub per_second: f64,
+    /// Messages that may be sent at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: 10.0,
+            burst: 20,
+        }
+    }
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    /// `off` is handled by the caller; this parses `RATE` or `RATE/BURST`,
+    /// for example `10` or `10/20`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (rate, burst) = match s.split_once('/') {
+            Some((rate, burst)) => (rate, Some(burst)),
+            None => (s, None),
+        };
+        let per_second: f64 = rate
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: expected RATE or RATE/BURST, e.g. 10/20, or off"))?;
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return Err(format!("{s:?}: the rate must be a positive number"));
+        }
+        let burst = match burst {
+            Some(b) => b
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|b| *b >= 1)
+                .ok_or_else(|| format!("{s:?}: the burst must be a whole number of at least 1"))?,
+            None => (per_second * 2.0).ceil().max(1.0) as u32,
+        };
+        Ok(RateLimit { per_second, burst })
+    }
+}
+
+/// One participant's bucket.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    limit: RateLimit,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(limit: RateLimit, now: Instant) -> Self {
+        TokenBucket {
+            limit,
+            tokens: f64::from(limit.burst),
+            last: now,
+        }
+    }
+
+    /// Spends a token for one message. Returns how long to wait before the
+    /// next message may be read, or `None` if it may be read at once.
+    pub fn spend(&mut self, now: Instant) -> Option<Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens =
+            (self.tokens + elapsed * self.limit.per_second).min(f64::from(self.limit.burst));
+        self.tokens -= 1.0;
+        if self.tokens >= 1.0 {
+            None
+        } else {
+            Some(Duration::from_secs_f64(
+                (1.0 - self.tokens) / self.limit.per_second,
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_steady_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(
+            RateLimit {
+                per_second: 10.0,
+                burst: 3,
+            },
+            start,
+        );
+        assert_eq!(bucket.spend(start), None);
+        assert_eq!(bucket.spend(start), None);
+        // The third message empties the bucket: wait one token's time.
+        let wait = bucket.spend(start).expect("must wait");
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
+        // After that wait one more message passes, and then waits again.
+        let later = start + wait;
+        assert!(bucket.spend(later).is_some());
+    }
+
+    #[test]
+    fn parses_settings() {
+        assert_eq!(
+            "10/20".parse::<RateLimit>(),
+            Ok(RateLimit {
+                per_second: 10.0,
+                burst: 20
+            })
+        );
+        assert_eq!("5".parse::<RateLimit>().map(|r| r.burst), Ok(10));
+        assert!("0".parse::<RateLimit>().is_err());
+        assert!("x/3".parse::<RateLimit>().is_err());
+        assert!("3/0".parse::<RateLimit>().is_err());
+    }
+}

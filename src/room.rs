@@ -1,0 +1,290 @@
+//! The room: who is here, and the one global order of lines everybody sees.
+//!
+//! Sessions talk to the room only through the [`Room`] and [`Subscription`]
+//! traits, so that another implementation (say, one room shared by several
+//! servers through a message broker) can replace [`LocalRoom`] without
+//! touching sessions or TLS.
+//!
+//! [`LocalRoom`] keeps the order in one shared ring of recent lines
+//! (`tokio::sync::broadcast`): a line is formatted once, stored once, and
+//! every subscriber reads it at its own pace by cloning a reference-counted
+//! [`Bytes`]. The ring's length bounds how far any subscriber may fall
+//! behind; one that falls further learns so ([`RecvError::Lagged`]) instead
+//! of silently missing lines, and nobody ever waits for it.
+
+use crate::protocol::{self, NickError};
+use bytes::Bytes;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::broadcast;
+
+/// Why a nickname could not join.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The nickname (or the same in another case) is present already.
+    #[error(transparent)]
+    Nick(#[from] NickError),
+    /// The room holds its maximum number of participants.
+    #[error("server full")]
+    Full,
+}
+
+/// Why a subscription yielded no line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// The subscriber fell so far behind that lines it never read were
+    /// discarded; its session must end rather than show a gap.
+    #[error("fell behind by {0} lines")]
+    Lagged(u64),
+    /// The room is gone.
+    #[error("room closed")]
+    Closed,
+}
+
+/// One participant's view of the room's lines, in the room's order.
+pub trait Subscription: Send + 'static {
+    /// The next line, waiting for it.
+    fn recv(&mut self) -> impl Future<Output = Result<Bytes, RecvError>> + Send;
+    /// The next line if one is ready now.
+    fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError>;
+    /// Whether lines this subscriber has not read yet are already being
+    /// discarded; checked while a write to a stuck peer is pending.
+    fn is_lagging(&self) -> bool;
+}
+
+/// Who is here, and the one order of lines.
+pub trait Room: Send + Sync + 'static {
+    type Subscription: Subscription;
+
+    /// Adds `nick` (already valid by [`protocol::validate_nickname`]) and
+    /// announces `<nick> joined!` to everyone. The subscription's first line
+    /// is that announcement; every line after it is one everybody else sees
+    /// in the same order.
+    fn join(&self, nick: &str) -> Result<Self::Subscription, JoinError>;
+
+    /// Removes `nick` and announces `<nick> left!` to those who stay.
+    fn leave(&self, nick: &str);
+
+    /// Sends `<nick>: <text>` to everyone, the sender included.
+    fn publish(&self, nick: &str, text: &str);
+
+    /// Sends a server line (already terminated) to everyone.
+    fn announce(&self, line: Bytes);
+
+    /// Sends `farewell` as the room's last line: after it, nobody joins and
+    /// nothing more is announced (not even who leaves).
+    fn close(&self, farewell: Bytes);
+
+    /// How many participants are here.
+    fn len(&self) -> usize;
+
+    /// Whether nobody is here.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A room held in this process's memory.
+#[derive(Debug)]
+pub struct LocalRoom {
+    state: Mutex<State>,
+    max_members: usize,
+    backlog_lines: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Nicknames by their case-insensitive key.
+    members: HashSet<String>,
+    /// The ring. Sending under the state lock is what makes a join's
+    /// subscription start exactly at its own announcement.
+    lines: broadcast::Sender<Bytes>,
+    closed: bool,
+}
+
+impl LocalRoom {
+    /// A room for at most `max_members` participants, each of whom may fall
+    /// at most `backlog_lines` lines behind.
+    pub fn new(max_members: usize, backlog_lines: usize) -> Self {
+        // The ring's real length: tokio rounds it up to a power of two.
+        let backlog_lines = backlog_lines.max(1).next_power_of_two();
+        let (lines, _) = broadcast::channel(backlog_lines);
+        LocalRoom {
+            state: Mutex::new(State {
+                members: HashSet::new(),
+                lines,
+                closed: false,
+            }),
+            max_members,
+            backlog_lines,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves the set consistent
+        // (every mutation is a single insert/remove), so keep going.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Room for LocalRoom {
+    type Subscription = LocalSubscription;
+
+    fn join(&self, nick: &str) -> Result<LocalSubscription, JoinError> {
+        let mut state = self.state();
+        let key = protocol::nick_key(nick);
+        if state.members.contains(&key) {
+            return Err(NickError::Taken(nick.to_owned()).into());
+        }
+        if state.closed || state.members.len() >= self.max_members {
+            return Err(JoinError::Full);
+        }
+        state.members.insert(key);
+        let receiver = state.lines.subscribe();
+        // Cannot fail: `receiver` exists.
+        let _ = state.lines.send(protocol::joined_line(nick));
+        Ok(LocalSubscription {
+            receiver,
+            backlog_lines: self.backlog_lines,
+        })
+    }
+
+    fn leave(&self, nick: &str) {
+        let mut state = self.state();
+        if state.members.remove(&protocol::nick_key(nick)) && !state.closed {
+            // No receivers left is fine: nobody to tell.
+            let _ = state.lines.send(protocol::left_line(nick));
+        }
+    }
+
+    fn publish(&self, nick: &str, text: &str) {
+        let line = protocol::chat_line(nick, text);
+        let state = self.state();
+        if !state.closed {
+            let _ = state.lines.send(line);
+        }
+    }
+
+    fn announce(&self, line: Bytes) {
+        let state = self.state();
+        if !state.closed {
+            let _ = state.lines.send(line);
+        }
+    }
+
+    fn close(&self, farewell: Bytes) {
+        let mut state = self.state();
+        if !state.closed {
+            let _ = state.lines.send(farewell);
+            state.closed = true;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.state().members.len()
+    }
+}
+
+/// A [`LocalRoom`] subscriber's cursor in the ring.
+#[derive(Debug)]
+pub struct LocalSubscription {
+    receiver: broadcast::Receiver<Bytes>,
+    backlog_lines: usize,
+}
+
+impl Subscription for LocalSubscription {
+    async fn recv(&mut self) -> Result<Bytes, RecvError> {
+        self.receiver.recv().await.map_err(|e| match e {
+            broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
+            broadcast::error::RecvError::Closed => RecvError::Closed,
+        })
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
+        use broadcast::error::TryRecvError;
+        match self.receiver.try_recv() {
+            Ok(line) => Ok(Some(line)),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+            Err(TryRecvError::Closed) => Err(RecvError::Closed),
+        }
+    }
+
+    fn is_lagging(&self) -> bool {
+        self.receiver.len() > self.backlog_lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(sub: &mut LocalSubscription) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(line) = sub.try_recv().expect("not lagged") {
+            out.push(String::from_utf8(line.to_vec()).expect("utf-8"));
+        }
+        out
+    }
+
+    #[test]
+    fn join_publish_leave_in_one_order() {
+        let room = LocalRoom::new(10, 64);
+        let mut alice = room.join("Alice").expect("joins");
+        let mut bob = room.join("Bob").expect("joins");
+        assert_eq!(
+            room.join("bob").unwrap_err(),
+            JoinError::Nick(NickError::Taken("bob".into()))
+        );
+        room.publish("Alice", "hi");
+        room.leave("Bob");
+        assert_eq!(
+            drain(&mut alice),
+            [
+                "Alice joined!\n",
+                "Bob joined!\n",
+                "Alice: hi\n",
+                "Bob left!\n"
+            ]
+        );
+        assert_eq!(
+            drain(&mut bob),
+            ["Bob joined!\n", "Alice: hi\n", "Bob left!\n"]
+        );
+        assert_eq!(room.len(), 1);
+        // The name is free again once its owner left.
+        assert!(room.join("BOB").is_ok());
+    }
+
+    #[test]
+    fn full_room_refuses() {
+        let room = LocalRoom::new(1, 8);
+        let _a = room.join("a").expect("joins");
+        assert_eq!(room.join("b").unwrap_err(), JoinError::Full);
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_told() {
+        let room = LocalRoom::new(10, 4);
+        let mut slow = room.join("slow").expect("joins");
+        for i in 0..10 {
+            room.publish("x", &i.to_string());
+        }
+        assert!(slow.is_lagging());
+        assert!(matches!(slow.try_recv(), Err(RecvError::Lagged(_))));
+    }
+
+    #[test]
+    fn nothing_follows_the_farewell() {
+        let room = LocalRoom::new(10, 8);
+        let mut a = room.join("a").expect("joins");
+        room.close(Bytes::from_static(b"bye\n"));
+        room.publish("a", "late");
+        room.leave("a");
+        assert_eq!(drain(&mut a), ["a joined!\n", "bye\n"]);
+        assert_eq!(room.join("b").unwrap_err(), JoinError::Full);
+    }
+}

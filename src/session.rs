@@ -1,0 +1,356 @@
+//! One participant's life, once its transport is up: the NICK exchange,
+//! then reading its lines and writing the room's lines to it, until it
+//! leaves, misbehaves, falls too far behind, or the server stops.
+//!
+//! A session is one task that owns its connection. It waits with `select!`
+//! on three things: a line from its peer, a line from the room, and the
+//! stop signal. Writing never blocks anybody else: the room's lines wait in
+//! the room's shared ring, and a session that falls further behind than the
+//! ring holds is disconnected with `ERROR disconnected: too slow` instead of
+//! skipping lines.
+
+use crate::connection::{BATCH_BYTES, Connection, ReadError};
+use crate::protocol::{self, FrameError, Input, MAX_NICK_ATTEMPTS, NickError};
+use crate::rate::{RateLimit, TokenBucket};
+use crate::room::{JoinError, RecvError, Room, Subscription};
+use crate::shutdown::Shutdown;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+/// The per-connection limits a session enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest line, in bytes without terminator.
+    pub max_line: usize,
+    /// Time from accept to a registered nickname (TLS handshake included).
+    pub handshake_timeout: Duration,
+    /// Message rate per participant; `None` for no limit.
+    pub rate: Option<RateLimit>,
+    /// Disconnect a participant that sent nothing for this long.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line: protocol::DEFAULT_MAX_LINE,
+            handshake_timeout: Duration::from_secs(10),
+            rate: Some(RateLimit::default()),
+            idle_timeout: None,
+        }
+    }
+}
+
+/// How long a session may spend on its last words (an error line, the
+/// shutdown drain, close_notify) before it just closes.
+const LAST_WORDS: Duration = Duration::from_secs(2);
+
+/// How often a pending write to a stuck peer checks whether the peer has
+/// fallen too far behind.
+const STALL_CHECK: Duration = Duration::from_millis(250);
+
+/// Why a session ended.
+#[derive(Debug)]
+enum End {
+    /// The peer closed its side.
+    Closed,
+    /// The peer sent a line over the limit.
+    LineTooLong,
+    /// The peer could not keep up with the room.
+    TooSlow,
+    /// The peer sent nothing for the idle timeout.
+    Idle,
+    /// The server is stopping.
+    Shutdown,
+    /// Reading or writing failed (reset, TLS alert, ...).
+    Io(std::io::Error),
+    /// The room went away.
+    RoomClosed,
+}
+
+impl End {
+    fn describe(&self) -> String {
+        match self {
+            End::Closed => "closed the connection".into(),
+            End::LineTooLong => "sent a line over the limit".into(),
+            End::TooSlow => "fell too far behind".into(),
+            End::Idle => "was idle too long".into(),
+            End::Shutdown => "server shutting down".into(),
+            End::Io(e) => format!("connection error: {e}"),
+            End::RoomClosed => "room closed".into(),
+        }
+    }
+}
+
+impl From<ReadError> for End {
+    fn from(err: ReadError) -> Self {
+        match err {
+            ReadError::Frame(FrameError::TooLong) => End::LineTooLong,
+            ReadError::Io(e) => End::Io(e),
+        }
+    }
+}
+
+/// Runs one participant's session over an established transport. `deadline`
+/// is when the nickname must be settled (the handshake timeout, counted
+/// from accept).
+pub async fn run<S, R>(
+    mut conn: Connection<S>,
+    peer: SocketAddr,
+    room: &R,
+    limits: &Limits,
+    shutdown: &mut Shutdown,
+    deadline: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Room,
+{
+    let registered = tokio::select! {
+        result = tokio::time::timeout_at(deadline, register(&mut conn, room)) => result,
+        _ = shutdown.recv() => return close(&mut conn).await,
+    };
+    let (nick, subscription) = match registered {
+        Ok(Ok(joined)) => joined,
+        Ok(Err(end)) => {
+            tracing::debug!(%peer, "not registered: {}", end.describe());
+            if let End::LineTooLong = end {
+                last_words(&mut conn, protocol::error_line(FrameError::TooLong)).await;
+            }
+            return close(&mut conn).await;
+        }
+        Err(_elapsed) => {
+            tracing::info!(%peer, "no nickname within the handshake timeout");
+            last_words(
+                &mut conn,
+                protocol::error_line("timed out waiting for a nickname"),
+            )
+            .await;
+            return close(&mut conn).await;
+        }
+    };
+    tracing::info!(%peer, %nick, "joined");
+    // Leave the room however this session ends, panics included.
+    let membership = Membership { room, nick: &nick };
+    let end = chat(&mut conn, &nick, subscription, room, limits, shutdown).await;
+    drop(membership);
+    tracing::info!(%peer, %nick, "left: {}", end.describe());
+    match end {
+        End::LineTooLong => last_words(&mut conn, protocol::error_line(FrameError::TooLong)).await,
+        End::TooSlow => last_words(&mut conn, protocol::error_line("disconnected: too slow")).await,
+        End::Idle => last_words(&mut conn, protocol::error_line("disconnected: idle")).await,
+        _ => {}
+    }
+    close(&mut conn).await;
+}
+
+/// Leaves the room when dropped.
+struct Membership<'a, R: Room> {
+    room: &'a R,
+    nick: &'a str,
+}
+
+impl<R: Room> Drop for Membership<'_, R> {
+    fn drop(&mut self) {
+        self.room.leave(self.nick);
+    }
+}
+
+/// The NICK exchange: asks until a nickname is accepted, at most
+/// [`MAX_NICK_ATTEMPTS`] times.
+async fn register<S, R>(
+    conn: &mut Connection<S>,
+    room: &R,
+) -> Result<(String, R::Subscription), End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Room,
+{
+    let nick_prompt = protocol::control_line(protocol::NICK);
+    for attempt in 1..=MAX_NICK_ATTEMPTS {
+        conn.send(nick_prompt.clone()).await.map_err(End::Io)?;
+        let line = conn.read_line().await?.ok_or(End::Closed)?;
+        let refusal = match std::str::from_utf8(&line) {
+            Err(_) => JoinError::Nick(NickError::BadChar),
+            Ok(candidate) => match protocol::validate_nickname(candidate) {
+                Err(e) => JoinError::Nick(e),
+                Ok(nick) => match room.join(nick) {
+                    Ok(subscription) => return Ok((nick.to_owned(), subscription)),
+                    Err(e) => e,
+                },
+            },
+        };
+        conn.queue(protocol::error_line(&refusal));
+        if refusal == JoinError::Full || attempt == MAX_NICK_ATTEMPTS {
+            break;
+        }
+    }
+    conn.flush().await.map_err(End::Io)?;
+    Err(End::Closed)
+}
+
+/// The chat loop of a registered participant.
+async fn chat<S, R>(
+    conn: &mut Connection<S>,
+    nick: &str,
+    mut subscription: R::Subscription,
+    room: &R,
+    limits: &Limits,
+    shutdown: &mut Shutdown,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Room,
+{
+    // The subscription starts with our own `joined!` line; the newcomer
+    // hears `Connected to server!` right after it.
+    match subscription.recv().await {
+        Ok(joined) => conn.queue(joined),
+        Err(_) => return End::RoomClosed,
+    }
+    conn.queue(protocol::control_line(protocol::CONNECTED));
+    if let Err(end) = flush(conn, &subscription, shutdown).await {
+        return end;
+    }
+
+    let mut bucket = limits
+        .rate
+        .map(|rate| TokenBucket::new(rate, Instant::now()));
+    // While set, the peer is over its rate and its socket is not read.
+    let mut paused_until: Option<Instant> = None;
+    let idle_timeout = limits.idle_timeout.unwrap_or(Duration::MAX);
+    let mut last_heard = Instant::now();
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.recv() => return drain_for_shutdown(conn, &mut subscription).await,
+            received = subscription.recv() => {
+                let first = match received {
+                    Ok(line) => line,
+                    Err(RecvError::Lagged(_)) => return End::TooSlow,
+                    Err(RecvError::Closed) => return End::RoomClosed,
+                };
+                conn.queue(first);
+                // Take whatever else is waiting, up to one full TLS record's
+                // worth, so it leaves in one write.
+                while conn.queued() < BATCH_BYTES {
+                    match subscription.try_recv() {
+                        Ok(Some(line)) => conn.queue(line),
+                        Ok(None) => break,
+                        Err(RecvError::Lagged(_)) => return End::TooSlow,
+                        Err(RecvError::Closed) => return End::RoomClosed,
+                    }
+                }
+                if let Err(end) = flush(conn, &subscription, shutdown).await {
+                    return end;
+                }
+            }
+            read = conn.read_line(), if paused_until.is_none() => {
+                let line = match read {
+                    Ok(Some(line)) => line,
+                    Ok(None) => return End::Closed,
+                    Err(e) => return e.into(),
+                };
+                last_heard = Instant::now();
+                if let Some(reply) = handle_line(&line, nick, room) {
+                    conn.queue(reply);
+                    if let Err(end) = flush(conn, &subscription, shutdown).await {
+                        return end;
+                    }
+                } else if let Some(bucket) = bucket.as_mut() {
+                    paused_until = bucket.spend(last_heard).map(|wait| last_heard + wait);
+                }
+            }
+            _ = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused_until.is_some() => {
+                paused_until = None;
+            }
+            _ = sleep(idle_timeout), if limits.idle_timeout.is_some() => {
+                if last_heard.elapsed() >= idle_timeout {
+                    return End::Idle;
+                }
+            }
+        }
+    }
+}
+
+/// Acts on one line from a registered participant; returns the reply meant
+/// for that participant alone, if any. A message (no reply) counts against
+/// the rate limit; nothing else does.
+fn handle_line<R: Room>(line: &[u8], nick: &str, room: &R) -> Option<Bytes> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Some(protocol::error_line("invalid UTF-8"));
+    };
+    match protocol::parse_input(text) {
+        Input::Empty => None,
+        Input::Command(_) => Some(protocol::error_line("unknown command")),
+        Input::Message(text) => {
+            tracing::trace!(%nick, bytes = text.len(), "message");
+            room.publish(nick, &text);
+            None
+        }
+    }
+}
+
+/// Writes what is queued. While the peer does not take it, checks now and
+/// then whether it has fallen too far behind the room, and stops on the
+/// server's stop signal.
+async fn flush<S, Sub>(
+    conn: &mut Connection<S>,
+    subscription: &Sub,
+    shutdown: &mut Shutdown,
+) -> Result<(), End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    Sub: Subscription,
+{
+    let write = conn.flush();
+    tokio::pin!(write);
+    // `biased` polls the write first, so a write that completes at once (the
+    // usual case) never arms the timer below.
+    loop {
+        tokio::select! {
+            biased;
+            written = &mut write => return written.map_err(End::Io),
+            _ = sleep(STALL_CHECK) => {
+                if subscription.is_lagging() {
+                    return Err(End::TooSlow);
+                }
+            }
+            _ = shutdown.recv() => return Err(End::Shutdown),
+        }
+    }
+}
+
+/// On shutdown: everything the room said up to its farewell line goes out.
+async fn drain_for_shutdown<S, Sub>(conn: &mut Connection<S>, subscription: &mut Sub) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    Sub: Subscription,
+{
+    while let Ok(Some(line)) = subscription.try_recv() {
+        conn.queue(line);
+    }
+    if let Err(e) = timeout(LAST_WORDS, conn.flush()).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "peer did not take the last lines",
+        ))
+    }) {
+        return End::Io(e);
+    }
+    End::Shutdown
+}
+
+/// Sends one last line if the peer still takes it in time.
+async fn last_words<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connection<S>, line: Bytes) {
+    conn.queue(line);
+    let _ = timeout(LAST_WORDS, conn.flush()).await;
+}
+
+/// Closes the stream; for TLS this sends close_notify.
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connection<S>) {
+    let _ = timeout(LAST_WORDS, conn.shutdown()).await;
+}

@@ -1,0 +1,144 @@
+//! TLS configuration for both ends: loading PEM files, the server's rustls
+//! config (ALPN, session tickets) and the client's, which trusts only the
+//! pinned CA and never the system roots.
+//!
+//! PEM is read with `rustls-pki-types`' `PemObject`, the maintained
+//! successor of rustls-pemfile.
+
+use crate::protocol::ALPN_CHAT;
+use anyhow::{Context, Result, anyhow, bail};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Reads every certificate in a PEM file (leaf first, then any chain).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read certificate file {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not valid PEM", path.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no certificate", path.display());
+    }
+    Ok(certs)
+}
+
+/// Reads the private key in a PEM file, refusing one that others can read.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    check_key_mode(path)?;
+    PrivateKeyDer::from_pem_file(path)
+        .with_context(|| format!("cannot read a private key from {}", path.display()))
+}
+
+fn check_key_mode(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read private key file {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "private key {} has mode {mode:04o}: others may read it; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The server's TLS config: its certificate and key, ALPN `chat/1`, and
+/// stateless TLS 1.3 session tickets so that returning clients skip the
+/// full handshake.
+///
+/// ALPN: rustls refuses a client that offers protocols, none of them
+/// `chat/1` (so a browser or another protocol's client cannot be confused
+/// into talking to us), and accepts one that offers none at all (openssl
+/// s_client, ncat).
+pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>> {
+    let certs = load_certs(cert_path)?;
+    let key = load_key(key_path)?;
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(|| {
+            format!(
+                "{} and {} are not a matching certificate and key",
+                cert_path.display(),
+                key_path.display()
+            )
+        })?;
+    config.alpn_protocols = vec![ALPN_CHAT.to_vec()];
+    config.ticketer =
+        rustls::crypto::aws_lc_rs::Ticketer::new().context("cannot set up session tickets")?;
+    Ok(Arc::new(config))
+}
+
+/// The client's TLS config: trusts exactly the certificates in `ca` (the
+/// pinned CA), offers ALPN `chat/1`, and resumes sessions by default.
+pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(ca).with_context(|| "cannot load the pinned CA (--ca)".to_string())? {
+        roots
+            .add(cert)
+            .with_context(|| format!("{} is not a usable CA certificate", ca.display()))?;
+    }
+    let mut config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_CHAT.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The name to check the server's certificate against: a DNS name or an IP
+/// address (checked against the certificate's IP SANs).
+pub fn server_name(name: &str) -> Result<ServerName<'static>> {
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(bare.to_owned())
+        .map_err(|_| anyhow!("{name:?} is neither a valid host name nor an IP address"))
+}
+
+/// Explains a failed client handshake in one line: what failed and what to
+/// check. `ca` and `name` are what the client used.
+pub fn explain_handshake_error(err: &std::io::Error, ca: &Path, name: &str) -> String {
+    use rustls::{CertificateError, Error as TlsError};
+    let tls = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TlsError>());
+    let ca = ca.display();
+    match tls {
+        Some(TlsError::InvalidCertificate(cert_err)) => match cert_err {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
+                "the server's certificate is not signed by the pinned CA {ca}: check --ca, \
+                 or that the server uses a certificate made by that CA (gen-certs)"
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!(
+                    "the server's certificate is not valid for {name:?}: check --server-name, \
+                 or reissue it with `chatroom gen-certs --force --san {name}`"
+                )
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the server's certificate has expired: reissue it with `chatroom gen-certs --force`"
+                    .to_string()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet: check both machines' clocks".to_string()
+            }
+            other => format!("the server's certificate was refused: {other}"),
+        },
+        Some(TlsError::NoApplicationProtocol) => {
+            "the server does not speak chat/1 (ALPN): is this a chatroom server?".to_string()
+        }
+        Some(TlsError::InvalidMessage(_)) | Some(TlsError::InappropriateMessage { .. }) => {
+            "the server did not answer with TLS: is it running with --plaintext?".to_string()
+        }
+        Some(other) => format!("TLS handshake failed: {other}"),
+        None if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the server closed the connection during the TLS handshake: is it a chatroom \
+             server, and does it use TLS?"
+                .to_string()
+        }
+        None => format!("TLS handshake failed: {err}"),
+    }
+}

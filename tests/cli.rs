@@ -1,0 +1,277 @@
+//! The built binary end to end: `gen-certs` into a temporary folder, `serve`
+//! on an ephemeral port, and `connect` processes driven through pipes.
+
+mod common;
+
+use common::WAIT;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatroom");
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("exists")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+async fn run(args: &[&str], dir: &Path) -> std::process::Output {
+    tokio::time::timeout(WAIT, Command::new(BIN).args(args).current_dir(dir).output())
+        .await
+        .expect("finishes in time")
+        .expect("runs")
+}
+
+/// A running `serve`, killed when dropped.
+struct Serve {
+    child: Child,
+    addr: String,
+    stderr: Lines<BufReader<ChildStderr>>,
+    /// What it logged up to the listening line.
+    startup_log: Vec<String>,
+}
+
+impl Serve {
+    async fn start(dir: &Path, extra: &[&str]) -> Serve {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("serve starts");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        // The port is known once the server says where it listens.
+        let mut startup_log = Vec::new();
+        let addr = tokio::time::timeout(WAIT, async {
+            loop {
+                let line = stderr
+                    .next_line()
+                    .await
+                    .expect("read")
+                    .expect("serve exited early");
+                startup_log.push(line.clone());
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    return rest.split_whitespace().next().expect("address").to_owned();
+                }
+            }
+        })
+        .await
+        .expect("serve listens in time");
+        Serve {
+            child,
+            addr,
+            stderr,
+            startup_log,
+        }
+    }
+
+    /// Stops the server and returns everything it logged.
+    async fn kill_and_log(mut self) -> String {
+        self.child.start_kill().expect("kill");
+        let mut log = std::mem::take(&mut self.startup_log);
+        while let Ok(Some(line)) = self.stderr.next_line().await {
+            log.push(line);
+        }
+        log.join("\n")
+    }
+}
+
+struct Connect {
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Connect {
+    fn spawn(dir: &Path, addr: &str, extra: &[&str]) -> Connect {
+        let mut child = Command::new(BIN)
+            .args(["connect", "--addr", addr])
+            .args(extra)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("connect starts");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Connect { child, stdout }
+    }
+
+    async fn expect(&mut self, expected: &str) {
+        let line = tokio::time::timeout(WAIT, self.stdout.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("a line, not EOF");
+        assert_eq!(line, expected);
+    }
+
+    async fn say(&mut self, text: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .expect("write");
+        stdin.flush().await.expect("flush");
+    }
+
+    /// Closes stdin; returns the exit status and what was printed to stderr.
+    async fn finish(mut self) -> (std::process::ExitStatus, String) {
+        drop(self.child.stdin.take());
+        let out = tokio::time::timeout(WAIT, self.child.wait_with_output())
+            .await
+            .expect("exits in time")
+            .expect("wait");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn gen_certs_writes_private_keys_0600_and_keeps_the_ca() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let out = run(
+        &[
+            "gen-certs",
+            "--dir",
+            "c",
+            "--san",
+            "chat.lan",
+            "--san",
+            "10.0.0.7",
+        ],
+        dir,
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("CA SHA-256 fingerprint:"), "{report}");
+    assert!(report.contains("chat.lan, 10.0.0.7"), "{report}");
+    let certs = dir.join("c");
+    assert_eq!(mode(&certs.join("ca-key.pem")), 0o600);
+    assert_eq!(mode(&certs.join("server-key.pem")), 0o600);
+    let ca_before = std::fs::read(certs.join("ca.pem")).expect("ca");
+
+    // A second run refuses to replace the server certificate...
+    let again = run(&["gen-certs", "--dir", "c"], dir).await;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    // ...and with --force replaces it but keeps the CA.
+    let server_before = std::fs::read(certs.join("server.pem")).expect("server");
+    let forced = run(&["gen-certs", "--dir", "c", "--force"], dir).await;
+    assert!(forced.status.success(), "{forced:?}");
+    assert!(String::from_utf8_lossy(&forced.stdout).contains("(kept)"));
+    assert_eq!(std::fs::read(certs.join("ca.pem")).expect("ca"), ca_before);
+    assert_ne!(
+        std::fs::read(certs.join("server.pem")).expect("server"),
+        server_before
+    );
+    assert_eq!(mode(&certs.join("server-key.pem")), 0o600);
+}
+
+#[tokio::test]
+async fn serve_and_two_connect_processes_over_pipes() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    // No certificates yet: serve makes them itself in ./certs.
+    let serve = Serve::start(dir, &[]).await;
+    assert_eq!(mode(&dir.join("certs/server-key.pem")), 0o600);
+
+    let mut alice = Connect::spawn(dir, &serve.addr, &["--nick", "alice"]);
+    alice.expect("alice joined!").await;
+    alice.expect("Connected to server!").await;
+    let mut bob = Connect::spawn(dir, &serve.addr, &["--nick", "bob"]);
+    bob.expect("bob joined!").await;
+    bob.expect("Connected to server!").await;
+    alice.expect("bob joined!").await;
+
+    alice.say("Hello everyone!").await;
+    alice.expect("alice: Hello everyone!").await;
+    bob.expect("alice: Hello everyone!").await;
+    // Terminal escapes from a peer never reach the other terminal.
+    bob.say("\u{1b}[2Jcleared?").await;
+    alice.expect("bob: [2Jcleared?").await;
+
+    let (status, stderr) = alice.finish().await;
+    assert!(status.success(), "alice exited with {status}: {stderr}");
+    bob.expect("bob: [2Jcleared?").await;
+    bob.expect("alice left!").await;
+
+    // A taken nickname given with --nick ends with the reason, non-zero.
+    let taken = Connect::spawn(dir, &serve.addr, &["--nick", "BOB"]);
+    let (status, stderr) = taken.finish().await;
+    assert!(!status.success());
+    assert!(stderr.contains("nickname \"BOB\" is taken"), "{stderr}");
+
+    // The server closed alice's session cleanly (close_notify), not by error.
+    let (status, _) = bob.finish().await;
+    assert!(status.success());
+    let log = serve.kill_and_log().await;
+    assert!(
+        log.contains("nick=alice") && log.contains("left: closed the connection"),
+        "{log}"
+    );
+    // Message text never appears in the server's log at info level.
+    assert!(!log.contains("Hello everyone"), "{log}");
+}
+
+#[tokio::test]
+async fn connect_explains_a_certificate_from_another_ca() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let serve = Serve::start(dir, &[]).await;
+    let other = run(&["gen-certs", "--dir", "other"], dir).await;
+    assert!(other.status.success());
+    let client = Connect::spawn(dir, &serve.addr, &["--nick", "eve", "--ca", "other/ca.pem"]);
+    let (status, stderr) = client.finish().await;
+    assert!(!status.success());
+    assert!(stderr.contains("not signed by the pinned CA"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    // A name the certificate does not carry.
+    let client = Connect::spawn(
+        dir,
+        &serve.addr,
+        &["--nick", "eve", "--server-name", "chat.example"],
+    );
+    let (status, stderr) = client.finish().await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("not valid for \"chat.example\""),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn plaintext_mode_on_both_sides() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    assert!(run(&["gen-certs"], dir).await.status.success());
+    let serve = Serve::start(dir, &["--plaintext"]).await;
+    let mut carol = Connect::spawn(dir, &serve.addr, &["--nick", "carol", "--plaintext"]);
+    carol.expect("carol joined!").await;
+    carol.expect("Connected to server!").await;
+    carol.say("in the clear").await;
+    carol.expect("carol: in the clear").await;
+    let (status, stderr) = carol.finish().await;
+    assert!(status.success());
+    assert!(stderr.contains("--plaintext"), "{stderr}");
+    // A TLS client against the plaintext server explains what is wrong.
+    let tls = Connect::spawn(dir, &serve.addr, &["--nick", "dave"]);
+    let (status, stderr) = tls.finish().await;
+    assert!(!status.success());
+    assert!(stderr.contains("--plaintext"), "{stderr}");
+    assert!(serve.kill_and_log().await.contains("PLAINTEXT MODE"));
+}

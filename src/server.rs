@@ -36,8 +36,11 @@ pub struct Settings {
     pub limits: Limits,
     /// Most participants at once (and most connections at once).
     pub max_participants: usize,
-    /// Most connections at once from one IP address; loopback is exempt.
+    /// Most connections at once from one IP address.
     pub max_per_ip: usize,
+    /// Whether loopback addresses are exempt from `max_per_ip` (local tests
+    /// and benchmarks open thousands of connections from 127.0.0.1).
+    pub loopback_exempt: bool,
     /// How many lines a participant may fall behind before it is dropped.
     pub backlog_lines: usize,
     /// How long shutdown waits for sessions to say goodbye.
@@ -52,6 +55,7 @@ impl Settings {
             limits: Limits::default(),
             max_participants: 50_000,
             max_per_ip: 16,
+            loopback_exempt: true,
             backlog_lines: 4096,
             shutdown_grace: Duration::from_secs(5),
         }
@@ -164,7 +168,9 @@ impl Listener {
         let deadline = Instant::now() + self.settings.limits.handshake_timeout;
         // We batch lines ourselves; Nagle would only add delay.
         let _ = tcp.set_nodelay(true);
-        let Some(ip_slot) = IpSlot::take(&self.per_ip, peer.ip(), self.settings.max_per_ip) else {
+        let exempt = self.settings.loopback_exempt && peer.ip().is_loopback();
+        let Some(ip_slot) = IpSlot::take(&self.per_ip, peer.ip(), self.settings.max_per_ip, exempt)
+        else {
             tracing::info!(%peer, "refused: too many connections from this address");
             return self.refuse(
                 tcp,
@@ -245,14 +251,15 @@ struct IpSlot {
 }
 
 impl IpSlot {
-    /// `Some` if `ip` may open one more connection (loopback always may:
-    /// local tests and benchmarks open thousands).
+    /// `Some` if `ip` may open one more connection (an exempt one always
+    /// may, uncounted).
     fn take(
         table: &Arc<Mutex<HashMap<IpAddr, usize>>>,
         ip: IpAddr,
         max_per_ip: usize,
+        exempt: bool,
     ) -> Option<Option<IpSlot>> {
-        if ip.is_loopback() {
+        if exempt {
             return Some(None);
         }
         let mut counts = table.lock().unwrap_or_else(|p| p.into_inner());

@@ -129,6 +129,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// A complete line already received, if any: no I/O.
+    pub fn buffered_line(&mut self) -> Result<Option<Bytes>, ReadError> {
+        let line = self.framer.next_line()?;
+        if line.is_some() {
+            self.framer.release_if_empty();
+        }
+        Ok(line)
+    }
+
     /// Queues a line (terminator included) for the next [`Connection::flush`].
     pub fn queue(&mut self, line: Bytes) {
         self.outbox.push(line);

@@ -215,6 +215,10 @@ pub struct LineFramer {
 /// How much a single read may add to the framer's buffer.
 pub const READ_CHUNK: usize = 4096;
 
+/// The room for a read when no partial line is buffered: what an idle
+/// participant's connection holds while it waits.
+const IDLE_READ: usize = 512;
+
 impl LineFramer {
     /// A framer for lines of at most `max_line` bytes without terminator.
     pub fn new(max_line: usize) -> Self {
@@ -225,11 +229,17 @@ impl LineFramer {
         }
     }
 
-    /// The buffer to read into, with room for one more chunk. Its capacity is
-    /// only reserved when a read is about to happen, and given back by
-    /// [`LineFramer::release_if_empty`], so an idle connection holds none.
+    /// The buffer to read into, with room for one more read. Between lines
+    /// (the state an idle connection waits in) that room is small, since a
+    /// chat line usually is; inside a partial line it is a full chunk. Given
+    /// back by [`LineFramer::release_if_empty`].
     pub fn read_buf(&mut self) -> &mut BytesMut {
-        self.buf.reserve(READ_CHUNK);
+        let room = if self.buf.is_empty() {
+            IDLE_READ
+        } else {
+            READ_CHUNK
+        };
+        self.buf.reserve(room);
         &mut self.buf
     }
 

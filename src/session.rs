@@ -48,6 +48,10 @@ impl Default for Limits {
 /// shutdown drain, close_notify) before it just closes.
 const LAST_WORDS: Duration = Duration::from_secs(2);
 
+/// How many already-received lines a session handles in one turn before it
+/// lets the room's lines (and other tasks) have theirs.
+const LINES_PER_TURN: usize = 64;
+
 /// How often a pending write to a stuck peer checks whether the peer has
 /// fallen too far behind.
 const STALL_CHECK: Duration = Duration::from_millis(250);
@@ -79,6 +83,9 @@ impl End {
             End::TooSlow => "fell too far behind".into(),
             End::Idle => "was idle too long".into(),
             End::Shutdown => "server shutting down".into(),
+            End::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                "closed the connection without TLS close_notify".into()
+            }
             End::Io(e) => format!("connection error: {e}"),
             End::RoomClosed => "room closed".into(),
         }
@@ -223,9 +230,10 @@ where
     let idle_timeout = limits.idle_timeout.unwrap_or(Duration::MAX);
     let mut last_heard = Instant::now();
 
+    // No `biased`: reading the peer and writing the room's lines take turns
+    // at random, so neither can starve the other under load.
     loop {
         tokio::select! {
-            biased;
             _ = shutdown.recv() => return drain_for_shutdown(conn, &mut subscription).await,
             received = subscription.recv() => {
                 let first = match received {
@@ -249,19 +257,33 @@ where
                 }
             }
             read = conn.read_line(), if paused_until.is_none() => {
-                let line = match read {
+                let mut line = match read {
                     Ok(Some(line)) => line,
                     Ok(None) => return End::Closed,
                     Err(e) => return e.into(),
                 };
                 last_heard = Instant::now();
-                if let Some(reply) = handle_line(&line, nick, room) {
-                    conn.queue(reply);
-                    if let Err(end) = flush(conn, &subscription, shutdown).await {
-                        return end;
+                // Handle every line that arrived in the same read, up to a
+                // bound, before going back to the room's lines.
+                for _ in 0..LINES_PER_TURN {
+                    if let Some(reply) = handle_line(&line, nick, room) {
+                        conn.queue(reply);
+                    } else if let Some(bucket) = bucket.as_mut() {
+                        paused_until = bucket.spend(last_heard).map(|wait| last_heard + wait);
                     }
-                } else if let Some(bucket) = bucket.as_mut() {
-                    paused_until = bucket.spend(last_heard).map(|wait| last_heard + wait);
+                    if paused_until.is_some() {
+                        break;
+                    }
+                    match conn.buffered_line() {
+                        Ok(Some(next)) => line = next,
+                        Ok(None) => break,
+                        Err(e) => return e.into(),
+                    }
+                }
+                if conn.queued() > 0
+                    && let Err(end) = flush(conn, &subscription, shutdown).await
+                {
+                    return end;
                 }
             }
             _ = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused_until.is_some() => {

@@ -215,6 +215,19 @@ async fn serve_and_two_connect_processes_over_pipes() {
     assert!(!status.success());
     assert!(stderr.contains("nickname \"BOB\" is taken"), "{stderr}");
 
+    // Without --nick the client asks, and asks again after a refusal.
+    let mut rob = Connect::spawn(dir, &serve.addr, &[]);
+    rob.say("Bob").await;
+    rob.say("rob").await;
+    // The prompts have no newline of their own, so they lead the next line.
+    rob.expect("Choose your nickname: Choose your nickname: rob joined!").await;
+    rob.expect("Connected to server!").await;
+    bob.expect("rob joined!").await;
+    let (status, stderr) = rob.finish().await;
+    assert!(status.success());
+    assert!(stderr.contains("the server refused: nickname \"Bob\" is taken"), "{stderr}");
+    bob.expect("rob left!").await;
+
     // The server closed alice's session cleanly (close_notify), not by error.
     let (status, _) = bob.finish().await;
     assert!(status.success());
@@ -274,4 +287,24 @@ async fn plaintext_mode_on_both_sides() {
     assert!(!status.success());
     assert!(stderr.contains("--plaintext"), "{stderr}");
     assert!(serve.kill_and_log().await.contains("PLAINTEXT MODE"));
+}
+
+#[tokio::test]
+async fn serve_refuses_missing_or_exposed_key_files() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let out = run(&["serve", "--addr", "127.0.0.1:0", "--cert", "nope.pem"], dir).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read certificate file nope.pem"), "{stderr}");
+    // Explicit paths are never generated.
+    assert!(!dir.join("certs").exists());
+
+    assert!(run(&["gen-certs"], dir).await.status.success());
+    let key = dir.join("certs/server-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = run(&["serve", "--addr", "127.0.0.1:0"], dir).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
 }

@@ -230,8 +230,13 @@ where
     let idle_timeout = limits.idle_timeout.unwrap_or(Duration::MAX);
     let mut last_heard = Instant::now();
 
-    // No `biased`: reading the peer and writing the room's lines take turns
-    // at random, so neither can starve the other under load.
+    // Set when the last batch of the room's lines was cut at the batch size:
+    // more are waiting. The peer's own input is then left unread until this
+    // session has caught up, so a participant that cannot keep up with the
+    // room stops adding to it (TCP pushes back on it alone) instead of
+    // falling ever further behind. Otherwise reading and writing take turns
+    // at random (no `biased`), so neither starves the other.
+    let mut behind = false;
     loop {
         tokio::select! {
             _ = shutdown.recv() => return drain_for_shutdown(conn, &mut subscription).await,
@@ -244,10 +249,14 @@ where
                 conn.queue(first);
                 // Take whatever else is waiting, up to one full TLS record's
                 // worth, so it leaves in one write.
+                behind = true;
                 while conn.queued() < BATCH_BYTES {
                     match subscription.try_recv() {
                         Ok(Some(line)) => conn.queue(line),
-                        Ok(None) => break,
+                        Ok(None) => {
+                            behind = false;
+                            break;
+                        }
                         Err(RecvError::Lagged(_)) => return End::TooSlow,
                         Err(RecvError::Closed) => return End::RoomClosed,
                     }
@@ -256,7 +265,7 @@ where
                     return end;
                 }
             }
-            read = conn.read_line(), if paused_until.is_none() => {
+            read = conn.read_line(), if paused_until.is_none() && !behind => {
                 let mut line = match read {
                     Ok(Some(line)) => line,
                     Ok(None) => return End::Closed,

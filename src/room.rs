@@ -28,6 +28,9 @@ pub enum JoinError {
     /// The room holds its maximum number of participants.
     #[error("server full")]
     Full,
+    /// The room is closing: the server is shutting down.
+    #[error("server is shutting down")]
+    Closed,
 }
 
 /// Why a subscription yielded no line.
@@ -61,7 +64,14 @@ pub trait Room: Send + Sync + 'static {
     /// announces `<nick> joined!` to everyone. The subscription's first line
     /// is that announcement; every line after it is one everybody else sees
     /// in the same order.
-    fn join(&self, nick: &str) -> Result<Self::Subscription, JoinError>;
+    ///
+    /// Asynchronous because a shared room has to ask its peers whether a
+    /// nickname is free; the other operations only hand a line on, and a
+    /// shared room can queue it.
+    fn join(
+        &self,
+        nick: &str,
+    ) -> impl Future<Output = Result<Self::Subscription, JoinError>> + Send;
 
     /// Removes `nick` and announces `<nick> left!` to those who stay.
     fn leave(&self, nick: &str);
@@ -133,13 +143,16 @@ impl LocalRoom {
 impl Room for LocalRoom {
     type Subscription = LocalSubscription;
 
-    fn join(&self, nick: &str) -> Result<LocalSubscription, JoinError> {
+    async fn join(&self, nick: &str) -> Result<LocalSubscription, JoinError> {
         let mut state = self.state();
         let key = protocol::nick_key(nick);
         if state.members.contains(&key) {
             return Err(NickError::Taken(nick.to_owned()).into());
         }
-        if state.closed || state.members.len() >= self.max_members {
+        if state.closed {
+            return Err(JoinError::Closed);
+        }
+        if state.members.len() >= self.max_members {
             return Err(JoinError::Full);
         }
         state.members.insert(key);
@@ -230,13 +243,13 @@ mod tests {
         out
     }
 
-    #[test]
-    fn join_publish_leave_in_one_order() {
+    #[tokio::test]
+    async fn join_publish_leave_in_one_order() {
         let room = LocalRoom::new(10, 64);
-        let mut alice = room.join("Alice").expect("joins");
-        let mut bob = room.join("Bob").expect("joins");
+        let mut alice = room.join("Alice").await.expect("joins");
+        let mut bob = room.join("Bob").await.expect("joins");
         assert_eq!(
-            room.join("bob").unwrap_err(),
+            room.join("bob").await.unwrap_err(),
             JoinError::Nick(NickError::Taken("bob".into()))
         );
         room.publish("Alice", "hi");
@@ -256,20 +269,20 @@ mod tests {
         );
         assert_eq!(room.len(), 1);
         // The name is free again once its owner left.
-        assert!(room.join("BOB").is_ok());
+        assert!(room.join("BOB").await.is_ok());
     }
 
-    #[test]
-    fn full_room_refuses() {
+    #[tokio::test]
+    async fn full_room_refuses() {
         let room = LocalRoom::new(1, 8);
-        let _a = room.join("a").expect("joins");
-        assert_eq!(room.join("b").unwrap_err(), JoinError::Full);
+        let _a = room.join("a").await.expect("joins");
+        assert_eq!(room.join("b").await.unwrap_err(), JoinError::Full);
     }
 
-    #[test]
-    fn a_subscriber_that_falls_behind_is_told() {
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told() {
         let room = LocalRoom::new(10, 4);
-        let mut slow = room.join("slow").expect("joins");
+        let mut slow = room.join("slow").await.expect("joins");
         for i in 0..10 {
             room.publish("x", &i.to_string());
         }
@@ -277,14 +290,14 @@ mod tests {
         assert!(matches!(slow.try_recv(), Err(RecvError::Lagged(_))));
     }
 
-    #[test]
-    fn nothing_follows_the_farewell() {
+    #[tokio::test]
+    async fn nothing_follows_the_farewell() {
         let room = LocalRoom::new(10, 8);
-        let mut a = room.join("a").expect("joins");
+        let mut a = room.join("a").await.expect("joins");
         room.close(Bytes::from_static(b"bye\n"));
         room.publish("a", "late");
         room.leave("a");
         assert_eq!(drain(&mut a), ["a joined!\n", "bye\n"]);
-        assert_eq!(room.join("b").unwrap_err(), JoinError::Full);
+        assert_eq!(room.join("b").await.unwrap_err(), JoinError::Closed);
     }
 }

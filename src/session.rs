@@ -183,14 +183,15 @@ where
             Err(_) => JoinError::Nick(NickError::BadChar),
             Ok(candidate) => match protocol::validate_nickname(candidate) {
                 Err(e) => JoinError::Nick(e),
-                Ok(nick) => match room.join(nick) {
+                Ok(nick) => match room.join(nick).await {
                     Ok(subscription) => return Ok((nick.to_owned(), subscription)),
                     Err(e) => e,
                 },
             },
         };
         conn.queue(protocol::error_line(&refusal));
-        if refusal == JoinError::Full || attempt == MAX_NICK_ATTEMPTS {
+        let final_refusal = matches!(refusal, JoinError::Full | JoinError::Closed);
+        if final_refusal || attempt == MAX_NICK_ATTEMPTS {
             break;
         }
     }

@@ -32,7 +32,10 @@ fn a_capture_shows_the_secret_in_plaintext_and_not_over_tls() {
     let (plain, tls) = stdout
         .split_once("=== tls:")
         .expect("both captures reported");
-    assert!(plain.contains("the secret is VISIBLE in the capture"), "{stdout}");
+    assert!(
+        plain.contains("the secret is VISIBLE in the capture"),
+        "{stdout}"
+    );
     assert!(tls.contains("the secret is NOT in the capture"), "{stdout}");
     assert!(tls.contains("Client Hello"), "{stdout}");
     // Both times the chat itself worked.

@@ -220,12 +220,16 @@ async fn serve_and_two_connect_processes_over_pipes() {
     rob.say("Bob").await;
     rob.say("rob").await;
     // The prompts have no newline of their own, so they lead the next line.
-    rob.expect("Choose your nickname: Choose your nickname: rob joined!").await;
+    rob.expect("Choose your nickname: Choose your nickname: rob joined!")
+        .await;
     rob.expect("Connected to server!").await;
     bob.expect("rob joined!").await;
     let (status, stderr) = rob.finish().await;
     assert!(status.success());
-    assert!(stderr.contains("the server refused: nickname \"Bob\" is taken"), "{stderr}");
+    assert!(
+        stderr.contains("the server refused: nickname \"Bob\" is taken"),
+        "{stderr}"
+    );
     bob.expect("rob left!").await;
 
     // The server closed alice's session cleanly (close_notify), not by error.
@@ -293,10 +297,17 @@ async fn plaintext_mode_on_both_sides() {
 async fn serve_refuses_missing_or_exposed_key_files() {
     let tmp = tempfile::tempdir().expect("temp");
     let dir = tmp.path();
-    let out = run(&["serve", "--addr", "127.0.0.1:0", "--cert", "nope.pem"], dir).await;
+    let out = run(
+        &["serve", "--addr", "127.0.0.1:0", "--cert", "nope.pem"],
+        dir,
+    )
+    .await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot read certificate file nope.pem"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read certificate file nope.pem"),
+        "{stderr}"
+    );
     // Explicit paths are never generated.
     assert!(!dir.join("certs").exists());
 

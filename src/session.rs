@@ -229,6 +229,13 @@ where
     // While set, the peer is over its rate and its socket is not read.
     let mut paused_until: Option<Instant> = None;
     let idle_timeout = limits.idle_timeout.unwrap_or(Duration::MAX);
+    // `select!` builds every branch's future even when its condition is
+    // false, so this must not overflow when there is no idle timeout.
+    let idle_deadline = |last_heard: Instant| {
+        last_heard
+            .checked_add(idle_timeout)
+            .unwrap_or_else(|| last_heard + Duration::from_secs(86_400 * 365))
+    };
     let mut last_heard = Instant::now();
 
     // Set when the last batch of the room's lines was cut at the batch size:
@@ -249,15 +256,22 @@ where
                 };
                 conn.queue(first);
                 // Take whatever else is waiting, up to one full TLS record's
-                // worth, so it leaves in one write.
-                behind = true;
-                while conn.queued() < BATCH_BYTES {
+                // worth, so it leaves in one write. `behind` only if a line
+                // is really waiting beyond a full batch (the line taken to
+                // find out rides along): a full batch with nothing after it
+                // must not stop the peer from being read.
+                behind = false;
+                loop {
+                    let full = conn.queued() >= BATCH_BYTES;
                     match subscription.try_recv() {
-                        Ok(Some(line)) => conn.queue(line),
-                        Ok(None) => {
-                            behind = false;
-                            break;
+                        Ok(Some(line)) => {
+                            conn.queue(line);
+                            if full {
+                                behind = true;
+                                break;
+                            }
                         }
+                        Ok(None) => break,
                         Err(RecvError::Lagged(_)) => return End::TooSlow,
                         Err(RecvError::Closed) => return End::RoomClosed,
                     }
@@ -267,28 +281,31 @@ where
                 }
             }
             read = conn.read_line(), if paused_until.is_none() && !behind => {
-                let mut line = match read {
+                let first = match read {
                     Ok(Some(line)) => line,
                     Ok(None) => return End::Closed,
                     Err(e) => return e.into(),
                 };
                 last_heard = Instant::now();
-                // Handle every line that arrived in the same read, up to a
-                // bound, before going back to the room's lines.
-                for _ in 0..LINES_PER_TURN {
+                // Handle the lines that arrived in the same read, up to a
+                // bound, before going back to the room's lines. A line is
+                // taken from the buffer only when it will be handled.
+                let mut next = Some(first);
+                let mut handled = 0;
+                while let Some(line) = next.take() {
                     if let Some(reply) = handle_line(&line, nick, room) {
                         conn.queue(reply);
                     } else if let Some(bucket) = bucket.as_mut() {
                         paused_until = bucket.spend(last_heard).map(|wait| last_heard + wait);
                     }
-                    if paused_until.is_some() {
+                    handled += 1;
+                    if paused_until.is_some() || handled == LINES_PER_TURN {
                         break;
                     }
-                    match conn.buffered_line() {
-                        Ok(Some(next)) => line = next,
-                        Ok(None) => break,
+                    next = match conn.buffered_line() {
+                        Ok(line) => line,
                         Err(e) => return e.into(),
-                    }
+                    };
                 }
                 if conn.queued() > 0
                     && let Err(end) = flush(conn, &subscription, shutdown).await
@@ -299,7 +316,9 @@ where
             _ = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused_until.is_some() => {
                 paused_until = None;
             }
-            _ = sleep(idle_timeout), if limits.idle_timeout.is_some() => {
+            // The deadline counts from the peer's last line, not from this
+            // turn of the loop: the room's lines must not keep it alive.
+            _ = sleep_until(idle_deadline(last_heard)), if limits.idle_timeout.is_some() => {
                 if last_heard.elapsed() >= idle_timeout {
                     return End::Idle;
                 }

@@ -1,0 +1,55 @@
+//! Nickname rules and text sanitizing on arbitrary input: nothing panics,
+//! the nickname check accepts exactly the documented language, sanitized
+//! text holds no unsafe character, and a chat line built from a valid
+//! nickname and sanitized text is exactly one line.
+
+#![no_main]
+
+use chatroom::protocol::{self, Input, NickError};
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../tests/support/model.rs"]
+mod model;
+use model::documented_nickname as documented;
+
+fuzz_target!(|data: &[u8]| {
+    let printable = protocol::sanitize_bytes(data);
+    assert!(!printable.chars().any(protocol::is_unsafe_char));
+
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match protocol::validate_nickname(text) {
+        Ok(nick) => {
+            assert!(documented(text), "accepted {text:?}");
+            assert_eq!(nick, text);
+            assert_eq!(protocol::nick_key(nick), text.to_ascii_lowercase());
+        }
+        Err(e) => {
+            assert!(!documented(text), "refused {text:?}: {e}");
+            // Every refusal has a reason a user can read on one line.
+            let reason = protocol::error_line(&e);
+            assert_eq!(reason.iter().filter(|&&b| b == b'\n').count(), 1);
+            if let NickError::Reserved(n) | NickError::Taken(n) = e {
+                assert_eq!(n, text);
+            }
+        }
+    }
+
+    let clean = protocol::sanitize(text);
+    assert!(!clean.chars().any(protocol::is_unsafe_char));
+    assert_eq!(protocol::sanitize(&clean), clean, "sanitize is idempotent");
+    let mut kept = text.chars().filter(|c| !protocol::is_unsafe_char(*c));
+    assert!(clean.chars().eq(&mut kept), "only unsafe characters go");
+
+    match protocol::parse_input(text) {
+        Input::Empty => assert!(clean.is_empty()),
+        Input::Command(word) => assert!(text.starts_with('/') && !word.contains(' ')),
+        Input::Message(message) => {
+            assert!(!message.is_empty() && !message.chars().any(protocol::is_unsafe_char));
+            let line = protocol::chat_line("alice", &message);
+            assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            assert!(line.ends_with(b"\n"));
+        }
+    }
+});

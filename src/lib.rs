@@ -12,8 +12,10 @@
 //! * [`rate`]: the per-participant token bucket;
 //! * [`tls`]: rustls configs, PEM loading, pinning, error explanations;
 //! * [`certs`]: `gen-certs`, the local CA and server certificate;
-//! * [`client`]: `connect`, the terminal client.
+//! * [`client`]: `connect`, the terminal client;
+//! * [`bench`]: `bench`, load and correctness measurements of a server.
 
+pub mod bench;
 pub mod certs;
 pub mod client;
 pub mod connection;

@@ -2,6 +2,7 @@
 //! library. Errors end here, as one line on stderr and a non-zero exit.
 
 use anyhow::{Context, Result};
+use chatroom::bench::BenchArgs;
 use chatroom::certs::{self, GenOptions};
 use chatroom::client::{self, ConnectOptions};
 use chatroom::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
@@ -31,6 +32,9 @@ enum Command {
     Serve(ServeArgs),
     /// Join a chat server from this terminal.
     Connect(ConnectArgs),
+    /// Measure a chat server's throughput, latency, joins and memory, and
+    /// check that it delivers every message once, intact, in one order.
+    Bench(BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -145,6 +149,7 @@ fn run(cli: Cli) -> Result<()> {
             nick: args.nick,
             plaintext: args.plaintext,
         })),
+        Command::Bench(args) => runtime()?.block_on(chatroom::bench::run(args)),
     }
 }
 

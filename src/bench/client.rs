@@ -1,0 +1,465 @@
+//! The load-generating connections: joining (TCP, TLS, NICK), the reader
+//! task every client runs from the moment it joins, and the two kinds of
+//! sender (as fast as a window allows, or at a fixed pace).
+//!
+//! Readers read continuously in their own tasks, whatever the scenario, so
+//! a bench client never falls behind the server's backlog by its own fault:
+//! if one is disconnected as too slow, that is the server's result to
+//! report, not the bench's doing.
+
+use super::check::{Delivery, ReceiverLog};
+use super::message::{self, NickScheme, Stamp};
+use crate::protocol::{self, LineFramer};
+use rustls::pki_types::ServerName;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+/// Longest line accepted from the server: a message line is the server's
+/// line limit plus the nickname and separator.
+const MAX_SERVER_LINE: usize = 64 * 1024;
+
+/// Any stream a client talks over: TLS or bare TCP.
+pub trait ChatStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ChatStream for T {}
+pub type BoxStream = Box<dyn ChatStream>;
+
+/// How to reach the server over TLS.
+#[derive(Clone, Debug)]
+pub struct TlsTarget {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: ServerName<'static>,
+}
+
+/// A client that has joined, its stream ready to split.
+pub struct Joined {
+    pub stream: BoxStream,
+    /// Holds whatever arrived after `Connected to server!` in the same read.
+    pub framer: LineFramer,
+    /// From starting to connect to the end of the TLS handshake (for
+    /// plaintext, of the TCP connect).
+    pub handshake: Duration,
+    /// From starting to connect to `Connected to server!`.
+    pub joined: Duration,
+    pub resumed: bool,
+}
+
+/// Why a client could not join.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("timed out during the {0}")]
+    TimedOut(&'static str),
+    #[error("the server refused {nick}: {reason}")]
+    Refused { nick: String, reason: String },
+    #[error("the server closed the connection during the join")]
+    Closed,
+    #[error("unexpected line during the join: {0:?}")]
+    Unexpected(String),
+    #[error("cannot talk to the server during the join: {0}")]
+    Io(String),
+}
+
+/// Connects, handshakes and registers as `nick`, all within `limit`.
+pub async fn join(
+    addr: SocketAddr,
+    tls: Option<&TlsTarget>,
+    nick: &str,
+    limit: Duration,
+) -> Result<Joined, JoinError> {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + limit;
+    let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+        .await
+        .map_err(|_| JoinError::TimedOut("TCP connect"))?
+        .map_err(JoinError::Connect)?;
+    // Each message is its own write; Nagle would hold it back.
+    let _ = tcp.set_nodelay(true);
+    let (mut stream, resumed): (BoxStream, bool) = match tls {
+        None => (Box::new(tcp), false),
+        Some(tls) => {
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            let stream =
+                tokio::time::timeout_at(deadline, connector.connect(tls.server_name.clone(), tcp))
+                    .await
+                    .map_err(|_| JoinError::TimedOut("TLS handshake"))?
+                    .map_err(JoinError::Handshake)?;
+            let resumed =
+                stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            (Box::new(stream), resumed)
+        }
+    };
+    let handshake = start.elapsed();
+    let mut framer = LineFramer::new(MAX_SERVER_LINE);
+    let register = async {
+        expect_line(&mut stream, &mut framer, nick, protocol::NICK).await?;
+        let mut answer = nick.as_bytes().to_vec();
+        answer.push(b'\n');
+        stream
+            .write_all(&answer)
+            .await
+            .map_err(|e| JoinError::Io(e.to_string()))?;
+        stream
+            .flush()
+            .await
+            .map_err(|e| JoinError::Io(e.to_string()))?;
+        expect_line(&mut stream, &mut framer, nick, &format!("{nick} joined!")).await?;
+        expect_line(&mut stream, &mut framer, nick, protocol::CONNECTED).await
+    };
+    tokio::time::timeout_at(deadline, register)
+        .await
+        .map_err(|_| JoinError::TimedOut("NICK exchange"))??;
+    Ok(Joined {
+        stream,
+        framer,
+        handshake,
+        joined: start.elapsed(),
+        resumed,
+    })
+}
+
+async fn expect_line(
+    stream: &mut BoxStream,
+    framer: &mut LineFramer,
+    nick: &str,
+    expected: &str,
+) -> Result<(), JoinError> {
+    let line = loop {
+        match framer.next_line() {
+            Ok(Some(line)) => break line,
+            Ok(None) => {}
+            Err(e) => return Err(JoinError::Io(e.to_string())),
+        }
+        match stream.read_buf(framer.read_buf()).await {
+            Ok(0) => return Err(JoinError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(JoinError::Io(e.to_string())),
+        }
+    };
+    if line == expected.as_bytes() {
+        return Ok(());
+    }
+    let text = protocol::sanitize_bytes(&line);
+    match text.strip_prefix(protocol::ERROR_PREFIX) {
+        Some(reason) => Err(JoinError::Refused {
+            nick: nick.to_owned(),
+            reason: reason.to_owned(),
+        }),
+        None => Err(JoinError::Unexpected(text)),
+    }
+}
+
+/// What every reader of one scenario run shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub nicks: NickScheme,
+    /// Clients `0..senders` send; every client receives from all of them.
+    pub senders: usize,
+    /// No sender sends more than this many messages.
+    pub max_messages: u32,
+    pub size: usize,
+    /// The zero of every timestamp in the messages.
+    pub epoch: Instant,
+    /// Messages of this run received, all clients together.
+    pub deliveries: AtomicU64,
+    /// Microseconds since `epoch` of the latest delivery.
+    pub last_delivery_us: AtomicU64,
+    /// Readers that have every sender's last message, or have ended.
+    pub finished: AtomicUsize,
+    pub wake: Notify,
+}
+
+impl Shared {
+    pub fn new(senders: usize, max_messages: u32, size: usize) -> Self {
+        Shared {
+            nicks: NickScheme::new(),
+            senders,
+            max_messages,
+            size,
+            epoch: Instant::now(),
+            deliveries: AtomicU64::new(0),
+            last_delivery_us: AtomicU64::new(0),
+            finished: AtomicUsize::new(0),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+}
+
+/// How a reader ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReaderEnd {
+    /// Told to stop at the end of the run: the only good ending.
+    Stopped,
+    /// The server sent an `ERROR` line (e.g. `disconnected: too slow`) or
+    /// said it is shutting down.
+    Told(String),
+    /// The server closed the connection.
+    Closed,
+    /// Reading failed (reset, TLS alert, overlong line).
+    Failed(String),
+}
+
+/// What a reader hands back when it ends.
+#[derive(Debug)]
+pub struct ReaderReport {
+    pub log: ReceiverLog,
+    /// Send-to-receipt time of every first delivery, in microseconds.
+    pub latencies_us: Vec<u32>,
+    pub end: ReaderEnd,
+}
+
+/// Starts the reader of client `client`. It counts and checks every line
+/// until `stop` turns true, and publishes how many of its own messages came
+/// back through `own_echo` (the senders' window).
+pub fn spawn_reader(
+    client: usize,
+    mut read: ReadHalf<BoxStream>,
+    mut framer: LineFramer,
+    shared: Arc<Shared>,
+    own_echo: watch::Sender<u32>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<ReaderReport> {
+    tokio::spawn(async move {
+        let mut reader = Reader {
+            client,
+            log: ReceiverLog::new(client, shared.senders, shared.max_messages),
+            latencies_us: Vec::new(),
+            finished: false,
+            own_echo,
+        };
+        let end = loop {
+            // Every line of one read arrived at the same moment.
+            let now_us = shared.now_us();
+            let mut fresh = 0u64;
+            let ended = loop {
+                match framer.next_line() {
+                    Ok(Some(line)) => match reader.handle(&line, now_us, &shared) {
+                        Ok(counted) => fresh += counted,
+                        Err(end) => break Some(end),
+                    },
+                    Ok(None) => break None,
+                    Err(e) => break Some(ReaderEnd::Failed(e.to_string())),
+                }
+            };
+            if fresh > 0 {
+                shared.deliveries.fetch_add(fresh, Ordering::Relaxed);
+                shared.last_delivery_us.fetch_max(now_us, Ordering::Relaxed);
+            }
+            if !reader.finished && reader.log.all_ended() {
+                reader.finish(&shared);
+            }
+            if let Some(end) = ended {
+                break end;
+            }
+            framer.release_if_empty();
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stopped| *stopped) => break ReaderEnd::Stopped,
+                read = read.read_buf(framer.read_buf()) => match read {
+                    Ok(0) => break ReaderEnd::Closed,
+                    Ok(_) => {}
+                    Err(e) => break ReaderEnd::Failed(e.to_string()),
+                },
+            }
+        };
+        if !reader.finished {
+            reader.finish(&shared);
+        }
+        ReaderReport {
+            log: reader.log,
+            latencies_us: reader.latencies_us,
+            end,
+        }
+    })
+}
+
+struct Reader {
+    client: usize,
+    log: ReceiverLog,
+    latencies_us: Vec<u32>,
+    finished: bool,
+    own_echo: watch::Sender<u32>,
+}
+
+impl Reader {
+    /// Handles one line; `Ok(1)` for a message of this run, `Ok(0)` for
+    /// anything harmless, `Err` when the server ended this client.
+    fn handle(&mut self, line: &[u8], now_us: u64, shared: &Shared) -> Result<u64, ReaderEnd> {
+        if let Some(split) = find(line, b": ") {
+            let (nick, text) = (&line[..split], &line[split + 2..]);
+            if looks_like_nick(nick) {
+                let Some(sender) = shared.nicks.index_of(nick) else {
+                    // Somebody else chatting on a shared server.
+                    return Ok(0);
+                };
+                self.message(sender, text, line, now_us, shared);
+                return Ok(1);
+            }
+        }
+        if line.starts_with(protocol::ERROR_PREFIX.as_bytes())
+            || line == protocol::SHUTTING_DOWN.as_bytes()
+        {
+            return Err(ReaderEnd::Told(protocol::sanitize_bytes(line)));
+        }
+        if line.ends_with(b" joined!") || line.ends_with(b" left!") {
+            return Ok(0);
+        }
+        self.log
+            .record_corrupt(|| excerpt(&protocol::sanitize_bytes(line)));
+        Ok(0)
+    }
+
+    fn message(&mut self, sender: usize, text: &[u8], line: &[u8], now_us: u64, shared: &Shared) {
+        let stamp = u32::try_from(sender)
+            .ok()
+            .and_then(|s| message::read_message(text, s, shared.size));
+        let delivery = stamp.and_then(|stamp| Some((stamp, self.log.record(sender, stamp)?)));
+        match delivery {
+            Some((stamp, Delivery::First)) => {
+                let latency = now_us.saturating_sub(stamp.sent_us);
+                self.latencies_us
+                    .push(u32::try_from(latency).unwrap_or(u32::MAX));
+                if sender == self.client {
+                    self.own_echo.send_replace(stamp.seq + 1);
+                }
+            }
+            Some((_, Delivery::Repeat)) => {}
+            None => self
+                .log
+                .record_corrupt(|| excerpt(&protocol::sanitize_bytes(line))),
+        }
+    }
+
+    fn finish(&mut self, shared: &Shared) {
+        self.finished = true;
+        shared.finished.fetch_add(1, Ordering::Relaxed);
+        shared.wake.notify_one();
+    }
+}
+
+fn looks_like_nick(nick: &[u8]) -> bool {
+    std::str::from_utf8(nick).is_ok_and(|nick| protocol::validate_nickname(nick).is_ok())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A damaged line, short enough for a report.
+fn excerpt(text: &str) -> String {
+    const KEEP: usize = 80;
+    match text.char_indices().nth(KEEP) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// What a sender did.
+#[derive(Debug, Clone)]
+pub struct SenderReport {
+    pub sent: u32,
+    pub error: Option<String>,
+}
+
+/// How a sender paces itself.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// As fast as it can, with at most `window` of its own messages not yet
+    /// back from the server (0: no limit).
+    Window(u32),
+    /// One message every `interval`, the first at `first_at`. The timestamp
+    /// is the scheduled time, not the actual one, so a sender that falls
+    /// behind shows up as latency instead of hiding it (coordinated
+    /// omission).
+    Fixed {
+        first_at: Instant,
+        interval: Duration,
+    },
+}
+
+/// Sends `count` messages as client `sender`, the last one flagged, unless
+/// `stop` turns true first.
+#[allow(clippy::too_many_arguments)]
+pub async fn send(
+    write: &mut WriteHalf<BoxStream>,
+    sender: u32,
+    count: u32,
+    pace: Pace,
+    size: usize,
+    epoch: Instant,
+    mut own_echo: watch::Receiver<u32>,
+    mut stop: watch::Receiver<bool>,
+) -> SenderReport {
+    let mut line = Vec::with_capacity(size + 32);
+    for seq in 0..count {
+        let sent_us = match pace {
+            Pace::Window(window) => {
+                if window > 0 {
+                    tokio::select! {
+                        _ = stop.wait_for(|stopped| *stopped) => return stopped(seq),
+                        echo = own_echo.wait_for(|&echoed| seq < echoed.saturating_add(window)) => {
+                            if echo.is_err() {
+                                return failed(seq, "its reader ended".into());
+                            }
+                        }
+                    }
+                }
+                epoch.elapsed().as_micros() as u64
+            }
+            Pace::Fixed { first_at, interval } => {
+                let due = first_at + interval * seq;
+                tokio::select! {
+                    _ = stop.wait_for(|stopped| *stopped) => return stopped(seq),
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                }
+                due.saturating_duration_since(epoch).as_micros() as u64
+            }
+        };
+        line.clear();
+        let stamp = Stamp {
+            seq,
+            sent_us,
+            last: seq + 1 == count,
+        };
+        message::write_message(&mut line, sender, stamp, size);
+        let write_line = async {
+            write.write_all(&line).await?;
+            write.flush().await
+        };
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return stopped(seq),
+            written = write_line => {
+                if let Err(e) = written {
+                    return failed(seq, e.to_string());
+                }
+            }
+        }
+    }
+    SenderReport {
+        sent: count,
+        error: None,
+    }
+}
+
+fn stopped(sent: u32) -> SenderReport {
+    SenderReport { sent, error: None }
+}
+
+fn failed(sent: u32, reason: String) -> SenderReport {
+    SenderReport {
+        sent,
+        error: Some(reason),
+    }
+}

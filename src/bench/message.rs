@@ -1,0 +1,182 @@
+//! What the bench's nicknames and message texts look like, and how a
+//! receiver reads them back.
+//!
+//! Every message carries its sender's sequence number, its send time and a
+//! filler derived from (sender, seq). A receiver can therefore tell, from
+//! one line alone, who sent it, which one it is, how long it took, and
+//! whether any byte of it changed on the way, without a shared table.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Smallest `--size`: the header (sequence, timestamp, flag) must fit.
+pub const MIN_SIZE: usize = 32;
+
+/// Letters and digits the filler is made of: nothing the server sanitizes.
+const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// The nicknames of one scenario run: `b`, a run-unique token, `x`, then the
+/// client's index (e.g. `bk3z9qx12`). The token keeps two runs against the
+/// same server (or a run and a previous run's departing clients) from
+/// colliding on a nickname.
+#[derive(Debug, Clone)]
+pub struct NickScheme {
+    prefix: String,
+}
+
+impl NickScheme {
+    pub fn new() -> Self {
+        static RUNS: AtomicU32 = AtomicU32::new(0);
+        let run = u64::from(RUNS.fetch_add(1, Ordering::Relaxed));
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut token = mix(nanos ^ (u64::from(std::process::id()) << 32) ^ (run << 56));
+        let mut prefix = String::from("b");
+        for _ in 0..5 {
+            prefix.push(char::from(ALPHABET[(token % 36) as usize]));
+            token /= 36;
+        }
+        prefix.push('x');
+        NickScheme { prefix }
+    }
+
+    pub fn nick(&self, index: usize) -> String {
+        format!("{}{index}", self.prefix)
+    }
+
+    /// The client index behind one of this run's nicknames; `None` for
+    /// anybody else's.
+    pub fn index_of(&self, nick: &[u8]) -> Option<usize> {
+        let digits = nick.strip_prefix(self.prefix.as_bytes())?;
+        if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        digits
+            .iter()
+            .try_fold(0usize, |n, d| Some(n * 10 + usize::from(d - b'0')))
+    }
+}
+
+impl Default for NickScheme {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What one message says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The sender's sequence number, from 0, increasing by one.
+    pub seq: u32,
+    /// When it was (meant to be) sent, in microseconds since the run's epoch.
+    pub sent_us: u64,
+    /// Whether it is the sender's last message: receivers stop waiting for
+    /// a sender once they have its last one.
+    pub last: bool,
+}
+
+/// Appends the message text for `stamp` from `sender`, padded to `size`
+/// bytes (or the header's length, if longer), and its `\n`.
+pub fn write_message(out: &mut Vec<u8>, sender: u32, stamp: Stamp, size: usize) {
+    use std::io::Write;
+    let start = out.len();
+    let flag = if stamp.last { 'L' } else { 'M' };
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{} {} {flag} ", stamp.seq, stamp.sent_us);
+    let header = out.len() - start;
+    let filler = size.saturating_sub(header);
+    out.reserve(filler + 1);
+    push_filler(out, sender, stamp.seq, filler);
+    out.push(b'\n');
+}
+
+/// Reads a message text back; `None` if it is not exactly what `sender`
+/// would have sent with that header (a changed byte, a cut, an addition).
+pub fn read_message(text: &[u8], sender: u32, size: usize) -> Option<Stamp> {
+    let mut fields = text.splitn(4, |&b| b == b' ');
+    let seq = parse_decimal(fields.next()?)?;
+    let sent_us = parse_decimal(fields.next()?)?;
+    let last = match fields.next()? {
+        b"L" => true,
+        b"M" => false,
+        _ => return None,
+    };
+    let filler = fields.next()?;
+    let header = text.len() - filler.len();
+    if filler.len() != size.saturating_sub(header) {
+        return None;
+    }
+    let seq = u32::try_from(seq).ok()?;
+    let mut expected = Vec::with_capacity(filler.len());
+    push_filler(&mut expected, sender, seq, filler.len());
+    (expected == filler).then_some(Stamp { seq, sent_us, last })
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+fn push_filler(out: &mut Vec<u8>, sender: u32, seq: u32, len: usize) {
+    let mut state = (u64::from(sender) << 32) | u64::from(seq);
+    let mut left = len;
+    while left > 0 {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut bits = mix(state);
+        for _ in 0..left.min(8) {
+            out.push(ALPHABET[(bits % 36) as usize]);
+            bits >>= 8;
+        }
+        left = left.saturating_sub(8);
+    }
+}
+
+/// splitmix64's finalizer: a cheap, well-mixed 64-bit permutation, used for
+/// the filler and for the receivers' order hash chains.
+pub fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_read_back_and_any_change_is_caught() {
+        let stamp = Stamp {
+            seq: 41,
+            sent_us: 123_456,
+            last: true,
+        };
+        let mut line = Vec::new();
+        write_message(&mut line, 7, stamp, 64);
+        assert_eq!(line.len(), 65);
+        let text = &line[..64];
+        assert_eq!(read_message(text, 7, 64), Some(stamp));
+        assert_eq!(read_message(text, 8, 64), None, "another sender's filler");
+        assert_eq!(read_message(&text[..63], 7, 64), None, "cut");
+        let mut changed = text.to_vec();
+        changed[50] = if changed[50] == b'a' { b'b' } else { b'a' };
+        assert_eq!(read_message(&changed, 7, 64), None, "changed byte");
+    }
+
+    #[test]
+    fn nicknames_are_valid_and_map_back_to_indexes() {
+        let scheme = NickScheme::new();
+        let nick = scheme.nick(1234);
+        assert!(crate::protocol::validate_nickname(&nick).is_ok());
+        assert_eq!(scheme.index_of(nick.as_bytes()), Some(1234));
+        assert_eq!(scheme.index_of(b"alice"), None);
+        assert_ne!(NickScheme::new().nick(0), scheme.nick(0));
+    }
+}

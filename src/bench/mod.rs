@@ -1,0 +1,423 @@
+//! `chatroom bench`: load and correctness measurements of a chat server,
+//! either one already running (`--addr`, `--ca`, `--server-name`, like
+//! `connect`) or one it starts itself (`--spawn`).
+//!
+//! This module holds the options, the choice of scenarios and the run that
+//! prints one report per scenario; the parts live in:
+//! * [`scenario`]: running each scenario and judging it;
+//! * [`client`]: the load-generating connections (join, read, send);
+//! * [`check`]: the checker (loss, duplicates, damage, one global order);
+//! * [`message`]: nicknames and self-describing message texts;
+//! * [`report`]: results as a table or JSON lines;
+//! * [`spawn`]: the child server and /proc readings.
+//!
+//! Scenarios are bounded in count and time, and a wrong answer fails the
+//! run however fast it was.
+
+pub mod check;
+pub mod client;
+pub mod message;
+pub mod report;
+pub mod scenario;
+pub mod spawn;
+
+use crate::certs::{self, GenOptions};
+use crate::protocol::DEFAULT_PORT;
+use crate::tls;
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{ArgGroup, Args, ValueEnum};
+pub use client::TlsTarget;
+pub use report::ScenarioResult;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `chatroom bench`'s command line.
+#[derive(Args, Debug, Clone)]
+#[command(group(ArgGroup::new("which").required(true).args(["scenario", "all"])))]
+pub struct BenchArgs {
+    /// Server address, host:port (not with --spawn).
+    #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"), conflicts_with = "spawn")]
+    pub addr: String,
+    /// The CA certificate to trust (not with --spawn).
+    #[arg(long, default_value = "certs/ca.pem", conflicts_with = "spawn")]
+    pub ca: PathBuf,
+    /// Name to check the server's certificate against. Default: the host
+    /// part of --addr.
+    #[arg(long, conflicts_with = "spawn")]
+    pub server_name: Option<String>,
+    /// Without TLS (with --spawn, the server is started with --plaintext too).
+    #[arg(long)]
+    pub plaintext: bool,
+    /// Start a server of our own (this executable's `serve`, rate limit off,
+    /// fresh certificates in a temporary folder), one per scenario.
+    #[arg(long)]
+    pub spawn: bool,
+    /// The running server's process id, for its CPU time and memory (idle
+    /// needs it without --spawn).
+    #[arg(long, conflicts_with = "spawn")]
+    pub server_pid: Option<u32>,
+    /// Scenario to run (repeatable).
+    #[arg(long, value_enum)]
+    pub scenario: Vec<Scenario>,
+    /// Run every scenario in turn.
+    #[arg(long)]
+    pub all: bool,
+    /// Clients per scenario. Default: fanout 100, latency 1000, join 1000,
+    /// idle 5000.
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// fanout: messages per client.
+    #[arg(long, default_value_t = 200)]
+    pub messages: u32,
+    /// Message text size in bytes.
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
+    pub size: usize,
+    /// latency: total messages per second, all senders together.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// latency: how long the senders send.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub duration: f64,
+    /// latency: how many of the clients send.
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// fanout: most of its own messages a sender has in flight (0: no
+    /// limit). Default: 2048 / clients, between 4 and 256.
+    #[arg(long)]
+    pub window: Option<u32>,
+    /// Clients joining at once.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// Fail a scenario when no message arrives for this long.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub stall_timeout: f64,
+    /// Fail a scenario that takes longer than this in all.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub timeout: f64,
+    /// One JSON object per scenario, one per line, instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The scenarios, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Every client sends as fast as it can: deliveries per second.
+    Fanout,
+    /// A few clients send at a fixed rate to many: delivery latency.
+    Latency,
+    /// Joining many clients, with and without TLS session resumption.
+    Join,
+    /// Many idle clients: the server's memory per participant.
+    Idle,
+}
+
+/// One scenario run as measured: `join` runs twice over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    Fanout,
+    Latency,
+    Join { resumption: bool },
+    Idle,
+}
+
+impl Case {
+    pub fn name(self) -> String {
+        match self {
+            Case::Fanout => "fanout",
+            Case::Latency => "latency",
+            Case::Join { resumption: true } => "join",
+            Case::Join { resumption: false } => "join-no-resumption",
+            Case::Idle => "idle",
+        }
+        .to_string()
+    }
+
+    /// The cases a scenario stands for (resumption only exists with TLS).
+    fn of(scenario: Scenario, tls: bool) -> Vec<Case> {
+        match scenario {
+            Scenario::Fanout => vec![Case::Fanout],
+            Scenario::Latency => vec![Case::Latency],
+            Scenario::Join if tls => vec![
+                Case::Join { resumption: true },
+                Case::Join { resumption: false },
+            ],
+            // Nothing to resume without TLS: one plain `join`.
+            Scenario::Join => vec![Case::Join { resumption: true }],
+            Scenario::Idle => vec![Case::Idle],
+        }
+    }
+}
+
+/// What the scenarios do, apart from where the server is.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Overrides every scenario's own default number of clients.
+    pub clients: Option<usize>,
+    pub messages: u32,
+    pub size: usize,
+    pub rate: f64,
+    pub duration: Duration,
+    pub senders: usize,
+    pub window: Option<u32>,
+    pub concurrency: usize,
+    pub stall_timeout: Duration,
+    pub timeout: Duration,
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            clients: None,
+            messages: 200,
+            size: 64,
+            rate: 200.0,
+            duration: Duration::from_secs(5),
+            senders: 10,
+            window: None,
+            concurrency: 100,
+            stall_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(300),
+            progress: false,
+        }
+    }
+}
+
+impl BenchOptions {
+    pub fn from_args(args: &BenchArgs) -> Result<BenchOptions> {
+        let seconds = |value: f64, what: &str| {
+            Duration::try_from_secs_f64(value)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| anyhow!("{what}: {value} is not a positive number of seconds"))
+        };
+        if !(message::MIN_SIZE..=crate::protocol::DEFAULT_MAX_LINE).contains(&args.size) {
+            bail!(
+                "--size must be between {} and {} bytes",
+                message::MIN_SIZE,
+                crate::protocol::DEFAULT_MAX_LINE
+            );
+        }
+        if !(args.rate.is_finite() && args.rate > 0.0) {
+            bail!("--rate must be a positive number of messages per second");
+        }
+        if args.messages == 0 || args.senders == 0 || args.concurrency == 0 {
+            bail!("--messages, --senders and --concurrency must be at least 1");
+        }
+        if args.clients == Some(0) {
+            bail!("--clients must be at least 1");
+        }
+        Ok(BenchOptions {
+            clients: args.clients,
+            messages: args.messages,
+            size: args.size,
+            rate: args.rate,
+            duration: seconds(args.duration, "--duration")?,
+            senders: args.senders,
+            window: args.window,
+            concurrency: args.concurrency,
+            stall_timeout: seconds(args.stall_timeout, "--stall-timeout")?,
+            timeout: seconds(args.timeout, "--timeout")?,
+            progress: std::io::stderr().is_terminal(),
+        })
+    }
+
+    /// How many clients `case` runs with.
+    pub fn clients_for(&self, case: Case) -> usize {
+        self.clients.unwrap_or(match case {
+            Case::Fanout => 100,
+            Case::Latency | Case::Join { .. } => 1000,
+            Case::Idle => 5000,
+        })
+    }
+}
+
+/// Where the server is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// `None`: plaintext.
+    pub tls: Option<TlsTarget>,
+    /// For CPU time and memory from /proc.
+    pub server_pid: Option<u32>,
+    /// Whether the bench started this server (and turned its rate limit off).
+    pub spawned: bool,
+}
+
+impl Target {
+    pub fn transport(&self) -> &'static str {
+        if self.tls.is_some() {
+            "tls"
+        } else {
+            "plaintext"
+        }
+    }
+}
+
+/// Runs one scenario against `target`. `Err` means it could not run (no
+/// server, a client refused at the door); whatever the server did wrong
+/// while it ran is in the result's `problems`, with `ok` false.
+pub async fn run_scenario(
+    target: &Target,
+    case: Case,
+    opts: &BenchOptions,
+) -> Result<ScenarioResult> {
+    scenario::run(target, case, opts).await
+}
+
+/// `chatroom bench`: runs the chosen scenarios, prints a report for each,
+/// and fails if any scenario failed.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let opts = BenchOptions::from_args(&args)?;
+    let tls_wanted = !args.plaintext;
+    let chosen = if args.all {
+        vec![
+            Scenario::Fanout,
+            Scenario::Latency,
+            Scenario::Join,
+            Scenario::Idle,
+        ]
+    } else {
+        args.scenario.clone()
+    };
+    let cases: Vec<Case> = chosen
+        .into_iter()
+        .flat_map(|s| Case::of(s, tls_wanted))
+        .collect();
+    let most_clients = cases
+        .iter()
+        .map(|&case| opts.clients_for(case))
+        .max()
+        .unwrap_or(0);
+    let fd_note = raise_open_files(most_clients)?;
+
+    let mut results = Vec::with_capacity(cases.len());
+    if args.spawn {
+        // Declared first, so it is removed after every server using it has stopped.
+        let workdir = spawn::Workdir::create()?;
+        let tls = if tls_wanted {
+            let dir = workdir.path().join(certs::DEFAULT_DIR);
+            certs::generate(&GenOptions {
+                dir: dir.clone(),
+                extra_sans: Vec::new(),
+                force: false,
+            })
+            .context("cannot make certificates for the spawned server")?;
+            Some(TlsTarget {
+                config: tls::client_config(&dir.join(certs::CA_CERT))?,
+                server_name: tls::server_name("127.0.0.1")?,
+            })
+        } else {
+            None
+        };
+        for case in cases {
+            let mut server = spawn::SpawnedServer::start(workdir.path(), args.plaintext).await?;
+            let target = Target {
+                addr: server.addr,
+                tls: tls.clone(),
+                server_pid: Some(server.pid),
+                spawned: true,
+            };
+            let mut result = run_scenario(&target, case, &opts)
+                .await
+                .unwrap_or_else(|e| {
+                    ScenarioResult::failed(case.name(), target.transport(), true, format!("{e:#}"))
+                });
+            if let Some(exit) = server.exited() {
+                result.ok = false;
+                result.problems.push(exit);
+            }
+            server.stop().await;
+            result.notes.push(fd_note.clone());
+            emit(&result, args.json)?;
+            results.push(result);
+        }
+    } else {
+        let target = external_target(&args).await?;
+        for case in cases {
+            let mut result = run_scenario(&target, case, &opts)
+                .await
+                .unwrap_or_else(|e| {
+                    ScenarioResult::failed(case.name(), target.transport(), false, format!("{e:#}"))
+                });
+            result.notes.push(fd_note.clone());
+            emit(&result, args.json)?;
+            results.push(result);
+        }
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.scenario.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} scenario(s) failed: {}",
+            failed.len(),
+            results.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn external_target(args: &BenchArgs) -> Result<Target> {
+    let addr = tokio::net::lookup_host(&args.addr)
+        .await
+        .with_context(|| format!("cannot resolve {}", args.addr))?
+        .next()
+        .ok_or_else(|| anyhow!("{} resolves to no address", args.addr))?;
+    let tls = if args.plaintext {
+        None
+    } else {
+        let name = args
+            .server_name
+            .clone()
+            .unwrap_or_else(|| crate::client::host_of(&args.addr).to_owned());
+        Some(TlsTarget {
+            config: tls::client_config(&args.ca)?,
+            server_name: tls::server_name(&name)?,
+        })
+    };
+    Ok(Target {
+        addr,
+        tls,
+        server_pid: args.server_pid,
+        spawned: false,
+    })
+}
+
+/// Each client is one open file: raises this process's limit to its hard
+/// limit and refuses a run that cannot fit under it.
+fn raise_open_files(clients: usize) -> Result<String> {
+    /// Files the process needs besides its clients (runtime, child pipes).
+    const SPARE: u64 = 64;
+    let needed = clients as u64 + SPARE;
+    let limit = rlimit::increase_nofile_limit(u64::MAX)
+        .context("cannot read or raise the open-files limit")?;
+    if limit < needed {
+        bail!(
+            "{clients} clients need about {needed} open files, but this process may open only \
+             {limit} (its hard limit): raise it (ulimit -Hn, or LimitNOFILE) or use fewer \
+             --clients"
+        );
+    }
+    Ok(format!(
+        "open-files limit of this process raised to {limit}"
+    ))
+}
+
+fn emit(result: &ScenarioResult, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", report::json_line(result))
+    } else {
+        writeln!(out, "{}", report::table(result))
+    }
+    .and_then(|()| out.flush())
+    .context("cannot write the report to stdout")
+}

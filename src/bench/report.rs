@@ -1,0 +1,282 @@
+//! The results of one scenario, and their two outputs: a human table and
+//! one JSON object per line (`--json`) for scripts.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Everything one scenario measured and found. `None` fields were not
+/// measured by this scenario, or could not be read.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub scenario: String,
+    /// `tls` or `plaintext`.
+    pub transport: &'static str,
+    /// Whether the bench started the server itself (`--spawn`).
+    pub spawned: bool,
+    pub clients: usize,
+    pub senders: usize,
+    pub message_bytes: usize,
+    pub messages_sent: u64,
+    /// Messages received, all clients together (duplicates included).
+    pub deliveries: u64,
+    /// Messages sent times clients: what a correct server delivers.
+    pub expected_deliveries: u64,
+    /// Length of the measured phase.
+    pub seconds: f64,
+    pub deliveries_per_s: Option<f64>,
+    pub joins_per_s: Option<f64>,
+    /// Send to receipt, over every delivery.
+    pub latency_us: Option<Percentiles>,
+    /// Connect to end of TLS handshake (TCP connect alone in plaintext).
+    pub handshake_us: Option<Percentiles>,
+    /// Connect to `Connected to server!`.
+    pub join_us: Option<Percentiles>,
+    pub resumed_handshakes: Option<usize>,
+    pub server_rss_before_bytes: Option<u64>,
+    pub server_rss_after_bytes: Option<u64>,
+    pub server_rss_per_participant_bytes: Option<f64>,
+    /// Server CPU time (user + system) during the measured phase.
+    pub server_cpu_s: Option<f64>,
+    /// This bench process's CPU time during the measured phase: on a small
+    /// machine it competes with the server for the same cores.
+    pub bench_cpu_s: Option<f64>,
+    /// False if any check failed: the figures above then mean nothing.
+    pub ok: bool,
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl ScenarioResult {
+    pub fn new(scenario: String, transport: &'static str, spawned: bool) -> Self {
+        ScenarioResult {
+            scenario,
+            transport,
+            spawned,
+            clients: 0,
+            senders: 0,
+            message_bytes: 0,
+            messages_sent: 0,
+            deliveries: 0,
+            expected_deliveries: 0,
+            seconds: 0.0,
+            deliveries_per_s: None,
+            joins_per_s: None,
+            latency_us: None,
+            handshake_us: None,
+            join_us: None,
+            resumed_handshakes: None,
+            server_rss_before_bytes: None,
+            server_rss_after_bytes: None,
+            server_rss_per_participant_bytes: None,
+            server_cpu_s: None,
+            bench_cpu_s: None,
+            ok: true,
+            problems: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// A scenario that could not run at all.
+    pub fn failed(scenario: String, transport: &'static str, spawned: bool, why: String) -> Self {
+        let mut result = Self::new(scenario, transport, spawned);
+        result.ok = false;
+        result.problems.push(why);
+        result
+    }
+}
+
+/// A latency distribution, in microseconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+/// Highest latency the histograms resolve; anything slower is clamped.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// The percentiles of `samples` (microseconds), through an HDR histogram
+/// with three significant figures; `None` without samples.
+pub fn percentiles<'a>(samples: impl IntoIterator<Item = &'a [u32]>) -> Option<Percentiles> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).ok()?;
+    for chunk in samples {
+        for &us in chunk {
+            histogram.saturating_record(u64::from(us).max(1));
+        }
+    }
+    (!histogram.is_empty()).then(|| Percentiles {
+        count: histogram.len(),
+        p50: histogram.value_at_quantile(0.50),
+        p99: histogram.value_at_quantile(0.99),
+        p999: histogram.value_at_quantile(0.999),
+        max: histogram.max(),
+    })
+}
+
+/// One JSON object, one line.
+pub fn json_line(result: &ScenarioResult) -> String {
+    serde_json::to_string(result).unwrap_or_else(|e| {
+        format!(
+            r#"{{"scenario":"{}","ok":false,"problems":["cannot encode: {e}"]}}"#,
+            result.scenario
+        )
+    })
+}
+
+/// The human table of one scenario.
+pub fn table(result: &ScenarioResult) -> String {
+    let mut out = String::new();
+    let origin = if result.spawned {
+        "spawned server"
+    } else {
+        "running server"
+    };
+    let _ = writeln!(
+        out,
+        "== {} ({}, {origin}) ==",
+        result.scenario, result.transport
+    );
+    let mut row = |name: &str, value: String| {
+        let _ = writeln!(out, "  {name:<22} {value}");
+    };
+    row(
+        "clients",
+        format!("{} ({} sending)", result.clients, result.senders),
+    );
+    if result.messages_sent > 0 {
+        row(
+            "messages",
+            format!(
+                "{} sent, {} bytes each",
+                group(result.messages_sent),
+                result.message_bytes
+            ),
+        );
+        // Only traffic scenarios time their deliveries; join and idle
+        // time the joins, and deliver one check message.
+        let timing = match result.deliveries_per_s {
+            Some(_) => format!(" in {:.3} s", result.seconds),
+            None => String::new(),
+        };
+        row(
+            "deliveries",
+            format!(
+                "{} of {} expected{timing}",
+                group(result.deliveries),
+                group(result.expected_deliveries),
+            ),
+        );
+    }
+    if let Some(rate) = result.deliveries_per_s {
+        row("deliveries/s", group(rate.round() as u64));
+    }
+    if let Some(rate) = result.joins_per_s {
+        row("joins/s", format!("{rate:.0}"));
+    }
+    if let Some(p) = &result.latency_us {
+        row("latency", format_percentiles(p));
+    }
+    if let Some(p) = &result.handshake_us {
+        row("handshake", format_percentiles(p));
+    }
+    if let Some(p) = &result.join_us {
+        row("connect to joined", format_percentiles(p));
+    }
+    if let Some(resumed) = result.resumed_handshakes {
+        row(
+            "resumed handshakes",
+            format!("{resumed} of {}", result.clients),
+        );
+    }
+    if let (Some(before), Some(after)) = (
+        result.server_rss_before_bytes,
+        result.server_rss_after_bytes,
+    ) {
+        row("server RSS", format!("{} -> {}", mib(before), mib(after)));
+    }
+    if let Some(per) = result.server_rss_per_participant_bytes {
+        row("RSS per participant", format!("{:.1} KiB", per / 1024.0));
+    }
+    row(
+        "server CPU",
+        result
+            .server_cpu_s
+            .map_or("n/a (needs --spawn or --server-pid)".into(), |s| {
+                format!("{s:.2} s")
+            }),
+    );
+    if let Some(cpu) = result.bench_cpu_s {
+        row("bench CPU", format!("{cpu:.2} s"));
+    }
+    let verdict = if result.ok {
+        "OK: every client got every message once, intact, in one order".to_string()
+    } else {
+        format!("FAILED ({} problem(s))", result.problems.len())
+    };
+    row("check", verdict);
+    for problem in &result.problems {
+        let _ = writeln!(out, "    ! {problem}");
+    }
+    for note in &result.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
+    out
+}
+
+fn format_percentiles(p: &Percentiles) -> String {
+    format!(
+        "p50 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
+        duration(p.p50),
+        duration(p.p99),
+        duration(p.p999),
+        duration(p.max),
+        group(p.count)
+    )
+}
+
+fn duration(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} µs"),
+        1_000..1_000_000 => format!("{:.2} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// 1234567 as "1,234,567".
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_formatting() {
+        let samples: Vec<u32> = (1..=1000).collect();
+        let p = percentiles([samples.as_slice()]).expect("samples");
+        assert_eq!(p.count, 1000);
+        assert_eq!(p.p50, 500);
+        assert_eq!(p.max, 1000);
+        assert_eq!(percentiles(std::iter::empty()), None);
+        assert_eq!(group(1_234_567), "1,234,567");
+        assert_eq!(group(12), "12");
+        assert_eq!(duration(1500), "1.50 ms");
+    }
+}

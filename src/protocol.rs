@@ -243,6 +243,14 @@ impl LineFramer {
         &mut self.buf
     }
 
+    /// The buffer to read into, with room for `room` more bytes: for a
+    /// reader that wants large reads and holds no idle connections (the
+    /// bench's clients). The limit on a line still holds.
+    pub fn read_buf_with_room(&mut self, room: usize) -> &mut BytesMut {
+        self.buf.reserve(room);
+        &mut self.buf
+    }
+
     /// Frees the buffer's memory when it holds no partial line.
     pub fn release_if_empty(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {

@@ -228,15 +228,12 @@ where
         .map(|rate| TokenBucket::new(rate, Instant::now()));
     // While set, the peer is over its rate and its socket is not read.
     let mut paused_until: Option<Instant> = None;
-    let idle_timeout = limits.idle_timeout.unwrap_or(Duration::MAX);
-    // `select!` builds every branch's future even when its condition is
-    // false, so this must not overflow when there is no idle timeout.
-    let idle_deadline = |last_heard: Instant| {
-        last_heard
-            .checked_add(idle_timeout)
-            .unwrap_or_else(|| last_heard + Duration::from_secs(86_400 * 365))
-    };
     let mut last_heard = Instant::now();
+    // Counts from the peer's last line, not from a turn of the loop: the
+    // room's lines must not keep a silent participant alive.
+    let mut idle_deadline = limits
+        .idle_timeout
+        .and_then(|idle| last_heard.checked_add(idle));
 
     // Set when the last batch of the room's lines was cut at the batch size:
     // more are waiting. The peer's own input is then left unread until this
@@ -287,6 +284,7 @@ where
                     Err(e) => return e.into(),
                 };
                 last_heard = Instant::now();
+                idle_deadline = limits.idle_timeout.and_then(|idle| last_heard.checked_add(idle));
                 // Handle the lines that arrived in the same read, up to a
                 // bound, before going back to the room's lines. A line is
                 // taken from the buffer only when it will be handled.
@@ -313,17 +311,23 @@ where
                     return end;
                 }
             }
-            _ = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused_until.is_some() => {
+            _ = sleep_until_some(paused_until), if paused_until.is_some() => {
                 paused_until = None;
             }
-            // The deadline counts from the peer's last line, not from this
-            // turn of the loop: the room's lines must not keep it alive.
-            _ = sleep_until(idle_deadline(last_heard)), if limits.idle_timeout.is_some() => {
-                if last_heard.elapsed() >= idle_timeout {
-                    return End::Idle;
-                }
+            _ = sleep_until_some(idle_deadline), if idle_deadline.is_some() => {
+                return End::Idle;
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever if there is none. Lazy: `select!`
+/// builds every branch's future on every turn, disabled or not, and this
+/// one costs nothing until it is first polled.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -223,6 +223,10 @@ pub struct ReaderReport {
 /// Starts the reader of client `client`. It counts and checks every line
 /// until `stop` turns true, and publishes how many of its own messages came
 /// back through `own_echo` (the senders' window).
+/// How much one read of a bench client may take: large, so that a TLS
+/// record's worth of lines is handled per read.
+const READ_ROOM: usize = 64 * 1024;
+
 pub fn spawn_reader(
     client: usize,
     mut read: ReadHalf<BoxStream>,
@@ -263,11 +267,10 @@ pub fn spawn_reader(
             if let Some(end) = ended {
                 break end;
             }
-            framer.release_if_empty();
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|stopped| *stopped) => break ReaderEnd::Stopped,
-                read = read.read_buf(framer.read_buf()) => match read {
+                read = read.read_buf(framer.read_buf_with_room(READ_ROOM)) => match read {
                     Ok(0) => break ReaderEnd::Closed,
                     Ok(_) => {}
                     Err(e) => break ReaderEnd::Failed(e.to_string()),

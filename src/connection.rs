@@ -23,6 +23,9 @@ pub const BATCH_BYTES: usize = 16 * 1024;
 /// At most this many slices per vectored write (well under IOV_MAX).
 const MAX_SLICES: usize = 256;
 
+/// The queue capacity a connection may keep while it has nothing to send.
+const IDLE_QUEUE_CAPACITY: usize = 8;
+
 /// Why reading a line failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -60,24 +63,37 @@ impl Outbox {
     /// repeats nothing.
     pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<()> {
         while !self.lines.is_empty() {
-            let written = {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let count = self.lines.len().min(MAX_SLICES);
-                for (slot, line) in slices.iter_mut().zip(self.lines.iter()) {
-                    *slot = IoSlice::new(line);
-                }
-                out.write_vectored(&slices[..count]).await?
-            };
+            let written = std::future::poll_fn(|cx| self.poll_write_once(cx, out)).await?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             self.consume(written);
         }
-        // Let go of a large backlog's memory once it is written.
-        if self.lines.capacity() > MAX_SLICES {
+        // Let go of the queue's memory once it is written: most of the
+        // time most participants are idle, and a queue that once held a
+        // batch would otherwise keep room for it (32 bytes a line) forever.
+        // Regrowing it for the next batch costs a few allocations per
+        // batch, not per line.
+        if self.lines.capacity() > IDLE_QUEUE_CAPACITY {
             self.lines = VecDeque::new();
         }
         out.flush().await
+    }
+
+    /// One vectored write of as many queued lines as fit in one call. The
+    /// slice array lives only during the poll, on the stack: kept across
+    /// an `.await` it would make every connection's task 4 KiB larger.
+    fn poll_write_once<W: AsyncWrite + Unpin>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        out: &mut W,
+    ) -> std::task::Poll<io::Result<usize>> {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let count = self.lines.len().min(MAX_SLICES);
+        for (slot, line) in slices.iter_mut().zip(self.lines.iter()) {
+            *slot = IoSlice::new(line);
+        }
+        std::pin::Pin::new(out).poll_write_vectored(cx, &slices[..count])
     }
 
     fn consume(&mut self, mut written: usize) {

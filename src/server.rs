@@ -188,23 +188,45 @@ impl Listener {
         let settings = self.settings.clone();
         let mut shutdown = Shutdown::new(self.notify_shutdown.subscribe());
         let done = self.done_tx.clone();
+        // The handshake and the session are boxed, each its own allocation
+        // of exactly its size: the task itself stays small, and the
+        // handshake's state is freed once it is done. Idle participants are
+        // what a big room is mostly made of, so this is what they cost.
         tokio::spawn(async move {
             let _held = (slot, ip_slot, done);
             let limits = &settings.limits;
             match tls {
                 None => {
                     let conn = Connection::new(tcp, limits.max_line);
-                    session::run(conn, peer, &*room, limits, &mut shutdown, deadline).await;
+                    Box::pin(session::run(
+                        conn,
+                        peer,
+                        &*room,
+                        limits,
+                        &mut shutdown,
+                        deadline,
+                    ))
+                    .await;
                 }
                 Some(acceptor) => {
+                    let handshake =
+                        Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
                     let stream = tokio::select! {
-                        stream = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => stream,
+                        stream = handshake => stream,
                         _ = shutdown.recv() => return,
                     };
                     match stream {
                         Ok(Ok(stream)) => {
                             let conn = Connection::new(stream, limits.max_line);
-                            session::run(conn, peer, &*room, limits, &mut shutdown, deadline).await;
+                            Box::pin(session::run(
+                                conn,
+                                peer,
+                                &*room,
+                                limits,
+                                &mut shutdown,
+                                deadline,
+                            ))
+                            .await;
                         }
                         Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
                         Err(_) => tracing::info!(%peer, "TLS handshake timed out"),

@@ -65,9 +65,11 @@ async fn fanout(target: &Target, opts: &BenchOptions) -> Result<ScenarioResult> 
     result.server_cpu_s = server_cpu;
     result.bench_cpu_s = bench_cpu;
     record_traffic(&mut result, &shared, &traffic, &reports);
-    result.notes.push(format!(
-        "each sender kept at most {window} of its own messages in flight (--window)"
-    ));
+    result.notes.push(if window == 0 {
+        "senders did not wait for their own messages to come back (--window 0)".to_string()
+    } else {
+        format!("each sender kept at most {window} of its own messages in flight (--window)")
+    });
     judge(&mut result, target, opts, &reports, &traffic);
     if !target.spawned && result.seconds > 0.0 {
         let per_sender = f64::from(opts.messages) / result.seconds;

@@ -13,11 +13,13 @@
 //! * [`tls`]: rustls configs, PEM loading, pinning, error explanations;
 //! * [`certs`]: `gen-certs`, the local CA and server certificate;
 //! * [`client`]: `connect`, the terminal client;
+//! * [`cmd`]: the command line, one module per subcommand;
 //! * [`bench`]: `bench`, load and correctness measurements of a server.
 
 pub mod bench;
 pub mod certs;
 pub mod client;
+pub mod cmd;
 pub mod connection;
 pub mod protocol;
 pub mod rate;

@@ -1,0 +1,38 @@
+//! `chatroom connect`: arguments for [`crate::client::run`].
+
+use crate::client::{self, ConnectOptions};
+use crate::protocol::DEFAULT_PORT;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Server address, host:port.
+    #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"))]
+    addr: String,
+    /// The CA certificate to trust (and the only one).
+    #[arg(long, default_value = "certs/ca.pem")]
+    ca: PathBuf,
+    /// Name to check the server's certificate against. Default: the host
+    /// part of --addr.
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Nickname; without it, you are asked.
+    #[arg(long)]
+    nick: Option<String>,
+    /// Connect without TLS (only to a server started with --plaintext).
+    #[arg(long)]
+    plaintext: bool,
+}
+
+pub async fn run(args: ConnectArgs) -> Result<()> {
+    client::run(ConnectOptions {
+        addr: args.addr,
+        ca: args.ca,
+        server_name: args.server_name,
+        nick: args.nick,
+        plaintext: args.plaintext,
+    })
+    .await
+}

@@ -1,0 +1,76 @@
+//! The command line: one module per subcommand, as mini-redis keeps one
+//! per command. Each parses its arguments with clap and hands over to the
+//! library module that does the work; this one dispatches, sets up logging
+//! and the runtime, and turns errors into one line on stderr.
+
+mod connect;
+mod gen_certs;
+mod serve;
+
+use crate::bench::BenchArgs;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chatroom",
+    version,
+    about = "A TLS-secured chat room with its own certificate tooling"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a local CA (or reuse the one there) and a server certificate signed by it.
+    GenCerts(gen_certs::GenCertsArgs),
+    /// Run the chat server.
+    Serve(serve::ServeArgs),
+    /// Join a chat server from this terminal.
+    Connect(connect::ConnectArgs),
+    /// Measure a chat server's throughput, latency, joins and memory, and
+    /// check that it delivers every message once, intact, in one order.
+    Bench(BenchArgs),
+}
+
+/// Runs the command line; returns the process's exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            1
+        }
+    }
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::GenCerts(args) => gen_certs::run(args),
+        Command::Serve(args) => runtime()?.block_on(serve::run(args)),
+        Command::Connect(args) => runtime()?.block_on(connect::run(args)),
+        Command::Bench(args) => runtime()?.block_on(crate::bench::run(args)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

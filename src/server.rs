@@ -188,50 +188,24 @@ impl Listener {
         let settings = self.settings.clone();
         let mut shutdown = Shutdown::new(self.notify_shutdown.subscribe());
         let done = self.done_tx.clone();
-        // The handshake and the session are boxed, each its own allocation
-        // of exactly its size: the task itself stays small, and the
-        // handshake's state is freed once it is done. Idle participants are
-        // what a big room is mostly made of, so this is what they cost.
         tokio::spawn(async move {
             let _held = (slot, ip_slot, done);
             let limits = &settings.limits;
-            match tls {
-                None => {
-                    let conn = Connection::new(tcp, limits.max_line);
-                    Box::pin(session::run(
-                        conn,
-                        peer,
-                        &*room,
-                        limits,
-                        &mut shutdown,
-                        deadline,
-                    ))
-                    .await;
+            let Some(acceptor) = tls else {
+                return boxed_session(tcp, peer, &room, limits, &mut shutdown, deadline).await;
+            };
+            // Boxed, so that its state is freed once the handshake is done.
+            let handshake = Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
+            let stream = tokio::select! {
+                stream = handshake => stream,
+                _ = shutdown.recv() => return,
+            };
+            match stream {
+                Ok(Ok(stream)) => {
+                    boxed_session(stream, peer, &room, limits, &mut shutdown, deadline).await
                 }
-                Some(acceptor) => {
-                    let handshake =
-                        Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
-                    let stream = tokio::select! {
-                        stream = handshake => stream,
-                        _ = shutdown.recv() => return,
-                    };
-                    match stream {
-                        Ok(Ok(stream)) => {
-                            let conn = Connection::new(stream, limits.max_line);
-                            Box::pin(session::run(
-                                conn,
-                                peer,
-                                &*room,
-                                limits,
-                                &mut shutdown,
-                                deadline,
-                            ))
-                            .await;
-                        }
-                        Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                    }
-                }
+                Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
             }
         });
     }
@@ -259,6 +233,25 @@ impl Listener {
             let _ = tokio::time::timeout_at(deadline, refusal).await;
         });
     }
+}
+
+/// A session over `stream`, in an allocation of its own sized exactly for
+/// it. Not an `async fn`: that would keep room for `stream` in the caller's
+/// task for as long as the session lasts. This way a connection's task stays
+/// small, and idle participants are what a big room is mostly made of.
+fn boxed_session<'a, S>(
+    stream: S,
+    peer: SocketAddr,
+    room: &'a LocalRoom,
+    limits: &'a Limits,
+    shutdown: &'a mut Shutdown,
+    deadline: Instant,
+) -> std::pin::Pin<Box<impl Future<Output = ()> + 'a>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'a,
+{
+    let conn = Connection::new(stream, limits.max_line);
+    Box::pin(session::run(conn, peer, room, limits, shutdown, deadline))
 }
 
 async fn say_and_close<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, line: Bytes) {

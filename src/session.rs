@@ -235,17 +235,21 @@ where
         .idle_timeout
         .and_then(|idle| last_heard.checked_add(idle));
 
-    // Set when the last batch of the room's lines was cut at the batch size:
-    // more are waiting. The peer's own input is then left unread until this
-    // session has caught up, so a participant that cannot keep up with the
-    // room stops adding to it (TCP pushes back on it alone) instead of
-    // falling ever further behind. Otherwise reading and writing take turns
-    // at random (no `biased`), so neither starves the other.
-    let mut behind = false;
+    // The first line that did not fit in the last batch, if any: proof that
+    // this session is behind the room. While it is held, the peer's own
+    // input is left unread until the session has caught up, so a
+    // participant that cannot keep up with the room stops adding to it (TCP
+    // pushes back on it alone) instead of falling ever further behind.
+    // Holding a line, rather than a flag, guarantees that the room branch is
+    // ready at once, so reading always resumes. Otherwise reading and
+    // writing take turns at random (no `biased`): neither starves the other.
+    let mut carried: Option<Bytes> = None;
     loop {
         tokio::select! {
-            _ = shutdown.recv() => return drain_for_shutdown(conn, &mut subscription).await,
-            received = subscription.recv() => {
+            _ = shutdown.recv() => {
+                return drain_for_shutdown(conn, carried.take(), &mut subscription).await;
+            }
+            received = next_room_line(&mut carried, &mut subscription) => {
                 let first = match received {
                     Ok(line) => line,
                     Err(RecvError::Lagged(_)) => return End::TooSlow,
@@ -253,21 +257,14 @@ where
                 };
                 conn.queue(first);
                 // Take whatever else is waiting, up to one full TLS record's
-                // worth, so it leaves in one write. `behind` only if a line
-                // is really waiting beyond a full batch (the line taken to
-                // find out rides along): a full batch with nothing after it
-                // must not stop the peer from being read.
-                behind = false;
+                // worth, so it leaves in one write.
                 loop {
-                    let full = conn.queued() >= BATCH_BYTES;
                     match subscription.try_recv() {
-                        Ok(Some(line)) => {
-                            conn.queue(line);
-                            if full {
-                                behind = true;
-                                break;
-                            }
+                        Ok(Some(line)) if conn.queued() >= BATCH_BYTES => {
+                            carried = Some(line);
+                            break;
                         }
+                        Ok(Some(line)) => conn.queue(line),
                         Ok(None) => break,
                         Err(RecvError::Lagged(_)) => return End::TooSlow,
                         Err(RecvError::Closed) => return End::RoomClosed,
@@ -277,7 +274,7 @@ where
                     return end;
                 }
             }
-            read = conn.read_line(), if paused_until.is_none() && !behind => {
+            read = conn.read_line(), if paused_until.is_none() && carried.is_none() => {
                 let first = match read {
                     Ok(Some(line)) => line,
                     Ok(None) => return End::Closed,
@@ -379,12 +376,32 @@ where
     }
 }
 
+/// The room's next line for this session: the one carried over from the
+/// last batch, or else the next from the room. Cancel-safe: the carried line
+/// is only taken when this future is polled, and then it is ready at once.
+async fn next_room_line<Sub: Subscription>(
+    carried: &mut Option<Bytes>,
+    subscription: &mut Sub,
+) -> Result<Bytes, RecvError> {
+    match carried.take() {
+        Some(line) => Ok(line),
+        None => subscription.recv().await,
+    }
+}
+
 /// On shutdown: everything the room said up to its farewell line goes out.
-async fn drain_for_shutdown<S, Sub>(conn: &mut Connection<S>, subscription: &mut Sub) -> End
+async fn drain_for_shutdown<S, Sub>(
+    conn: &mut Connection<S>,
+    carried: Option<Bytes>,
+    subscription: &mut Sub,
+) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
     Sub: Subscription,
 {
+    if let Some(line) = carried {
+        conn.queue(line);
+    }
     while let Ok(Some(line)) = subscription.try_recv() {
         conn.queue(line);
     }

@@ -1348,46 +1348,9 @@ async fn stop_does_not_wait_for_a_stuck_client_beyond_the_grace_period() {
 
 #[tokio::test]
 async fn sigterm_stops_the_binary_with_status_zero_after_saying_goodbye() {
-    use tokio::io::AsyncBufReadExt;
     let tmp = tempfile::tempdir().expect("temp");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatroom"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .current_dir(tmp.path())
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("serve starts");
-    let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr: SocketAddr = timeout(WAIT, async {
-        loop {
-            let line = stderr
-                .next_line()
-                .await
-                .expect("read")
-                .expect("serve exited early");
-            if let Some(rest) = line.split("listening addr=").nth(1) {
-                return rest
-                    .split_whitespace()
-                    .next()
-                    .expect("addr")
-                    .parse()
-                    .expect("addr");
-            }
-        }
-    })
-    .await
-    .expect("serve listens in time");
-    // Keep reading its log so it never blocks on a full pipe.
-    let log = tokio::spawn(async move {
-        let mut log = Vec::new();
-        while let Ok(Some(line)) = stderr.next_line().await {
-            log.push(line);
-        }
-        log
-    });
-
+    let mut serve = common::Serve::start(tmp.path(), &[]).await;
+    let addr: SocketAddr = serve.addr.parse().expect("addr");
     let config = tls::client_config(&tmp.path().join("certs/ca.pem")).expect("client config");
     let mut alice = Client::tls(addr, config.clone()).await;
     alice.register("alice").await;
@@ -1397,7 +1360,7 @@ async fn sigterm_stops_the_binary_with_status_zero_after_saying_goodbye() {
     alice.send("before the signal").await;
     alice.expect("alice: before the signal").await;
 
-    let pid = child.id().expect("pid").to_string();
+    let pid = serve.child.id().expect("pid").to_string();
     let kill = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -1413,11 +1376,11 @@ async fn sigterm_stops_the_binary_with_status_zero_after_saying_goodbye() {
     assert_eq!(bob_close, Ok(()));
     let (alice_said, _) = rest_until_closed(&mut alice, &[], WAIT).await;
     assert_eq!(alice_said, ["Server is shutting down"]);
-    let status = timeout(WAIT, child.wait())
+    let status = timeout(WAIT, serve.child.wait())
         .await
         .expect("serve exits in time")
         .expect("wait");
-    let log = timeout(WAIT, log).await.expect("log ends").expect("log");
+    let log = serve.kill_and_log().await;
     assert_eq!(
         status.code(),
         Some(0),

@@ -3,14 +3,12 @@
 
 mod common;
 
-use common::WAIT;
+use common::{BIN, Serve, WAIT};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_chatroom");
+use tokio::process::{Child, ChildStdout, Command};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -25,64 +23,6 @@ async fn run(args: &[&str], dir: &Path) -> std::process::Output {
         .await
         .expect("finishes in time")
         .expect("runs")
-}
-
-/// A running `serve`, killed when dropped.
-struct Serve {
-    child: Child,
-    addr: String,
-    stderr: Lines<BufReader<ChildStderr>>,
-    /// What it logged up to the listening line.
-    startup_log: Vec<String>,
-}
-
-impl Serve {
-    async fn start(dir: &Path, extra: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(extra)
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("serve starts");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        // The port is known once the server says where it listens.
-        let mut startup_log = Vec::new();
-        let addr = tokio::time::timeout(WAIT, async {
-            loop {
-                let line = stderr
-                    .next_line()
-                    .await
-                    .expect("read")
-                    .expect("serve exited early");
-                startup_log.push(line.clone());
-                if let Some(rest) = line.split("listening addr=").nth(1) {
-                    return rest.split_whitespace().next().expect("address").to_owned();
-                }
-            }
-        })
-        .await
-        .expect("serve listens in time");
-        Serve {
-            child,
-            addr,
-            stderr,
-            startup_log,
-        }
-    }
-
-    /// Stops the server and returns everything it logged.
-    async fn kill_and_log(mut self) -> String {
-        self.child.start_kill().expect("kill");
-        let mut log = std::mem::take(&mut self.startup_log);
-        while let Ok(Some(line)) = self.stderr.next_line().await {
-            log.push(line);
-        }
-        log.join("\n")
-    }
 }
 
 struct Connect {

@@ -10,11 +10,15 @@ use chatroom::connection::Connection;
 use chatroom::server::{RunningServer, Settings};
 use chatroom::tls;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStderr, Command};
 
 /// How long any single expected event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -199,5 +203,66 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     pub async fn close(mut self) {
         let _ = self.conn.shutdown().await;
+    }
+}
+
+/// The built binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_chatroom");
+
+/// A running `serve`, killed when dropped.
+pub struct Serve {
+    pub child: Child,
+    pub addr: String,
+    stderr: Lines<BufReader<ChildStderr>>,
+    /// What it logged up to the listening line.
+    startup_log: Vec<String>,
+}
+
+impl Serve {
+    pub async fn start(dir: &Path, extra: &[&str]) -> Serve {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("serve starts");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        // The port is known once the server says where it listens.
+        let mut startup_log = Vec::new();
+        let addr = tokio::time::timeout(WAIT, async {
+            loop {
+                let line = stderr
+                    .next_line()
+                    .await
+                    .expect("read")
+                    .expect("serve exited early");
+                startup_log.push(line.clone());
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    return rest.split_whitespace().next().expect("address").to_owned();
+                }
+            }
+        })
+        .await
+        .expect("serve listens in time");
+        Serve {
+            child,
+            addr,
+            stderr,
+            startup_log,
+        }
+    }
+
+    /// Stops the server and returns everything it logged.
+    pub async fn kill_and_log(mut self) -> String {
+        self.child.start_kill().expect("kill");
+        let mut log = std::mem::take(&mut self.startup_log);
+        while let Ok(Some(line)) = self.stderr.next_line().await {
+            log.push(line);
+        }
+        log.join("\n")
     }
 }

@@ -59,6 +59,23 @@ async fn tcp_small_buffers(addr: SocketAddr, recv: Option<u32>, send: Option<u32
         .expect("TCP connect")
 }
 
+/// A client registered as `stuck` whose kernel takes only a few KiB before
+/// it stops reading: what a participant that never reads looks like.
+async fn join_stuck_reader(
+    server: &TestServer,
+) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
+    let stream = tls_over(
+        tcp_small_buffers(server.addr(), Some(4096), None).await,
+        server.client_tls.clone(),
+    )
+    .await;
+    let mut stuck = Client {
+        conn: chatroom::connection::Connection::new(stream, 1 << 20),
+    };
+    stuck.register("stuck").await;
+    stuck
+}
+
 async fn tls_over<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
     config: Arc<rustls::ClientConfig>,
@@ -584,15 +601,7 @@ async fn a_stuck_reader_is_dropped_and_twenty_full_speed_chatters_lose_nothing()
     .await;
     // It joins, then never reads again; a small receive buffer makes its
     // kernel stop taking bytes after a few KiB.
-    let stream = tls_over(
-        tcp_small_buffers(server.addr(), Some(4096), None).await,
-        server.client_tls.clone(),
-    )
-    .await;
-    let mut stuck = Client {
-        conn: chatroom::connection::Connection::new(stream, 1 << 20),
-    };
-    stuck.register("stuck").await;
+    let mut stuck = join_stuck_reader(&server).await;
 
     let seen = honest.wait_for("stuck left!").await;
     assert!(
@@ -1313,15 +1322,7 @@ async fn stop_delivers_accepted_lines_then_the_farewell_and_close_notify() {
 async fn stop_does_not_wait_for_a_stuck_client_beyond_the_grace_period() {
     let grace = Duration::from_secs(1);
     let server = TestServer::start_with(|s| s.shutdown_grace = grace).await;
-    let stream = tls_over(
-        tcp_small_buffers(server.addr(), Some(4096), None).await,
-        server.client_tls.clone(),
-    )
-    .await;
-    let mut stuck = Client {
-        conn: chatroom::connection::Connection::new(stream, 1 << 20),
-    };
-    stuck.register("stuck").await;
+    let stuck = join_stuck_reader(&server).await;
     let mut alice = server.join("alice").await;
     // 6 MB the stuck client never reads: more than the kernel buffers
     // between them hold, so its session is blocked writing when the stop

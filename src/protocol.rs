@@ -164,6 +164,14 @@ pub enum NickError {
 /// Checks a nickname against the rules: 1 to 32 ASCII letters, digits, `_`
 /// or `-`, starting with a letter, and not a reserved word (in any case).
 /// Uniqueness is the room's business, not this function's.
+///
+/// ```
+/// use chatroom::protocol::{validate_nickname, NickError};
+///
+/// assert_eq!(validate_nickname("Alice"), Ok("Alice"));
+/// assert_eq!(validate_nickname("alice bob"), Err(NickError::BadChar));
+/// assert!(matches!(validate_nickname("Server"), Err(NickError::Reserved(_))));
+/// ```
 pub fn validate_nickname(nick: &str) -> Result<&str, NickError> {
     let first = nick.chars().next().ok_or(NickError::Empty)?;
     if nick.len() > MAX_NICK_LEN {
@@ -197,6 +205,19 @@ pub enum FrameError {
 }
 
 /// Splits a byte stream into lines, whatever its chunking.
+///
+/// ```
+/// use chatroom::protocol::{FrameError, LineFramer};
+///
+/// let mut framer = LineFramer::new(10);
+/// framer.extend(b"hel");
+/// assert_eq!(framer.next_line(), Ok(None)); // not a whole line yet
+/// framer.extend(b"lo\r\nbye\n");
+/// assert_eq!(framer.next_line(), Ok(Some("hello".into())));
+/// assert_eq!(framer.next_line(), Ok(Some("bye".into())));
+/// framer.extend(b"far too long for the limit");
+/// assert_eq!(framer.next_line(), Err(FrameError::TooLong));
+/// ```
 ///
 /// Bytes go in through [`LineFramer::read_buf`] (for `AsyncReadExt::read_buf`)
 /// or [`LineFramer::extend`]; lines come out of [`LineFramer::next_line`]

@@ -1,6 +1,7 @@
 //! TLS configuration for both ends: loading PEM files, the server's rustls
-//! config (ALPN, session tickets) and the client's, which trusts only the
-//! pinned CA and never the system roots.
+//! config (ALPN, session tickets, a certificate that can be reloaded while
+//! running) and the client's, which trusts only the pinned CA and never the
+//! system roots.
 //!
 //! PEM is read with `rustls-pki-types`' `PemObject`, the maintained
 //! successor of rustls-pemfile.
@@ -10,9 +11,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 /// The crypto provider for both ends: rustls' default (aws-lc-rs, with the
 /// post-quantum hybrid key exchange X25519MLKEM768 first), except that
@@ -72,26 +75,87 @@ fn check_key_mode(path: &Path) -> Result<()> {
 /// into talking to us), and accepts one that offers none at all (openssl
 /// s_client, ncat).
 pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>> {
-    let certs = load_certs(cert_path)?;
-    let key = load_key(key_path)?;
+    Ok(reloadable_server_config(cert_path, key_path)?.0)
+}
+
+/// [`server_config`], with the handle that swaps in a new certificate and
+/// key from the same files while the server runs.
+pub fn reloadable_server_config(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(Arc<ServerConfig>, Arc<ServerCertificate>)> {
+    let certificate = Arc::new(ServerCertificate::load(cert_path, key_path)?);
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("the crypto provider supports no safe TLS version")?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .with_context(|| {
-            format!(
-                "{} and {} are not a matching certificate and key",
-                cert_path.display(),
-                key_path.display()
-            )
-        })?;
+        .with_cert_resolver(certificate.clone());
     config.alpn_protocols = vec![ALPN_CHAT.to_vec()];
     // Our preference (see `provider`), whatever order the client offers.
     config.ignore_client_order = true;
     config.ticketer =
         rustls::crypto::aws_lc_rs::Ticketer::new().context("cannot set up session tickets")?;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), certificate))
+}
+
+/// The server's certificate and key, as files on disk and as the pair every
+/// new handshake presents. [`ServerCertificate::reload`] swaps in what the
+/// files hold now (after `gen-certs --force`, say) without a restart:
+/// sessions already up keep going, new ones get the new certificate.
+#[derive(Debug)]
+pub struct ServerCertificate {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerCertificate {
+    /// Loads the pair, refusing a key that does not match the certificate.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<ServerCertificate> {
+        let pair = load_pair(cert_path, key_path)?;
+        Ok(ServerCertificate {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current: RwLock::new(Arc::new(pair)),
+        })
+    }
+
+    /// Reads the files again and, if they hold a usable pair, presents it
+    /// from the next handshake on. On any error the old pair stays.
+    pub fn reload(&self) -> Result<()> {
+        let pair = Arc::new(load_pair(&self.cert_path, &self.key_path)?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = pair;
+        Ok(())
+    }
+
+    /// The certificate (leaf) presented now, DER.
+    pub fn leaf(&self) -> CertificateDer<'static> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.cert[0].clone()
+    }
+}
+
+impl ResolvesServerCert for ServerCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey> {
+    let certs = load_certs(cert_path)?;
+    let key = load_key(key_path)?;
+    CertifiedKey::from_der(certs, key, &provider()).with_context(|| {
+        format!(
+            "{} and {} are not a matching certificate and key",
+            cert_path.display(),
+            key_path.display()
+        )
+    })
 }
 
 /// The client's TLS config: trusts exactly the certificates in `ca` (the

@@ -6,10 +6,12 @@ use crate::certs::{self, GenOptions};
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
 use crate::rate::RateLimit;
 use crate::server::{Server, Settings};
+use crate::tls::ServerCertificate;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -85,7 +87,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             })?;
             println!("{report}");
         }
-        Some(crate::tls::server_config(&cert, &key)?)
+        let (config, certificate) = crate::tls::reloadable_server_config(&cert, &key)?;
+        reload_on_hangup(certificate)?;
+        Some(config)
     };
 
     let mut settings = Settings::new(tls);
@@ -140,6 +144,28 @@ fn cap_to_open_files(max_participants: usize) -> usize {
             max_participants
         }
     }
+}
+
+/// On SIGHUP, presents the certificate and key files' current contents to
+/// new connections (after `gen-certs --force`, say); sessions already up
+/// keep theirs. A pair that does not load is refused, and the old one stays.
+fn reload_on_hangup(certificate: Arc<ServerCertificate>) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match certificate.reload() {
+                Ok(()) => tracing::info!(
+                    fingerprint = %certs::fingerprint(&certificate.leaf()),
+                    "SIGHUP: new connections get the reloaded certificate"
+                ),
+                Err(e) => {
+                    tracing::warn!("SIGHUP: certificate not reloaded, keeping the old one: {e:#}")
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn stop_signal() {

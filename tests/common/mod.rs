@@ -214,7 +214,7 @@ pub struct Serve {
     pub child: Child,
     pub addr: String,
     stderr: Lines<BufReader<ChildStderr>>,
-    /// What it logged up to the listening line.
+    /// What it logged so far, as read by `start` and `wait_for_log`.
     startup_log: Vec<String>,
 }
 
@@ -254,6 +254,27 @@ impl Serve {
             stderr,
             startup_log,
         }
+    }
+
+    /// Reads the server's log until a line contains `needle`; returns it.
+    pub async fn wait_for_log(&mut self, needle: &str) -> String {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let line = self
+                    .stderr
+                    .next_line()
+                    .await
+                    .expect("read")
+                    .expect("serve exited early");
+                let found = line.contains(needle);
+                self.startup_log.push(line.clone());
+                if found {
+                    return line;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no log line with {needle:?} within {WAIT:?}"))
     }
 
     /// Stops the server and returns everything it logged.

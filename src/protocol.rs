@@ -295,7 +295,7 @@ impl LineFramer {
     /// line over the limit (the connection should then be closed, since the
     /// rest of the stream can no longer be trusted to be in step).
     pub fn next_line(&mut self) -> Result<Option<Bytes>, FrameError> {
-        match memchr(b'\n', &self.buf[self.scanned..]) {
+        match memchr::memchr(b'\n', &self.buf[self.scanned..]) {
             Some(offset) => {
                 let end = self.scanned + offset;
                 let mut line = self.buf.split_to(end + 1);
@@ -319,10 +319,6 @@ impl LineFramer {
             }
         }
     }
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }
 
 #[cfg(test)]

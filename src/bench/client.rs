@@ -302,13 +302,14 @@ impl Reader {
     fn handle(&mut self, line: &[u8], now_us: u64, shared: &Shared) -> Result<u64, ReaderEnd> {
         if let Some(split) = find(line, b": ") {
             let (nick, text) = (&line[..split], &line[split + 2..]);
-            if looks_like_nick(nick) {
-                let Some(sender) = shared.nicks.index_of(nick) else {
-                    // Somebody else chatting on a shared server.
-                    return Ok(0);
-                };
+            // One of ours (the common case, checked first: it is cheap), or
+            // somebody else chatting on a shared server.
+            if let Some(sender) = shared.nicks.index_of(nick) {
                 self.message(sender, text, line, now_us, shared);
                 return Ok(1);
+            }
+            if looks_like_nick(nick) {
+                return Ok(0);
             }
         }
         if line.starts_with(protocol::ERROR_PREFIX.as_bytes())
@@ -357,7 +358,7 @@ fn looks_like_nick(nick: &[u8]) -> bool {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 /// A damaged line, short enough for a report.

@@ -50,12 +50,17 @@ impl NickScheme {
     /// anybody else's.
     pub fn index_of(&self, nick: &[u8]) -> Option<usize> {
         let digits = nick.strip_prefix(self.prefix.as_bytes())?;
-        if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        if digits.is_empty() || digits.len() > 9 {
             return None;
         }
-        digits
-            .iter()
-            .try_fold(0usize, |n, d| Some(n * 10 + usize::from(d - b'0')))
+        let mut index = 0usize;
+        for &digit in digits {
+            if !digit.is_ascii_digit() {
+                return None;
+            }
+            index = index * 10 + usize::from(digit - b'0');
+        }
+        Some(index)
     }
 }
 
@@ -109,12 +114,19 @@ pub fn read_message(text: &[u8], sender: u32, size: usize) -> Option<Stamp> {
         return None;
     }
     let seq = u32::try_from(seq).ok()?;
-    // Compared as it is generated, eight bytes at a time: this runs once
-    // per delivery.
-    let intact = filler
-        .chunks(8)
-        .zip(filler_words(sender, seq))
-        .all(|(chunk, word)| chunk == &word[..chunk.len()]);
+    // Compared as it is generated, eight bytes at a time as one integer:
+    // this runs once per delivery.
+    let mut words = filler_words(sender, seq);
+    let mut chunks = filler.chunks_exact(8);
+    for chunk in chunks.by_ref() {
+        let expected = words.next().map(u64::from_ne_bytes);
+        let got = <[u8; 8]>::try_from(chunk).ok().map(u64::from_ne_bytes);
+        if got != expected {
+            return None;
+        }
+    }
+    let rest = chunks.remainder();
+    let intact = rest.is_empty() || words.next().is_some_and(|word| word[..rest.len()] == *rest);
     intact.then_some(Stamp { seq, sent_us, last })
 }
 

@@ -7,13 +7,13 @@
 //! from the network can move the cursor, retitle the window or clear it.
 
 use crate::connection::{Connection, ReadError};
+use crate::console::Console;
 use crate::protocol::{self, ERROR_PREFIX};
 use crate::tls;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use std::io::Write;
 use std::path::PathBuf;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Longest line the client accepts from a server: a message line carries
@@ -69,19 +69,23 @@ async fn chat<S>(mut conn: Connection<S>, opts: &ConnectOptions) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    register(&mut conn, opts, &mut stdin).await?;
+    let mut console = Console::open()?;
+    register(&mut conn, opts, &mut console).await?;
     loop {
         tokio::select! {
             line = conn.read_line() => match line {
-                Ok(Some(line)) => print_line(&line)?,
+                Ok(Some(line)) => console.print(&protocol::sanitize_bytes(&line))?,
                 Ok(None) => {
-                    eprintln!("connection closed by the server");
+                    console.finish("connection closed by the server").await;
                     return Ok(());
                 }
-                Err(e) => return Err(connection_lost(e)),
+                Err(e) => {
+                    let err = connection_lost(e);
+                    console.finish(&err.to_string()).await;
+                    return Err(err);
+                }
             },
-            typed = stdin.next_line() => match typed.context("cannot read stdin")? {
+            typed = console.next_line() => match typed? {
                 Some(text) => {
                     let mut line = text.into_bytes();
                     line.push(b'\n');
@@ -99,14 +103,13 @@ where
 
 /// Answers `NICK` until the server says `Connected to server!`, printing
 /// what it says on the way.
-async fn register<S, R>(
+async fn register<S>(
     conn: &mut Connection<S>,
     opts: &ConnectOptions,
-    stdin: &mut tokio::io::Lines<R>,
+    console: &mut Console,
 ) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    R: tokio::io::AsyncBufRead + Unpin,
 {
     loop {
         let line = match conn.read_line().await {
@@ -118,7 +121,10 @@ where
         if text == protocol::NICK {
             let nick = match &opts.nick {
                 Some(nick) => nick.clone(),
-                None => ask_nickname(stdin).await?,
+                None => match console.ask("Choose your nickname: ").await? {
+                    Some(nick) => nick.trim().to_owned(),
+                    None => bail!("no nickname given (end of input)"),
+                },
             };
             conn.send(Bytes::from(format!("{nick}\n")))
                 .await
@@ -129,32 +135,12 @@ where
             }
             eprintln!("the server refused: {reason}");
         } else {
-            println!("{text}");
+            console.print(&text)?;
             if text == protocol::CONNECTED {
                 return Ok(());
             }
         }
     }
-}
-
-async fn ask_nickname<R>(stdin: &mut tokio::io::Lines<R>) -> Result<String>
-where
-    R: tokio::io::AsyncBufRead + Unpin,
-{
-    print!("Choose your nickname: ");
-    std::io::stdout()
-        .flush()
-        .context("cannot write to stdout")?;
-    match stdin.next_line().await.context("cannot read stdin")? {
-        Some(nick) => Ok(nick.trim().to_owned()),
-        None => bail!("no nickname given (stdin closed)"),
-    }
-}
-
-fn print_line(line: &[u8]) -> Result<()> {
-    let text = protocol::sanitize_bytes(line);
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}").context("cannot write to stdout")
 }
 
 fn connection_lost(err: ReadError) -> anyhow::Error {

@@ -13,6 +13,8 @@
 //! * [`tls`]: rustls configs, PEM loading, pinning, error explanations;
 //! * [`certs`]: `gen-certs`, the local CA and server certificate;
 //! * [`client`]: `connect`, the terminal client;
+//! * [`console`]: the client's keyboard and screen: a line editor in a
+//!   terminal, plain lines with pipes;
 //! * [`cmd`]: the command line, one module per subcommand;
 //! * [`bench`]: `bench`, load and correctness measurements of a server.
 
@@ -21,6 +23,7 @@ pub mod certs;
 pub mod client;
 pub mod cmd;
 pub mod connection;
+pub mod console;
 pub mod protocol;
 pub mod rate;
 pub mod room;

@@ -1,0 +1,192 @@
+//! Where `chatroom connect` reads what the user types and prints what the
+//! room says.
+//!
+//! With pipes, that is plain stdin and stdout, line by line. In a terminal
+//! it is a line editor (rustyline): a line received while the user is
+//! typing is printed above the line being typed, which stays intact and
+//! editable, instead of being broken in two as the lab's client did.
+//!
+//! The editor blocks, so it runs on a thread of its own and reads exactly
+//! one line per request: the client asks for the nickname, then waits for
+//! the server's verdict before it asks for anything else.
+
+use anyhow::{Context, Result, anyhow};
+use rustyline::ExternalPrinter;
+use rustyline::error::ReadlineError;
+use std::io::{IsTerminal, Write};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
+use tokio::sync::mpsc;
+
+/// The user's side of the client.
+pub enum Console {
+    Pipes(Lines<BufReader<Stdin>>),
+    Terminal(Terminal),
+}
+
+impl Console {
+    /// A line editor when stdin and stdout are a terminal, else pipes.
+    pub fn open() -> Result<Console> {
+        if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+            Ok(Console::Terminal(Terminal::start()?))
+        } else {
+            Ok(Console::Pipes(BufReader::new(tokio::io::stdin()).lines()))
+        }
+    }
+
+    /// Shows `prompt` and reads one line; `None` at the end of input
+    /// (Ctrl-D, or Ctrl-C in a terminal).
+    pub async fn ask(&mut self, prompt: &str) -> Result<Option<String>> {
+        match self {
+            Console::Pipes(lines) => {
+                print!("{prompt}");
+                std::io::stdout()
+                    .flush()
+                    .context("cannot write to stdout")?;
+                lines.next_line().await.context("cannot read stdin")
+            }
+            Console::Terminal(terminal) => {
+                terminal.request(prompt)?;
+                terminal.answer().await
+            }
+        }
+    }
+
+    /// The next line the user typed; `None` at the end of input. Cancel-safe:
+    /// a line that arrives while nobody waits is kept for the next call.
+    pub async fn next_line(&mut self) -> Result<Option<String>> {
+        match self {
+            Console::Pipes(lines) => lines.next_line().await.context("cannot read stdin"),
+            Console::Terminal(terminal) => {
+                if !terminal.waiting {
+                    terminal.request("")?;
+                }
+                let line = terminal.answer().await?;
+                // Ask for the next line at once, so that the editor is always
+                // showing its prompt while chatting and every received line
+                // is printed above it.
+                if line.is_some() {
+                    terminal.request("")?;
+                }
+                Ok(line)
+            }
+        }
+    }
+
+    /// Prints one line (already made safe for a terminal).
+    pub fn print(&mut self, text: &str) -> Result<()> {
+        match self {
+            // The editor's printer writes straight out while no line is
+            // being edited, and above the edited line while one is.
+            Console::Terminal(terminal) => terminal
+                .printer
+                .print(format!("{text}\n"))
+                .map_err(|e| anyhow!("cannot write to the terminal: {e}")),
+            Console::Pipes(_) => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{text}").context("cannot write to stdout")
+            }
+        }
+    }
+
+    /// Says why the chat ended. In a terminal, it then waits for Enter (or
+    /// Ctrl-D): the editor cannot be interrupted, and until it returns the
+    /// lines it is still to print may not have reached the screen, and the
+    /// terminal is not back to normal.
+    pub async fn finish(&mut self, why: &str) {
+        match self {
+            Console::Terminal(terminal) if terminal.waiting => {
+                let _ = terminal
+                    .printer
+                    .print(format!("{why}; press Enter to leave\n"));
+                let _ = terminal.answer().await;
+            }
+            _ => eprintln!("{why}"),
+        }
+    }
+}
+
+/// The line editor, on its own thread.
+pub struct Terminal {
+    prompts: mpsc::UnboundedSender<String>,
+    lines: mpsc::UnboundedReceiver<Result<Option<String>, String>>,
+    printer: Box<dyn ExternalPrinter + Send>,
+    /// A line was requested and not yet taken: the editor is showing its
+    /// prompt, so output must go through it.
+    waiting: bool,
+    /// The terminal's settings before the editor switched it to raw mode.
+    /// The editor cannot be interrupted, so when the client ends while it
+    /// waits for a line (the server went away, say), these are put back by
+    /// hand: the user's shell must not be left without echo.
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        use nix::sys::termios::{SetArg, tcsetattr};
+        if let Some(saved) = &self.saved
+            && self.waiting
+        {
+            let _ = tcsetattr(std::io::stdin(), SetArg::TCSADRAIN, saved);
+            // Leave the shell a fresh line after the abandoned prompt.
+            println!();
+        }
+    }
+}
+
+impl Terminal {
+    fn start() -> Result<Terminal> {
+        let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok();
+        let mut editor =
+            rustyline::DefaultEditor::new().context("cannot set up the line editor")?;
+        let printer = editor
+            .create_external_printer()
+            .context("cannot set up the line editor's output")?;
+        let (prompts, mut prompt_rx) = mpsc::unbounded_channel::<String>();
+        let (line_tx, lines) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("line editor".into())
+            .spawn(move || {
+                while let Some(prompt) = prompt_rx.blocking_recv() {
+                    let answer = match editor.readline(&prompt) {
+                        Ok(line) => {
+                            // Up-arrow recall, for this session only.
+                            let _ = editor.add_history_entry(line.as_str());
+                            Ok(Some(line))
+                        }
+                        Err(ReadlineError::Eof | ReadlineError::Interrupted) => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let done = !matches!(answer, Ok(Some(_)));
+                    if line_tx.send(answer).is_err() || done {
+                        break;
+                    }
+                }
+            })
+            .context("cannot start the line editor")?;
+        Ok(Terminal {
+            prompts,
+            lines,
+            printer: Box::new(printer),
+            waiting: false,
+            saved,
+        })
+    }
+
+    fn request(&mut self, prompt: &str) -> Result<()> {
+        self.prompts
+            .send(prompt.to_owned())
+            .map_err(|_| anyhow!("the line editor stopped"))?;
+        self.waiting = true;
+        Ok(())
+    }
+
+    async fn answer(&mut self) -> Result<Option<String>> {
+        let answer = self.lines.recv().await;
+        self.waiting = false;
+        match answer {
+            Some(Ok(line)) => Ok(line),
+            Some(Err(e)) => Err(anyhow!("cannot read the terminal: {e}")),
+            None => Ok(None),
+        }
+    }
+}

@@ -1361,13 +1361,7 @@ async fn sigterm_stops_the_binary_with_status_zero_after_saying_goodbye() {
     alice.send("before the signal").await;
     alice.expect("alice: before the signal").await;
 
-    let pid = serve.child.id().expect("pid").to_string();
-    let kill = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(kill.success());
+    serve.signal("TERM").await;
 
     let (bob_said, bob_close) = rest_until_closed(&mut bob, &[], WAIT).await;
     assert_eq!(

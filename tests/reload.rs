@@ -95,13 +95,7 @@ async fn sighup_reloads_the_certificate_files() {
         before
     );
 
-    let pid = serve.child.id().expect("pid").to_string();
-    let hup = tokio::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(hup.success());
+    serve.signal("HUP").await;
     let reloaded = serve
         .wait_for_log("new connections get the reloaded certificate")
         .await;

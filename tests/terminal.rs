@@ -154,9 +154,7 @@ async fn typing_survives_incoming_lines_and_the_terminal_is_restored() {
 
     // The server stops: the client shows why, waits for Enter, exits 0, and
     // leaves the terminal with echo on.
-    let pid = serve.child.id().expect("pid").to_string();
-    let term = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(term.expect("kill runs").success());
+    serve.signal("TERM").await;
     let screen = tmux
         .wait_until("the notice", |s| s.contains("press Enter to leave"))
         .await;

@@ -256,6 +256,17 @@ impl Serve {
         }
     }
 
+    /// Sends the server a signal, by name (`TERM`, `HUP`, ...).
+    pub async fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("serve is running").to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Reads the server's log until a line contains `needle`; returns it.
     pub async fn wait_for_log(&mut self, needle: &str) -> String {
         tokio::time::timeout(WAIT, async {

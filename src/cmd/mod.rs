@@ -26,7 +26,8 @@ pub struct Cli {
 enum Command {
     /// Make a local CA (or reuse the one there) and a server certificate signed by it.
     GenCerts(gen_certs::GenCertsArgs),
-    /// Run the chat server.
+    /// Run the chat server. SIGINT or SIGTERM stops it gracefully; SIGHUP
+    /// reloads its certificate and key.
     Serve(serve::ServeArgs),
     /// Join a chat server from this terminal.
     Connect(connect::ConnectArgs),

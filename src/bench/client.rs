@@ -300,7 +300,10 @@ impl Reader {
     /// Handles one line; `Ok(1)` for a message of this run, `Ok(0)` for
     /// anything harmless, `Err` when the server ended this client.
     fn handle(&mut self, line: &[u8], now_us: u64, shared: &Shared) -> Result<u64, ReaderEnd> {
-        if let Some(split) = find(line, b": ") {
+        // A nickname holds no ':', so the first one ends it.
+        if let Some(split) =
+            memchr::memchr(b':', line).filter(|&at| line.get(at + 1) == Some(&b' '))
+        {
             let (nick, text) = (&line[..split], &line[split + 2..]);
             // One of ours (the common case, checked first: it is cheap), or
             // somebody else chatting on a shared server.
@@ -355,10 +358,6 @@ impl Reader {
 
 fn looks_like_nick(nick: &[u8]) -> bool {
     std::str::from_utf8(nick).is_ok_and(|nick| protocol::validate_nickname(nick).is_ok())
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
 }
 
 /// A damaged line, short enough for a report.

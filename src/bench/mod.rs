@@ -51,7 +51,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub plaintext: bool,
     /// Start a server of our own (this executable's `serve`, rate limit off,
-    /// fresh certificates in a temporary folder), one per scenario.
+    /// backlog 65536 lines, fresh certificates in a temporary folder), one
+    /// per scenario.
     #[arg(long)]
     pub spawn: bool,
     /// The running server's process id, for its CPU time and memory (idle

@@ -189,10 +189,12 @@ impl Listener {
         let mut shutdown = Shutdown::new(self.notify_shutdown.subscribe());
         let done = self.done_tx.clone();
         tokio::spawn(async move {
-            let _held = (slot, ip_slot, done);
+            let _done = done;
+            let admission = (slot, ip_slot);
             let limits = &settings.limits;
             let Some(acceptor) = tls else {
-                return boxed_session(tcp, peer, &room, limits, &mut shutdown, deadline).await;
+                return boxed_session(tcp, peer, &room, limits, &mut shutdown, deadline, admission)
+                    .await;
             };
             // Boxed, so that its state is freed once the handshake is done.
             let handshake = Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
@@ -202,7 +204,16 @@ impl Listener {
             };
             match stream {
                 Ok(Ok(stream)) => {
-                    boxed_session(stream, peer, &room, limits, &mut shutdown, deadline).await
+                    boxed_session(
+                        stream,
+                        peer,
+                        &room,
+                        limits,
+                        &mut shutdown,
+                        deadline,
+                        admission,
+                    )
+                    .await
                 }
                 Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
@@ -246,18 +257,26 @@ fn boxed_session<'a, S>(
     limits: &'a Limits,
     shutdown: &'a mut Shutdown,
     deadline: Instant,
+    admission: Admission,
 ) -> std::pin::Pin<Box<impl Future<Output = ()> + 'a>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'a,
 {
     let conn = Connection::new(stream, limits.max_line);
-    Box::pin(session::run(conn, peer, room, limits, shutdown, deadline))
+    Box::pin(session::run(
+        conn, peer, room, limits, shutdown, deadline, admission,
+    ))
 }
 
 async fn say_and_close<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, line: Bytes) {
     let _ = stream.write_all(&line).await;
     let _ = stream.shutdown().await;
 }
+
+/// What an admitted connection holds: its place under the participant
+/// limit and, unless exempt, under its address's limit. Both are given back
+/// when it is dropped.
+type Admission = (OwnedSemaphorePermit, Option<IpSlot>);
 
 /// A connection counted against its address; uncounted when dropped.
 struct IpSlot {

@@ -103,14 +103,18 @@ impl From<ReadError> for End {
 
 /// Runs one participant's session over an established transport. `deadline`
 /// is when the nickname must be settled (the handshake timeout, counted
-/// from accept).
-pub async fn run<S, R>(
+/// from accept). `admission` is what the server counted this connection
+/// against (its limits); it is given back as the participant leaves, before
+/// the others hear `left!`, so whoever hears it can take the place at once
+/// rather than while this connection is still saying goodbye.
+pub async fn run<S, R, A>(
     mut conn: Connection<S>,
     peer: SocketAddr,
     room: &R,
     limits: &Limits,
     shutdown: &mut Shutdown,
     deadline: Instant,
+    admission: A,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Room,
@@ -142,6 +146,7 @@ pub async fn run<S, R>(
     // Leave the room however this session ends, panics included.
     let membership = Membership { room, nick: &nick };
     let end = chat(&mut conn, &nick, subscription, room, limits, shutdown).await;
+    drop(admission);
     drop(membership);
     tracing::info!(%peer, %nick, "left: {}", end.describe());
     match end {

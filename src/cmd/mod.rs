@@ -3,6 +3,7 @@
 //! library module that does the work; this one dispatches, sets up logging
 //! and the runtime, and turns errors into one line on stderr.
 
+mod certs;
 mod connect;
 mod gen_certs;
 mod serve;
@@ -24,8 +25,11 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Make a local CA (or reuse the one there) and a server certificate signed by it.
+    /// Make a local CA (or reuse the one there) and a server certificate signed by it;
+    /// `gen-certs client NAME` and `gen-certs server` issue one certificate with that CA.
     GenCerts(gen_certs::GenCertsArgs),
+    /// Inspect, list and revoke certificates.
+    Certs(certs::CertsArgs),
     /// Run the chat server. SIGINT or SIGTERM stops it gracefully; SIGHUP
     /// reloads its certificate and key.
     Serve(serve::ServeArgs),
@@ -63,6 +67,7 @@ fn init_logging() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::GenCerts(args) => gen_certs::run(args),
+        Command::Certs(args) => certs::run(args),
         Command::Serve(args) => runtime()?.block_on(serve::run(args)),
         Command::Connect(args) => runtime()?.block_on(connect::run(args)),
         Command::Bench(args) => runtime()?.block_on(crate::bench::run(args)),

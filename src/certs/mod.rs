@@ -5,11 +5,21 @@
 //! certificate can be reissued (new names, expiry) without touching any
 //! client. That is why an existing CA is always reused and never silently
 //! replaced, while the server certificate is replaced only on request.
+//!
+//! The rest of the certificate tooling lives beside this module:
+//! [`issue`] (client and server certificates from the existing CA),
+//! [`revoke`] (the CRL), [`inspect`] (`certs inspect` and `certs list`) and
+//! [`keyfile`] (the checks every private key file passes before it is used).
+
+pub mod inspect;
+pub mod issue;
+pub mod keyfile;
+pub mod revoke;
 
 use anyhow::{Context, Result, bail};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use std::fs;
@@ -23,6 +33,10 @@ pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca-key.pem";
 pub const SERVER_CERT: &str = "server.pem";
 pub const SERVER_KEY: &str = "server-key.pem";
+/// Client certificates: `clients/NAME.pem` and `clients/NAME-key.pem`.
+pub const CLIENTS_DIR: &str = "clients";
+/// The certificate revocation list `certs revoke` writes.
+pub const CRL: &str = "crl.pem";
 
 /// Default certificate folder, relative to the working directory.
 pub const DEFAULT_DIR: &str = "certs";
@@ -31,8 +45,16 @@ pub const DEFAULT_DIR: &str = "certs";
 /// the client types.
 pub const DEFAULT_SANS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
-const CA_VALIDITY: Duration = Duration::days(3650);
-const SERVER_VALIDITY: Duration = Duration::days(825);
+/// Default validity of the CA, in days (ten years).
+pub const CA_DAYS: u32 = 3650;
+/// Default validity of a server certificate, in days.
+pub const SERVER_DAYS: u32 = 825;
+/// Default validity of a client certificate, in days.
+pub const CLIENT_DAYS: u32 = 365;
+/// Longest validity `--days` accepts (about 100 years).
+pub const MAX_DAYS: u32 = 36_500;
+
+const CA_VALIDITY: Duration = Duration::days(CA_DAYS as i64);
 /// Certificates start a little in the past, so that a client whose clock is
 /// a few minutes behind the server's still accepts a fresh certificate.
 const BACKDATE: Duration = Duration::minutes(5);
@@ -62,24 +84,29 @@ pub struct GenReport {
     pub server_not_before: OffsetDateTime,
     pub server_not_after: OffsetDateTime,
     pub sans: Vec<String>,
+    /// The CA key file's permission bits, as found (or made).
+    pub ca_key_mode: u32,
+    /// The server key file's permission bits, as made.
+    pub server_key_mode: u32,
 }
 
 impl std::fmt::Display for GenReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let date =
-            |t: &OffsetDateTime| format!("{} {:02}:{:02} UTC", t.date(), t.hour(), t.minute());
+        let date = format_date;
         let ca_state = if self.ca_reused { "kept" } else { "new" };
         writeln!(f, "CA certificate ({ca_state}): {}", self.ca_cert.display())?;
         writeln!(
             f,
-            "CA private key ({ca_state}): {} (mode 0600)",
-            self.ca_key.display()
+            "CA private key ({ca_state}): {} (mode {:04o})",
+            self.ca_key.display(),
+            self.ca_key_mode
         )?;
         writeln!(f, "server certificate:  {}", self.server_cert.display())?;
         writeln!(
             f,
-            "server private key:  {} (mode 0600)",
-            self.server_key.display()
+            "server private key:  {} (mode {:04o})",
+            self.server_key.display(),
+            self.server_key_mode
         )?;
         writeln!(f, "server names:        {}", self.sans.join(", "))?;
         writeln!(f, "CA SHA-256 fingerprint: {}", self.ca_fingerprint)?;
@@ -95,6 +122,12 @@ impl std::fmt::Display for GenReport {
 
 /// Makes (or reuses) the CA and makes the server certificate in `opts.dir`.
 pub fn generate(opts: &GenOptions) -> Result<GenReport> {
+    generate_for(opts, SERVER_DAYS)
+}
+
+/// [`generate`], with a server certificate valid for `server_days`.
+pub fn generate_for(opts: &GenOptions, server_days: u32) -> Result<GenReport> {
+    check_days(server_days)?;
     let dir = &opts.dir;
     fs::create_dir_all(dir)
         .with_context(|| format!("cannot create certificate folder {}", dir.display()))?;
@@ -119,7 +152,8 @@ pub fn generate(opts: &GenOptions) -> Result<GenReport> {
         .context("invalid --san: give a DNS name or an IP address")?;
 
     let now = OffsetDateTime::now_utc();
-    let (ca, ca_cert_pem, ca_reused) = match (ca_cert_path.exists(), ca_key_path.exists()) {
+    let present = |p: &Path| p.symlink_metadata().is_ok();
+    let (ca, ca_cert_pem, ca_reused) = match (present(&ca_cert_path), present(&ca_key_path)) {
         (true, true) => {
             let (issuer, pem) = load_ca(&ca_cert_path, &ca_key_path)?;
             (issuer, pem, true)
@@ -151,7 +185,8 @@ pub fn generate(opts: &GenOptions) -> Result<GenReport> {
     server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server_params.use_authority_key_identifier_extension = true;
     server_params.not_before = now - BACKDATE;
-    server_params.not_after = now + SERVER_VALIDITY;
+    server_params.not_after = now + Duration::days(i64::from(server_days));
+    server_params.serial_number = Some(random_serial()?);
     let server_key =
         KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("cannot generate the server key")?;
     let server_cert = server_params
@@ -167,6 +202,8 @@ pub fn generate(opts: &GenOptions) -> Result<GenReport> {
     let ca_der = rustls_pki_types::CertificateDer::from_pem_slice(ca_cert_pem.as_bytes())
         .context("cannot read back the CA certificate")?;
     let ca_not_after = not_after(&ca_der)?;
+    let ca_key_mode = keyfile::mode_of(&ca_key_path)?;
+    let server_key_mode = keyfile::mode_of(&server_key_path)?;
     Ok(GenReport {
         ca_cert: ca_cert_path,
         ca_key: ca_key_path,
@@ -178,10 +215,12 @@ pub fn generate(opts: &GenOptions) -> Result<GenReport> {
         server_not_before: server_params.not_before,
         server_not_after: server_params.not_after,
         sans,
+        ca_key_mode,
+        server_key_mode,
     })
 }
 
-fn server_sans(extra: &[String]) -> Vec<String> {
+pub(crate) fn server_sans(extra: &[String]) -> Vec<String> {
     let mut sans: Vec<String> = DEFAULT_SANS.iter().map(|s| s.to_string()).collect();
     for san in extra {
         if !sans.iter().any(|s| s.eq_ignore_ascii_case(san)) {
@@ -191,7 +230,7 @@ fn server_sans(extra: &[String]) -> Vec<String> {
     sans
 }
 
-fn name(common_name: &str) -> DistinguishedName {
+pub(crate) fn name(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "chatroom");
     dn.push(DnType::CommonName, common_name);
@@ -212,6 +251,7 @@ fn new_ca(now: OffsetDateTime) -> Result<(Issuer<'static, KeyPair>, String)> {
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = now - BACKDATE;
     params.not_after = now + CA_VALIDITY;
+    params.serial_number = Some(random_serial()?);
     let key =
         KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("cannot generate the CA key")?;
     let cert = params
@@ -220,7 +260,14 @@ fn new_ca(now: OffsetDateTime) -> Result<(Issuer<'static, KeyPair>, String)> {
     Ok((Issuer::new(params, key), cert.pem()))
 }
 
-fn load_ca(cert_path: &Path, key_path: &Path) -> Result<(Issuer<'static, KeyPair>, String)> {
+/// Reads an existing CA, after checking both files with `lstat`: no
+/// symlinks, and a key that only its owner (this user) can read.
+pub(crate) fn load_ca(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(Issuer<'static, KeyPair>, String)> {
+    keyfile::check_not_symlink(cert_path)?;
+    keyfile::check_private_key(key_path)?;
     let cert_pem = fs::read_to_string(cert_path)
         .with_context(|| format!("cannot read CA certificate {}", cert_path.display()))?;
     let key_pem = fs::read_to_string(key_path)
@@ -235,7 +282,7 @@ fn load_ca(cert_path: &Path, key_path: &Path) -> Result<(Issuer<'static, KeyPair
 /// Writes `contents` to `path` with `mode`, atomically: into a new file in
 /// the same folder, created with that mode (so a key is never readable by
 /// others, not even for an instant), then renamed over the target.
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut file = fs::OpenOptions::new()
@@ -270,4 +317,61 @@ fn not_after(der: &[u8]) -> Result<OffsetDateTime> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| anyhow::anyhow!("cannot parse the CA certificate: {e}"))?;
     Ok(cert.validity().not_after.to_datetime())
+}
+
+/// A random 128-bit serial number, positive and without a leading zero
+/// byte: every certificate gets its own, so that a CRL can name it.
+pub fn random_serial() -> Result<SerialNumber> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// A serial number as printed everywhere: lower-case hex pairs with colons,
+/// as openssl and `certs list` show it.
+pub fn serial_hex(bytes: &[u8]) -> String {
+    // DER may carry a leading zero byte to keep the number positive.
+    let trimmed = match bytes {
+        [0, rest @ ..] if !rest.is_empty() => rest,
+        _ => bytes,
+    };
+    trimmed
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A date as every report prints it: `2027-03-01 09:30 UTC`.
+pub fn format_date(t: &OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!("{} {:02}:{:02} UTC", t.date(), t.hour(), t.minute())
+}
+
+/// Whole days from now until `t`, negative once past.
+pub fn days_left(t: OffsetDateTime, now: OffsetDateTime) -> i64 {
+    (t - now).whole_days()
+}
+
+/// Refuses a `--days` of 0 or beyond [`MAX_DAYS`].
+pub fn check_days(days: u32) -> Result<()> {
+    if days == 0 || days > MAX_DAYS {
+        bail!("--days {days}: give a number of days from 1 to {MAX_DAYS}");
+    }
+    Ok(())
+}
+
+/// The CA of the folder `dir`, or an error saying to make one first.
+pub(crate) fn existing_ca(dir: &Path) -> Result<(Issuer<'static, KeyPair>, String)> {
+    let (cert, key) = (dir.join(CA_CERT), dir.join(CA_KEY));
+    if cert.symlink_metadata().is_err() || key.symlink_metadata().is_err() {
+        bail!(
+            "no CA in {}/ ({} and {} are needed): run `chatroom gen-certs` first",
+            dir.display(),
+            CA_CERT,
+            CA_KEY
+        );
+    }
+    load_ca(&cert, &key)
 }

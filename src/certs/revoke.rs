@@ -1,0 +1,188 @@
+//! `certs revoke NAME`: the certificate revocation list.
+//!
+//! `crl.pem` is a real X.509 CRL (version 2, with the authority key
+//! identifier and a CRL number, as RFC 5280 asks), signed by the CA with
+//! rcgen, so openssl and rustls both read it. It is the record of what was
+//! revoked: each revocation reads the serials already in it, adds one, and
+//! signs the whole list again.
+
+use super::{CA_CERT, CRL, existing_ca, format_date, issue::client_paths, serial_hex, write_file};
+use anyhow::{Context, Result, anyhow, bail};
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// How long a CRL is announced to be current (its next-update date).
+/// `serve` does not refuse an older CRL; running `certs revoke` again (for
+/// any client) issues a fresh one.
+pub const CRL_DAYS: i64 = 365;
+
+/// A serial number on the list, and when it was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// Big-endian bytes, without a DER sign byte.
+    pub serial: Vec<u8>,
+    pub at: OffsetDateTime,
+}
+
+/// What `certs revoke` did.
+#[derive(Debug, Clone)]
+pub struct RevokeReport {
+    pub name: String,
+    pub serial: String,
+    pub crl: PathBuf,
+    pub revoked_total: usize,
+    pub next_update: OffsetDateTime,
+}
+
+impl fmt::Display for RevokeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "revoked: client {} (serial {})", self.name, self.serial)?;
+        writeln!(
+            f,
+            "CRL: {} ({} revoked in all, next update {})",
+            self.crl.display(),
+            self.revoked_total,
+            format_date(&self.next_update)
+        )?;
+        write!(
+            f,
+            "a running server refuses it after `kill -HUP <server pid>` (serve --client-ca)"
+        )
+    }
+}
+
+/// Revokes client `name`'s certificate: rewrites `dir/crl.pem` with its
+/// serial added.
+pub fn revoke(dir: &Path, name: &str) -> Result<RevokeReport> {
+    let (issuer, ca_pem) = existing_ca(dir)?;
+    let (cert_path, _) = client_paths(dir, name);
+    if cert_path.symlink_metadata().is_err() {
+        bail!(
+            "no client certificate {} to revoke (see `chatroom certs list`)",
+            cert_path.display()
+        );
+    }
+    let der = CertificateDer::from_pem_file(&cert_path)
+        .with_context(|| format!("cannot read {}", cert_path.display()))?;
+    let serial = cert_serial(&der)?;
+
+    let crl_path = dir.join(CRL);
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .with_context(|| format!("cannot read {}", dir.join(CA_CERT).display()))?;
+    let mut revoked = if crl_path.symlink_metadata().is_ok() {
+        read_crl(&crl_path, Some(&ca_der))?
+    } else {
+        Vec::new()
+    };
+    if revoked.iter().any(|r| r.serial == serial) {
+        bail!(
+            "client {name}'s certificate (serial {}) is already revoked in {}",
+            serial_hex(&serial),
+            crl_path.display()
+        );
+    }
+    let now = OffsetDateTime::now_utc();
+    revoked.push(Revoked {
+        serial: serial.clone(),
+        at: now,
+    });
+
+    let params = CertificateRevocationListParams {
+        this_update: now,
+        next_update: now + Duration::days(CRL_DAYS),
+        // Seconds since 1970: grows with every CRL, as RFC 5280 asks.
+        crl_number: SerialNumber::from(u64::try_from(now.unix_timestamp()).unwrap_or(1)),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|r| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&r.serial),
+                revocation_time: r.at,
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: ca_key_identifier(&ca_der)?,
+    };
+    let crl = params
+        .signed_by(&issuer)
+        .context("cannot sign the revocation list")?;
+    let pem = crl.pem().context("cannot encode the revocation list")?;
+    write_file(&crl_path, pem.as_bytes(), 0o644)?;
+    Ok(RevokeReport {
+        name: name.to_owned(),
+        serial: serial_hex(&serial),
+        crl: crl_path,
+        revoked_total: revoked.len(),
+        next_update: params.next_update,
+    })
+}
+
+/// The serial numbers in a CRL file. With `ca`, refuses a CRL that CA did
+/// not issue (by name).
+pub fn read_crl(path: &Path, ca: Option<&CertificateDer<'_>>) -> Result<Vec<Revoked>> {
+    let der = CertificateRevocationListDer::from_pem_file(path).with_context(|| {
+        format!(
+            "{} is not a PEM certificate revocation list",
+            path.display()
+        )
+    })?;
+    let (_, crl) = x509_parser::parse_x509_crl(&der)
+        .map_err(|e| anyhow!("{} is not a valid CRL: {e}", path.display()))?;
+    if let Some(ca) = ca {
+        let (_, ca) = x509_parser::parse_x509_certificate(ca)
+            .map_err(|e| anyhow!("cannot parse the CA certificate: {e}"))?;
+        if crl.issuer() != ca.subject() {
+            bail!(
+                "{} was issued by {}, not by the CA {}",
+                path.display(),
+                crl.issuer(),
+                ca.subject()
+            );
+        }
+    }
+    Ok(crl
+        .iter_revoked_certificates()
+        .map(|r| Revoked {
+            serial: trim_sign(r.raw_serial()).to_vec(),
+            at: r.revocation_date.to_datetime(),
+        })
+        .collect())
+}
+
+/// A certificate's serial number, as big-endian bytes without a sign byte.
+pub fn cert_serial(der: &[u8]) -> Result<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow!("not a valid X.509 certificate: {e}"))?;
+    Ok(trim_sign(cert.raw_serial()).to_vec())
+}
+
+fn trim_sign(bytes: &[u8]) -> &[u8] {
+    match bytes {
+        [0, rest @ ..] if !rest.is_empty() => rest,
+        _ => bytes,
+    }
+}
+
+/// The CA's subject key identifier, which the CRL names as its authority
+/// key identifier so that verifiers find the right key.
+fn ca_key_identifier(ca: &[u8]) -> Result<KeyIdMethod> {
+    use x509_parser::extensions::ParsedExtension;
+    let (_, cert) = x509_parser::parse_x509_certificate(ca)
+        .map_err(|e| anyhow!("cannot parse the CA certificate: {e}"))?;
+    let ski = cert
+        .extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        });
+    Ok(match ski {
+        Some(id) => KeyIdMethod::PreSpecified(id),
+        None => KeyIdMethod::Sha256,
+    })
+}

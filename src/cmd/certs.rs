@@ -1,0 +1,49 @@
+//! `chatroom certs`: look at certificates and revoke client certificates
+//! ([`crate::certs::inspect`], [`crate::certs::revoke`]).
+
+use crate::certs;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    #[command(subcommand)]
+    command: CertsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Print what a PEM certificate file says (every certificate in it):
+    /// subject, issuer, serial, names, validity and days left, key, usages,
+    /// CA or not, SHA-256 fingerprint.
+    Inspect {
+        /// A PEM file with one or more certificates.
+        file: PathBuf,
+    },
+    /// One line per certificate in the folder (CA, server, clients): name,
+    /// serial, expiry, days left, revoked or not.
+    List {
+        /// The certificate folder.
+        #[arg(long, default_value = certs::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Revoke client NAME's certificate: adds its serial to crl.pem (an
+    /// X.509 CRL signed by the CA). Then `kill -HUP` the server.
+    Revoke {
+        /// The client's name, as given to `gen-certs client`.
+        name: String,
+        /// The certificate folder (with the CA).
+        #[arg(long, default_value = certs::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+}
+
+pub fn run(args: CertsArgs) -> Result<()> {
+    match args.command {
+        CertsCommand::Inspect { file } => println!("{}", certs::inspect::inspect(&file)?),
+        CertsCommand::List { dir } => println!("{}", certs::inspect::list_table(&dir)?),
+        CertsCommand::Revoke { name, dir } => println!("{}", certs::revoke::revoke(&dir, &name)?),
+    }
+    Ok(())
+}

@@ -28,6 +28,9 @@ pub struct ConnectOptions {
     pub server_name: Option<String>,
     pub nick: Option<String>,
     pub plaintext: bool,
+    /// A client certificate and its key, for a server that asks for one
+    /// (`serve --client-ca`).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// The host part of `host:port` or `[v6]:port`.
@@ -38,7 +41,20 @@ pub fn host_of(addr: &str) -> &str {
 
 /// Runs the client until stdin ends or the server closes. Errors are
 /// one-line explanations for the user.
-pub async fn run(opts: ConnectOptions) -> Result<()> {
+pub async fn run(mut opts: ConnectOptions) -> Result<()> {
+    let config = match (&opts.client_cert, opts.plaintext) {
+        (Some(_), true) => bail!("--cert and --key need TLS: they cannot be used with --plaintext"),
+        (Some((cert, key)), false) => {
+            let config = tls::client_config_with_cert(&opts.ca, cert, key)?;
+            if opts.nick.is_none() {
+                // The server takes no other nickname from this certificate.
+                opts.nick = certificate_nick(cert)?;
+            }
+            Some(config)
+        }
+        (None, false) => Some(tls::client_config(&opts.ca)?),
+        (None, true) => None,
+    };
     let tcp = TcpStream::connect(&opts.addr).await.with_context(|| {
         format!(
             "cannot connect to {}: is the server running there?",
@@ -52,7 +68,9 @@ pub async fn run(opts: ConnectOptions) -> Result<()> {
         );
         return chat(Connection::new(tcp, MAX_SERVER_LINE), &opts).await;
     }
-    let config = tls::client_config(&opts.ca)?;
+    let Some(config) = config else {
+        bail!("no TLS configuration");
+    };
     let name = opts
         .server_name
         .clone()
@@ -62,6 +80,7 @@ pub async fn run(opts: ConnectOptions) -> Result<()> {
         .connect(server_name, tcp)
         .await
         .map_err(|e| anyhow!(tls::explain_handshake_error(&e, &opts.ca, &name)))?;
+    warn_if_expiring(&stream);
     chat(Connection::new(stream, MAX_SERVER_LINE), &opts).await
 }
 
@@ -143,6 +162,32 @@ where
     }
 }
 
+/// The nickname a client certificate gives: its name.
+fn certificate_nick(cert: &std::path::Path) -> Result<Option<String>> {
+    let chain = tls::load_certs(cert).context("cannot load the client certificate (--cert)")?;
+    Ok(crate::access::certificate_name(&chain[0]))
+}
+
+/// Warns (on stderr) when the server's certificate expires within 30 days.
+/// An expired one never gets here: the handshake refuses it.
+fn warn_if_expiring<S>(stream: &tokio_rustls::client::TlsStream<S>) {
+    let Some(leaf) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    else {
+        return;
+    };
+    let what = "the server's certificate";
+    if let Ok(validity) =
+        crate::certs::lifecycle::check(leaf, what, time::OffsetDateTime::now_utc())
+        && let Some(warning) = validity.warning(what)
+    {
+        eprintln!("warning: {warning}");
+    }
+}
+
 fn connection_lost(err: ReadError) -> anyhow::Error {
     match err {
         ReadError::Frame(_) => {
@@ -151,6 +196,31 @@ fn connection_lost(err: ReadError) -> anyhow::Error {
         ReadError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             anyhow!("connection lost: the server closed it without a TLS close_notify")
         }
-        ReadError::Io(e) => anyhow!("connection lost: {e}"),
+        ReadError::Io(e) => match refused_certificate(&e) {
+            Some(why) => anyhow!("{why}"),
+            None => anyhow!("connection lost: {e}"),
+        },
     }
+}
+
+/// Over TLS 1.3 the server judges the client's certificate after the
+/// client's side of the handshake is done, so its verdict arrives as an
+/// alert on the first read: this names it.
+fn refused_certificate(err: &std::io::Error) -> Option<String> {
+    use rustls::AlertDescription as A;
+    let alert = match err.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => *alert,
+        _ => return None,
+    };
+    let why = match alert {
+        A::CertificateRequired => "the server requires a client certificate: use --cert and --key",
+        A::CertificateRevoked => "the server refused your certificate: it has been revoked",
+        A::CertificateExpired => "the server refused your certificate: it has expired",
+        A::UnknownCA => "the server refused your certificate: its CA did not sign it",
+        A::BadCertificate | A::UnsupportedCertificate => {
+            "the server refused your certificate (is it a client certificate of its CA?)"
+        }
+        _ => return None,
+    };
+    Some(why.to_owned())
 }

@@ -11,13 +11,17 @@
 //! * [`shutdown`]: the stop signal as each task sees it;
 //! * [`rate`]: the per-participant token bucket;
 //! * [`tls`]: rustls configs, PEM loading, pinning, error explanations;
-//! * [`certs`]: `gen-certs`, the local CA and server certificate;
+//! * [`certs`]: `gen-certs` and `certs`: the local CA, server and client
+//!   certificates, revocation, inspection;
+//! * [`access`]: who may join: client certificates, the CRL, denied names,
+//!   reloaded on SIGHUP;
 //! * [`client`]: `connect`, the terminal client;
 //! * [`console`]: the client's keyboard and screen: a line editor in a
 //!   terminal, plain lines with pipes;
 //! * [`cmd`]: the command line, one module per subcommand;
 //! * [`bench`]: `bench`, load and correctness measurements of a server.
 
+pub mod access;
 pub mod bench;
 pub mod certs;
 pub mod client;

@@ -10,6 +10,7 @@
 //! goodbye, signal every task through a broadcast channel, then wait (for a
 //! bounded time) until every task has dropped its completion sender.
 
+use crate::access::{self, Access, Entry};
 use crate::connection::Connection;
 use crate::protocol;
 use crate::room::{LocalRoom, Room};
@@ -45,6 +46,9 @@ pub struct Settings {
     pub backlog_lines: usize,
     /// How long shutdown waits for sessions to say goodbye.
     pub shutdown_grace: Duration,
+    /// Who may join (client certificates, CRL, denied names); `None`:
+    /// anyone, under any free nickname.
+    pub access: Option<Arc<Access>>,
 }
 
 impl Settings {
@@ -58,6 +62,7 @@ impl Settings {
             loopback_exempt: true,
             backlog_lines: 4096,
             shutdown_grace: Duration::from_secs(5),
+            access: None,
         }
     }
 }
@@ -193,8 +198,20 @@ impl Listener {
             let admission = (slot, ip_slot);
             let limits = &settings.limits;
             let Some(acceptor) = tls else {
-                return boxed_session(tcp, peer, &room, limits, &mut shutdown, deadline, admission)
-                    .await;
+                let entry = match access::admit(settings.access.as_ref(), None) {
+                    Ok(entry) => entry,
+                    Err(refusal) => return refuse_participant(tcp, peer, deadline, refusal).await,
+                };
+                return boxed_session(
+                    tcp,
+                    peer,
+                    &room,
+                    limits,
+                    &mut shutdown,
+                    deadline,
+                    (admission, entry),
+                )
+                .await;
             };
             // Boxed, so that its state is freed once the handshake is done.
             let handshake = Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
@@ -204,6 +221,13 @@ impl Listener {
             };
             match stream {
                 Ok(Ok(stream)) => {
+                    let presented = stream.get_ref().1.peer_certificates();
+                    let entry = match access::admit(settings.access.as_ref(), presented) {
+                        Ok(entry) => entry,
+                        Err(refusal) => {
+                            return refuse_participant(stream, peer, deadline, refusal).await;
+                        }
+                    };
                     boxed_session(
                         stream,
                         peer,
@@ -211,7 +235,7 @@ impl Listener {
                         limits,
                         &mut shutdown,
                         deadline,
-                        admission,
+                        (admission, entry),
                     )
                     .await
                 }
@@ -246,6 +270,18 @@ impl Listener {
     }
 }
 
+/// Tells a client the access policy refuses why, and closes.
+async fn refuse_participant<S: tokio::io::AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    deadline: Instant,
+    refusal: access::Refusal,
+) {
+    tracing::info!(%peer, "refused: {refusal}");
+    let line = protocol::error_line(&refusal);
+    let _ = tokio::time::timeout_at(deadline, say_and_close(stream, line)).await;
+}
+
 /// A session over `stream`, in an allocation of its own sized exactly for
 /// it. Not an `async fn`: that would keep room for `stream` in the caller's
 /// task for as long as the session lasts. This way a connection's task stays
@@ -257,14 +293,14 @@ fn boxed_session<'a, S>(
     limits: &'a Limits,
     shutdown: &'a mut Shutdown,
     deadline: Instant,
-    admission: Admission,
+    (admission, entry): (Admission, Option<Entry>),
 ) -> std::pin::Pin<Box<impl Future<Output = ()> + 'a>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'a,
 {
     let conn = Connection::new(stream, limits.max_line);
-    Box::pin(session::run(
-        conn, peer, room, limits, shutdown, deadline, admission,
+    Box::pin(session::run_as(
+        conn, peer, room, limits, shutdown, deadline, admission, entry,
     ))
 }
 

@@ -9,6 +9,7 @@
 //! ring holds is disconnected with `ERROR disconnected: too slow` instead of
 //! skipping lines.
 
+use crate::access::{self, Entry, NickRefusal, Refusal};
 use crate::connection::{BATCH_BYTES, Connection, ReadError};
 use crate::protocol::{self, FrameError, Input, MAX_NICK_ATTEMPTS, NickError};
 use crate::rate::{RateLimit, TokenBucket};
@@ -73,6 +74,8 @@ enum End {
     Io(std::io::Error),
     /// The room went away.
     RoomClosed,
+    /// A reload of the access policy refused this participant.
+    Refused(Refusal),
 }
 
 impl End {
@@ -88,6 +91,7 @@ impl End {
             }
             End::Io(e) => format!("connection error: {e}"),
             End::RoomClosed => "room closed".into(),
+            End::Refused(refusal) => format!("refused after a reload: {refusal}"),
         }
     }
 }
@@ -108,7 +112,7 @@ impl From<ReadError> for End {
 /// the others hear `left!`, so whoever hears it can take the place at once
 /// rather than while this connection is still saying goodbye.
 pub async fn run<S, R, A>(
-    mut conn: Connection<S>,
+    conn: Connection<S>,
     peer: SocketAddr,
     room: &R,
     limits: &Limits,
@@ -119,8 +123,32 @@ pub async fn run<S, R, A>(
     S: AsyncRead + AsyncWrite + Unpin,
     R: Room,
 {
+    run_as(
+        conn, peer, room, limits, shutdown, deadline, admission, None,
+    )
+    .await
+}
+
+/// [`run`], under an access policy: `entry` (when given) says which
+/// nickname the participant's certificate binds it to, and ends the session
+/// with `ERROR certificate revoked` (or another refusal) when a reload
+/// refuses it.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_as<S, R, A>(
+    mut conn: Connection<S>,
+    peer: SocketAddr,
+    room: &R,
+    limits: &Limits,
+    shutdown: &mut Shutdown,
+    deadline: Instant,
+    admission: A,
+    mut entry: Option<Entry>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Room,
+{
     let registered = tokio::select! {
-        result = tokio::time::timeout_at(deadline, register(&mut conn, room)) => result,
+        result = tokio::time::timeout_at(deadline, register(&mut conn, room, entry.as_ref())) => result,
         _ = shutdown.recv() => return close(&mut conn).await,
     };
     let (nick, subscription) = match registered {
@@ -145,7 +173,10 @@ pub async fn run<S, R, A>(
     tracing::info!(%peer, %nick, "joined");
     // Leave the room however this session ends, panics included.
     let membership = Membership { room, nick: &nick };
-    let end = chat(&mut conn, &nick, subscription, room, limits, shutdown).await;
+    let end = tokio::select! {
+        end = chat(&mut conn, &nick, subscription, room, limits, shutdown) => end,
+        refusal = access::refused(&mut entry, &nick) => End::Refused(refusal),
+    };
     drop(admission);
     drop(membership);
     tracing::info!(%peer, %nick, "left: {}", end.describe());
@@ -153,6 +184,7 @@ pub async fn run<S, R, A>(
         End::LineTooLong => last_words(&mut conn, protocol::error_line(FrameError::TooLong)).await,
         End::TooSlow => last_words(&mut conn, protocol::error_line("disconnected: too slow")).await,
         End::Idle => last_words(&mut conn, protocol::error_line("disconnected: idle")).await,
+        End::Refused(refusal) => last_words(&mut conn, protocol::error_line(refusal)).await,
         _ => {}
     }
     close(&mut conn).await;
@@ -175,6 +207,7 @@ impl<R: Room> Drop for Membership<'_, R> {
 async fn register<S, R>(
     conn: &mut Connection<S>,
     room: &R,
+    entry: Option<&Entry>,
 ) -> Result<(String, R::Subscription), End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -188,9 +221,22 @@ where
             Err(_) => JoinError::Nick(NickError::BadChar),
             Ok(candidate) => match protocol::validate_nickname(candidate) {
                 Err(e) => JoinError::Nick(e),
-                Ok(nick) => match room.join(nick).await {
-                    Ok(subscription) => return Ok((nick.to_owned(), subscription)),
-                    Err(e) => e,
+                Ok(nick) => match entry.map_or(Ok(nick), |entry| entry.admit_nick(nick)) {
+                    Err(NickRefusal::NotTheCertificates(name)) => {
+                        conn.queue(protocol::error_line(NickRefusal::NotTheCertificates(name)));
+                        if attempt == MAX_NICK_ATTEMPTS {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(NickRefusal::Refused(refusal)) => {
+                        conn.queue(protocol::error_line(refusal));
+                        break;
+                    }
+                    Ok(nick) => match room.join(nick).await {
+                        Ok(subscription) => return Ok((nick.to_owned(), subscription)),
+                        Err(e) => e,
+                    },
                 },
             },
         };

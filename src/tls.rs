@@ -44,26 +44,13 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-/// Reads the private key in a PEM file, refusing one that others can read.
+/// Reads the private key in a PEM file, refusing a symlink, a key another
+/// user owns, or one that group or others can read
+/// ([`crate::certs::keyfile::check_private_key`]).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
-    check_key_mode(path)?;
+    crate::certs::keyfile::check_private_key(path)?;
     PrivateKeyDer::from_pem_file(path)
         .with_context(|| format!("cannot read a private key from {}", path.display()))
-}
-
-fn check_key_mode(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read private key file {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "private key {} has mode {mode:04o}: others may read it; run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 /// The server's TLS config: its certificate and key, ALPN `chat/1`, and
@@ -84,12 +71,25 @@ pub fn reloadable_server_config(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<(Arc<ServerConfig>, Arc<ServerCertificate>)> {
+    reloadable_server_config_with(cert_path, key_path, None)
+}
+
+/// [`reloadable_server_config`], requiring client certificates checked by
+/// `client_auth` when given (see [`crate::access::Access::client_verifier`]).
+pub fn reloadable_server_config_with(
+    cert_path: &Path,
+    key_path: &Path,
+    client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<(Arc<ServerConfig>, Arc<ServerCertificate>)> {
     let certificate = Arc::new(ServerCertificate::load(cert_path, key_path)?);
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .context("the crypto provider supports no safe TLS version")?
-        .with_no_client_auth()
-        .with_cert_resolver(certificate.clone());
+        .context("the crypto provider supports no safe TLS version")?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(certificate.clone());
     config.alpn_protocols = vec![ALPN_CHAT.to_vec()];
     // Our preference (see `provider`), whatever order the client offers.
     config.ignore_client_order = true;
@@ -123,9 +123,26 @@ impl ServerCertificate {
     /// Reads the files again and, if they hold a usable pair, presents it
     /// from the next handshake on. On any error the old pair stays.
     pub fn reload(&self) -> Result<()> {
-        let pair = Arc::new(load_pair(&self.cert_path, &self.key_path)?);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = pair;
+        let pair = self.load_again()?;
+        self.install(pair);
         Ok(())
+    }
+
+    /// Reads the files again, without presenting what they hold yet (see
+    /// [`ServerCertificate::install`]), so that a reload of several parts
+    /// can check them all before changing any.
+    pub fn load_again(&self) -> Result<Arc<CertifiedKey>> {
+        Ok(Arc::new(load_pair(&self.cert_path, &self.key_path)?))
+    }
+
+    /// Presents `pair` from the next handshake on.
+    pub fn install(&self, pair: Arc<CertifiedKey>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = pair;
+    }
+
+    /// The certificate file.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
     }
 
     /// The certificate (leaf) presented now, DER.
@@ -172,6 +189,33 @@ pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>> {
         .context("the crypto provider supports no safe TLS version")?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_CHAT.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// [`client_config`], presenting the client certificate `cert` (PEM, leaf
+/// first) with its key `key` when the server asks for one.
+pub fn client_config_with_cert(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for ca_cert in load_certs(ca).context("cannot load the pinned CA (--ca)")? {
+        roots
+            .add(ca_cert)
+            .with_context(|| format!("{} is not a usable CA certificate", ca.display()))?;
+    }
+    let chain = load_certs(cert).context("cannot load the client certificate (--cert)")?;
+    let key_der = load_key(key).context("cannot load the client key (--key)")?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("the crypto provider supports no safe TLS version")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key_der)
+        .with_context(|| {
+            format!(
+                "{} and {} are not a matching certificate and key",
+                cert.display(),
+                key.display()
+            )
+        })?;
     config.alpn_protocols = vec![ALPN_CHAT.to_vec()];
     Ok(Arc::new(config))
 }

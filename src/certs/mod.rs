@@ -14,6 +14,7 @@
 pub mod inspect;
 pub mod issue;
 pub mod keyfile;
+pub mod lifecycle;
 pub mod revoke;
 
 use anyhow::{Context, Result, bail};

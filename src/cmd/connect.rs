@@ -24,6 +24,13 @@ pub struct ConnectArgs {
     /// Connect without TLS (only to a server started with --plaintext).
     #[arg(long)]
     plaintext: bool,
+    /// Client certificate to present (PEM), for a server started with
+    /// --client-ca; without --nick, the nickname is the certificate's name.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM, mode 0600).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 pub async fn run(args: ConnectArgs) -> Result<()> {
@@ -33,6 +40,7 @@ pub async fn run(args: ConnectArgs) -> Result<()> {
         server_name: args.server_name,
         nick: args.nick,
         plaintext: args.plaintext,
+        client_cert: args.cert.zip(args.key),
     })
     .await
 }

@@ -2,6 +2,8 @@
 //! certificates on a first start, raises the open-files limit, and runs the
 //! server until SIGINT or SIGTERM.
 
+use crate::access::{Access, AccessFiles};
+use crate::certs::lifecycle::{self, Validity};
 use crate::certs::{self, GenOptions};
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
 use crate::rate::RateLimit;
@@ -51,6 +53,22 @@ pub struct ServeArgs {
     /// disconnected as too slow.
     #[arg(long, default_value_t = 4096, value_name = "LINES")]
     backlog: usize,
+    /// Require every client to present a certificate signed by this CA
+    /// (mutual TLS); a participant's nickname is then its certificate's name.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// Refuse client certificates this CRL revokes (needs --client-ca).
+    /// Default: crl.pem beside the --client-ca file, when it exists.
+    #[arg(long, value_name = "FILE")]
+    crl: Option<PathBuf>,
+    /// Refuse this name at join (repeatable): a quick lock-out before a
+    /// CRL is made.
+    #[arg(long, value_name = "NAME")]
+    deny: Vec<String>,
+    /// Refuse the names in this file (one per line, `#` comments), read
+    /// again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    deny_file: Option<PathBuf>,
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration> {
@@ -59,7 +77,11 @@ fn seconds(value: f64, what: &str) -> Result<Duration> {
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
+    let access = access_policy(&args)?;
     let tls = if args.plaintext {
+        if args.client_ca.is_some() {
+            anyhow::bail!("--client-ca needs TLS: it cannot be used with --plaintext");
+        }
         tracing::warn!(
             "PLAINTEXT MODE: no TLS. Every nickname and message can be read and changed by \
              anyone on the network path. Use this only to compare with TLS in a capture."
@@ -87,8 +109,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             })?;
             println!("{report}");
         }
-        let (config, certificate) = crate::tls::reloadable_server_config(&cert, &key)?;
-        reload_on_hangup(certificate)?;
+        let verifier = access.as_ref().and_then(|a| a.client_verifier());
+        let (config, certificate) =
+            crate::tls::reloadable_server_config_with(&cert, &key, verifier)?;
+        if let Some(warning) = check_validity(&certificate)? {
+            tracing::warn!("{warning}");
+        }
+        reload_on_hangup(certificate, access.clone())?;
         Some(config)
     };
 
@@ -109,6 +136,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     settings.max_per_ip = args.max_per_ip;
     settings.backlog_lines = args.backlog;
     settings.max_participants = cap_to_open_files(args.max_participants);
+    if let Some(access) = &access {
+        tracing::info!("access: {}", access.prepare()?.summary());
+    }
+    settings.access = access;
 
     let server = Server::bind(args.addr, settings).await?;
     let addr = server.local_addr()?;
@@ -146,26 +177,94 @@ fn cap_to_open_files(max_participants: usize) -> usize {
     }
 }
 
-/// On SIGHUP, presents the certificate and key files' current contents to
-/// new connections (after `gen-certs --force`, say); sessions already up
-/// keep theirs. A pair that does not load is refused, and the old one stays.
-fn reload_on_hangup(certificate: Arc<ServerCertificate>) -> Result<()> {
+/// The access policy the arguments ask for, if any.
+fn access_policy(args: &ServeArgs) -> Result<Option<Arc<Access>>> {
+    if args.client_ca.is_none()
+        && args.crl.is_none()
+        && args.deny.is_empty()
+        && args.deny_file.is_none()
+    {
+        return Ok(None);
+    }
+    let crl_if_present = match (&args.client_ca, &args.crl) {
+        (Some(ca), None) => Some(
+            ca.parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join(certs::CRL),
+        ),
+        _ => None,
+    };
+    Access::load(AccessFiles {
+        client_ca: args.client_ca.clone(),
+        crl: args.crl.clone(),
+        crl_if_present,
+        deny: args.deny.clone(),
+        deny_file: args.deny_file.clone(),
+    })
+    .map(Some)
+}
+
+/// Refuses a server certificate that has expired or is not valid yet; the
+/// warning to log if it expires within 30 days.
+fn check_validity(certificate: &ServerCertificate) -> Result<Option<String>> {
+    let what = format!(
+        "the server certificate {}",
+        certificate.cert_path().display()
+    );
+    let validity = lifecycle::check(&certificate.leaf(), &what, time::OffsetDateTime::now_utc())?;
+    Ok(validity.warning(&what))
+}
+
+/// On SIGHUP, reloads the certificate and key, the client CA, the CRL and
+/// the deny list, all or nothing: new connections get the new ones, and
+/// sessions already up keep going, except participants the new policy
+/// refuses (a revoked certificate), who are disconnected. If any part does
+/// not load, the old configuration stays whole.
+fn reload_on_hangup(
+    certificate: Arc<ServerCertificate>,
+    access: Option<Arc<Access>>,
+) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match certificate.reload() {
-                Ok(()) => tracing::info!(
+            match reload(&certificate, access.as_deref()) {
+                Ok(summary) => tracing::info!(
                     fingerprint = %certs::fingerprint(&certificate.leaf()),
-                    "SIGHUP: new connections get the reloaded certificate"
+                    "SIGHUP: new connections get the reloaded certificate{summary}"
                 ),
-                Err(e) => {
-                    tracing::warn!("SIGHUP: certificate not reloaded, keeping the old one: {e:#}")
-                }
+                Err(e) => tracing::warn!(
+                    "SIGHUP: nothing reloaded, keeping the old configuration whole: {e:#}"
+                ),
             }
         }
     });
     Ok(())
+}
+
+/// Loads every part, then puts them all in force; on any error, none.
+fn reload(certificate: &ServerCertificate, access: Option<&Access>) -> Result<String> {
+    let pair = certificate.load_again()?;
+    let what = format!(
+        "the server certificate {}",
+        certificate.cert_path().display()
+    );
+    let validity = lifecycle::check(&pair.cert[0], &what, time::OffsetDateTime::now_utc())?;
+    let prepared = access.map(Access::prepare).transpose()?;
+    let summary = prepared
+        .as_ref()
+        .map(|p| format!("; access: {}", p.summary()))
+        .unwrap_or_default();
+    certificate.install(pair);
+    if let (Some(access), Some(prepared)) = (access, prepared) {
+        access.install(prepared);
+    }
+    if let Validity::ExpiresSoon { .. } = validity
+        && let Some(warning) = validity.warning(&what)
+    {
+        tracing::warn!("{warning}");
+    }
+    Ok(summary)
 }
 
 async fn stop_signal() {

@@ -298,3 +298,49 @@ impl Serve {
         log.join("\n")
     }
 }
+
+/// Client certificates from `gen-certs client`, for servers started with
+/// `--client-ca` (mutual TLS).
+impl TestCerts {
+    /// Issues client NAME's certificate; returns its certificate and key.
+    pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
+        let report = certs::issue::client(self.dir.path(), name, certs::CLIENT_DAYS, false)
+            .expect("gen-certs client");
+        (report.cert, report.key)
+    }
+
+    /// A client config that pins this CA and presents `cert`/`key`.
+    pub fn client_tls_as(&self, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
+        tls::client_config_with_cert(&self.ca(), cert, key).expect("client TLS config with cert")
+    }
+}
+
+/// A TLS server requiring client certificates of `certs`' CA, with the
+/// CRL `certs/crl.pem` whenever it exists and `deny` refused at join.
+/// Returns the server and its access policy (to reload).
+pub async fn start_mutual_tls(
+    certs: &TestCerts,
+    deny: &[&str],
+) -> (RunningServer, Arc<chatroom::access::Access>) {
+    use chatroom::access::{Access, AccessFiles};
+    let access = Access::load(AccessFiles {
+        client_ca: Some(certs.ca()),
+        crl_if_present: Some(certs.path(certs::CRL)),
+        deny: deny.iter().map(|d| d.to_string()).collect(),
+        ..AccessFiles::default()
+    })
+    .expect("access policy");
+    let (config, _) = tls::reloadable_server_config_with(
+        &certs.path(certs::SERVER_CERT),
+        &certs.path(certs::SERVER_KEY),
+        access.client_verifier(),
+    )
+    .expect("server TLS config");
+    let mut settings = Settings::new(Some(config));
+    settings.limits.rate = None;
+    settings.access = Some(access.clone());
+    let server = RunningServer::start(loopback(), settings)
+        .await
+        .expect("server starts");
+    (server, access)
+}

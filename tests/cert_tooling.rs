@@ -1,0 +1,218 @@
+//! The certificate tooling as a user runs it: `gen-certs client`,
+//! `gen-certs server`, `--days`, `certs inspect`, `certs list`, and
+//! `certs revoke`, whose CRL openssl verifies against the CA.
+
+mod common;
+
+use common::BIN;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("chatroom runs")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8(out.stderr).expect("UTF-8")
+}
+
+/// The value after `label` on the line that starts with it.
+fn field<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines()
+        .find_map(|line| line.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"))
+        .trim()
+}
+
+#[test]
+fn client_and_server_certificates_are_issued_by_the_existing_ca() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let no_ca = fails(dir, &["gen-certs", "client", "alice"]);
+    assert!(no_ca.contains("run `chatroom gen-certs` first"), "{no_ca}");
+
+    ok(dir, &["gen-certs"]);
+    let alice = ok(dir, &["gen-certs", "client", "alice"]);
+    assert!(alice.contains("certs/clients/alice.pem"), "{alice}");
+    assert!(
+        alice.contains("certs/clients/alice-key.pem (mode 0600)"),
+        "{alice}"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("certs/clients/alice-key.pem"))
+            .expect("key")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let again = fails(dir, &["gen-certs", "client", "alice"]);
+    assert!(again.contains("--force"), "{again}");
+    let forced = ok(
+        dir,
+        &["gen-certs", "client", "alice", "--force", "--days", "30"],
+    );
+    assert_ne!(field(&forced, "serial:"), field(&alice, "serial:"));
+    let bad = fails(dir, &["gen-certs", "client", "9lives"]);
+    assert!(bad.contains("must start with a letter"), "{bad}");
+
+    let inspect = ok(dir, &["certs", "inspect", "certs/clients/alice.pem"]);
+    assert!(
+        inspect.contains("subject:     O=chatroom, CN=alice"),
+        "{inspect}"
+    );
+    assert!(inspect.contains("names (SAN): DNS:alice"), "{inspect}");
+    assert!(inspect.contains("ext. usage:  clientAuth\n"), "{inspect}");
+    assert!(inspect.contains("key:         ECDSA P-256"), "{inspect}");
+    assert!(inspect.contains("CA:          no"), "{inspect}");
+    assert!(
+        inspect.contains("(29 days left)") || inspect.contains("(30 days left)"),
+        "{inspect}"
+    );
+    assert_eq!(
+        field(&inspect, "SHA-256 fingerprint:"),
+        field(&forced, "SHA-256 fingerprint:")
+    );
+
+    // The server certificate alone, with the same CA.
+    let ca_before = std::fs::read(dir.join("certs/ca.pem")).expect("ca");
+    let refused = fails(dir, &["gen-certs", "server"]);
+    assert!(refused.contains("--force"), "{refused}");
+    let server = ok(
+        dir,
+        &[
+            "gen-certs",
+            "server",
+            "--force",
+            "--san",
+            "chat.lan",
+            "--days",
+            "90",
+        ],
+    );
+    assert!(
+        server.contains("localhost, 127.0.0.1, ::1, chat.lan"),
+        "{server}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("certs/ca.pem")).expect("ca"),
+        ca_before
+    );
+
+    // A file with two certificates prints both; a key is not a certificate.
+    let both = dir.join("both.pem");
+    let mut pem = std::fs::read(dir.join("certs/server.pem")).expect("server");
+    pem.extend(ca_before);
+    std::fs::write(&both, pem).expect("write");
+    let two = ok(dir, &["certs", "inspect", "both.pem"]);
+    assert!(two.contains("certificate 1 of 2"), "{two}");
+    assert!(two.contains("certificate 2 of 2"), "{two}");
+    assert!(two.contains("CA:          yes (path length 0)"), "{two}");
+    assert!(two.contains("DNS:chat.lan"), "{two}");
+    assert!(two.contains("IP:127.0.0.1"), "{two}");
+    let key = fails(dir, &["certs", "inspect", "certs/ca-key.pem"]);
+    assert!(key.contains("holds no PEM certificate"), "{key}");
+}
+
+#[test]
+fn revoke_writes_a_crl_openssl_verifies_and_list_shows_it() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    ok(dir, &["gen-certs"]);
+    let alice = ok(dir, &["gen-certs", "client", "alice"]);
+    let bob = ok(dir, &["gen-certs", "client", "bob"]);
+
+    let list = ok(dir, &["certs", "list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 5, "{list}");
+    assert!(lines[1].starts_with("ca "), "{list}");
+    assert!(lines[2].starts_with("server "), "{list}");
+    let alice_line = lines[3];
+    assert!(alice_line.contains(" alice "), "{list}");
+    assert!(alice_line.contains(field(&alice, "serial:")), "{list}");
+    assert!(
+        alice_line.contains(" 364 ") || alice_line.contains(" 365 "),
+        "{list}"
+    );
+    assert!(alice_line.ends_with("valid"), "{list}");
+
+    let revoked = ok(dir, &["certs", "revoke", "bob"]);
+    assert!(revoked.contains(field(&bob, "serial:")), "{revoked}");
+    let twice = fails(dir, &["certs", "revoke", "bob"]);
+    assert!(twice.contains("already revoked"), "{twice}");
+    let nobody = fails(dir, &["certs", "revoke", "carol"]);
+    assert!(nobody.contains("no client certificate"), "{nobody}");
+
+    // openssl reads the CRL, checks its signature against the CA, and
+    // finds bob's serial in it.
+    let verify = Command::new("openssl")
+        .args([
+            "crl",
+            "-in",
+            "certs/crl.pem",
+            "-CAfile",
+            "certs/ca.pem",
+            "-noout",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (CI installs it)");
+    let said = String::from_utf8_lossy(&verify.stderr).to_string()
+        + &String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && said.contains("verify OK"),
+        "{said}"
+    );
+    let text = Command::new("openssl")
+        .args(["crl", "-in", "certs/crl.pem", "-noout", "-text"])
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&text.stdout).to_uppercase();
+    let bob_serial = field(&bob, "serial:").replace(':', "").to_uppercase();
+    assert!(text.contains(&bob_serial), "{text}");
+    assert!(text.contains("NEXT UPDATE"), "{text}");
+
+    // Revoking alice too keeps bob on the list.
+    ok(dir, &["certs", "revoke", "alice"]);
+    let list = ok(dir, &["certs", "list"]);
+    let status = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with("client") && l.contains(&format!(" {name} ")))
+            .unwrap_or_else(|| panic!("{name} in {list}"))
+            .rsplit(' ')
+            .next()
+            .expect("status")
+            .to_owned()
+    };
+    assert_eq!(status("alice"), "REVOKED");
+    assert_eq!(status("bob"), "REVOKED");
+    let verify = Command::new("openssl")
+        .args([
+            "crl",
+            "-in",
+            "certs/crl.pem",
+            "-CAfile",
+            "certs/ca.pem",
+            "-noout",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(verify.status.success());
+}

@@ -1,0 +1,276 @@
+//! The built server with `--client-ca`, as an operator runs it: SIGHUP
+//! reloads the certificate, the CRL and the deny file all or nothing, puts
+//! a revoked participant out of the room, keeps the old configuration whole
+//! when a part is broken; `connect --cert/--key` joins under the
+//! certificate's name; expiry is warned about and an expired certificate
+//! refused.
+
+mod common;
+
+use chatroom::certs;
+use chatroom::tls;
+use common::{BIN, Client, Serve, WAIT};
+use rustls::pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+
+type TlsClient = Client<tokio_rustls::client::TlsStream<TcpStream>>;
+
+async fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("chatroom runs");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// A client presenting `certs/clients/NAME.pem` (a fresh TLS config: no
+/// session to resume).
+async fn as_client(dir: &Path, addr: SocketAddr, name: &str) -> TlsClient {
+    let config = tls::client_config_with_cert(
+        &dir.join("certs/ca.pem"),
+        &dir.join(format!("certs/clients/{name}.pem")),
+        &dir.join(format!("certs/clients/{name}-key.pem")),
+    )
+    .expect("client config");
+    Client::tls(addr, config).await
+}
+
+fn presented(client: &TlsClient) -> CertificateDer<'static> {
+    let (_, tls) = client.conn.get_ref().get_ref();
+    tls.peer_certificates().expect("a certificate")[0].clone()
+}
+
+#[tokio::test]
+async fn sighup_reloads_all_or_nothing_and_puts_revoked_participants_out() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    ok(dir, &["gen-certs"]).await;
+    for name in ["alice", "bob", "carol", "dave"] {
+        ok(dir, &["gen-certs", "client", name]).await;
+    }
+    std::fs::write(dir.join("deny.txt"), "# nobody yet\n").expect("deny file");
+    let mut serve = Serve::start(
+        dir,
+        &["--client-ca", "certs/ca.pem", "--deny-file", "deny.txt"],
+    )
+    .await;
+    let addr: SocketAddr = serve.addr.parse().expect("address");
+    let first_cert = tls::load_certs(&dir.join("certs/server.pem")).expect("cert")[0].clone();
+
+    let mut alice = as_client(dir, addr, "alice").await;
+    alice.register("alice").await;
+    let mut bob = as_client(dir, addr, "bob").await;
+    bob.register("bob").await;
+    let mut dave = as_client(dir, addr, "dave").await;
+    dave.register("dave").await;
+    alice.expect("bob joined!").await;
+    alice.expect("dave joined!").await;
+    bob.expect("dave joined!").await;
+
+    // No certificate: refused at the handshake, logged with the address.
+    let mut anonymous = Client::try_tls(
+        addr,
+        tls::client_config(&dir.join("certs/ca.pem")).expect("config"),
+    )
+    .await;
+    if let Ok(client) = anonymous.as_mut() {
+        assert_eq!(client.next_line().await, None);
+    }
+    let logged = serve.wait_for_log("peer sent no certificates").await;
+    assert!(logged.contains("peer=127.0.0.1:"), "{logged}");
+
+    // Revoke bob and deny dave, then reload: both are put out; alice stays.
+    ok(dir, &["certs", "revoke", "bob"]).await;
+    std::fs::write(dir.join("deny.txt"), "dave\n").expect("deny file");
+    serve.signal("HUP").await;
+    let reloaded = serve
+        .wait_for_log("new connections get the reloaded certificate")
+        .await;
+    assert!(reloaded.contains("1 revoked, 1 denied names"), "{reloaded}");
+    bob.expect("ERROR certificate revoked").await;
+    assert_eq!(bob.next_line().await, None);
+    dave.expect("ERROR access denied for \"dave\"").await;
+    let mut gone = vec![alice.line().await, alice.line().await];
+    gone.sort();
+    assert_eq!(gone, ["bob left!", "dave left!"]);
+
+    // A broken CRL next to a good new server certificate: nothing changes,
+    // not even the certificate.
+    ok(
+        dir,
+        &["gen-certs", "server", "--force", "--san", "chat.lan"],
+    )
+    .await;
+    let second_cert = tls::load_certs(&dir.join("certs/server.pem")).expect("cert")[0].clone();
+    assert_ne!(second_cert, first_cert);
+    std::fs::write(dir.join("certs/crl.pem"), "not a CRL").expect("break the CRL");
+    std::fs::write(dir.join("deny.txt"), "").expect("deny file");
+    serve.signal("HUP").await;
+    let kept = serve
+        .wait_for_log("nothing reloaded, keeping the old configuration whole")
+        .await;
+    assert!(kept.contains("crl.pem"), "{kept}");
+    let carol = as_client(dir, addr, "carol").await;
+    assert_eq!(presented(&carol), first_cert, "the old certificate stays");
+    let mut dave = as_client(dir, addr, "dave").await;
+    assert_eq!(
+        dave.line().await,
+        "ERROR access denied for \"dave\"",
+        "the old deny list stays"
+    );
+    drop(carol);
+
+    // Repaired: the new certificate reaches new connections, while alice's
+    // earlier session keeps chatting.
+    std::fs::remove_file(dir.join("certs/crl.pem")).expect("remove");
+    ok(dir, &["certs", "revoke", "bob"]).await;
+    serve.signal("HUP").await;
+    serve
+        .wait_for_log("new connections get the reloaded certificate")
+        .await;
+    let mut carol = as_client(dir, addr, "carol").await;
+    assert_eq!(presented(&carol), second_cert);
+    carol.register("carol").await;
+    alice.expect("carol joined!").await;
+    alice.send("still here").await;
+    alice.expect("alice: still here").await;
+    carol.expect("alice: still here").await;
+}
+
+#[tokio::test]
+async fn connect_presents_its_certificate_and_takes_its_name() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    ok(dir, &["gen-certs"]).await;
+    ok(dir, &["gen-certs", "client", "alice"]).await;
+    let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"]).await;
+
+    let mut client = Command::new(BIN)
+        .args(["connect", "--addr", &serve.addr])
+        .args(["--cert", "certs/clients/alice.pem"])
+        .args(["--key", "certs/clients/alice-key.pem"])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("connect starts");
+    let mut stdout = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(WAIT, stdout.next_line())
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(first.as_deref(), Some("alice joined!"));
+    let mut stdin = client.stdin.take().expect("stdin");
+    stdin.shutdown().await.expect("close stdin");
+    drop(stdin);
+    let status = tokio::time::timeout(WAIT, client.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait");
+    assert!(status.success());
+
+    // Without a certificate, connect says what is missing.
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(BIN)
+            .args(["connect", "--addr", &serve.addr, "--nick", "mallory"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("connect runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the server requires a client certificate: use --cert and --key"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_running_out_is_warned_about_and_an_expired_one_refused() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    ok(dir, &["gen-certs", "--days", "10"]).await;
+    let serve = Serve::start(dir, &[]).await;
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(BIN)
+            .args(["connect", "--addr", &serve.addr, "--nick", "alice"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("connect runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: the server's certificate expires in 9 days")
+            || err.contains("warning: the server's certificate expires in 10 days"),
+        "{err}"
+    );
+    let log = serve.kill_and_log().await;
+    assert!(
+        log.contains("the server certificate certs/server.pem expires in"),
+        "{log}"
+    );
+
+    // An expired server certificate, made here with the CA: serve refuses
+    // to start and names the dates.
+    let ca_key = rcgen::KeyPair::from_pem(
+        &std::fs::read_to_string(dir.join("certs/ca-key.pem")).expect("CA key"),
+    )
+    .expect("CA key PEM");
+    let ca = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(dir.join("certs/ca.pem")).expect("CA"),
+        ca_key,
+    )
+    .expect("CA");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(20);
+    params.not_after = now - time::Duration::days(2);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca).expect("sign");
+    std::fs::write(dir.join("old.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.join("old-key.pem"), key.serialize_pem()).expect("write");
+    std::fs::set_permissions(
+        dir.join("old-key.pem"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(["--cert", "old.pem", "--key", "old-key.pem"])
+            .current_dir(dir)
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("serve runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the server certificate old.pem expired on")
+            && err.contains(&certs::format_date(&params.not_after)),
+        "{err}"
+    );
+}

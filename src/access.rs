@@ -231,8 +231,14 @@ pub fn admit(
     match access {
         None => Ok(None),
         Some(access) => {
+            // Watch first, then check: a reload in between is not missed.
+            let changes = access.changes.subscribe();
             let identity = access.identify(peer)?;
-            Ok(Some(access.entry(identity)))
+            Ok(Some(Entry {
+                access: access.clone(),
+                identity,
+                changes,
+            }))
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct GenReport {
     pub ca_not_after: OffsetDateTime,
     pub server_not_before: OffsetDateTime,
     pub server_not_after: OffsetDateTime,
+    /// SHA-256 of the server certificate (DER).
+    pub server_fingerprint: String,
     pub sans: Vec<String>,
     /// The CA key file's permission bits, as found (or made).
     pub ca_key_mode: u32,
@@ -112,6 +114,7 @@ impl std::fmt::Display for GenReport {
         writeln!(f, "server names:        {}", self.sans.join(", "))?;
         writeln!(f, "CA SHA-256 fingerprint: {}", self.ca_fingerprint)?;
         writeln!(f, "CA valid until:      {}", date(&self.ca_not_after))?;
+        writeln!(f, "server SHA-256 fingerprint: {}", self.server_fingerprint)?;
         write!(
             f,
             "server valid:        {} to {}",
@@ -215,6 +218,7 @@ pub fn generate_for(opts: &GenOptions, server_days: u32) -> Result<GenReport> {
         ca_not_after,
         server_not_before: server_params.not_before,
         server_not_after: server_params.not_after,
+        server_fingerprint: fingerprint(server_cert.der()),
         sans,
         ca_key_mode,
         server_key_mode,

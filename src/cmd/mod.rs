@@ -31,7 +31,8 @@ enum Command {
     /// Inspect, list and revoke certificates.
     Certs(certs::CertsArgs),
     /// Run the chat server. SIGINT or SIGTERM stops it gracefully; SIGHUP
-    /// reloads its certificate and key.
+    /// reloads its certificate and key, the client CA, the CRL and the deny
+    /// file (all or nothing).
     Serve(serve::ServeArgs),
     /// Join a chat server from this terminal.
     Connect(connect::ConnectArgs),

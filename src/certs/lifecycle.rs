@@ -68,3 +68,48 @@ impl Validity {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::Duration;
+
+    fn cert(from: OffsetDateTime, until: OffsetDateTime) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("p");
+        params.not_before = from;
+        params.not_after = until;
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("sign").der().to_vec()
+    }
+
+    #[test]
+    fn dates_decide_refusal_warning_or_nothing() {
+        let now = OffsetDateTime::now_utc();
+        let day = Duration::days(1);
+        let fine = cert(now - day, now + 100 * day);
+        assert_eq!(check(&fine, "it", now).expect("valid"), Validity::Fine);
+
+        let soon = cert(now - day, now + 10 * day + Duration::hours(1));
+        let validity = check(&soon, "the server certificate", now).expect("valid");
+        let warning = validity
+            .warning("the server certificate")
+            .expect("a warning");
+        assert!(
+            warning.starts_with("the server certificate expires in 10 days"),
+            "{warning}"
+        );
+
+        let expired = cert(now - 10 * day, now - 3 * day);
+        let err = check(&expired, "x.pem", now).expect_err("expired");
+        assert!(err.to_string().contains("x.pem expired on"), "{err}");
+        assert!(err.to_string().contains("3 days ago"), "{err}");
+
+        let early = cert(now + 2 * day, now + 30 * day);
+        let err = check(&early, "x.pem", now).expect_err("not valid yet");
+        assert!(err.to_string().contains("x.pem is not valid yet"), "{err}");
+        assert!(
+            err.to_string().contains(&format_date(&(now + 2 * day))),
+            "{err}"
+        );
+    }
+}

@@ -68,9 +68,7 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
         );
         return chat(Connection::new(tcp, MAX_SERVER_LINE), &opts).await;
     }
-    let Some(config) = config else {
-        bail!("no TLS configuration");
-    };
+    let config = config.context("no TLS configuration for a TLS connection")?;
     let name = opts
         .server_name
         .clone()

@@ -222,8 +222,8 @@ where
             Ok(candidate) => match protocol::validate_nickname(candidate) {
                 Err(e) => JoinError::Nick(e),
                 Ok(nick) => match entry.map_or(Ok(nick), |entry| entry.admit_nick(nick)) {
-                    Err(NickRefusal::NotTheCertificates(name)) => {
-                        conn.queue(protocol::error_line(NickRefusal::NotTheCertificates(name)));
+                    Err(refusal @ NickRefusal::NotTheCertificates(_)) => {
+                        conn.queue(protocol::error_line(refusal));
                         if attempt == MAX_NICK_ATTEMPTS {
                             break;
                         }

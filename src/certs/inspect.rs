@@ -290,3 +290,27 @@ pub fn list_table(dir: &Path) -> Result<String> {
     }
     Ok(out.trim_end().to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::Duration;
+
+    #[test]
+    fn days_left_expired_and_not_yet_valid_read_plainly() {
+        let now = OffsetDateTime::now_utc();
+        let day = Duration::days(1);
+        assert_eq!(
+            remaining(now - day, now + 10 * day + Duration::hours(1), now),
+            "10 days left"
+        );
+        assert_eq!(
+            remaining(now - 9 * day, now - 4 * day, now),
+            "EXPIRED 4 days ago"
+        );
+        assert_eq!(
+            remaining(now + 2 * day + Duration::hours(1), now + 9 * day, now),
+            "NOT VALID YET: starts in 2 days"
+        );
+    }
+}

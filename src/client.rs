@@ -46,6 +46,7 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
         (Some(_), true) => bail!("--cert and --key need TLS: they cannot be used with --plaintext"),
         (Some((cert, key)), false) => {
             let config = tls::client_config_with_cert(&opts.ca, cert, key)?;
+            check_own_certificate(cert)?;
             if opts.nick.is_none() {
                 // The server takes no other nickname from this certificate.
                 opts.nick = certificate_nick(cert)?;
@@ -164,6 +165,19 @@ where
 fn certificate_nick(cert: &std::path::Path) -> Result<Option<String>> {
     let chain = tls::load_certs(cert).context("cannot load the client certificate (--cert)")?;
     Ok(crate::access::certificate_name(&chain[0]))
+}
+
+/// Refuses to present an expired (or not yet valid) client certificate,
+/// naming its dates; warns when it expires within 30 days.
+fn check_own_certificate(cert: &std::path::Path) -> Result<()> {
+    let chain = tls::load_certs(cert).context("cannot load the client certificate (--cert)")?;
+    let what = format!("your certificate {}", cert.display());
+    let validity =
+        crate::certs::lifecycle::check(&chain[0], &what, time::OffsetDateTime::now_utc())?;
+    if let Some(warning) = validity.warning(&what) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
 }
 
 /// Warns (on stderr) when the server's certificate expires within 30 days.

@@ -68,6 +68,8 @@ fn client_and_server_certificates_are_issued_by_the_existing_ca() {
         &["gen-certs", "client", "alice", "--force", "--days", "30"],
     );
     assert_ne!(field(&forced, "serial:"), field(&alice, "serial:"));
+    let twin = fails(dir, &["gen-certs", "client", "ALICE"]);
+    assert!(twin.contains("client \"alice\" already exists"), "{twin}");
     let bad = fails(dir, &["gen-certs", "client", "9lives"]);
     assert!(bad.contains("must start with a letter"), "{bad}");
 

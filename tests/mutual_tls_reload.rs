@@ -217,11 +217,14 @@ async fn a_certificate_running_out_is_warned_about_and_an_expired_one_refused() 
     let tmp = tempfile::tempdir().expect("temp");
     let dir = tmp.path();
     ok(dir, &["gen-certs", "--days", "10"]).await;
+    ok(dir, &["gen-certs", "client", "alice", "--days", "5"]).await;
     let serve = Serve::start(dir, &[]).await;
     let out = tokio::time::timeout(
         WAIT,
         Command::new(BIN)
             .args(["connect", "--addr", &serve.addr, "--nick", "alice"])
+            .args(["--cert", "certs/clients/alice.pem"])
+            .args(["--key", "certs/clients/alice-key.pem"])
             .current_dir(dir)
             .stdin(Stdio::null())
             .output(),
@@ -233,6 +236,11 @@ async fn a_certificate_running_out_is_warned_about_and_an_expired_one_refused() 
     assert!(
         err.contains("warning: the server's certificate expires in 9 days")
             || err.contains("warning: the server's certificate expires in 10 days"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: your certificate certs/clients/alice.pem expires in 4 days")
+            || err.contains("warning: your certificate certs/clients/alice.pem expires in 5 days"),
         "{err}"
     );
     let log = serve.kill_and_log().await;

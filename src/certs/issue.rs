@@ -78,6 +78,12 @@ pub fn client(dir: &Path, name: &str, days: u32, force: bool) -> Result<IssueRep
     check_days(days)?;
     let (ca, _) = existing_ca(dir)?;
     let (cert_path, key_path) = client_paths(dir, name);
+    if let Some(other) = case_variant(dir, name) {
+        bail!(
+            "client {other:?} already exists, and nicknames ignore case: \
+             use that name (with --force to reissue it)"
+        );
+    }
     if !force {
         refuse_existing(&[&cert_path, &key_path], "client certificate")?;
     }
@@ -128,6 +134,15 @@ pub fn server(dir: &Path, extra_sans: &[String], days: u32, force: bool) -> Resu
         "server".into(),
         sans,
     )
+}
+
+/// Another client whose name differs from `name` only in case.
+fn case_variant(dir: &Path, name: &str) -> Option<String> {
+    let entries = std::fs::read_dir(dir.join(CLIENTS_DIR)).ok()?;
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|file| file.strip_suffix(".pem").map(str::to_owned))
+        .find(|stem| stem != name && stem.eq_ignore_ascii_case(name))
 }
 
 fn refuse_existing(paths: &[&Path], what: &str) -> Result<()> {

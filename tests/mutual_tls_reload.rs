@@ -292,3 +292,42 @@ async fn a_certificate_running_out_is_warned_about_and_an_expired_one_refused() 
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn openssl_s_client_joins_with_a_client_certificate() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    ok(dir, &["gen-certs"]).await;
+    ok(dir, &["gen-certs", "client", "alice"]).await;
+    let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"]).await;
+    // The README's command.
+    let mut openssl = Command::new("openssl")
+        .args(["s_client", "-connect", &serve.addr])
+        .args(["-CAfile", "certs/ca.pem", "-verify_return_error", "-quiet"])
+        .args(["-cert", "certs/clients/alice.pem"])
+        .args(["-key", "certs/clients/alice-key.pem"])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl runs (CI installs it)");
+    let mut stdin = openssl.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(openssl.stdout.take().expect("stdout")).lines();
+    let mut next = async || {
+        tokio::time::timeout(WAIT, stdout.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+    };
+    assert_eq!(next().await.as_deref(), Some("NICK"));
+    stdin.write_all(b"alice\n").await.expect("nickname");
+    assert_eq!(next().await.as_deref(), Some("alice joined!"));
+    assert_eq!(next().await.as_deref(), Some("Connected to server!"));
+    stdin
+        .write_all(b"hello from openssl\n")
+        .await
+        .expect("line");
+    assert_eq!(next().await.as_deref(), Some("alice: hello from openssl"));
+}

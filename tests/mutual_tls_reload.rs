@@ -47,6 +47,37 @@ async fn as_client(dir: &Path, addr: SocketAddr, name: &str) -> TlsClient {
     Client::tls(addr, config).await
 }
 
+/// Writes a server certificate (signed by `dir`'s CA) that expired two days
+/// ago, and its key; returns its expiry.
+fn expired_server_pair(dir: &Path, cert: &str, key: &str) -> time::OffsetDateTime {
+    let ca_key = rcgen::KeyPair::from_pem(
+        &std::fs::read_to_string(dir.join("certs/ca-key.pem")).expect("CA key"),
+    )
+    .expect("CA key PEM");
+    let ca = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(dir.join("certs/ca.pem")).expect("CA"),
+        ca_key,
+    )
+    .expect("CA");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(20);
+    params.not_after = now - time::Duration::days(2);
+    let key_pair = rcgen::KeyPair::generate().expect("key");
+    let signed = params.signed_by(&key_pair, &ca).expect("sign");
+    let key_path = dir.join(key);
+    std::fs::write(dir.join(cert), signed.pem()).expect("write");
+    // Replaced, not rewritten: the new file is created with mode 0600.
+    let _ = std::fs::remove_file(&key_path);
+    std::fs::write(&key_path, key_pair.serialize_pem()).expect("write");
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    params.not_after
+}
+
 fn presented(client: &TlsClient) -> CertificateDer<'static> {
     let (_, tls) = client.conn.get_ref().get_ref();
     tls.peer_certificates().expect("a certificate")[0].clone()
@@ -157,6 +188,16 @@ async fn sighup_reloads_all_or_nothing_and_puts_revoked_participants_out() {
     alice.send("still here").await;
     alice.expect("alice: still here").await;
     carol.expect("alice: still here").await;
+
+    // An expired certificate is not reloaded either.
+    expired_server_pair(dir, "certs/server.pem", "certs/server-key.pem");
+    serve.signal("HUP").await;
+    let kept = serve
+        .wait_for_log("nothing reloaded, keeping the old configuration whole")
+        .await;
+    assert!(kept.contains("expired on"), "{kept}");
+    let late = as_client(dir, addr, "carol").await;
+    assert_eq!(presented(&late), second_cert);
 }
 
 #[tokio::test]
@@ -251,28 +292,7 @@ async fn a_certificate_running_out_is_warned_about_and_an_expired_one_refused() 
 
     // An expired server certificate, made here with the CA: serve refuses
     // to start and names the dates.
-    let ca_key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(dir.join("certs/ca-key.pem")).expect("CA key"),
-    )
-    .expect("CA key PEM");
-    let ca = rcgen::Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(dir.join("certs/ca.pem")).expect("CA"),
-        ca_key,
-    )
-    .expect("CA");
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(20);
-    params.not_after = now - time::Duration::days(2);
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca).expect("sign");
-    std::fs::write(dir.join("old.pem"), cert.pem()).expect("write");
-    std::fs::write(dir.join("old-key.pem"), key.serialize_pem()).expect("write");
-    std::fs::set_permissions(
-        dir.join("old-key.pem"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod");
+    let not_after = expired_server_pair(dir, "old.pem", "old-key.pem");
     let out = tokio::time::timeout(
         WAIT,
         Command::new(BIN)
@@ -288,7 +308,7 @@ async fn a_certificate_running_out_is_warned_about_and_an_expired_one_refused() 
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("the server certificate old.pem expired on")
-            && err.contains(&certs::format_date(&params.not_after)),
+            && err.contains(&certs::format_date(&not_after)),
         "{err}"
     );
 }

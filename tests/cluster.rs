@@ -1,0 +1,349 @@
+//! One room across several `serve` nodes through a real nats-server
+//! (JetStream), started by each test on a free loopback port: the lab's dry
+//! run spread over three nodes, one order for everyone, nicknames unique
+//! across nodes, a node killed outright, the broker stopped and restarted,
+//! and `connect` given several addresses.
+
+mod common;
+
+use common::{BIN, Client, NatsServer, Serve, TestCerts, WAIT};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+use tokio::time::Instant;
+
+type TlsClient = Client<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// How long the issue allows for a killed node's participants to be
+/// announced as left and their nicknames freed.
+const TAKEOVER: Duration = Duration::from_secs(20);
+
+/// One `serve --cluster` process named `name`, on the certificates in `certs`.
+async fn node(certs: &TestCerts, nats: &NatsServer, name: &str) -> Serve {
+    let cert = certs.path(chatroom::certs::SERVER_CERT);
+    let key = certs.path(chatroom::certs::SERVER_KEY);
+    Serve::start(
+        certs.dir.path(),
+        &[
+            "--cert",
+            path(&cert),
+            "--key",
+            path(&key),
+            "--rate-limit",
+            "off",
+            "--cluster",
+            &nats.url(),
+            "--node-name",
+            name,
+        ],
+    )
+    .await
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+fn addr(node: &Serve) -> SocketAddr {
+    node.addr.parse().expect("address")
+}
+
+async fn connect(certs: &TestCerts, node: &Serve) -> TlsClient {
+    Client::tls(addr(node), certs.client_tls()).await
+}
+
+async fn join(certs: &TestCerts, node: &Serve, nick: &str) -> TlsClient {
+    let mut client = connect(certs, node).await;
+    client.register(nick).await;
+    client
+}
+
+/// Reads lines until `wanted` arrives, within `within`; returns the lines
+/// before it.
+async fn until(client: &mut TlsClient, wanted: &str, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut before = Vec::new();
+    loop {
+        let line = tokio::time::timeout_at(deadline, client.conn.read_line())
+            .await
+            .unwrap_or_else(|_| panic!("no {wanted:?} within {within:?}; got {before:?}"))
+            .expect("read")
+            .expect("a line, not the end");
+        let line = String::from_utf8(line.to_vec()).expect("UTF-8");
+        if line == wanted {
+            return before;
+        }
+        before.push(line);
+    }
+}
+
+#[tokio::test]
+async fn the_labs_dry_run_over_three_nodes() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (one, two, three) = tokio::join!(
+        node(&certs, &nats, "one"),
+        node(&certs, &nats, "two"),
+        node(&certs, &nats, "three"),
+    );
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+    let mut charlie = join(&certs, &three, "Charlie").await;
+    alice.expect("Charlie joined!").await;
+    bob.expect("Charlie joined!").await;
+
+    alice.send("Hello everyone!").await;
+    for client in [&mut alice, &mut bob, &mut charlie] {
+        client.expect("Alice: Hello everyone!").await;
+    }
+    charlie.close().await;
+    alice.expect("Charlie left!").await;
+    bob.expect("Charlie left!").await;
+
+    // Nothing else was said: after the shutdown notice the transcripts end.
+    // The room goes on on the other nodes, which hear Alice leave.
+    one.signal("TERM").await;
+    assert_eq!(alice.until_closed().await, ["Server is shutting down"]);
+    bob.expect("Alice left!").await;
+    two.signal("TERM").await;
+    assert_eq!(bob.until_closed().await, ["Server is shutting down"]);
+}
+
+#[tokio::test]
+async fn twelve_clients_on_three_nodes_see_one_order() {
+    const CLIENTS: usize = 12;
+    const MESSAGES: usize = 30;
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (a, b, c) = tokio::join!(
+        node(&certs, &nats, "a"),
+        node(&certs, &nats, "b"),
+        node(&certs, &nats, "c"),
+    );
+    let nodes = [&a, &b, &c];
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(join(&certs, nodes[i % 3], &format!("c{i}")).await);
+    }
+    // Everyone at once.
+    let sends = clients
+        .iter_mut()
+        .enumerate()
+        .map(|(i, client)| async move {
+            let burst: String = (0..MESSAGES).map(|m| format!("{i}.{m}\n")).collect();
+            client.send_raw(burst.as_bytes()).await;
+        });
+    futures_util::future::join_all(sends).await;
+
+    let reads = clients.iter_mut().map(|client| async move {
+        let mut messages = Vec::new();
+        while messages.len() < CLIENTS * MESSAGES {
+            let line = client.line().await;
+            if !line.ends_with(" joined!") {
+                messages.push(line);
+            }
+        }
+        messages
+    });
+    let transcripts = futures_util::future::join_all(reads).await;
+    let first = &transcripts[0];
+    for (i, transcript) in transcripts.iter().enumerate() {
+        assert_eq!(transcript, first, "client {i} saw another order");
+    }
+    // Each sender's lines in its order, none missing, none twice.
+    let mut next = [0usize; CLIENTS];
+    for line in first {
+        let (sender, text) = line.split_once(": ").expect("a message line");
+        let i: usize = sender[1..].parse().expect("sender number");
+        assert_eq!(text, format!("{i}.{}", next[i]), "out of order: {line}");
+        next[i] += 1;
+    }
+    assert_eq!(next, [MESSAGES; CLIENTS]);
+}
+
+#[tokio::test]
+async fn a_nickname_is_unique_across_nodes_and_freed_when_its_owner_leaves() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (one, two) = tokio::join!(node(&certs, &nats, "one"), node(&certs, &nats, "two"));
+    let mut alice = join(&certs, &one, "Alice").await;
+    let bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+
+    for (node, name) in [(&two, "Bob"), (&one, "BOB"), (&two, "alice")] {
+        let mut client = connect(&certs, node).await;
+        client.expect("NICK").await;
+        client.send(name).await;
+        client
+            .expect(&format!("ERROR nickname \"{name}\" is taken"))
+            .await;
+    }
+
+    bob.close().await;
+    alice.expect("Bob left!").await;
+    // Free everywhere, in another case too.
+    let bob_again = join(&certs, &one, "bOb").await;
+    alice.expect("bOb joined!").await;
+    bob_again.close().await;
+    alice.expect("bOb left!").await;
+    let _bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+}
+
+#[tokio::test]
+async fn a_killed_node_s_participants_leave_and_the_others_chat_on() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (one, mut two, three) = tokio::join!(
+        node(&certs, &nats, "one"),
+        node(&certs, &nats, "two"),
+        node(&certs, &nats, "three"),
+    );
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    let mut carol = join(&certs, &three, "Carol").await;
+    alice.expect("Bob joined!").await;
+    alice.expect("Carol joined!").await;
+    bob.expect("Carol joined!").await;
+    bob.send("mid-sentence").await;
+    for client in [&mut alice, &mut carol] {
+        client.expect("Bob: mid-sentence").await;
+    }
+
+    two.child.start_kill().expect("kill -9");
+    let killed = Instant::now();
+    // The others keep chatting without a gap.
+    for i in 0..5 {
+        alice.send(&format!("still here {i}")).await;
+        carol.expect(&format!("Alice: still here {i}")).await;
+    }
+    for client in [&mut alice, &mut carol] {
+        let left = TAKEOVER.saturating_sub(killed.elapsed());
+        let before = until(client, "Bob left!", left).await;
+        assert!(
+            before.iter().all(|l| l.starts_with("Alice: still here")),
+            "{before:?}"
+        );
+    }
+    // The name is free at once, and everyone hears the newcomer.
+    let _bob = join(&certs, &three, "Bob").await;
+    alice.expect("Bob joined!").await;
+    carol.expect("Bob joined!").await;
+    assert!(killed.elapsed() < TAKEOVER, "took {:?}", killed.elapsed());
+    // Exactly one node announced it.
+    alice.send("end").await;
+    alice.expect("Alice: end").await;
+    carol.expect("Alice: end").await;
+}
+
+#[tokio::test]
+async fn a_nats_restart_loses_nothing_silently_and_duplicates_nothing() {
+    let mut nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (mut one, mut two) = tokio::join!(node(&certs, &nats, "one"), node(&certs, &nats, "two"));
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+    alice.send("before").await;
+    bob.expect("Alice: before").await;
+    alice.expect("Alice: before").await;
+
+    nats.stop().await;
+    one.wait_for_log("lost the NATS connection").await;
+    two.wait_for_log("lost the NATS connection").await;
+    alice.send("during").await;
+    let refused = "ERROR message not sent: the room is unavailable";
+    alice.expect(refused).await;
+
+    nats.restart().await;
+    one.wait_for_log("NATS connection restored").await;
+    two.wait_for_log("NATS connection restored").await;
+    // Sessions survived; lines flow again, to every node.
+    alice.send("after").await;
+    bob.send("me too").await;
+    // Each sees both, in one order, and nothing else: the refused line was
+    // not delivered after all, and nothing came twice.
+    let alice_saw = [alice.line().await, alice.line().await];
+    let bob_saw = [bob.line().await, bob.line().await];
+    assert_eq!(alice_saw, bob_saw);
+    let mut both = alice_saw.to_vec();
+    both.sort();
+    assert_eq!(both, ["Alice: after", "Bob: me too"]);
+    alice.send("last").await;
+    alice.expect("Alice: last").await;
+    bob.expect("Alice: last").await;
+    // The outage is logged once per node, not once per attempt.
+    let log = one.kill_and_log().await;
+    assert_eq!(log.matches("lost the NATS connection").count(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_nats_says_so_and_exits() {
+    let nats = NatsServer::start().await;
+    let port = nats.port;
+    drop(nats);
+    let certs = TestCerts::new();
+    let url = format!("nats://127.0.0.1:{port}");
+    let run = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--cluster", &url])
+        .arg("--cert")
+        .arg(certs.path(chatroom::certs::SERVER_CERT))
+        .arg("--key")
+        .arg(certs.path(chatroom::certs::SERVER_KEY))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach NATS at {url}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[tokio::test]
+async fn connect_tries_the_next_address() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let one = node(&certs, &nats, "one").await;
+    let mut alice = join(&certs, &one, "alice").await;
+    // A port nobody listens on, first.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let addrs = format!("{dead},{}", one.addr);
+    let mut client = Command::new(BIN)
+        .args(["connect", "--addr", &addrs, "--nick", "bob", "--ca"])
+        .arg(certs.ca())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("connect starts");
+    let mut stdout = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    for expected in ["bob joined!", "Connected to server!"] {
+        let line = tokio::time::timeout(WAIT, stdout.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("a line");
+        assert_eq!(line, expected);
+    }
+    alice.expect("bob joined!").await;
+    let stdin = client.stdin.as_mut().expect("stdin");
+    stdin.write_all(b"hi\n").await.expect("write");
+    stdin.flush().await.expect("flush");
+    alice.expect("bob: hi").await;
+}

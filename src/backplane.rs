@@ -446,6 +446,16 @@ impl Shared {
         }
     }
 
+    /// Ends the session of this node's participant `key`, telling it why.
+    fn kick(&self, key: &str) {
+        if let Some(member) = self.state().members.remove(key) {
+            let _ = member.private.try_send(protocol::error_line(
+                "disconnected: this server lost the room",
+            ));
+            // Dropping the sender ends the subscription after that line.
+        }
+    }
+
     /// Publishes `line` under `id` until it is stored (or found already
     /// stored), for at most `patience`; returns its sequence.
     async fn publish_stored(&self, line: &Bytes, id: &str, patience: Duration) -> Result<u64> {
@@ -676,20 +686,26 @@ async fn keep_alive(shared: Arc<Shared>) {
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_scan = Instant::now();
+    let mut refreshed = Instant::now();
     loop {
         refresh.tick().await;
         let Some(since) = shared.connected_since() else {
             continue;
         };
-        if let Err(e) = timeout(
-            REQUEST_TIMEOUT,
-            shared
-                .nodes
-                .put(&shared.node, Bytes::from(shared.node.clone())),
-        )
-        .await
-        {
-            tracing::debug!("liveness not refreshed: {e}");
+        let put = shared
+            .nodes
+            .put(&shared.node, Bytes::from(shared.node.clone()));
+        match timeout(REQUEST_TIMEOUT, put).await {
+            Ok(Ok(_)) => {
+                if refreshed.elapsed() > LIVENESS_TTL {
+                    // Away long enough for the others to have given this
+                    // node's nicknames up.
+                    check_members(&shared).await;
+                }
+                refreshed = Instant::now();
+            }
+            Ok(Err(e)) => tracing::debug!("liveness not refreshed: {e}"),
+            Err(_) => tracing::debug!("liveness not refreshed: timed out"),
         }
         // After an outage, give the other nodes time to refresh their own
         // entries before judging them.
@@ -698,6 +714,39 @@ async fn keep_alive(shared: Arc<Shared>) {
         }
         last_scan = Instant::now();
         take_over(&shared).await;
+    }
+}
+
+/// Disconnects this node's participants whose nickname entry is gone or
+/// changed: another node announced them as left while this one was away,
+/// and the name may have a new owner.
+async fn check_members(shared: &Arc<Shared>) {
+    let held: Vec<(String, u64)> = shared
+        .state()
+        .members
+        .iter()
+        .filter_map(|(key, member)| Some((key.clone(), member.revision?)))
+        .collect();
+    let mut lost = 0;
+    for (key, revision) in held {
+        let still_ours = match timeout(REQUEST_TIMEOUT, shared.nicks.entry(key.as_str())).await {
+            Ok(Ok(Some(entry))) => {
+                entry.revision == revision && entry.operation == kv::Operation::Put
+            }
+            Ok(Ok(None)) => false,
+            // Cannot tell: keep them.
+            _ => true,
+        };
+        if !still_ours {
+            lost += 1;
+            shared.kick(&key);
+        }
+    }
+    if lost > 0 {
+        tracing::warn!(
+            participants = lost,
+            "disconnected participants the other nodes saw leave while this one was away"
+        );
     }
 }
 
@@ -935,7 +984,11 @@ impl Subscription for ClusterSubscription {
         loop {
             tokio::select! {
                 biased;
-                Some(line) = self.private.recv() => return Ok(line),
+                private = self.private.recv() => match private {
+                    Some(line) => return Ok(line),
+                    // Removed from the room by it (see `Shared::kick`).
+                    None => return Err(RecvError::Closed),
+                },
                 line = self.receiver.recv() => {
                     if let Some(line) = self.accept(line.map_err(recv_error)?) {
                         return Ok(line);
@@ -947,8 +1000,11 @@ impl Subscription for ClusterSubscription {
 
     fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
         use broadcast::error::TryRecvError;
-        if let Ok(line) = self.private.try_recv() {
-            return Ok(Some(line));
+        match self.private.try_recv() {
+            Ok(line) => return Ok(Some(line)),
+            // Closed: said by the next `recv`, once what is queued is out.
+            Err(mpsc::error::TryRecvError::Disconnected) => return Ok(None),
+            Err(mpsc::error::TryRecvError::Empty) => {}
         }
         loop {
             match self.receiver.try_recv() {

@@ -24,24 +24,26 @@ const TAKEOVER: Duration = Duration::from_secs(20);
 
 /// One `serve --cluster` process named `name`, on the certificates in `certs`.
 async fn node(certs: &TestCerts, nats: &NatsServer, name: &str) -> Serve {
+    node_with(certs, nats, name, &[]).await
+}
+
+async fn node_with(certs: &TestCerts, nats: &NatsServer, name: &str, extra: &[&str]) -> Serve {
     let cert = certs.path(chatroom::certs::SERVER_CERT);
     let key = certs.path(chatroom::certs::SERVER_KEY);
-    Serve::start(
-        certs.dir.path(),
-        &[
-            "--cert",
-            path(&cert),
-            "--key",
-            path(&key),
-            "--rate-limit",
-            "off",
-            "--cluster",
-            &nats.url(),
-            "--node-name",
-            name,
-        ],
-    )
-    .await
+    let mut args = vec![
+        "--cert",
+        path(&cert),
+        "--key",
+        path(&key),
+        "--rate-limit",
+        "off",
+        "--node-name",
+        name,
+    ];
+    let url = nats.url();
+    args.extend(["--cluster", &url]);
+    args.extend(extra);
+    Serve::start(certs.dir.path(), &args).await
 }
 
 fn path(p: &Path) -> &str {
@@ -346,4 +348,50 @@ async fn connect_tries_the_next_address() {
     stdin.write_all(b"hi\n").await.expect("write");
     stdin.flush().await.expect("flush");
     alice.expect("bob: hi").await;
+}
+
+#[tokio::test]
+async fn the_link_to_nats_can_be_tls_with_a_pinned_ca() {
+    // The NATS server presents a certificate from gen-certs (for
+    // 127.0.0.1); the nodes trust that CA alone.
+    let nats_certs = TestCerts::new();
+    let cert = nats_certs.path(chatroom::certs::SERVER_CERT);
+    let key = nats_certs.path(chatroom::certs::SERVER_KEY);
+    let nats =
+        NatsServer::start_with(&["--tls", "--tlscert", path(&cert), "--tlskey", path(&key)]).await;
+    let certs = TestCerts::new();
+    let ca = nats_certs.ca();
+    let with_ca = ["--cluster-ca", path(&ca)];
+    let (one, two) = tokio::join!(
+        node_with(&certs, &nats, "one", &with_ca),
+        node_with(&certs, &nats, "two", &with_ca),
+    );
+    let mut alice = join(&certs, &one, "alice").await;
+    let mut bob = join(&certs, &two, "bob").await;
+    alice.expect("bob joined!").await;
+    bob.send("over TLS").await;
+    alice.expect("bob: over TLS").await;
+
+    // Another CA: the node refuses the NATS server and exits non-zero.
+    let other = TestCerts::new();
+    let run = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--cluster", &nats.url()])
+        .arg("--cluster-ca")
+        .arg(other.ca())
+        .arg("--cert")
+        .arg(certs.path(chatroom::certs::SERVER_CERT))
+        .arg("--key")
+        .arg(certs.path(chatroom::certs::SERVER_KEY))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach NATS"), "{stderr}");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
 }

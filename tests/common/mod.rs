@@ -306,10 +306,16 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     pub store: tempfile::TempDir,
+    /// More nats-server options (TLS, say).
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     pub async fn start() -> NatsServer {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> NatsServer {
         let store = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind(loopback())
             .and_then(|l| l.local_addr())
@@ -319,6 +325,7 @@ impl NatsServer {
             child: None,
             port,
             store,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         nats.restart().await;
         nats
@@ -357,6 +364,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.store.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

@@ -261,6 +261,12 @@ async fn a_nats_restart_loses_nothing_silently_and_duplicates_nothing() {
     alice.send("during").await;
     let refused = "ERROR message not sent: the room is unavailable";
     alice.expect(refused).await;
+    // A newcomer is told too.
+    let mut newcomer = connect(&certs, &one).await;
+    newcomer.expect("NICK").await;
+    newcomer.send("zed").await;
+    newcomer.expect("ERROR the room is unavailable").await;
+    newcomer.expect("NICK").await;
 
     nats.restart().await;
     one.wait_for_log("NATS connection restored").await;

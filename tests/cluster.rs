@@ -401,3 +401,125 @@ async fn the_link_to_nats_can_be_tls_with_a_pinned_ca() {
     assert!(stderr.contains("cannot reach NATS"), "{stderr}");
     assert!(stderr.contains("UnknownIssuer"), "{stderr}");
 }
+
+/// A TCP relay to NATS that can be cut and restored: one node's link fails
+/// while the others' stays up.
+struct Relay {
+    addr: SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn to(nats: &NatsServer) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let upstream: SocketAddr = ([127, 0, 0, 1], nats.port).into();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let accept = tokio::spawn({
+            let (open, links) = (open.clone(), links.clone());
+            async move {
+                while let Ok((mut down, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue; // dropped: closed at once
+                    }
+                    links.lock().expect("lock").spawn(async move {
+                        if let Ok(mut up) = TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                        }
+                    });
+                }
+            }
+        });
+        Relay {
+            addr,
+            open,
+            links,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.links.lock().expect("lock").abort_all();
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_nats_for_long_has_its_participants_leave_once() {
+    let nats = NatsServer::start().await;
+    let relay = Relay::to(&nats).await;
+    let certs = TestCerts::new();
+    let one = node(&certs, &nats, "one").await;
+    let cert = certs.path(chatroom::certs::SERVER_CERT);
+    let key = certs.path(chatroom::certs::SERVER_KEY);
+    let relay_url = relay.url();
+    let mut two = Serve::start(
+        certs.dir.path(),
+        &[
+            "--cert",
+            path(&cert),
+            "--key",
+            path(&key),
+            "--cluster",
+            &relay_url,
+            "--node-name",
+            "two",
+        ],
+    )
+    .await;
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+
+    relay.cut();
+    two.wait_for_log("lost the NATS connection").await;
+    bob.send("anyone?").await;
+    bob.expect("ERROR message not sent: the room is unavailable")
+        .await;
+    // The other node gives Bob up, and his name can be taken.
+    assert_eq!(
+        until(&mut alice, "Bob left!", TAKEOVER).await,
+        Vec::<String>::new()
+    );
+    let _new_bob = join(&certs, &one, "bob").await;
+    alice.expect("bob joined!").await;
+
+    // Back on NATS, the node ends Bob's session rather than let two
+    // participants answer to one name. Before that, Bob may see what the
+    // room saw meanwhile, in its order.
+    relay.restore();
+    two.wait_for_log("NATS connection restored").await;
+    let mut transcript = bob.until_closed().await;
+    assert_eq!(
+        transcript.pop().as_deref(),
+        Some("ERROR disconnected: this server lost the room")
+    );
+    assert!(
+        ["Bob left!", "bob joined!"]
+            .starts_with(&transcript.iter().map(String::as_str).collect::<Vec<_>>()),
+        "{transcript:?}"
+    );
+    alice.send("end").await;
+    alice.expect("Alice: end").await;
+}

@@ -76,6 +76,15 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// Error lines waiting for one participant at once.
 const PRIVATE_QUEUE: usize = 64;
 
+/// The header that marks a participant's public line (a message or an
+/// action): what a newcomer's history is made of.
+const KIND_HEADER: &str = "Chat-Kind";
+const KIND_SAY: &str = "say";
+
+/// How many lines back a newcomer's history is looked for, per line wanted
+/// (joins and leaves are in the stream too, and are not history).
+const HISTORY_SCAN: u64 = 4;
+
 /// Lines the room's stream keeps (the newest), for history and for nodes
 /// that were away.
 const STREAM_MAX_MESSAGES: i64 = 100_000;
@@ -97,6 +106,9 @@ pub struct ClusterOptions {
     pub max_members: usize,
     /// How many lines a participant may fall behind before it is dropped.
     pub backlog_lines: usize,
+    /// How many of the room's last public lines a newcomer is given (0:
+    /// none), read from the stream.
+    pub history: usize,
 }
 
 /// Checks a room name: it becomes part of stream, bucket and subject names.
@@ -175,6 +187,10 @@ pub struct ClusterRoom {
 struct Shared {
     node: String,
     subject: String,
+    /// Where lines for one participant of a node go: `<prefix>.<node>`.
+    private_prefix: String,
+    lines_stream: stream::Stream,
+    history: usize,
     js: JetStream,
     client: async_nats::Client,
     nicks: kv::Store,
@@ -208,13 +224,19 @@ struct Member {
 }
 
 enum Outgoing {
-    /// A line for everybody; `from` is the sender's nickname key.
-    Line { line: Bytes, from: Option<String> },
-    /// A participant of this node left.
+    /// A line for everybody; `from` is the sender's nickname key, and
+    /// `public` marks a participant's message or action (history).
+    Line {
+        line: Bytes,
+        from: Option<String>,
+        public: bool,
+    },
+    /// A participant of this node left; `line` tells the others.
     Leave {
         key: String,
         nick: String,
         revision: u64,
+        line: Bytes,
     },
     /// Answers once everything queued before it is stored (or given up).
     Flush(oneshot::Sender<()>),
@@ -335,9 +357,17 @@ impl ClusterRoom {
 
         let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
         let (lines, _) = broadcast::channel(opts.backlog_lines.max(1).next_power_of_two());
+        let private_prefix = format!("chat.{}.private", opts.room);
+        let private_inbox = client
+            .subscribe(format!("{private_prefix}.{}", opts.node_name))
+            .await
+            .context("cannot subscribe to this node's private lines")?;
         let shared = Arc::new(Shared {
             node: opts.node_name.clone(),
             subject,
+            private_prefix,
+            lines_stream: lines_stream.clone(),
+            history: opts.history,
             js,
             client,
             nicks,
@@ -357,6 +387,7 @@ impl ClusterRoom {
             next_id: AtomicU64::new(0),
         });
         tokio::spawn(deliver(shared.clone(), lines_stream, last));
+        tokio::spawn(deliver_private(shared.clone(), private_inbox));
         tokio::spawn(publish_queue(shared.clone(), queue));
         tokio::spawn(watch_nicknames(shared.clone()));
         tokio::spawn(keep_alive(shared.clone()));
@@ -385,6 +416,134 @@ impl ClusterRoom {
     /// This node's name.
     pub fn node_name(&self) -> &str {
         &self.shared.node
+    }
+
+    /// Sends a participant's public line (a message, an action) to
+    /// everyone, in the room's order and history; if it cannot be
+    /// published, its sender is told so.
+    pub fn say(&self, nick: &str, line: Bytes) {
+        let key = protocol::nick_key(nick);
+        if self.shared.state().closed {
+            return;
+        }
+        if self.shared.connected_since().is_none() {
+            return self.shared.refuse(&key);
+        }
+        let public = Outgoing::Line {
+            line,
+            from: Some(key.clone()),
+            public: true,
+        };
+        if self.shared.outgoing.try_send(public).is_err() {
+            self.shared.refuse(&key);
+        }
+    }
+
+    /// Removes `nick` of this node and tells the others with `line`
+    /// (`left!`, or a leaving with a reason), once its nickname is free.
+    pub fn depart(&self, nick: &str, line: Bytes) {
+        let key = protocol::nick_key(nick);
+        let Some(member) = self.shared.state().members.remove(&key) else {
+            return;
+        };
+        let Some(revision) = member.revision else {
+            return;
+        };
+        let leave = Outgoing::Leave {
+            key,
+            nick: nick.to_owned(),
+            revision,
+            line,
+        };
+        if self.shared.outgoing.try_send(leave).is_err() {
+            // The queue is full or gone: the scan for orphans releases the
+            // nickname instead (it is ours and nobody here holds it).
+            tracing::warn!(%nick, "leave queued for the next scan");
+        }
+    }
+
+    /// The nicknames present on every node, as their owners spelled them,
+    /// in no particular order (from the nickname bucket, as watched).
+    pub fn members(&self) -> Vec<String> {
+        lock(&self.shared.directory)
+            .values()
+            .map(|(_, holder)| holder.nick.clone())
+            .collect()
+    }
+
+    /// Sends `line` to the participant `to` alone (found without regard to
+    /// case), on whichever node holds it, outside the room's order. Never
+    /// waits: a recipient here whose queue is full makes it fail.
+    pub fn send_private(&self, to: &str, line: Bytes) -> Result<(), PrivateError> {
+        let key = protocol::nick_key(to);
+        if let Some(member) = self.shared.state().members.get(&key) {
+            return member
+                .private
+                .try_send(line)
+                .map_err(|_| PrivateError::Busy);
+        }
+        let node = lock(&self.shared.directory)
+            .get(&key)
+            .map(|(_, holder)| holder.node.clone())
+            .ok_or(PrivateError::NotHere)?;
+        if self.shared.connected_since().is_none() {
+            return Err(PrivateError::Unavailable);
+        }
+        let subject = format!("{}.{node}", self.shared.private_prefix);
+        let mut payload = Vec::with_capacity(key.len() + 1 + line.len());
+        payload.extend_from_slice(key.as_bytes());
+        payload.push(b'\n');
+        payload.extend_from_slice(&line);
+        let client = self.shared.client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.publish(subject, payload.into()).await {
+                tracing::debug!("a private line was not sent: {e}");
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Why a private line could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PrivateError {
+    /// Nobody by that name is in the room.
+    #[error("no such participant")]
+    NotHere,
+    /// The recipient is not reading: its queue is full.
+    #[error("the recipient is not reading")]
+    Busy,
+    /// NATS cannot be reached.
+    #[error("{UNAVAILABLE}")]
+    Unavailable,
+}
+
+/// A line as published: its message id, and whether it is public (history).
+fn outgoing(line: &Bytes, id: &str, public: bool) -> jetstream::message::PublishMessage {
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(line.clone())
+        .message_id(id);
+    if public {
+        publish.header(KIND_HEADER, KIND_SAY)
+    } else {
+        publish
+    }
+}
+
+/// Hands lines sent to one of this node's participants by another node
+/// (`<nickname key>\n<line>`) to that participant.
+async fn deliver_private(shared: Arc<Shared>, mut inbox: async_nats::Subscriber) {
+    while let Some(message) = inbox.next().await {
+        let payload = message.payload;
+        let Some(split) = payload.iter().position(|&b| b == b'\n') else {
+            continue;
+        };
+        let Ok(key) = std::str::from_utf8(&payload[..split]) else {
+            continue;
+        };
+        if let Some(member) = shared.state().members.get(key) {
+            let _ = member.private.try_send(payload.slice(split + 1..));
+        }
     }
 }
 
@@ -446,6 +605,63 @@ impl Shared {
         }
     }
 
+    /// The last [`Shared::history`] public lines before sequence `before`,
+    /// oldest first, read from the stream (within a bounded look back and
+    /// time; fewer, or none, otherwise).
+    async fn read_history(&self, before: u64) -> Vec<Bytes> {
+        let wanted = self.history;
+        if wanted == 0 || before <= 1 {
+            return Vec::new();
+        }
+        let from = before
+            .saturating_sub(HISTORY_SCAN.saturating_mul(wanted as u64))
+            .max(1);
+        let read = async {
+            let mut kept = std::collections::VecDeque::with_capacity(wanted);
+            let consumer = self
+                .lines_stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: self.subject.clone(),
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: from,
+                    },
+                    ..Default::default()
+                })
+                .await?;
+            let mut messages = consumer.messages().await?;
+            while let Some(message) = messages.next().await {
+                let message = message?;
+                let seq = message.info().map_err(anyhow::Error::msg)?.stream_sequence;
+                if seq >= before {
+                    break;
+                }
+                let public = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(KIND_HEADER))
+                    .is_some_and(|v| v.as_str() == KIND_SAY);
+                if public {
+                    if kept.len() == wanted {
+                        kept.pop_front();
+                    }
+                    kept.push_back(message.payload.clone());
+                }
+            }
+            anyhow::Ok(Vec::from(kept))
+        };
+        match timeout(REQUEST_TIMEOUT, read).await {
+            Ok(Ok(lines)) => lines,
+            Ok(Err(e)) => {
+                tracing::warn!("no history for a newcomer: {e:#}");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!("no history for a newcomer: timed out");
+                Vec::new()
+            }
+        }
+    }
+
     /// Ends the session of this node's participant `key`, telling it why.
     fn kick(&self, key: &str) {
         if let Some(member) = self.state().members.remove(key) {
@@ -458,14 +674,18 @@ impl Shared {
 
     /// Publishes `line` under `id` until it is stored (or found already
     /// stored), for at most `patience`; returns its sequence.
-    async fn publish_stored(&self, line: &Bytes, id: &str, patience: Duration) -> Result<u64> {
+    async fn publish_stored(
+        &self,
+        line: &Bytes,
+        id: &str,
+        public: bool,
+        patience: Duration,
+    ) -> Result<u64> {
         let give_up = Instant::now() + patience;
         let mut backoff = Duration::from_millis(100);
         loop {
             if self.connected_since().is_some() {
-                let publish = jetstream::message::PublishMessage::build()
-                    .payload(line.clone())
-                    .message_id(id);
+                let publish = outgoing(line, id, public);
                 match self.js.send_publish(self.subject.clone(), publish).await {
                     Ok(ack) => match ack.await {
                         Ok(ack) => return Ok(ack.sequence),
@@ -485,14 +705,20 @@ impl Shared {
     /// Sends `line` on its way without waiting for it to be stored; a task
     /// waits for the acknowledgement, publishes again if it does not come,
     /// and tells the sender (if any) if the line could not be stored.
-    async fn send_line(self: &Arc<Self>, line: Bytes, id: String, from: Option<String>) {
+    async fn send_line(
+        self: &Arc<Self>,
+        line: Bytes,
+        id: String,
+        from: Option<String>,
+        public: bool,
+    ) {
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(line.clone())
-            .message_id(&id);
-        let first = self.js.send_publish(self.subject.clone(), publish).await;
+        let first = self
+            .js
+            .send_publish(self.subject.clone(), outgoing(&line, &id, public))
+            .await;
         let shared = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -501,7 +727,7 @@ impl Shared {
             {
                 return;
             }
-            if let Err(e) = shared.publish_stored(&line, &id, RETRY_FOR).await {
+            if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
                 tracing::warn!("a line could not be stored: {e}");
                 if let Some(from) = from {
                     shared.refuse(&from);
@@ -513,7 +739,7 @@ impl Shared {
     /// Deletes the nickname entry `key` if it is still at `revision`, and
     /// if so, announces `<nick> left!`. Whoever deletes it announces it,
     /// once: its message id is the entry's revision.
-    async fn release(self: &Arc<Self>, key: &str, nick: &str, revision: u64) -> bool {
+    async fn release(self: &Arc<Self>, key: &str, nick: &str, revision: u64, line: Bytes) -> bool {
         match timeout(
             REQUEST_TIMEOUT,
             self.nicks.delete_expect_revision(key, Some(revision)),
@@ -522,7 +748,7 @@ impl Shared {
         {
             Ok(Ok(())) => {
                 let id = format!("left.{key}.{revision}");
-                self.send_line(protocol::left_line(nick), id, None).await;
+                self.send_line(line, id, None, false).await;
                 true
             }
             Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
@@ -618,16 +844,17 @@ async fn deliver(shared: Arc<Shared>, stream: stream::Stream, mut last: u64) {
 async fn publish_queue(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>) {
     while let Some(outgoing) = queue.recv().await {
         match outgoing {
-            Outgoing::Line { line, from } => {
+            Outgoing::Line { line, from, public } => {
                 let id = shared.next_message_id();
-                shared.send_line(line, id, from).await;
+                shared.send_line(line, id, from, public).await;
             }
             Outgoing::Leave {
                 key,
                 nick,
                 revision,
+                line,
             } => {
-                shared.release(&key, &nick, revision).await;
+                shared.release(&key, &nick, revision, line).await;
             }
             Outgoing::Flush(done) => {
                 let all = MAX_IN_FLIGHT as u32;
@@ -780,7 +1007,8 @@ async fn take_over(shared: &Arc<Shared>) {
             };
             !is_alive
         };
-        if orphan && shared.release(&key, &holder.nick, revision).await {
+        let left = protocol::left_line(&holder.nick);
+        if orphan && shared.release(&key, &holder.nick, revision, left).await {
             tracing::info!(
                 nick = %holder.nick,
                 node = %holder.node,
@@ -860,7 +1088,7 @@ impl Room for ClusterRoom {
         };
         let id = format!("joined.{key}.{revision}");
         match shared
-            .publish_stored(&protocol::joined_line(nick), &id, JOIN_RETRY_FOR)
+            .publish_stored(&protocol::joined_line(nick), &id, false, JOIN_RETRY_FOR)
             .await
         {
             Ok(start) => Ok(ClusterSubscription {
@@ -868,6 +1096,7 @@ impl Room for ClusterRoom {
                 private: private_rx,
                 start,
                 backlog_lines: shared.backlog_lines,
+                history: shared.read_history(start).await,
             }),
             Err(e) => {
                 tracing::warn!(%nick, "cannot announce the newcomer: {e}");
@@ -883,45 +1112,11 @@ impl Room for ClusterRoom {
     }
 
     fn leave(&self, nick: &str) {
-        let key = protocol::nick_key(nick);
-        let Some(member) = self.shared.state().members.remove(&key) else {
-            return;
-        };
-        let Some(revision) = member.revision else {
-            return;
-        };
-        let leave = Outgoing::Leave {
-            key,
-            nick: nick.to_owned(),
-            revision,
-        };
-        if self.shared.outgoing.try_send(leave).is_err() {
-            // The queue is full or gone: the scan for orphans releases the
-            // nickname instead (it is ours and nobody here holds it).
-            tracing::warn!(%nick, "leave queued for the next scan");
-        }
+        self.depart(nick, protocol::left_line(nick));
     }
 
     fn publish(&self, nick: &str, text: &str) {
-        let key = protocol::nick_key(nick);
-        if self.shared.state().closed {
-            return;
-        }
-        if self.shared.connected_since().is_none() {
-            return self.shared.refuse(&key);
-        }
-        let line = protocol::chat_line(nick, text);
-        if self
-            .shared
-            .outgoing
-            .try_send(Outgoing::Line {
-                line,
-                from: Some(key.clone()),
-            })
-            .is_err()
-        {
-            self.shared.refuse(&key);
-        }
+        self.say(nick, protocol::chat_line(nick, text));
     }
 
     fn announce(&self, line: Bytes) {
@@ -931,7 +1126,11 @@ impl Room for ClusterRoom {
         if self
             .shared
             .outgoing
-            .try_send(Outgoing::Line { line, from: None })
+            .try_send(Outgoing::Line {
+                line,
+                from: None,
+                public: false,
+            })
             .is_err()
         {
             tracing::warn!("an announcement could not be queued");
@@ -964,9 +1163,18 @@ pub struct ClusterSubscription {
     /// The sequence of this participant's `joined!` line.
     start: u64,
     backlog_lines: usize,
+    /// The room's last public lines before the join, oldest first.
+    history: Vec<Bytes>,
 }
 
 impl ClusterSubscription {
+    /// The room's last public lines (messages, actions) from before this
+    /// participant joined, oldest first, as they were said; empty after
+    /// the first call, and when history is off.
+    pub fn take_history(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.history)
+    }
+
     fn accept(&self, line: Line) -> Option<Bytes> {
         (line.seq >= self.start).then_some(line.bytes)
     }

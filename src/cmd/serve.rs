@@ -156,6 +156,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 ca: args.cluster.cluster_ca.clone(),
                 max_members: settings.max_participants,
                 backlog_lines: settings.backlog_lines,
+                history: 0,
             })
             .await?,
         )),

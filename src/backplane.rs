@@ -1232,3 +1232,28 @@ impl Subscription for ClusterSubscription {
         self.receiver.len() > self.backlog_lines
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_and_node_names_fit_nats_names() {
+        assert!(validate_room_name("lobby").is_ok());
+        assert!(validate_room_name("team-2_a").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>", &"x".repeat(65)] {
+            assert!(validate_room_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_node_name("host.example-1_a").is_ok());
+        for bad in ["", ".a", "a.", "a b", "a*", "a>", "a/b", &"x".repeat(65)] {
+            assert!(validate_node_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn default_node_names_are_valid_and_differ() {
+        let (one, two) = (default_node_name(), default_node_name());
+        assert!(validate_node_name(&one).is_ok(), "{one}");
+        assert_ne!(one, two);
+    }
+}

@@ -344,10 +344,22 @@ impl ClusterRoom {
             .get_key_value(&nodes_name)
             .await
             .with_context(|| format!("cannot open the bucket {nodes_name}"))?;
-        nodes
-            .put(&opts.node_name, Bytes::from(opts.node_name.clone()))
+        // Created, not put: two live nodes by one name would each take the
+        // other's participants for its own leftovers.
+        match nodes
+            .create(&opts.node_name, Bytes::from(opts.node_name.clone()))
             .await
-            .context("cannot announce this node on NATS")?;
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => bail!(
+                "a node named {:?} is already in room {:?}: give each node its own \
+                 --node-name (if that node has just died, its name is free within {} s)",
+                opts.node_name,
+                opts.room,
+                LIVENESS_TTL.as_secs()
+            ),
+            Err(e) => return Err(e).context("cannot announce this node on NATS"),
+        }
         let last = lines_stream
             .info()
             .await

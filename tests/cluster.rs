@@ -523,3 +523,30 @@ async fn a_node_cut_off_from_nats_for_long_has_its_participants_leave_once() {
     alice.send("end").await;
     alice.expect("Alice: end").await;
 }
+
+#[tokio::test]
+async fn two_live_nodes_cannot_share_a_name() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let _first = node(&certs, &nats, "twin").await;
+    let run = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--cluster", &nats.url()])
+        .args(["--node-name", "twin", "--cert"])
+        .arg(certs.path(chatroom::certs::SERVER_CERT))
+        .arg("--key")
+        .arg(certs.path(chatroom::certs::SERVER_KEY))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("a node named \"twin\" is already in room \"lobby\""),
+        "{stderr}"
+    );
+}

@@ -550,3 +550,34 @@ async fn two_live_nodes_cannot_share_a_name() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn connect_names_every_address_it_tried() {
+    let certs = TestCerts::new();
+    let dead: Vec<String> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .to_string()
+        })
+        .collect();
+    let run = Command::new(BIN)
+        .args(["connect", "--addr", &dead.join(","), "--nick", "x", "--ca"])
+        .arg(certs.ca())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot connect to any of"), "{stderr}");
+    for addr in &dead {
+        assert!(stderr.contains(addr.as_str()), "{stderr}");
+    }
+}

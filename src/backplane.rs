@@ -217,10 +217,22 @@ struct State {
 }
 
 struct Member {
-    /// The nickname entry's revision; `None` while the join is under way.
+    /// The nickname entry's revision; `None` while the join is under way,
+    /// and once the participant is disconnected by the room.
     revision: Option<u64>,
-    /// Lines for this participant alone (why its line was not sent).
-    private: mpsc::Sender<Bytes>,
+    /// Lines for this participant alone (why its line was not sent);
+    /// `None` once it is disconnected by the room (see `Shared::kick`).
+    /// Until its session leaves, its nickname stays taken on this node.
+    private: Option<mpsc::Sender<Bytes>>,
+}
+
+impl Member {
+    /// Queues `line` for this participant alone; false if that failed.
+    fn tell(&self, line: Bytes) -> bool {
+        self.private
+            .as_ref()
+            .is_some_and(|private| private.try_send(line).is_ok())
+    }
 }
 
 enum Outgoing {
@@ -489,10 +501,11 @@ impl ClusterRoom {
     pub fn send_private(&self, to: &str, line: Bytes) -> Result<(), PrivateError> {
         let key = protocol::nick_key(to);
         if let Some(member) = self.shared.state().members.get(&key) {
-            return member
-                .private
-                .try_send(line)
-                .map_err(|_| PrivateError::Busy);
+            return if member.tell(line) {
+                Ok(())
+            } else {
+                Err(PrivateError::Busy)
+            };
         }
         let node = lock(&self.shared.directory)
             .get(&key)
@@ -554,7 +567,7 @@ async fn deliver_private(shared: Arc<Shared>, mut inbox: async_nats::Subscriber)
             continue;
         };
         if let Some(member) = shared.state().members.get(key) {
-            let _ = member.private.try_send(payload.slice(split + 1..));
+            member.tell(payload.slice(split + 1..));
         }
     }
 }
@@ -611,7 +624,7 @@ impl Shared {
     /// Tells the participant `key` of this node that its line was not sent.
     fn refuse(&self, key: &str) {
         if let Some(member) = self.state().members.get(key) {
-            let _ = member.private.try_send(protocol::error_line(format!(
+            member.tell(protocol::error_line(format!(
                 "message not sent: {UNAVAILABLE}"
             )));
         }
@@ -676,11 +689,14 @@ impl Shared {
 
     /// Ends the session of this node's participant `key`, telling it why.
     fn kick(&self, key: &str) {
-        if let Some(member) = self.state().members.remove(key) {
-            let _ = member.private.try_send(protocol::error_line(
+        if let Some(member) = self.state().members.get_mut(key) {
+            member.tell(protocol::error_line(
                 "disconnected: this server lost the room",
             ));
-            // Dropping the sender ends the subscription after that line.
+            // Dropping the sender ends the subscription after that line;
+            // without a revision, its leaving announces nothing.
+            member.private = None;
+            member.revision = None;
         }
     }
 
@@ -1055,7 +1071,7 @@ impl Room for ClusterRoom {
                 key.clone(),
                 Member {
                     revision: None,
-                    private,
+                    private: Some(private),
                 },
             );
         }

@@ -581,3 +581,33 @@ async fn connect_names_every_address_it_tried() {
         assert!(stderr.contains(addr.as_str()), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_node_given_several_nats_addresses_uses_one_that_answers() {
+    let nats = NatsServer::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let certs = TestCerts::new();
+    let cert = certs.path(chatroom::certs::SERVER_CERT);
+    let key = certs.path(chatroom::certs::SERVER_KEY);
+    let urls = format!("nats://{dead},{}", nats.url());
+    let one = Serve::start(
+        certs.dir.path(),
+        &[
+            "--cert",
+            path(&cert),
+            "--key",
+            path(&key),
+            "--cluster",
+            &urls,
+        ],
+    )
+    .await;
+    let two = node(&certs, &nats, "two").await;
+    let mut alice = join(&certs, &one, "alice").await;
+    let mut bob = join(&certs, &two, "bob").await;
+    alice.expect("bob joined!").await;
+    alice.send("via either").await;
+    bob.expect("alice: via either").await;
+}

@@ -851,15 +851,15 @@ async fn deliver(shared: Arc<Shared>, stream: stream::Stream, mut last: u64) {
                 continue;
             }
             last = seq;
+            // A copy of its own: the payload shares the client's read
+            // buffer, which a line kept in the ring would keep alive whole.
+            let bytes = Bytes::copy_from_slice(&message.payload);
             let state = shared.state();
             if state.closed {
                 return;
             }
             // No receivers is fine: nobody here to tell.
-            let _ = state.lines.send(Line {
-                seq,
-                bytes: message.payload.clone(),
-            });
+            let _ = state.lines.send(Line { seq, bytes });
         }
         if shared.state().closed {
             return;

@@ -56,12 +56,7 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
         (None, false) => Some(tls::client_config(&opts.ca)?),
         (None, true) => None,
     };
-    let tcp = TcpStream::connect(&opts.addr).await.with_context(|| {
-        format!(
-            "cannot connect to {}: is the server running there?",
-            opts.addr
-        )
-    })?;
+    let (tcp, addr) = connect_any(&opts.addr).await?;
     let _ = tcp.set_nodelay(true);
     if opts.plaintext {
         eprintln!(
@@ -73,7 +68,7 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
     let name = opts
         .server_name
         .clone()
-        .unwrap_or_else(|| host_of(&opts.addr).to_owned());
+        .unwrap_or_else(|| host_of(addr).to_owned());
     let server_name = tls::server_name(&name)?;
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(server_name, tcp)
@@ -81,6 +76,31 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
         .map_err(|e| anyhow!(tls::explain_handshake_error(&e, &opts.ca, &name)))?;
     warn_if_expiring(&stream);
     chat(Connection::new(stream, MAX_SERVER_LINE), &opts).await
+}
+
+/// Connects to the first of the comma-separated addresses that answers,
+/// trying them in order (the nodes of one room, say).
+async fn connect_any(addrs: &str) -> Result<(TcpStream, &str)> {
+    let mut tried = Vec::new();
+    for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok((tcp, addr)),
+            Err(e) => {
+                if addrs.contains(',') {
+                    eprintln!("cannot connect to {addr}: {e}; trying the next address");
+                }
+                tried.push(format!("{addr} ({e})"));
+            }
+        }
+    }
+    match tried.as_slice() {
+        [] => bail!("no server address given"),
+        [one] => bail!("cannot connect to {one}: is the server running there?"),
+        all => bail!(
+            "cannot connect to any of {}: are the servers running there?",
+            all.join(", ")
+        ),
+    }
 }
 
 async fn chat<S>(mut conn: Connection<S>, opts: &ConnectOptions) -> Result<()>

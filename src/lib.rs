@@ -5,6 +5,8 @@
 //! Where things live:
 //! * [`protocol`]: framing, nickname rules, line texts (pure, fuzzable);
 //! * [`room`]: who is here and the one order of lines, behind a trait;
+//! * [`backplane`]: the same room shared by several servers through NATS
+//!   JetStream (`serve --cluster`);
 //! * [`session`]: one participant's life (NICK, read, write, limits);
 //! * [`connection`]: a stream as lines in, batched lines out;
 //! * [`server`]: accept loop, admission limits, shutdown;
@@ -22,6 +24,7 @@
 //! * [`bench`]: `bench`, load and correctness measurements of a server.
 
 pub mod access;
+pub mod backplane;
 pub mod bench;
 pub mod certs;
 pub mod client;

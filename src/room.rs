@@ -31,7 +31,14 @@ pub enum JoinError {
     /// The room is closing: the server is shutting down.
     #[error("server is shutting down")]
     Closed,
+    /// A room shared with other servers cannot reach them just now.
+    #[error("{UNAVAILABLE}")]
+    Unavailable,
 }
+
+/// Why a room shared with other servers refuses a join or a line while it
+/// cannot reach them.
+pub const UNAVAILABLE: &str = "the room is unavailable";
 
 /// Why a subscription yielded no line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -98,11 +98,22 @@ impl Server {
     /// everybody and returns once every connection is closed (or the grace
     /// period is over).
     pub async fn run(self, shutdown: impl Future) -> Result<()> {
-        let settings = Arc::new(self.settings);
         let room = Arc::new(LocalRoom::new(
-            settings.max_participants,
-            settings.backlog_lines,
+            self.settings.max_participants,
+            self.settings.backlog_lines,
         ));
+        self.run_with(room, shutdown).await
+    }
+
+    /// Like [`Server::run`], with a room made by the caller (one shared by
+    /// several servers, say). The caller keeps a handle to it, to finish
+    /// what it still has to do once every session has left.
+    pub async fn run_with<R>(self, room: Arc<R>, shutdown: impl Future) -> Result<()>
+    where
+        R: Room,
+        R::Subscription: Sync,
+    {
+        let settings = Arc::new(self.settings);
         let (notify_shutdown, _) = broadcast::channel(1);
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut listener = Listener {
@@ -135,10 +146,10 @@ impl Server {
     }
 }
 
-struct Listener {
+struct Listener<R> {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    room: Arc<LocalRoom>,
+    room: Arc<R>,
     settings: Arc<Settings>,
     /// One permit per open connection, up to the participant limit.
     slots: Arc<Semaphore>,
@@ -149,7 +160,11 @@ struct Listener {
     done_tx: mpsc::Sender<()>,
 }
 
-impl Listener {
+impl<R> Listener<R>
+where
+    R: Room,
+    R::Subscription: Sync,
+{
     async fn accept_loop(&mut self) {
         let mut backoff = Duration::from_millis(10);
         loop {
@@ -286,10 +301,10 @@ async fn refuse_participant<S: tokio::io::AsyncWrite + Unpin>(
 /// it. Not an `async fn`: that would keep room for `stream` in the caller's
 /// task for as long as the session lasts. This way a connection's task stays
 /// small, and idle participants are what a big room is mostly made of.
-fn boxed_session<'a, S>(
+fn boxed_session<'a, S, R: Room>(
     stream: S,
     peer: SocketAddr,
-    room: &'a LocalRoom,
+    room: &'a Arc<R>,
     limits: &'a Limits,
     shutdown: &'a mut Shutdown,
     deadline: Instant,
@@ -300,7 +315,7 @@ where
 {
     let conn = Connection::new(stream, limits.max_line);
     Box::pin(session::run_as(
-        conn, peer, room, limits, shutdown, deadline, admission, entry,
+        conn, peer, &**room, limits, shutdown, deadline, admission, entry,
     ))
 }
 

@@ -51,6 +51,7 @@ async fn real_server_passes_every_check() {
     let server = TestServer::start().await;
     let target = Target {
         addr: server.addr(),
+        more_addrs: Vec::new(),
         tls: Some(TlsTarget {
             config: server.client_tls.clone(),
             server_name: chatroom::tls::server_name("127.0.0.1").expect("name"),
@@ -182,6 +183,7 @@ async fn stub_session(tcp: TcpStream, room: Arc<Mutex<StubRoom>>, fault: Fault) 
 async fn bench_stub(fault: Fault) -> ScenarioResult {
     let target = Target {
         addr: start_stub(fault).await,
+        more_addrs: Vec::new(),
         tls: None,
         server_pid: None,
         spawned: false,

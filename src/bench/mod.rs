@@ -37,7 +37,9 @@ use std::time::Duration;
 #[derive(Args, Debug, Clone)]
 #[command(group(ArgGroup::new("which").required(true).args(["scenario", "all"])))]
 pub struct BenchArgs {
-    /// Server address, host:port (not with --spawn).
+    /// Server address, host:port (not with --spawn); several,
+    /// comma-separated (the nodes of one cluster room), share the clients
+    /// in turn.
     #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"), conflicts_with = "spawn")]
     pub addr: String,
     /// The CA certificate to trust (not with --spawn).
@@ -241,6 +243,9 @@ impl BenchOptions {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// More addresses of the same room (its other nodes): clients are
+    /// spread over `addr` and these in turn.
+    pub more_addrs: Vec<SocketAddr>,
     /// `None`: plaintext.
     pub tls: Option<TlsTarget>,
     /// For CPU time and memory from /proc.
@@ -250,6 +255,14 @@ pub struct Target {
 }
 
 impl Target {
+    /// The address client number `index` connects to.
+    pub fn addr_for(&self, index: usize) -> SocketAddr {
+        match index % (self.more_addrs.len() + 1) {
+            0 => self.addr,
+            n => self.more_addrs[n - 1],
+        }
+    }
+
     pub fn transport(&self) -> &'static str {
         if self.tls.is_some() {
             "tls"
@@ -319,6 +332,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let mut server = spawn::SpawnedServer::start(workdir.path(), args.plaintext).await?;
             let target = Target {
                 addr: server.addr,
+                more_addrs: Vec::new(),
                 tls: tls.clone(),
                 server_pid: Some(server.pid),
                 spawned: true,
@@ -367,18 +381,32 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 }
 
 async fn external_target(args: &BenchArgs) -> Result<Target> {
-    let addr = tokio::net::lookup_host(&args.addr)
-        .await
-        .with_context(|| format!("cannot resolve {}", args.addr))?
-        .next()
-        .ok_or_else(|| anyhow!("{} resolves to no address", args.addr))?;
+    let mut addrs = Vec::new();
+    for one in args
+        .addr
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        let addr = tokio::net::lookup_host(one)
+            .await
+            .with_context(|| format!("cannot resolve {one}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{one} resolves to no address"))?;
+        addrs.push(addr);
+    }
+    if addrs.is_empty() {
+        bail!("--addr: no address given");
+    }
+    let addr = addrs.remove(0);
+    let first = args.addr.split(',').next().unwrap_or_default().trim();
     let tls = if args.plaintext {
         None
     } else {
         let name = args
             .server_name
             .clone()
-            .unwrap_or_else(|| crate::client::host_of(&args.addr).to_owned());
+            .unwrap_or_else(|| crate::client::host_of(first).to_owned());
         Some(TlsTarget {
             config: tls::client_config(&args.ca)?,
             server_name: tls::server_name(&name)?,
@@ -386,6 +414,7 @@ async fn external_target(args: &BenchArgs) -> Result<Target> {
     };
     Ok(Target {
         addr,
+        more_addrs: addrs,
         tls,
         server_pid: args.server_pid,
         spawned: false,

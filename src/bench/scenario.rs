@@ -395,7 +395,7 @@ impl Fleet {
                 }
                 let nick = shared.nicks.nick(next);
                 let (tls, shared, stop_rx) = (tls.clone(), shared.clone(), stop_rx.clone());
-                let (addr, index) = (target.addr, next);
+                let (addr, index) = (target.addr_for(next), next);
                 tasks.spawn(async move {
                     let joined = client::join(addr, tls.as_ref(), &nick, JOIN_TIMEOUT.min(left))
                         .await

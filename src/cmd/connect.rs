@@ -8,14 +8,15 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ConnectArgs {
-    /// Server address, host:port.
+    /// Server address, host:port; several, comma-separated (the nodes of
+    /// one room), are tried in order until one accepts the connection.
     #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"))]
     addr: String,
     /// The CA certificate to trust (and the only one).
     #[arg(long, default_value = "certs/ca.pem")]
     ca: PathBuf,
     /// Name to check the server's certificate against. Default: the host
-    /// part of --addr.
+    /// part of the address connected to.
     #[arg(long)]
     server_name: Option<String>,
     /// Nickname; without it, you are asked.

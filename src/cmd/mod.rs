@@ -57,7 +57,13 @@ pub fn main() -> i32 {
 fn init_logging() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The NATS client logs each reconnection attempt; the cluster room says
+    // once that the link is down and once that it is back.
+    let nats_named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("async_nats"));
+    if !nats_named && let Ok(quieter) = "async_nats=warn".parse() {
+        filter = filter.add_directive(quieter);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

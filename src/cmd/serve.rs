@@ -3,6 +3,7 @@
 //! server until SIGINT or SIGTERM.
 
 use crate::access::{Access, AccessFiles};
+use crate::backplane::{self, ClusterOptions, ClusterRoom};
 use crate::certs::lifecycle::{self, Validity};
 use crate::certs::{self, GenOptions};
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
@@ -69,6 +70,37 @@ pub struct ServeArgs {
     /// again on SIGHUP.
     #[arg(long, value_name = "FILE")]
     deny_file: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// One room across several nodes, through NATS JetStream.
+#[derive(Args, Debug)]
+struct ClusterArgs {
+    /// Share the room with other nodes through this NATS server (with
+    /// JetStream), nats://HOST:PORT; several, comma-separated, for a NATS
+    /// cluster. Without it, the room lives in this process alone.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// The shared room's name: several rooms can use one NATS server.
+    #[arg(
+        long,
+        default_value = "lobby",
+        value_name = "NAME",
+        requires = "cluster"
+    )]
+    cluster_room: String,
+    /// NATS credentials file (JWT and NKey seed), if the NATS server wants one.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    cluster_creds: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the NATS server's TLS certificate; it
+    /// also makes TLS to NATS required.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    cluster_ca: Option<PathBuf>,
+    /// This node's name in the shared room and in its logs. Default: the
+    /// host name and a random suffix.
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    node_name: Option<String>,
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration> {
@@ -141,6 +173,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     settings.access = access;
 
+    let cluster = match &args.cluster.cluster {
+        Some(url) => Some(Arc::new(
+            ClusterRoom::connect(ClusterOptions {
+                url: url.clone(),
+                room: args.cluster.cluster_room.clone(),
+                node_name: args
+                    .cluster
+                    .node_name
+                    .clone()
+                    .unwrap_or_else(backplane::default_node_name),
+                creds: args.cluster.cluster_creds.clone(),
+                ca: args.cluster.cluster_ca.clone(),
+                max_members: settings.max_participants,
+                backlog_lines: settings.backlog_lines,
+                history: 0,
+            })
+            .await?,
+        )),
+        None => None,
+    };
+
     let server = Server::bind(args.addr, settings).await?;
     let addr = server.local_addr()?;
     let mode = if args.plaintext {
@@ -149,7 +202,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "TLS"
     };
     tracing::info!(%addr, mode, "listening");
-    server.run(stop_signal()).await
+    match cluster {
+        None => server.run(stop_signal()).await,
+        Some(room) => {
+            let result = server.run_with(room.clone(), stop_signal()).await;
+            room.finish().await;
+            result
+        }
+    }
 }
 
 /// Raises the open-files limit to its hard limit, and keeps the participant

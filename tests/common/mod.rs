@@ -344,3 +344,95 @@ pub async fn start_mutual_tls(
         .expect("server starts");
     (server, access)
 }
+
+/// A real nats-server with JetStream on a free loopback port and a store of
+/// its own, killed when dropped. Can be stopped and started again on the
+/// same port with the same store.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub store: tempfile::TempDir,
+    /// More nats-server options (TLS, say).
+    extra: Vec<String>,
+}
+
+impl NatsServer {
+    pub async fn start() -> NatsServer {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> NatsServer {
+        let store = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind(loopback())
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut nats = NatsServer {
+            child: None,
+            port,
+            store,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+        };
+        nats.restart().await;
+        nats
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL) and waits until it is gone.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it (again) on the same port and store; returns once it says
+    /// it is ready.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        // Debian installs it in /usr/sbin, which a user's PATH may lack.
+        let sbin = Path::new("/usr/sbin/nats-server");
+        let program = if sbin.exists() {
+            sbin
+        } else {
+            Path::new("nats-server")
+        };
+        let mut child = Command::new(program)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server starts (apt-get install nats-server)");
+        let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let line = log
+                    .next_line()
+                    .await
+                    .expect("read")
+                    .expect("nats-server exited early");
+                if line.contains("Server is ready") {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("nats-server ready in time");
+        // Keep reading, so that its log never fills the pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+        self.child = Some(child);
+    }
+}

@@ -1,0 +1,613 @@
+//! One room across several `serve` nodes through a real nats-server
+//! (JetStream), started by each test on a free loopback port: the lab's dry
+//! run spread over three nodes, one order for everyone, nicknames unique
+//! across nodes, a node killed outright, the broker stopped and restarted,
+//! and `connect` given several addresses.
+
+mod common;
+
+use common::{BIN, Client, NatsServer, Serve, TestCerts, WAIT};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+use tokio::time::Instant;
+
+type TlsClient = Client<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// How long the issue allows for a killed node's participants to be
+/// announced as left and their nicknames freed.
+const TAKEOVER: Duration = Duration::from_secs(20);
+
+/// One `serve --cluster` process named `name`, on the certificates in `certs`.
+async fn node(certs: &TestCerts, nats: &NatsServer, name: &str) -> Serve {
+    node_with(certs, nats, name, &[]).await
+}
+
+async fn node_with(certs: &TestCerts, nats: &NatsServer, name: &str, extra: &[&str]) -> Serve {
+    let cert = certs.path(chatroom::certs::SERVER_CERT);
+    let key = certs.path(chatroom::certs::SERVER_KEY);
+    let mut args = vec![
+        "--cert",
+        path(&cert),
+        "--key",
+        path(&key),
+        "--rate-limit",
+        "off",
+        "--node-name",
+        name,
+    ];
+    let url = nats.url();
+    args.extend(["--cluster", &url]);
+    args.extend(extra);
+    Serve::start(certs.dir.path(), &args).await
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+fn addr(node: &Serve) -> SocketAddr {
+    node.addr.parse().expect("address")
+}
+
+async fn connect(certs: &TestCerts, node: &Serve) -> TlsClient {
+    Client::tls(addr(node), certs.client_tls()).await
+}
+
+async fn join(certs: &TestCerts, node: &Serve, nick: &str) -> TlsClient {
+    let mut client = connect(certs, node).await;
+    client.register(nick).await;
+    client
+}
+
+/// Reads lines until `wanted` arrives, within `within`; returns the lines
+/// before it.
+async fn until(client: &mut TlsClient, wanted: &str, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut before = Vec::new();
+    loop {
+        let line = tokio::time::timeout_at(deadline, client.conn.read_line())
+            .await
+            .unwrap_or_else(|_| panic!("no {wanted:?} within {within:?}; got {before:?}"))
+            .expect("read")
+            .expect("a line, not the end");
+        let line = String::from_utf8(line.to_vec()).expect("UTF-8");
+        if line == wanted {
+            return before;
+        }
+        before.push(line);
+    }
+}
+
+#[tokio::test]
+async fn the_labs_dry_run_over_three_nodes() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (one, two, three) = tokio::join!(
+        node(&certs, &nats, "one"),
+        node(&certs, &nats, "two"),
+        node(&certs, &nats, "three"),
+    );
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+    let mut charlie = join(&certs, &three, "Charlie").await;
+    alice.expect("Charlie joined!").await;
+    bob.expect("Charlie joined!").await;
+
+    alice.send("Hello everyone!").await;
+    for client in [&mut alice, &mut bob, &mut charlie] {
+        client.expect("Alice: Hello everyone!").await;
+    }
+    charlie.close().await;
+    alice.expect("Charlie left!").await;
+    bob.expect("Charlie left!").await;
+
+    // Nothing else was said: after the shutdown notice the transcripts end.
+    // The room goes on on the other nodes, which hear Alice leave.
+    one.signal("TERM").await;
+    assert_eq!(alice.until_closed().await, ["Server is shutting down"]);
+    bob.expect("Alice left!").await;
+    two.signal("TERM").await;
+    assert_eq!(bob.until_closed().await, ["Server is shutting down"]);
+}
+
+#[tokio::test]
+async fn twelve_clients_on_three_nodes_see_one_order() {
+    const CLIENTS: usize = 12;
+    const MESSAGES: usize = 30;
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (a, b, c) = tokio::join!(
+        node(&certs, &nats, "a"),
+        node(&certs, &nats, "b"),
+        node(&certs, &nats, "c"),
+    );
+    let nodes = [&a, &b, &c];
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(join(&certs, nodes[i % 3], &format!("c{i}")).await);
+    }
+    // Everyone at once.
+    let sends = clients
+        .iter_mut()
+        .enumerate()
+        .map(|(i, client)| async move {
+            let burst: String = (0..MESSAGES).map(|m| format!("{i}.{m}\n")).collect();
+            client.send_raw(burst.as_bytes()).await;
+        });
+    futures_util::future::join_all(sends).await;
+
+    let reads = clients.iter_mut().map(|client| async move {
+        let mut messages = Vec::new();
+        while messages.len() < CLIENTS * MESSAGES {
+            let line = client.line().await;
+            if !line.ends_with(" joined!") {
+                messages.push(line);
+            }
+        }
+        messages
+    });
+    let transcripts = futures_util::future::join_all(reads).await;
+    let first = &transcripts[0];
+    for (i, transcript) in transcripts.iter().enumerate() {
+        assert_eq!(transcript, first, "client {i} saw another order");
+    }
+    // Each sender's lines in its order, none missing, none twice.
+    let mut next = [0usize; CLIENTS];
+    for line in first {
+        let (sender, text) = line.split_once(": ").expect("a message line");
+        let i: usize = sender[1..].parse().expect("sender number");
+        assert_eq!(text, format!("{i}.{}", next[i]), "out of order: {line}");
+        next[i] += 1;
+    }
+    assert_eq!(next, [MESSAGES; CLIENTS]);
+}
+
+#[tokio::test]
+async fn a_nickname_is_unique_across_nodes_and_freed_when_its_owner_leaves() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (one, two) = tokio::join!(node(&certs, &nats, "one"), node(&certs, &nats, "two"));
+    let mut alice = join(&certs, &one, "Alice").await;
+    let bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+
+    for (node, name) in [(&two, "Bob"), (&one, "BOB"), (&two, "alice")] {
+        let mut client = connect(&certs, node).await;
+        client.expect("NICK").await;
+        client.send(name).await;
+        client
+            .expect(&format!("ERROR nickname \"{name}\" is taken"))
+            .await;
+    }
+
+    bob.close().await;
+    alice.expect("Bob left!").await;
+    // Free everywhere, in another case too.
+    let bob_again = join(&certs, &one, "bOb").await;
+    alice.expect("bOb joined!").await;
+    bob_again.close().await;
+    alice.expect("bOb left!").await;
+    let _bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+}
+
+#[tokio::test]
+async fn a_killed_node_s_participants_leave_and_the_others_chat_on() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (one, mut two, three) = tokio::join!(
+        node(&certs, &nats, "one"),
+        node(&certs, &nats, "two"),
+        node(&certs, &nats, "three"),
+    );
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    let mut carol = join(&certs, &three, "Carol").await;
+    alice.expect("Bob joined!").await;
+    alice.expect("Carol joined!").await;
+    bob.expect("Carol joined!").await;
+    bob.send("mid-sentence").await;
+    for client in [&mut alice, &mut carol] {
+        client.expect("Bob: mid-sentence").await;
+    }
+
+    two.child.start_kill().expect("kill -9");
+    let killed = Instant::now();
+    // The others keep chatting without a gap.
+    for i in 0..5 {
+        alice.send(&format!("still here {i}")).await;
+        carol.expect(&format!("Alice: still here {i}")).await;
+    }
+    for client in [&mut alice, &mut carol] {
+        let left = TAKEOVER.saturating_sub(killed.elapsed());
+        let before = until(client, "Bob left!", left).await;
+        assert!(
+            before.iter().all(|l| l.starts_with("Alice: still here")),
+            "{before:?}"
+        );
+    }
+    // The name is free at once, and everyone hears the newcomer.
+    let _bob = join(&certs, &three, "Bob").await;
+    alice.expect("Bob joined!").await;
+    carol.expect("Bob joined!").await;
+    assert!(killed.elapsed() < TAKEOVER, "took {:?}", killed.elapsed());
+    // Exactly one node announced it.
+    alice.send("end").await;
+    alice.expect("Alice: end").await;
+    carol.expect("Alice: end").await;
+}
+
+#[tokio::test]
+async fn a_nats_restart_loses_nothing_silently_and_duplicates_nothing() {
+    let mut nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (mut one, mut two) = tokio::join!(node(&certs, &nats, "one"), node(&certs, &nats, "two"));
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+    alice.send("before").await;
+    bob.expect("Alice: before").await;
+    alice.expect("Alice: before").await;
+
+    nats.stop().await;
+    one.wait_for_log("lost the NATS connection").await;
+    two.wait_for_log("lost the NATS connection").await;
+    alice.send("during").await;
+    let refused = "ERROR message not sent: the room is unavailable";
+    alice.expect(refused).await;
+    // A newcomer is told too.
+    let mut newcomer = connect(&certs, &one).await;
+    newcomer.expect("NICK").await;
+    newcomer.send("zed").await;
+    newcomer.expect("ERROR the room is unavailable").await;
+    newcomer.expect("NICK").await;
+
+    nats.restart().await;
+    one.wait_for_log("NATS connection restored").await;
+    two.wait_for_log("NATS connection restored").await;
+    // Sessions survived; lines flow again, to every node.
+    alice.send("after").await;
+    bob.send("me too").await;
+    // Each sees both, in one order, and nothing else: the refused line was
+    // not delivered after all, and nothing came twice.
+    let alice_saw = [alice.line().await, alice.line().await];
+    let bob_saw = [bob.line().await, bob.line().await];
+    assert_eq!(alice_saw, bob_saw);
+    let mut both = alice_saw.to_vec();
+    both.sort();
+    assert_eq!(both, ["Alice: after", "Bob: me too"]);
+    alice.send("last").await;
+    alice.expect("Alice: last").await;
+    bob.expect("Alice: last").await;
+    // The outage is logged once per node, not once per attempt.
+    let log = one.kill_and_log().await;
+    assert_eq!(log.matches("lost the NATS connection").count(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_nats_says_so_and_exits() {
+    let nats = NatsServer::start().await;
+    let port = nats.port;
+    drop(nats);
+    let certs = TestCerts::new();
+    let url = format!("nats://127.0.0.1:{port}");
+    let run = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--cluster", &url])
+        .arg("--cert")
+        .arg(certs.path(chatroom::certs::SERVER_CERT))
+        .arg("--key")
+        .arg(certs.path(chatroom::certs::SERVER_KEY))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach NATS at {url}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[tokio::test]
+async fn connect_tries_the_next_address() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let one = node(&certs, &nats, "one").await;
+    let mut alice = join(&certs, &one, "alice").await;
+    // A port nobody listens on, first.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let addrs = format!("{dead},{}", one.addr);
+    let mut client = Command::new(BIN)
+        .args(["connect", "--addr", &addrs, "--nick", "bob", "--ca"])
+        .arg(certs.ca())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("connect starts");
+    let mut stdout = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    for expected in ["bob joined!", "Connected to server!"] {
+        let line = tokio::time::timeout(WAIT, stdout.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("a line");
+        assert_eq!(line, expected);
+    }
+    alice.expect("bob joined!").await;
+    let stdin = client.stdin.as_mut().expect("stdin");
+    stdin.write_all(b"hi\n").await.expect("write");
+    stdin.flush().await.expect("flush");
+    alice.expect("bob: hi").await;
+}
+
+#[tokio::test]
+async fn the_link_to_nats_can_be_tls_with_a_pinned_ca() {
+    // The NATS server presents a certificate from gen-certs (for
+    // 127.0.0.1); the nodes trust that CA alone.
+    let nats_certs = TestCerts::new();
+    let cert = nats_certs.path(chatroom::certs::SERVER_CERT);
+    let key = nats_certs.path(chatroom::certs::SERVER_KEY);
+    let nats =
+        NatsServer::start_with(&["--tls", "--tlscert", path(&cert), "--tlskey", path(&key)]).await;
+    let certs = TestCerts::new();
+    let ca = nats_certs.ca();
+    let with_ca = ["--cluster-ca", path(&ca)];
+    let (one, two) = tokio::join!(
+        node_with(&certs, &nats, "one", &with_ca),
+        node_with(&certs, &nats, "two", &with_ca),
+    );
+    let mut alice = join(&certs, &one, "alice").await;
+    let mut bob = join(&certs, &two, "bob").await;
+    alice.expect("bob joined!").await;
+    bob.send("over TLS").await;
+    alice.expect("bob: over TLS").await;
+
+    // Another CA: the node refuses the NATS server and exits non-zero.
+    let other = TestCerts::new();
+    let run = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--cluster", &nats.url()])
+        .arg("--cluster-ca")
+        .arg(other.ca())
+        .arg("--cert")
+        .arg(certs.path(chatroom::certs::SERVER_CERT))
+        .arg("--key")
+        .arg(certs.path(chatroom::certs::SERVER_KEY))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach NATS"), "{stderr}");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+}
+
+/// A TCP relay to NATS that can be cut and restored: one node's link fails
+/// while the others' stays up.
+struct Relay {
+    addr: SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn to(nats: &NatsServer) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let upstream: SocketAddr = ([127, 0, 0, 1], nats.port).into();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let accept = tokio::spawn({
+            let (open, links) = (open.clone(), links.clone());
+            async move {
+                while let Ok((mut down, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue; // dropped: closed at once
+                    }
+                    links.lock().expect("lock").spawn(async move {
+                        if let Ok(mut up) = TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                        }
+                    });
+                }
+            }
+        });
+        Relay {
+            addr,
+            open,
+            links,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.links.lock().expect("lock").abort_all();
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_nats_for_long_has_its_participants_leave_once() {
+    let nats = NatsServer::start().await;
+    let relay = Relay::to(&nats).await;
+    let certs = TestCerts::new();
+    let one = node(&certs, &nats, "one").await;
+    let cert = certs.path(chatroom::certs::SERVER_CERT);
+    let key = certs.path(chatroom::certs::SERVER_KEY);
+    let relay_url = relay.url();
+    let mut two = Serve::start(
+        certs.dir.path(),
+        &[
+            "--cert",
+            path(&cert),
+            "--key",
+            path(&key),
+            "--cluster",
+            &relay_url,
+            "--node-name",
+            "two",
+        ],
+    )
+    .await;
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+
+    relay.cut();
+    two.wait_for_log("lost the NATS connection").await;
+    bob.send("anyone?").await;
+    bob.expect("ERROR message not sent: the room is unavailable")
+        .await;
+    // The other node gives Bob up, and his name can be taken.
+    assert_eq!(
+        until(&mut alice, "Bob left!", TAKEOVER).await,
+        Vec::<String>::new()
+    );
+    let _new_bob = join(&certs, &one, "bob").await;
+    alice.expect("bob joined!").await;
+
+    // Back on NATS, the node ends Bob's session rather than let two
+    // participants answer to one name. Before that, Bob may see what the
+    // room saw meanwhile, in its order.
+    relay.restore();
+    two.wait_for_log("NATS connection restored").await;
+    let mut transcript = bob.until_closed().await;
+    assert_eq!(
+        transcript.pop().as_deref(),
+        Some("ERROR disconnected: this server lost the room")
+    );
+    assert!(
+        ["Bob left!", "bob joined!"]
+            .starts_with(&transcript.iter().map(String::as_str).collect::<Vec<_>>()),
+        "{transcript:?}"
+    );
+    alice.send("end").await;
+    alice.expect("Alice: end").await;
+}
+
+#[tokio::test]
+async fn two_live_nodes_cannot_share_a_name() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let _first = node(&certs, &nats, "twin").await;
+    let run = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--cluster", &nats.url()])
+        .args(["--node-name", "twin", "--cert"])
+        .arg(certs.path(chatroom::certs::SERVER_CERT))
+        .arg("--key")
+        .arg(certs.path(chatroom::certs::SERVER_KEY))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("a node named \"twin\" is already in room \"lobby\""),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn connect_names_every_address_it_tried() {
+    let certs = TestCerts::new();
+    let dead: Vec<String> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .to_string()
+        })
+        .collect();
+    let run = Command::new(BIN)
+        .args(["connect", "--addr", &dead.join(","), "--nick", "x", "--ca"])
+        .arg(certs.ca())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot connect to any of"), "{stderr}");
+    for addr in &dead {
+        assert!(stderr.contains(addr.as_str()), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_node_given_several_nats_addresses_uses_one_that_answers() {
+    let nats = NatsServer::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let certs = TestCerts::new();
+    let cert = certs.path(chatroom::certs::SERVER_CERT);
+    let key = certs.path(chatroom::certs::SERVER_KEY);
+    let urls = format!("nats://{dead},{}", nats.url());
+    let one = Serve::start(
+        certs.dir.path(),
+        &[
+            "--cert",
+            path(&cert),
+            "--key",
+            path(&key),
+            "--cluster",
+            &urls,
+        ],
+    )
+    .await;
+    let two = node(&certs, &nats, "two").await;
+    let mut alice = join(&certs, &one, "alice").await;
+    let mut bob = join(&certs, &two, "bob").await;
+    alice.expect("bob joined!").await;
+    alice.send("via either").await;
+    bob.expect("alice: via either").await;
+}

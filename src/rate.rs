@@ -84,11 +84,21 @@ impl TokenBucket {
         if self.tokens >= 1.0 {
             None
         } else {
-            Some(Duration::from_secs_f64(
-                (1.0 - self.tokens) / self.limit.per_second,
-            ))
+            Some(wait_for((1.0 - self.tokens) / self.limit.per_second))
         }
     }
+}
+
+/// The longest wait a bucket ever asks for: a day. Longer would mean a rate
+/// no setting allows, and an unbounded one would overflow the clock.
+pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
+/// `seconds` as a wait, within [`MAX_WAIT`] whatever the arithmetic gave
+/// (a NaN or an infinity included).
+fn wait_for(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds)
+        .unwrap_or(MAX_WAIT)
+        .min(MAX_WAIT)
 }
 
 #[cfg(test)]
@@ -113,6 +123,21 @@ mod tests {
         // After that wait one more message passes, and then waits again.
         let later = start + wait;
         assert!(bucket.spend(later).is_some());
+    }
+
+    #[test]
+    fn a_vanishing_rate_waits_long_but_never_overflows() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(
+            RateLimit {
+                per_second: 1e-300,
+                burst: 1,
+            },
+            start,
+        );
+        let wait = bucket.spend(start).expect("must wait");
+        assert_eq!(wait, MAX_WAIT);
+        assert!(start.checked_add(wait).is_some());
     }
 
     #[test]

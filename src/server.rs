@@ -165,7 +165,7 @@ impl Listener {
     }
 
     fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
-        let deadline = Instant::now() + self.settings.limits.handshake_timeout;
+        let deadline = deadline_after(self.settings.limits.handshake_timeout);
         // We batch lines ourselves; Nagle would only add delay.
         let _ = tcp.set_nodelay(true);
         let exempt = self.settings.loopback_exempt && peer.ip().is_loopback();
@@ -319,6 +319,15 @@ impl Drop for IpSlot {
             }
         }
     }
+}
+
+/// `timeout` from now; a timeout too long for the clock means no deadline
+/// worth keeping, so a year stands in for it.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// A server running in the background of this process: for tests, and for

@@ -296,7 +296,9 @@ where
                     if let Some(reply) = handle_line(&line, nick, room) {
                         conn.queue(reply);
                     } else if let Some(bucket) = bucket.as_mut() {
-                        paused_until = bucket.spend(last_heard).map(|wait| last_heard + wait);
+                        paused_until = bucket
+                            .spend(last_heard)
+                            .map(|wait| last_heard.checked_add(wait).unwrap_or(last_heard));
                     }
                     handled += 1;
                     if paused_until.is_some() || handled == LINES_PER_TURN {

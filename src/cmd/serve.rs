@@ -2,6 +2,7 @@
 //! certificates on a first start, raises the open-files limit, and runs the
 //! server until SIGINT or SIGTERM.
 
+use super::bounds;
 use crate::certs::{self, GenOptions};
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
 use crate::rate::RateLimit;
@@ -29,33 +30,33 @@ pub struct ServeArgs {
     /// teaching (compare the two in Wireshark), never for real use.
     #[arg(long)]
     plaintext: bool,
-    /// Longest line a client may send, in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_LINE, value_name = "BYTES")]
+    /// Longest line a client may send, in bytes (16 to 1048576).
+    #[arg(long, default_value_t = DEFAULT_MAX_LINE, value_name = "BYTES", value_parser = bounds::max_line)]
     max_line: usize,
-    /// Seconds a new connection has for the TLS handshake and its nickname.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    handshake_timeout: f64,
-    /// Most participants at once (capped by the open-files limit).
-    #[arg(long, default_value_t = 50_000)]
+    /// Seconds a new connection has for the TLS handshake and its nickname
+    /// (0.1 to 3600).
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = bounds::handshake_timeout)]
+    handshake_timeout: Duration,
+    /// Most participants at once (1 to 1000000; capped by the open-files
+    /// limit).
+    #[arg(long, default_value_t = 50_000, value_parser = bounds::max_participants)]
     max_participants: usize,
-    /// Most connections at once from one IP address (loopback is exempt).
-    #[arg(long, default_value_t = 16)]
+    /// Most connections at once from one IP address (1 to 1000000; loopback
+    /// is exempt).
+    #[arg(long, default_value_t = 16, value_parser = bounds::max_per_ip)]
     max_per_ip: usize,
-    /// Messages per second per participant, as RATE or RATE/BURST, or `off`.
-    #[arg(long, default_value = "10/20", value_name = "RATE[/BURST]|off")]
-    rate_limit: String,
-    /// Disconnect a participant silent for this many seconds (0: never).
-    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
-    idle_timeout: f64,
+    /// Messages per second per participant, as RATE or RATE/BURST, or `off`
+    /// (RATE 0.01 to 1000000, BURST 1 to 10000000).
+    #[arg(long, default_value = "10/20", value_name = "RATE[/BURST]|off", value_parser = bounds::rate_limit)]
+    rate_limit: bounds::OrOff<RateLimit>,
+    /// Disconnect a participant silent for this many seconds (0: never;
+    /// at most 2592000, 30 days).
+    #[arg(long, default_value = "0", value_name = "SECONDS", value_parser = bounds::idle_timeout)]
+    idle_timeout: bounds::OrOff<Duration>,
     /// How many lines a participant may fall behind the room before it is
-    /// disconnected as too slow.
-    #[arg(long, default_value_t = 4096, value_name = "LINES")]
+    /// disconnected as too slow (1 to 1048576).
+    #[arg(long, default_value_t = 4096, value_name = "LINES", value_parser = bounds::backlog)]
     backlog: usize,
-}
-
-fn seconds(value: f64, what: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .with_context(|| format!("{what}: {value} is not a valid number of seconds"))
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -94,18 +95,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     let mut settings = Settings::new(tls);
     settings.limits.max_line = args.max_line;
-    settings.limits.handshake_timeout = seconds(args.handshake_timeout, "--handshake-timeout")?;
-    settings.limits.idle_timeout = match seconds(args.idle_timeout, "--idle-timeout")? {
-        d if d.is_zero() => None,
-        d => Some(d),
-    };
-    settings.limits.rate = match args.rate_limit.as_str() {
-        "off" => None,
-        spec => Some(
-            spec.parse::<RateLimit>()
-                .map_err(|e| anyhow::anyhow!("--rate-limit {e}"))?,
-        ),
-    };
+    settings.limits.handshake_timeout = args.handshake_timeout;
+    settings.limits.idle_timeout = args.idle_timeout;
+    settings.limits.rate = args.rate_limit;
     settings.max_per_ip = args.max_per_ip;
     settings.backlog_lines = args.backlog;
     settings.max_participants = cap_to_open_files(args.max_participants);

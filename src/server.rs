@@ -117,8 +117,9 @@ impl Server {
         }
         let Listener { done_tx, .. } = listener;
         room.close(protocol::control_line(protocol::SHUTTING_DOWN));
-        // Sessions hold receivers; sending wakes all of them.
-        let _ = notify_shutdown.send(());
+        // Sessions hold receivers; sending wakes all of them, and tells them
+        // until when they may go on writing their last lines.
+        let _ = notify_shutdown.send(deadline_after(settings.shutdown_grace));
         drop(done_tx);
         if tokio::time::timeout(settings.shutdown_grace, done_rx.recv())
             .await
@@ -139,7 +140,7 @@ struct Listener {
     slots: Arc<Semaphore>,
     refusals: Arc<Semaphore>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    notify_shutdown: broadcast::Sender<()>,
+    notify_shutdown: broadcast::Sender<Instant>,
     /// Cloned into every connection task; the server waits until all are gone.
     done_tx: mpsc::Sender<()>,
 }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 
 /// The per-connection limits a session enforces.
 #[derive(Debug, Clone)]
@@ -225,7 +225,7 @@ where
     }
     conn.queue(protocol::control_line(protocol::CONNECTED));
     if let Err(end) = flush(conn, &subscription, shutdown).await {
-        return end;
+        return after_flush(end, conn, None, &mut subscription, shutdown.deadline()).await;
     }
 
     let mut bucket = limits
@@ -252,7 +252,8 @@ where
     loop {
         tokio::select! {
             _ = shutdown.recv() => {
-                return drain_for_shutdown(conn, carried.take(), &mut subscription).await;
+                let deadline = shutdown.deadline();
+                return drain_for_shutdown(conn, carried.take(), &mut subscription, deadline).await;
             }
             received = next_room_line(&mut carried, &mut subscription) => {
                 let first = match received {
@@ -276,7 +277,7 @@ where
                     }
                 }
                 if let Err(end) = flush(conn, &subscription, shutdown).await {
-                    return end;
+                    return after_flush(end, conn, carried.take(), &mut subscription, shutdown.deadline()).await;
                 }
             }
             read = conn.read_line(), if paused_until.is_none() && carried.is_none() => {
@@ -312,7 +313,7 @@ where
                 if conn.queued() > 0
                     && let Err(end) = flush(conn, &subscription, shutdown).await
                 {
-                    return end;
+                    return after_flush(end, conn, carried.take(), &mut subscription, shutdown.deadline()).await;
                 }
             }
             _ = sleep_until_some(paused_until), if paused_until.is_some() => {
@@ -396,11 +397,34 @@ async fn next_room_line<Sub: Subscription>(
     }
 }
 
-/// On shutdown: everything the room said up to its farewell line goes out.
+/// After a flush that did not finish: a stop signal that came while the
+/// peer was slow to take its lines does not lose them (the queue is still
+/// there: flushing is cancel-safe), it turns into the shutdown drain.
+async fn after_flush<S, Sub>(
+    end: End,
+    conn: &mut Connection<S>,
+    carried: Option<Bytes>,
+    subscription: &mut Sub,
+    deadline: Option<Instant>,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    Sub: Subscription,
+{
+    match end {
+        End::Shutdown => drain_for_shutdown(conn, carried, subscription, deadline).await,
+        end => end,
+    }
+}
+
+/// On shutdown: everything the room said up to its farewell line goes out,
+/// for as long as the grace period lasts (`deadline`; without one, for
+/// [`LAST_WORDS`]).
 async fn drain_for_shutdown<S, Sub>(
     conn: &mut Connection<S>,
     carried: Option<Bytes>,
     subscription: &mut Sub,
+    deadline: Option<Instant>,
 ) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -412,12 +436,16 @@ where
     while let Ok(Some(line)) = subscription.try_recv() {
         conn.queue(line);
     }
-    if let Err(e) = timeout(LAST_WORDS, conn.flush()).await.unwrap_or_else(|_| {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "peer did not take the last lines",
-        ))
-    }) {
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + LAST_WORDS);
+    if let Err(e) = timeout_at(deadline, conn.flush())
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer did not take the last lines",
+            ))
+        })
+    {
         return End::Io(e);
     }
     End::Shutdown

@@ -9,9 +9,11 @@
 //! ring holds is disconnected with `ERROR disconnected: too slow` instead of
 //! skipping lines.
 
+use crate::admission::Admission;
 use crate::connection::{BATCH_BYTES, Connection, ReadError};
+use crate::per_address::{Pace, SourceHandle};
 use crate::protocol::{self, FrameError, Input, MAX_NICK_ATTEMPTS, NickError};
-use crate::rate::{RateLimit, TokenBucket};
+use crate::rate::RateLimit;
 use crate::room::{JoinError, RecvError, Room, Subscription};
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
@@ -27,7 +29,9 @@ pub struct Limits {
     pub max_line: usize,
     /// Time from accept to a registered nickname (TLS handshake included).
     pub handshake_timeout: Duration,
-    /// Message rate per participant; `None` for no limit.
+    /// Message rate per participant, or per address for an address that
+    /// is not exempt (see [`per_address`](crate::per_address)); `None` for
+    /// no limit.
     pub rate: Option<RateLimit>,
     /// Disconnect a participant that sent nothing for this long.
     pub idle_timeout: Option<Duration>,
@@ -104,23 +108,25 @@ impl From<ReadError> for End {
 /// Runs one participant's session over an established transport. `deadline`
 /// is when the nickname must be settled (the handshake timeout, counted
 /// from accept). `admission` is what the server counted this connection
-/// against (its limits); it is given back as the participant leaves, before
-/// the others hear `left!`, so whoever hears it can take the place at once
-/// rather than while this connection is still saying goodbye.
-pub async fn run<S, R, A>(
+/// against (its limits); its participant place is given back as the
+/// participant leaves, before the others hear `left!`, so whoever hears it
+/// can take the place at once rather than while this connection is still
+/// saying goodbye; the rest (its socket, its address's count) only once the
+/// connection is closed.
+pub async fn run<S, R>(
     mut conn: Connection<S>,
     peer: SocketAddr,
     room: &R,
     limits: &Limits,
     shutdown: &mut Shutdown,
     deadline: Instant,
-    admission: A,
+    mut admission: Admission,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Room,
 {
     let registered = tokio::select! {
-        result = tokio::time::timeout_at(deadline, register(&mut conn, room)) => result,
+        result = tokio::time::timeout_at(deadline, register(&mut conn, room, admission.source())) => result,
         _ = shutdown.recv() => return close(&mut conn).await,
     };
     let (nick, subscription) = match registered {
@@ -145,8 +151,18 @@ pub async fn run<S, R, A>(
     tracing::info!(%peer, %nick, "joined");
     // Leave the room however this session ends, panics included.
     let membership = Membership { room, nick: &nick };
-    let end = chat(&mut conn, &nick, subscription, room, limits, shutdown).await;
-    drop(admission);
+    let source = admission.source();
+    let end = chat(
+        &mut conn,
+        &nick,
+        subscription,
+        room,
+        limits,
+        shutdown,
+        source,
+    )
+    .await;
+    admission.release_place();
     drop(membership);
     tracing::info!(%peer, %nick, "left: {}", end.describe());
     match end {
@@ -171,10 +187,12 @@ impl<R: Room> Drop for Membership<'_, R> {
 }
 
 /// The NICK exchange: asks until a nickname is accepted, at most
-/// [`MAX_NICK_ATTEMPTS`] times.
+/// [`MAX_NICK_ATTEMPTS`] times. A join from a counted address also needs
+/// that address's allowance (see [`SourceHandle::try_join`]).
 async fn register<S, R>(
     conn: &mut Connection<S>,
     room: &R,
+    source: Option<&SourceHandle>,
 ) -> Result<(String, R::Subscription), End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -188,10 +206,26 @@ where
             Err(_) => JoinError::Nick(NickError::BadChar),
             Ok(candidate) => match protocol::validate_nickname(candidate) {
                 Err(e) => JoinError::Nick(e),
-                Ok(nick) => match room.join(nick).await {
-                    Ok(subscription) => return Ok((nick.to_owned(), subscription)),
-                    Err(e) => e,
-                },
+                Ok(nick) => {
+                    if let Some(source) = source
+                        && let Err(wait) = source.try_join(Instant::now())
+                    {
+                        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                        conn.queue(protocol::error_line(format!(
+                            "too many joins from your address: try again in {seconds} s"
+                        )));
+                        break;
+                    }
+                    match room.join(nick).await {
+                        Ok(subscription) => return Ok((nick.to_owned(), subscription)),
+                        Err(e) => {
+                            if let Some(source) = source {
+                                source.undo_join(Instant::now());
+                            }
+                            e
+                        }
+                    }
+                }
             },
         };
         conn.queue(protocol::error_line(&refusal));
@@ -212,6 +246,7 @@ async fn chat<S, R>(
     room: &R,
     limits: &Limits,
     shutdown: &mut Shutdown,
+    source: Option<&SourceHandle>,
 ) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -228,11 +263,10 @@ where
         return after_flush(end, conn, None, &mut subscription, shutdown.deadline()).await;
     }
 
-    let mut bucket = limits
-        .rate
-        .map(|rate| TokenBucket::new(rate, Instant::now()));
+    let now = Instant::now();
+    let mut pace = Pace::new(limits.rate, source, now);
     // While set, the peer is over its rate and its socket is not read.
-    let mut paused_until: Option<Instant> = None;
+    let mut paused_until: Option<Instant> = pace.start(now).map(|wait| later(now, wait));
     let mut last_heard = Instant::now();
     // Counts from the peer's last line, not from a turn of the loop: the
     // room's lines must not keep a silent participant alive.
@@ -296,10 +330,8 @@ where
                 while let Some(line) = next.take() {
                     if let Some(reply) = handle_line(&line, nick, room) {
                         conn.queue(reply);
-                    } else if let Some(bucket) = bucket.as_mut() {
-                        paused_until = bucket
-                            .spend(last_heard)
-                            .map(|wait| last_heard.checked_add(wait).unwrap_or(last_heard));
+                    } else {
+                        paused_until = pace.spend(last_heard).map(|wait| later(last_heard, wait));
                     }
                     handled += 1;
                     if paused_until.is_some() || handled == LINES_PER_TURN {
@@ -317,13 +349,21 @@ where
                 }
             }
             _ = sleep_until_some(paused_until), if paused_until.is_some() => {
-                paused_until = None;
+                let now = Instant::now();
+                paused_until = pace.resume(now).map(|wait| later(now, wait));
             }
             _ = sleep_until_some(idle_deadline), if idle_deadline.is_some() => {
                 return End::Idle;
             }
         }
     }
+}
+
+/// `wait` after `now`; a wait too long for the clock is capped at a day
+/// (longer than any rate allows).
+fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait.min(crate::rate::MAX_WAIT))
+        .unwrap_or(now)
 }
 
 /// Sleeps until `deadline`, or forever if there is none. Lazy: `select!`

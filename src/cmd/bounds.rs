@@ -28,6 +28,10 @@ pub const MAX_PARTICIPANTS: RangeInclusive<usize> = 1..=1_000_000;
 pub const MAX_PER_IP: RangeInclusive<usize> = 1..=1_000_000;
 /// `--backlog`, lines.
 pub const BACKLOG: RangeInclusive<usize> = 1..=1_048_576;
+/// `--joins-per-minute`.
+pub const JOINS_PER_MINUTE: RangeInclusive<u32> = 1..=100_000;
+/// `--connects-per-minute`.
+pub const CONNECTS_PER_MINUTE: RangeInclusive<u32> = 1..=1_000_000;
 /// `--rate-limit`'s rate, messages per second.
 pub const RATE: RangeInclusive<f64> = 0.01..=1_000_000.0;
 /// `--rate-limit`'s burst, messages.
@@ -90,6 +94,14 @@ pub fn backlog(s: &str) -> Result<usize, String> {
     whole(s, &BACKLOG)
 }
 
+pub fn joins_per_minute(s: &str) -> Result<u32, String> {
+    whole(s, &JOINS_PER_MINUTE)
+}
+
+pub fn connects_per_minute(s: &str) -> Result<u32, String> {
+    whole(s, &CONNECTS_PER_MINUTE)
+}
+
 /// `off` (`None`), `RATE` or `RATE/BURST`, each within its range.
 pub fn rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
     if s.trim() == "off" {
@@ -133,5 +145,7 @@ mod tests {
         );
         assert!(rate_limit("10/0").is_err());
         assert!(rate_limit("10/20000000").is_err());
+        assert_eq!(joins_per_minute("10"), Ok(10));
+        assert!(connects_per_minute("0").is_err());
     }
 }

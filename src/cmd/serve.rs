@@ -3,13 +3,16 @@
 //! server until SIGINT or SIGTERM.
 
 use super::bounds;
+use crate::admission;
 use crate::certs::{self, GenOptions};
+use crate::per_address;
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
 use crate::rate::RateLimit;
 use crate::server::{Server, Settings};
 use crate::tls::ServerCertificate;
 use anyhow::{Context, Result};
 use clap::Args;
+use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,12 +44,29 @@ pub struct ServeArgs {
     /// limit).
     #[arg(long, default_value_t = 50_000, value_parser = bounds::max_participants)]
     max_participants: usize,
-    /// Most connections at once from one IP address (1 to 1000000; loopback
-    /// is exempt).
+    /// Most connections at once from one address, an IPv4 address or an
+    /// IPv6 /64 (1 to 1000000; --exempt addresses have no such limit).
     #[arg(long, default_value_t = 16, value_parser = bounds::max_per_ip)]
     max_per_ip: usize,
-    /// Messages per second per participant, as RATE or RATE/BURST, or `off`
-    /// (RATE 0.01 to 1000000, BURST 1 to 10000000).
+    /// Connection attempts per minute from one address (1 to 1000000);
+    /// beyond it an attempt is closed before the TLS handshake.
+    #[arg(long, default_value_t = 60, value_name = "N", value_parser = bounds::connects_per_minute)]
+    connects_per_minute: u32,
+    /// Joins (connections that reach the room) per minute from one address
+    /// (1 to 100000).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = bounds::joins_per_minute)]
+    joins_per_minute: u32,
+    /// An address or network (CIDR) with no per-address limits: each of its
+    /// participants gets its own --rate-limit, and --max-per-ip,
+    /// --connects-per-minute and --joins-per-minute do not apply.
+    /// Repeatable; `none` for no exemptions (behind ssh -L, stunnel or a
+    /// local proxy, where every client arrives from loopback).
+    #[arg(long, value_name = "CIDR|none", default_values = ["127.0.0.0/8", "::1/128"], value_parser = per_address::parse_exempt)]
+    exempt: Vec<Option<IpNet>>,
+    /// Messages per second per address, all its participants together,
+    /// joins and leaves counting as one message each (per participant, and
+    /// only messages, for --exempt addresses), as RATE or RATE/BURST, or
+    /// `off` (RATE 0.01 to 1000000, BURST 1 to 10000000).
     #[arg(long, default_value = "10/20", value_name = "RATE[/BURST]|off", value_parser = bounds::rate_limit)]
     rate_limit: bounds::OrOff<RateLimit>,
     /// Disconnect a participant silent for this many seconds (0: never;
@@ -99,8 +119,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     settings.limits.idle_timeout = args.idle_timeout;
     settings.limits.rate = args.rate_limit;
     settings.max_per_ip = args.max_per_ip;
+    settings.connects_per_minute = args.connects_per_minute;
+    settings.joins_per_minute = args.joins_per_minute;
+    settings.exempt = exemptions(&args.exempt)?;
     settings.backlog_lines = args.backlog;
-    settings.max_participants = cap_to_open_files(args.max_participants);
+    let (participants, sockets) = cap_to_open_files(args.max_participants);
+    settings.max_participants = participants;
+    settings.max_sockets = sockets;
 
     let server = Server::bind(args.addr, settings).await?;
     let addr = server.local_addr()?;
@@ -113,27 +138,36 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     server.run(stop_signal()).await
 }
 
-/// Raises the open-files limit to its hard limit, and keeps the participant
-/// limit within it (each participant is one file descriptor).
-fn cap_to_open_files(max_participants: usize) -> usize {
-    const RESERVED_FDS: u64 = 64;
+/// `--exempt`'s values as a list: `none` alone means no exemptions.
+fn exemptions(values: &[Option<IpNet>]) -> Result<Vec<IpNet>> {
+    let nets: Vec<IpNet> = values.iter().flatten().copied().collect();
+    if !nets.is_empty() && nets.len() != values.len() {
+        anyhow::bail!("--exempt none cannot be combined with addresses");
+    }
+    Ok(nets)
+}
+
+/// Raises the open-files limit to its hard limit, and keeps the sockets
+/// (participants, refusals in progress, connections still closing) within
+/// it, with a reserve in proportion to it (see [`admission::socket_budget`]).
+/// Returns the participant limit and the socket limit.
+fn cap_to_open_files(max_participants: usize) -> (usize, Option<usize>) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
-            tracing::info!(open_files = limit, "open-files limit");
-            let room = limit.saturating_sub(RESERVED_FDS) as usize;
+            let sockets = admission::socket_budget(limit);
+            let room = admission::participants_within(sockets);
+            tracing::info!(open_files = limit, sockets, "open-files limit");
             if max_participants > room {
                 tracing::warn!(
                     "--max-participants {max_participants} exceeds what the open-files limit \
                      ({limit}) allows: using {room}"
                 );
-                room
-            } else {
-                max_participants
             }
+            (max_participants.min(room), Some(sockets))
         }
         Err(e) => {
             tracing::warn!("cannot read or raise the open-files limit: {e}");
-            max_participants
+            (max_participants, None)
         }
     }
 }

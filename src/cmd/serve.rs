@@ -163,7 +163,10 @@ fn cap_to_open_files(max_participants: usize) -> (usize, Option<usize>) {
                      ({limit}) allows: using {room}"
                 );
             }
-            (max_participants.min(room), Some(sockets))
+            let participants = max_participants.min(room);
+            let sockets =
+                sockets.min(participants.saturating_add(admission::MAX_REFUSALS_IN_FLIGHT));
+            (participants, Some(sockets))
         }
         Err(e) => {
             tracing::warn!("cannot read or raise the open-files limit: {e}");

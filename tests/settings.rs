@@ -35,7 +35,7 @@ async fn serve_with(args: &[&str]) -> (bool, String) {
 
 #[tokio::test]
 async fn settings_out_of_range_are_refused_at_start_with_their_range() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--handshake-timeout", "1e19"], "0.1 to 3600"),
         (&["--handshake-timeout", "0"], "0.1 to 3600"),
         (&["--rate-limit", "1e-300"], "0.01 to 1000000"),
@@ -43,6 +43,12 @@ async fn settings_out_of_range_are_refused_at_start_with_their_range() {
         (&["--max-line", "0"], "16 to 1048576"),
         (&["--max-participants", "0"], "1 to 1000000"),
         (&["--backlog", "0"], "1 to 1048576"),
+        (&["--joins-per-minute", "0"], "1 to 100000"),
+        (&["--exempt", "bogus"], "a network like 10.0.0.0/8, or none"),
+        (
+            &["--exempt", "none", "--exempt", "10.0.0.0/8"],
+            "none cannot be combined",
+        ),
     ];
     for (args, range) in cases {
         let (ok, stderr) = serve_with(args).await;

@@ -80,6 +80,8 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
+    // Checked before anything is written (certificates on a first start).
+    let exempt = exemptions(&args.exempt)?;
     let tls = if args.plaintext {
         tracing::warn!(
             "PLAINTEXT MODE: no TLS. Every nickname and message can be read and changed by \
@@ -121,7 +123,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     settings.max_per_ip = args.max_per_ip;
     settings.connects_per_minute = args.connects_per_minute;
     settings.joins_per_minute = args.joins_per_minute;
-    settings.exempt = exemptions(&args.exempt)?;
+    settings.exempt = exempt;
     settings.backlog_lines = args.backlog;
     let (participants, sockets) = cap_to_open_files(args.max_participants);
     settings.max_participants = participants;

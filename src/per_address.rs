@@ -293,6 +293,13 @@ impl SourceHandle {
         }
     }
 
+    /// Gives back a message token taken and not used.
+    fn give_back_message(&self, now: Instant) {
+        if let Some(messages) = lock(&self.source).messages.as_mut() {
+            messages.give_back(1.0, now);
+        }
+    }
+
     /// Takes one message token from the address's bucket if there is one
     /// now; `Err` with how long until there is.
     pub fn try_message(&self, now: Instant) -> Result<(), Duration> {
@@ -316,18 +323,26 @@ impl Drop for SourceHandle {
 /// With the shared bucket, a session holds a token before it reads a line
 /// (taken when it starts, and again after each message), so that however
 /// many connections an address has, the lines they put on the room never
-/// exceed what the one bucket allows.
+/// exceed what the one bucket allows. A token still held when the session
+/// ends goes back to the bucket.
 #[derive(Debug)]
 pub enum Pace<'a> {
     Off,
     Own(TokenBucket),
-    Shared(&'a SourceHandle),
+    Shared {
+        source: &'a SourceHandle,
+        /// Whether this session holds the token for its next line.
+        holding: bool,
+    },
 }
 
 impl<'a> Pace<'a> {
     pub fn new(rate: Option<RateLimit>, source: Option<&'a SourceHandle>, now: Instant) -> Self {
         match (source, rate) {
-            (Some(source), Some(_)) => Pace::Shared(source),
+            (Some(source), Some(_)) => Pace::Shared {
+                source,
+                holding: false,
+            },
             (None, Some(rate)) => Pace::Own(TokenBucket::new(rate, now)),
             (_, None) => Pace::Off,
         }
@@ -343,7 +358,11 @@ impl<'a> Pace<'a> {
         match self {
             Pace::Off => None,
             Pace::Own(bucket) => bucket.spend(now),
-            Pace::Shared(source) => source.try_message(now).err(),
+            Pace::Shared { holding, .. } => {
+                // The message used the token held for it.
+                *holding = false;
+                self.resume(now)
+            }
         }
     }
 
@@ -352,7 +371,26 @@ impl<'a> Pace<'a> {
     pub fn resume(&mut self, now: Instant) -> Option<Duration> {
         match self {
             Pace::Off | Pace::Own(_) => None,
-            Pace::Shared(source) => source.try_message(now).err(),
+            Pace::Shared { holding: true, .. } => None,
+            Pace::Shared { source, holding } => match source.try_message(now) {
+                Ok(()) => {
+                    *holding = true;
+                    None
+                }
+                Err(wait) => Some(wait),
+            },
+        }
+    }
+}
+
+impl Drop for Pace<'_> {
+    fn drop(&mut self) {
+        if let Pace::Shared {
+            source,
+            holding: true,
+        } = self
+        {
+            source.give_back_message(Instant::now());
         }
     }
 }
@@ -500,6 +538,26 @@ mod tests {
             f64::from(published) >= elapsed - 1.0,
             "{published} in {elapsed} s"
         );
+    }
+
+    #[test]
+    fn a_token_held_by_a_session_that_ends_goes_back() {
+        let now = Instant::now();
+        let sources = Sources::new(limits());
+        let a = sources
+            .admit(ip("10.0.0.7"), now)
+            .expect("a")
+            .expect("counted");
+        let rate = limits().messages;
+        // Five tokens: one held by the first session, four taken here.
+        let mut first = Pace::new(rate, Some(&a), now);
+        assert_eq!(first.start(now), None);
+        for _ in 0..4 {
+            assert_eq!(a.try_message(now), Ok(()));
+        }
+        assert!(a.try_message(now).is_err());
+        drop(first);
+        assert_eq!(a.try_message(now), Ok(()));
     }
 
     #[test]

@@ -230,7 +230,9 @@ impl Listener {
                 return;
             }
             Err(Refusal::TooManyConnections) => {
-                tracing::info!(%peer, "refused: too many connections from this address");
+                if self.logs.told.allow(now) {
+                    tracing::info!(%peer, "refused: too many connections from this address");
+                }
                 return self.refuse(
                     tcp,
                     peer,
@@ -243,7 +245,9 @@ impl Listener {
         // We batch lines ourselves; Nagle would only add delay.
         let _ = tcp.set_nodelay(true);
         let Ok(place) = self.slots.clone().try_acquire_owned() else {
-            tracing::info!(%peer, "refused: server full");
+            if self.logs.told.allow(now) {
+                tracing::info!(%peer, "refused: server full");
+            }
             return self.refuse(tcp, peer, deadline, socket, "server full");
         };
         let admission = Admission::new(socket, place, source);
@@ -356,7 +360,10 @@ async fn say_and_close<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, line: By
 /// The log lines an attacker could multiply, each limited.
 struct Logs {
     handshakes: LogLimit,
+    /// Closed at accept, without a word.
     refused: LogLimit,
+    /// Refused with a reason (server full, too many from one address).
+    told: LogLimit,
 }
 
 impl Logs {
@@ -364,12 +371,14 @@ impl Logs {
         Logs {
             handshakes: LogLimit::new("failed TLS handshakes"),
             refused: LogLimit::new("connections refused before the handshake"),
+            told: LogLimit::new("connections refused with a reason"),
         }
     }
 
     fn summarize(&self) {
         self.handshakes.summarize();
         self.refused.summarize();
+        self.told.summarize();
     }
 }
 

@@ -11,7 +11,12 @@
 //! * [`connection`]: a stream as lines in, batched lines out;
 //! * [`server`]: accept loop, admission limits, shutdown;
 //! * [`shutdown`]: the stop signal as each task sees it;
-//! * [`rate`]: the per-participant token bucket;
+//! * [`rate`]: the token bucket;
+//! * [`per_address`]: limits per source address, shared by all of its
+//!   connections and outliving them (attempts, joins, messages);
+//! * [`admission`]: what an admitted connection holds against the limits;
+//! * [`log_limit`]: log lines that could flood, summarized past a few a
+//!   second;
 //! * [`tls`]: rustls configs, PEM loading, pinning, error explanations;
 //! * [`certs`]: `gen-certs` and `certs`: the local CA, server and client
 //!   certificates, revocation, inspection;
@@ -24,6 +29,7 @@
 //! * [`bench`]: `bench`, load and correctness measurements of a server.
 
 pub mod access;
+pub mod admission;
 pub mod backplane;
 pub mod bench;
 pub mod certs;
@@ -31,6 +37,8 @@ pub mod client;
 pub mod cmd;
 pub mod connection;
 pub mod console;
+pub mod log_limit;
+pub mod per_address;
 pub mod protocol;
 pub mod rate;
 pub mod room;

@@ -16,11 +16,18 @@
 //!   its nickname (see [`validate_nickname`]). A rejected nickname gets
 //!   `ERROR <reason>` and `NICK` again; after [`MAX_NICK_ATTEMPTS`]
 //!   rejections the server closes the connection.
+//! * Nicknames are unique by their skeleton ([`nick_key`]): case and the
+//!   ASCII lookalikes (`I`/`l`/`1`/`|`, `O`/`0`, `-`/`_`) are folded, so
+//!   `aIice` is taken while `alice` is here. `NICK` and names starting with
+//!   `server` or `error` are reserved, on the skeleton too.
 //! * Joining: everyone (the newcomer included) receives `<nick> joined!`,
 //!   then the newcomer receives `Connected to server!`.
 //! * Chat: every further non-empty line is a message; everyone (the sender
 //!   included) receives `<nick>: <text>`, in one global order. The server
 //!   writes the nickname itself, so nobody can speak as somebody else.
+//!   Before that it strips the characters of [`is_unsafe_char`] (terminal
+//!   controls, bidirectional controls, invisible and separator characters);
+//!   everything else, whitespace included, is relayed as sent.
 //! * Leaving: the others receive `<nick> left!`.
 //! * Lines starting with `/` are reserved for commands; today every one gets
 //!   `ERROR unknown command`.
@@ -55,8 +62,15 @@ pub const SHUTTING_DOWN: &str = "Server is shutting down";
 /// Prefix of every error line.
 pub const ERROR_PREFIX: &str = "ERROR ";
 
-/// Nicknames nobody may take: they would read like protocol or server lines.
-const RESERVED_NICKS: [&str; 3] = ["NICK", "ERROR", "server"];
+/// A nickname nobody may take, compared as a whole on the skeleton (see
+/// [`nick_key`]): it would read like the server's request for a nickname.
+/// Names that merely start with it (Nicky) are fine.
+const RESERVED_NICK: &str = "NICK";
+
+/// Beginnings nobody's nickname may have, compared on the skeleton: such a
+/// name (`Server-`, `SERVER_notice`, `ERR0R-1`) would make its lines read
+/// like the server's own.
+const RESERVED_PREFIXES: [&str; 2] = ["server", "error"];
 
 /// `<nick> joined!`, with its line terminator.
 pub fn joined_line(nick: &str) -> Bytes {
@@ -117,14 +131,37 @@ pub fn parse_input(line: &str) -> Input<'_> {
     }
 }
 
-/// Whether `c` must never reach a terminal: C0 controls except tab, DEL, C1
-/// controls (so every escape sequence loses its introducer), and the Unicode
-/// bidirectional overrides and isolates, which can make a line display
-/// differently from what it says.
+/// Whether `c` must never reach a terminal. These are stripped from every
+/// message by the server, and from every line by the client:
+///
+/// * C0 controls except tab, DEL, and C1 controls, so every escape
+///   sequence loses its introducer;
+/// * the Unicode bidirectional controls, which can make a line display
+///   differently from what it says: the overrides and embeddings
+///   (U+202A to U+202E), the isolates (U+2066 to U+2069) and the marks
+///   (U+200E, U+200F, U+061C);
+/// * invisible characters that can hide text or make two different texts
+///   look the same: the zero-width space (U+200B), the byte-order mark
+///   (U+FEFF), the soft hyphen (U+00AD), the Mongolian vowel separator
+///   (U+180E), the word joiner and invisible operators (U+2060 to U+2064),
+///   the deprecated format controls (U+206A to U+206F), the interlinear
+///   annotation controls (U+FFF9 to U+FFFB) and the tag characters
+///   (U+E0000 to U+E007F);
+/// * the line and paragraph separators (U+2028, U+2029), which some
+///   terminals and editors show as a line break inside one line.
+///
+/// The zero-width joiner and non-joiner (U+200C, U+200D) stay: scripts such
+/// as Persian and the emoji sequences need them, and they show nothing on
+/// their own.
 pub fn is_unsafe_char(c: char) -> bool {
     matches!(c,
         '\u{0}'..='\u{8}' | '\u{a}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
-        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        | '\u{ad}' | '\u{61c}' | '\u{180e}'
+        | '\u{200b}' | '\u{200e}' | '\u{200f}'
+        | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}'
+        | '\u{feff}' | '\u{fff9}'..='\u{fffb}'
+        | '\u{e0000}'..='\u{e007f}')
 }
 
 /// `text` without the characters of [`is_unsafe_char`]; borrows when there
@@ -162,15 +199,20 @@ pub enum NickError {
 }
 
 /// Checks a nickname against the rules: 1 to 32 ASCII letters, digits, `_`
-/// or `-`, starting with a letter, and not a reserved word (in any case).
-/// Uniqueness is the room's business, not this function's.
+/// or `-`, starting with a letter; not `NICK` and not starting with
+/// `server` or `error`, compared on the skeleton (see [`nick_key`]), so in
+/// any case and with lookalikes (`N1CK`, `ERR0R-1`). Uniqueness is the
+/// room's business, not this function's.
 ///
 /// ```
 /// use chatroom::protocol::{validate_nickname, NickError};
 ///
 /// assert_eq!(validate_nickname("Alice"), Ok("Alice"));
+/// assert_eq!(validate_nickname("Nicky"), Ok("Nicky"));
 /// assert_eq!(validate_nickname("alice bob"), Err(NickError::BadChar));
 /// assert!(matches!(validate_nickname("Server"), Err(NickError::Reserved(_))));
+/// assert!(matches!(validate_nickname("SERVER_notice"), Err(NickError::Reserved(_))));
+/// assert!(matches!(validate_nickname("ERR0R-1"), Err(NickError::Reserved(_))));
 /// ```
 pub fn validate_nickname(nick: &str) -> Result<&str, NickError> {
     let first = nick.chars().next().ok_or(NickError::Empty)?;
@@ -186,15 +228,38 @@ pub fn validate_nickname(nick: &str) -> Result<&str, NickError> {
     {
         return Err(NickError::BadChar);
     }
-    if RESERVED_NICKS.iter().any(|r| r.eq_ignore_ascii_case(nick)) {
+    let key = nick_key(nick);
+    if key == nick_key(RESERVED_NICK)
+        || RESERVED_PREFIXES
+            .iter()
+            .any(|prefix| key.starts_with(&nick_key(prefix)))
+    {
         return Err(NickError::Reserved(nick.to_owned()));
     }
     Ok(nick)
 }
 
-/// The key under which nicknames are compared: uniqueness ignores case.
+/// The skeleton under which nicknames are compared: two nicknames with the
+/// same skeleton are the same nickname, since they look alike on screen.
+/// It folds case and the ASCII confusables: `I`, `l`, `1` and `|` (and `i`,
+/// `L`, `!`) all become `l`; `O` and `0` become `o`; `-` becomes `_`.
+///
+/// ```
+/// use chatroom::protocol::nick_key;
+///
+/// assert_eq!(nick_key("aIice"), nick_key("alice"));
+/// assert_eq!(nick_key("B0B-1"), nick_key("bob_l"));
+/// assert_ne!(nick_key("alice"), nick_key("alicia"));
+/// ```
 pub fn nick_key(nick: &str) -> String {
-    nick.to_ascii_lowercase()
+    nick.chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            'i' | 'l' | '1' | '|' | '!' => 'l',
+            '0' | 'o' => 'o',
+            '-' => '_',
+            c => c,
+        })
+        .collect()
 }
 
 /// A framing failure: the peer broke the line-length limit.
@@ -383,13 +448,32 @@ mod tests {
         assert_eq!(validate_nickname("_x"), Err(NickError::BadStart));
         assert_eq!(validate_nickname("bo b"), Err(NickError::BadChar));
         assert_eq!(validate_nickname("bøb"), Err(NickError::BadChar));
-        for reserved in ["NICK", "nick", "Error", "SERVER"] {
-            assert!(matches!(
-                validate_nickname(reserved),
-                Err(NickError::Reserved(_))
-            ));
+        for reserved in [
+            "NICK",
+            "nick",
+            "N1CK",
+            "Error",
+            "SERVER",
+            "Server-",
+            "SERVER_notice",
+            "ERROR-1",
+            "err0r",
+            "serverbot",
+        ] {
+            assert!(
+                matches!(validate_nickname(reserved), Err(NickError::Reserved(_))),
+                "{reserved}"
+            );
+        }
+        for fine in ["Nicky", "nick2", "Serve", "errand", "my-server"] {
+            assert_eq!(validate_nickname(fine), Ok(fine));
         }
         assert_eq!(nick_key("BoB"), nick_key("bob"));
+        assert_eq!(nick_key("aIice"), nick_key("alice"));
+        assert_eq!(nick_key("a1ice"), nick_key("ALICE"));
+        assert_eq!(nick_key("B0b"), nick_key("bob"));
+        assert_eq!(nick_key("bob-x"), nick_key("bob_x"));
+        assert_ne!(nick_key("bob"), nick_key("rob"));
     }
 
     #[test]
@@ -419,6 +503,15 @@ mod tests {
     fn sanitize_strips_terminal_controls_and_bidi() {
         assert_eq!(sanitize("a\u{1b}]0;title\u{7}b"), "a]0;titleb");
         assert_eq!(sanitize("x\u{202e}y\u{2066}z"), "xyz");
+        assert_eq!(
+            sanitize("a\u{200e}b\u{200f}c\u{61c}d\u{200b}e\u{feff}f\u{2028}g\u{2029}h\u{e0041}i"),
+            "abcdefghi"
+        );
+        // Joiners stay: emoji sequences and some scripts need them.
+        assert_eq!(
+            sanitize("\u{1f469}\u{200d}\u{1f4bb}"),
+            "\u{1f469}\u{200d}\u{1f4bb}"
+        );
         assert_eq!(sanitize_bytes(b"ok\xff\x1b[31m"), "ok\u{fffd}[31m");
         assert!(matches!(sanitize("plain"), std::borrow::Cow::Borrowed(_)));
     }

@@ -1,5 +1,6 @@
-//! The server: the accept loop, admission limits (participants, per-address
-//! connections), the TLS handshake under a deadline, and graceful shutdown.
+//! The server: the accept loop, admission limits (open sockets,
+//! participants, per-address limits), the TLS handshake under a deadline,
+//! and graceful shutdown.
 //!
 //! Each accepted connection becomes one task that runs the TLS handshake
 //! and then its [`session`](crate::session). Nothing a connection does can
@@ -11,17 +12,20 @@
 //! bounded time) until every task has dropped its completion sender.
 
 use crate::access::{self, Access, Entry};
+use crate::admission::{Admission, MAX_REFUSALS_IN_FLIGHT};
 use crate::connection::Connection;
+use crate::log_limit::{self, LogLimit};
+use crate::per_address::{self, AddressLimits, Refusal, Sources};
 use crate::protocol;
 use crate::room::{LocalRoom, Room};
 use crate::session::{self, Limits};
 use crate::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use std::collections::HashMap;
+use ipnet::IpNet;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -35,13 +39,22 @@ pub struct Settings {
     /// `None` serves plaintext (for teaching only).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub limits: Limits,
-    /// Most participants at once (and most connections at once).
+    /// Most participants at once.
     pub max_participants: usize,
-    /// Most connections at once from one IP address.
+    /// Most sockets open at once, whatever they are doing; `None` for
+    /// `max_participants` plus the refusals in progress.
+    pub max_sockets: Option<usize>,
+    /// Most connections at once from one address (an IPv4 address or an
+    /// IPv6 /64).
     pub max_per_ip: usize,
-    /// Whether loopback addresses are exempt from `max_per_ip` (local tests
-    /// and benchmarks open thousands of connections from 127.0.0.1).
-    pub loopback_exempt: bool,
+    /// Connection attempts per minute from one address.
+    pub connects_per_minute: u32,
+    /// Joins per minute from one address.
+    pub joins_per_minute: u32,
+    /// Addresses with no per-address limits (local tests and benchmarks open
+    /// thousands of connections from 127.0.0.1): by default the loopback
+    /// ranges. The message rate of the others is `limits.rate` per address.
+    pub exempt: Vec<IpNet>,
     /// How many lines a participant may fall behind before it is dropped.
     pub backlog_lines: usize,
     /// How long shutdown waits for sessions to say goodbye.
@@ -58,19 +71,17 @@ impl Settings {
             tls,
             limits: Limits::default(),
             max_participants: 50_000,
+            max_sockets: None,
             max_per_ip: 16,
-            loopback_exempt: true,
+            connects_per_minute: 60,
+            joins_per_minute: 10,
+            exempt: per_address::default_exempt(),
             backlog_lines: 4096,
             shutdown_grace: Duration::from_secs(5),
             access: None,
         }
     }
 }
-
-/// Connections refused at admission still get a reason, over TLS; at most
-/// this many such refusals are in progress at once, beyond which newcomers
-/// are simply closed.
-const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 /// A bound listener, ready to run.
 pub struct Server {
@@ -122,8 +133,22 @@ impl Server {
             room: room.clone(),
             settings: settings.clone(),
             slots: Arc::new(Semaphore::new(settings.max_participants)),
+            sockets: Arc::new(Semaphore::new(
+                settings.max_sockets.unwrap_or(
+                    settings
+                        .max_participants
+                        .saturating_add(MAX_REFUSALS_IN_FLIGHT),
+                ),
+            )),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
-            per_ip: Arc::new(Mutex::new(HashMap::new())),
+            sources: Arc::new(Sources::new(AddressLimits {
+                exempt: settings.exempt.clone(),
+                max_connections: settings.max_per_ip,
+                connects_per_minute: settings.connects_per_minute,
+                joins_per_minute: settings.joins_per_minute,
+                messages: settings.limits.rate,
+            })),
+            logs: Arc::new(Logs::new()),
             notify_shutdown: notify_shutdown.clone(),
             done_tx,
         };
@@ -133,8 +158,9 @@ impl Server {
         }
         let Listener { done_tx, .. } = listener;
         room.close(protocol::control_line(protocol::SHUTTING_DOWN));
-        // Sessions hold receivers; sending wakes all of them.
-        let _ = notify_shutdown.send(());
+        // Sessions hold receivers; sending wakes all of them, and tells them
+        // until when they may go on writing their last lines.
+        let _ = notify_shutdown.send(deadline_after(settings.shutdown_grace));
         drop(done_tx);
         if tokio::time::timeout(settings.shutdown_grace, done_rx.recv())
             .await
@@ -151,11 +177,15 @@ struct Listener<R> {
     tls: Option<TlsAcceptor>,
     room: Arc<R>,
     settings: Arc<Settings>,
-    /// One permit per open connection, up to the participant limit.
+    /// One permit per participant (or connection on its way to being
+    /// one), given back as it leaves.
     slots: Arc<Semaphore>,
+    /// One permit per open socket, given back once it is closed.
+    sockets: Arc<Semaphore>,
     refusals: Arc<Semaphore>,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    notify_shutdown: broadcast::Sender<()>,
+    sources: Arc<Sources>,
+    logs: Arc<Logs>,
+    notify_shutdown: broadcast::Sender<Instant>,
     /// Cloned into every connection task; the server waits until all are gone.
     done_tx: mpsc::Sender<()>,
 }
@@ -167,15 +197,24 @@ where
 {
     async fn accept_loop(&mut self) {
         let mut backoff = Duration::from_millis(10);
+        let mut summaries = tokio::time::interval(log_limit::INTERVAL);
         loop {
-            match self.listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = summaries.tick() => {
+                    self.logs.summarize();
+                    continue;
+                }
+            };
+            match accepted {
                 Ok((tcp, peer)) => {
                     backoff = Duration::from_millis(10);
                     self.admit(tcp, peer);
                 }
                 Err(e) => {
                     // Out of file descriptors, most likely: wait for some to
-                    // be freed rather than spin.
+                    // be freed rather than spin, and say so (once per wait,
+                    // and the waits grow to a second).
                     tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -185,32 +224,61 @@ where
     }
 
     fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
-        let deadline = Instant::now() + self.settings.limits.handshake_timeout;
+        let now = Instant::now();
+        let deadline = deadline_after(self.settings.limits.handshake_timeout);
+        // Counted from now until the socket is closed.
+        let Ok(socket) = self.sockets.clone().try_acquire_owned() else {
+            if self.logs.refused.allow(now) {
+                tracing::warn!(%peer, "refused: as many sockets open as the limits allow");
+            }
+            return; // dropping `tcp` closes it
+        };
+        let source = match self.sources.admit(peer.ip(), now) {
+            Ok(source) => source,
+            Err(Refusal::TooManyAttempts) => {
+                // Before any TLS work: an address that reconnects in a
+                // loop costs an accept and a close.
+                if self.logs.refused.allow(now) {
+                    tracing::info!(%peer, "refused: too many connection attempts from this address");
+                }
+                return;
+            }
+            Err(Refusal::TooManySources) => {
+                if self.logs.refused.allow(now) {
+                    tracing::warn!(%peer, "refused: too many addresses to keep track of");
+                }
+                return;
+            }
+            Err(Refusal::TooManyConnections) => {
+                if self.logs.told.allow(now) {
+                    tracing::info!(%peer, "refused: too many connections from this address");
+                }
+                return self.refuse(
+                    tcp,
+                    peer,
+                    deadline,
+                    socket,
+                    "too many connections from your address",
+                );
+            }
+        };
         // We batch lines ourselves; Nagle would only add delay.
         let _ = tcp.set_nodelay(true);
-        let exempt = self.settings.loopback_exempt && peer.ip().is_loopback();
-        let Some(ip_slot) = IpSlot::take(&self.per_ip, peer.ip(), self.settings.max_per_ip, exempt)
-        else {
-            tracing::info!(%peer, "refused: too many connections from this address");
-            return self.refuse(
-                tcp,
-                peer,
-                deadline,
-                "too many connections from your address",
-            );
+        let Ok(place) = self.slots.clone().try_acquire_owned() else {
+            if self.logs.told.allow(now) {
+                tracing::info!(%peer, "refused: server full");
+            }
+            return self.refuse(tcp, peer, deadline, socket, "server full");
         };
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            tracing::info!(%peer, "refused: server full");
-            return self.refuse(tcp, peer, deadline, "server full");
-        };
+        let admission = Admission::new(socket, place, source);
         let tls = self.tls.clone();
         let room = self.room.clone();
         let settings = self.settings.clone();
+        let logs = self.logs.clone();
         let mut shutdown = Shutdown::new(self.notify_shutdown.subscribe());
         let done = self.done_tx.clone();
         tokio::spawn(async move {
             let _done = done;
-            let admission = (slot, ip_slot);
             let limits = &settings.limits;
             let Some(acceptor) = tls else {
                 let entry = match access::admit(settings.access.as_ref(), None) {
@@ -254,8 +322,16 @@ where
                     )
                     .await
                 }
-                Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    if logs.handshakes.allow(Instant::now()) {
+                        tracing::info!(%peer, "TLS handshake failed: {e}");
+                    }
+                }
+                Err(_) => {
+                    if logs.handshakes.allow(Instant::now()) {
+                        tracing::info!(%peer, "TLS handshake timed out");
+                    }
+                }
             }
         });
     }
@@ -263,14 +339,22 @@ where
     /// Tells a refused newcomer why (after the TLS handshake, so it can
     /// read it), within the handshake deadline and a bounded number of
     /// refusals at once.
-    fn refuse(&self, tcp: TcpStream, peer: SocketAddr, deadline: Instant, reason: &'static str) {
+    fn refuse(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        deadline: Instant,
+        socket: OwnedSemaphorePermit,
+        reason: &'static str,
+    ) {
         let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
             return; // dropping `tcp` closes it
         };
         let tls = self.tls.clone();
         let line = protocol::error_line(reason);
         tokio::spawn(async move {
-            let _permit: OwnedSemaphorePermit = permit;
+            // The socket counts until this task is done with it.
+            let _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit) = (permit, socket);
             let refusal = async {
                 match tls {
                     None => say_and_close(tcp, line).await,
@@ -324,52 +408,38 @@ async fn say_and_close<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, line: By
     let _ = stream.shutdown().await;
 }
 
-/// What an admitted connection holds: its place under the participant
-/// limit and, unless exempt, under its address's limit. Both are given back
-/// when it is dropped.
-type Admission = (OwnedSemaphorePermit, Option<IpSlot>);
-
-/// A connection counted against its address; uncounted when dropped.
-struct IpSlot {
-    table: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
+/// The log lines an attacker could multiply, each limited.
+struct Logs {
+    handshakes: LogLimit,
+    /// Closed at accept, without a word.
+    refused: LogLimit,
+    /// Refused with a reason (server full, too many from one address).
+    told: LogLimit,
 }
 
-impl IpSlot {
-    /// `Some` if `ip` may open one more connection (an exempt one always
-    /// may, uncounted).
-    fn take(
-        table: &Arc<Mutex<HashMap<IpAddr, usize>>>,
-        ip: IpAddr,
-        max_per_ip: usize,
-        exempt: bool,
-    ) -> Option<Option<IpSlot>> {
-        if exempt {
-            return Some(None);
+impl Logs {
+    fn new() -> Self {
+        Logs {
+            handshakes: LogLimit::new("failed TLS handshakes"),
+            refused: LogLimit::new("connections refused before the handshake"),
+            told: LogLimit::new("connections refused with a reason"),
         }
-        let mut counts = table.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= max_per_ip {
-            return None;
-        }
-        *count += 1;
-        Some(Some(IpSlot {
-            table: table.clone(),
-            ip,
-        }))
+    }
+
+    fn summarize(&self) {
+        self.handshakes.summarize();
+        self.refused.summarize();
+        self.told.summarize();
     }
 }
 
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
+/// `timeout` from now; a timeout too long for the clock means no deadline
+/// worth keeping, so a year stands in for it.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// A server running in the background of this process: for tests, and for

@@ -10,16 +10,18 @@
 //! skipping lines.
 
 use crate::access::{self, Entry, NickRefusal, Refusal};
+use crate::admission::Admission;
 use crate::connection::{BATCH_BYTES, Connection, ReadError};
+use crate::per_address::{Pace, SourceHandle};
 use crate::protocol::{self, FrameError, Input, MAX_NICK_ATTEMPTS, NickError};
-use crate::rate::{RateLimit, TokenBucket};
+use crate::rate::RateLimit;
 use crate::room::{JoinError, RecvError, Room, Subscription};
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 
 /// The per-connection limits a session enforces.
 #[derive(Debug, Clone)]
@@ -28,7 +30,9 @@ pub struct Limits {
     pub max_line: usize,
     /// Time from accept to a registered nickname (TLS handshake included).
     pub handshake_timeout: Duration,
-    /// Message rate per participant; `None` for no limit.
+    /// Message rate per participant, or per address for an address that
+    /// is not exempt (see [`per_address`](crate::per_address)); `None` for
+    /// no limit.
     pub rate: Option<RateLimit>,
     /// Disconnect a participant that sent nothing for this long.
     pub idle_timeout: Option<Duration>,
@@ -108,17 +112,19 @@ impl From<ReadError> for End {
 /// Runs one participant's session over an established transport. `deadline`
 /// is when the nickname must be settled (the handshake timeout, counted
 /// from accept). `admission` is what the server counted this connection
-/// against (its limits); it is given back as the participant leaves, before
-/// the others hear `left!`, so whoever hears it can take the place at once
-/// rather than while this connection is still saying goodbye.
-pub async fn run<S, R, A>(
+/// against (its limits); its participant place is given back as the
+/// participant leaves, before the others hear `left!`, so whoever hears it
+/// can take the place at once rather than while this connection is still
+/// saying goodbye; the rest (its socket, its address's count) only once the
+/// connection is closed.
+pub async fn run<S, R>(
     conn: Connection<S>,
     peer: SocketAddr,
     room: &R,
     limits: &Limits,
     shutdown: &mut Shutdown,
     deadline: Instant,
-    admission: A,
+    admission: Admission,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Room,
@@ -134,21 +140,21 @@ pub async fn run<S, R, A>(
 /// with `ERROR certificate revoked` (or another refusal) when a reload
 /// refuses it.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_as<S, R, A>(
+pub async fn run_as<S, R>(
     mut conn: Connection<S>,
     peer: SocketAddr,
     room: &R,
     limits: &Limits,
     shutdown: &mut Shutdown,
     deadline: Instant,
-    admission: A,
+    mut admission: Admission,
     mut entry: Option<Entry>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Room,
 {
     let registered = tokio::select! {
-        result = tokio::time::timeout_at(deadline, register(&mut conn, room, entry.as_ref())) => result,
+        result = tokio::time::timeout_at(deadline, register(&mut conn, room, entry.as_ref(), admission.source())) => result,
         _ = shutdown.recv() => return close(&mut conn).await,
     };
     let (nick, subscription) = match registered {
@@ -173,11 +179,12 @@ pub async fn run_as<S, R, A>(
     tracing::info!(%peer, %nick, "joined");
     // Leave the room however this session ends, panics included.
     let membership = Membership { room, nick: &nick };
+    let source = admission.source();
     let end = tokio::select! {
-        end = chat(&mut conn, &nick, subscription, room, limits, shutdown) => end,
+        end = chat(&mut conn, &nick, subscription, room, limits, shutdown, source) => end,
         refusal = access::refused(&mut entry, &nick) => End::Refused(refusal),
     };
-    drop(admission);
+    admission.release_place();
     drop(membership);
     tracing::info!(%peer, %nick, "left: {}", end.describe());
     match end {
@@ -203,11 +210,13 @@ impl<R: Room> Drop for Membership<'_, R> {
 }
 
 /// The NICK exchange: asks until a nickname is accepted, at most
-/// [`MAX_NICK_ATTEMPTS`] times.
+/// [`MAX_NICK_ATTEMPTS`] times. A join from a counted address also needs
+/// that address's allowance (see [`SourceHandle::try_join`]).
 async fn register<S, R>(
     conn: &mut Connection<S>,
     room: &R,
     entry: Option<&Entry>,
+    source: Option<&SourceHandle>,
 ) -> Result<(String, R::Subscription), End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -233,10 +242,26 @@ where
                         conn.queue(protocol::error_line(refusal));
                         break;
                     }
-                    Ok(nick) => match room.join(nick).await {
-                        Ok(subscription) => return Ok((nick.to_owned(), subscription)),
-                        Err(e) => e,
-                    },
+                    Ok(nick) => {
+                        if let Some(source) = source
+                            && let Err(wait) = source.try_join(Instant::now())
+                        {
+                            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                            conn.queue(protocol::error_line(format!(
+                                "too many joins from your address: try again in {seconds} s"
+                            )));
+                            break;
+                        }
+                        match room.join(nick).await {
+                            Ok(subscription) => return Ok((nick.to_owned(), subscription)),
+                            Err(e) => {
+                                if let Some(source) = source {
+                                    source.undo_join(Instant::now());
+                                }
+                                e
+                            }
+                        }
+                    }
                 },
             },
         };
@@ -258,6 +283,7 @@ async fn chat<S, R>(
     room: &R,
     limits: &Limits,
     shutdown: &mut Shutdown,
+    source: Option<&SourceHandle>,
 ) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -271,14 +297,13 @@ where
     }
     conn.queue(protocol::control_line(protocol::CONNECTED));
     if let Err(end) = flush(conn, &subscription, shutdown).await {
-        return end;
+        return after_flush(end, conn, None, &mut subscription, shutdown.deadline()).await;
     }
 
-    let mut bucket = limits
-        .rate
-        .map(|rate| TokenBucket::new(rate, Instant::now()));
+    let now = Instant::now();
+    let mut pace = Pace::new(limits.rate, source, now);
     // While set, the peer is over its rate and its socket is not read.
-    let mut paused_until: Option<Instant> = None;
+    let mut paused_until: Option<Instant> = pace.start(now).map(|wait| later(now, wait));
     let mut last_heard = Instant::now();
     // Counts from the peer's last line, not from a turn of the loop: the
     // room's lines must not keep a silent participant alive.
@@ -298,7 +323,8 @@ where
     loop {
         tokio::select! {
             _ = shutdown.recv() => {
-                return drain_for_shutdown(conn, carried.take(), &mut subscription).await;
+                let deadline = shutdown.deadline();
+                return drain_for_shutdown(conn, carried.take(), &mut subscription, deadline).await;
             }
             received = next_room_line(&mut carried, &mut subscription) => {
                 let first = match received {
@@ -322,7 +348,7 @@ where
                     }
                 }
                 if let Err(end) = flush(conn, &subscription, shutdown).await {
-                    return end;
+                    return after_flush(end, conn, carried.take(), &mut subscription, shutdown.deadline()).await;
                 }
             }
             read = conn.read_line(), if paused_until.is_none() && carried.is_none() => {
@@ -341,8 +367,8 @@ where
                 while let Some(line) = next.take() {
                     if let Some(reply) = handle_line(&line, nick, room) {
                         conn.queue(reply);
-                    } else if let Some(bucket) = bucket.as_mut() {
-                        paused_until = bucket.spend(last_heard).map(|wait| last_heard + wait);
+                    } else {
+                        paused_until = pace.spend(last_heard).map(|wait| later(last_heard, wait));
                     }
                     handled += 1;
                     if paused_until.is_some() || handled == LINES_PER_TURN {
@@ -356,17 +382,25 @@ where
                 if conn.queued() > 0
                     && let Err(end) = flush(conn, &subscription, shutdown).await
                 {
-                    return end;
+                    return after_flush(end, conn, carried.take(), &mut subscription, shutdown.deadline()).await;
                 }
             }
             _ = sleep_until_some(paused_until), if paused_until.is_some() => {
-                paused_until = None;
+                let now = Instant::now();
+                paused_until = pace.resume(now).map(|wait| later(now, wait));
             }
             _ = sleep_until_some(idle_deadline), if idle_deadline.is_some() => {
                 return End::Idle;
             }
         }
     }
+}
+
+/// `wait` after `now`; a wait too long for the clock is capped at a day
+/// (longer than any rate allows).
+fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait.min(crate::rate::MAX_WAIT))
+        .unwrap_or(now)
 }
 
 /// Sleeps until `deadline`, or forever if there is none. Lazy: `select!`
@@ -440,11 +474,34 @@ async fn next_room_line<Sub: Subscription>(
     }
 }
 
-/// On shutdown: everything the room said up to its farewell line goes out.
+/// After a flush that did not finish: a stop signal that came while the
+/// peer was slow to take its lines does not lose them (the queue is still
+/// there: flushing is cancel-safe), it turns into the shutdown drain.
+async fn after_flush<S, Sub>(
+    end: End,
+    conn: &mut Connection<S>,
+    carried: Option<Bytes>,
+    subscription: &mut Sub,
+    deadline: Option<Instant>,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    Sub: Subscription,
+{
+    match end {
+        End::Shutdown => drain_for_shutdown(conn, carried, subscription, deadline).await,
+        end => end,
+    }
+}
+
+/// On shutdown: everything the room said up to its farewell line goes out,
+/// for as long as the grace period lasts (`deadline`; without one, for
+/// [`LAST_WORDS`]).
 async fn drain_for_shutdown<S, Sub>(
     conn: &mut Connection<S>,
     carried: Option<Bytes>,
     subscription: &mut Sub,
+    deadline: Option<Instant>,
 ) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -456,12 +513,16 @@ where
     while let Ok(Some(line)) = subscription.try_recv() {
         conn.queue(line);
     }
-    if let Err(e) = timeout(LAST_WORDS, conn.flush()).await.unwrap_or_else(|_| {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "peer did not take the last lines",
-        ))
-    }) {
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + LAST_WORDS);
+    if let Err(e) = timeout_at(deadline, conn.flush())
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer did not take the last lines",
+            ))
+        })
+    {
         return End::Io(e);
     }
     End::Shutdown

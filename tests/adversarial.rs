@@ -852,7 +852,7 @@ async fn beyond_max_participants_a_newcomer_hears_server_full() {
 async fn beyond_max_per_ip_the_extra_connection_is_refused() {
     let server = TestServer::start_with(|s| {
         s.max_per_ip = 5;
-        s.loopback_exempt = false;
+        s.exempt = Vec::new();
     })
     .await;
     let mut honest = Honest::start(&server, Plan::few()).await;

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 #[path = "support/model.rs"]
 mod model;
-use model::{Framed, documented_nickname, reference};
+use model::{Framed, documented_nickname, documented_skeleton, reference};
 
 /// Feeds `chunks` one at a time (alternating `read_buf` and `extend`, as a
 /// socket read and a test would), draining lines after each, and checks the
@@ -98,6 +98,10 @@ fn hostile_text() -> impl Strategy<Value = String> {
             2 => prop::char::range('\u{0}', '\u{1f}'),
             1 => prop::char::range('\u{7f}', '\u{9f}'),
             1 => prop::char::range('\u{2028}', '\u{206f}'),
+            1 => prop_oneof![
+                Just('\u{ad}'), Just('\u{61c}'), Just('\u{200b}'), Just('\u{200e}'),
+                Just('\u{200f}'), Just('\u{feff}'), prop::char::range('\u{e0000}', '\u{e007f}'),
+            ],
             1 => Just('\t'),
             2 => any::<char>(),
         ],
@@ -176,6 +180,7 @@ proptest! {
             // characters just outside it.
             "[A-Za-z0-9_ .\\-é]{0,36}",
             "(?i)(nick|error|server)",
+            "(?i)(n[i1l|]ck|err[o0]r|server)[A-Za-z0-9_\\-]{0,4}",
             any::<String>(),
         ],
     ) {
@@ -188,5 +193,14 @@ proptest! {
             Err(NickError::TooLong) => prop_assert!(nick.len() > MAX_NICK_LEN),
             Err(_) => {}
         }
+    }
+
+    #[test]
+    fn nicknames_are_compared_on_the_documented_skeleton(
+        a in "[A-Za-z0-9_\\-|!]{0,12}",
+        b in "[AaIiLl1|!Oo0_\\-]{0,12}",
+    ) {
+        prop_assert_eq!(protocol::nick_key(&a), documented_skeleton(&a));
+        prop_assert_eq!(protocol::nick_key(&b), documented_skeleton(&b));
     }
 }

@@ -19,11 +19,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    assert_eq!(protocol::nick_key(text), model::documented_skeleton(text));
     match protocol::validate_nickname(text) {
         Ok(nick) => {
             assert!(documented(text), "accepted {text:?}");
             assert_eq!(nick, text);
-            assert_eq!(protocol::nick_key(nick), text.to_ascii_lowercase());
+            assert_eq!(protocol::nick_key(nick), model::documented_skeleton(text));
         }
         Err(e) => {
             assert!(!documented(text), "refused {text:?}: {e}");

@@ -3,6 +3,7 @@
 //! library module that does the work; this one dispatches, sets up logging
 //! and the runtime, and turns errors into one line on stderr.
 
+mod bounds;
 mod certs;
 mod connect;
 mod gen_certs;

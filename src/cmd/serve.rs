@@ -2,16 +2,20 @@
 //! certificates on a first start, raises the open-files limit, and runs the
 //! server until SIGINT or SIGTERM.
 
+use super::bounds;
 use crate::access::{Access, AccessFiles};
+use crate::admission;
 use crate::backplane::{self, ClusterOptions, ClusterRoom};
 use crate::certs::lifecycle::{self, Validity};
 use crate::certs::{self, GenOptions};
+use crate::per_address;
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
 use crate::rate::RateLimit;
 use crate::server::{Server, Settings};
 use crate::tls::ServerCertificate;
 use anyhow::{Context, Result};
 use clap::Args;
+use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,27 +36,49 @@ pub struct ServeArgs {
     /// teaching (compare the two in Wireshark), never for real use.
     #[arg(long)]
     plaintext: bool,
-    /// Longest line a client may send, in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_LINE, value_name = "BYTES")]
+    /// Longest line a client may send, in bytes (16 to 1048576).
+    #[arg(long, default_value_t = DEFAULT_MAX_LINE, value_name = "BYTES", value_parser = bounds::max_line)]
     max_line: usize,
-    /// Seconds a new connection has for the TLS handshake and its nickname.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    handshake_timeout: f64,
-    /// Most participants at once (capped by the open-files limit).
-    #[arg(long, default_value_t = 50_000)]
+    /// Seconds a new connection has for the TLS handshake and its nickname
+    /// (0.1 to 3600).
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = bounds::handshake_timeout)]
+    handshake_timeout: Duration,
+    /// Most participants at once (1 to 1000000; capped by the open-files
+    /// limit).
+    #[arg(long, default_value_t = 50_000, value_parser = bounds::max_participants)]
     max_participants: usize,
-    /// Most connections at once from one IP address (loopback is exempt).
-    #[arg(long, default_value_t = 16)]
+    /// Most connections at once from one address, an IPv4 address or an
+    /// IPv6 /64 (1 to 1000000; --exempt addresses have no such limit).
+    #[arg(long, default_value_t = 16, value_parser = bounds::max_per_ip)]
     max_per_ip: usize,
-    /// Messages per second per participant, as RATE or RATE/BURST, or `off`.
-    #[arg(long, default_value = "10/20", value_name = "RATE[/BURST]|off")]
-    rate_limit: String,
-    /// Disconnect a participant silent for this many seconds (0: never).
-    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
-    idle_timeout: f64,
+    /// Connection attempts per minute from one address (1 to 1000000);
+    /// beyond it an attempt is closed before the TLS handshake.
+    #[arg(long, default_value_t = 60, value_name = "N", value_parser = bounds::connects_per_minute)]
+    connects_per_minute: u32,
+    /// Joins (connections that reach the room) per minute from one address
+    /// (1 to 100000).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = bounds::joins_per_minute)]
+    joins_per_minute: u32,
+    /// An address or network (CIDR) with no per-address limits: each of its
+    /// participants gets its own --rate-limit, and --max-per-ip,
+    /// --connects-per-minute and --joins-per-minute do not apply.
+    /// Repeatable; `none` for no exemptions (behind ssh -L, stunnel or a
+    /// local proxy, where every client arrives from loopback).
+    #[arg(long, value_name = "CIDR|none", default_values = ["127.0.0.0/8", "::1/128"], value_parser = per_address::parse_exempt)]
+    exempt: Vec<Option<IpNet>>,
+    /// Messages per second per address, all its participants together,
+    /// joins and leaves counting as one message each (per participant, and
+    /// only messages, for --exempt addresses), as RATE or RATE/BURST, or
+    /// `off` (RATE 0.01 to 1000000, BURST 1 to 10000000).
+    #[arg(long, default_value = "10/20", value_name = "RATE[/BURST]|off", value_parser = bounds::rate_limit)]
+    rate_limit: bounds::OrOff<RateLimit>,
+    /// Disconnect a participant silent for this many seconds (0: never;
+    /// at most 2592000, 30 days).
+    #[arg(long, default_value = "0", value_name = "SECONDS", value_parser = bounds::idle_timeout)]
+    idle_timeout: bounds::OrOff<Duration>,
     /// How many lines a participant may fall behind the room before it is
-    /// disconnected as too slow.
-    #[arg(long, default_value_t = 4096, value_name = "LINES")]
+    /// disconnected as too slow (1 to 1048576).
+    #[arg(long, default_value_t = 4096, value_name = "LINES", value_parser = bounds::backlog)]
     backlog: usize,
     /// Require every client to present a certificate signed by this CA
     /// (mutual TLS); a participant's nickname is then its certificate's name.
@@ -103,12 +129,9 @@ struct ClusterArgs {
     node_name: Option<String>,
 }
 
-fn seconds(value: f64, what: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .with_context(|| format!("{what}: {value} is not a valid number of seconds"))
-}
-
 pub async fn run(args: ServeArgs) -> Result<()> {
+    // Checked before anything is written (certificates on a first start).
+    let exempt = exemptions(&args.exempt)?;
     let access = access_policy(&args)?;
     let tls = if args.plaintext {
         if args.client_ca.is_some() {
@@ -153,21 +176,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     let mut settings = Settings::new(tls);
     settings.limits.max_line = args.max_line;
-    settings.limits.handshake_timeout = seconds(args.handshake_timeout, "--handshake-timeout")?;
-    settings.limits.idle_timeout = match seconds(args.idle_timeout, "--idle-timeout")? {
-        d if d.is_zero() => None,
-        d => Some(d),
-    };
-    settings.limits.rate = match args.rate_limit.as_str() {
-        "off" => None,
-        spec => Some(
-            spec.parse::<RateLimit>()
-                .map_err(|e| anyhow::anyhow!("--rate-limit {e}"))?,
-        ),
-    };
+    settings.limits.handshake_timeout = args.handshake_timeout;
+    settings.limits.idle_timeout = args.idle_timeout;
+    settings.limits.rate = args.rate_limit;
     settings.max_per_ip = args.max_per_ip;
+    settings.connects_per_minute = args.connects_per_minute;
+    settings.joins_per_minute = args.joins_per_minute;
+    settings.exempt = exempt;
     settings.backlog_lines = args.backlog;
-    settings.max_participants = cap_to_open_files(args.max_participants);
+    let (participants, sockets) = cap_to_open_files(args.max_participants);
+    settings.max_participants = participants;
+    settings.max_sockets = sockets;
     if let Some(access) = &access {
         tracing::info!("access: {}", access.prepare()?.summary());
     }
@@ -212,27 +231,39 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
 }
 
-/// Raises the open-files limit to its hard limit, and keeps the participant
-/// limit within it (each participant is one file descriptor).
-fn cap_to_open_files(max_participants: usize) -> usize {
-    const RESERVED_FDS: u64 = 64;
+/// `--exempt`'s values as a list: `none` alone means no exemptions.
+fn exemptions(values: &[Option<IpNet>]) -> Result<Vec<IpNet>> {
+    let nets: Vec<IpNet> = values.iter().flatten().copied().collect();
+    if !nets.is_empty() && nets.len() != values.len() {
+        anyhow::bail!("--exempt none cannot be combined with addresses");
+    }
+    Ok(nets)
+}
+
+/// Raises the open-files limit to its hard limit, and keeps the sockets
+/// (participants, refusals in progress, connections still closing) within
+/// it, with a reserve in proportion to it (see [`admission::socket_budget`]).
+/// Returns the participant limit and the socket limit.
+fn cap_to_open_files(max_participants: usize) -> (usize, Option<usize>) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
-            tracing::info!(open_files = limit, "open-files limit");
-            let room = limit.saturating_sub(RESERVED_FDS) as usize;
+            let sockets = admission::socket_budget(limit);
+            let room = admission::participants_within(sockets);
+            tracing::info!(open_files = limit, sockets, "open-files limit");
             if max_participants > room {
                 tracing::warn!(
                     "--max-participants {max_participants} exceeds what the open-files limit \
                      ({limit}) allows: using {room}"
                 );
-                room
-            } else {
-                max_participants
             }
+            let participants = max_participants.min(room);
+            let sockets =
+                sockets.min(participants.saturating_add(admission::MAX_REFUSALS_IN_FLIGHT));
+            (participants, Some(sockets))
         }
         Err(e) => {
             tracing::warn!("cannot read or raise the open-files limit: {e}");
-            max_participants
+            (max_participants, None)
         }
     }
 }

@@ -436,3 +436,66 @@ impl NatsServer {
         self.child = Some(child);
     }
 }
+
+/// A TCP connection to `addr` from `local` (another loopback address, say
+/// 127.0.0.2, to be a source the server does not exempt), with the kernel's
+/// receive buffer set to `recv_buffer` bytes if given (a reader that stops
+/// reading is then felt after a few KiB).
+pub async fn tcp_from(
+    addr: SocketAddr,
+    local: Option<std::net::IpAddr>,
+    recv_buffer: Option<u32>,
+) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if let Some(ip) = local {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    tokio::time::timeout(WAIT, socket.connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
+impl TestServer {
+    /// A TLS client connected from `local` (see [`tcp_from`]), past the
+    /// handshake, not yet registered.
+    pub async fn connect_from(
+        &self,
+        local: std::net::IpAddr,
+        recv_buffer: Option<u32>,
+    ) -> std::io::Result<Client<tokio_rustls::client::TlsStream<TcpStream>>> {
+        let tcp = tcp_from(self.addr(), Some(local), recv_buffer).await?;
+        let name = tls::server_name("127.0.0.1").expect("name");
+        let stream = tokio::time::timeout(
+            WAIT,
+            tokio_rustls::TlsConnector::from(self.client_tls.clone()).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
+        Ok(Client {
+            conn: Connection::new(stream, 1 << 20),
+        })
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Reads until the server closes the stream; returns the lines and
+    /// whether it ended cleanly (for TLS: with close_notify). Fails the test
+    /// if the stream is still open after [`WAIT`].
+    pub async fn until_closed_cleanly(&mut self) -> (Vec<String>, Result<(), String>) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut lines = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.conn.read_line()).await {
+                Err(_) => panic!("still open after {WAIT:?}; read {} lines", lines.len()),
+                Ok(Ok(None)) => return (lines, Ok(())),
+                Ok(Err(e)) => return (lines, Err(e.to_string())),
+                Ok(Ok(Some(line))) => {
+                    lines.push(String::from_utf8(line.to_vec()).expect("server sent UTF-8"))
+                }
+            }
+        }
+    }
+}

@@ -38,15 +38,28 @@ pub fn reference(stream: &[u8], max_line: usize) -> Framed {
     }
 }
 
+/// The documented skeleton nicknames are compared on: lower case, then
+/// `i`, `1`, `|` and `!` read as `l`, `0` as `o`, `-` as `_`.
+pub fn documented_skeleton(nick: &str) -> String {
+    nick.to_ascii_lowercase()
+        .replace(['i', '1', '|', '!'], "l")
+        .replace('0', "o")
+        .replace('-', "_")
+}
+
 /// The documented nickname language: 1 to 32 ASCII letters, digits, `_` or
-/// `-`, starting with a letter, not NICK, ERROR or server in any case.
+/// `-`, starting with a letter; its skeleton is not NICK's and does not
+/// start with server's or error's.
 pub fn documented_nickname(nick: &str) -> bool {
     let bytes = nick.as_bytes();
+    let skeleton = documented_skeleton(nick);
     !bytes.is_empty()
         && bytes.len() <= MAX_NICK_LEN
         && bytes[0].is_ascii_alphabetic()
         && bytes
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
-        && !["nick", "error", "server"].contains(&nick.to_ascii_lowercase().as_str())
+        && skeleton != "nlck"
+        && !skeleton.starts_with("server")
+        && !skeleton.starts_with("error")
 }

@@ -1,0 +1,151 @@
+//! The allowed range of every numeric `serve` setting, and the parsers that
+//! hold the command line to them.
+//!
+//! A setting outside its range is refused when the command line is read,
+//! with the range in the message (and in `--help`), so that no value can
+//! reach a clock or an allocation and fail there later: a timeout of 1e19
+//! seconds, say, would overflow the first time it is added to the time of
+//! day.
+
+use crate::rate::RateLimit;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// A setting that can be off (`None`). Named so that clap's derive, which
+/// takes a field of type `Option` for an optional flag, leaves it alone: the
+/// parser itself says when it is off.
+pub type OrOff<T> = Option<T>;
+
+/// `--max-line`, bytes.
+pub const MAX_LINE: RangeInclusive<usize> = 16..=1_048_576;
+/// `--handshake-timeout`, seconds.
+pub const HANDSHAKE_TIMEOUT: RangeInclusive<f64> = 0.1..=3600.0;
+/// `--idle-timeout`, seconds (0 is off).
+pub const IDLE_TIMEOUT: RangeInclusive<f64> = 0.0..=2_592_000.0;
+/// `--max-participants`.
+pub const MAX_PARTICIPANTS: RangeInclusive<usize> = 1..=1_000_000;
+/// `--max-per-ip`.
+pub const MAX_PER_IP: RangeInclusive<usize> = 1..=1_000_000;
+/// `--backlog`, lines.
+pub const BACKLOG: RangeInclusive<usize> = 1..=1_048_576;
+/// `--joins-per-minute`.
+pub const JOINS_PER_MINUTE: RangeInclusive<u32> = 1..=100_000;
+/// `--connects-per-minute`.
+pub const CONNECTS_PER_MINUTE: RangeInclusive<u32> = 1..=1_000_000;
+/// `--rate-limit`'s rate, messages per second.
+pub const RATE: RangeInclusive<f64> = 0.01..=1_000_000.0;
+/// `--rate-limit`'s burst, messages.
+pub const BURST: RangeInclusive<u32> = 1..=10_000_000;
+
+fn whole<T>(s: &str, range: &RangeInclusive<T>) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    s.trim()
+        .parse::<T>()
+        .ok()
+        .filter(|v| range.contains(v))
+        .ok_or_else(|| {
+            format!(
+                "expected a whole number from {} to {}",
+                range.start(),
+                range.end()
+            )
+        })
+}
+
+fn seconds(s: &str, range: &RangeInclusive<f64>) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| range.contains(v))
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| {
+            format!(
+                "expected a number of seconds from {} to {}",
+                range.start(),
+                range.end()
+            )
+        })
+}
+
+pub fn max_line(s: &str) -> Result<usize, String> {
+    whole(s, &MAX_LINE)
+}
+
+pub fn handshake_timeout(s: &str) -> Result<Duration, String> {
+    seconds(s, &HANDSHAKE_TIMEOUT)
+}
+
+/// `None` for 0 (off).
+pub fn idle_timeout(s: &str) -> Result<Option<Duration>, String> {
+    seconds(s, &IDLE_TIMEOUT).map(|d| (!d.is_zero()).then_some(d))
+}
+
+pub fn max_participants(s: &str) -> Result<usize, String> {
+    whole(s, &MAX_PARTICIPANTS)
+}
+
+pub fn max_per_ip(s: &str) -> Result<usize, String> {
+    whole(s, &MAX_PER_IP)
+}
+
+pub fn backlog(s: &str) -> Result<usize, String> {
+    whole(s, &BACKLOG)
+}
+
+pub fn joins_per_minute(s: &str) -> Result<u32, String> {
+    whole(s, &JOINS_PER_MINUTE)
+}
+
+pub fn connects_per_minute(s: &str) -> Result<u32, String> {
+    whole(s, &CONNECTS_PER_MINUTE)
+}
+
+/// `off` (`None`), `RATE` or `RATE/BURST`, each within its range.
+pub fn rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
+    if s.trim() == "off" {
+        return Ok(None);
+    }
+    let limit: RateLimit = s.parse()?;
+    if !RATE.contains(&limit.per_second) || !BURST.contains(&limit.burst) {
+        return Err(format!(
+            "the rate must be from {} to {} messages per second and the burst from {} to {}",
+            RATE.start(),
+            RATE.end(),
+            BURST.start(),
+            BURST.end()
+        ));
+    }
+    Ok(Some(limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_values_are_refused_with_the_range() {
+        let err = handshake_timeout("1e19").unwrap_err();
+        assert!(err.contains("0.1 to 3600"), "{err}");
+        assert!(handshake_timeout("NaN").is_err());
+        assert!(handshake_timeout("-1").is_err());
+        assert_eq!(handshake_timeout("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(idle_timeout("0"), Ok(None));
+        assert!(idle_timeout("inf").is_err());
+        assert!(max_line("0").unwrap_err().contains("16 to 1048576"));
+        assert!(max_participants("0").is_err());
+        assert_eq!(max_per_ip("16"), Ok(16));
+        assert!(backlog("99999999999999999999").is_err());
+        assert_eq!(rate_limit("off"), Ok(None));
+        assert!(
+            rate_limit("1e-300")
+                .unwrap_err()
+                .contains("0.01 to 1000000")
+        );
+        assert!(rate_limit("10/0").is_err());
+        assert!(rate_limit("10/20000000").is_err());
+        assert_eq!(joins_per_minute("10"), Ok(10));
+        assert!(connects_per_minute("0").is_err());
+    }
+}

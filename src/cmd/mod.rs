@@ -34,7 +34,7 @@ enum Command {
     /// Run the chat server. SIGINT or SIGTERM stops it gracefully; SIGHUP
     /// reloads its certificate and key, the client CA, the CRL and the deny
     /// file (all or nothing).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Join a chat server from this terminal.
     Connect(connect::ConnectArgs),
     /// Measure a chat server's throughput, latency, joins and memory, and
@@ -76,7 +76,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::GenCerts(args) => gen_certs::run(args),
         Command::Certs(args) => certs::run(args),
-        Command::Serve(args) => runtime()?.block_on(serve::run(args)),
+        Command::Serve(args) => runtime()?.block_on(serve::run(*args)),
         Command::Connect(args) => runtime()?.block_on(connect::run(args)),
         Command::Bench(args) => runtime()?.block_on(crate::bench::run(args)),
     }

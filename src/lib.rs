@@ -5,6 +5,8 @@
 //! Where things live:
 //! * [`protocol`]: framing, nickname rules, line texts (pure, fuzzable);
 //! * [`room`]: who is here and the one order of lines, behind a trait;
+//! * [`mailbox`], [`history`]: private messages (`/msg`) and the lines kept
+//!   for newcomers (`--history`), held by the room beside its ring;
 //! * [`session`]: one participant's life (NICK, read, write, limits);
 //! * [`connection`]: a stream as lines in, batched lines out;
 //! * [`server`]: accept loop, admission limits, shutdown;
@@ -24,6 +26,8 @@ pub mod client;
 pub mod cmd;
 pub mod connection;
 pub mod console;
+pub mod history;
+pub mod mailbox;
 pub mod protocol;
 pub mod rate;
 pub mod room;

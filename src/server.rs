@@ -43,6 +43,8 @@ pub struct Settings {
     pub loopback_exempt: bool,
     /// How many lines a participant may fall behind before it is dropped.
     pub backlog_lines: usize,
+    /// How many recent public lines a newcomer receives (0: none).
+    pub history_lines: usize,
     /// How long shutdown waits for sessions to say goodbye.
     pub shutdown_grace: Duration,
 }
@@ -57,6 +59,7 @@ impl Settings {
             max_per_ip: 16,
             loopback_exempt: true,
             backlog_lines: 4096,
+            history_lines: 0,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -94,10 +97,10 @@ impl Server {
     /// period is over).
     pub async fn run(self, shutdown: impl Future) -> Result<()> {
         let settings = Arc::new(self.settings);
-        let room = Arc::new(LocalRoom::new(
-            settings.max_participants,
-            settings.backlog_lines,
-        ));
+        let room = Arc::new(
+            LocalRoom::new(settings.max_participants, settings.backlog_lines)
+                .with_history(settings.history_lines),
+        );
         let (notify_shutdown, _) = broadcast::channel(1);
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut listener = Listener {

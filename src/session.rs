@@ -10,7 +10,7 @@
 //! skipping lines.
 
 use crate::connection::{BATCH_BYTES, Connection, ReadError};
-use crate::protocol::{self, FrameError, Input, MAX_NICK_ATTEMPTS, NickError};
+use crate::protocol::{self, Command, FrameError, Input, MAX_NICK_ATTEMPTS, NickError};
 use crate::rate::{RateLimit, TokenBucket};
 use crate::room::{JoinError, RecvError, Room, Subscription};
 use crate::shutdown::Shutdown;
@@ -73,6 +73,8 @@ enum End {
     Io(std::io::Error),
     /// The room went away.
     RoomClosed,
+    /// The peer said `/quit`, maybe with a reason.
+    Quit(Option<String>),
 }
 
 impl End {
@@ -88,6 +90,7 @@ impl End {
             }
             End::Io(e) => format!("connection error: {e}"),
             End::RoomClosed => "room closed".into(),
+            End::Quit(_) => "quit".into(),
         }
     }
 }
@@ -144,29 +147,44 @@ pub async fn run<S, R, A>(
     };
     tracing::info!(%peer, %nick, "joined");
     // Leave the room however this session ends, panics included.
-    let membership = Membership { room, nick: &nick };
-    let end = chat(&mut conn, &nick, subscription, room, limits, shutdown).await;
+    let mut membership = Membership {
+        room,
+        nick: &nick,
+        reason: None,
+    };
+    let mut end = chat(&mut conn, &nick, subscription, room, limits, shutdown).await;
     drop(admission);
+    if let End::Quit(reason) = &mut end {
+        membership.reason = reason.take();
+    }
     drop(membership);
     tracing::info!(%peer, %nick, "left: {}", end.describe());
     match end {
         End::LineTooLong => last_words(&mut conn, protocol::error_line(FrameError::TooLong)).await,
         End::TooSlow => last_words(&mut conn, protocol::error_line("disconnected: too slow")).await,
         End::Idle => last_words(&mut conn, protocol::error_line("disconnected: idle")).await,
+        // Replies to lines before the `/quit` still go out.
+        End::Quit(_) => {
+            let _ = timeout(LAST_WORDS, conn.flush()).await;
+        }
         _ => {}
     }
     close(&mut conn).await;
 }
 
-/// Leaves the room when dropped.
+/// Leaves the room when dropped, giving the `/quit` reason if there is one.
 struct Membership<'a, R: Room> {
     room: &'a R,
     nick: &'a str,
+    reason: Option<String>,
 }
 
 impl<R: Room> Drop for Membership<'_, R> {
     fn drop(&mut self) {
-        self.room.leave(self.nick);
+        match &self.reason {
+            Some(reason) => self.room.quit(self.nick, reason),
+            None => self.room.leave(self.nick),
+        }
     }
 }
 
@@ -224,6 +242,9 @@ where
         Err(_) => return End::RoomClosed,
     }
     conn.queue(protocol::control_line(protocol::CONNECTED));
+    for line in subscription.take_history() {
+        conn.queue(line);
+    }
     if let Err(end) = flush(conn, &subscription, shutdown).await {
         return end;
     }
@@ -293,9 +314,12 @@ where
                 let mut next = Some(first);
                 let mut handled = 0;
                 while let Some(line) = next.take() {
-                    if let Some(reply) = handle_line(&line, nick, room) {
-                        conn.queue(reply);
-                    } else if let Some(bucket) = bucket.as_mut() {
+                    if let Some(reason) = handle_line(&line, nick, room, conn) {
+                        return End::Quit(reason);
+                    }
+                    // Every line costs a token: commands and refused lines
+                    // make the server work and reply just as messages do.
+                    if let Some(bucket) = bucket.as_mut() {
                         paused_until = bucket.spend(last_heard).map(|wait| last_heard + wait);
                     }
                     handled += 1;
@@ -333,22 +357,47 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     }
 }
 
-/// Acts on one line from a registered participant; returns the reply meant
-/// for that participant alone, if any. A message (no reply) counts against
-/// the rate limit; nothing else does.
-fn handle_line<R: Room>(line: &[u8], nick: &str, room: &R) -> Option<Bytes> {
+/// Acts on one line from a registered participant, queueing on `conn` the
+/// replies meant for that participant alone. Returns `Some` on `/quit`,
+/// with its reason.
+fn handle_line<S, R>(
+    line: &[u8],
+    nick: &str,
+    room: &R,
+    conn: &mut Connection<S>,
+) -> Option<Option<String>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Room,
+{
     let Ok(text) = std::str::from_utf8(line) else {
-        return Some(protocol::error_line("invalid UTF-8"));
+        conn.queue(protocol::error_line("invalid UTF-8"));
+        return None;
     };
     match protocol::parse_input(text) {
-        Input::Empty => None,
-        Input::Command(_) => Some(protocol::error_line("unknown command")),
+        Input::Empty => {}
         Input::Message(text) => {
             tracing::trace!(%nick, bytes = text.len(), "message");
             room.publish(nick, &text);
-            None
         }
+        Input::Command(command) => match command {
+            Command::List => conn.queue(protocol::list_line(room.members())),
+            Command::Msg { to, text } => match room.whisper(nick, to, &text) {
+                Ok(echo) => conn.queue(echo),
+                Err(e) => conn.queue(protocol::error_line(e)),
+            },
+            Command::Me(text) => room.act(nick, &text),
+            Command::Quit(reason) => return Some(reason.map(|r| r.into_owned())),
+            Command::Help => {
+                for help in protocol::HELP {
+                    conn.queue(protocol::control_line(help));
+                }
+            }
+            Command::Usage(usage) => conn.queue(protocol::error_line(usage)),
+            Command::Unknown => conn.queue(protocol::error_line("unknown command")),
+        },
     }
+    None
 }
 
 /// Writes what is queued. While the peer does not take it, checks now and

@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// disconnected as too slow.
     #[arg(long, default_value_t = 4096, value_name = "LINES")]
     backlog: usize,
+    /// How many of the room's last messages and actions a newcomer
+    /// receives on joining, each marked `[history] ` (0: none).
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1000))]
+    history: u16,
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration> {
@@ -108,6 +112,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     settings.max_per_ip = args.max_per_ip;
     settings.backlog_lines = args.backlog;
+    settings.history_lines = usize::from(args.history);
     settings.max_participants = cap_to_open_files(args.max_participants);
 
     let server = Server::bind(args.addr, settings).await?;

@@ -28,6 +28,8 @@ pub struct ConnectOptions {
     pub server_name: Option<String>,
     pub nick: Option<String>,
     pub plaintext: bool,
+    /// TLS versions to allow.
+    pub tls_version: tls::TlsVersion,
 }
 
 /// The host part of `host:port` or `[v6]:port`.
@@ -52,7 +54,10 @@ pub async fn run(opts: ConnectOptions) -> Result<()> {
         );
         return chat(Connection::new(tcp, MAX_SERVER_LINE), &opts).await;
     }
-    let config = tls::client_config(&opts.ca)?;
+    if let Some(path) = tls::key_log_file()? {
+        eprintln!("warning: {}", tls::key_log_warning(&path));
+    }
+    let config = tls::client_config_with(&opts.ca, opts.tls_version)?;
     let name = opts
         .server_name
         .clone()
@@ -62,7 +67,44 @@ pub async fn run(opts: ConnectOptions) -> Result<()> {
         .connect(server_name, tcp)
         .await
         .map_err(|e| anyhow!(tls::explain_handshake_error(&e, &opts.ca, &name)))?;
+    eprintln!(
+        "{}",
+        describe_session(&opts.addr, &name, stream.get_ref().1)
+    );
     chat(Connection::new(stream, MAX_SERVER_LINE), &opts).await
+}
+
+/// Whom the client talks to, for stderr at the start: the server's address
+/// and name, the TLS version and cipher suite, and the server certificate's
+/// SHA-256 fingerprint (as `gen-certs` prints it) and expiry.
+pub fn describe_session(addr: &str, name: &str, tls: &rustls::ClientConnection) -> String {
+    let version = match tls.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3".to_owned(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2".to_owned(),
+        Some(other) => format!("{other:?}"),
+        None => "TLS (version unknown)".to_owned(),
+    };
+    let suite = tls
+        .negotiated_cipher_suite()
+        .map_or_else(|| "unknown".to_owned(), |s| format!("{:?}", s.suite()));
+    let mut text =
+        format!("connected to {addr} (server name {name:?}) over {version}, cipher suite {suite}");
+    if let Some(leaf) = tls.peer_certificates().and_then(|certs| certs.first()) {
+        text.push_str(&format!(
+            "\nserver certificate SHA-256 fingerprint: {}",
+            crate::certs::fingerprint(leaf)
+        ));
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) {
+            let t = cert.validity().not_after.to_datetime();
+            text.push_str(&format!(
+                "\nserver certificate valid until: {} {:02}:{:02} UTC",
+                t.date(),
+                t.hour(),
+                t.minute()
+            ));
+        }
+    }
+    text
 }
 
 async fn chat<S>(mut conn: Connection<S>, opts: &ConnectOptions) -> Result<()>

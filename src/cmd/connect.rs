@@ -2,6 +2,7 @@
 
 use crate::client::{self, ConnectOptions};
 use crate::protocol::DEFAULT_PORT;
+use crate::tls::TlsVersion;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -24,6 +25,9 @@ pub struct ConnectArgs {
     /// Connect without TLS (only to a server started with --plaintext).
     #[arg(long)]
     plaintext: bool,
+    /// TLS versions to allow: any (1.3 preferred, 1.2 allowed), 1.2 or 1.3.
+    #[arg(long, value_enum, default_value_t = TlsVersion::Any, value_name = "VERSION")]
+    tls_version: TlsVersion,
 }
 
 pub async fn run(args: ConnectArgs) -> Result<()> {
@@ -33,6 +37,7 @@ pub async fn run(args: ConnectArgs) -> Result<()> {
         server_name: args.server_name,
         nick: args.nick,
         plaintext: args.plaintext,
+        tls_version: args.tls_version,
     })
     .await
 }

@@ -6,7 +6,7 @@ use crate::certs::{self, GenOptions};
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
 use crate::rate::RateLimit;
 use crate::server::{Server, Settings};
-use crate::tls::ServerCertificate;
+use crate::tls::{ServerCertificate, TlsVersion};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// teaching (compare the two in Wireshark), never for real use.
     #[arg(long)]
     plaintext: bool,
+    /// TLS versions to allow: any (1.3 preferred, 1.2 allowed), 1.2 or 1.3.
+    /// With 1.2 a capture shows the server's certificate in the clear.
+    #[arg(long, value_enum, default_value_t = TlsVersion::Any, value_name = "VERSION")]
+    tls_version: TlsVersion,
     /// Longest line a client may send, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_LINE, value_name = "BYTES")]
     max_line: usize,
@@ -91,7 +95,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             })?;
             println!("{report}");
         }
-        let (config, certificate) = crate::tls::reloadable_server_config(&cert, &key)?;
+        if let Some(path) = crate::tls::key_log_file()? {
+            tracing::warn!("{}", crate::tls::key_log_warning(&path));
+        }
+        let (config, certificate) =
+            crate::tls::reloadable_server_config_with(&cert, &key, args.tls_version)?;
         reload_on_hangup(certificate)?;
         Some(config)
     };

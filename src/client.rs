@@ -171,6 +171,7 @@ where
             conn.send(Bytes::from(format!("{nick}\n")))
                 .await
                 .context("cannot send the nickname")?;
+            console.set_own_nick(&nick);
         } else if let Some(reason) = text.strip_prefix(ERROR_PREFIX) {
             if opts.nick.is_some() {
                 bail!("the server refused: {reason}");

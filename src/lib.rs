@@ -17,6 +17,8 @@
 //! * [`client`]: `connect`, the terminal client;
 //! * [`console`]: the client's keyboard and screen: a line editor in a
 //!   terminal, plain lines with pipes;
+//! * [`display`]: how the client shows a line in a terminal: time, marks,
+//!   colours, continuation rows;
 //! * [`cmd`]: the command line, one module per subcommand;
 //! * [`bench`]: `bench`, load and correctness measurements of a server.
 
@@ -26,6 +28,7 @@ pub mod client;
 pub mod cmd;
 pub mod connection;
 pub mod console;
+pub mod display;
 pub mod history;
 pub mod mailbox;
 pub mod protocol;

@@ -113,10 +113,16 @@ where
 {
     let mut console = Console::open()?;
     register(&mut conn, opts, &mut console).await?;
+    // Set once the user typed `/quit`: the server's close is then expected.
+    let mut quitting = false;
     loop {
         tokio::select! {
             line = conn.read_line() => match line {
                 Ok(Some(line)) => console.print(&protocol::sanitize_bytes(&line))?,
+                Ok(None) | Err(_) if quitting => {
+                    console.finish("you left the room").await;
+                    return Ok(());
+                }
                 Ok(None) => {
                     console.finish("connection closed by the server").await;
                     return Ok(());
@@ -127,8 +133,10 @@ where
                     return Err(err);
                 }
             },
-            typed = console.next_line() => match typed? {
+            // After `/quit`, only the server's close is awaited.
+            typed = console.next_line(), if !quitting => match typed? {
                 Some(text) => {
+                    quitting |= is_quit(&text);
                     let mut line = text.into_bytes();
                     line.push(b'\n');
                     conn.send(Bytes::from(line)).await.context("cannot send to the server")?;
@@ -141,6 +149,14 @@ where
             },
         }
     }
+}
+
+/// Whether a typed line is `/quit`, after which the server closes.
+pub fn is_quit(text: &str) -> bool {
+    matches!(
+        protocol::parse_input(text),
+        protocol::Input::Command(protocol::Command::Quit(_))
+    )
 }
 
 /// Answers `NICK` until the server says `Connected to server!`, printing

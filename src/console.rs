@@ -63,8 +63,9 @@ impl Console {
                 let line = terminal.answer().await?;
                 // Ask for the next line at once, so that the editor is always
                 // showing its prompt while chatting and every received line
-                // is printed above it.
-                if line.is_some() {
+                // is printed above it; not after `/quit`, when the server is
+                // about to close and the client to end.
+                if line.as_deref().is_some_and(|l| !crate::client::is_quit(l)) {
                     terminal.request("")?;
                 }
                 Ok(line)

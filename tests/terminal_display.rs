@@ -162,7 +162,7 @@ impl Piped {
 
 /// Starts alice's interactive client in the tmux session.
 async fn alice_joins(tmux: &Tmux, addr: &str, env: &str) {
-    let client = format!("{env} {BIN} connect --addr {addr} --nick alice");
+    let client = format!("{env} {BIN} connect --addr {addr} --nick alice; echo EXIT=$?");
     tmux.keys(&[&client, "Enter"]);
     tmux.wait_until("the welcome", |s| has_row(s, '-', "Connected to server!"))
         .await;
@@ -264,6 +264,13 @@ async fn no_color_keeps_time_and_marks_without_escapes() {
     let coloured = tmux.screen(true);
     assert!(!coloured.contains('\u{1b}'), "{coloured:?}");
     assert!(has_row(&coloured, 'P', "[private] bob -> alice: psst"));
+
+    // `/quit` ends the client at once, without waiting for Enter.
+    tmux.keys(&["/quit gone fishing", "Enter"]);
+    let screen = tmux
+        .wait_until("a clean exit", |s| s.lines().any(|l| l == "EXIT=0"))
+        .await;
+    assert!(screen.contains("you left the room"), "{screen}");
     let _ = serve.kill_and_log().await;
 }
 

@@ -128,6 +128,46 @@ fn check_run(report: &str, out: &Path, version: &str) {
         "{report}"
     );
 
+    // What the Lab tells students to look for in the hellos: the client
+    // offers ALPN chat/1 and key shares for X25519MLKEM768 (group 4588)
+    // and x25519 (29), and sends no server name (it connects to an IP);
+    // over TLS 1.3 the server picks X25519MLKEM768.
+    let client_hellos = tshark(
+        &tls,
+        &[
+            "-Y",
+            "tls.handshake.type == 1",
+            "-T",
+            "fields",
+            "-e",
+            "tls.handshake.extensions_alpn_str",
+            "-e",
+            "tls.handshake.extensions_key_share_group",
+            "-e",
+            "tls.handshake.extensions_server_name",
+        ],
+    );
+    let expected = if version == "1.3" {
+        "chat/1\t4588,29\t"
+    } else {
+        "chat/1\t\t"
+    };
+    assert_eq!(client_hellos.lines().collect::<Vec<_>>(), [expected; 3]);
+    if version == "1.3" {
+        let chosen = tshark(
+            &tls,
+            &[
+                "-Y",
+                "tls.handshake.type == 2",
+                "-T",
+                "fields",
+                "-e",
+                "tls.handshake.extensions_key_share_group",
+            ],
+        );
+        assert_eq!(chosen.lines().collect::<Vec<_>>(), ["4588"; 3]);
+    }
+
     // The records, counted as tshark counts them.
     let records: usize = tshark(&tls, &["-T", "fields", "-e", "tls.record.length"])
         .lines()
@@ -151,6 +191,34 @@ fn check_run(report: &str, out: &Path, version: &str) {
         ),
         decrypted
     );
+
+    // Record sizes give the text's length away: each record is the line
+    // plus a fixed overhead (TLS 1.3: content type and tag, 17 bytes;
+    // TLS 1.2 with AES-GCM: explicit nonce and tag, 24 bytes).
+    let overhead = if version == "1.3" { 17 } else { 24 };
+    let sized = tshark(
+        &tls,
+        &[
+            "-o",
+            &keylog,
+            "-T",
+            "fields",
+            "-e",
+            "tls.record.length",
+            "-e",
+            "data.data",
+        ],
+    );
+    let mut checked = 0;
+    for (length, data) in sized.lines().filter_map(|l| l.split_once('\t')) {
+        if data.is_empty() || length.contains(',') {
+            continue;
+        }
+        let length: usize = length.parse().expect("a record length");
+        assert_eq!(length, data.len() / 2 + overhead, "{length} {data}");
+        checked += 1;
+    }
+    assert!(checked >= 10, "{sized}");
 
     // The certificate: readable in a TLS 1.2 capture, not in a 1.3 one.
     let names = tshark(

@@ -81,7 +81,8 @@ impl Mailboxes {
         let mailbox = self
             .boxes
             .get(&key)
-            .ok_or_else(|| WhisperError::NoSuchNick(to.to_owned()))?;
+            // `to` is as typed: never echo it unsanitized.
+            .ok_or_else(|| WhisperError::NoSuchNick(protocol::sanitize(to).into_owned()))?;
         let line = protocol::private_line(from, &mailbox.nick, text);
         if key != protocol::nick_key(from) {
             mailbox
@@ -112,6 +113,10 @@ mod tests {
         assert_eq!(
             boxes.deliver("bob", "carol", "x"),
             Err(WhisperError::NoSuchNick("carol".into()))
+        );
+        assert_eq!(
+            boxes.deliver("bob", "car\u{1b}[2Jol", "x"),
+            Err(WhisperError::NoSuchNick("car[2Jol".into()))
         );
         for _ in 0..MAILBOX_LINES {
             boxes.deliver("bob", "Alice", "fill").expect("room left");

@@ -364,6 +364,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn history_ends_where_live_lines_begin_and_private_lines_stay_private() {
+        let room = LocalRoom::new(10, 64).with_history(2);
+        let mut alice = room.join("alice").await.expect("joins");
+        assert!(alice.take_history().is_empty());
+        room.publish("alice", "one");
+        room.act("alice", "waves");
+        room.publish("alice", "two");
+        let mut bob = room.join("Bob").await.expect("joins");
+        assert_eq!(
+            bob.take_history(),
+            ["[history] * alice waves\n", "[history] alice: two\n"]
+        );
+        assert!(bob.take_history().is_empty());
+        assert_eq!(
+            room.whisper("alice", "bob", "psst").expect("delivered"),
+            "[private] alice -> Bob: psst\n"
+        );
+        room.publish("alice", "three");
+        // Room lines are read first: a private line never overtakes one.
+        assert_eq!(
+            drain(&mut bob),
+            [
+                "Bob joined!\n",
+                "alice: three\n",
+                "[private] alice -> Bob: psst\n"
+            ]
+        );
+        let mut members = room.members();
+        members.sort();
+        assert_eq!(members, ["Bob", "alice"]);
+        room.quit("Bob", "lunch");
+        assert_eq!(
+            drain(&mut alice).last().map(String::as_str),
+            Some("Bob left! (lunch)\n")
+        );
+        assert_eq!(room.members(), ["alice"]);
+        assert!(matches!(
+            room.whisper("alice", "bob", "gone?"),
+            Err(WhisperError::NoSuchNick(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn full_room_refuses() {
         let room = LocalRoom::new(1, 8);
         let _a = room.join("a").await.expect("joins");

@@ -74,14 +74,20 @@ for mode in plaintext tls; do
   tshark -i lo -f "tcp port $port" -w "$pcap" -q 2>"$work/tshark-$mode.log" &
   tpid=$!; pids+=("$tpid")
   wait_for "$work/tshark-$mode.log" "Capturing on"
+  # The capture runs once its file has a header.
+  for _ in $(seq 200); do [ -s "$pcap" ] && break; sleep 0.05; done
 
   mkdir -p "$work/$mode"
   # The clients log their secrets to the same file as the server.
   SSLKEYLOGFILE=$([ "$mode" = tls ] && echo "$out/tls-keys.log" || true) \
     play_dry_run "$bin" "$addr" "$work/certs/ca.pem" "$work/$mode" "${flag[@]}"
-  # Give the capture a moment for the last packets (the figures are read
-  # from the file afterwards, whatever it holds), then stop it and the server.
-  sleep 0.2
+  # Wait (at most 10 s) until the capture holds the three connections'
+  # closes, both ways, then stop it and the server.
+  for _ in $(seq 20); do
+    fins=$(tshark -r "$pcap" -Y "tcp.flags.fin == 1" 2>/dev/null | wc -l || true)
+    [ "$fins" -ge 6 ] && break
+    sleep 0.2
+  done
   kill "$tpid"; wait "$tpid" 2>/dev/null || true
   kill "$server"; wait "$server" 2>/dev/null || true
 

@@ -15,7 +15,7 @@
 
 use crate::protocol;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 
 /// How many private lines may wait for one participant.
@@ -33,10 +33,12 @@ pub enum WhisperError {
     Full(String),
 }
 
-/// The sending ends of every participant's mailbox, by nickname key.
+/// The sending ends of every participant's mailbox, by nickname key, in
+/// the keys' order, so that `/list` reads the first names without sorting
+/// or copying everybody's.
 #[derive(Debug, Default)]
 pub struct Mailboxes {
-    boxes: HashMap<String, Mailbox>,
+    boxes: BTreeMap<String, Mailbox>,
 }
 
 #[derive(Debug)]
@@ -68,9 +70,11 @@ impl Mailboxes {
         self.boxes.remove(&protocol::nick_key(nick));
     }
 
-    /// The nicknames with a mailbox, as their owners spelled them.
-    pub fn nicks(&self) -> Vec<String> {
-        self.boxes.values().map(|m| m.nick.clone()).collect()
+    /// How many mailboxes there are, and the first `max` nicknames in the
+    /// order of their keys, as their owners spelled them.
+    pub fn nicks(&self, max: usize) -> (usize, Vec<String>) {
+        let first = self.boxes.values().take(max);
+        (self.boxes.len(), first.map(|m| m.nick.clone()).collect())
     }
 
     /// Puts `[private] from -> to: text` in `to`'s mailbox (unless `to` is
@@ -125,10 +129,9 @@ mod tests {
             boxes.deliver("bob", "Alice", "one too many"),
             Err(WhisperError::Full("Alice".into()))
         );
-        let mut nicks = boxes.nicks();
-        nicks.sort();
-        assert_eq!(nicks, ["Alice", "bob"]);
+        assert_eq!(boxes.nicks(10), (2, vec!["Alice".into(), "bob".into()]));
+        assert_eq!(boxes.nicks(1), (2, vec!["Alice".into()]));
         boxes.close("ALICE");
-        assert_eq!(boxes.nicks(), ["bob"]);
+        assert_eq!(boxes.nicks(10), (1, vec!["bob".into()]));
     }
 }

@@ -102,9 +102,10 @@ pub trait Room: Send + Sync + 'static {
     /// reading makes it fail rather than queue without bound.
     fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError>;
 
-    /// The nicknames present, as their owners spelled them, in no
-    /// particular order (`/list`).
-    fn members(&self) -> Vec<String>;
+    /// How many participants are here, and the first `max` of their
+    /// nicknames in the order of their keys ([`protocol::nick_key`]), as
+    /// their owners spelled them (`/list`). Costs O(`max`), not O(room).
+    fn members(&self, max: usize) -> (usize, Vec<String>);
 
     /// Sends a server line (already terminated) to everyone.
     fn announce(&self, line: Bytes);
@@ -228,8 +229,8 @@ impl Room for LocalRoom {
         self.state().mailboxes.deliver(from, to, text)
     }
 
-    fn members(&self) -> Vec<String> {
-        self.state().mailboxes.nicks()
+    fn members(&self, max: usize) -> (usize, Vec<String>) {
+        self.state().mailboxes.nicks(max)
     }
 
     fn announce(&self, line: Bytes) {
@@ -391,15 +392,13 @@ mod tests {
                 "[private] alice -> Bob: psst\n"
             ]
         );
-        let mut members = room.members();
-        members.sort();
-        assert_eq!(members, ["Bob", "alice"]);
+        assert_eq!(room.members(10), (2, vec!["alice".into(), "Bob".into()]));
         room.quit("Bob", "lunch");
         assert_eq!(
             drain(&mut alice).last().map(String::as_str),
             Some("Bob left! (lunch)\n")
         );
-        assert_eq!(room.members(), ["alice"]);
+        assert_eq!(room.members(10), (1, vec!["alice".into()]));
         assert!(matches!(
             room.whisper("alice", "bob", "gone?"),
             Err(WhisperError::NoSuchNick(_))

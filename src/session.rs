@@ -381,7 +381,10 @@ where
             room.publish(nick, &text);
         }
         Input::Command(command) => match command {
-            Command::List => conn.queue(protocol::list_line(room.members())),
+            Command::List => {
+                let (total, first) = room.members(protocol::LIST_MAX);
+                conn.queue(protocol::list_line(total, &first));
+            }
             Command::Msg { to, text } => match room.whisper(nick, to, &text) {
                 Ok(echo) => conn.queue(echo),
                 Err(e) => conn.queue(protocol::error_line(e)),

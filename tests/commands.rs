@@ -174,3 +174,24 @@ async fn commands_spend_the_rate_limit_like_messages() {
 async fn invalid_utf8_spends_the_rate_limit_like_messages() {
     two_lines_then_a_message_in_one_write(b"\xff\n\xfe\n", "ERROR invalid UTF-8").await;
 }
+
+#[tokio::test]
+async fn a_long_list_names_the_first_and_counts_the_rest() {
+    let server = TestServer::start().await;
+    let total = chatroom::protocol::LIST_MAX + 3;
+    let mut clients = Vec::new();
+    for i in 0..total {
+        clients.push(server.join(&format!("n{i:03}")).await);
+    }
+    let asker = clients.last_mut().expect("clients");
+    asker.send("/list").await;
+    let expected: Vec<String> = (0..chatroom::protocol::LIST_MAX)
+        .map(|i| format!("n{i:03}"))
+        .collect();
+    asker
+        .expect(&format!(
+            "[list] {total} here: {}, and 3 more",
+            expected.join(", ")
+        ))
+        .await;
+}

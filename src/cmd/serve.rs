@@ -45,7 +45,8 @@ pub struct ServeArgs {
     /// Most connections at once from one IP address (loopback is exempt).
     #[arg(long, default_value_t = 16)]
     max_per_ip: usize,
-    /// Messages per second per participant, as RATE or RATE/BURST, or `off`.
+    /// Lines (messages, commands, refused lines) per second per
+    /// participant, as RATE or RATE/BURST, or `off`.
     #[arg(long, default_value = "10/20", value_name = "RATE[/BURST]|off")]
     rate_limit: String,
     /// Disconnect a participant silent for this many seconds (0: never).

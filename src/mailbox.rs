@@ -12,11 +12,17 @@
 //! long before, were the lines public); a private message to it is refused
 //! and its sender told so, rather than queued without bound or lost
 //! silently.
+//!
+//! A mailbox is a queue and a wake-up under one small allocation, and its
+//! queue takes no memory while it is empty: most participants never get a
+//! private line, and an idle participant's memory is what a big room is
+//! mostly made of.
 
 use crate::protocol;
 use bytes::Bytes;
-use std::collections::BTreeMap;
-use tokio::sync::mpsc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// How many private lines may wait for one participant.
 pub const MAILBOX_LINES: usize = 32;
@@ -45,24 +51,60 @@ pub struct Mailboxes {
 struct Mailbox {
     /// The nickname as its owner spelled it.
     nick: String,
-    sender: mpsc::Sender<Bytes>,
+    shared: Arc<Shared>,
+}
+
+/// What the room and the owner's subscription share.
+#[derive(Debug, Default)]
+struct Shared {
+    lines: Mutex<VecDeque<Bytes>>,
+    arrived: Notify,
+}
+
+impl Shared {
+    fn lines(&self) -> std::sync::MutexGuard<'_, VecDeque<Bytes>> {
+        // Every mutation is a single push or pop: a poisoned queue is whole.
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The receiving end of one participant's mailbox.
-pub type Inbox = mpsc::Receiver<Bytes>;
+#[derive(Debug)]
+pub struct Inbox(Arc<Shared>);
+
+impl Inbox {
+    /// The next private line, waiting for one. Cancel-safe: a line is only
+    /// taken from the queue when it is returned.
+    pub async fn recv(&mut self) -> Bytes {
+        loop {
+            // Registered before looking, so a line put in right after the
+            // look still wakes us (`notify_one` keeps a permit).
+            let arrived = self.0.arrived.notified();
+            if let Some(line) = self.0.lines().pop_front() {
+                return line;
+            }
+            arrived.await;
+        }
+    }
+
+    /// The next private line if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        self.0.lines().pop_front()
+    }
+}
 
 impl Mailboxes {
     /// Opens `nick`'s mailbox (replacing any old one under the same key).
     pub fn open(&mut self, nick: &str) -> Inbox {
-        let (sender, inbox) = mpsc::channel(MAILBOX_LINES);
+        let shared = Arc::new(Shared::default());
         self.boxes.insert(
             protocol::nick_key(nick),
             Mailbox {
                 nick: nick.to_owned(),
-                sender,
+                shared: shared.clone(),
             },
         );
-        inbox
+        Inbox(shared)
     }
 
     /// Closes `nick`'s mailbox; lines still in it are dropped with it.
@@ -89,10 +131,13 @@ impl Mailboxes {
             .ok_or_else(|| WhisperError::NoSuchNick(protocol::sanitize(to).into_owned()))?;
         let line = protocol::private_line(from, &mailbox.nick, text);
         if key != protocol::nick_key(from) {
-            mailbox
-                .sender
-                .try_send(line.clone())
-                .map_err(|_| WhisperError::Full(mailbox.nick.clone()))?;
+            let mut lines = mailbox.shared.lines();
+            if lines.len() >= MAILBOX_LINES {
+                return Err(WhisperError::Full(mailbox.nick.clone()));
+            }
+            lines.push_back(line.clone());
+            drop(lines);
+            mailbox.shared.arrived.notify_one();
         }
         Ok(line)
     }
@@ -102,6 +147,20 @@ impl Mailboxes {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn recv_wakes_for_a_line_put_in_while_it_waits() {
+        let mut boxes = Mailboxes::default();
+        let mut alice = boxes.open("alice");
+        let waiting = tokio::spawn(async move { alice.recv().await });
+        tokio::task::yield_now().await;
+        let line = boxes.deliver("bob", "alice", "late").expect("delivered");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("woken in time")
+            .expect("task");
+        assert_eq!(got, line);
+    }
+
     #[test]
     fn a_private_line_reaches_its_recipient_only_and_a_full_box_refuses() {
         let mut boxes = Mailboxes::default();
@@ -110,10 +169,10 @@ mod tests {
         let echo = boxes.deliver("bob", "ALICE", "psst").expect("delivered");
         assert_eq!(echo, "[private] bob -> Alice: psst\n");
         assert_eq!(alice.try_recv().expect("a line"), echo);
-        assert!(bob.try_recv().is_err());
+        assert!(bob.try_recv().is_none());
         // To oneself: the echo only.
         boxes.deliver("bob", "bob", "note").expect("delivered");
-        assert!(bob.try_recv().is_err());
+        assert!(bob.try_recv().is_none());
         assert_eq!(
             boxes.deliver("bob", "carol", "x"),
             Err(WhisperError::NoSuchNick("carol".into()))

@@ -297,7 +297,7 @@ impl Subscription for LocalSubscription {
                 broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
                 broadcast::error::RecvError::Closed => RecvError::Closed,
             }),
-            Some(line) = self.inbox.recv() => Ok(line),
+            line = self.inbox.recv() => Ok(line),
         }
     }
 
@@ -312,7 +312,7 @@ impl Subscription for LocalSubscription {
         use broadcast::error::TryRecvError;
         match self.receiver.try_recv() {
             Ok(line) => Ok(Some(line)),
-            Err(TryRecvError::Empty) => Ok(self.inbox.try_recv().ok()),
+            Err(TryRecvError::Empty) => Ok(self.inbox.try_recv()),
             Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
             Err(TryRecvError::Closed) => Err(RecvError::Closed),
         }

@@ -207,6 +207,22 @@ fn check_run(report: &str, out: &Path, version: &str) {
         checked += 1;
     }
     assert!(checked >= 10, "{decrypted:?}");
+    // The Lab's example: Alice's line and its newline, 23 bytes, travel in
+    // records of 40 bytes over TLS 1.3.
+    let hello_line: String = b"Alice: Hello everyone!\n"
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let hello_records: Vec<&str> = decrypted
+        .iter()
+        .filter(|row| row[1] == hello_line)
+        .map(|row| row[0].as_str())
+        .collect();
+    let expected = (23 + overhead).to_string();
+    assert!(
+        !hello_records.is_empty() && hello_records.iter().all(|l| *l == expected),
+        "{hello_records:?}"
+    );
 
     // The certificate: readable in a TLS 1.2 capture, not in a 1.3 one.
     let names: Vec<&str> = column(8).filter(|n| !n.is_empty()).collect();
@@ -224,6 +240,11 @@ fn check_run(report: &str, out: &Path, version: &str) {
         );
         assert!(report.contains("dNSName: localhost"), "{report}");
         assert!(report.contains("iPAddress: 127.0.0.1"), "{report}");
+        assert!(report.contains("iPAddress: ::1"), "{report}");
+        assert!(
+            report.contains("issuer: commonName=chatroom local CA"),
+            "{report}"
+        );
         assert!(
             report.contains("subject: commonName=chatroom server"),
             "{report}"

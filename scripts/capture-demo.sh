@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
-# Capture the same short chat twice on the loopback interface, once with
-# --plaintext and once over TLS, and show what an eavesdropper sees in each.
-# For the classroom: open the two .pcapng files in Wireshark afterwards.
+# The lab's dry run (Alice, Bob and Charlie join, Alice says "Hello
+# everyone!", Charlie leaves), captured twice on the loopback interface with
+# tshark: once with --plaintext and once over TLS with SSLKEYLOGFILE set.
+# Writes plaintext.pcapng, tls.pcapng and tls-keys.log into OUT_DIR (a new
+# temporary folder if not given) and prints a report in which every figure
+# is counted by tshark from those files.
 #
-# Usage: scripts/capture-demo.sh [OUTPUT_DIR]
+# Usage: scripts/capture-demo.sh [--tls-version 1.2|1.3] [OUT_DIR]
 # Needs: tshark (Debian/Ubuntu: apt-get install tshark), and the right to
 # capture on lo (root, or membership of the wireshark group).
 # Everything stays on 127.0.0.1, and every step has a time limit.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-$(mktemp -d)}
+# shellcheck source=scripts/dry-run.sh
+. "$repo/scripts/dry-run.sh"
+
+version_opts=() out=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --tls-version) version_opts=(--tls-version "$2"); shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) out=$1; shift ;;
+  esac
+done
+out=${out:-$(mktemp -d)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 bin=${CHATROOM_BIN:-$repo/target/release/chatroom}
-secret="the vault code is 4711"
+text="Hello everyone!"
+text_hex=$(printf '%s' "$text" | od -An -tx1 | tr -d ' \n')
 
-command -v tshark >/dev/null || { echo "tshark is not installed (apt-get install tshark)" >&2; exit 2; }
+if ! command -v tshark >/dev/null; then
+  echo "tshark is not installed. On Debian or Ubuntu: sudo apt-get install tshark" >&2
+  echo "(then capture as root, or add yourself to the wireshark group)" >&2
+  exit 2
+fi
 if [ ! -x "$bin" ]; then
   echo "building chatroom (release)..." >&2
   (cd "$repo" && cargo build --release --quiet)
@@ -27,46 +46,91 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Waits (at most 10 s) until FILE contains PATTERN.
+# Waits (at most 10 s) until FILE contains PATTERN anywhere in a line.
 wait_for() {
-  for _ in $(seq 100); do grep -q -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  local i
+  for i in $(seq 200); do grep -q -- "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
   echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
 
+# Counts the text in hex TCP payloads read from stdin, one per line.
+count_text() { { grep -o "$text_hex" || true; } | wc -l; }
+
 (cd "$work" && "$bin" gen-certs --dir certs >/dev/null)
+rm -f "$out/tls-keys.log"
 
 for mode in plaintext tls; do
-  flag=(); [ "$mode" = plaintext ] && flag=(--plaintext)
+  flag=(); [ "$mode" = plaintext ] && flag=(--plaintext) || flag=("${version_opts[@]}")
   log="$work/serve-$mode.log"
-  (cd "$work" && exec "$bin" serve --addr 127.0.0.1:0 "${flag[@]}" 2>"$log") & pids+=($!)
+  keylog=(); [ "$mode" = tls ] && keylog=(SSLKEYLOGFILE="$out/tls-keys.log")
+  (cd "$work" && exec env "${keylog[@]}" "$bin" serve --addr 127.0.0.1:0 "${flag[@]}" 2>"$log") &
+  server=$!; pids+=("$server")
   wait_for "$log" "listening addr="
   addr=$(sed -n 's/.*listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -n1)
   port=${addr##*:}
 
-  pcap="$out/chat-$mode.pcapng"
-  tshark -i lo -f "tcp port $port" -w "$pcap" -q 2>"$work/tshark-$mode.log" & tpid=$!; pids+=($tpid)
+  pcap="$out/$mode.pcapng"
+  rm -f "$pcap"
+  tshark -i lo -f "tcp port $port" -w "$pcap" -q 2>"$work/tshark-$mode.log" &
+  tpid=$!; pids+=("$tpid")
   wait_for "$work/tshark-$mode.log" "Capturing on"
+  # The capture runs once its file has a header.
+  for _ in $(seq 200); do [ -s "$pcap" ] && break; sleep 0.05; done
 
-  # Bob listens; Alice joins, says the secret, and leaves.
-  (cd "$work" && timeout 10 "$bin" connect --addr "$addr" --ca certs/ca.pem --nick bob "${flag[@]}" \
-      < <(sleep 3) > "$work/bob-$mode.txt" 2>/dev/null) & bob=$!
-  wait_for "$work/bob-$mode.txt" "Connected to server!"
-  (cd "$work" && printf '%s\n' "$secret" | timeout 10 "$bin" connect --addr "$addr" --ca certs/ca.pem \
-      --nick alice "${flag[@]}" >/dev/null 2>&1)
-  wait_for "$work/bob-$mode.txt" "alice left!"
-  wait "$bob" || true
+  mkdir -p "$work/$mode"
+  # The clients log their secrets to the same file as the server.
+  SSLKEYLOGFILE=$([ "$mode" = tls ] && echo "$out/tls-keys.log" || true) \
+    play_dry_run "$bin" "$addr" "$work/certs/ca.pem" "$work/$mode" "${flag[@]}"
+  # Wait (at most 10 s) until the capture holds the close (FIN) of each of
+  # the three connections, then stop it and the server.
+  for _ in $(seq 20); do
+    closed=$(tshark -r "$pcap" -Y "tcp.flags.fin == 1" -T fields -e tcp.stream 2>/dev/null |
+      sort -u | wc -l || true)
+    [ "$closed" -ge 3 ] && break
+    sleep 0.2
+  done
   kill "$tpid"; wait "$tpid" 2>/dev/null || true
+  kill "$server"; wait "$server" 2>/dev/null || true
 
   echo "=== $mode: $pcap"
-  echo "--- what Bob's screen showed:"
-  sed 's/^/    /' "$work/bob-$mode.txt"
-  echo "--- what an eavesdropper reads in the capture (TCP payload as text):"
-  tshark -r "$pcap" -q -z follow,tcp,ascii,0 2>/dev/null | grep -v '^[0-9]*$' | sed -n '6,16p' | cut -c1-100 | sed 's/^/    /'
-  if [ -n "$(tshark -r "$pcap" -Y "frame contains \"$secret\"" 2>/dev/null)" ]; then
-    echo "--- the secret is VISIBLE in the capture"
-  else
-    echo "--- the secret is NOT in the capture; TLS records seen:"
-    tshark -r "$pcap" -Y tls -T fields -e tls.record.version -e tls.record.content_type -e _ws.col.Info \
-      2>/dev/null | sort | uniq -c | head -n 8 | sed 's/^/    /'
+  print_transcripts "$work/$mode" | sed 's/^/    /'
+  # One pass over the capture for the figures, one more to decrypt.
+  fields="$work/$mode.fields"
+  tshark -r "$pcap" -T fields -E separator='|' -E occurrence=a -e tcp.srcport -e tcp.payload \
+    -e tls.record.length -e tls.handshake.type 2>/dev/null >"$fields"
+  all=$(cut -d'|' -f2 "$fields" | count_text)
+  from_server=$(awk -F'|' -v port="$port" '$1 == port { print $2 }' "$fields" | count_text)
+  echo "$mode: \"$text\" in raw TCP payloads: $all (sent by the server: $from_server)"
+  if [ "$mode" = tls ]; then
+    records=$(cut -d'|' -f3 "$fields" | tr ',' '\n' | grep -c . || true)
+    hello=$(tshark -r "$pcap" -Y "tls.handshake.type == 2 || tls.handshake.type == 11" -V 2>/dev/null)
+    handshakes=$(grep -c '^ *Handshake Type: Server Hello (2)' <<<"$hello" || true)
+    version=$(sed -n 's/^ *Supported Version: \(TLS 1\.[0-9]\).*/\1/p' <<<"$hello" | head -n1)
+    [ -n "$version" ] || version=$(sed -n '/Server Hello (2)/,$ s/^ *Version: \(TLS 1\.[0-9]\).*/\1/p' <<<"$hello" | head -n1)
+    suite=$(sed -n 's/^ *Cipher Suite: //p' <<<"$hello" | head -n1)
+    decrypted=$(tshark -r "$pcap" -o "tls.keylog_file:$out/tls-keys.log" -T fields -e data.data \
+      2>/dev/null | count_text)
+    echo "tls: handshakes: $handshakes, version: $version, cipher suite: $suite"
+    echo "tls: TLS records: $records"
+    echo "tls: \"$text\" after decrypting with tls-keys.log: $decrypted"
+    if grep -q '^ *Handshake Type: Certificate (11)' <<<"$hello"; then
+      echo "tls: server certificate readable in the capture: yes"
+      # The first certificate's fields, as tshark decodes them.
+      awk '
+        /Handshake Type: Certificate \(11\)/ { n++ }
+        n != 1 { next }
+        /^ *(subject|issuer): rdnSequence/ { want = $1; next }
+        want != "" && /rdnSequence: [0-9]+ items \(/ {
+          sub(/^[^(]*\(/, ""); sub(/\)$/, ""); gsub(/id-at-/, "")
+          print want " " $0; want = ""; next
+        }
+        /^ *(notBefore|notAfter): utcTime/ { when = $1; sub(/:$/, "", when); next }
+        when != "" && /^ *utcTime: / { sub(/^ *utcTime: /, ""); print when ": " $0; when = ""; next }
+        /^ *(dNSName|iPAddress): / { sub(/^ */, ""); print "name in the certificate, " $0 }
+      ' <<<"$hello" | awk '!seen[$0]++' | sed 's/^/    /'
+    else
+      echo "tls: server certificate readable in the capture: no (encrypted in TLS 1.3)"
+    fi
   fi
 done
+echo "=== files: $out/plaintext.pcapng $out/tls.pcapng $out/tls-keys.log"

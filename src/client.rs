@@ -31,6 +31,8 @@ pub struct ConnectOptions {
     /// A client certificate and its key, for a server that asks for one
     /// (`serve --client-ca`).
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// TLS versions to allow.
+    pub tls_version: tls::TlsVersion,
 }
 
 /// The host part of `host:port` or `[v6]:port`.
@@ -45,7 +47,7 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
     let config = match (&opts.client_cert, opts.plaintext) {
         (Some(_), true) => bail!("--cert and --key need TLS: they cannot be used with --plaintext"),
         (Some((cert, key)), false) => {
-            let config = tls::client_config_with_cert(&opts.ca, cert, key)?;
+            let config = tls::client_config_with(&opts.ca, opts.tls_version, Some((cert, key)))?;
             check_own_certificate(cert)?;
             if opts.nick.is_none() {
                 // The server takes no other nickname from this certificate.
@@ -53,7 +55,7 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
             }
             Some(config)
         }
-        (None, false) => Some(tls::client_config(&opts.ca)?),
+        (None, false) => Some(tls::client_config_with(&opts.ca, opts.tls_version, None)?),
         (None, true) => None,
     };
     let (tcp, addr) = connect_any(&opts.addr).await?;
@@ -63,6 +65,9 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
             "warning: --plaintext: everything you send and receive can be read on the network"
         );
         return chat(Connection::new(tcp, MAX_SERVER_LINE), &opts).await;
+    }
+    if let Some(path) = tls::key_log_file()? {
+        eprintln!("warning: {}", tls::key_log_warning(&path));
     }
     let config = config.context("no TLS configuration for a TLS connection")?;
     let name = opts
@@ -75,6 +80,7 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
         .await
         .map_err(|e| anyhow!(tls::explain_handshake_error(&e, &opts.ca, &name)))?;
     warn_if_expiring(&stream);
+    eprintln!("{}", describe_session(addr, &name, stream.get_ref().1));
     chat(Connection::new(stream, MAX_SERVER_LINE), &opts).await
 }
 
@@ -103,16 +109,55 @@ async fn connect_any(addrs: &str) -> Result<(TcpStream, &str)> {
     }
 }
 
+/// Whom the client talks to, for stderr at the start: the server's address
+/// and name, the TLS version and cipher suite, and the server certificate's
+/// SHA-256 fingerprint (as `gen-certs` prints it) and expiry.
+pub fn describe_session(addr: &str, name: &str, tls: &rustls::ClientConnection) -> String {
+    let version = match tls.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3".to_owned(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2".to_owned(),
+        Some(other) => format!("{other:?}"),
+        None => "TLS (version unknown)".to_owned(),
+    };
+    let suite = tls
+        .negotiated_cipher_suite()
+        .map_or_else(|| "unknown".to_owned(), |s| format!("{:?}", s.suite()));
+    let mut text =
+        format!("connected to {addr} (server name {name:?}) over {version}, cipher suite {suite}");
+    if let Some(leaf) = tls.peer_certificates().and_then(|certs| certs.first()) {
+        text.push_str(&format!(
+            "\nserver certificate SHA-256 fingerprint: {}",
+            crate::certs::fingerprint(leaf)
+        ));
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) {
+            let t = cert.validity().not_after.to_datetime();
+            text.push_str(&format!(
+                "\nserver certificate valid until: {} {:02}:{:02} UTC",
+                t.date(),
+                t.hour(),
+                t.minute()
+            ));
+        }
+    }
+    text
+}
+
 async fn chat<S>(mut conn: Connection<S>, opts: &ConnectOptions) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut console = Console::open()?;
     register(&mut conn, opts, &mut console).await?;
+    // Set once the user typed `/quit`: the server's close is then expected.
+    let mut quitting = false;
     loop {
         tokio::select! {
             line = conn.read_line() => match line {
                 Ok(Some(line)) => console.print(&protocol::sanitize_bytes(&line))?,
+                Ok(None) | Err(_) if quitting => {
+                    console.finish("you left the room").await;
+                    return Ok(());
+                }
                 Ok(None) => {
                     console.finish("connection closed by the server").await;
                     return Ok(());
@@ -123,8 +168,10 @@ where
                     return Err(err);
                 }
             },
-            typed = console.next_line() => match typed? {
+            // After `/quit`, only the server's close is awaited.
+            typed = console.next_line(), if !quitting => match typed? {
                 Some(text) => {
+                    quitting |= is_quit(&text);
                     let mut line = text.into_bytes();
                     line.push(b'\n');
                     conn.send(Bytes::from(line)).await.context("cannot send to the server")?;
@@ -137,6 +184,14 @@ where
             },
         }
     }
+}
+
+/// Whether a typed line is `/quit`, after which the server closes.
+pub fn is_quit(text: &str) -> bool {
+    matches!(
+        protocol::parse_input(text),
+        protocol::Input::Command(protocol::Command::Quit(_))
+    )
 }
 
 /// Answers `NICK` until the server says `Connected to server!`, printing
@@ -167,6 +222,7 @@ where
             conn.send(Bytes::from(format!("{nick}\n")))
                 .await
                 .context("cannot send the nickname")?;
+            console.set_own_nick(&nick);
         } else if let Some(reason) = text.strip_prefix(ERROR_PREFIX) {
             if opts.nick.is_some() {
                 bail!("the server refused: {reason}");

@@ -63,8 +63,9 @@ impl Console {
                 let line = terminal.answer().await?;
                 // Ask for the next line at once, so that the editor is always
                 // showing its prompt while chatting and every received line
-                // is printed above it.
-                if line.is_some() {
+                // is printed above it; not after `/quit`, when the server is
+                // about to close and the client to end.
+                if line.as_deref().is_some_and(|l| !crate::client::is_quit(l)) {
                     terminal.request("")?;
                 }
                 Ok(line)
@@ -72,15 +73,31 @@ impl Console {
         }
     }
 
-    /// Prints one line (already made safe for a terminal).
+    /// Marks this participant's own lines from now on (in a terminal).
+    pub fn set_own_nick(&mut self, nick: &str) {
+        if let Console::Terminal(terminal) = self {
+            terminal.display.own_nick = Some(nick.to_owned());
+        }
+    }
+
+    /// Prints one line from the server (already made safe for a terminal):
+    /// as it is with pipes; in a terminal with a timestamp, a mark, colours
+    /// and visible continuation rows (see [`crate::display`]).
     pub fn print(&mut self, text: &str) -> Result<()> {
         match self {
             // The editor's printer writes straight out while no line is
             // being edited, and above the edited line while one is.
-            Console::Terminal(terminal) => terminal
-                .printer
-                .print(format!("{text}\n"))
-                .map_err(|e| anyhow!("cannot write to the terminal: {e}")),
+            Console::Terminal(terminal) => {
+                let rows = terminal.display.render(
+                    text,
+                    &crate::display::clock(),
+                    crate::display::terminal_width(),
+                );
+                terminal
+                    .printer
+                    .print(format!("{rows}\n"))
+                    .map_err(|e| anyhow!("cannot write to the terminal: {e}"))
+            }
             Console::Pipes(_) => {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{text}").context("cannot write to stdout")
@@ -110,6 +127,8 @@ pub struct Terminal {
     prompts: mpsc::UnboundedSender<String>,
     lines: mpsc::UnboundedReceiver<Result<Option<String>, String>>,
     printer: Box<dyn ExternalPrinter + Send>,
+    /// How lines are shown: own nickname, colours.
+    display: crate::display::Display,
     /// A line was requested and not yet taken: the editor is showing its
     /// prompt, so output must go through it.
     waiting: bool,
@@ -167,6 +186,7 @@ impl Terminal {
             prompts,
             lines,
             printer: Box::new(printer),
+            display: crate::display::Display::from_env(),
             waiting: false,
             saved,
         })

@@ -7,6 +7,8 @@
 //! * [`room`]: who is here and the one order of lines, behind a trait;
 //! * [`backplane`]: the same room shared by several servers through NATS
 //!   JetStream (`serve --cluster`);
+//! * [`mailbox`], [`history`]: private messages (`/msg`) and the lines kept
+//!   for newcomers (`--history`), held by the room beside its ring;
 //! * [`session`]: one participant's life (NICK, read, write, limits);
 //! * [`connection`]: a stream as lines in, batched lines out;
 //! * [`server`]: accept loop, admission limits, shutdown;
@@ -25,6 +27,8 @@
 //! * [`client`]: `connect`, the terminal client;
 //! * [`console`]: the client's keyboard and screen: a line editor in a
 //!   terminal, plain lines with pipes;
+//! * [`display`]: how the client shows a line in a terminal: time, marks,
+//!   colours, continuation rows;
 //! * [`cmd`]: the command line, one module per subcommand;
 //! * [`bench`]: `bench`, load and correctness measurements of a server.
 
@@ -37,7 +41,10 @@ pub mod client;
 pub mod cmd;
 pub mod connection;
 pub mod console;
+pub mod display;
+pub mod history;
 pub mod log_limit;
+pub mod mailbox;
 pub mod per_address;
 pub mod protocol;
 pub mod rate;

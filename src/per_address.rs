@@ -353,7 +353,7 @@ impl<'a> Pace<'a> {
         self.resume(now)
     }
 
-    /// After a message: how long to wait before the next may be read.
+    /// After a line: how long to wait before the next may be read.
     pub fn spend(&mut self, now: Instant) -> Option<Duration> {
         match self {
             Pace::Off => None,

@@ -28,11 +28,40 @@
 //!   Before that it strips the characters of [`is_unsafe_char`] (terminal
 //!   controls, bidirectional controls, invisible and separator characters);
 //!   everything else, whitespace included, is relayed as sent.
-//! * Leaving: the others receive `<nick> left!`.
-//! * Lines starting with `/` are reserved for commands; today every one gets
-//!   `ERROR unknown command`.
+//! * Leaving: the others receive `<nick> left!`, or `<nick> left! (REASON)`
+//!   after `/quit REASON`.
+//! * History: with `serve --history N`, a newcomer receives the room's last
+//!   N public lines (messages and actions, never private ones) right after
+//!   `Connected to server!`, each prefixed `[history] ` (see
+//!   [`history_line`]); live lines never carry that prefix.
+//!
+//! # Commands
+//!
+//! A line starting with `/` is a command (see [`parse_input`]); the command
+//! word is matched without regard to case. Commands count against the same
+//! rate limit and line limit as messages, and their texts are sanitized the
+//! same way.
+//!
+//! | command | effect |
+//! |---|---|
+//! | `/list` | one line to the asker only: `[list] N here: a, b, c` (sorted; at most [`LIST_MAX`] names, then `and K more`) |
+//! | `/msg NICK TEXT` | `[private] <from> -> <to>: TEXT` to NICK only, and the same line back to the sender; an unknown NICK gets `ERROR no such nickname "NICK"` |
+//! | `/me TEXT` | `* <nick> TEXT` to everyone |
+//! | `/quit [REASON]` | leave; the others receive `<nick> left!` or `<nick> left! (REASON)` |
+//! | `/help` | the commands, one `[help] ` line each, to the asker only |
+//! | anything else | `ERROR unknown command`, to the sender only |
+//!
+//! A line starting with `//` is not a command: it is sent as a message
+//! starting with `/` (`//etc/hosts` shows as `<nick>: /etc/hosts`).
+//!
+//! No participant can produce a line that reads like these: every line a
+//! participant causes starts with its nickname (letters, digits, `_`, `-`),
+//! followed by `: `, ` joined!` or ` left!`, or with `* <nick> `; the
+//! bracketed prefixes `[private]`, `[history]`, `[list]`, `[help]` and
+//! `ERROR ` are the server's alone.
 
 use bytes::{Bytes, BytesMut};
+use std::borrow::Cow;
 use std::fmt;
 
 /// The ALPN protocol identifier clients offer and the server accepts.
@@ -107,27 +136,144 @@ pub fn error_line(reason: impl fmt::Display) -> Bytes {
     control_line(&format!("{ERROR_PREFIX}{reason}"))
 }
 
+/// `<nick> left! (<reason>)`, with its line terminator: a `/quit REASON`.
+pub fn left_line_because(nick: &str, reason: &str) -> Bytes {
+    Bytes::from(format!("{nick} left! ({reason})\n"))
+}
+
+/// `* <nick> <text>`, with its line terminator: a `/me` action.
+pub fn action_line(nick: &str, text: &str) -> Bytes {
+    Bytes::from(format!("* {nick} {text}\n"))
+}
+
+/// `[private] <from> -> <to>: <text>`, with its line terminator: a `/msg`,
+/// as both its recipient and its sender see it.
+pub fn private_line(from: &str, to: &str, text: &str) -> Bytes {
+    Bytes::from(format!("{PRIVATE_PREFIX}{from} -> {to}: {text}\n"))
+}
+
+/// Prefix of a private message.
+pub const PRIVATE_PREFIX: &str = "[private] ";
+
+/// Prefix of a line replayed from the room's history to a newcomer.
+pub const HISTORY_PREFIX: &str = "[history] ";
+
+/// `line` (a terminated room line) marked as history: `[history] <line>`.
+pub fn history_line(line: &[u8]) -> Bytes {
+    let mut marked = BytesMut::with_capacity(HISTORY_PREFIX.len() + line.len());
+    marked.extend_from_slice(HISTORY_PREFIX.as_bytes());
+    marked.extend_from_slice(line);
+    marked.freeze()
+}
+
+/// Most names a `/list` reply spells out; beyond, it says how many more.
+pub const LIST_MAX: usize = 200;
+
+/// The `/list` reply: `[list] N here: a, b, c`, for `total` participants
+/// of whom `first` are named (in order, sorted without regard to case by
+/// the room), then `and K more` for the rest.
+pub fn list_line(total: usize, first: &[String]) -> Bytes {
+    let mut text = format!("[list] {total} here: {}", first.join(", "));
+    if total > first.len() {
+        text.push_str(&format!(", and {} more", total - first.len()));
+    }
+    control_line(&text)
+}
+
+/// The `/help` reply, one line per command.
+pub const HELP: [&str; 6] = [
+    "[help] /list: who is here",
+    "[help] /msg NICK TEXT: a private message to NICK only",
+    "[help] /me TEXT: an action, shown as * NICK TEXT",
+    "[help] /quit [REASON]: leave, telling the others why",
+    "[help] /help: this list",
+    "[help] //TEXT: send a message that starts with /",
+];
+
 /// What the server does with one line a joined participant sent.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Input<'a> {
     /// Nothing to do (an empty line, or one that was only control characters).
     Empty,
-    /// A `/command`: reserved; the argument is the command word.
-    Command(&'a str),
+    /// A `/command`.
+    Command(Command<'a>),
     /// A chat message, already sanitized.
-    Message(std::borrow::Cow<'a, str>),
+    Message(Cow<'a, str>),
+}
+
+/// A command line, parsed; every text in it is already sanitized.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `/list`.
+    List,
+    /// `/msg NICK TEXT`.
+    Msg { to: &'a str, text: Cow<'a, str> },
+    /// `/me TEXT`.
+    Me(Cow<'a, str>),
+    /// `/quit [REASON]`.
+    Quit(Option<Cow<'a, str>>),
+    /// `/help`.
+    Help,
+    /// A known command without what it needs; the text is the usage.
+    Usage(&'static str),
+    /// Any other command word.
+    Unknown,
 }
 
 /// Classifies one received line (already framed and decoded as UTF-8).
+///
+/// ```
+/// use chatroom::protocol::{parse_input, Command, Input};
+///
+/// assert_eq!(parse_input("/ME waves"), Input::Command(Command::Me("waves".into())));
+/// assert_eq!(parse_input("//etc/hosts"), Input::Message("/etc/hosts".into()));
+/// assert_eq!(parse_input("/nick bob"), Input::Command(Command::Unknown));
+/// ```
 pub fn parse_input(line: &str) -> Input<'_> {
-    if let Some(rest) = line.strip_prefix('/') {
-        return Input::Command(rest.split_whitespace().next().unwrap_or(""));
+    if let Some(rest) = line.strip_prefix('/')
+        && !rest.starts_with('/')
+    {
+        return Input::Command(parse_command(rest));
     }
+    // `//text` is the message `/text`.
+    let line = line.strip_prefix('/').unwrap_or(line);
     let text = sanitize(line);
     if text.is_empty() {
         Input::Empty
     } else {
         Input::Message(text)
+    }
+}
+
+/// A command line after its `/`.
+fn parse_command(rest: &str) -> Command<'_> {
+    let rest = rest.trim_start();
+    let (word, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    // A text argument: sanitized, trimmed, and absent when nothing is left.
+    fn clean(s: &str) -> Option<Cow<'_, str>> {
+        match sanitize(s.trim()) {
+            Cow::Borrowed(b) if !b.is_empty() => Some(Cow::Borrowed(b)),
+            Cow::Owned(o) if !o.trim().is_empty() => Some(Cow::Owned(o.trim().to_owned())),
+            _ => None,
+        }
+    }
+    match word.to_ascii_lowercase().as_str() {
+        "list" => Command::List,
+        "help" => Command::Help,
+        "me" => match clean(args) {
+            Some(text) => Command::Me(text),
+            None => Command::Usage("usage: /me TEXT"),
+        },
+        "quit" => Command::Quit(clean(args)),
+        "msg" => {
+            let args = args.trim_start();
+            let (to, text) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
+            match clean(text) {
+                Some(text) if !to.is_empty() => Command::Msg { to, text },
+                _ => Command::Usage("usage: /msg NICK TEXT"),
+            }
+        }
+        _ => Command::Unknown,
     }
 }
 
@@ -485,13 +631,49 @@ mod tests {
         assert_eq!(chat_line("alice", "hi"), "alice: hi\n");
         assert_eq!(joined_line("alice"), "alice joined!\n");
         assert_eq!(left_line("alice"), "alice left!\n");
+        assert_eq!(left_line_because("alice", "lunch"), "alice left! (lunch)\n");
+        assert_eq!(action_line("alice", "waves"), "* alice waves\n");
+        assert_eq!(
+            private_line("alice", "bob", "psst"),
+            "[private] alice -> bob: psst\n"
+        );
+        assert_eq!(history_line(b"alice: hi\n"), "[history] alice: hi\n");
+        let names = ["Alice".to_owned(), "bob".into(), "carol".into()];
+        assert_eq!(list_line(3, &names), "[list] 3 here: Alice, bob, carol\n");
+        assert_eq!(
+            list_line(205, &names[..2]),
+            "[list] 205 here: Alice, bob, and 203 more\n"
+        );
     }
 
     #[test]
     fn input_classification() {
         assert_eq!(parse_input(""), Input::Empty);
         assert_eq!(parse_input("\u{1b}\u{7}"), Input::Empty);
-        assert_eq!(parse_input("/nick bob"), Input::Command("nick"));
+        assert_eq!(parse_input("/nick bob"), Input::Command(Command::Unknown));
+        assert_eq!(parse_input("/"), Input::Command(Command::Unknown));
+        assert_eq!(parse_input("/LIST"), Input::Command(Command::List));
+        assert_eq!(parse_input("/help me"), Input::Command(Command::Help));
+        assert_eq!(
+            parse_input("/msg  bob  hi \u{1b}[31mthere "),
+            Input::Command(Command::Msg {
+                to: "bob",
+                text: "hi [31mthere".into()
+            })
+        );
+        for usage in ["/msg bob", "/msg bob \u{7}", "/msg", "/me", "/me   "] {
+            assert!(
+                matches!(parse_input(usage), Input::Command(Command::Usage(_))),
+                "{usage}"
+            );
+        }
+        assert_eq!(parse_input("/quit"), Input::Command(Command::Quit(None)));
+        assert_eq!(
+            parse_input("/quit  lunch\u{1b} "),
+            Input::Command(Command::Quit(Some("lunch".into())))
+        );
+        assert_eq!(parse_input("//x"), Input::Message("/x".into()));
+        assert_eq!(parse_input("//"), Input::Message("/".into()));
         assert_eq!(parse_input("hi there"), Input::Message("hi there".into()));
         assert_eq!(
             parse_input("\u{1b}[2Jhi\tthere\u{9b}"),

@@ -12,6 +12,8 @@
 //! behind; one that falls further learns so ([`RecvError::Lagged`]) instead
 //! of silently missing lines, and nobody ever waits for it.
 
+use crate::history::History;
+use crate::mailbox::{Inbox, Mailboxes, WhisperError};
 use crate::protocol::{self, NickError};
 use bytes::Bytes;
 use std::collections::HashSet;
@@ -52,12 +54,19 @@ pub enum RecvError {
     Closed,
 }
 
-/// One participant's view of the room's lines, in the room's order.
+/// One participant's view of the room's lines, in the room's order, and
+/// of the private lines sent to it (`/msg`), which stand outside that order.
 pub trait Subscription: Send + 'static {
-    /// The next line, waiting for it.
+    /// The next line, waiting for it: a room line, or a private line for
+    /// this participant.
     fn recv(&mut self) -> impl Future<Output = Result<Bytes, RecvError>> + Send;
-    /// The next line if one is ready now.
+    /// The next line (room or private) if one is ready now.
     fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError>;
+    /// The room's last public lines from before this participant joined
+    /// (`serve --history N`), oldest first, each already marked by
+    /// [`protocol::history_line`]; empty when history is off, and after the
+    /// first call. The session sends them right after `Connected to server!`.
+    fn take_history(&mut self) -> Vec<Bytes>;
     /// Whether lines this subscriber has not read yet are already being
     /// discarded; checked while a write to a stuck peer is pending.
     fn is_lagging(&self) -> bool;
@@ -85,6 +94,25 @@ pub trait Room: Send + Sync + 'static {
 
     /// Sends `<nick>: <text>` to everyone, the sender included.
     fn publish(&self, nick: &str, text: &str);
+
+    /// Removes `nick` after `/quit REASON`: like [`Room::leave`], but those
+    /// who stay receive `<nick> left! (REASON)`.
+    fn quit(&self, nick: &str, reason: &str);
+
+    /// Sends the action `* <nick> <text>` (`/me`) to everyone; like a
+    /// message, it is part of the room's order and of its history.
+    fn act(&self, nick: &str, text: &str);
+
+    /// Sends `[private] <from> -> <to>: <text>` (`/msg`) to `to` alone,
+    /// found without regard to case, and returns the line, which the
+    /// session echoes to the sender. Never waits: a recipient that is not
+    /// reading makes it fail rather than queue without bound.
+    fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError>;
+
+    /// How many participants are here, and the first `max` of their
+    /// nicknames in the order of their keys ([`protocol::nick_key`]), as
+    /// their owners spelled them (`/list`). Costs O(`max`), not O(room).
+    fn members(&self, max: usize) -> (usize, Vec<String>);
 
     /// Sends a server line (already terminated) to everyone.
     fn announce(&self, line: Bytes);
@@ -114,6 +142,10 @@ pub struct LocalRoom {
 struct State {
     /// Nicknames by their case-insensitive key.
     members: HashSet<String>,
+    /// Private lines, per participant (`/msg`); also who is here by name.
+    mailboxes: Mailboxes,
+    /// The last public lines, for newcomers (`--history`).
+    history: History,
     /// The ring. Sending under the state lock is what makes a join's
     /// subscription start exactly at its own announcement.
     lines: broadcast::Sender<Bytes>,
@@ -130,12 +162,20 @@ impl LocalRoom {
         LocalRoom {
             state: Mutex::new(State {
                 members: HashSet::new(),
+                mailboxes: Mailboxes::default(),
+                history: History::new(0),
                 lines,
                 closed: false,
             }),
             max_members,
             backlog_lines,
         }
+    }
+
+    /// Keeps the last `lines` public lines for newcomers (0: none).
+    pub fn with_history(self, lines: usize) -> Self {
+        self.state().history = History::new(lines);
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -166,26 +206,38 @@ impl Room for LocalRoom {
         let receiver = state.lines.subscribe();
         // Cannot fail: `receiver` exists.
         let _ = state.lines.send(protocol::joined_line(nick));
+        let inbox = state.mailboxes.open(nick);
+        let history = state.history.snapshot();
         Ok(LocalSubscription {
             receiver,
             backlog_lines: self.backlog_lines,
+            inbox,
+            history,
         })
     }
 
     fn leave(&self, nick: &str) {
-        let mut state = self.state();
-        if state.members.remove(&protocol::nick_key(nick)) && !state.closed {
-            // No receivers left is fine: nobody to tell.
-            let _ = state.lines.send(protocol::left_line(nick));
-        }
+        self.depart(nick, protocol::left_line(nick));
     }
 
     fn publish(&self, nick: &str, text: &str) {
-        let line = protocol::chat_line(nick, text);
-        let state = self.state();
-        if !state.closed {
-            let _ = state.lines.send(line);
-        }
+        self.say(protocol::chat_line(nick, text));
+    }
+
+    fn quit(&self, nick: &str, reason: &str) {
+        self.depart(nick, protocol::left_line_because(nick, reason));
+    }
+
+    fn act(&self, nick: &str, text: &str) {
+        self.say(protocol::action_line(nick, text));
+    }
+
+    fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError> {
+        self.state().mailboxes.deliver(from, to, text)
+    }
+
+    fn members(&self, max: usize) -> (usize, Vec<String>) {
+        self.state().mailboxes.nicks(max)
     }
 
     fn announce(&self, line: Bytes) {
@@ -208,26 +260,66 @@ impl Room for LocalRoom {
     }
 }
 
-/// A [`LocalRoom`] subscriber's cursor in the ring.
+impl LocalRoom {
+    /// Removes `nick` and tells those who stay with `line` (`left!`).
+    fn depart(&self, nick: &str, line: Bytes) {
+        let mut state = self.state();
+        if state.members.remove(&protocol::nick_key(nick)) {
+            state.mailboxes.close(nick);
+            if !state.closed {
+                // No receivers left is fine: nobody to tell.
+                let _ = state.lines.send(line);
+            }
+        }
+    }
+
+    /// Puts a public line (message or action) in the ring and the history.
+    fn say(&self, line: Bytes) {
+        let mut state = self.state();
+        if !state.closed {
+            state.history.push(&line);
+            let _ = state.lines.send(line);
+        }
+    }
+}
+
+/// A [`LocalRoom`] subscriber's cursor in the ring, and its mailbox.
 #[derive(Debug)]
 pub struct LocalSubscription {
     receiver: broadcast::Receiver<Bytes>,
     backlog_lines: usize,
+    /// Private lines for this participant.
+    inbox: Inbox,
+    /// The room's last public lines before the join, unmarked.
+    history: Vec<Bytes>,
 }
 
 impl Subscription for LocalSubscription {
     async fn recv(&mut self) -> Result<Bytes, RecvError> {
-        self.receiver.recv().await.map_err(|e| match e {
-            broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
-            broadcast::error::RecvError::Closed => RecvError::Closed,
-        })
+        // Room lines first, so that a private line never overtakes the
+        // public lines said before it. Both branches are cancel-safe.
+        tokio::select! {
+            biased;
+            line = self.receiver.recv() => line.map_err(|e| match e {
+                broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
+                broadcast::error::RecvError::Closed => RecvError::Closed,
+            }),
+            line = self.inbox.recv() => Ok(line),
+        }
+    }
+
+    fn take_history(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.history)
+            .iter()
+            .map(|line| protocol::history_line(line))
+            .collect()
     }
 
     fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
         use broadcast::error::TryRecvError;
         match self.receiver.try_recv() {
             Ok(line) => Ok(Some(line)),
-            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Empty) => Ok(self.inbox.try_recv()),
             Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
             Err(TryRecvError::Closed) => Err(RecvError::Closed),
         }
@@ -277,6 +369,47 @@ mod tests {
         assert_eq!(room.len(), 1);
         // The name is free again once its owner left.
         assert!(room.join("BOB").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn history_ends_where_live_lines_begin_and_private_lines_stay_private() {
+        let room = LocalRoom::new(10, 64).with_history(2);
+        let mut alice = room.join("alice").await.expect("joins");
+        assert!(alice.take_history().is_empty());
+        room.publish("alice", "one");
+        room.act("alice", "waves");
+        room.publish("alice", "two");
+        let mut bob = room.join("Bob").await.expect("joins");
+        assert_eq!(
+            bob.take_history(),
+            ["[history] * alice waves\n", "[history] alice: two\n"]
+        );
+        assert!(bob.take_history().is_empty());
+        assert_eq!(
+            room.whisper("alice", "bob", "psst").expect("delivered"),
+            "[private] alice -> Bob: psst\n"
+        );
+        room.publish("alice", "three");
+        // Room lines are read first: a private line never overtakes one.
+        assert_eq!(
+            drain(&mut bob),
+            [
+                "Bob joined!\n",
+                "alice: three\n",
+                "[private] alice -> Bob: psst\n"
+            ]
+        );
+        assert_eq!(room.members(10), (2, vec!["alice".into(), "Bob".into()]));
+        room.quit("Bob", "lunch");
+        assert_eq!(
+            drain(&mut alice).last().map(String::as_str),
+            Some("Bob left! (lunch)\n")
+        );
+        assert_eq!(room.members(10), (1, vec!["alice".into()]));
+        assert!(matches!(
+            room.whisper("alice", "bob", "gone?"),
+            Err(WhisperError::NoSuchNick(_))
+        ));
     }
 
     #[tokio::test]

@@ -57,6 +57,8 @@ pub struct Settings {
     pub exempt: Vec<IpNet>,
     /// How many lines a participant may fall behind before it is dropped.
     pub backlog_lines: usize,
+    /// How many recent public lines a newcomer receives (0: none).
+    pub history_lines: usize,
     /// How long shutdown waits for sessions to say goodbye.
     pub shutdown_grace: Duration,
     /// Who may join (client certificates, CRL, denied names); `None`:
@@ -77,6 +79,7 @@ impl Settings {
             joins_per_minute: 10,
             exempt: per_address::default_exempt(),
             backlog_lines: 4096,
+            history_lines: 0,
             shutdown_grace: Duration::from_secs(5),
             access: None,
         }
@@ -109,10 +112,10 @@ impl Server {
     /// everybody and returns once every connection is closed (or the grace
     /// period is over).
     pub async fn run(self, shutdown: impl Future) -> Result<()> {
-        let room = Arc::new(LocalRoom::new(
-            self.settings.max_participants,
-            self.settings.backlog_lines,
-        ));
+        let room = Arc::new(
+            LocalRoom::new(self.settings.max_participants, self.settings.backlog_lines)
+                .with_history(self.settings.history_lines),
+        );
         self.run_with(room, shutdown).await
     }
 

@@ -13,7 +13,7 @@ use crate::access::{self, Entry, NickRefusal, Refusal};
 use crate::admission::Admission;
 use crate::connection::{BATCH_BYTES, Connection, ReadError};
 use crate::per_address::{Pace, SourceHandle};
-use crate::protocol::{self, FrameError, Input, MAX_NICK_ATTEMPTS, NickError};
+use crate::protocol::{self, Command, FrameError, Input, MAX_NICK_ATTEMPTS, NickError};
 use crate::rate::RateLimit;
 use crate::room::{JoinError, RecvError, Room, Subscription};
 use crate::shutdown::Shutdown;
@@ -80,6 +80,8 @@ enum End {
     RoomClosed,
     /// A reload of the access policy refused this participant.
     Refused(Refusal),
+    /// The peer said `/quit`, maybe with a reason.
+    Quit(Option<String>),
 }
 
 impl End {
@@ -96,6 +98,7 @@ impl End {
             End::Io(e) => format!("connection error: {e}"),
             End::RoomClosed => "room closed".into(),
             End::Refused(refusal) => format!("refused after a reload: {refusal}"),
+            End::Quit(_) => "quit".into(),
         }
     }
 }
@@ -178,13 +181,20 @@ pub async fn run_as<S, R>(
     };
     tracing::info!(%peer, %nick, "joined");
     // Leave the room however this session ends, panics included.
-    let membership = Membership { room, nick: &nick };
+    let mut membership = Membership {
+        room,
+        nick: &nick,
+        reason: None,
+    };
     let source = admission.source();
-    let end = tokio::select! {
+    let mut end = tokio::select! {
         end = chat(&mut conn, &nick, subscription, room, limits, shutdown, source) => end,
         refusal = access::refused(&mut entry, &nick) => End::Refused(refusal),
     };
     admission.release_place();
+    if let End::Quit(reason) = &mut end {
+        membership.reason = reason.take();
+    }
     drop(membership);
     tracing::info!(%peer, %nick, "left: {}", end.describe());
     match end {
@@ -192,20 +202,28 @@ pub async fn run_as<S, R>(
         End::TooSlow => last_words(&mut conn, protocol::error_line("disconnected: too slow")).await,
         End::Idle => last_words(&mut conn, protocol::error_line("disconnected: idle")).await,
         End::Refused(refusal) => last_words(&mut conn, protocol::error_line(refusal)).await,
+        // Replies to lines before the `/quit` still go out.
+        End::Quit(_) => {
+            let _ = timeout(LAST_WORDS, conn.flush()).await;
+        }
         _ => {}
     }
     close(&mut conn).await;
 }
 
-/// Leaves the room when dropped.
+/// Leaves the room when dropped, giving the `/quit` reason if there is one.
 struct Membership<'a, R: Room> {
     room: &'a R,
     nick: &'a str,
+    reason: Option<String>,
 }
 
 impl<R: Room> Drop for Membership<'_, R> {
     fn drop(&mut self) {
-        self.room.leave(self.nick);
+        match &self.reason {
+            Some(reason) => self.room.quit(self.nick, reason),
+            None => self.room.leave(self.nick),
+        }
     }
 }
 
@@ -296,6 +314,9 @@ where
         Err(_) => return End::RoomClosed,
     }
     conn.queue(protocol::control_line(protocol::CONNECTED));
+    for line in subscription.take_history() {
+        conn.queue(line);
+    }
     if let Err(end) = flush(conn, &subscription, shutdown).await {
         return after_flush(end, conn, None, &mut subscription, shutdown.deadline()).await;
     }
@@ -365,11 +386,12 @@ where
                 let mut next = Some(first);
                 let mut handled = 0;
                 while let Some(line) = next.take() {
-                    if let Some(reply) = handle_line(&line, nick, room) {
-                        conn.queue(reply);
-                    } else {
-                        paused_until = pace.spend(last_heard).map(|wait| later(last_heard, wait));
+                    if let Some(reason) = handle_line(&line, nick, room, conn) {
+                        return End::Quit(reason);
                     }
+                    // Every line costs a token: commands and refused lines
+                    // make the server work and reply just as messages do.
+                    paused_until = pace.spend(last_heard).map(|wait| later(last_heard, wait));
                     handled += 1;
                     if paused_until.is_some() || handled == LINES_PER_TURN {
                         break;
@@ -413,22 +435,50 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     }
 }
 
-/// Acts on one line from a registered participant; returns the reply meant
-/// for that participant alone, if any. A message (no reply) counts against
-/// the rate limit; nothing else does.
-fn handle_line<R: Room>(line: &[u8], nick: &str, room: &R) -> Option<Bytes> {
+/// Acts on one line from a registered participant, queueing on `conn` the
+/// replies meant for that participant alone. Returns `Some` on `/quit`,
+/// with its reason.
+fn handle_line<S, R>(
+    line: &[u8],
+    nick: &str,
+    room: &R,
+    conn: &mut Connection<S>,
+) -> Option<Option<String>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Room,
+{
     let Ok(text) = std::str::from_utf8(line) else {
-        return Some(protocol::error_line("invalid UTF-8"));
+        conn.queue(protocol::error_line("invalid UTF-8"));
+        return None;
     };
     match protocol::parse_input(text) {
-        Input::Empty => None,
-        Input::Command(_) => Some(protocol::error_line("unknown command")),
+        Input::Empty => {}
         Input::Message(text) => {
             tracing::trace!(%nick, bytes = text.len(), "message");
             room.publish(nick, &text);
-            None
         }
+        Input::Command(command) => match command {
+            Command::List => {
+                let (total, first) = room.members(protocol::LIST_MAX);
+                conn.queue(protocol::list_line(total, &first));
+            }
+            Command::Msg { to, text } => match room.whisper(nick, to, &text) {
+                Ok(echo) => conn.queue(echo),
+                Err(e) => conn.queue(protocol::error_line(e)),
+            },
+            Command::Me(text) => room.act(nick, &text),
+            Command::Quit(reason) => return Some(reason.map(|r| r.into_owned())),
+            Command::Help => {
+                for help in protocol::HELP {
+                    conn.queue(protocol::control_line(help));
+                }
+            }
+            Command::Usage(usage) => conn.queue(protocol::error_line(usage)),
+            Command::Unknown => conn.queue(protocol::error_line("unknown command")),
+        },
     }
+    None
 }
 
 /// Writes what is queued. While the peer does not take it, checks now and

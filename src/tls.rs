@@ -18,18 +18,91 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 /// The crypto provider for both ends: rustls' default (aws-lc-rs, with the
-/// post-quantum hybrid key exchange X25519MLKEM768 first), except that
-/// TLS 1.3's AES-128-GCM-SHA256 comes before AES-256-GCM-SHA384, as in Go's
-/// TLS stack and BoringSSL. AES-128 gives 128-bit security; its 10 rounds
-/// and SHA-256 cost measurably less per chat line and per handshake than
-/// AES-256's 14 and SHA-384. AES-256 and ChaCha20 remain allowed.
+/// post-quantum hybrid key exchange X25519MLKEM768 first), except that the
+/// AES-128-GCM suites come before AES-256-GCM, in TLS 1.3 and in TLS 1.2
+/// alike, as in Go's TLS stack and BoringSSL. AES-128 gives 128-bit
+/// security; its 10 rounds and SHA-256 cost measurably less per chat line
+/// and per handshake than AES-256's 14 and SHA-384. AES-256 and ChaCha20
+/// remain allowed. (rustls picks a suite of the negotiated version, so
+/// moving all AES-128 suites to the front keeps each version's order.)
 pub fn provider() -> Arc<CryptoProvider> {
+    use rustls::CipherSuite;
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    let preferred = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let preferred = [
+        CipherSuite::TLS13_AES_128_GCM_SHA256,
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ];
     provider
         .cipher_suites
-        .sort_by_key(|suite| suite.suite() != preferred.suite());
+        .sort_by_key(|suite| !preferred.contains(&suite.suite()));
     Arc::new(provider)
+}
+
+/// Which TLS versions an end allows (`--tls-version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TlsVersion {
+    /// TLS 1.3 and 1.2, 1.3 preferred.
+    #[default]
+    #[value(name = "any")]
+    Any,
+    /// TLS 1.2 only: the server's certificate travels in the clear, as a
+    /// capture shows.
+    #[value(name = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[value(name = "1.3")]
+    Tls13,
+}
+
+impl TlsVersion {
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+        static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        match self {
+            TlsVersion::Any => rustls::DEFAULT_VERSIONS,
+            TlsVersion::Tls12 => &TLS12_ONLY,
+            TlsVersion::Tls13 => &TLS13_ONLY,
+        }
+    }
+}
+
+/// The key log file named by `SSLKEYLOGFILE`, if it is set (and not empty).
+///
+/// With it, both ends append every session's secrets to that file in the
+/// NSS key log format (rustls' `KeyLogFile`), so that Wireshark can decrypt
+/// a capture: for teaching and debugging only, since whoever holds the file
+/// can read the sessions. The file is created with mode 0600; an existing
+/// one keeps its mode. Unset, nothing is written.
+pub fn key_log_file() -> Result<Option<PathBuf>> {
+    let Some(path) = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open the key log SSLKEYLOGFILE={}", path.display()))?;
+    }
+    Ok(Some(path))
+}
+
+/// The warning each end prints when it logs its TLS secrets.
+pub fn key_log_warning(path: &Path) -> String {
+    format!(
+        "SSLKEYLOGFILE is set: TLS secrets are appended to {}; whoever holds that file can \
+         decrypt these sessions (for Wireshark; unset it for real use)",
+        path.display()
+    )
+}
+
+/// Logs TLS secrets to `SSLKEYLOGFILE` if it is set.
+fn key_log() -> Result<Option<Arc<dyn rustls::KeyLog>>> {
+    Ok(key_log_file()?.map(|_| Arc::new(rustls::KeyLogFile::new()) as Arc<dyn rustls::KeyLog>))
 }
 
 /// Reads every certificate in a PEM file (leaf first, then any chain).
@@ -71,26 +144,32 @@ pub fn reloadable_server_config(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<(Arc<ServerConfig>, Arc<ServerCertificate>)> {
-    reloadable_server_config_with(cert_path, key_path, None)
+    reloadable_server_config_with(cert_path, key_path, None, TlsVersion::Any)
 }
 
-/// [`reloadable_server_config`], requiring client certificates checked by
-/// `client_auth` when given (see [`crate::access::Access::client_verifier`]).
+/// [`reloadable_server_config`] for the given TLS versions, requiring client
+/// certificates checked by `client_auth` when given (see
+/// [`crate::access::Access::client_verifier`]), and logging the secrets to
+/// `SSLKEYLOGFILE` when it is set.
 pub fn reloadable_server_config_with(
     cert_path: &Path,
     key_path: &Path,
     client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    version: TlsVersion,
 ) -> Result<(Arc<ServerConfig>, Arc<ServerCertificate>)> {
     let certificate = Arc::new(ServerCertificate::load(cert_path, key_path)?);
     let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("the crypto provider supports no safe TLS version")?;
+        .with_protocol_versions(version.versions())
+        .context("the crypto provider does not support that TLS version")?;
     let builder = match client_auth {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(certificate.clone());
     config.alpn_protocols = vec![ALPN_CHAT.to_vec()];
+    if let Some(key_log) = key_log()? {
+        config.key_log = key_log;
+    }
     // Our preference (see `provider`), whatever order the client offers.
     config.ignore_client_order = true;
     config.ticketer =
@@ -178,45 +257,53 @@ fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey> {
 /// The client's TLS config: trusts exactly the certificates in `ca` (the
 /// pinned CA), offers ALPN `chat/1`, and resumes sessions by default.
 pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    for cert in load_certs(ca).with_context(|| "cannot load the pinned CA (--ca)".to_string())? {
-        roots
-            .add(cert)
-            .with_context(|| format!("{} is not a usable CA certificate", ca.display()))?;
-    }
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("the crypto provider supports no safe TLS version")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN_CHAT.to_vec()];
-    Ok(Arc::new(config))
+    client_config_with(ca, TlsVersion::Any, None)
 }
 
 /// [`client_config`], presenting the client certificate `cert` (PEM, leaf
 /// first) with its key `key` when the server asks for one.
 pub fn client_config_with_cert(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>> {
+    client_config_with(ca, TlsVersion::Any, Some((cert, key)))
+}
+
+/// [`client_config`] for the given TLS versions, with a client certificate
+/// and key (`identity`) if given, logging the secrets to `SSLKEYLOGFILE`
+/// when it is set.
+pub fn client_config_with(
+    ca: &Path,
+    version: TlsVersion,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     for ca_cert in load_certs(ca).context("cannot load the pinned CA (--ca)")? {
         roots
             .add(ca_cert)
             .with_context(|| format!("{} is not a usable CA certificate", ca.display()))?;
     }
-    let chain = load_certs(cert).context("cannot load the client certificate (--cert)")?;
-    let key_der = load_key(key).context("cannot load the client key (--key)")?;
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("the crypto provider supports no safe TLS version")?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key_der)
-        .with_context(|| {
-            format!(
-                "{} and {} are not a matching certificate and key",
-                cert.display(),
-                key.display()
-            )
-        })?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(version.versions())
+        .context("the crypto provider does not support that TLS version")?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = load_certs(cert).context("cannot load the client certificate (--cert)")?;
+            let key_der = load_key(key).context("cannot load the client key (--key)")?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .with_context(|| {
+                    format!(
+                        "{} and {} are not a matching certificate and key",
+                        cert.display(),
+                        key.display()
+                    )
+                })?
+        }
+    };
     config.alpn_protocols = vec![ALPN_CHAT.to_vec()];
+    if let Some(key_log) = key_log()? {
+        config.key_log = key_log;
+    }
     Ok(Arc::new(config))
 }
 
@@ -257,6 +344,12 @@ pub fn explain_handshake_error(err: &std::io::Error, ca: &Path, name: &str) -> S
             }
             other => format!("the server's certificate was refused: {other}"),
         },
+        Some(TlsError::AlertReceived(rustls::AlertDescription::ProtocolVersion))
+        | Some(TlsError::PeerIncompatible(_)) => {
+            "the server does not allow the TLS version asked for: check --tls-version \
+             (the server may allow only 1.2 or only 1.3)"
+                .to_string()
+        }
         Some(TlsError::NoApplicationProtocol) => {
             "the server does not speak chat/1 (ALPN): is this a chatroom server?".to_string()
         }

@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use chatroom::protocol::{self, Input, NickError};
+use chatroom::protocol::{self, Command, Input, NickError};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../../tests/support/model.rs"]
@@ -45,7 +45,23 @@ fuzz_target!(|data: &[u8]| {
 
     match protocol::parse_input(text) {
         Input::Empty => assert!(clean.is_empty()),
-        Input::Command(word) => assert!(text.starts_with('/') && !word.contains(' ')),
+        Input::Command(command) => {
+            assert!(text.starts_with('/') && !text.starts_with("//"));
+            // Every line a command makes is one safe line. (A private line
+            // names its recipient as registered, not as typed.)
+            let line = match command {
+                Command::Msg { text, .. } => Some(protocol::private_line("alice", "bob", &text)),
+                Command::Me(text) => Some(protocol::action_line("alice", &text)),
+                Command::Quit(Some(reason)) => Some(protocol::left_line_because("alice", &reason)),
+                _ => None,
+            };
+            if let Some(line) = line {
+                assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+                assert!(line.ends_with(b"\n"));
+                let body = std::str::from_utf8(&line).expect("utf-8");
+                assert!(!body.trim_end_matches('\n').chars().any(protocol::is_unsafe_char));
+            }
+        }
         Input::Message(message) => {
             assert!(!message.is_empty() && !message.chars().any(protocol::is_unsafe_char));
             let line = protocol::chat_line("alice", &message);

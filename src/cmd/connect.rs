@@ -2,6 +2,7 @@
 
 use crate::client::{self, ConnectOptions};
 use crate::protocol::DEFAULT_PORT;
+use crate::tls::TlsVersion;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ pub struct ConnectArgs {
     /// The client certificate's private key (PEM, mode 0600).
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<PathBuf>,
+    /// TLS versions to allow: any (1.3 preferred, 1.2 allowed), 1.2 or 1.3.
+    #[arg(long, value_enum, default_value_t = TlsVersion::Any, value_name = "VERSION")]
+    tls_version: TlsVersion,
 }
 
 pub async fn run(args: ConnectArgs) -> Result<()> {
@@ -42,6 +46,7 @@ pub async fn run(args: ConnectArgs) -> Result<()> {
         nick: args.nick,
         plaintext: args.plaintext,
         client_cert: args.cert.zip(args.key),
+        tls_version: args.tls_version,
     })
     .await
 }

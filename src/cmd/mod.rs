@@ -77,7 +77,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::GenCerts(args) => gen_certs::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Serve(args) => runtime()?.block_on(serve::run(*args)),
-        Command::Connect(args) => runtime()?.block_on(connect::run(args)),
+        Command::Connect(args) => {
+            // While the process has one thread: see `init_local_time`.
+            crate::display::init_local_time();
+            runtime()?.block_on(connect::run(args))
+        }
         Command::Bench(args) => runtime()?.block_on(crate::bench::run(args)),
     }
 }

@@ -12,7 +12,7 @@ use crate::per_address;
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
 use crate::rate::RateLimit;
 use crate::server::{Server, Settings};
-use crate::tls::ServerCertificate;
+use crate::tls::{ServerCertificate, TlsVersion};
 use anyhow::{Context, Result};
 use clap::Args;
 use ipnet::IpNet;
@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// teaching (compare the two in Wireshark), never for real use.
     #[arg(long)]
     plaintext: bool,
+    /// TLS versions to allow: any (1.3 preferred, 1.2 allowed), 1.2 or 1.3.
+    /// With 1.2 a capture shows the server's certificate in the clear.
+    #[arg(long, value_enum, default_value_t = TlsVersion::Any, value_name = "VERSION")]
+    tls_version: TlsVersion,
     /// Longest line a client may send, in bytes (16 to 1048576).
     #[arg(long, default_value_t = DEFAULT_MAX_LINE, value_name = "BYTES", value_parser = bounds::max_line)]
     max_line: usize,
@@ -66,10 +70,11 @@ pub struct ServeArgs {
     /// local proxy, where every client arrives from loopback).
     #[arg(long, value_name = "CIDR|none", default_values = ["127.0.0.0/8", "::1/128"], value_parser = per_address::parse_exempt)]
     exempt: Vec<Option<IpNet>>,
-    /// Messages per second per address, all its participants together,
-    /// joins and leaves counting as one message each (per participant, and
-    /// only messages, for --exempt addresses), as RATE or RATE/BURST, or
-    /// `off` (RATE 0.01 to 1000000, BURST 1 to 10000000).
+    /// Lines (messages, commands, refused lines) per second per address,
+    /// all its participants together, joins and leaves counting as one line
+    /// each (per participant, and only its own lines, for --exempt
+    /// addresses), as RATE or RATE/BURST, or `off` (RATE 0.01 to 1000000,
+    /// BURST 1 to 10000000).
     #[arg(long, default_value = "10/20", value_name = "RATE[/BURST]|off", value_parser = bounds::rate_limit)]
     rate_limit: bounds::OrOff<RateLimit>,
     /// Disconnect a participant silent for this many seconds (0: never;
@@ -98,6 +103,10 @@ pub struct ServeArgs {
     deny_file: Option<PathBuf>,
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// How many of the room's last messages and actions a newcomer
+    /// receives on joining, each marked `[history] ` (0: none).
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1000))]
+    history: u16,
 }
 
 /// One room across several nodes, through NATS JetStream.
@@ -164,9 +173,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             })?;
             println!("{report}");
         }
+        if let Some(path) = crate::tls::key_log_file()? {
+            tracing::warn!("{}", crate::tls::key_log_warning(&path));
+        }
         let verifier = access.as_ref().and_then(|a| a.client_verifier());
         let (config, certificate) =
-            crate::tls::reloadable_server_config_with(&cert, &key, verifier)?;
+            crate::tls::reloadable_server_config_with(&cert, &key, verifier, args.tls_version)?;
         if let Some(warning) = check_validity(&certificate)? {
             tracing::warn!("{warning}");
         }
@@ -184,6 +196,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     settings.joins_per_minute = args.joins_per_minute;
     settings.exempt = exempt;
     settings.backlog_lines = args.backlog;
+    settings.history_lines = usize::from(args.history);
     let (participants, sockets) = cap_to_open_files(args.max_participants);
     settings.max_participants = participants;
     settings.max_sockets = sockets;
@@ -206,7 +219,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 ca: args.cluster.cluster_ca.clone(),
                 max_members: settings.max_participants,
                 backlog_lines: settings.backlog_lines,
-                history: 0,
+                history: usize::from(args.history),
             })
             .await?,
         )),

@@ -334,6 +334,7 @@ pub async fn start_mutual_tls(
         &certs.path(certs::SERVER_CERT),
         &certs.path(certs::SERVER_KEY),
         access.client_verifier(),
+        tls::TlsVersion::Any,
     )
     .expect("server TLS config");
     let mut settings = Settings::new(Some(config));
@@ -498,4 +499,92 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
         }
     }
+}
+
+impl Serve {
+    /// [`Serve::start`] with extra environment variables for the server
+    /// (`SSLKEYLOGFILE`, say), and without any it would inherit from the
+    /// test's own environment under the names in `envs`.
+    pub async fn start_env(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Serve {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .env_remove("SSLKEYLOGFILE")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("serve starts");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut startup_log = Vec::new();
+        let addr = tokio::time::timeout(WAIT, async {
+            loop {
+                let line = stderr
+                    .next_line()
+                    .await
+                    .expect("read")
+                    .expect("serve exited early");
+                startup_log.push(line.clone());
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    return rest.split_whitespace().next().expect("address").to_owned();
+                }
+            }
+        })
+        .await
+        .expect("serve listens in time");
+        Serve {
+            child,
+            addr,
+            stderr,
+            startup_log,
+        }
+    }
+
+    /// What the server logged up to now (as far as it has been read).
+    pub fn log_so_far(&self) -> String {
+        self.startup_log.join("\n")
+    }
+}
+
+/// Runs `connect` with `args`, feeding it `stdin` (then its end), with
+/// the extra environment `envs` and no inherited `SSLKEYLOGFILE`; returns
+/// its exit status, stdout and stderr. Fails the test after [`WAIT`].
+pub async fn connect_once(
+    dir: &Path,
+    args: &[&str],
+    stdin: &str,
+    envs: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(BIN)
+        .arg("connect")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SSLKEYLOGFILE")
+        .env_remove("NO_COLOR")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("connect starts");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("connect ends in time")
+        .expect("connect runs");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

@@ -39,8 +39,8 @@ pub enum WhisperError {
     Full(String),
 }
 
-/// The sending ends of every participant's mailbox, by nickname key, in
-/// the keys' order, so that `/list` reads the first names without sorting
+/// The sending ends of every participant's mailbox, by [`list_key`], in
+/// that key's order, so that `/list` reads the first names without sorting
 /// or copying everybody's.
 #[derive(Debug, Default)]
 pub struct Mailboxes {
@@ -93,12 +93,20 @@ impl Inbox {
     }
 }
 
+/// A mailbox's key: the nickname without regard to case, so that `/list`
+/// is in alphabetical order. Unique among members, because the room already
+/// refuses any two nicknames with the same [`protocol::nick_key`] (a coarser
+/// folding: case and lookalike letters).
+fn list_key(nick: &str) -> String {
+    nick.to_ascii_lowercase()
+}
+
 impl Mailboxes {
     /// Opens `nick`'s mailbox (replacing any old one under the same key).
     pub fn open(&mut self, nick: &str) -> Inbox {
         let shared = Arc::new(Shared::default());
         self.boxes.insert(
-            protocol::nick_key(nick),
+            list_key(nick),
             Mailbox {
                 nick: nick.to_owned(),
                 shared: shared.clone(),
@@ -109,11 +117,12 @@ impl Mailboxes {
 
     /// Closes `nick`'s mailbox; lines still in it are dropped with it.
     pub fn close(&mut self, nick: &str) {
-        self.boxes.remove(&protocol::nick_key(nick));
+        self.boxes.remove(&list_key(nick));
     }
 
-    /// How many mailboxes there are, and the first `max` nicknames in the
-    /// order of their keys, as their owners spelled them.
+    /// How many mailboxes there are, and the first `max` nicknames in
+    /// alphabetical order (without regard to case), as their owners spelled
+    /// them.
     pub fn nicks(&self, max: usize) -> (usize, Vec<String>) {
         let first = self.boxes.values().take(max);
         (self.boxes.len(), first.map(|m| m.nick.clone()).collect())
@@ -123,14 +132,14 @@ impl Mailboxes {
     /// the sender, who gets the line back anyway) and returns the line, for
     /// the sender's echo. Never waits.
     pub fn deliver(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError> {
-        let key = protocol::nick_key(to);
+        let key = list_key(to);
         let mailbox = self
             .boxes
             .get(&key)
             // `to` is as typed: never echo it unsanitized.
             .ok_or_else(|| WhisperError::NoSuchNick(protocol::sanitize(to).into_owned()))?;
         let line = protocol::private_line(from, &mailbox.nick, text);
-        if key != protocol::nick_key(from) {
+        if key != list_key(from) {
             let mut lines = mailbox.shared.lines();
             if lines.len() >= MAILBOX_LINES {
                 return Err(WhisperError::Full(mailbox.nick.clone()));

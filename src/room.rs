@@ -110,8 +110,8 @@ pub trait Room: Send + Sync + 'static {
     fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError>;
 
     /// How many participants are here, and the first `max` of their
-    /// nicknames in the order of their keys ([`protocol::nick_key`]), as
-    /// their owners spelled them (`/list`). Costs O(`max`), not O(room).
+    /// nicknames in alphabetical order (without regard to case), as their
+    /// owners spelled them (`/list`). Costs O(`max`), not O(room).
     fn members(&self, max: usize) -> (usize, Vec<String>);
 
     /// Sends a server line (already terminated) to everyone.

@@ -220,40 +220,7 @@ pub struct Serve {
 
 impl Serve {
     pub async fn start(dir: &Path, extra: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(extra)
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("serve starts");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        // The port is known once the server says where it listens.
-        let mut startup_log = Vec::new();
-        let addr = tokio::time::timeout(WAIT, async {
-            loop {
-                let line = stderr
-                    .next_line()
-                    .await
-                    .expect("read")
-                    .expect("serve exited early");
-                startup_log.push(line.clone());
-                if let Some(rest) = line.split("listening addr=").nth(1) {
-                    return rest.split_whitespace().next().expect("address").to_owned();
-                }
-            }
-        })
-        .await
-        .expect("serve listens in time");
-        Serve {
-            child,
-            addr,
-            stderr,
-            startup_log,
-        }
+        Self::start_env(dir, extra, &[]).await
     }
 
     /// Sends the server a signal, by name (`TERM`, `HUP`, ...).
@@ -519,6 +486,7 @@ impl Serve {
             .kill_on_drop(true);
         let mut child = command.spawn().expect("serve starts");
         let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        // The port is known once the server says where it listens.
         let mut startup_log = Vec::new();
         let addr = tokio::time::timeout(WAIT, async {
             loop {

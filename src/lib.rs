@@ -5,6 +5,7 @@
 //! Where things live:
 //! * [`protocol`]: framing, nickname rules, line texts (pure, fuzzable);
 //! * [`room`]: who is here and the one order of lines, behind a trait;
+//! * [`backlog`]: the room's ring of recent lines, bounded in bytes;
 //! * [`session`]: one participant's life (NICK, read, write, limits);
 //! * [`connection`]: a stream as lines in, batched lines out;
 //! * [`server`]: accept loop, admission limits, shutdown;
@@ -18,6 +19,7 @@
 //! * [`cmd`]: the command line, one module per subcommand;
 //! * [`bench`]: `bench`, load and correctness measurements of a server.
 
+pub mod backlog;
 pub mod bench;
 pub mod certs;
 pub mod client;

@@ -5,19 +5,19 @@
 //! servers through a message broker) can replace [`LocalRoom`] without
 //! touching sessions or TLS.
 //!
-//! [`LocalRoom`] keeps the order in one shared ring of recent lines
-//! (`tokio::sync::broadcast`): a line is formatted once, stored once, and
-//! every subscriber reads it at its own pace by cloning a reference-counted
-//! [`Bytes`]. The ring's length bounds how far any subscriber may fall
-//! behind; one that falls further learns so ([`RecvError::Lagged`]) instead
-//! of silently missing lines, and nobody ever waits for it.
+//! [`LocalRoom`] keeps the order in one shared ring of recent lines (the
+//! room's [`Backlog`]): a line is formatted once, stored once, and every
+//! subscriber reads it at its own pace by cloning a reference-counted
+//! [`Bytes`]. The ring's bound, in bytes, limits how far any subscriber may
+//! fall behind; one that falls further learns so ([`RecvError::Lagged`])
+//! instead of silently missing lines, and nobody ever waits for it.
 
+use crate::backlog::{self, Backlog};
 use crate::protocol::{self, NickError};
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
-use tokio::sync::broadcast;
 
 /// Why a nickname could not join.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,7 +100,6 @@ pub trait Room: Send + Sync + 'static {
 pub struct LocalRoom {
     state: Mutex<State>,
     max_members: usize,
-    backlog_lines: usize,
 }
 
 #[derive(Debug)]
@@ -109,25 +108,22 @@ struct State {
     members: HashSet<String>,
     /// The ring. Sending under the state lock is what makes a join's
     /// subscription start exactly at its own announcement.
-    lines: broadcast::Sender<Bytes>,
+    lines: Backlog,
     closed: bool,
 }
 
 impl LocalRoom {
-    /// A room for at most `max_members` participants, each of whom may fall
-    /// at most `backlog_lines` lines behind.
-    pub fn new(max_members: usize, backlog_lines: usize) -> Self {
-        // The ring's real length: tokio rounds it up to a power of two.
-        let backlog_lines = backlog_lines.max(1).next_power_of_two();
-        let (lines, _) = broadcast::channel(backlog_lines);
+    /// A room for at most `max_members` participants, whose lines not yet
+    /// read by everybody may take at most `backlog_bytes` (as
+    /// [`backlog::cost`] counts them): how far a participant may fall behind.
+    pub fn new(max_members: usize, backlog_bytes: usize) -> Self {
         LocalRoom {
             state: Mutex::new(State {
                 members: HashSet::new(),
-                lines,
+                lines: Backlog::new(backlog_bytes),
                 closed: false,
             }),
             max_members,
-            backlog_lines,
         }
     }
 
@@ -156,20 +152,16 @@ impl Room for LocalRoom {
             return Err(JoinError::Full);
         }
         state.members.insert(key);
-        let receiver = state.lines.subscribe();
-        // Cannot fail: `receiver` exists.
-        let _ = state.lines.send(protocol::joined_line(nick));
-        Ok(LocalSubscription {
-            receiver,
-            backlog_lines: self.backlog_lines,
-        })
+        let reader = state.lines.subscribe();
+        state.lines.push(protocol::joined_line(nick));
+        Ok(LocalSubscription { reader })
     }
 
     fn leave(&self, nick: &str) {
         let mut state = self.state();
         if state.members.remove(&protocol::nick_key(nick)) && !state.closed {
-            // No receivers left is fine: nobody to tell.
-            let _ = state.lines.send(protocol::left_line(nick));
+            // No readers left is fine: nobody to tell.
+            state.lines.push(protocol::left_line(nick));
         }
     }
 
@@ -177,21 +169,21 @@ impl Room for LocalRoom {
         let line = protocol::chat_line(nick, text);
         let state = self.state();
         if !state.closed {
-            let _ = state.lines.send(line);
+            state.lines.push(line);
         }
     }
 
     fn announce(&self, line: Bytes) {
         let state = self.state();
         if !state.closed {
-            let _ = state.lines.send(line);
+            state.lines.push(line);
         }
     }
 
     fn close(&self, farewell: Bytes) {
         let mut state = self.state();
         if !state.closed {
-            let _ = state.lines.send(farewell);
+            state.lines.push(farewell);
             state.closed = true;
         }
     }
@@ -204,30 +196,27 @@ impl Room for LocalRoom {
 /// A [`LocalRoom`] subscriber's cursor in the ring.
 #[derive(Debug)]
 pub struct LocalSubscription {
-    receiver: broadcast::Receiver<Bytes>,
-    backlog_lines: usize,
+    reader: backlog::Reader,
+}
+
+fn from_backlog(err: backlog::RecvError) -> RecvError {
+    match err {
+        backlog::RecvError::Lagged(n) => RecvError::Lagged(n),
+        backlog::RecvError::Closed => RecvError::Closed,
+    }
 }
 
 impl Subscription for LocalSubscription {
     async fn recv(&mut self) -> Result<Bytes, RecvError> {
-        self.receiver.recv().await.map_err(|e| match e {
-            broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
-            broadcast::error::RecvError::Closed => RecvError::Closed,
-        })
+        self.reader.recv().await.map_err(from_backlog)
     }
 
     fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
-        use broadcast::error::TryRecvError;
-        match self.receiver.try_recv() {
-            Ok(line) => Ok(Some(line)),
-            Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-            Err(TryRecvError::Closed) => Err(RecvError::Closed),
-        }
+        self.reader.try_recv().map_err(from_backlog)
     }
 
     fn is_lagging(&self) -> bool {
-        self.receiver.len() > self.backlog_lines
+        self.reader.is_lagging()
     }
 }
 
@@ -245,7 +234,7 @@ mod tests {
 
     #[tokio::test]
     async fn join_publish_leave_in_one_order() {
-        let room = LocalRoom::new(10, 64);
+        let room = LocalRoom::new(10, 1 << 20);
         let mut alice = room.join("Alice").await.expect("joins");
         let mut bob = room.join("Bob").await.expect("joins");
         assert_eq!(
@@ -274,14 +263,15 @@ mod tests {
 
     #[tokio::test]
     async fn full_room_refuses() {
-        let room = LocalRoom::new(1, 8);
+        let room = LocalRoom::new(1, 1 << 20);
         let _a = room.join("a").await.expect("joins");
         assert_eq!(room.join("b").await.unwrap_err(), JoinError::Full);
     }
 
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_told() {
-        let room = LocalRoom::new(10, 4);
+        // Room for four such lines.
+        let room = LocalRoom::new(10, 4 * backlog::cost(b"x: 0\n"));
         let mut slow = room.join("slow").await.expect("joins");
         for i in 0..10 {
             room.publish("x", &i.to_string());
@@ -292,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_follows_the_farewell() {
-        let room = LocalRoom::new(10, 8);
+        let room = LocalRoom::new(10, 1 << 20);
         let mut a = room.join("a").await.expect("joins");
         room.close(Bytes::from_static(b"bye\n"));
         room.publish("a", "late");

@@ -10,6 +10,7 @@
 //! goodbye, signal every task through a broadcast channel, then wait (for a
 //! bounded time) until every task has dropped its completion sender.
 
+use crate::backlog;
 use crate::connection::Connection;
 use crate::protocol;
 use crate::room::{LocalRoom, Room};
@@ -41,8 +42,9 @@ pub struct Settings {
     /// Whether loopback addresses are exempt from `max_per_ip` (local tests
     /// and benchmarks open thousands of connections from 127.0.0.1).
     pub loopback_exempt: bool,
-    /// How many lines a participant may fall behind before it is dropped.
-    pub backlog_lines: usize,
+    /// How far, in bytes of lines (see [`backlog::cost`]), a participant
+    /// may fall behind before it is dropped: the bound of the room's ring.
+    pub backlog: usize,
     /// How long shutdown waits for sessions to say goodbye.
     pub shutdown_grace: Duration,
 }
@@ -56,7 +58,7 @@ impl Settings {
             max_participants: 50_000,
             max_per_ip: 16,
             loopback_exempt: true,
-            backlog_lines: 4096,
+            backlog: backlog::DEFAULT_BYTES,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -94,10 +96,7 @@ impl Server {
     /// period is over).
     pub async fn run(self, shutdown: impl Future) -> Result<()> {
         let settings = Arc::new(self.settings);
-        let room = Arc::new(LocalRoom::new(
-            settings.max_participants,
-            settings.backlog_lines,
-        ));
+        let room = Arc::new(LocalRoom::new(settings.max_participants, settings.backlog));
         let (notify_shutdown, _) = broadcast::channel(1);
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut listener = Listener {

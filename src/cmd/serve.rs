@@ -2,6 +2,7 @@
 //! certificates on a first start, raises the open-files limit, and runs the
 //! server until SIGINT or SIGTERM.
 
+use crate::backlog;
 use crate::certs::{self, GenOptions};
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
 use crate::rate::RateLimit;
@@ -47,9 +48,12 @@ pub struct ServeArgs {
     /// Disconnect a participant silent for this many seconds (0: never).
     #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     idle_timeout: f64,
-    /// How many lines a participant may fall behind the room before it is
-    /// disconnected as too slow.
-    #[arg(long, default_value_t = 4096, value_name = "LINES")]
+    /// How far a participant may fall behind the room before it is
+    /// disconnected as too slow, as the memory of the lines it has not read
+    /// (each counts its length plus 128 bytes): plain bytes, or with KiB,
+    /// MiB or GiB. The lines wait in one ring shared by everybody, so this is
+    /// the most the room's backlog holds, however many participants lag.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = backlog::parse_size)]
     backlog: usize,
 }
 
@@ -59,6 +63,7 @@ fn seconds(value: f64, what: &str) -> Result<Duration> {
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
+    let backlog = backlog_within_bounds(args.backlog, args.max_line)?;
     let tls = if args.plaintext {
         tracing::warn!(
             "PLAINTEXT MODE: no TLS. Every nickname and message can be read and changed by \
@@ -107,7 +112,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ),
     };
     settings.max_per_ip = args.max_per_ip;
-    settings.backlog_lines = args.backlog;
+    settings.backlog = backlog;
     settings.max_participants = cap_to_open_files(args.max_participants);
 
     let server = Server::bind(args.addr, settings).await?;
@@ -119,6 +124,23 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     tracing::info!(%addr, mode, "listening");
     server.run(stop_signal()).await
+}
+
+/// The backlog must hold a few of the longest lines, or a single one would
+/// push everybody who has not read the one before it out of the room.
+fn backlog_within_bounds(size: usize, max_line: usize) -> Result<usize> {
+    // `<nick>: <text>\n` at its longest, as the ring counts it.
+    let longest = max_line
+        .saturating_add(crate::protocol::MAX_NICK_LEN + 3)
+        .saturating_add(backlog::LINE_OVERHEAD);
+    let least = backlog::MIN_BYTES.max(longest.saturating_mul(4));
+    if size < least {
+        anyhow::bail!(
+            "--backlog {size} bytes is too small: it must be at least {least} bytes \
+             (64 KiB, and four lines of --max-line)"
+        );
+    }
+    Ok(size)
 }
 
 /// Raises the open-files limit to its hard limit, and keeps the participant

@@ -195,15 +195,18 @@ impl Listener {
                 return boxed_session(tcp, peer, &room, limits, &mut shutdown, deadline, admission)
                     .await;
             };
-            // Boxed, so that its state is freed once the handshake is done.
-            let handshake = Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
-            let stream = tokio::select! {
-                stream = handshake => stream,
-                _ = shutdown.recv() => return,
-            };
-            match stream {
-                Ok(Ok(stream)) => {
-                    boxed_session(
+            // The handshake's result (the TLS stream, over a kilobyte) lives
+            // in this block only, so that it keeps no room in the task while
+            // the session runs.
+            let session = {
+                // Boxed, so that its state is freed once the handshake is done.
+                let handshake = Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
+                let stream = tokio::select! {
+                    stream = handshake => stream,
+                    _ = shutdown.recv() => return,
+                };
+                match stream {
+                    Ok(Ok(stream)) => boxed_session(
                         stream,
                         peer,
                         &room,
@@ -211,12 +214,12 @@ impl Listener {
                         &mut shutdown,
                         deadline,
                         admission,
-                    )
-                    .await
+                    ),
+                    Ok(Err(e)) => return tracing::info!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => return tracing::info!(%peer, "TLS handshake timed out"),
                 }
-                Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-            }
+            };
+            session.await
         });
     }
 

@@ -15,6 +15,7 @@ use crate::rate::{RateLimit, TokenBucket};
 use crate::room::{JoinError, RecvError, Room, Subscription};
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -107,8 +108,30 @@ impl From<ReadError> for End {
 /// against (its limits); it is given back as the participant leaves, before
 /// the others hear `left!`, so whoever hears it can take the place at once
 /// rather than while this connection is still saying goodbye.
-pub async fn run<S, R, A>(
-    mut conn: Connection<S>,
+///
+/// Not an `async fn`: one would keep a second copy of `conn` (over a
+/// kilobyte with TLS) in its future for the session's whole life, as async
+/// functions move their arguments into locals. Here `conn` is captured once.
+pub fn run<'a, S, R, A>(
+    conn: Connection<S>,
+    peer: SocketAddr,
+    room: &'a R,
+    limits: &'a Limits,
+    shutdown: &'a mut Shutdown,
+    deadline: Instant,
+    admission: A,
+) -> impl Future<Output = ()> + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
+    R: Room,
+    A: 'a,
+{
+    let mut conn = conn;
+    async move { session(&mut conn, peer, room, limits, shutdown, deadline, admission).await }
+}
+
+async fn session<S, R, A>(
+    conn: &mut Connection<S>,
     peer: SocketAddr,
     room: &R,
     limits: &Limits,
@@ -120,42 +143,42 @@ pub async fn run<S, R, A>(
     R: Room,
 {
     let registered = tokio::select! {
-        result = tokio::time::timeout_at(deadline, register(&mut conn, room)) => result,
-        _ = shutdown.recv() => return close(&mut conn).await,
+        result = tokio::time::timeout_at(deadline, register(conn, room)) => result,
+        _ = shutdown.recv() => return close(conn).await,
     };
     let (nick, subscription) = match registered {
         Ok(Ok(joined)) => joined,
         Ok(Err(end)) => {
             tracing::debug!(%peer, "not registered: {}", end.describe());
             if let End::LineTooLong = end {
-                last_words(&mut conn, protocol::error_line(FrameError::TooLong)).await;
+                last_words(conn, protocol::error_line(FrameError::TooLong)).await;
             }
-            return close(&mut conn).await;
+            return close(conn).await;
         }
         Err(_elapsed) => {
             tracing::info!(%peer, "no nickname within the handshake timeout");
             last_words(
-                &mut conn,
+                conn,
                 protocol::error_line("timed out waiting for a nickname"),
             )
             .await;
-            return close(&mut conn).await;
+            return close(conn).await;
         }
     };
     tracing::info!(%peer, %nick, "joined");
     // Leave the room however this session ends, panics included.
     let membership = Membership { room, nick: &nick };
-    let end = chat(&mut conn, &nick, subscription, room, limits, shutdown).await;
+    let end = chat(conn, &nick, subscription, room, limits, shutdown).await;
     drop(admission);
     drop(membership);
     tracing::info!(%peer, %nick, "left: {}", end.describe());
     match end {
-        End::LineTooLong => last_words(&mut conn, protocol::error_line(FrameError::TooLong)).await,
-        End::TooSlow => last_words(&mut conn, protocol::error_line("disconnected: too slow")).await,
-        End::Idle => last_words(&mut conn, protocol::error_line("disconnected: idle")).await,
+        End::LineTooLong => last_words(conn, protocol::error_line(FrameError::TooLong)).await,
+        End::TooSlow => last_words(conn, protocol::error_line("disconnected: too slow")).await,
+        End::Idle => last_words(conn, protocol::error_line("disconnected: idle")).await,
         _ => {}
     }
-    close(&mut conn).await;
+    close(conn).await;
 }
 
 /// Leaves the room when dropped.
@@ -313,13 +336,28 @@ where
                     return end;
                 }
             }
-            _ = sleep_until_some(paused_until), if paused_until.is_some() => {
-                paused_until = None;
-            }
-            _ = sleep_until_some(idle_deadline), if idle_deadline.is_some() => {
-                return End::Idle;
+            // One timer for both deadlines: each costs an idle session as
+            // much memory as it is kept in.
+            _ = sleep_until_some(earliest(paused_until, idle_deadline)),
+                if paused_until.is_some() || idle_deadline.is_some() =>
+            {
+                let now = Instant::now();
+                if idle_deadline.is_some_and(|deadline| deadline <= now) {
+                    return End::Idle;
+                }
+                if paused_until.is_some_and(|until| until <= now) {
+                    paused_until = None;
+                }
             }
         }
+    }
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -285,10 +285,12 @@ where
                 };
                 conn.queue(first);
                 // Take whatever else is waiting, up to one full TLS record's
-                // worth, so it leaves in one write.
+                // worth, so it leaves in one write. Not one line more: a
+                // batch just over a record would leave as a full record and
+                // a tiny one, each with its own header, tag and encryption.
                 loop {
                     match subscription.try_recv() {
-                        Ok(Some(line)) if conn.queued() >= BATCH_BYTES => {
+                        Ok(Some(line)) if conn.queued() + line.len() > BATCH_BYTES => {
                             carried = Some(line);
                             break;
                         }

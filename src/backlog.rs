@@ -466,6 +466,56 @@ mod tests {
         assert_eq!(end, Err(RecvError::Closed));
     }
 
+    /// One writer and several readers on two threads, with a bound small
+    /// enough that readers fall behind: each sees the lines in order, and
+    /// any lines it misses are exactly what `Lagged` says.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_readers_see_no_silent_gap() {
+        const LINES: u64 = 20_000;
+        let backlog = Backlog::new(64 * cost(b"12345\n"));
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let mut reader = backlog.subscribe();
+                tokio::spawn(async move {
+                    let (mut expected, mut lagged) = (0u64, 0u64);
+                    loop {
+                        match reader.recv().await {
+                            Ok(line) => {
+                                let text = std::str::from_utf8(&line).expect("utf-8");
+                                let n: u64 = text.trim_end().parse().expect("a number");
+                                assert_eq!(n, expected, "a gap nobody was told of");
+                                expected += 1;
+                            }
+                            Err(RecvError::Lagged(missed)) => {
+                                expected += missed;
+                                lagged += missed;
+                            }
+                            Err(RecvError::Closed) => return (expected, lagged),
+                        }
+                        // Now and then a slow turn, so the bound is felt.
+                        if expected % 1000 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let writer = tokio::spawn(async move {
+            for n in 0..LINES {
+                backlog.push(line(&n.to_string()));
+                if n % 97 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            drop(backlog);
+        });
+        writer.await.expect("writer");
+        for reader in readers {
+            let (seen_up_to, _lagged) = reader.await.expect("reader");
+            assert_eq!(seen_up_to, LINES, "every line read or accounted for");
+        }
+    }
+
     #[test]
     fn sizes_parse_in_binary_units() {
         assert_eq!(parse_size("65536"), Ok(65536));

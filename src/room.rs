@@ -115,12 +115,13 @@ struct State {
 impl LocalRoom {
     /// A room for at most `max_members` participants, whose lines not yet
     /// read by everybody may take at most `backlog_bytes` (as
-    /// [`backlog::cost`] counts them): how far a participant may fall behind.
+    /// [`backlog::cost`] counts them, and at least [`backlog::MIN_BYTES`]):
+    /// how far a participant may fall behind.
     pub fn new(max_members: usize, backlog_bytes: usize) -> Self {
         LocalRoom {
             state: Mutex::new(State {
                 members: HashSet::new(),
-                lines: Backlog::new(backlog_bytes),
+                lines: Backlog::new(backlog_bytes.max(backlog::MIN_BYTES)),
                 closed: false,
             }),
             max_members,
@@ -270,11 +271,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_told() {
-        // Room for four such lines.
-        let room = LocalRoom::new(10, 4 * backlog::cost(b"x: 0\n"));
+        let room = LocalRoom::new(10, backlog::MIN_BYTES);
         let mut slow = room.join("slow").await.expect("joins");
-        for i in 0..10 {
-            room.publish("x", &i.to_string());
+        // Twice what the smallest backlog holds.
+        for i in 0..2 * backlog::MIN_BYTES / backlog::cost(b"x: 0000\n") {
+            room.publish("x", &format!("{i:04}"));
         }
         assert!(slow.is_lagging());
         assert!(matches!(slow.try_recv(), Err(RecvError::Lagged(_))));

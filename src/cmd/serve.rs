@@ -51,8 +51,9 @@ pub struct ServeArgs {
     /// How far a participant may fall behind the room before it is
     /// disconnected as too slow, as the memory of the lines it has not read
     /// (each counts its length plus 128 bytes): plain bytes, or with KiB,
-    /// MiB or GiB. The lines wait in one ring shared by everybody, so this is
-    /// the most the room's backlog holds, however many participants lag.
+    /// MiB or GiB; at least 64 KiB and four of the longest lines. The lines
+    /// wait in one ring shared by everybody, so this is the most the room's
+    /// backlog holds, however many participants lag.
     #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = backlog::parse_size)]
     backlog: usize,
 }

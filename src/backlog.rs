@@ -262,6 +262,10 @@ impl Cursor {
         }
         let start = (self.next - ring.head) as usize;
         let end = ring.lines.len().min(start + READ_BATCH_LINES);
+        if end - start > 1 {
+            // One allocation for the batch, rather than one per doubling.
+            self.taken.reserve_exact(end - start - 1);
+        }
         let mut first = None;
         let mut bytes = 0;
         let mut taken = start;

@@ -5,6 +5,7 @@
 //! Where things live:
 //! * [`protocol`]: framing, nickname rules, line texts (pure, fuzzable);
 //! * [`room`]: who is here and the one order of lines, behind a trait;
+//! * [`backlog`]: the room's ring of recent lines, bounded in bytes;
 //! * [`backplane`]: the same room shared by several servers through NATS
 //!   JetStream (`serve --cluster`);
 //! * [`mailbox`], [`history`]: private messages (`/msg`) and the lines kept
@@ -34,6 +35,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod backlog;
 pub mod backplane;
 pub mod bench;
 pub mod certs;

@@ -5,13 +5,14 @@
 //! servers through a message broker) can replace [`LocalRoom`] without
 //! touching sessions or TLS.
 //!
-//! [`LocalRoom`] keeps the order in one shared ring of recent lines
-//! (`tokio::sync::broadcast`): a line is formatted once, stored once, and
-//! every subscriber reads it at its own pace by cloning a reference-counted
-//! [`Bytes`]. The ring's length bounds how far any subscriber may fall
-//! behind; one that falls further learns so ([`RecvError::Lagged`]) instead
-//! of silently missing lines, and nobody ever waits for it.
+//! [`LocalRoom`] keeps the order in one shared ring of recent lines (the
+//! room's [`Backlog`]): a line is formatted once, stored once, and every
+//! subscriber reads it at its own pace by cloning a reference-counted
+//! [`Bytes`]. The ring's bound, in bytes, limits how far any subscriber may
+//! fall behind; one that falls further learns so ([`RecvError::Lagged`])
+//! instead of silently missing lines, and nobody ever waits for it.
 
+use crate::backlog::{self, Backlog};
 use crate::history::History;
 use crate::mailbox::{Inbox, Mailboxes, WhisperError};
 use crate::protocol::{self, NickError};
@@ -19,7 +20,6 @@ use bytes::Bytes;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
-use tokio::sync::broadcast;
 
 /// Why a nickname could not join.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,7 +135,6 @@ pub trait Room: Send + Sync + 'static {
 pub struct LocalRoom {
     state: Mutex<State>,
     max_members: usize,
-    backlog_lines: usize,
 }
 
 #[derive(Debug)]
@@ -148,27 +147,25 @@ struct State {
     history: History,
     /// The ring. Sending under the state lock is what makes a join's
     /// subscription start exactly at its own announcement.
-    lines: broadcast::Sender<Bytes>,
+    lines: Backlog,
     closed: bool,
 }
 
 impl LocalRoom {
-    /// A room for at most `max_members` participants, each of whom may fall
-    /// at most `backlog_lines` lines behind.
-    pub fn new(max_members: usize, backlog_lines: usize) -> Self {
-        // The ring's real length: tokio rounds it up to a power of two.
-        let backlog_lines = backlog_lines.max(1).next_power_of_two();
-        let (lines, _) = broadcast::channel(backlog_lines);
+    /// A room for at most `max_members` participants, whose lines not yet
+    /// read by everybody may take at most `backlog_bytes` (as
+    /// [`backlog::cost`] counts them, and at least [`backlog::MIN_BYTES`]):
+    /// how far a participant may fall behind.
+    pub fn new(max_members: usize, backlog_bytes: usize) -> Self {
         LocalRoom {
             state: Mutex::new(State {
                 members: HashSet::new(),
                 mailboxes: Mailboxes::default(),
                 history: History::new(0),
-                lines,
+                lines: Backlog::new(backlog_bytes.max(backlog::MIN_BYTES)),
                 closed: false,
             }),
             max_members,
-            backlog_lines,
         }
     }
 
@@ -203,14 +200,12 @@ impl Room for LocalRoom {
             return Err(JoinError::Full);
         }
         state.members.insert(key);
-        let receiver = state.lines.subscribe();
-        // Cannot fail: `receiver` exists.
-        let _ = state.lines.send(protocol::joined_line(nick));
+        let reader = state.lines.subscribe();
+        state.lines.push(protocol::joined_line(nick));
         let inbox = state.mailboxes.open(nick);
         let history = state.history.snapshot();
         Ok(LocalSubscription {
-            receiver,
-            backlog_lines: self.backlog_lines,
+            reader,
             inbox,
             history,
         })
@@ -243,14 +238,14 @@ impl Room for LocalRoom {
     fn announce(&self, line: Bytes) {
         let state = self.state();
         if !state.closed {
-            let _ = state.lines.send(line);
+            state.lines.push(line);
         }
     }
 
     fn close(&self, farewell: Bytes) {
         let mut state = self.state();
         if !state.closed {
-            let _ = state.lines.send(farewell);
+            state.lines.push(farewell);
             state.closed = true;
         }
     }
@@ -267,8 +262,7 @@ impl LocalRoom {
         if state.members.remove(&protocol::nick_key(nick)) {
             state.mailboxes.close(nick);
             if !state.closed {
-                // No receivers left is fine: nobody to tell.
-                let _ = state.lines.send(line);
+                state.lines.push(line);
             }
         }
     }
@@ -278,7 +272,7 @@ impl LocalRoom {
         let mut state = self.state();
         if !state.closed {
             state.history.push(&line);
-            let _ = state.lines.send(line);
+            state.lines.push(line);
         }
     }
 }
@@ -286,12 +280,18 @@ impl LocalRoom {
 /// A [`LocalRoom`] subscriber's cursor in the ring, and its mailbox.
 #[derive(Debug)]
 pub struct LocalSubscription {
-    receiver: broadcast::Receiver<Bytes>,
-    backlog_lines: usize,
+    reader: backlog::Reader,
     /// Private lines for this participant.
     inbox: Inbox,
     /// The room's last public lines before the join, unmarked.
     history: Vec<Bytes>,
+}
+
+fn from_backlog(err: backlog::RecvError) -> RecvError {
+    match err {
+        backlog::RecvError::Lagged(n) => RecvError::Lagged(n),
+        backlog::RecvError::Closed => RecvError::Closed,
+    }
 }
 
 impl Subscription for LocalSubscription {
@@ -300,10 +300,7 @@ impl Subscription for LocalSubscription {
         // public lines said before it. Both branches are cancel-safe.
         tokio::select! {
             biased;
-            line = self.receiver.recv() => line.map_err(|e| match e {
-                broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
-                broadcast::error::RecvError::Closed => RecvError::Closed,
-            }),
+            line = self.reader.recv() => line.map_err(from_backlog),
             line = self.inbox.recv() => Ok(line),
         }
     }
@@ -316,17 +313,14 @@ impl Subscription for LocalSubscription {
     }
 
     fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
-        use broadcast::error::TryRecvError;
-        match self.receiver.try_recv() {
-            Ok(line) => Ok(Some(line)),
-            Err(TryRecvError::Empty) => Ok(self.inbox.try_recv()),
-            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-            Err(TryRecvError::Closed) => Err(RecvError::Closed),
+        match self.reader.try_recv().map_err(from_backlog)? {
+            Some(line) => Ok(Some(line)),
+            None => Ok(self.inbox.try_recv()),
         }
     }
 
     fn is_lagging(&self) -> bool {
-        self.receiver.len() > self.backlog_lines
+        self.reader.is_lagging()
     }
 }
 
@@ -344,7 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn join_publish_leave_in_one_order() {
-        let room = LocalRoom::new(10, 64);
+        let room = LocalRoom::new(10, 1 << 20);
         let mut alice = room.join("Alice").await.expect("joins");
         let mut bob = room.join("Bob").await.expect("joins");
         assert_eq!(
@@ -414,17 +408,18 @@ mod tests {
 
     #[tokio::test]
     async fn full_room_refuses() {
-        let room = LocalRoom::new(1, 8);
+        let room = LocalRoom::new(1, 1 << 20);
         let _a = room.join("a").await.expect("joins");
         assert_eq!(room.join("b").await.unwrap_err(), JoinError::Full);
     }
 
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_told() {
-        let room = LocalRoom::new(10, 4);
+        let room = LocalRoom::new(10, backlog::MIN_BYTES);
         let mut slow = room.join("slow").await.expect("joins");
-        for i in 0..10 {
-            room.publish("x", &i.to_string());
+        // Twice what the smallest backlog holds.
+        for i in 0..2 * backlog::MIN_BYTES / backlog::cost(b"x: 0000\n") {
+            room.publish("x", &format!("{i:04}"));
         }
         assert!(slow.is_lagging());
         assert!(matches!(slow.try_recv(), Err(RecvError::Lagged(_))));
@@ -432,7 +427,7 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_follows_the_farewell() {
-        let room = LocalRoom::new(10, 8);
+        let room = LocalRoom::new(10, 1 << 20);
         let mut a = room.join("a").await.expect("joins");
         room.close(Bytes::from_static(b"bye\n"));
         room.publish("a", "late");

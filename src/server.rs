@@ -13,6 +13,7 @@
 
 use crate::access::{self, Access, Entry};
 use crate::admission::{Admission, MAX_REFUSALS_IN_FLIGHT};
+use crate::backlog;
 use crate::connection::Connection;
 use crate::log_limit::{self, LogLimit};
 use crate::per_address::{self, AddressLimits, Refusal, Sources};
@@ -55,8 +56,9 @@ pub struct Settings {
     /// thousands of connections from 127.0.0.1): by default the loopback
     /// ranges. The message rate of the others is `limits.rate` per address.
     pub exempt: Vec<IpNet>,
-    /// How many lines a participant may fall behind before it is dropped.
-    pub backlog_lines: usize,
+    /// How far, in bytes of lines (see [`backlog::cost`]), a participant
+    /// may fall behind before it is dropped: the bound of the room's ring.
+    pub backlog: usize,
     /// How many recent public lines a newcomer receives (0: none).
     pub history_lines: usize,
     /// How long shutdown waits for sessions to say goodbye.
@@ -78,7 +80,7 @@ impl Settings {
             connects_per_minute: 60,
             joins_per_minute: 10,
             exempt: per_address::default_exempt(),
-            backlog_lines: 4096,
+            backlog: backlog::DEFAULT_BYTES,
             history_lines: 0,
             shutdown_grace: Duration::from_secs(5),
             access: None,
@@ -113,7 +115,7 @@ impl Server {
     /// period is over).
     pub async fn run(self, shutdown: impl Future) -> Result<()> {
         let room = Arc::new(
-            LocalRoom::new(self.settings.max_participants, self.settings.backlog_lines)
+            LocalRoom::new(self.settings.max_participants, self.settings.backlog)
                 .with_history(self.settings.history_lines),
         );
         self.run_with(room, shutdown).await
@@ -299,43 +301,53 @@ where
                 )
                 .await;
             };
-            // Boxed, so that its state is freed once the handshake is done.
-            let handshake = Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
-            let stream = tokio::select! {
-                stream = handshake => stream,
-                _ = shutdown.recv() => return,
-            };
-            match stream {
-                Ok(Ok(stream)) => {
-                    let presented = stream.get_ref().1.peer_certificates();
-                    let entry = match access::admit(settings.access.as_ref(), presented) {
-                        Ok(entry) => entry,
-                        Err(refusal) => {
-                            return refuse_participant(stream, peer, deadline, refusal).await;
+            // The handshake's result (the TLS stream, over a kilobyte) lives
+            // in this block only, so that it keeps no room in the task while
+            // the session runs.
+            let session = {
+                // Boxed, so that its state is freed once the handshake is done.
+                let handshake = Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
+                let stream = tokio::select! {
+                    stream = handshake => stream,
+                    _ = shutdown.recv() => return,
+                };
+                match stream {
+                    Ok(Ok(stream)) => {
+                        let presented = stream.get_ref().1.peer_certificates();
+                        let entry = match access::admit(settings.access.as_ref(), presented) {
+                            Ok(entry) => entry,
+                            Err(refusal) => {
+                                // Boxed like the session, for the same reason.
+                                let refusal =
+                                    Box::pin(refuse_participant(stream, peer, deadline, refusal));
+                                return refusal.await;
+                            }
+                        };
+                        boxed_session(
+                            stream,
+                            peer,
+                            &room,
+                            limits,
+                            &mut shutdown,
+                            deadline,
+                            (admission, entry),
+                        )
+                    }
+                    Ok(Err(e)) => {
+                        if logs.handshakes.allow(Instant::now()) {
+                            tracing::info!(%peer, "TLS handshake failed: {e}");
                         }
-                    };
-                    boxed_session(
-                        stream,
-                        peer,
-                        &room,
-                        limits,
-                        &mut shutdown,
-                        deadline,
-                        (admission, entry),
-                    )
-                    .await
-                }
-                Ok(Err(e)) => {
-                    if logs.handshakes.allow(Instant::now()) {
-                        tracing::info!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        if logs.handshakes.allow(Instant::now()) {
+                            tracing::info!(%peer, "TLS handshake timed out");
+                        }
+                        return;
                     }
                 }
-                Err(_) => {
-                    if logs.handshakes.allow(Instant::now()) {
-                        tracing::info!(%peer, "TLS handshake timed out");
-                    }
-                }
-            }
+            };
+            session.await
         });
     }
 

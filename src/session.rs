@@ -18,6 +18,7 @@ use crate::rate::RateLimit;
 use crate::room::{JoinError, RecvError, Room, Subscription};
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -120,31 +121,59 @@ impl From<ReadError> for End {
 /// can take the place at once rather than while this connection is still
 /// saying goodbye; the rest (its socket, its address's count) only once the
 /// connection is closed.
-pub async fn run<S, R>(
+pub fn run<'a, S, R>(
     conn: Connection<S>,
     peer: SocketAddr,
-    room: &R,
-    limits: &Limits,
-    shutdown: &mut Shutdown,
+    room: &'a R,
+    limits: &'a Limits,
+    shutdown: &'a mut Shutdown,
     deadline: Instant,
     admission: Admission,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
+) -> impl Future<Output = ()> + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
     R: Room,
 {
     run_as(
         conn, peer, room, limits, shutdown, deadline, admission, None,
     )
-    .await
 }
 
 /// [`run`], under an access policy: `entry` (when given) says which
 /// nickname the participant's certificate binds it to, and ends the session
 /// with `ERROR certificate revoked` (or another refusal) when a reload
 /// refuses it.
+///
+/// Not an `async fn`: one would keep a second copy of `conn` (over a
+/// kilobyte with TLS) in its future for the session's whole life, as async
+/// functions move their arguments into locals. Here `conn` is captured once.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_as<S, R>(
-    mut conn: Connection<S>,
+pub fn run_as<'a, S, R>(
+    conn: Connection<S>,
+    peer: SocketAddr,
+    room: &'a R,
+    limits: &'a Limits,
+    shutdown: &'a mut Shutdown,
+    deadline: Instant,
+    admission: Admission,
+    entry: Option<Entry>,
+) -> impl Future<Output = ()> + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
+    R: Room,
+{
+    let mut conn = conn;
+    async move {
+        session(
+            &mut conn, peer, room, limits, shutdown, deadline, admission, entry,
+        )
+        .await
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session<S, R>(
+    conn: &mut Connection<S>,
     peer: SocketAddr,
     room: &R,
     limits: &Limits,
@@ -157,26 +186,26 @@ pub async fn run_as<S, R>(
     R: Room,
 {
     let registered = tokio::select! {
-        result = tokio::time::timeout_at(deadline, register(&mut conn, room, entry.as_ref(), admission.source())) => result,
-        _ = shutdown.recv() => return close(&mut conn).await,
+        result = tokio::time::timeout_at(deadline, register(conn, room, entry.as_ref(), admission.source())) => result,
+        _ = shutdown.recv() => return close(conn).await,
     };
     let (nick, subscription) = match registered {
         Ok(Ok(joined)) => joined,
         Ok(Err(end)) => {
             tracing::debug!(%peer, "not registered: {}", end.describe());
             if let End::LineTooLong = end {
-                last_words(&mut conn, protocol::error_line(FrameError::TooLong)).await;
+                last_words(conn, protocol::error_line(FrameError::TooLong)).await;
             }
-            return close(&mut conn).await;
+            return close(conn).await;
         }
         Err(_elapsed) => {
             tracing::info!(%peer, "no nickname within the handshake timeout");
             last_words(
-                &mut conn,
+                conn,
                 protocol::error_line("timed out waiting for a nickname"),
             )
             .await;
-            return close(&mut conn).await;
+            return close(conn).await;
         }
     };
     tracing::info!(%peer, %nick, "joined");
@@ -188,7 +217,7 @@ pub async fn run_as<S, R>(
     };
     let source = admission.source();
     let mut end = tokio::select! {
-        end = chat(&mut conn, &nick, subscription, room, limits, shutdown, source) => end,
+        end = chat(conn, &nick, subscription, room, limits, shutdown, source) => end,
         refusal = access::refused(&mut entry, &nick) => End::Refused(refusal),
     };
     admission.release_place();
@@ -198,17 +227,17 @@ pub async fn run_as<S, R>(
     drop(membership);
     tracing::info!(%peer, %nick, "left: {}", end.describe());
     match end {
-        End::LineTooLong => last_words(&mut conn, protocol::error_line(FrameError::TooLong)).await,
-        End::TooSlow => last_words(&mut conn, protocol::error_line("disconnected: too slow")).await,
-        End::Idle => last_words(&mut conn, protocol::error_line("disconnected: idle")).await,
-        End::Refused(refusal) => last_words(&mut conn, protocol::error_line(refusal)).await,
+        End::LineTooLong => last_words(conn, protocol::error_line(FrameError::TooLong)).await,
+        End::TooSlow => last_words(conn, protocol::error_line("disconnected: too slow")).await,
+        End::Idle => last_words(conn, protocol::error_line("disconnected: idle")).await,
+        End::Refused(refusal) => last_words(conn, protocol::error_line(refusal)).await,
         // Replies to lines before the `/quit` still go out.
         End::Quit(_) => {
             let _ = timeout(LAST_WORDS, conn.flush()).await;
         }
         _ => {}
     }
-    close(&mut conn).await;
+    close(conn).await;
 }
 
 /// Leaves the room when dropped, giving the `/quit` reason if there is one.
@@ -355,10 +384,12 @@ where
                 };
                 conn.queue(first);
                 // Take whatever else is waiting, up to one full TLS record's
-                // worth, so it leaves in one write.
+                // worth, so it leaves in one write. Not one line more: a
+                // batch just over a record would leave as a full record and
+                // a tiny one, each with its own header, tag and encryption.
                 loop {
                     match subscription.try_recv() {
-                        Ok(Some(line)) if conn.queued() >= BATCH_BYTES => {
+                        Ok(Some(line)) if conn.queued() + line.len() > BATCH_BYTES => {
                             carried = Some(line);
                             break;
                         }
@@ -407,12 +438,18 @@ where
                     return after_flush(end, conn, carried.take(), &mut subscription, shutdown.deadline()).await;
                 }
             }
-            _ = sleep_until_some(paused_until), if paused_until.is_some() => {
+            // One timer for both deadlines: each costs an idle session as
+            // much memory as it is kept in.
+            _ = sleep_until_some(earliest(paused_until, idle_deadline)),
+                if paused_until.is_some() || idle_deadline.is_some() =>
+            {
                 let now = Instant::now();
-                paused_until = pace.resume(now).map(|wait| later(now, wait));
-            }
-            _ = sleep_until_some(idle_deadline), if idle_deadline.is_some() => {
-                return End::Idle;
+                if idle_deadline.is_some_and(|deadline| deadline <= now) {
+                    return End::Idle;
+                }
+                if paused_until.is_some_and(|until| until <= now) {
+                    paused_until = pace.resume(now).map(|wait| later(now, wait));
+                }
             }
         }
     }
@@ -423,6 +460,14 @@ where
 fn later(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait.min(crate::rate::MAX_WAIT))
         .unwrap_or(now)
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Sleeps until `deadline`, or forever if there is none. Lazy: `select!`

@@ -585,7 +585,7 @@ fn nobody_saw(transcripts: &[Transcript], bad: impl Fn(&str) -> bool, what: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_reader_is_dropped_and_twenty_full_speed_chatters_lose_nothing() {
-    let server = TestServer::start_with(|s| s.backlog_lines = 128).await;
+    let server = TestServer::start_with(|s| s.backlog = 256 * 1024).await;
     let mut honest = Honest::start(
         &server,
         Plan {

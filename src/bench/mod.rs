@@ -52,9 +52,9 @@ pub struct BenchArgs {
     /// Without TLS (with --spawn, the server is started with --plaintext too).
     #[arg(long)]
     pub plaintext: bool,
-    /// Start a server of our own (this executable's `serve`, rate limit off,
-    /// backlog 65536 lines, fresh certificates in a temporary folder), one
-    /// per scenario.
+    /// Start a server of our own (this executable's `serve` with its
+    /// defaults but the rate limit off, fresh certificates in a temporary
+    /// folder), one per scenario.
     #[arg(long)]
     pub spawn: bool,
     /// The running server's process id, for its CPU time and memory (idle

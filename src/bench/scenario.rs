@@ -196,9 +196,9 @@ async fn idle(target: &Target, opts: &BenchOptions) -> Result<ScenarioResult> {
 }
 
 /// A sender's window: enough to keep the pipeline full, small enough that
-/// all senders together stay well inside the server's default backlog (4096
-/// lines per participant), so the bench measures throughput rather than
-/// provoking `too slow` disconnections by flooding.
+/// all senders together have about 2048 lines in flight: what a client that
+/// reads while it writes does. (`--window 0` floods instead; the server's
+/// default backlog of 64 MiB holds such a burst too.)
 fn default_window(clients: usize) -> u32 {
     (2048 / clients.max(1)).clamp(4, 256) as u32
 }

@@ -2,8 +2,8 @@
 //! a server process (resident memory, CPU time).
 //!
 //! The child is this same executable running `serve` on an ephemeral
-//! loopback port, with the rate limit off and a long backlog, in a private
-//! temporary folder holding fresh certificates. Its port comes from its own
+//! loopback port, with its defaults except the rate limit (off), in a
+//! private temporary folder holding fresh certificates. Its port comes from its own
 //! log line, so nothing has to guess or race for a free port.
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -15,14 +15,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-
-/// The spawned server's backlog, in lines. The bench's readers share two
-/// cores with a hundred flooding senders and the server, so one of them can
-/// be starved for a moment and fall thousands of lines behind; with the
-/// default 4096 the server would then, keeping its promise, disconnect it as
-/// too slow, and the run would measure the scheduler. The ring is shared by
-/// everyone, so this costs about 10 MiB in all, not per client.
-const SPAWNED_BACKLOG: &str = "65536";
 
 /// How long the child may take to start listening.
 const STARTUP: Duration = Duration::from_secs(15);
@@ -99,7 +91,6 @@ impl SpawnedServer {
         let mut command = Command::new(&exe);
         command
             .args(["serve", "--addr", "127.0.0.1:0", "--rate-limit", "off"])
-            .args(["--backlog", SPAWNED_BACKLOG])
             .current_dir(workdir)
             .env("RUST_LOG", SERVER_LOG_FILTER)
             .stdin(Stdio::null())

@@ -26,8 +26,6 @@ pub const IDLE_TIMEOUT: RangeInclusive<f64> = 0.0..=2_592_000.0;
 pub const MAX_PARTICIPANTS: RangeInclusive<usize> = 1..=1_000_000;
 /// `--max-per-ip`.
 pub const MAX_PER_IP: RangeInclusive<usize> = 1..=1_000_000;
-/// `--backlog`, lines.
-pub const BACKLOG: RangeInclusive<usize> = 1..=1_048_576;
 /// `--joins-per-minute`.
 pub const JOINS_PER_MINUTE: RangeInclusive<u32> = 1..=100_000;
 /// `--connects-per-minute`.
@@ -90,10 +88,6 @@ pub fn max_per_ip(s: &str) -> Result<usize, String> {
     whole(s, &MAX_PER_IP)
 }
 
-pub fn backlog(s: &str) -> Result<usize, String> {
-    whole(s, &BACKLOG)
-}
-
 pub fn joins_per_minute(s: &str) -> Result<u32, String> {
     whole(s, &JOINS_PER_MINUTE)
 }
@@ -136,7 +130,6 @@ mod tests {
         assert!(max_line("0").unwrap_err().contains("16 to 1048576"));
         assert!(max_participants("0").is_err());
         assert_eq!(max_per_ip("16"), Ok(16));
-        assert!(backlog("99999999999999999999").is_err());
         assert_eq!(rate_limit("off"), Ok(None));
         assert!(
             rate_limit("1e-300")

@@ -5,6 +5,7 @@
 use super::bounds;
 use crate::access::{Access, AccessFiles};
 use crate::admission;
+use crate::backlog;
 use crate::backplane::{self, ClusterOptions, ClusterRoom};
 use crate::certs::lifecycle::{self, Validity};
 use crate::certs::{self, GenOptions};
@@ -81,9 +82,13 @@ pub struct ServeArgs {
     /// at most 2592000, 30 days).
     #[arg(long, default_value = "0", value_name = "SECONDS", value_parser = bounds::idle_timeout)]
     idle_timeout: bounds::OrOff<Duration>,
-    /// How many lines a participant may fall behind the room before it is
-    /// disconnected as too slow (1 to 1048576).
-    #[arg(long, default_value_t = 4096, value_name = "LINES", value_parser = bounds::backlog)]
+    /// How far a participant may fall behind the room before it is
+    /// disconnected as too slow, as the memory of the lines it has not read
+    /// (each counts its length plus 128 bytes): plain bytes, or with KiB,
+    /// MiB or GiB; at least 64 KiB and four of the longest lines. The lines
+    /// wait in one ring shared by everybody, so this is the most the room's
+    /// backlog holds, however many participants lag.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = backlog::parse_size)]
     backlog: usize,
     /// Require every client to present a certificate signed by this CA
     /// (mutual TLS); a participant's nickname is then its certificate's name.
@@ -141,6 +146,7 @@ struct ClusterArgs {
 pub async fn run(args: ServeArgs) -> Result<()> {
     // Checked before anything is written (certificates on a first start).
     let exempt = exemptions(&args.exempt)?;
+    let backlog = backlog_within_bounds(args.backlog, args.max_line)?;
     let access = access_policy(&args)?;
     let tls = if args.plaintext {
         if args.client_ca.is_some() {
@@ -195,7 +201,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     settings.connects_per_minute = args.connects_per_minute;
     settings.joins_per_minute = args.joins_per_minute;
     settings.exempt = exempt;
-    settings.backlog_lines = args.backlog;
+    settings.backlog = backlog;
     settings.history_lines = usize::from(args.history);
     let (participants, sockets) = cap_to_open_files(args.max_participants);
     settings.max_participants = participants;
@@ -218,7 +224,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 creds: args.cluster.cluster_creds.clone(),
                 ca: args.cluster.cluster_ca.clone(),
                 max_members: settings.max_participants,
-                backlog_lines: settings.backlog_lines,
+                backlog_lines: settings.backlog / backlog::LINE_OVERHEAD,
                 history: usize::from(args.history),
             })
             .await?,
@@ -251,6 +257,23 @@ fn exemptions(values: &[Option<IpNet>]) -> Result<Vec<IpNet>> {
         anyhow::bail!("--exempt none cannot be combined with addresses");
     }
     Ok(nets)
+}
+
+/// The backlog must hold a few of the longest lines, or a single one would
+/// push everybody who has not read the one before it out of the room.
+fn backlog_within_bounds(size: usize, max_line: usize) -> Result<usize> {
+    // `<nick>: <text>\n` at its longest, as the ring counts it.
+    let longest = max_line
+        .saturating_add(crate::protocol::MAX_NICK_LEN + 3)
+        .saturating_add(backlog::LINE_OVERHEAD);
+    let least = backlog::MIN_BYTES.max(longest.saturating_mul(4));
+    if size < least {
+        anyhow::bail!(
+            "--backlog {size} bytes is too small: it must be at least {least} bytes \
+             (64 KiB, and four lines of --max-line)"
+        );
+    }
+    Ok(size)
 }
 
 /// Raises the open-files limit to its hard limit, and keeps the sockets

@@ -28,6 +28,7 @@ async fn a_burst_of_small_lines_at_the_defaults_reaches_every_participant() {
     let server = TestServer::start().await;
     let target = Target {
         addr: server.addr(),
+        more_addrs: Vec::new(),
         tls: Some(TlsTarget {
             config: server.client_tls.clone(),
             server_name: chatroom::tls::server_name("127.0.0.1").expect("name"),

@@ -74,7 +74,7 @@ async fn serve_help_names_each_range() {
         "16 to 1048576",
         "RATE 0.01 to 1000000",
         "at most 2592000",
-        "1 to 1048576",
+        "at least 64 KiB",
     ] {
         assert!(help.contains(range), "--help lacks {range:?}: {help}");
     }

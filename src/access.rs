@@ -299,10 +299,11 @@ impl Entry {
     }
 }
 
-/// Completes when `entry` (if any) is refused by a reload.
-pub async fn refused(entry: &mut Option<Entry>, nick: &str) -> Refusal {
+/// Completes when `entry` (if any) is refused by a reload. The wait is
+/// boxed, so that a session that has no entry keeps no room for it.
+pub async fn refused(entry: &mut Option<Box<Entry>>, nick: &str) -> Refusal {
     match entry {
-        Some(entry) => entry.refused(nick).await,
+        Some(entry) => Box::pin(entry.refused(nick)).await,
         None => std::future::pending().await,
     }
 }

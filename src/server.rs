@@ -285,65 +285,59 @@ where
         tokio::spawn(async move {
             let _done = done;
             let limits = &settings.limits;
-            let Some(acceptor) = tls else {
-                let entry = match access::admit(settings.access.as_ref(), None) {
-                    Ok(entry) => entry,
-                    Err(refusal) => return refuse_participant(tcp, peer, deadline, refusal).await,
-                };
-                return boxed_session(
-                    tcp,
-                    peer,
-                    &room,
-                    limits,
-                    &mut shutdown,
-                    deadline,
-                    (admission, entry),
-                )
-                .await;
-            };
-            // The handshake's result (the TLS stream, over a kilobyte) lives
-            // in this block only, so that it keeps no room in the task while
-            // the session runs.
-            let session = {
-                // Boxed, so that its state is freed once the handshake is done.
-                let handshake = Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
-                let stream = tokio::select! {
-                    stream = handshake => stream,
-                    _ = shutdown.recv() => return,
-                };
-                match stream {
-                    Ok(Ok(stream)) => {
-                        let presented = stream.get_ref().1.peer_certificates();
-                        let entry = match access::admit(settings.access.as_ref(), presented) {
-                            Ok(entry) => entry,
-                            Err(refusal) => {
-                                // Boxed like the session, for the same reason.
-                                let refusal =
-                                    Box::pin(refuse_participant(stream, peer, deadline, refusal));
-                                return refusal.await;
+            // Whatever runs after the handshake is boxed (see
+            // `boxed_session`), and the handshake's result (the TLS stream,
+            // over a kilobyte) lives in this block only, so that the task
+            // keeps no room for either while the session runs.
+            let session = match tls {
+                None => {
+                    let entry = access::admit(settings.access.as_ref(), None);
+                    boxed_session(
+                        tcp,
+                        peer,
+                        &room,
+                        limits,
+                        &mut shutdown,
+                        deadline,
+                        admission,
+                        entry,
+                    )
+                }
+                Some(acceptor) => {
+                    // Boxed, so that its state is freed once the handshake is done.
+                    let handshake =
+                        Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
+                    let stream = tokio::select! {
+                        stream = handshake => stream,
+                        _ = shutdown.recv() => return,
+                    };
+                    match stream {
+                        Ok(Ok(stream)) => {
+                            let presented = stream.get_ref().1.peer_certificates();
+                            let entry = access::admit(settings.access.as_ref(), presented);
+                            boxed_session(
+                                stream,
+                                peer,
+                                &room,
+                                limits,
+                                &mut shutdown,
+                                deadline,
+                                admission,
+                                entry,
+                            )
+                        }
+                        Ok(Err(e)) => {
+                            if logs.handshakes.allow(Instant::now()) {
+                                tracing::info!(%peer, "TLS handshake failed: {e}");
                             }
-                        };
-                        boxed_session(
-                            stream,
-                            peer,
-                            &room,
-                            limits,
-                            &mut shutdown,
-                            deadline,
-                            (admission, entry),
-                        )
-                    }
-                    Ok(Err(e)) => {
-                        if logs.handshakes.allow(Instant::now()) {
-                            tracing::info!(%peer, "TLS handshake failed: {e}");
+                            return;
                         }
-                        return;
-                    }
-                    Err(_) => {
-                        if logs.handshakes.allow(Instant::now()) {
-                            tracing::info!(%peer, "TLS handshake timed out");
+                        Err(_) => {
+                            if logs.handshakes.allow(Instant::now()) {
+                                tracing::info!(%peer, "TLS handshake timed out");
+                            }
+                            return;
                         }
-                        return;
                     }
                 }
             };
@@ -396,26 +390,43 @@ async fn refuse_participant<S: tokio::io::AsyncWrite + Unpin>(
     let _ = tokio::time::timeout_at(deadline, say_and_close(stream, line)).await;
 }
 
-/// A session over `stream`, in an allocation of its own sized exactly for
-/// it. Not an `async fn`: that would keep room for `stream` in the caller's
+/// A session over `stream` (or, when the access policy refuses the
+/// participant, telling it why), in an allocation of its own sized exactly
+/// for it. Not an `async fn`: that would keep room for `stream` in the caller's
 /// task for as long as the session lasts. This way a connection's task stays
 /// small, and idle participants are what a big room is mostly made of.
-fn boxed_session<'a, S, R: Room>(
+#[allow(clippy::too_many_arguments)]
+fn boxed_session<'a, S, R>(
     stream: S,
     peer: SocketAddr,
     room: &'a Arc<R>,
     limits: &'a Limits,
     shutdown: &'a mut Shutdown,
     deadline: Instant,
-    (admission, entry): (Admission, Option<Entry>),
-) -> std::pin::Pin<Box<impl Future<Output = ()> + 'a>>
+    admission: Admission,
+    entry: Result<Option<Entry>, access::Refusal>,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'a,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'a,
+    R: Room,
+    R::Subscription: Sync,
 {
-    let conn = Connection::new(stream, limits.max_line);
-    Box::pin(session::run_as(
-        conn, peer, &**room, limits, shutdown, deadline, admission, entry,
-    ))
+    match entry {
+        Ok(entry) => {
+            let conn = Connection::new(stream, limits.max_line);
+            Box::pin(session::run_as(
+                conn,
+                peer,
+                &**room,
+                limits,
+                shutdown,
+                deadline,
+                admission,
+                entry.map(Box::new),
+            ))
+        }
+        Err(refusal) => Box::pin(refuse_participant(stream, peer, deadline, refusal)),
+    }
 }
 
 async fn say_and_close<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, line: Bytes) {

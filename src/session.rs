@@ -156,7 +156,7 @@ pub fn run_as<'a, S, R>(
     shutdown: &'a mut Shutdown,
     deadline: Instant,
     admission: Admission,
-    entry: Option<Entry>,
+    entry: Option<Box<Entry>>,
 ) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + 'a,
@@ -180,33 +180,23 @@ async fn session<S, R>(
     shutdown: &mut Shutdown,
     deadline: Instant,
     mut admission: Admission,
-    mut entry: Option<Entry>,
+    mut entry: Option<Box<Entry>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Room,
 {
-    let registered = tokio::select! {
-        result = tokio::time::timeout_at(deadline, register(conn, room, entry.as_ref(), admission.source())) => result,
-        _ = shutdown.recv() => return close(conn).await,
-    };
-    let (nick, subscription) = match registered {
-        Ok(Ok(joined)) => joined,
-        Ok(Err(end)) => {
-            tracing::debug!(%peer, "not registered: {}", end.describe());
-            if let End::LineTooLong = end {
-                last_words(conn, protocol::error_line(FrameError::TooLong)).await;
-            }
-            return close(conn).await;
-        }
-        Err(_elapsed) => {
-            tracing::info!(%peer, "no nickname within the handshake timeout");
-            last_words(
-                conn,
-                protocol::error_line("timed out waiting for a nickname"),
-            )
-            .await;
-            return close(conn).await;
-        }
+    let Some((nick, subscription)) = registration(
+        conn,
+        peer,
+        room,
+        shutdown,
+        deadline,
+        entry.as_deref(),
+        admission.source(),
+    )
+    .await
+    else {
+        return close(conn).await;
     };
     tracing::info!(%peer, %nick, "joined");
     // Leave the room however this session ends, panics included.
@@ -238,6 +228,48 @@ async fn session<S, R>(
         _ => {}
     }
     close(conn).await;
+}
+
+/// The NICK exchange under the handshake deadline and the stop signal;
+/// `None` (after telling the peer why, where there is something to tell)
+/// when the peer did not register. A function of its own so that its
+/// result's room in the session's state is not kept for the session's life.
+async fn registration<S, R>(
+    conn: &mut Connection<S>,
+    peer: SocketAddr,
+    room: &R,
+    shutdown: &mut Shutdown,
+    deadline: Instant,
+    entry: Option<&Entry>,
+    source: Option<&SourceHandle>,
+) -> Option<(String, R::Subscription)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Room,
+{
+    let registered = tokio::select! {
+        result = tokio::time::timeout_at(deadline, register(conn, room, entry, source)) => result,
+        _ = shutdown.recv() => return None,
+    };
+    match registered {
+        Ok(Ok(joined)) => Some(joined),
+        Ok(Err(end)) => {
+            tracing::debug!(%peer, "not registered: {}", end.describe());
+            if let End::LineTooLong = end {
+                last_words(conn, protocol::error_line(FrameError::TooLong)).await;
+            }
+            None
+        }
+        Err(_elapsed) => {
+            tracing::info!(%peer, "no nickname within the handshake timeout");
+            last_words(
+                conn,
+                protocol::error_line("timed out waiting for a nickname"),
+            )
+            .await;
+            None
+        }
+    }
 }
 
 /// Leaves the room when dropped, giving the `/quit` reason if there is one.

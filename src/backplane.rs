@@ -36,7 +36,7 @@ use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, Context as JetStream, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -197,8 +197,8 @@ struct Shared {
     nodes: kv::Store,
     state: Mutex<State>,
     /// Every nickname entry of the room, as watched: key to revision and
-    /// holder.
-    directory: Mutex<HashMap<String, (u64, Holder)>>,
+    /// holder, in the keys' order (for `/list`).
+    directory: Mutex<BTreeMap<String, (u64, Holder)>>,
     outgoing: mpsc::Sender<Outgoing>,
     link: Arc<Link>,
     in_flight: Arc<Semaphore>,
@@ -217,6 +217,8 @@ struct State {
 }
 
 struct Member {
+    /// As its owner spells it.
+    nick: String,
     /// The nickname entry's revision; `None` while the join is under way,
     /// and once the participant is disconnected by the room.
     revision: Option<u64>,
@@ -401,7 +403,7 @@ impl ClusterRoom {
                 lines,
                 closed: false,
             }),
-            directory: Mutex::new(HashMap::new()),
+            directory: Mutex::new(BTreeMap::new()),
             outgoing,
             link,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
@@ -486,13 +488,28 @@ impl ClusterRoom {
         }
     }
 
-    /// The nicknames present on every node, as their owners spelled them,
-    /// in no particular order (from the nickname bucket, as watched).
-    pub fn members(&self) -> Vec<String> {
+    /// How many participants are in the room on every node, and the first
+    /// `max` of their nicknames in the order of their keys, as their owners
+    /// spelled them (from the nickname bucket, as watched). Costs O(`max`).
+    pub fn members(&self, max: usize) -> (usize, Vec<String>) {
+        let directory = lock(&self.shared.directory);
+        let first = directory.values().take(max);
+        let nicks = first.map(|(_, holder)| holder.nick.clone()).collect();
+        (directory.len(), nicks)
+    }
+
+    /// The nickname `to` (found without regard to case) as its owner spells
+    /// it, if someone on any node holds it.
+    pub fn recipient(&self, to: &str) -> Option<String> {
+        let key = protocol::nick_key(to);
+        if let Some(member) = self.shared.state().members.get(&key)
+            && member.revision.is_some()
+        {
+            return Some(member.nick.clone());
+        }
         lock(&self.shared.directory)
-            .values()
+            .get(&key)
             .map(|(_, holder)| holder.nick.clone())
-            .collect()
     }
 
     /// Sends `line` to the participant `to` alone (found without regard to
@@ -1071,6 +1088,7 @@ impl Room for ClusterRoom {
                 key.clone(),
                 Member {
                     revision: None,
+                    nick: nick.to_owned(),
                     private: Some(private),
                 },
             );

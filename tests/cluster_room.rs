@@ -33,23 +33,20 @@ async fn next(sub: &mut impl Subscription) -> String {
     String::from_utf8(line.to_vec()).expect("UTF-8")
 }
 
-/// Waits until `room` lists exactly `expected` (the list follows the
-/// nickname bucket, which each node watches).
+/// Waits until `room` lists exactly `expected`, in the order of their keys
+/// (the list follows the nickname bucket, which each node watches).
 async fn members_become(room: &ClusterRoom, expected: &[&str]) {
-    let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
-    expected.sort();
+    let expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
     tokio::time::timeout(WAIT, async {
         loop {
-            let mut now = room.members();
-            now.sort();
-            if now == expected {
+            if room.members(100) == (expected.len(), expected.clone()) {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("members never became {expected:?}: {:?}", room.members()));
+    .unwrap_or_else(|_| panic!("members never became {expected:?}: {:?}", room.members(100)));
 }
 
 #[tokio::test]
@@ -63,6 +60,12 @@ async fn members_private_lines_actions_and_reasons_across_nodes() {
     assert_eq!(next(&mut alice).await, "Bob joined!\n");
     members_become(&a, &["Alice", "Bob"]).await;
     members_become(&b, &["Alice", "Bob"]).await;
+    // The first ones only, with the count of all.
+    assert_eq!(b.members(1), (2, vec!["Alice".to_string()]));
+    // Found in any case, spelled as its owner does, on either node.
+    assert_eq!(a.recipient("bOB").as_deref(), Some("Bob"));
+    assert_eq!(b.recipient("bob").as_deref(), Some("Bob"));
+    assert_eq!(a.recipient("nobody"), None);
 
     // To one participant on another node, found in any case.
     let private = Bytes::from_static(b"[private] Alice -> Bob: psst\n");

@@ -46,7 +46,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "certs/ca.pem", conflicts_with = "spawn")]
     pub ca: PathBuf,
     /// Name to check the server's certificate against. Default: the host
-    /// part of --addr.
+    /// part of (the first) --addr.
     #[arg(long, conflicts_with = "spawn")]
     pub server_name: Option<String>,
     /// Without TLS (with --spawn, the server is started with --plaintext too).

@@ -49,6 +49,21 @@ pub fn cost(line: &[u8]) -> usize {
     line.len() + LINE_OVERHEAD
 }
 
+/// A line as the ring holds it: cheap to clone (one per reader), and
+/// weighed against the bound by [`cost`]. A room's lines are [`Bytes`];
+/// a room shared through a broker keeps each line's place in its stream
+/// beside it.
+pub trait Line: Clone + Send + Sync + 'static {
+    /// The line's text, terminator included.
+    fn text(&self) -> &[u8];
+}
+
+impl Line for Bytes {
+    fn text(&self) -> &[u8] {
+        self
+    }
+}
+
 /// Why a reader got no line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
@@ -63,20 +78,20 @@ pub enum RecvError {
 
 /// The writing end: one per room. Dropping it closes the backlog.
 #[derive(Debug)]
-pub struct Backlog {
-    shared: Arc<Shared>,
+pub struct Backlog<L = Bytes> {
+    shared: Arc<Shared<L>>,
 }
 
 /// One reader's cursor in the ring.
 #[derive(Debug)]
-pub struct Reader {
-    shared: Arc<Shared>,
-    cursor: Cursor,
+pub struct Reader<L = Bytes> {
+    shared: Arc<Shared<L>>,
+    cursor: Cursor<L>,
 }
 
 #[derive(Debug)]
-struct Shared {
-    ring: Mutex<Ring>,
+struct Shared<L> {
+    ring: Mutex<Ring<L>>,
     /// The number the next line will have: readers that are at it have
     /// nothing to read, and find out without taking the lock.
     tail: AtomicU64,
@@ -87,8 +102,8 @@ struct Shared {
 }
 
 #[derive(Debug)]
-struct Ring {
-    lines: VecDeque<Entry>,
+struct Ring<L> {
+    lines: VecDeque<Entry<L>>,
     /// The number of `lines[0]`; line numbers only grow.
     head: u64,
     /// What the lines held count against the bound.
@@ -97,25 +112,27 @@ struct Ring {
 }
 
 #[derive(Debug)]
-struct Entry {
-    line: Bytes,
+struct Entry<L> {
+    line: L,
+    /// What it counts against the bound ([`cost`]).
+    weight: usize,
     /// Readers that have not read it yet; at 0 it is dropped.
     unread: usize,
 }
 
 #[derive(Debug)]
-struct Cursor {
+struct Cursor<L> {
     /// The number of the next line this reader takes from the ring.
     next: u64,
     /// Lines taken from the ring in the last batch and not handed out yet.
     /// Empty (and without an allocation) between bursts.
-    taken: VecDeque<Bytes>,
+    taken: VecDeque<L>,
 }
 
-impl Backlog {
+impl<L: Line> Backlog<L> {
     /// A backlog whose lines count at most `limit` bytes (see [`cost`]).
     /// Nothing is allocated for them until they come.
-    pub fn new(limit: usize) -> Backlog {
+    pub fn new(limit: usize) -> Backlog<L> {
         Backlog {
             shared: Arc::new(Shared {
                 ring: Mutex::new(Ring {
@@ -133,7 +150,7 @@ impl Backlog {
     }
 
     /// A reader whose first line is the next one pushed.
-    pub fn subscribe(&self) -> Reader {
+    pub fn subscribe(&self) -> Reader<L> {
         let mut ring = self.shared.ring();
         ring.readers += 1;
         let next = ring.tail();
@@ -149,14 +166,19 @@ impl Backlog {
 
     /// Appends `line` for every current reader, dropping the oldest lines
     /// if it takes the ring past its bound. With no readers it goes nowhere.
-    pub fn push(&self, line: Bytes) {
+    pub fn push(&self, line: L) {
         let mut ring = self.shared.ring();
         if ring.readers == 0 {
             return;
         }
-        ring.bytes += cost(&line);
+        let weight = cost(line.text());
+        ring.bytes += weight;
         let unread = ring.readers;
-        ring.lines.push_back(Entry { line, unread });
+        ring.lines.push_back(Entry {
+            line,
+            weight,
+            unread,
+        });
         // The newest line always stays: the bound holds several lines.
         while ring.bytes > self.shared.limit && ring.lines.len() > 1 {
             ring.pop_front();
@@ -187,16 +209,16 @@ impl Backlog {
     }
 }
 
-impl Drop for Backlog {
+impl<L> Drop for Backlog<L> {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.arrived.notify_waiters();
     }
 }
 
-impl Reader {
+impl<L: Line> Reader<L> {
     /// The next line, waiting for it.
-    pub async fn recv(&mut self) -> Result<Bytes, RecvError> {
+    pub async fn recv(&mut self) -> Result<L, RecvError> {
         let Reader { shared, cursor } = self;
         loop {
             if let Some(line) = cursor.try_recv(shared)? {
@@ -215,7 +237,7 @@ impl Reader {
     }
 
     /// The next line if there is one now.
-    pub fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
+    pub fn try_recv(&mut self) -> Result<Option<L>, RecvError> {
         self.cursor.try_recv(&self.shared)
     }
 
@@ -225,7 +247,7 @@ impl Reader {
     }
 }
 
-impl Drop for Reader {
+impl<L> Drop for Reader<L> {
     fn drop(&mut self) {
         let mut ring = self.shared.ring();
         ring.readers -= 1;
@@ -237,8 +259,8 @@ impl Drop for Reader {
     }
 }
 
-impl Cursor {
-    fn try_recv(&mut self, shared: &Shared) -> Result<Option<Bytes>, RecvError> {
+impl<L: Line> Cursor<L> {
+    fn try_recv(&mut self, shared: &Shared<L>) -> Result<Option<L>, RecvError> {
         if let Some(line) = self.taken.pop_front() {
             if self.taken.is_empty() {
                 self.taken = VecDeque::new();
@@ -274,7 +296,7 @@ impl Cursor {
                 break;
             }
             entry.unread -= 1;
-            bytes += entry.line.len();
+            bytes += entry.line.text().len();
             taken += 1;
             match first {
                 None => first = Some(entry.line.clone()),
@@ -289,8 +311,8 @@ impl Cursor {
     }
 }
 
-impl Shared {
-    fn ring(&self) -> MutexGuard<'_, Ring> {
+impl<L> Shared<L> {
+    fn ring(&self) -> MutexGuard<'_, Ring<L>> {
         // Every change to the ring leaves it consistent before anything
         // that could panic, so a poisoned lock is still a good ring.
         self.ring
@@ -299,14 +321,14 @@ impl Shared {
     }
 }
 
-impl Ring {
+impl<L> Ring<L> {
     fn tail(&self) -> u64 {
         self.head + self.lines.len() as u64
     }
 
     fn pop_front(&mut self) {
         if let Some(entry) = self.lines.pop_front() {
-            self.bytes -= cost(&entry.line);
+            self.bytes -= entry.weight;
             self.head += 1;
         }
     }
@@ -476,7 +498,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_readers_see_no_silent_gap() {
         const LINES: u64 = 20_000;
-        let backlog = Backlog::new(64 * cost(b"12345\n"));
+        let backlog: Backlog = Backlog::new(64 * cost(b"12345\n"));
         let readers: Vec<_> = (0..4)
             .map(|_| {
                 let mut reader = backlog.subscribe();

@@ -30,6 +30,8 @@
 //! Limits keep their per-node meaning: the participant limit counts this
 //! node's participants, and the ring bounds how far each may fall behind.
 
+use crate::backlog::{self, Backlog};
+use crate::mailbox::WhisperError;
 use crate::protocol;
 use crate::room::{JoinError, RecvError, Room, Subscription, UNAVAILABLE};
 use anyhow::{Context, Result, bail};
@@ -41,7 +43,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, sleep, timeout};
 
 /// How long a node's liveness entry lives without a refresh. A node killed
@@ -104,8 +106,9 @@ pub struct ClusterOptions {
     pub ca: Option<PathBuf>,
     /// Most participants at once on this node.
     pub max_members: usize,
-    /// How many lines a participant may fall behind before it is dropped.
-    pub backlog_lines: usize,
+    /// How far, in bytes of lines (see [`backlog::cost`]), a participant
+    /// may fall behind before it is dropped: the bound of the node's ring.
+    pub backlog: usize,
     /// How many of the room's last public lines a newcomer is given (0:
     /// none), read from the stream.
     pub history: usize,
@@ -179,6 +182,12 @@ struct Line {
     bytes: Bytes,
 }
 
+impl backlog::Line for Line {
+    fn text(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// The room as one node sees it.
 pub struct ClusterRoom {
     shared: Arc<Shared>,
@@ -203,7 +212,6 @@ struct Shared {
     link: Arc<Link>,
     in_flight: Arc<Semaphore>,
     max_members: usize,
-    backlog_lines: usize,
     /// Unique to this process, so message ids never repeat across restarts.
     boot: String,
     next_id: AtomicU64,
@@ -212,7 +220,7 @@ struct Shared {
 struct State {
     /// This node's participants by nickname key.
     members: HashMap<String, Member>,
-    lines: broadcast::Sender<Line>,
+    lines: Backlog<Line>,
     closed: bool,
 }
 
@@ -269,6 +277,20 @@ fn nicks_bucket(room: &str) -> String {
 
 fn nodes_bucket(room: &str) -> String {
     format!("chat_{room}_nodes")
+}
+
+/// Opens the stream `config` names, creating it if it does not exist. Two
+/// nodes starting at once may both find it missing; the one whose create
+/// loses the race opens the one the other made.
+async fn open_stream(js: &jetstream::Context, config: stream::Config) -> Result<stream::Stream> {
+    let name = config.name.clone();
+    match js.get_or_create_stream(config).await {
+        Ok(stream) => Ok(stream),
+        Err(create) => js
+            .get_stream(&name)
+            .await
+            .map_err(|_| anyhow::Error::new(create)),
+    }
 }
 
 /// The stream behind a key-value bucket, made by hand: the client's own
@@ -332,21 +354,23 @@ impl ClusterRoom {
             .build(client.clone());
 
         let subject = format!("chat.{}", opts.room);
-        let mut lines_stream = js
-            .get_or_create_stream(stream::Config {
+        let mut lines_stream = open_stream(
+            &js,
+            stream::Config {
                 name: format!("CHAT_{}", opts.room),
                 subjects: vec![subject.clone()],
                 max_messages: STREAM_MAX_MESSAGES,
                 discard: stream::DiscardPolicy::Old,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            })
-            .await
-            .context("cannot open the room's stream on NATS (is JetStream enabled?)")?;
+            },
+        )
+        .await
+        .context("cannot open the room's stream on NATS (is JetStream enabled?)")?;
         let nicks_name = nicks_bucket(&opts.room);
         let nodes_name = nodes_bucket(&opts.room);
         for (bucket, max_age) in [(&nicks_name, Duration::ZERO), (&nodes_name, LIVENESS_TTL)] {
-            js.get_or_create_stream(bucket_config(bucket, max_age))
+            open_stream(&js, bucket_config(bucket, max_age))
                 .await
                 .with_context(|| format!("cannot open the bucket {bucket} on NATS"))?;
         }
@@ -382,7 +406,7 @@ impl ClusterRoom {
             .last_sequence;
 
         let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
-        let (lines, _) = broadcast::channel(opts.backlog_lines.max(1).next_power_of_two());
+        let lines = Backlog::new(opts.backlog.max(backlog::MIN_BYTES));
         let private_prefix = format!("chat.{}.private", opts.room);
         let private_inbox = client
             .subscribe(format!("{private_prefix}.{}", opts.node_name))
@@ -408,7 +432,6 @@ impl ClusterRoom {
             link,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             max_members: opts.max_members,
-            backlog_lines: opts.backlog_lines.max(1).next_power_of_two(),
             boot: random_hex(4),
             next_id: AtomicU64::new(0),
         });
@@ -489,13 +512,19 @@ impl ClusterRoom {
     }
 
     /// How many participants are in the room on every node, and the first
-    /// `max` of their nicknames in the order of their keys, as their owners
-    /// spelled them (from the nickname bucket, as watched). Costs O(`max`).
+    /// `max` of their nicknames in alphabetical order (without regard to
+    /// case), as their owners spelled them (from the nickname bucket, as
+    /// watched). Sorts the whole directory: O(room), which `/list`'s rate
+    /// limit keeps cheap.
     pub fn members(&self, max: usize) -> (usize, Vec<String>) {
         let directory = lock(&self.shared.directory);
-        let first = directory.values().take(max);
-        let nicks = first.map(|(_, holder)| holder.nick.clone()).collect();
-        (directory.len(), nicks)
+        let mut nicks: Vec<&str> = directory
+            .values()
+            .map(|(_, holder)| holder.nick.as_str())
+            .collect();
+        nicks.sort_unstable_by_key(|nick| nick.to_ascii_lowercase());
+        let first = nicks.into_iter().take(max).map(str::to_owned).collect();
+        (directory.len(), first)
     }
 
     /// The nickname `to` (found without regard to case) as its owner spells
@@ -876,7 +905,7 @@ async fn deliver(shared: Arc<Shared>, stream: stream::Stream, mut last: u64) {
                 return;
             }
             // No receivers is fine: nobody here to tell.
-            let _ = state.lines.send(Line { seq, bytes });
+            state.lines.push(Line { seq, bytes });
         }
         if shared.state().closed {
             return;
@@ -1066,6 +1095,36 @@ async fn take_over(shared: &Arc<Shared>) {
 impl Room for ClusterRoom {
     type Subscription = ClusterSubscription;
 
+    fn quit(&self, nick: &str, reason: &str) {
+        self.depart(nick, protocol::left_line_because(nick, reason));
+    }
+
+    fn act(&self, nick: &str, text: &str) {
+        self.say(nick, protocol::action_line(nick, text));
+    }
+
+    fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError> {
+        let recipient = self
+            .recipient(to)
+            // `to` is as typed: never echo it unsanitized.
+            .ok_or_else(|| WhisperError::NoSuchNick(protocol::sanitize(to).into_owned()))?;
+        let line = protocol::private_line(from, &recipient, text);
+        // To oneself: the echo is the delivery.
+        if protocol::nick_key(&recipient) != protocol::nick_key(from) {
+            self.send_private(&recipient, line.clone())
+                .map_err(|e| match e {
+                    PrivateError::NotHere => WhisperError::NoSuchNick(recipient.clone()),
+                    PrivateError::Busy => WhisperError::Full(recipient.clone()),
+                    PrivateError::Unavailable => WhisperError::Unavailable,
+                })?;
+        }
+        Ok(line)
+    }
+
+    fn members(&self, max: usize) -> (usize, Vec<String>) {
+        ClusterRoom::members(self, max)
+    }
+
     async fn join(&self, nick: &str) -> Result<ClusterSubscription, JoinError> {
         let shared = &self.shared;
         let key = protocol::nick_key(nick);
@@ -1141,7 +1200,6 @@ impl Room for ClusterRoom {
                 receiver,
                 private: private_rx,
                 start,
-                backlog_lines: shared.backlog_lines,
                 history: shared.read_history(start).await,
             }),
             Err(e) => {
@@ -1188,7 +1246,7 @@ impl Room for ClusterRoom {
     fn close(&self, farewell: Bytes) {
         let mut state = self.shared.state();
         if !state.closed {
-            let _ = state.lines.send(Line {
+            state.lines.push(Line {
                 seq: u64::MAX,
                 bytes: farewell,
             });
@@ -1204,36 +1262,35 @@ impl Room for ClusterRoom {
 /// A participant's cursor in its node's ring, from its own `joined!` line
 /// on, and the lines meant for it alone.
 pub struct ClusterSubscription {
-    receiver: broadcast::Receiver<Line>,
+    receiver: backlog::Reader<Line>,
     private: mpsc::Receiver<Bytes>,
     /// The sequence of this participant's `joined!` line.
     start: u64,
-    backlog_lines: usize,
     /// The room's last public lines before the join, oldest first.
     history: Vec<Bytes>,
 }
 
 impl ClusterSubscription {
-    /// The room's last public lines (messages, actions) from before this
-    /// participant joined, oldest first, as they were said; empty after
-    /// the first call, and when history is off.
-    pub fn take_history(&mut self) -> Vec<Bytes> {
-        std::mem::take(&mut self.history)
-    }
-
     fn accept(&self, line: Line) -> Option<Bytes> {
         (line.seq >= self.start).then_some(line.bytes)
     }
 }
 
-fn recv_error(e: broadcast::error::RecvError) -> RecvError {
+fn recv_error(e: backlog::RecvError) -> RecvError {
     match e {
-        broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
-        broadcast::error::RecvError::Closed => RecvError::Closed,
+        backlog::RecvError::Lagged(n) => RecvError::Lagged(n),
+        backlog::RecvError::Closed => RecvError::Closed,
     }
 }
 
 impl Subscription for ClusterSubscription {
+    fn take_history(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.history)
+            .iter()
+            .map(|line| protocol::history_line(line))
+            .collect()
+    }
+
     async fn recv(&mut self) -> Result<Bytes, RecvError> {
         loop {
             tokio::select! {
@@ -1253,7 +1310,6 @@ impl Subscription for ClusterSubscription {
     }
 
     fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
-        use broadcast::error::TryRecvError;
         match self.private.try_recv() {
             Ok(line) => return Ok(Some(line)),
             // Closed: said by the next `recv`, once what is queued is out.
@@ -1261,21 +1317,19 @@ impl Subscription for ClusterSubscription {
             Err(mpsc::error::TryRecvError::Empty) => {}
         }
         loop {
-            match self.receiver.try_recv() {
-                Ok(line) => {
+            match self.receiver.try_recv().map_err(recv_error)? {
+                Some(line) => {
                     if let Some(line) = self.accept(line) {
                         return Ok(Some(line));
                     }
                 }
-                Err(TryRecvError::Empty) => return Ok(None),
-                Err(TryRecvError::Lagged(n)) => return Err(RecvError::Lagged(n)),
-                Err(TryRecvError::Closed) => return Err(RecvError::Closed),
+                None => return Ok(None),
             }
         }
     }
 
     fn is_lagging(&self) -> bool {
-        self.receiver.len() > self.backlog_lines
+        self.receiver.is_lagging()
     }
 }
 

@@ -37,6 +37,9 @@ pub enum WhisperError {
     /// The recipient's mailbox is full.
     #[error("\"{0}\" is not reading; private message not delivered")]
     Full(String),
+    /// A room shared with other servers cannot reach them just now.
+    #[error("{}; private message not delivered", crate::room::UNAVAILABLE)]
+    Unavailable,
 }
 
 /// The sending ends of every participant's mailbox, by [`list_key`], in

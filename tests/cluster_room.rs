@@ -18,7 +18,7 @@ async fn node(nats: &NatsServer, name: &str, history: usize) -> ClusterRoom {
         creds: None,
         ca: None,
         max_members: 100,
-        backlog_lines: 64,
+        backlog: chatroom::backlog::MIN_BYTES,
         history,
     })
     .await
@@ -106,8 +106,8 @@ async fn a_newcomer_gets_the_last_public_lines_from_the_stream() {
     assert_eq!(
         history,
         [
-            Bytes::from_static(b"alice: two\n"),
-            Bytes::from_static(b"alice: three\n")
+            Bytes::from_static(b"[history] alice: two\n"),
+            Bytes::from_static(b"[history] alice: three\n")
         ]
     );
     assert!(carol.take_history().is_empty());

@@ -224,7 +224,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 creds: args.cluster.cluster_creds.clone(),
                 ca: args.cluster.cluster_ca.clone(),
                 max_members: settings.max_participants,
-                backlog_lines: settings.backlog / backlog::LINE_OVERHEAD,
+                backlog: settings.backlog,
                 history: usize::from(args.history),
             })
             .await?,

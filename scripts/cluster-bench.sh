@@ -56,7 +56,7 @@ run_setup() {
     cluster=(--cluster "nats://127.0.0.1:$port" --cluster-room "bench$RANDOM")
   fi
   for i in $(seq "$nodes"); do
-    (cd "$work" && exec "$bin" serve --addr 127.0.0.1:0 --rate-limit off --backlog 65536 \
+    (cd "$work" && exec "$bin" serve --addr 127.0.0.1:0 --rate-limit off \
       ${cluster[@]+"${cluster[@]}"} ${cluster[@]+--node-name n$i}) >"$work/node$i.log" 2>&1 &
     node_pids+=($!); pids+=($!)
     wait_for "$work/node$i.log" "listening addr="

@@ -611,3 +611,56 @@ async fn a_node_given_several_nats_addresses_uses_one_that_answers() {
     alice.send("via either").await;
     bob.expect("alice: via either").await;
 }
+
+#[tokio::test]
+async fn chat_commands_and_history_work_across_nodes() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (one, two) = tokio::join!(
+        node_with(&certs, &nats, "one", &["--history", "1"]),
+        node_with(&certs, &nats, "two", &["--history", "1"]),
+    );
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+
+    // An action is a public line, in the one order, on every node.
+    alice.send("/me waves").await;
+    alice.expect("* Alice waves").await;
+    bob.expect("* Alice waves").await;
+
+    // A private line crosses nodes to its recipient alone (named in any
+    // case), and comes back to its sender.
+    bob.send("/msg alice psst").await;
+    bob.expect("[private] Bob -> Alice: psst").await;
+    alice.expect("[private] Bob -> Alice: psst").await;
+    bob.send("/msg nobody hi").await;
+    bob.expect("ERROR no such nickname \"nobody\"").await;
+
+    // `/list` names everybody in the room, on every node, in alphabetical
+    // order. Each node learns the others' nicknames from the bucket as it
+    // watches it, so ask until both are there (each answer is a round trip).
+    let mut listed = String::new();
+    for _ in 0..50 {
+        bob.send("/list").await;
+        listed = bob.line().await;
+        if listed == "[list] 2 here: Alice, Bob" {
+            break;
+        }
+    }
+    assert_eq!(listed, "[list] 2 here: Alice, Bob");
+
+    // A newcomer on either node gets the last public line, from the stream,
+    // marked as history; then `/quit` with a reason reaches the others.
+    let mut carol = connect(&certs, &one).await;
+    carol.expect("NICK").await;
+    carol.send("Carol").await;
+    carol.expect("Carol joined!").await;
+    carol.expect("Connected to server!").await;
+    carol.expect("[history] * Alice waves").await;
+    alice.expect("Carol joined!").await;
+    bob.expect("Carol joined!").await;
+    carol.send("/quit lunch").await;
+    alice.expect("Carol left! (lunch)").await;
+    bob.expect("Carol left! (lunch)").await;
+}

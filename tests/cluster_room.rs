@@ -33,7 +33,7 @@ async fn next(sub: &mut impl Subscription) -> String {
     String::from_utf8(line.to_vec()).expect("UTF-8")
 }
 
-/// Waits until `room` lists exactly `expected`, in the order of their keys
+/// Waits until `room` lists exactly `expected`, in alphabetical order
 /// (the list follows the nickname bucket, which each node watches).
 async fn members_become(room: &ClusterRoom, expected: &[&str]) {
     let expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();

@@ -4,6 +4,8 @@
 //! fails instead of hanging.
 #![allow(dead_code)]
 
+pub mod nats_auth;
+
 use bytes::Bytes;
 use chatroom::certs::{self, GenOptions};
 use chatroom::connection::Connection;
@@ -322,6 +324,8 @@ pub struct NatsServer {
     pub store: tempfile::TempDir,
     /// More nats-server options (TLS, say).
     extra: Vec<String>,
+    /// The folder of its configuration file and what that names, if any.
+    pub config: Option<tempfile::TempDir>,
 }
 
 impl NatsServer {
@@ -330,6 +334,25 @@ impl NatsServer {
     }
 
     pub async fn start_with(extra: &[&str]) -> NatsServer {
+        Self::launch(extra.iter().map(|a| a.to_string()).collect(), None).await
+    }
+
+    /// Started with a configuration file (`-c`) as well: `write` is given
+    /// a temporary folder, may put files there (an operator's JWT, say) and
+    /// returns the file's text. Port, JetStream and store still come from
+    /// the command line, which overrides the file.
+    pub async fn start_configured(write: impl FnOnce(&Path) -> String) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("nats-server.conf");
+        std::fs::write(&file, write(dir.path())).expect("write nats-server.conf");
+        let extra = vec![
+            "-c".to_owned(),
+            file.to_str().expect("UTF-8 path").to_owned(),
+        ];
+        Self::launch(extra, Some(dir)).await
+    }
+
+    async fn launch(extra: Vec<String>, config: Option<tempfile::TempDir>) -> NatsServer {
         let store = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind(loopback())
             .and_then(|l| l.local_addr())
@@ -339,7 +362,8 @@ impl NatsServer {
             child: None,
             port,
             store,
-            extra: extra.iter().map(|a| a.to_string()).collect(),
+            extra,
+            config,
         };
         nats.restart().await;
         nats
@@ -385,16 +409,17 @@ impl NatsServer {
             .spawn()
             .expect("nats-server starts (apt-get install nats-server)");
         let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        // What it said on the way, to tell why if it does not get ready.
+        let mut said = Vec::new();
         tokio::time::timeout(WAIT, async {
             loop {
-                let line = log
-                    .next_line()
-                    .await
-                    .expect("read")
-                    .expect("nats-server exited early");
+                let Some(line) = log.next_line().await.expect("read") else {
+                    panic!("nats-server exited early:\n{}", said.join("\n"));
+                };
                 if line.contains("Server is ready") {
                     return;
                 }
+                said.push(line);
             }
         })
         .await
@@ -490,11 +515,9 @@ impl Serve {
         let mut startup_log = Vec::new();
         let addr = tokio::time::timeout(WAIT, async {
             loop {
-                let line = stderr
-                    .next_line()
-                    .await
-                    .expect("read")
-                    .expect("serve exited early");
+                let Some(line) = stderr.next_line().await.expect("read") else {
+                    panic!("serve exited early:\n{}", startup_log.join("\n"));
+                };
                 startup_log.push(line.clone());
                 if let Some(rest) = line.split("listening addr=").nth(1) {
                     return rest.split_whitespace().next().expect("address").to_owned();

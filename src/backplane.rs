@@ -311,6 +311,29 @@ fn bucket_config(bucket: &str, max_age: Duration) -> stream::Config {
     }
 }
 
+/// Why the first connection to NATS failed, as the user should read it,
+/// each cause once: the client's error already shows its source, which a
+/// chain of causes would repeat ("IO error: Connection refused: Connection
+/// refused"). A refused login says so, and what to check.
+fn connect_error(error: async_nats::ConnectError, opts: &ClusterOptions) -> anyhow::Error {
+    if error.kind() != async_nats::ConnectErrorKind::AuthorizationViolation {
+        return anyhow::anyhow!("cannot reach NATS at {}: {error}", opts.url);
+    }
+    match &opts.creds {
+        None => anyhow::anyhow!(
+            "NATS at {} refused this node: authorization violation (no credentials \
+             were given: a server that requires them needs --cluster-creds FILE)",
+            opts.url
+        ),
+        Some(creds) => anyhow::anyhow!(
+            "NATS at {} refused this node: authorization violation with the credentials \
+             in {} (is the user's account one the server trusts, and still valid?)",
+            opts.url,
+            creds.display()
+        ),
+    }
+}
+
 impl ClusterRoom {
     /// Connects to NATS, makes the room's stream and buckets if they are
     /// not there yet, and starts this node's background tasks. Fails (with
@@ -330,9 +353,14 @@ impl ClusterRoom {
                 }
             });
         if let Some(creds) = &opts.creds {
-            connect = connect.credentials_file(creds).await.with_context(|| {
+            // Read here rather than by the client, whose error names the
+            // file a second time.
+            let text = tokio::fs::read_to_string(creds).await.with_context(|| {
                 format!("cannot read NATS credentials from {}", creds.display())
             })?;
+            connect = connect
+                .credentials(&text)
+                .with_context(|| format!("{} is not a NATS credentials file", creds.display()))?;
         }
         if let Some(ca) = &opts.ca {
             connect = connect.add_root_certificates(ca.clone()).require_tls(true);
@@ -346,7 +374,7 @@ impl ClusterRoom {
         let client = connect
             .connect(servers)
             .await
-            .with_context(|| format!("cannot reach NATS at {}", opts.url))?;
+            .map_err(|e| connect_error(e, &opts))?;
         *lock(&link.since) = Some(Instant::now());
         link.started.store(true, Ordering::Release);
         let js = jetstream::ContextBuilder::new()

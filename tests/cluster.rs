@@ -317,6 +317,8 @@ async fn a_node_that_cannot_reach_nats_says_so_and_exits() {
         stderr.contains(&format!("cannot reach NATS at {url}")),
         "{stderr}"
     );
+    // The cause, once.
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
     assert!(!stderr.contains("listening"), "{stderr}");
 }
 

@@ -1,0 +1,185 @@
+//! `serve --cluster-creds` against a real nats-server in operator mode
+//! (JWT auth, accounts preloaded in its memory resolver), made by each test
+//! on a free loopback port: nodes with a user's credentials share the room;
+//! a node without credentials, with a user of an account the server does
+//! not trust, or with a credentials file missing or malformed exits
+//! non-zero and says why, in one line a user can act on.
+
+mod common;
+
+use common::nats_auth::{Account, Operator};
+use common::{BIN, Client, NatsServer, Serve, TestCerts, WAIT};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::process::Command;
+
+/// A nats-server trusting one operator with one account (JetStream on),
+/// and a `.creds` file for a user of that account.
+struct Secured {
+    nats: NatsServer,
+    account: Account,
+    creds_dir: tempfile::TempDir,
+}
+
+impl Secured {
+    async fn start() -> Secured {
+        let operator = Operator::new("chat-operator");
+        let account = operator.account("chat");
+        let system = operator.system_account();
+        let nats =
+            NatsServer::start_configured(|dir| operator.server_config(dir, &[&account], &system))
+                .await;
+        let creds_dir = tempfile::tempdir().expect("temp dir");
+        Secured {
+            nats,
+            account,
+            creds_dir,
+        }
+    }
+
+    /// A new user of the trusted account; the path of its `.creds` file.
+    fn creds(&self, user: &str) -> PathBuf {
+        self.account.write_creds(self.creds_dir.path(), user)
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+/// `serve --cluster URL` on `certs` with `extra`, as the node's arguments.
+fn serve_args(certs: &TestCerts, nats: &NatsServer, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--cert".into(),
+        path(&certs.path(chatroom::certs::SERVER_CERT)).into(),
+        "--key".into(),
+        path(&certs.path(chatroom::certs::SERVER_KEY)).into(),
+        "--rate-limit".into(),
+        "off".into(),
+        "--cluster".into(),
+        nats.url(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// A node named `name` that logs in with `creds`, listening.
+async fn node(certs: &TestCerts, nats: &NatsServer, name: &str, creds: &Path) -> Serve {
+    let args = serve_args(
+        certs,
+        nats,
+        &["--node-name", name, "--cluster-creds", path(creds)],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Serve::start(certs.dir.path(), &args).await
+}
+
+/// Runs a node that must not start; returns its stderr once it has exited
+/// non-zero (within [`WAIT`]).
+async fn refused(certs: &TestCerts, nats: &NatsServer, extra: &[&str]) -> String {
+    let run = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(serve_args(certs, nats, extra))
+        .current_dir(certs.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn nodes_with_credentials_share_the_room() {
+    let secured = Secured::start().await;
+    let certs = TestCerts::new();
+    let (one_creds, two_creds) = (secured.creds("node-one"), secured.creds("node-two"));
+    let (one, two) = tokio::join!(
+        node(&certs, &secured.nats, "one", &one_creds),
+        node(&certs, &secured.nats, "two", &two_creds),
+    );
+    let mut alice = Client::tls(one.addr.parse().expect("address"), certs.client_tls()).await;
+    alice.register("Alice").await;
+    let mut bob = Client::tls(two.addr.parse().expect("address"), certs.client_tls()).await;
+    bob.register("Bob").await;
+    alice.expect("Bob joined!").await;
+    alice.send("signed in").await;
+    bob.expect("Alice: signed in").await;
+    alice.expect("Alice: signed in").await;
+}
+
+#[tokio::test]
+async fn a_node_without_credentials_is_refused_and_says_so() {
+    let secured = Secured::start().await;
+    let certs = TestCerts::new();
+    let stderr = refused(&certs, &secured.nats, &[]).await;
+    assert_eq!(
+        error_line(&stderr),
+        format!(
+            "error: NATS at {} refused this node: authorization violation (no credentials \
+             were given: a server that requires them needs --cluster-creds FILE)",
+            secured.nats.url()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_user_of_an_untrusted_account_is_refused_and_says_so() {
+    let secured = Secured::start().await;
+    let certs = TestCerts::new();
+    // A well-formed user, signed by an account of another operator.
+    let stranger = Account::untrusted("elsewhere").write_creds(secured.creds_dir.path(), "mallory");
+    let stderr = refused(&certs, &secured.nats, &["--cluster-creds", path(&stranger)]).await;
+    assert_eq!(
+        error_line(&stderr),
+        format!(
+            "error: NATS at {} refused this node: authorization violation with the credentials \
+             in {} (is the user's account one the server trusts, and still valid?)",
+            secured.nats.url(),
+            stranger.display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_credentials_file_missing_or_malformed_is_named() {
+    let secured = Secured::start().await;
+    let certs = TestCerts::new();
+    let missing = secured.creds_dir.path().join("nobody.creds");
+    let stderr = refused(&certs, &secured.nats, &["--cluster-creds", path(&missing)]).await;
+    assert_eq!(
+        error_line(&stderr),
+        format!(
+            "error: cannot read NATS credentials from {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+
+    let garbled = secured.creds_dir.path().join("garbled.creds");
+    std::fs::write(&garbled, "not a creds file\n").expect("write");
+    let stderr = refused(&certs, &secured.nats, &["--cluster-creds", path(&garbled)]).await;
+    let line = error_line(&stderr);
+    assert!(
+        line.starts_with(&format!(
+            "error: {} is not a NATS credentials file: ",
+            garbled.display()
+        )),
+        "{stderr}"
+    );
+}
+
+/// The one line of `stderr` that reports the error the node exits with.
+fn error_line(stderr: &str) -> &str {
+    let mut lines = stderr.lines().filter(|l| l.starts_with("error: "));
+    let line = lines
+        .next()
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert_eq!(lines.next(), None, "{stderr}");
+    line
+}

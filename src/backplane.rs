@@ -353,6 +353,10 @@ impl ClusterRoom {
                 }
             });
         if let Some(creds) = &opts.creds {
+            // The file holds the user's NKey seed, a private key: it gets
+            // the same checks as our TLS keys (no symlink, ours, 0600).
+            crate::certs::keyfile::check_private_key(creds)
+                .context("cannot use the NATS credentials (--cluster-creds)")?;
             // Read here rather than by the client, whose error names the
             // file a second time.
             let text = tokio::fs::read_to_string(creds).await.with_context(|| {

@@ -2,13 +2,14 @@
 //! (JWT auth, accounts preloaded in its memory resolver), made by each test
 //! on a free loopback port: nodes with a user's credentials share the room;
 //! a node without credentials, with a user of an account the server does
-//! not trust, or with a credentials file missing or malformed exits
-//! non-zero and says why, in one line a user can act on.
+//! not trust, or with a credentials file missing, readable by others or
+//! malformed exits non-zero and says why, in one line a user can act on.
 
 mod common;
 
 use common::nats_auth::{Account, Operator};
 use common::{BIN, Client, NatsServer, Serve, TestCerts, WAIT};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::process::Command;
@@ -148,7 +149,7 @@ async fn a_user_of_an_untrusted_account_is_refused_and_says_so() {
 }
 
 #[tokio::test]
-async fn a_credentials_file_missing_or_malformed_is_named() {
+async fn a_credentials_file_missing_exposed_or_malformed_is_named() {
     let secured = Secured::start().await;
     let certs = TestCerts::new();
     let missing = secured.creds_dir.path().join("nobody.creds");
@@ -156,13 +157,29 @@ async fn a_credentials_file_missing_or_malformed_is_named() {
     assert_eq!(
         error_line(&stderr),
         format!(
-            "error: cannot read NATS credentials from {}: No such file or directory (os error 2)",
+            "error: cannot use the NATS credentials (--cluster-creds): cannot read {}: \
+             No such file or directory (os error 2)",
             missing.display()
+        )
+    );
+
+    // It holds the user's NKey seed: one that others may read is refused,
+    // as a TLS key would be, before anything is sent to NATS.
+    let exposed = secured.creds("exposed");
+    std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let stderr = refused(&certs, &secured.nats, &["--cluster-creds", path(&exposed)]).await;
+    assert_eq!(
+        error_line(&stderr),
+        format!(
+            "error: cannot use the NATS credentials (--cluster-creds): private key {p} has \
+             mode 0644: group or others may read it; run `chmod 600 {p}`",
+            p = exposed.display()
         )
     );
 
     let garbled = secured.creds_dir.path().join("garbled.creds");
     std::fs::write(&garbled, "not a creds file\n").expect("write");
+    std::fs::set_permissions(&garbled, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let stderr = refused(&certs, &secured.nats, &["--cluster-creds", path(&garbled)]).await;
     let line = error_line(&stderr);
     assert!(

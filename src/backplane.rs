@@ -43,7 +43,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, timeout};
 
 /// How long a node's liveness entry lives without a refresh. A node killed
@@ -211,6 +211,14 @@ struct Shared {
     outgoing: mpsc::Sender<Outgoing>,
     link: Arc<Link>,
     in_flight: Arc<Semaphore>,
+    /// Per sender (nickname key), the end of its latest line's publishing:
+    /// a sender's next line is published only once the previous one is
+    /// stored or given up, so that a line published again after a lost
+    /// acknowledgement cannot land after a later line of the same sender.
+    /// The number tells whose entry it is, so only the last one removes it.
+    chains: Mutex<HashMap<String, (u64, watch::Receiver<bool>)>>,
+    /// Departures waiting for their senders' last lines (see `Flush`).
+    leaving: watch::Sender<usize>,
     max_members: usize,
     /// Unique to this process, so message ids never repeat across restarts.
     boot: String,
@@ -463,6 +471,8 @@ impl ClusterRoom {
             outgoing,
             link,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            chains: Mutex::new(HashMap::new()),
+            leaving: watch::channel(0).0,
             max_members: opts.max_members,
             boot: random_hex(4),
             next_id: AtomicU64::new(0),
@@ -811,6 +821,8 @@ impl Shared {
     /// Sends `line` on its way without waiting for it to be stored; a task
     /// waits for the acknowledgement, publishes again if it does not come,
     /// and tells the sender (if any) if the line could not be stored.
+    /// Lines of different senders are in flight together; a sender's line
+    /// waits for its previous one (see [`Shared::chains`]).
     async fn send_line(
         self: &Arc<Self>,
         line: Bytes,
@@ -821,25 +833,60 @@ impl Shared {
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
-        let first = self
-            .js
-            .send_publish(self.subject.clone(), outgoing(&line, &id, public))
-            .await;
+        let Some(sender) = from else {
+            let first = self
+                .js
+                .send_publish(self.subject.clone(), outgoing(&line, &id, public))
+                .await;
+            let shared = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Ok(ack) = first
+                    && ack.await.is_ok()
+                {
+                    return;
+                }
+                if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
+                    tracing::warn!("a line could not be stored: {e}");
+                }
+            });
+            return;
+        };
+        let (number, turn, previous) = self.next_turn(&sender);
         let shared = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Ok(ack) = first
-                && ack.await.is_ok()
-            {
-                return;
+            if let Some(mut previous) = previous {
+                // Over when it says so, or when its task is gone.
+                let _ = previous.wait_for(|over| *over).await;
             }
             if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
                 tracing::warn!("a line could not be stored: {e}");
-                if let Some(from) = from {
-                    shared.refuse(&from);
-                }
+                shared.refuse(&sender);
+            }
+            turn.send_replace(true);
+            let mut chains = lock(&shared.chains);
+            if chains.get(&sender).is_some_and(|(last, _)| *last == number) {
+                chains.remove(&sender);
             }
         });
+    }
+
+    /// Takes the next turn in `sender`'s chain: its number, the sender that
+    /// ends it, and the turn before it, if that one may not be over yet.
+    fn next_turn(&self, sender: &str) -> (u64, watch::Sender<bool>, Option<watch::Receiver<bool>>) {
+        let number = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (turn, over) = watch::channel(false);
+        let previous = lock(&self.chains).insert(sender.to_owned(), (number, over));
+        (number, turn, previous.map(|(_, over)| over))
+    }
+
+    /// Waits until `sender`'s lines queued so far are stored or given up.
+    async fn sender_done(&self, sender: &str) {
+        let last = lock(&self.chains).get(sender).map(|(_, over)| over.clone());
+        if let Some(mut last) = last {
+            let _ = last.wait_for(|over| *over).await;
+        }
     }
 
     /// Deletes the nickname entry `key` if it is still at `revision`, and
@@ -960,9 +1007,23 @@ async fn publish_queue(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>)
                 revision,
                 line,
             } => {
-                shared.release(&key, &nick, revision, line).await;
+                if !lock(&shared.chains).contains_key(&key) {
+                    shared.release(&key, &nick, revision, line).await;
+                    continue;
+                }
+                // Its last lines are still being published: its `left!`
+                // comes after them, without holding up the other senders.
+                shared.leaving.send_modify(|count| *count += 1);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    shared.sender_done(&key).await;
+                    shared.release(&key, &nick, revision, line).await;
+                    shared.leaving.send_modify(|count| *count -= 1);
+                });
             }
             Outgoing::Flush(done) => {
+                let mut leaving = shared.leaving.subscribe();
+                let _ = leaving.wait_for(|count| *count == 0).await;
                 let all = MAX_IN_FLIGHT as u32;
                 if let Ok(permits) = shared.in_flight.acquire_many(all).await {
                     drop(permits);

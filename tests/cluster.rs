@@ -1,87 +1,17 @@
 //! One room across several `serve` nodes through a real nats-server
 //! (JetStream), started by each test on a free loopback port: the lab's dry
 //! run spread over three nodes, one order for everyone, nicknames unique
-//! across nodes, a node killed outright, the broker stopped and restarted,
-//! and `connect` given several addresses.
+//! across nodes, a node killed outright, and `connect` given several
+//! addresses. The broker's outages are in `cluster_outage.rs`.
 
 mod common;
 
-use common::{BIN, Client, NatsServer, Serve, TestCerts, WAIT};
-use std::net::SocketAddr;
-use std::path::Path;
+use common::cluster::{TAKEOVER, connect, join, node, node_with, path, until};
+use common::{BIN, NatsServer, Serve, TestCerts, WAIT};
 use std::process::Stdio;
-use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::process::Command;
 use tokio::time::Instant;
-
-type TlsClient = Client<tokio_rustls::client::TlsStream<TcpStream>>;
-
-/// How long the issue allows for a killed node's participants to be
-/// announced as left and their nicknames freed.
-const TAKEOVER: Duration = Duration::from_secs(20);
-
-/// One `serve --cluster` process named `name`, on the certificates in `certs`.
-async fn node(certs: &TestCerts, nats: &NatsServer, name: &str) -> Serve {
-    node_with(certs, nats, name, &[]).await
-}
-
-async fn node_with(certs: &TestCerts, nats: &NatsServer, name: &str, extra: &[&str]) -> Serve {
-    let cert = certs.path(chatroom::certs::SERVER_CERT);
-    let key = certs.path(chatroom::certs::SERVER_KEY);
-    let mut args = vec![
-        "--cert",
-        path(&cert),
-        "--key",
-        path(&key),
-        "--rate-limit",
-        "off",
-        "--node-name",
-        name,
-    ];
-    let url = nats.url();
-    args.extend(["--cluster", &url]);
-    args.extend(extra);
-    Serve::start(certs.dir.path(), &args).await
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
-
-fn addr(node: &Serve) -> SocketAddr {
-    node.addr.parse().expect("address")
-}
-
-async fn connect(certs: &TestCerts, node: &Serve) -> TlsClient {
-    Client::tls(addr(node), certs.client_tls()).await
-}
-
-async fn join(certs: &TestCerts, node: &Serve, nick: &str) -> TlsClient {
-    let mut client = connect(certs, node).await;
-    client.register(nick).await;
-    client
-}
-
-/// Reads lines until `wanted` arrives, within `within`; returns the lines
-/// before it.
-async fn until(client: &mut TlsClient, wanted: &str, within: Duration) -> Vec<String> {
-    let deadline = Instant::now() + within;
-    let mut before = Vec::new();
-    loop {
-        let line = tokio::time::timeout_at(deadline, client.conn.read_line())
-            .await
-            .unwrap_or_else(|_| panic!("no {wanted:?} within {within:?}; got {before:?}"))
-            .expect("read")
-            .expect("a line, not the end");
-        let line = String::from_utf8(line.to_vec()).expect("UTF-8");
-        if line == wanted {
-            return before;
-        }
-        before.push(line);
-    }
-}
 
 #[tokio::test]
 async fn the_labs_dry_run_over_three_nodes() {
@@ -244,53 +174,6 @@ async fn a_killed_node_s_participants_leave_and_the_others_chat_on() {
 }
 
 #[tokio::test]
-async fn a_nats_restart_loses_nothing_silently_and_duplicates_nothing() {
-    let mut nats = NatsServer::start().await;
-    let certs = TestCerts::new();
-    let (mut one, mut two) = tokio::join!(node(&certs, &nats, "one"), node(&certs, &nats, "two"));
-    let mut alice = join(&certs, &one, "Alice").await;
-    let mut bob = join(&certs, &two, "Bob").await;
-    alice.expect("Bob joined!").await;
-    alice.send("before").await;
-    bob.expect("Alice: before").await;
-    alice.expect("Alice: before").await;
-
-    nats.stop().await;
-    one.wait_for_log("lost the NATS connection").await;
-    two.wait_for_log("lost the NATS connection").await;
-    alice.send("during").await;
-    let refused = "ERROR message not sent: the room is unavailable";
-    alice.expect(refused).await;
-    // A newcomer is told too.
-    let mut newcomer = connect(&certs, &one).await;
-    newcomer.expect("NICK").await;
-    newcomer.send("zed").await;
-    newcomer.expect("ERROR the room is unavailable").await;
-    newcomer.expect("NICK").await;
-
-    nats.restart().await;
-    one.wait_for_log("NATS connection restored").await;
-    two.wait_for_log("NATS connection restored").await;
-    // Sessions survived; lines flow again, to every node.
-    alice.send("after").await;
-    bob.send("me too").await;
-    // Each sees both, in one order, and nothing else: the refused line was
-    // not delivered after all, and nothing came twice.
-    let alice_saw = [alice.line().await, alice.line().await];
-    let bob_saw = [bob.line().await, bob.line().await];
-    assert_eq!(alice_saw, bob_saw);
-    let mut both = alice_saw.to_vec();
-    both.sort();
-    assert_eq!(both, ["Alice: after", "Bob: me too"]);
-    alice.send("last").await;
-    alice.expect("Alice: last").await;
-    bob.expect("Alice: last").await;
-    // The outage is logged once per node, not once per attempt.
-    let log = one.kill_and_log().await;
-    assert_eq!(log.matches("lost the NATS connection").count(), 1, "{log}");
-}
-
-#[tokio::test]
 async fn a_node_that_cannot_reach_nats_says_so_and_exits() {
     let nats = NatsServer::start().await;
     let port = nats.port;
@@ -402,128 +285,6 @@ async fn the_link_to_nats_can_be_tls_with_a_pinned_ca() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot reach NATS"), "{stderr}");
     assert!(stderr.contains("UnknownIssuer"), "{stderr}");
-}
-
-/// A TCP relay to NATS that can be cut and restored: one node's link fails
-/// while the others' stays up.
-struct Relay {
-    addr: SocketAddr,
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    links: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn to(nats: &NatsServer) -> Relay {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let upstream: SocketAddr = ([127, 0, 0, 1], nats.port).into();
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let links = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
-        let accept = tokio::spawn({
-            let (open, links) = (open.clone(), links.clone());
-            async move {
-                while let Ok((mut down, _)) = listener.accept().await {
-                    if !open.load(Ordering::SeqCst) {
-                        continue; // dropped: closed at once
-                    }
-                    links.lock().expect("lock").spawn(async move {
-                        if let Ok(mut up) = TcpStream::connect(upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                        }
-                    });
-                }
-            }
-        });
-        Relay {
-            addr,
-            open,
-            links,
-            accept,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://{}", self.addr)
-    }
-
-    fn cut(&self) {
-        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
-        self.links.lock().expect("lock").abort_all();
-    }
-
-    fn restore(&self) {
-        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
-#[tokio::test]
-async fn a_node_cut_off_from_nats_for_long_has_its_participants_leave_once() {
-    let nats = NatsServer::start().await;
-    let relay = Relay::to(&nats).await;
-    let certs = TestCerts::new();
-    let one = node(&certs, &nats, "one").await;
-    let cert = certs.path(chatroom::certs::SERVER_CERT);
-    let key = certs.path(chatroom::certs::SERVER_KEY);
-    let relay_url = relay.url();
-    let mut two = Serve::start(
-        certs.dir.path(),
-        &[
-            "--cert",
-            path(&cert),
-            "--key",
-            path(&key),
-            "--cluster",
-            &relay_url,
-            "--node-name",
-            "two",
-        ],
-    )
-    .await;
-    let mut alice = join(&certs, &one, "Alice").await;
-    let mut bob = join(&certs, &two, "Bob").await;
-    alice.expect("Bob joined!").await;
-
-    relay.cut();
-    two.wait_for_log("lost the NATS connection").await;
-    bob.send("anyone?").await;
-    bob.expect("ERROR message not sent: the room is unavailable")
-        .await;
-    // The other node gives Bob up, and his name can be taken.
-    assert_eq!(
-        until(&mut alice, "Bob left!", TAKEOVER).await,
-        Vec::<String>::new()
-    );
-    let _new_bob = join(&certs, &one, "bob").await;
-    alice.expect("bob joined!").await;
-
-    // Back on NATS, the node ends Bob's session rather than let two
-    // participants answer to one name. Before that, Bob may see what the
-    // room saw meanwhile, in its order.
-    relay.restore();
-    two.wait_for_log("NATS connection restored").await;
-    let mut transcript = bob.until_closed().await;
-    assert_eq!(
-        transcript.pop().as_deref(),
-        Some("ERROR disconnected: this server lost the room")
-    );
-    assert!(
-        ["Bob left!", "bob joined!"]
-            .starts_with(&transcript.iter().map(String::as_str).collect::<Vec<_>>()),
-        "{transcript:?}"
-    );
-    alice.send("end").await;
-    alice.expect("Alice: end").await;
 }
 
 #[tokio::test]

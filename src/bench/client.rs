@@ -231,7 +231,6 @@ const READ_ROOM: usize = 64 * 1024;
 /// Starts the reader of client `client`. It counts and checks every line
 /// until `stop` turns true, and publishes how many of its own messages came
 /// back through `own_echo` (the senders' window).
-
 pub fn spawn_reader(
     client: usize,
     mut read: ReadHalf<BoxStream>,

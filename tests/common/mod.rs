@@ -4,7 +4,9 @@
 //! fails instead of hanging.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod nats_auth;
+pub mod relay;
 
 use bytes::Bytes;
 use chatroom::certs::{self, GenOptions};

@@ -1,0 +1,139 @@
+//! The broker going away under a room of `serve --cluster` nodes, each
+//! test with its own real nats-server on a free loopback port: stopped and
+//! restarted, one node's link cut for longer than its liveness lasts, and a
+//! line lost on its way to NATS, which must neither vanish silently nor
+//! land after its sender's next line.
+
+mod common;
+
+use common::cluster::{TAKEOVER, connect, join, node, node_at, until};
+use common::relay::Relay;
+use common::{NatsServer, TestCerts, WAIT};
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_nats_restart_loses_nothing_silently_and_duplicates_nothing() {
+    let mut nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (mut one, mut two) = tokio::join!(node(&certs, &nats, "one"), node(&certs, &nats, "two"));
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+    alice.send("before").await;
+    bob.expect("Alice: before").await;
+    alice.expect("Alice: before").await;
+
+    nats.stop().await;
+    one.wait_for_log("lost the NATS connection").await;
+    two.wait_for_log("lost the NATS connection").await;
+    alice.send("during").await;
+    let refused = "ERROR message not sent: the room is unavailable";
+    alice.expect(refused).await;
+    // A newcomer is told too.
+    let mut newcomer = connect(&certs, &one).await;
+    newcomer.expect("NICK").await;
+    newcomer.send("zed").await;
+    newcomer.expect("ERROR the room is unavailable").await;
+    newcomer.expect("NICK").await;
+
+    nats.restart().await;
+    one.wait_for_log("NATS connection restored").await;
+    two.wait_for_log("NATS connection restored").await;
+    // Sessions survived; lines flow again, to every node.
+    alice.send("after").await;
+    bob.send("me too").await;
+    // Each sees both, in one order, and nothing else: the refused line was
+    // not delivered after all, and nothing came twice.
+    let alice_saw = [alice.line().await, alice.line().await];
+    let bob_saw = [bob.line().await, bob.line().await];
+    assert_eq!(alice_saw, bob_saw);
+    let mut both = alice_saw.to_vec();
+    both.sort();
+    assert_eq!(both, ["Alice: after", "Bob: me too"]);
+    alice.send("last").await;
+    alice.expect("Alice: last").await;
+    bob.expect("Alice: last").await;
+    // The outage is logged once per node, not once per attempt.
+    let log = one.kill_and_log().await;
+    assert_eq!(log.matches("lost the NATS connection").count(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_nats_for_long_has_its_participants_leave_once() {
+    let nats = NatsServer::start().await;
+    let relay = Relay::to(&nats).await;
+    let certs = TestCerts::new();
+    let one = node(&certs, &nats, "one").await;
+    let mut two = node_at(&certs, &relay.url(), "two", &[]).await;
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+
+    relay.cut();
+    two.wait_for_log("lost the NATS connection").await;
+    bob.send("anyone?").await;
+    bob.expect("ERROR message not sent: the room is unavailable")
+        .await;
+    // The other node gives Bob up, and his name can be taken.
+    assert_eq!(
+        until(&mut alice, "Bob left!", TAKEOVER).await,
+        Vec::<String>::new()
+    );
+    let _new_bob = join(&certs, &one, "bob").await;
+    alice.expect("bob joined!").await;
+
+    // Back on NATS, the node ends Bob's session rather than let two
+    // participants answer to one name. Before that, Bob may see what the
+    // room saw meanwhile, in its order.
+    relay.restore();
+    two.wait_for_log("NATS connection restored").await;
+    let mut transcript = bob.until_closed().await;
+    assert_eq!(
+        transcript.pop().as_deref(),
+        Some("ERROR disconnected: this server lost the room")
+    );
+    assert!(
+        ["Bob left!", "bob joined!"]
+            .starts_with(&transcript.iter().map(String::as_str).collect::<Vec<_>>()),
+        "{transcript:?}"
+    );
+    alice.send("end").await;
+    alice.expect("Alice: end").await;
+}
+
+#[tokio::test]
+async fn a_line_lost_on_its_way_to_nats_never_lands_after_its_senders_next_line() {
+    let nats = NatsServer::start().await;
+    let relay = Relay::to(&nats).await;
+    let certs = TestCerts::new();
+    let one = node(&certs, &nats, "one").await;
+    let mut two = node_at(&certs, &relay.url(), "two", &[]).await;
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+
+    // Bob's line leaves his node and is lost on the way to NATS; then the
+    // link fails, and comes back.
+    relay.swallow();
+    bob.send("first").await;
+    relay.swallowed("Bob: first", WAIT).await;
+    relay.cut();
+    two.wait_for_log("lost the NATS connection").await;
+    relay.restore();
+    two.wait_for_log("NATS connection restored").await;
+
+    // His next line comes after it, everywhere: the lost one is published
+    // again before it (it is not refused: NATS is back well within the
+    // time a line is retried).
+    bob.send("second").await;
+    let within = Duration::from_secs(30);
+    assert_eq!(
+        until(&mut alice, "Bob: second", within).await,
+        ["Bob: first"]
+    );
+    assert_eq!(until(&mut bob, "Bob: second", within).await, ["Bob: first"]);
+    // And nothing twice: the next line is the next one sent.
+    bob.send("third").await;
+    alice.expect("Bob: third").await;
+    bob.expect("Bob: third").await;
+}

@@ -15,7 +15,7 @@
 //! that reader then learns it fell behind ([`RecvError::Lagged`]) rather
 //! than skipping lines, and nobody ever waits for it.
 //!
-//! Readers take up to [`READ_BATCH_LINES`] lines per turn of the ring's
+//! Readers take up to `READ_BATCH_LINES` lines per turn of the ring's
 //! lock, so a busy reader pays for the lock once per batch, not per line.
 
 use bytes::Bytes;

@@ -47,7 +47,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, timeout};
 
 /// How long a node's liveness entry lives without a refresh. A node killed
-/// outright is noticed within this, plus [`SCAN_EVERY`].
+/// outright is noticed within this, plus `SCAN_EVERY`.
 pub const LIVENESS_TTL: Duration = Duration::from_secs(6);
 
 /// How often a node refreshes its liveness entry.

@@ -31,7 +31,7 @@
 //! * [`display`]: how the client shows a line in a terminal: time, marks,
 //!   colours, continuation rows;
 //! * [`cmd`]: the command line, one module per subcommand;
-//! * [`bench`]: `bench`, load and correctness measurements of a server.
+//! * [`bench`](mod@crate::bench): `bench`, load and correctness measurements of a server.
 
 pub mod access;
 pub mod admission;

@@ -42,7 +42,7 @@ pub enum WhisperError {
     Unavailable,
 }
 
-/// The sending ends of every participant's mailbox, by [`list_key`], in
+/// The sending ends of every participant's mailbox, by `list_key`, in
 /// that key's order, so that `/list` reads the first names without sorting
 /// or copying everybody's.
 #[derive(Debug, Default)]

@@ -3,7 +3,7 @@
 //! and graceful shutdown.
 //!
 //! Each accepted connection becomes one task that runs the TLS handshake
-//! and then its [`session`](crate::session). Nothing a connection does can
+//! and then its [`session`](mod@crate::session). Nothing a connection does can
 //! hold up the accept loop or another connection: handshakes, nicknames and
 //! writes all happen in the connection's own task, under deadlines.
 //!

@@ -358,6 +358,7 @@ fn load_policy(files: &AccessFiles) -> Result<Policy> {
                 let entries = crate::certs::revoke::read_crl(crl_path, Some(&ca_certs[0]))
                     .context("cannot load --crl")?;
                 revoked = entries.len();
+                warn_if_due(crl_path)?;
                 let crl = CertificateRevocationListDer::from_pem_file(crl_path)
                     .with_context(|| format!("cannot read {}", crl_path.display()))?;
                 // The CRL covers the client certificates this CA signed;
@@ -383,6 +384,34 @@ fn load_policy(files: &AccessFiles) -> Result<Policy> {
         deny,
         revoked,
     })
+}
+
+/// Warns when the CRL is past the date it says the next one is due, or
+/// within [`CRL_WARN_DAYS`](crate::certs::revoke::CRL_WARN_DAYS) of it: a
+/// stale list still refuses whom it names, but a team that keeps one
+/// current should hear that it is not (rustls itself ignores the date).
+fn warn_if_due(crl: &std::path::Path) -> Result<()> {
+    use crate::certs::revoke::{CRL_WARN_DAYS, crl_next_update};
+    let Some(next_update) = crl_next_update(crl)? else {
+        return Ok(());
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let days = crate::certs::days_left(next_update, now);
+    let due = crate::certs::format_date(&next_update);
+    if next_update <= now {
+        tracing::warn!(
+            "the CRL {} was due to be renewed on {due}: renew it with `chatroom certs \
+             renew-crl` (or revoke with `chatroom certs revoke`), then `kill -HUP` this server",
+            crl.display()
+        );
+    } else if days <= CRL_WARN_DAYS {
+        tracing::warn!(
+            "the CRL {} is due to be renewed on {due} (in {days} days): `chatroom certs \
+             renew-crl`, then `kill -HUP` this server",
+            crl.display()
+        );
+    }
+    Ok(())
 }
 
 fn read_deny_file(path: &Path) -> Result<Vec<String>> {

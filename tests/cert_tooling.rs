@@ -1,6 +1,7 @@
 //! The certificate tooling as a user runs it: `gen-certs client`,
-//! `gen-certs server`, `--days`, `certs inspect`, `certs list`, and
-//! `certs revoke`, whose CRL openssl verifies against the CA.
+//! `gen-certs server`, `--days`, `certs inspect`, `certs list`,
+//! `certs revoke`, whose CRL openssl verifies against the CA, and
+//! `certs renew-crl`, with the server's warning about a CRL that is due.
 
 mod common;
 
@@ -217,4 +218,69 @@ fn revoke_writes_a_crl_openssl_verifies_and_list_shows_it() {
         .output()
         .expect("openssl runs");
     assert!(verify.status.success());
+}
+
+#[tokio::test]
+async fn a_crl_past_its_next_update_is_warned_about_and_renew_crl_makes_it_current() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    ok(dir, &["gen-certs"]);
+    let bob = ok(dir, &["gen-certs", "client", "bob"]);
+    ok(dir, &["certs", "revoke", "bob"]);
+    // The same list, signed as if 400 days ago: due 35 days ago.
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(400);
+    chatroom::certs::revoke::renew_as_of(&dir.join("certs"), long_ago).expect("renew as of then");
+    let serve_args = ["--client-ca", "certs/ca.pem", "--crl", "certs/crl.pem"];
+
+    // Logged while the access policy loads, before the server listens
+    // (which `start` waits for).
+    let serve = common::Serve::start(dir, &serve_args).await;
+    let log = serve.kill_and_log().await;
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("was due to be renewed on"))
+        .unwrap_or_else(|| panic!("no warning about the CRL in:\n{log}"));
+    assert!(warning.contains("chatroom certs renew-crl"), "{warning}");
+
+    let renewed = ok(dir, &["certs", "renew-crl"]);
+    assert!(
+        renewed.contains("renewed (1 revoked, next update "),
+        "{renewed}"
+    );
+    // Still signed by the CA, still naming bob, due a year from now.
+    let text = Command::new("openssl")
+        .args([
+            "crl",
+            "-in",
+            "certs/crl.pem",
+            "-CAfile",
+            "certs/ca.pem",
+            "-noout",
+            "-text",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (CI installs it)");
+    let said = String::from_utf8_lossy(&text.stderr).to_string()
+        + &String::from_utf8_lossy(&text.stdout).to_uppercase();
+    assert!(said.contains("verify OK"), "{said}");
+    let bob_serial = field(&bob, "serial:").replace(':', "").to_uppercase();
+    assert!(said.contains(&bob_serial), "{said}");
+    let next_year = (time::OffsetDateTime::now_utc() + time::Duration::days(365)).year();
+    assert!(
+        said.lines()
+            .any(|l| l.contains("NEXT UPDATE:") && l.contains(&next_year.to_string())),
+        "{said}"
+    );
+
+    // A current CRL starts without the warning.
+    let serve = common::Serve::start(dir, &serve_args).await;
+    let log = serve.kill_and_log().await;
+    assert!(!log.contains("renewed on"), "{log}");
+
+    // Nothing to renew without a CRL.
+    let bare = tempfile::tempdir().expect("temp");
+    ok(bare.path(), &["gen-certs"]);
+    let none = fails(bare.path(), &["certs", "renew-crl"]);
+    assert!(none.contains("no CRL"), "{none}");
 }

@@ -245,3 +245,27 @@ async fn a_denied_name_is_refused_at_join() {
     assert_eq!(bob.next_line().await, None);
     open.join("alice").await;
 }
+
+#[tokio::test]
+async fn a_crl_past_its_next_update_still_refuses_whom_it_names() {
+    let certs = TestCerts::new();
+    let (bob_cert, bob_key) = certs.client("bob");
+    let (carol_cert, carol_key) = certs.client("carol");
+    certs::revoke::revoke(certs.dir.path(), "bob").expect("certs revoke bob");
+    // The same list, signed as if 400 days ago: due 35 days ago.
+    let long_ago = OffsetDateTime::now_utc() - Duration::days(400);
+    certs::revoke::renew_as_of(certs.dir.path(), long_ago).expect("renew as of then");
+    let (server, _access) = start_mutual_tls(&certs, &[]).await;
+
+    refused_at_handshake(
+        server.addr,
+        certs.client_tls_as(&bob_cert, &bob_key),
+        "bob, named by a CRL past its next update",
+    )
+    .await;
+    let mut carol = Client::tls(server.addr, certs.client_tls_as(&carol_cert, &carol_key)).await;
+    carol.register("carol").await;
+    carol.send("in").await;
+    carol.expect("carol: in").await;
+    server.stop().await.expect("stops");
+}

@@ -16,9 +16,13 @@ use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
 /// How long a CRL is announced to be current (its next-update date).
-/// `serve` does not refuse an older CRL; running `certs revoke` again (for
-/// any client) issues a fresh one.
+/// `serve` does not refuse an older CRL, but warns at start and on reload
+/// when it is past that date or within [`CRL_WARN_DAYS`] of it;
+/// `certs renew-crl` (or any `certs revoke`) issues a fresh one.
 pub const CRL_DAYS: i64 = 365;
+
+/// How many days before its next update `serve` starts warning about a CRL.
+pub const CRL_WARN_DAYS: i64 = 30;
 
 /// A serial number on the list, and when it was revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,11 +94,82 @@ pub fn revoke(dir: &Path, name: &str) -> Result<RevokeReport> {
         serial: serial.clone(),
         at: now,
     });
+    let next_update = sign_crl(&crl_path, &issuer, &ca_der, &revoked, now)?;
+    Ok(RevokeReport {
+        name: name.to_owned(),
+        serial: serial_hex(&serial),
+        crl: crl_path,
+        revoked_total: revoked.len(),
+        next_update,
+    })
+}
 
+/// What `certs renew-crl` did.
+#[derive(Debug, Clone)]
+pub struct RenewReport {
+    pub crl: PathBuf,
+    pub revoked_total: usize,
+    pub next_update: OffsetDateTime,
+}
+
+impl fmt::Display for RenewReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "CRL: {} renewed ({} revoked, next update {})",
+            self.crl.display(),
+            self.revoked_total,
+            format_date(&self.next_update)
+        )?;
+        write!(
+            f,
+            "a running server reads it after `kill -HUP <server pid>` (serve --client-ca)"
+        )
+    }
+}
+
+/// Signs `dir/crl.pem` again with the same revocations, current as of now
+/// for [`CRL_DAYS`], so that a CRL nobody had to add to stays current.
+pub fn renew(dir: &Path) -> Result<RenewReport> {
+    renew_as_of(dir, OffsetDateTime::now_utc())
+}
+
+/// [`renew`], as if it were `now` (tests make a CRL that is past its next
+/// update this way).
+pub fn renew_as_of(dir: &Path, now: OffsetDateTime) -> Result<RenewReport> {
+    let (issuer, ca_pem) = existing_ca(dir)?;
+    let crl_path = dir.join(CRL);
+    if crl_path.symlink_metadata().is_err() {
+        bail!(
+            "no CRL {} to renew: `chatroom certs revoke NAME` makes one",
+            crl_path.display()
+        );
+    }
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .with_context(|| format!("cannot read {}", dir.join(CA_CERT).display()))?;
+    let revoked = read_crl(&crl_path, Some(&ca_der))?;
+    let next_update = sign_crl(&crl_path, &issuer, &ca_der, &revoked, now)?;
+    Ok(RenewReport {
+        crl: crl_path,
+        revoked_total: revoked.len(),
+        next_update,
+    })
+}
+
+/// Writes the CRL listing `revoked` to `path`, issued `now` and current
+/// for [`CRL_DAYS`]; returns its next-update date.
+fn sign_crl(
+    path: &Path,
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+    ca_der: &CertificateDer<'_>,
+    revoked: &[Revoked],
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime> {
     let params = CertificateRevocationListParams {
         this_update: now,
         next_update: now + Duration::days(CRL_DAYS),
-        // Seconds since 1970: grows with every CRL, as RFC 5280 asks.
+        // Seconds since 1970: grows with every CRL, as RFC 5280 asks (a
+        // CRL renewed "as of" the past is only ever made by tests).
         crl_number: SerialNumber::from(u64::try_from(now.unix_timestamp()).unwrap_or(1)),
         issuing_distribution_point: None,
         revoked_certs: revoked
@@ -106,20 +181,27 @@ pub fn revoke(dir: &Path, name: &str) -> Result<RevokeReport> {
                 invalidity_date: None,
             })
             .collect(),
-        key_identifier_method: ca_key_identifier(&ca_der)?,
+        key_identifier_method: ca_key_identifier(ca_der)?,
     };
     let crl = params
-        .signed_by(&issuer)
+        .signed_by(issuer)
         .context("cannot sign the revocation list")?;
     let pem = crl.pem().context("cannot encode the revocation list")?;
-    write_file(&crl_path, pem.as_bytes(), 0o644)?;
-    Ok(RevokeReport {
-        name: name.to_owned(),
-        serial: serial_hex(&serial),
-        crl: crl_path,
-        revoked_total: revoked.len(),
-        next_update: params.next_update,
-    })
+    write_file(path, pem.as_bytes(), 0o644)?;
+    Ok(params.next_update)
+}
+
+/// When the CRL in `path` says the next one is due, if it says.
+pub fn crl_next_update(path: &Path) -> Result<Option<OffsetDateTime>> {
+    let der = CertificateRevocationListDer::from_pem_file(path).with_context(|| {
+        format!(
+            "{} is not a PEM certificate revocation list",
+            path.display()
+        )
+    })?;
+    let (_, crl) = x509_parser::parse_x509_crl(&der)
+        .map_err(|e| anyhow!("{} is not a valid CRL: {e}", path.display()))?;
+    Ok(crl.next_update().map(|t| t.to_datetime()))
 }
 
 /// The serial numbers in a CRL file. With `ca`, refuses a CRL that CA did

@@ -1,4 +1,5 @@
-//! `chatroom certs`: look at certificates and revoke client certificates
+//! `chatroom certs`: look at certificates, revoke client certificates and
+//! keep the revocation list current
 //! ([`crate::certs::inspect`], [`crate::certs::revoke`]).
 
 use crate::certs;
@@ -37,6 +38,14 @@ enum CertsCommand {
         #[arg(long, default_value = certs::DEFAULT_DIR)]
         dir: PathBuf,
     },
+    /// Sign crl.pem again with the same revocations and a fresh next-update
+    /// date (a year on), for when nobody was revoked in a long time: the
+    /// server warns about a CRL that is due. Then `kill -HUP` the server.
+    RenewCrl {
+        /// The certificate folder (with the CA and crl.pem).
+        #[arg(long, default_value = certs::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
 }
 
 pub fn run(args: CertsArgs) -> Result<()> {
@@ -44,6 +53,7 @@ pub fn run(args: CertsArgs) -> Result<()> {
         CertsCommand::Inspect { file } => println!("{}", certs::inspect::inspect(&file)?),
         CertsCommand::List { dir } => println!("{}", certs::inspect::list_table(&dir)?),
         CertsCommand::Revoke { name, dir } => println!("{}", certs::revoke::revoke(&dir, &name)?),
+        CertsCommand::RenewCrl { dir } => println!("{}", certs::revoke::renew(&dir)?),
     }
     Ok(())
 }

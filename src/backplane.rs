@@ -38,7 +38,7 @@ use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, Context as JetStream, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -74,6 +74,11 @@ const OUTGOING_QUEUE: usize = 65_536;
 
 /// Publishes awaiting their acknowledgement on one node at once.
 const MAX_IN_FLIGHT: usize = 4096;
+
+/// Lines one participant may have waiting behind its line in flight (they
+/// are published one at a time); beyond that its lines are refused. The
+/// rate limit keeps a participant far below it.
+const SENDER_QUEUE: usize = 256;
 
 /// Error lines waiting for one participant at once.
 const PRIVATE_QUEUE: usize = 64;
@@ -211,14 +216,16 @@ struct Shared {
     outgoing: mpsc::Sender<Outgoing>,
     link: Arc<Link>,
     in_flight: Arc<Semaphore>,
-    /// Per sender (nickname key), the end of its latest line's publishing:
-    /// a sender's next line is published only once the previous one is
-    /// stored or given up, so that a line published again after a lost
-    /// acknowledgement cannot land after a later line of the same sender.
-    /// The number tells whose entry it is, so only the last one removes it.
-    chains: Mutex<HashMap<String, (u64, watch::Receiver<bool>)>>,
-    /// Departures waiting for their senders' last lines (see `Flush`).
-    leaving: watch::Sender<usize>,
+    /// Per sender (nickname key) with lines being published, what waits
+    /// behind the one in flight. A sender's lines are published one after
+    /// another by one task, so that a line published again after a lost
+    /// acknowledgement cannot land after a later line of the same sender;
+    /// different senders' tasks run side by side, each holding one permit
+    /// at a time, so a sender that floods fills its own queue, not the
+    /// node's.
+    senders: Mutex<HashMap<String, VecDeque<SenderWork>>>,
+    /// How many sender tasks run (see `Flush`).
+    sending: watch::Sender<usize>,
     max_members: usize,
     /// Unique to this process, so message ids never repeat across restarts.
     boot: String,
@@ -270,6 +277,21 @@ enum Outgoing {
     },
     /// Answers once everything queued before it is stored (or given up).
     Flush(oneshot::Sender<()>),
+}
+
+/// What a sender's task does next, in the order the sender did it.
+enum SenderWork {
+    Line {
+        line: Bytes,
+        id: String,
+        public: bool,
+    },
+    /// The sender left after its lines: release its nickname, and say so.
+    Leave {
+        nick: String,
+        revision: u64,
+        line: Bytes,
+    },
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -471,8 +493,8 @@ impl ClusterRoom {
             outgoing,
             link,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-            chains: Mutex::new(HashMap::new()),
-            leaving: watch::channel(0).0,
+            senders: Mutex::new(HashMap::new()),
+            sending: watch::channel(0).0,
             max_members: opts.max_members,
             boot: random_hex(4),
             next_id: AtomicU64::new(0),
@@ -711,10 +733,13 @@ impl Shared {
 
     /// Tells the participant `key` of this node that its line was not sent.
     fn refuse(&self, key: &str) {
+        self.refuse_because(key, UNAVAILABLE);
+    }
+
+    /// Tells participant `key` its line was not sent, and why.
+    fn refuse_because(&self, key: &str, why: &str) {
         if let Some(member) = self.state().members.get(key) {
-            member.tell(protocol::error_line(format!(
-                "message not sent: {UNAVAILABLE}"
-            )));
+            member.tell(protocol::error_line(format!("message not sent: {why}")));
         }
     }
 
@@ -730,7 +755,7 @@ impl Shared {
             .saturating_sub(HISTORY_SCAN.saturating_mul(wanted as u64))
             .max(1);
         let read = async {
-            let mut kept = std::collections::VecDeque::with_capacity(wanted);
+            let mut kept = VecDeque::with_capacity(wanted);
             let consumer = self
                 .lines_stream
                 .create_consumer(consumer::pull::OrderedConfig {
@@ -821,8 +846,8 @@ impl Shared {
     /// Sends `line` on its way without waiting for it to be stored; a task
     /// waits for the acknowledgement, publishes again if it does not come,
     /// and tells the sender (if any) if the line could not be stored.
-    /// Lines of different senders are in flight together; a sender's line
-    /// waits for its previous one (see [`Shared::chains`]).
+    /// A participant's line goes to its sender's task (see
+    /// [`Shared::senders`]).
     async fn send_line(
         self: &Arc<Self>,
         line: Bytes,
@@ -830,63 +855,46 @@ impl Shared {
         from: Option<String>,
         public: bool,
     ) {
+        if let Some(sender) = from {
+            return self.queue_for_sender(sender, SenderWork::Line { line, id, public });
+        }
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
-        let Some(sender) = from else {
-            let first = self
-                .js
-                .send_publish(self.subject.clone(), outgoing(&line, &id, public))
-                .await;
-            let shared = self.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                if let Ok(ack) = first
-                    && ack.await.is_ok()
-                {
-                    return;
-                }
-                if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
-                    tracing::warn!("a line could not be stored: {e}");
-                }
-            });
-            return;
-        };
-        let (number, turn, previous) = self.next_turn(&sender);
+        let first = self
+            .js
+            .send_publish(self.subject.clone(), outgoing(&line, &id, public))
+            .await;
         let shared = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Some(mut previous) = previous {
-                // Over when it says so, or when its task is gone.
-                let _ = previous.wait_for(|over| *over).await;
+            if let Ok(ack) = first
+                && ack.await.is_ok()
+            {
+                return;
             }
             if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
                 tracing::warn!("a line could not be stored: {e}");
-                shared.refuse(&sender);
-            }
-            turn.send_replace(true);
-            let mut chains = lock(&shared.chains);
-            if chains.get(&sender).is_some_and(|(last, _)| *last == number) {
-                chains.remove(&sender);
             }
         });
     }
 
-    /// Takes the next turn in `sender`'s chain: its number, the sender that
-    /// ends it, and the turn before it, if that one may not be over yet.
-    fn next_turn(&self, sender: &str) -> (u64, watch::Sender<bool>, Option<watch::Receiver<bool>>) {
-        let number = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (turn, over) = watch::channel(false);
-        let previous = lock(&self.chains).insert(sender.to_owned(), (number, over));
-        (number, turn, previous.map(|(_, over)| over))
-    }
-
-    /// Waits until `sender`'s lines queued so far are stored or given up.
-    async fn sender_done(&self, sender: &str) {
-        let last = lock(&self.chains).get(sender).map(|(_, over)| over.clone());
-        if let Some(mut last) = last {
-            let _ = last.wait_for(|over| *over).await;
+    /// Hands `work` to `sender`'s task, starting one if it has none. A line
+    /// beyond what a sender may have waiting is refused (the sender is told).
+    fn queue_for_sender(self: &Arc<Self>, sender: String, work: SenderWork) {
+        let mut senders = lock(&self.senders);
+        if let Some(waiting) = senders.get_mut(&sender) {
+            if matches!(work, SenderWork::Line { .. }) && waiting.len() >= SENDER_QUEUE {
+                drop(senders);
+                return self.refuse_because(&sender, "too many of your lines are waiting");
+            }
+            waiting.push_back(work);
+            return;
         }
+        senders.insert(sender.clone(), VecDeque::new());
+        drop(senders);
+        self.sending.send_modify(|count| *count += 1);
+        tokio::spawn(publish_for_sender(self.clone(), sender, work));
     }
 
     /// Deletes the nickname entry `key` if it is still at `revision`, and
@@ -993,6 +1001,40 @@ async fn deliver(shared: Arc<Shared>, stream: stream::Stream, mut last: u64) {
     }
 }
 
+/// One sender's task: publishes its lines one after another, each once
+/// the previous one is stored or given up, holding one permit at a time;
+/// ends when nothing waits.
+async fn publish_for_sender(shared: Arc<Shared>, sender: String, first: SenderWork) {
+    let mut next = Some(first);
+    while let Some(work) = next.take() {
+        match work {
+            SenderWork::Line { line, id, public } => {
+                let Ok(permit) = shared.in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
+                    tracing::warn!("a line could not be stored: {e}");
+                    shared.refuse(&sender);
+                }
+                drop(permit);
+            }
+            SenderWork::Leave {
+                nick,
+                revision,
+                line,
+            } => {
+                shared.release(&sender, &nick, revision, line).await;
+            }
+        }
+        let mut senders = lock(&shared.senders);
+        next = senders.get_mut(&sender).and_then(VecDeque::pop_front);
+        if next.is_none() {
+            senders.remove(&sender);
+        }
+    }
+    shared.sending.send_modify(|count| *count -= 1);
+}
+
 /// Publishes this node's lines in the order they were queued.
 async fn publish_queue(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>) {
     while let Some(outgoing) = queue.recv().await {
@@ -1007,23 +1049,22 @@ async fn publish_queue(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>)
                 revision,
                 line,
             } => {
-                if !lock(&shared.chains).contains_key(&key) {
+                if lock(&shared.senders).contains_key(&key) {
+                    // Its last lines are still being published: it leaves
+                    // after them, without holding up the other senders.
+                    let leave = SenderWork::Leave {
+                        nick,
+                        revision,
+                        line,
+                    };
+                    shared.queue_for_sender(key, leave);
+                } else {
                     shared.release(&key, &nick, revision, line).await;
-                    continue;
                 }
-                // Its last lines are still being published: its `left!`
-                // comes after them, without holding up the other senders.
-                shared.leaving.send_modify(|count| *count += 1);
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    shared.sender_done(&key).await;
-                    shared.release(&key, &nick, revision, line).await;
-                    shared.leaving.send_modify(|count| *count -= 1);
-                });
             }
             Outgoing::Flush(done) => {
-                let mut leaving = shared.leaving.subscribe();
-                let _ = leaving.wait_for(|count| *count == 0).await;
+                let mut sending = shared.sending.subscribe();
+                let _ = sending.wait_for(|count| *count == 0).await;
                 let all = MAX_IN_FLIGHT as u32;
                 if let Ok(permits) = shared.in_flight.acquire_many(all).await {
                     drop(permits);

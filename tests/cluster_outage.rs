@@ -137,3 +137,45 @@ async fn a_line_lost_on_its_way_to_nats_never_lands_after_its_senders_next_line(
     alice.expect("Bob: third").await;
     bob.expect("Bob: third").await;
 }
+
+#[tokio::test]
+async fn a_sender_flooding_a_stalled_link_is_told_and_what_was_queued_keeps_its_order() {
+    let nats = NatsServer::start().await;
+    let relay = Relay::to(&nats).await;
+    let certs = TestCerts::new();
+    let one = node(&certs, &nats, "one").await;
+    // The nodes run with `--rate-limit off`: nothing but the room's own
+    // bound stops Bob.
+    let mut two = node_at(&certs, &relay.url(), "two", &[]).await;
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+
+    // NATS stops answering Bob's node: his first line is in flight, the
+    // next 256 wait behind it, and the rest are refused, to him alone.
+    relay.swallow();
+    const SENT: usize = 300;
+    const QUEUED: usize = 1 + 256;
+    for i in 0..SENT {
+        bob.send(&format!("line {i}")).await;
+    }
+    let refused = "ERROR message not sent: too many of your lines are waiting";
+    for _ in QUEUED..SENT {
+        bob.expect(refused).await;
+    }
+    relay.cut();
+    two.wait_for_log("lost the NATS connection").await;
+    relay.restore();
+    two.wait_for_log("NATS connection restored").await;
+
+    // What was queued arrives everywhere, once, in the order sent...
+    let last = format!("Bob: line {}", QUEUED - 1);
+    let expected: Vec<String> = (0..QUEUED - 1).map(|i| format!("Bob: line {i}")).collect();
+    let within = Duration::from_secs(30);
+    assert_eq!(until(&mut alice, &last, within).await, expected);
+    assert_eq!(until(&mut bob, &last, within).await, expected);
+    // ...and the refused lines never do: Bob's next line is the next one.
+    bob.send("after").await;
+    alice.expect("Bob: after").await;
+    bob.expect("Bob: after").await;
+}

@@ -1,15 +1,59 @@
 //! The broker going away under a room of `serve --cluster` nodes, each
 //! test with its own real nats-server on a free loopback port: stopped and
-//! restarted, one node's link cut for longer than its liveness lasts, and a
+//! restarted, one node's link cut for longer than its liveness lasts, a
 //! line lost on its way to NATS, which must neither vanish silently nor
-//! land after its sender's next line.
+//! land after its sender's next line, and a sender flooding a stalled
+//! link, whose own queue is bounded.
 
 mod common;
 
-use common::cluster::{TAKEOVER, connect, join, node, node_at, until};
+use common::cluster::{TAKEOVER, TlsClient, connect, join, node, node_at, until};
 use common::relay::Relay;
-use common::{NatsServer, TestCerts, WAIT};
+use common::{NatsServer, Serve, TestCerts, WAIT};
 use std::time::Duration;
+
+/// Node one on NATS directly, node two through a relay the test controls,
+/// Alice on one and Bob on two.
+struct Relayed {
+    certs: TestCerts,
+    relay: Relay,
+    one: Serve,
+    two: Serve,
+    alice: TlsClient,
+    bob: TlsClient,
+    /// Last, so that it stops after the nodes.
+    _nats: NatsServer,
+}
+
+impl Relayed {
+    async fn start() -> Relayed {
+        let nats = NatsServer::start().await;
+        let relay = Relay::to(&nats).await;
+        let certs = TestCerts::new();
+        let one = node(&certs, &nats, "one").await;
+        let two = node_at(&certs, &relay.url(), "two", &[]).await;
+        let mut alice = join(&certs, &one, "Alice").await;
+        let bob = join(&certs, &two, "Bob").await;
+        alice.expect("Bob joined!").await;
+        Relayed {
+            certs,
+            relay,
+            one,
+            two,
+            alice,
+            bob,
+            _nats: nats,
+        }
+    }
+}
+
+/// Node two's link fails and comes back; returns once the node says both.
+async fn outage(relay: &Relay, two: &mut Serve) {
+    relay.cut();
+    two.wait_for_log("lost the NATS connection").await;
+    relay.restore();
+    two.wait_for_log("NATS connection restored").await;
+}
 
 #[tokio::test]
 async fn a_nats_restart_loses_nothing_silently_and_duplicates_nothing() {
@@ -60,14 +104,16 @@ async fn a_nats_restart_loses_nothing_silently_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn a_node_cut_off_from_nats_for_long_has_its_participants_leave_once() {
-    let nats = NatsServer::start().await;
-    let relay = Relay::to(&nats).await;
-    let certs = TestCerts::new();
-    let one = node(&certs, &nats, "one").await;
-    let mut two = node_at(&certs, &relay.url(), "two", &[]).await;
-    let mut alice = join(&certs, &one, "Alice").await;
-    let mut bob = join(&certs, &two, "Bob").await;
-    alice.expect("Bob joined!").await;
+    let mut relayed = Relayed::start().await;
+    let Relayed {
+        certs,
+        relay,
+        one,
+        two,
+        alice,
+        bob,
+        ..
+    } = &mut relayed;
 
     relay.cut();
     two.wait_for_log("lost the NATS connection").await;
@@ -76,10 +122,10 @@ async fn a_node_cut_off_from_nats_for_long_has_its_participants_leave_once() {
         .await;
     // The other node gives Bob up, and his name can be taken.
     assert_eq!(
-        until(&mut alice, "Bob left!", TAKEOVER).await,
+        until(alice, "Bob left!", TAKEOVER).await,
         Vec::<String>::new()
     );
-    let _new_bob = join(&certs, &one, "bob").await;
+    let _new_bob = join(certs, one, "bob").await;
     alice.expect("bob joined!").await;
 
     // Back on NATS, the node ends Bob's session rather than let two
@@ -103,35 +149,29 @@ async fn a_node_cut_off_from_nats_for_long_has_its_participants_leave_once() {
 
 #[tokio::test]
 async fn a_line_lost_on_its_way_to_nats_never_lands_after_its_senders_next_line() {
-    let nats = NatsServer::start().await;
-    let relay = Relay::to(&nats).await;
-    let certs = TestCerts::new();
-    let one = node(&certs, &nats, "one").await;
-    let mut two = node_at(&certs, &relay.url(), "two", &[]).await;
-    let mut alice = join(&certs, &one, "Alice").await;
-    let mut bob = join(&certs, &two, "Bob").await;
-    alice.expect("Bob joined!").await;
+    let mut relayed = Relayed::start().await;
+    let Relayed {
+        relay,
+        two,
+        alice,
+        bob,
+        ..
+    } = &mut relayed;
 
     // Bob's line leaves his node and is lost on the way to NATS; then the
     // link fails, and comes back.
     relay.swallow();
     bob.send("first").await;
     relay.swallowed("Bob: first", WAIT).await;
-    relay.cut();
-    two.wait_for_log("lost the NATS connection").await;
-    relay.restore();
-    two.wait_for_log("NATS connection restored").await;
+    outage(relay, two).await;
 
     // His next line comes after it, everywhere: the lost one is published
     // again before it (it is not refused: NATS is back well within the
     // time a line is retried).
     bob.send("second").await;
     let within = Duration::from_secs(30);
-    assert_eq!(
-        until(&mut alice, "Bob: second", within).await,
-        ["Bob: first"]
-    );
-    assert_eq!(until(&mut bob, "Bob: second", within).await, ["Bob: first"]);
+    assert_eq!(until(alice, "Bob: second", within).await, ["Bob: first"]);
+    assert_eq!(until(bob, "Bob: second", within).await, ["Bob: first"]);
     // And nothing twice: the next line is the next one sent.
     bob.send("third").await;
     alice.expect("Bob: third").await;
@@ -140,16 +180,16 @@ async fn a_line_lost_on_its_way_to_nats_never_lands_after_its_senders_next_line(
 
 #[tokio::test]
 async fn a_sender_flooding_a_stalled_link_is_told_and_what_was_queued_keeps_its_order() {
-    let nats = NatsServer::start().await;
-    let relay = Relay::to(&nats).await;
-    let certs = TestCerts::new();
-    let one = node(&certs, &nats, "one").await;
     // The nodes run with `--rate-limit off`: nothing but the room's own
     // bound stops Bob.
-    let mut two = node_at(&certs, &relay.url(), "two", &[]).await;
-    let mut alice = join(&certs, &one, "Alice").await;
-    let mut bob = join(&certs, &two, "Bob").await;
-    alice.expect("Bob joined!").await;
+    let mut relayed = Relayed::start().await;
+    let Relayed {
+        relay,
+        two,
+        alice,
+        bob,
+        ..
+    } = &mut relayed;
 
     // NATS stops answering Bob's node: his first line is in flight, the
     // next 256 wait behind it, and the rest are refused, to him alone.
@@ -163,17 +203,14 @@ async fn a_sender_flooding_a_stalled_link_is_told_and_what_was_queued_keeps_its_
     for _ in QUEUED..SENT {
         bob.expect(refused).await;
     }
-    relay.cut();
-    two.wait_for_log("lost the NATS connection").await;
-    relay.restore();
-    two.wait_for_log("NATS connection restored").await;
+    outage(relay, two).await;
 
     // What was queued arrives everywhere, once, in the order sent...
     let last = format!("Bob: line {}", QUEUED - 1);
     let expected: Vec<String> = (0..QUEUED - 1).map(|i| format!("Bob: line {i}")).collect();
     let within = Duration::from_secs(30);
-    assert_eq!(until(&mut alice, &last, within).await, expected);
-    assert_eq!(until(&mut bob, &last, within).await, expected);
+    assert_eq!(until(alice, &last, within).await, expected);
+    assert_eq!(until(bob, &last, within).await, expected);
     // ...and the refused lines never do: Bob's next line is the next one.
     bob.send("after").await;
     alice.expect("Bob: after").await;

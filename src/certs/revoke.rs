@@ -193,6 +193,14 @@ fn sign_crl(
 
 /// When the CRL in `path` says the next one is due, if it says.
 pub fn crl_next_update(path: &Path) -> Result<Option<OffsetDateTime>> {
+    with_crl(path, |crl| Ok(crl.next_update().map(|t| t.to_datetime())))
+}
+
+/// Reads the CRL in `path` and hands it to `f`.
+fn with_crl<T>(
+    path: &Path,
+    f: impl FnOnce(&x509_parser::revocation_list::CertificateRevocationList<'_>) -> Result<T>,
+) -> Result<T> {
     let der = CertificateRevocationListDer::from_pem_file(path).with_context(|| {
         format!(
             "{} is not a PEM certificate revocation list",
@@ -201,20 +209,22 @@ pub fn crl_next_update(path: &Path) -> Result<Option<OffsetDateTime>> {
     })?;
     let (_, crl) = x509_parser::parse_x509_crl(&der)
         .map_err(|e| anyhow!("{} is not a valid CRL: {e}", path.display()))?;
-    Ok(crl.next_update().map(|t| t.to_datetime()))
+    f(&crl)
 }
 
 /// The serial numbers in a CRL file. With `ca`, refuses a CRL that CA did
 /// not issue (by name).
 pub fn read_crl(path: &Path, ca: Option<&CertificateDer<'_>>) -> Result<Vec<Revoked>> {
-    let der = CertificateRevocationListDer::from_pem_file(path).with_context(|| {
-        format!(
-            "{} is not a PEM certificate revocation list",
-            path.display()
-        )
-    })?;
-    let (_, crl) = x509_parser::parse_x509_crl(&der)
-        .map_err(|e| anyhow!("{} is not a valid CRL: {e}", path.display()))?;
+    with_crl(path, |crl| read_entries(path, crl, ca))
+}
+
+/// The entries of `crl` (read from `path`), refusing it if `ca` did not
+/// issue it.
+fn read_entries(
+    path: &Path,
+    crl: &x509_parser::revocation_list::CertificateRevocationList<'_>,
+    ca: Option<&CertificateDer<'_>>,
+) -> Result<Vec<Revoked>> {
     if let Some(ca) = ca {
         let (_, ca) = x509_parser::parse_x509_certificate(ca)
             .map_err(|e| anyhow!("cannot parse the CA certificate: {e}"))?;

@@ -58,12 +58,15 @@ play_dry_run() {
   wait_for_line "$work/Alice.txt" "Charlie left!"
   wait_for_line "$work/Bob.txt" "Charlie left!"
 
-  # The end of the show: Bob leaves, then Alice.
-  for name in Bob Alice; do
-    fd=${dry_run_fd[$name]}
-    exec {fd}>&-
-    wait_for_exit "${dry_run_pid[$name]}"
-  done
+  # The end of the show: Bob leaves, and once Alice has seen him go (his
+  # process ending says nothing about when the room tells her), Alice.
+  fd=${dry_run_fd[Bob]}
+  exec {fd}>&-
+  wait_for_exit "${dry_run_pid[Bob]}"
+  wait_for_line "$work/Alice.txt" "Bob left!"
+  fd=${dry_run_fd[Alice]}
+  exec {fd}>&-
+  wait_for_exit "${dry_run_pid[Alice]}"
 }
 
 # Prints the three transcripts side by side, as in the README.

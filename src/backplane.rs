@@ -1009,9 +1009,9 @@ async fn publish_for_sender(shared: Arc<Shared>, sender: String, first: SenderWo
     while let Some(work) = next.take() {
         match work {
             SenderWork::Line { line, id, public } => {
-                let Ok(permit) = shared.in_flight.clone().acquire_owned().await else {
-                    break;
-                };
+                // The semaphore is never closed; if it were, publishing on
+                // without a permit beats leaving the queue unserved.
+                let permit = shared.in_flight.clone().acquire_owned().await.ok();
                 if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
                     tracing::warn!("a line could not be stored: {e}");
                     shared.refuse(&sender);

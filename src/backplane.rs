@@ -40,7 +40,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -69,7 +69,8 @@ const RETRY_FOR: Duration = Duration::from_secs(30);
 /// How long a newcomer waits for its `joined!` line to be stored.
 const JOIN_RETRY_FOR: Duration = Duration::from_secs(5);
 
-/// Lines queued on one node for publishing, beyond which a line is refused.
+/// Participants' lines accepted on one node and not yet stored, wherever
+/// they wait, beyond which a line is refused.
 const OUTGOING_QUEUE: usize = 65_536;
 
 /// Publishes awaiting their acknowledgement on one node at once.
@@ -226,6 +227,9 @@ struct Shared {
     senders: Mutex<HashMap<String, VecDeque<SenderWork>>>,
     /// How many sender tasks run (see `Flush`).
     sending: watch::Sender<usize>,
+    /// Participants' lines accepted and not yet stored or given up, on
+    /// this node: at most [`OUTGOING_QUEUE`].
+    waiting: AtomicUsize,
     max_members: usize,
     /// Unique to this process, so message ids never repeat across restarts.
     boot: String,
@@ -495,6 +499,7 @@ impl ClusterRoom {
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             senders: Mutex::new(HashMap::new()),
             sending: watch::channel(0).0,
+            waiting: AtomicUsize::new(0),
             max_members: opts.max_members,
             boot: random_hex(4),
             next_id: AtomicU64::new(0),
@@ -542,12 +547,19 @@ impl ClusterRoom {
         if self.shared.connected_since().is_none() {
             return self.shared.refuse(&key);
         }
+        // Counted from here until stored or given up, wherever it waits:
+        // the node's queue, or its sender's.
+        if self.shared.waiting.fetch_add(1, Ordering::AcqRel) >= OUTGOING_QUEUE {
+            self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            return self.shared.refuse(&key);
+        }
         let public = Outgoing::Line {
             line,
             from: Some(key.clone()),
             public: true,
         };
         if self.shared.outgoing.try_send(public).is_err() {
+            self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
             self.shared.refuse(&key);
         }
     }
@@ -886,6 +898,7 @@ impl Shared {
         if let Some(waiting) = senders.get_mut(&sender) {
             if matches!(work, SenderWork::Line { .. }) && waiting.len() >= SENDER_QUEUE {
                 drop(senders);
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
                 return self.refuse_because(&sender, "too many of your lines are waiting");
             }
             waiting.push_back(work);
@@ -1017,6 +1030,7 @@ async fn publish_for_sender(shared: Arc<Shared>, sender: String, first: SenderWo
                     shared.refuse(&sender);
                 }
                 drop(permit);
+                shared.waiting.fetch_sub(1, Ordering::AcqRel);
             }
             SenderWork::Leave {
                 nick,

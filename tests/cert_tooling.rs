@@ -33,6 +33,20 @@ fn fails(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stderr).expect("UTF-8")
 }
 
+/// `openssl crl -in certs/crl.pem ARGS` in `dir`: whether it succeeded, and
+/// what it said (stderr, where "verify OK" goes, then stdout).
+fn openssl_crl(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["crl", "-in", "certs/crl.pem", "-noout"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (CI installs it)");
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), said)
+}
+
 /// The value after `label` on the line that starts with it.
 fn field<'a>(text: &'a str, label: &str) -> &'a str {
     text.lines()
@@ -163,30 +177,9 @@ fn revoke_writes_a_crl_openssl_verifies_and_list_shows_it() {
 
     // openssl reads the CRL, checks its signature against the CA, and
     // finds bob's serial in it.
-    let verify = Command::new("openssl")
-        .args([
-            "crl",
-            "-in",
-            "certs/crl.pem",
-            "-CAfile",
-            "certs/ca.pem",
-            "-noout",
-        ])
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs (CI installs it)");
-    let said = String::from_utf8_lossy(&verify.stderr).to_string()
-        + &String::from_utf8_lossy(&verify.stdout);
-    assert!(
-        verify.status.success() && said.contains("verify OK"),
-        "{said}"
-    );
-    let text = Command::new("openssl")
-        .args(["crl", "-in", "certs/crl.pem", "-noout", "-text"])
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    let text = String::from_utf8_lossy(&text.stdout).to_uppercase();
+    let (verified, said) = openssl_crl(dir, &["-CAfile", "certs/ca.pem"]);
+    assert!(verified && said.contains("verify OK"), "{said}");
+    let text = openssl_crl(dir, &["-text"]).1.to_uppercase();
     let bob_serial = field(&bob, "serial:").replace(':', "").to_uppercase();
     assert!(text.contains(&bob_serial), "{text}");
     assert!(text.contains("NEXT UPDATE"), "{text}");
@@ -205,19 +198,8 @@ fn revoke_writes_a_crl_openssl_verifies_and_list_shows_it() {
     };
     assert_eq!(status("alice"), "REVOKED");
     assert_eq!(status("bob"), "REVOKED");
-    let verify = Command::new("openssl")
-        .args([
-            "crl",
-            "-in",
-            "certs/crl.pem",
-            "-CAfile",
-            "certs/ca.pem",
-            "-noout",
-        ])
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(verify.status.success());
+    let (verified, said) = openssl_crl(dir, &["-CAfile", "certs/ca.pem"]);
+    assert!(verified, "{said}");
 }
 
 #[tokio::test]
@@ -248,22 +230,9 @@ async fn a_crl_past_its_next_update_is_warned_about_and_renew_crl_makes_it_curre
         "{renewed}"
     );
     // Still signed by the CA, still naming bob, due a year from now.
-    let text = Command::new("openssl")
-        .args([
-            "crl",
-            "-in",
-            "certs/crl.pem",
-            "-CAfile",
-            "certs/ca.pem",
-            "-noout",
-            "-text",
-        ])
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs (CI installs it)");
-    let said = String::from_utf8_lossy(&text.stderr).to_string()
-        + &String::from_utf8_lossy(&text.stdout).to_uppercase();
+    let (_, said) = openssl_crl(dir, &["-CAfile", "certs/ca.pem", "-text"]);
     assert!(said.contains("verify OK"), "{said}");
+    let said = said.to_uppercase();
     let bob_serial = field(&bob, "serial:").replace(':', "").to_uppercase();
     assert!(said.contains(&bob_serial), "{said}");
     let next_year = (time::OffsetDateTime::now_utc() + time::Duration::days(365)).year();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::{TAKEOVER, connect, join, node, node_with, path, until};
+use common::cluster::{TAKEOVER, connect, join, node, node_refused, node_with, path, until};
 use common::{BIN, NatsServer, Serve, TestCerts, WAIT};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -180,22 +180,7 @@ async fn a_node_that_cannot_reach_nats_says_so_and_exits() {
     drop(nats);
     let certs = TestCerts::new();
     let url = format!("nats://127.0.0.1:{port}");
-    let run = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--cluster", &url])
-        .arg("--cert")
-        .arg(certs.path(chatroom::certs::SERVER_CERT))
-        .arg("--key")
-        .arg(certs.path(chatroom::certs::SERVER_KEY))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(WAIT, run)
-        .await
-        .expect("exits in time")
-        .expect("runs");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = node_refused(&certs, &url, &[]).await;
     assert!(
         stderr.contains(&format!("cannot reach NATS at {url}")),
         "{stderr}"
@@ -265,24 +250,7 @@ async fn the_link_to_nats_can_be_tls_with_a_pinned_ca() {
 
     // Another CA: the node refuses the NATS server and exits non-zero.
     let other = TestCerts::new();
-    let run = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--cluster", &nats.url()])
-        .arg("--cluster-ca")
-        .arg(other.ca())
-        .arg("--cert")
-        .arg(certs.path(chatroom::certs::SERVER_CERT))
-        .arg("--key")
-        .arg(certs.path(chatroom::certs::SERVER_KEY))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(WAIT, run)
-        .await
-        .expect("exits in time")
-        .expect("runs");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = node_refused(&certs, &nats.url(), &["--cluster-ca", path(&other.ca())]).await;
     assert!(stderr.contains("cannot reach NATS"), "{stderr}");
     assert!(stderr.contains("UnknownIssuer"), "{stderr}");
 }
@@ -292,22 +260,7 @@ async fn two_live_nodes_cannot_share_a_name() {
     let nats = NatsServer::start().await;
     let certs = TestCerts::new();
     let _first = node(&certs, &nats, "twin").await;
-    let run = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--cluster", &nats.url()])
-        .args(["--node-name", "twin", "--cert"])
-        .arg(certs.path(chatroom::certs::SERVER_CERT))
-        .arg("--key")
-        .arg(certs.path(chatroom::certs::SERVER_KEY))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(WAIT, run)
-        .await
-        .expect("exits in time")
-        .expect("runs");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = node_refused(&certs, &nats.url(), &["--node-name", "twin"]).await;
     assert!(
         stderr.contains("a node named \"twin\" is already in room \"lobby\""),
         "{stderr}"

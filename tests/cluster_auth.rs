@@ -7,12 +7,11 @@
 
 mod common;
 
+use common::cluster::{node_at, node_refused, path};
 use common::nats_auth::{Account, Operator};
-use common::{BIN, Client, NatsServer, Serve, TestCerts, WAIT};
+use common::{Client, NatsServer, Serve, TestCerts};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use tokio::process::Command;
 
 /// A nats-server trusting one operator with one account (JetStream on),
 /// and a `.creds` file for a user of that account.
@@ -44,56 +43,14 @@ impl Secured {
     }
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
-
-/// `serve --cluster URL` on `certs` with `extra`, as the node's arguments.
-fn serve_args(certs: &TestCerts, nats: &NatsServer, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "--cert".into(),
-        path(&certs.path(chatroom::certs::SERVER_CERT)).into(),
-        "--key".into(),
-        path(&certs.path(chatroom::certs::SERVER_KEY)).into(),
-        "--rate-limit".into(),
-        "off".into(),
-        "--cluster".into(),
-        nats.url(),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    args
-}
-
 /// A node named `name` that logs in with `creds`, listening.
 async fn node(certs: &TestCerts, nats: &NatsServer, name: &str, creds: &Path) -> Serve {
-    let args = serve_args(
-        certs,
-        nats,
-        &["--node-name", name, "--cluster-creds", path(creds)],
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Serve::start(certs.dir.path(), &args).await
+    node_at(certs, &nats.url(), name, &["--cluster-creds", path(creds)]).await
 }
 
-/// Runs a node that must not start; returns its stderr once it has exited
-/// non-zero (within [`WAIT`]).
+/// A node with `extra` that must not start; its stderr.
 async fn refused(certs: &TestCerts, nats: &NatsServer, extra: &[&str]) -> String {
-    let run = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .args(serve_args(certs, nats, extra))
-        .current_dir(certs.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(WAIT, run)
-        .await
-        .expect("exits in time")
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "{stderr}");
-    assert!(!stderr.contains("listening"), "{stderr}");
-    stderr
+    node_refused(certs, &nats.url(), extra).await
 }
 
 #[tokio::test]

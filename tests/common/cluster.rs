@@ -1,11 +1,14 @@
 //! What the cluster tests share: `serve --cluster` nodes on the test's
-//! certificates, their participants, and reading a transcript up to a line.
+//! certificates (and nodes that must refuse to start), their participants,
+//! and reading a transcript up to a line.
 
-use super::{Client, NatsServer, Serve, TestCerts};
+use super::{BIN, Client, NatsServer, Serve, TestCerts, WAIT};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::process::Command;
 use tokio::time::Instant;
 
 pub type TlsClient = Client<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -25,22 +28,49 @@ pub async fn node_with(certs: &TestCerts, nats: &NatsServer, name: &str, extra: 
 
 /// A node whose NATS is at `url` (a relay, say).
 pub async fn node_at(certs: &TestCerts, url: &str, name: &str, extra: &[&str]) -> Serve {
-    let cert = certs.path(chatroom::certs::SERVER_CERT);
-    let key = certs.path(chatroom::certs::SERVER_KEY);
-    let mut args = vec![
-        "--cert",
-        path(&cert),
-        "--key",
-        path(&key),
-        "--rate-limit",
-        "off",
-        "--node-name",
-        name,
-        "--cluster",
-        url,
-    ];
-    args.extend(extra);
+    let mut named = vec!["--node-name", name];
+    named.extend(extra);
+    let args = node_args(certs, url, &named);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Serve::start(certs.dir.path(), &args).await
+}
+
+/// `serve`'s arguments for a node on `certs` whose NATS is at `url`, with
+/// `extra`: the server certificate, the rate limit off, the cluster.
+pub fn node_args(certs: &TestCerts, url: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--cert".into(),
+        path(&certs.path(chatroom::certs::SERVER_CERT)).into(),
+        "--key".into(),
+        path(&certs.path(chatroom::certs::SERVER_KEY)).into(),
+        "--rate-limit".into(),
+        "off".into(),
+        "--cluster".into(),
+        url.into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// Runs a node that must not start; returns its stderr once it has exited
+/// non-zero (within [`WAIT`]) without listening.
+pub async fn node_refused(certs: &TestCerts, url: &str, extra: &[&str]) -> String {
+    let run = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(node_args(certs, url, extra))
+        .current_dir(certs.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+    stderr
 }
 
 pub fn path(p: &Path) -> &str {

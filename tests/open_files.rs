@@ -1,7 +1,10 @@
 //! Out of file descriptors at accept (EMFILE): the server logs it, backs
 //! off (the waits grow instead of spinning), keeps its participants, and
-//! accepts again once descriptors are free. Its own file, since it lowers
-//! the whole test process's open-files limit.
+//! accepts again once descriptors are free. The connections the server
+//! cannot accept are connected from sockets made beforehand, so that one
+//! is always waiting in its backlog however the two sides interleave.
+//! Its own file, since it lowers the whole test process's open-files
+//! limit.
 
 mod common;
 
@@ -10,7 +13,7 @@ use rlimit::Resource;
 use std::io::Write;
 use std::sync::mpsc;
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio::time::Instant;
 
 /// Log output, one write (one event) at a time, to a channel.
@@ -48,22 +51,35 @@ async fn out_of_descriptors_at_accept_the_server_backs_off_and_recovers() {
     let server = TestServer::start().await;
     let mut alice = server.join("alice").await;
 
-    // Leave the process only a few descriptors, then take them all with
-    // connections the server has to accept.
+    // Sockets made while descriptors are still free: connecting them later
+    // needs none on this side, so each one leaves a connection waiting in
+    // the server's backlog for a descriptor it cannot have.
+    let waiting: Vec<TcpSocket> = (0..4)
+        .map(|_| TcpSocket::new_v4().expect("a socket"))
+        .collect();
+
+    // Take every descriptor the process has left, under a low limit.
     let (soft, hard) = Resource::NOFILE.get().expect("getrlimit");
     Resource::NOFILE
         .set(open_descriptors() + 16, hard)
         .expect("setrlimit");
     let mut held = Vec::new();
     let exhausted = loop {
-        match tokio::time::timeout(WAIT, TcpStream::connect(server.addr())).await {
-            Ok(Ok(tcp)) => held.push(tcp),
-            Ok(Err(e)) => break e,
-            Err(_) => panic!("connect timed out"),
+        match std::fs::File::open("/dev/null") {
+            Ok(file) => held.push(file),
+            Err(e) => break e,
         }
         assert!(held.len() < 100, "the limit did not bite");
     };
     assert_eq!(exhausted.raw_os_error(), Some(24), "{exhausted}"); // EMFILE
+    let mut pending = Vec::new();
+    for socket in waiting {
+        let tcp = tokio::time::timeout(WAIT, socket.connect(server.addr()))
+            .await
+            .expect("connect timed out")
+            .expect("connect into the backlog");
+        pending.push(tcp);
+    }
 
     // The server says so, and waits longer each time instead of spinning.
     let mut failures: Vec<Instant> = Vec::new();
@@ -84,6 +100,7 @@ async fn out_of_descriptors_at_accept_the_server_backs_off_and_recovers() {
 
     // Descriptors come back: the server accepts again, and alice never left.
     drop(held);
+    drop(pending);
     Resource::NOFILE.set(soft, hard).expect("setrlimit");
     let mut bob = tokio::time::timeout(WAIT, server.connect())
         .await

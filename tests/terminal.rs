@@ -1,7 +1,8 @@
 //! `chatroom connect` in a real terminal (tmux): the nickname prompt, and a
 //! line received while the user is typing printed above the line being
-//! typed, which stays intact; and when the server goes, the client says so
-//! and leaves the terminal as it found it.
+//! typed, which stays intact; lines typed ahead, faster than each is sent,
+//! all sent in order; and when the server goes, the client says so and
+//! leaves the terminal as it found it.
 //!
 //! Needs tmux; CI installs it. Elsewhere, without tmux, the test says so and
 //! passes.
@@ -150,6 +151,26 @@ async fn typing_survives_incoming_lines_and_the_terminal_is_restored() {
     .await
     .expect("bob hears alice in time");
     assert!(heard);
+
+    // Typeahead: three lines typed faster than each is sent all arrive, in
+    // order. The keys reach the terminal in one burst, so the line editor
+    // reads them in one go and must keep what follows the first Enter.
+    tmux.keys(&["one", "Enter", "two", "Enter", "three", "Enter"]);
+    let rest = tokio::time::timeout(WAIT, async {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = bob_hears.next_line().await {
+            if let Some(text) = line.strip_prefix("alice: ") {
+                rest.push(text.to_owned());
+                if text == "three" {
+                    break;
+                }
+            }
+        }
+        rest
+    })
+    .await
+    .unwrap_or_else(|_| panic!("bob never heard \"three\":\n{}", tmux.screen()));
+    assert_eq!(rest, ["one", "two", "three"]);
     drop(bob_says);
 
     // The server stops: the client shows why, waits for Enter, exits 0, and

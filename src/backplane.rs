@@ -26,14 +26,22 @@
 //!   `ERROR message not sent: the room is unavailable`, delivered through
 //!   its own subscription; the client library reconnects by itself, and the
 //!   ordered consumer resumes after the last sequence this node delivered.
+//! * **Private lines** (`/msg`) go straight to the recipient's node, after
+//!   the sender's earlier lines, and are held there until the public lines
+//!   said before them have been read (see [`private`]).
 //!
 //! Limits keep their per-node meaning: the participant limit counts this
 //! node's participants, and the ring bounds how far each may fall behind.
 
+mod private;
+
+pub use private::ClusterSubscription;
+use private::{PRIVATE_QUEUE, Private};
+
 use crate::backlog::{self, Backlog};
 use crate::mailbox::WhisperError;
 use crate::protocol;
-use crate::room::{JoinError, RecvError, Room, Subscription, UNAVAILABLE};
+use crate::room::{JoinError, Room, UNAVAILABLE};
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, Context as JetStream, consumer, kv, stream};
 use bytes::Bytes;
@@ -80,9 +88,6 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// are published one at a time); beyond that its lines are refused. The
 /// rate limit keeps a participant far below it.
 const SENDER_QUEUE: usize = 256;
-
-/// Error lines waiting for one participant at once.
-const PRIVATE_QUEUE: usize = 64;
 
 /// The header that marks a participant's public line (a message or an
 /// action): what a newcomer's history is made of.
@@ -231,6 +236,10 @@ struct Shared {
     /// this node: at most [`OUTGOING_QUEUE`].
     waiting: AtomicUsize,
     max_members: usize,
+    /// The highest sequence of the room's stream this node knows to be
+    /// stored (read from the stream, or acknowledged to it): what a private
+    /// line sent now must not overtake.
+    known: AtomicU64,
     /// Unique to this process, so message ids never repeat across restarts.
     boot: String,
     next_id: AtomicU64,
@@ -249,18 +258,26 @@ struct Member {
     /// The nickname entry's revision; `None` while the join is under way,
     /// and once the participant is disconnected by the room.
     revision: Option<u64>,
-    /// Lines for this participant alone (why its line was not sent);
+    /// Lines for this participant alone (private messages, why its line
+    /// was not sent);
     /// `None` once it is disconnected by the room (see `Shared::kick`).
     /// Until its session leaves, its nickname stays taken on this node.
-    private: Option<mpsc::Sender<Bytes>>,
+    private: Option<mpsc::Sender<Private>>,
 }
 
 impl Member {
-    /// Queues `line` for this participant alone; false if that failed.
+    /// Queues `line` (from the node itself) for this participant alone, to
+    /// be read after the room lines already waiting; false if that failed.
     fn tell(&self, line: Bytes) -> bool {
+        self.tell_after(0, line)
+    }
+
+    /// Queues `line` for this participant alone, to be read once it has
+    /// read the room up to sequence `after`; false if that failed.
+    fn tell_after(&self, after: u64, line: Bytes) -> bool {
         self.private
             .as_ref()
-            .is_some_and(|private| private.try_send(line).is_ok())
+            .is_some_and(|private| private.try_send(Private { after, line }).is_ok())
     }
 }
 
@@ -279,6 +296,13 @@ enum Outgoing {
         revision: u64,
         line: Bytes,
     },
+    /// A private message from `from` (a nickname key of this node) to
+    /// `to`: it goes after `from`'s earlier lines are stored.
+    Private {
+        from: String,
+        to: String,
+        line: Bytes,
+    },
     /// Answers once everything queued before it is stored (or given up).
     Flush(oneshot::Sender<()>),
 }
@@ -290,6 +314,8 @@ enum SenderWork {
         id: String,
         public: bool,
     },
+    /// A private message, sent once the lines before it are stored.
+    Private { to: String, line: Bytes },
     /// The sender left after its lines: release its nickname, and say so.
     Leave {
         nick: String,
@@ -501,11 +527,12 @@ impl ClusterRoom {
             sending: watch::channel(0).0,
             waiting: AtomicUsize::new(0),
             max_members: opts.max_members,
+            known: AtomicU64::new(last),
             boot: random_hex(4),
             next_id: AtomicU64::new(0),
         });
         tokio::spawn(deliver(shared.clone(), lines_stream, last));
-        tokio::spawn(deliver_private(shared.clone(), private_inbox));
+        tokio::spawn(private::deliver_private(shared.clone(), private_inbox));
         tokio::spawn(publish_queue(shared.clone(), queue));
         tokio::spawn(watch_nicknames(shared.clone()));
         tokio::spawn(keep_alive(shared.clone()));
@@ -616,53 +643,6 @@ impl ClusterRoom {
             .get(&key)
             .map(|(_, holder)| holder.nick.clone())
     }
-
-    /// Sends `line` to the participant `to` alone (found without regard to
-    /// case), on whichever node holds it, outside the room's order. Never
-    /// waits: a recipient here whose queue is full makes it fail.
-    pub fn send_private(&self, to: &str, line: Bytes) -> Result<(), PrivateError> {
-        let key = protocol::nick_key(to);
-        if let Some(member) = self.shared.state().members.get(&key) {
-            return if member.tell(line) {
-                Ok(())
-            } else {
-                Err(PrivateError::Busy)
-            };
-        }
-        let node = lock(&self.shared.directory)
-            .get(&key)
-            .map(|(_, holder)| holder.node.clone())
-            .ok_or(PrivateError::NotHere)?;
-        if self.shared.connected_since().is_none() {
-            return Err(PrivateError::Unavailable);
-        }
-        let subject = format!("{}.{node}", self.shared.private_prefix);
-        let mut payload = Vec::with_capacity(key.len() + 1 + line.len());
-        payload.extend_from_slice(key.as_bytes());
-        payload.push(b'\n');
-        payload.extend_from_slice(&line);
-        let client = self.shared.client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = client.publish(subject, payload.into()).await {
-                tracing::debug!("a private line was not sent: {e}");
-            }
-        });
-        Ok(())
-    }
-}
-
-/// Why a private line could not be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PrivateError {
-    /// Nobody by that name is in the room.
-    #[error("no such participant")]
-    NotHere,
-    /// The recipient is not reading: its queue is full.
-    #[error("the recipient is not reading")]
-    Busy,
-    /// NATS cannot be reached.
-    #[error("{UNAVAILABLE}")]
-    Unavailable,
 }
 
 /// A line as published: its message id, and whether it is public (history).
@@ -674,23 +654,6 @@ fn outgoing(line: &Bytes, id: &str, public: bool) -> jetstream::message::Publish
         publish.header(KIND_HEADER, KIND_SAY)
     } else {
         publish
-    }
-}
-
-/// Hands lines sent to one of this node's participants by another node
-/// (`<nickname key>\n<line>`) to that participant.
-async fn deliver_private(shared: Arc<Shared>, mut inbox: async_nats::Subscriber) {
-    while let Some(message) = inbox.next().await {
-        let payload = message.payload;
-        let Some(split) = payload.iter().position(|&b| b == b'\n') else {
-            continue;
-        };
-        let Ok(key) = std::str::from_utf8(&payload[..split]) else {
-            continue;
-        };
-        if let Some(member) = shared.state().members.get(key) {
-            member.tell(payload.slice(split + 1..));
-        }
     }
 }
 
@@ -841,7 +804,10 @@ impl Shared {
                 let publish = outgoing(line, id, public);
                 match self.js.send_publish(self.subject.clone(), publish).await {
                     Ok(ack) => match ack.await {
-                        Ok(ack) => return Ok(ack.sequence),
+                        Ok(ack) => {
+                            self.known.fetch_max(ack.sequence, Ordering::AcqRel);
+                            return Ok(ack.sequence);
+                        }
                         Err(e) => tracing::debug!("publish not acknowledged: {e}"),
                     },
                     Err(e) => tracing::debug!("publish failed: {e}"),
@@ -881,8 +847,9 @@ impl Shared {
         tokio::spawn(async move {
             let _permit = permit;
             if let Ok(ack) = first
-                && ack.await.is_ok()
+                && let Ok(ack) = ack.await
             {
+                shared.known.fetch_max(ack.sequence, Ordering::AcqRel);
                 return;
             }
             if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
@@ -896,9 +863,11 @@ impl Shared {
     fn queue_for_sender(self: &Arc<Self>, sender: String, work: SenderWork) {
         let mut senders = lock(&self.senders);
         if let Some(waiting) = senders.get_mut(&sender) {
-            if matches!(work, SenderWork::Line { .. }) && waiting.len() >= SENDER_QUEUE {
+            if !matches!(work, SenderWork::Leave { .. }) && waiting.len() >= SENDER_QUEUE {
                 drop(senders);
-                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                if matches!(work, SenderWork::Line { .. }) {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                }
                 return self.refuse_because(&sender, "too many of your lines are waiting");
             }
             waiting.push_back(work);
@@ -997,6 +966,7 @@ async fn deliver(shared: Arc<Shared>, stream: stream::Stream, mut last: u64) {
                 continue;
             }
             last = seq;
+            shared.known.fetch_max(seq, Ordering::AcqRel);
             // A copy of its own: the payload shares the client's read
             // buffer, which a line kept in the ring would keep alive whole.
             let bytes = Bytes::copy_from_slice(&message.payload);
@@ -1031,6 +1001,9 @@ async fn publish_for_sender(shared: Arc<Shared>, sender: String, first: SenderWo
                 }
                 drop(permit);
                 shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+            SenderWork::Private { to, line } => {
+                shared.send_private(&sender, &to, line).await;
             }
             SenderWork::Leave {
                 nick,
@@ -1075,6 +1048,9 @@ async fn publish_queue(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>)
                 } else {
                     shared.release(&key, &nick, revision, line).await;
                 }
+            }
+            Outgoing::Private { from, to, line } => {
+                shared.queue_for_sender(from, SenderWork::Private { to, line });
             }
             Outgoing::Flush(done) => {
                 let mut sending = shared.sending.subscribe();
@@ -1251,6 +1227,9 @@ impl Room for ClusterRoom {
         self.say(nick, protocol::action_line(nick, text));
     }
 
+    /// The private line goes through its sender's queue, after the lines
+    /// the sender said before it; if it cannot be delivered (the recipient
+    /// is not reading, or left meanwhile), the sender is told so then.
     fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError> {
         let recipient = self
             .recipient(to)
@@ -1258,14 +1237,21 @@ impl Room for ClusterRoom {
             .ok_or_else(|| WhisperError::NoSuchNick(protocol::sanitize(to).into_owned()))?;
         let line = protocol::private_line(from, &recipient, text);
         // To oneself: the echo is the delivery.
-        if protocol::nick_key(&recipient) != protocol::nick_key(from) {
-            self.send_private(&recipient, line.clone())
-                .map_err(|e| match e {
-                    PrivateError::NotHere => WhisperError::NoSuchNick(recipient.clone()),
-                    PrivateError::Busy => WhisperError::Full(recipient.clone()),
-                    PrivateError::Unavailable => WhisperError::Unavailable,
-                })?;
+        if protocol::nick_key(&recipient) == protocol::nick_key(from) {
+            return Ok(line);
         }
+        if self.shared.connected_since().is_none() {
+            return Err(WhisperError::Unavailable);
+        }
+        let private = Outgoing::Private {
+            from: protocol::nick_key(from),
+            to: recipient,
+            line: line.clone(),
+        };
+        self.shared
+            .outgoing
+            .try_send(private)
+            .map_err(|_| WhisperError::Unavailable)?;
         Ok(line)
     }
 
@@ -1344,12 +1330,12 @@ impl Room for ClusterRoom {
             .publish_stored(&protocol::joined_line(nick), &id, false, JOIN_RETRY_FOR)
             .await
         {
-            Ok(start) => Ok(ClusterSubscription {
+            Ok(start) => Ok(ClusterSubscription::new(
                 receiver,
-                private: private_rx,
+                private_rx,
                 start,
-                history: shared.read_history(start).await,
-            }),
+                shared.read_history(start).await,
+            )),
             Err(e) => {
                 tracing::warn!(%nick, "cannot announce the newcomer: {e}");
                 forget(shared);
@@ -1404,80 +1390,6 @@ impl Room for ClusterRoom {
 
     fn len(&self) -> usize {
         self.shared.state().members.len()
-    }
-}
-
-/// A participant's cursor in its node's ring, from its own `joined!` line
-/// on, and the lines meant for it alone.
-pub struct ClusterSubscription {
-    receiver: backlog::Reader<Line>,
-    private: mpsc::Receiver<Bytes>,
-    /// The sequence of this participant's `joined!` line.
-    start: u64,
-    /// The room's last public lines before the join, oldest first.
-    history: Vec<Bytes>,
-}
-
-impl ClusterSubscription {
-    fn accept(&self, line: Line) -> Option<Bytes> {
-        (line.seq >= self.start).then_some(line.bytes)
-    }
-}
-
-fn recv_error(e: backlog::RecvError) -> RecvError {
-    match e {
-        backlog::RecvError::Lagged(n) => RecvError::Lagged(n),
-        backlog::RecvError::Closed => RecvError::Closed,
-    }
-}
-
-impl Subscription for ClusterSubscription {
-    fn take_history(&mut self) -> Vec<Bytes> {
-        std::mem::take(&mut self.history)
-            .iter()
-            .map(|line| protocol::history_line(line))
-            .collect()
-    }
-
-    async fn recv(&mut self) -> Result<Bytes, RecvError> {
-        loop {
-            tokio::select! {
-                biased;
-                private = self.private.recv() => match private {
-                    Some(line) => return Ok(line),
-                    // Removed from the room by it (see `Shared::kick`).
-                    None => return Err(RecvError::Closed),
-                },
-                line = self.receiver.recv() => {
-                    if let Some(line) = self.accept(line.map_err(recv_error)?) {
-                        return Ok(line);
-                    }
-                }
-            }
-        }
-    }
-
-    fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
-        match self.private.try_recv() {
-            Ok(line) => return Ok(Some(line)),
-            // Closed: said by the next `recv`, once what is queued is out.
-            Err(mpsc::error::TryRecvError::Disconnected) => return Ok(None),
-            Err(mpsc::error::TryRecvError::Empty) => {}
-        }
-        loop {
-            match self.receiver.try_recv().map_err(recv_error)? {
-                Some(line) => {
-                    if let Some(line) = self.accept(line) {
-                        return Ok(Some(line));
-                    }
-                }
-                None => return Ok(None),
-            }
-        }
-    }
-
-    fn is_lagging(&self) -> bool {
-        self.receiver.is_lagging()
     }
 }
 

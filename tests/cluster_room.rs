@@ -6,7 +6,8 @@
 mod common;
 
 use bytes::Bytes;
-use chatroom::backplane::{ClusterOptions, ClusterRoom, PrivateError};
+use chatroom::backplane::{ClusterOptions, ClusterRoom};
+use chatroom::mailbox::WhisperError;
 use chatroom::room::{Room, Subscription};
 use common::{NatsServer, WAIT};
 
@@ -67,13 +68,14 @@ async fn members_private_lines_actions_and_reasons_across_nodes() {
     assert_eq!(b.recipient("bob").as_deref(), Some("Bob"));
     assert_eq!(a.recipient("nobody"), None);
 
-    // To one participant on another node, found in any case.
-    let private = Bytes::from_static(b"[private] Alice -> Bob: psst\n");
-    a.send_private("bOB", private.clone()).expect("sent");
+    // To one participant on another node, found in any case; the sender
+    // gets the line back as the echo.
+    let echo = a.whisper("Alice", "bOB", "psst").expect("sent");
+    assert_eq!(echo, Bytes::from_static(b"[private] Alice -> Bob: psst\n"));
     assert_eq!(next(&mut bob).await, "[private] Alice -> Bob: psst\n");
     assert_eq!(
-        a.send_private("nobody", private),
-        Err(PrivateError::NotHere)
+        a.whisper("Alice", "nobody", "psst"),
+        Err(WhisperError::NoSuchNick("nobody".into()))
     );
 
     // An action is a public line like a message, in the one order.

@@ -376,6 +376,17 @@ fn bucket_config(bucket: &str, max_age: Duration) -> stream::Config {
 /// chain of causes would repeat ("IO error: Connection refused: Connection
 /// refused"). A refused login says so, and what to check.
 fn connect_error(error: async_nats::ConnectError, opts: &ClusterOptions) -> anyhow::Error {
+    if let Some(ca) = &opts.ca
+        && answered_without_tls(&error)
+    {
+        return anyhow::anyhow!(
+            "NATS at {} does not answer in TLS, and with --cluster-ca {} the link to \
+             NATS must be TLS (is that server started with TLS, e.g. `nats-server --tls \
+             --tlscert CERT --tlskey KEY`?)",
+            opts.url,
+            ca.display()
+        );
+    }
     if error.kind() != async_nats::ConnectErrorKind::AuthorizationViolation {
         return anyhow::anyhow!("cannot reach NATS at {}: {error}", opts.url);
     }
@@ -392,6 +403,30 @@ fn connect_error(error: async_nats::ConnectError, opts: &ClusterOptions) -> anyh
             creds.display()
         ),
     }
+}
+
+/// Whether connecting failed because the server's first bytes were not a
+/// TLS record: a server that speaks plain NATS where TLS was required.
+fn answered_without_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    let not_a_record = |e: &(dyn std::error::Error + 'static)| {
+        matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+            ))
+        )
+    };
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref);
+        if not_a_record(e) || inner.is_some_and(|inner| not_a_record(inner)) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl ClusterRoom {

@@ -227,7 +227,7 @@ async fn connect_tries_the_next_address() {
 }
 
 #[tokio::test]
-async fn the_link_to_nats_can_be_tls_with_a_pinned_ca() {
+async fn the_link_to_nats_can_be_tls_with_a_pinned_ca_and_must_be() {
     // The NATS server presents a certificate from gen-certs (for
     // 127.0.0.1); the nodes trust that CA alone.
     let nats_certs = TestCerts::new();
@@ -253,6 +253,20 @@ async fn the_link_to_nats_can_be_tls_with_a_pinned_ca() {
     let stderr = node_refused(&certs, &nats.url(), &["--cluster-ca", path(&other.ca())]).await;
     assert!(stderr.contains("cannot reach NATS"), "{stderr}");
     assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+
+    // With --cluster-ca the link must be TLS: a NATS server that speaks
+    // plain NATS is refused, never used in the clear.
+    let plain = NatsServer::start().await;
+    let stderr = node_refused(&certs, &plain.url(), &with_ca).await;
+    assert!(
+        stderr.contains(&format!(
+            "error: NATS at {} does not answer in TLS, and with --cluster-ca {} the link to \
+             NATS must be TLS",
+            plain.url(),
+            ca.display()
+        )),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

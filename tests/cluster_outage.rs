@@ -2,8 +2,9 @@
 //! test with its own real nats-server on a free loopback port: stopped and
 //! restarted, one node's link cut for longer than its liveness lasts, a
 //! line lost on its way to NATS, which must neither vanish silently nor
-//! land after its sender's next line, and a sender flooding a stalled
-//! link, whose own queue is bounded.
+//! land after its sender's next line, a line whose acknowledgement is lost
+//! (published again, stored once), and a sender flooding a stalled link,
+//! whose own queue is bounded.
 
 mod common;
 
@@ -176,6 +177,25 @@ async fn a_line_lost_on_its_way_to_nats_never_lands_after_its_senders_next_line(
     bob.send("third").await;
     alice.expect("Bob: third").await;
     bob.expect("Bob: third").await;
+}
+
+#[tokio::test]
+async fn a_line_whose_acknowledgement_is_lost_is_stored_once() {
+    let mut relayed = Relayed::start().await;
+    let Relayed {
+        relay, alice, bob, ..
+    } = &mut relayed;
+
+    // Bob's line is stored, but its acknowledgement never reaches his node,
+    // whose link stays up: the node publishes it again, with the same
+    // message id, and NATS keeps the first copy only.
+    relay.lose_next("\"stream\":\"CHAT_");
+    bob.send("once").await;
+    relay.lost(WAIT).await;
+    bob.send("after").await;
+    let within = Duration::from_secs(30);
+    assert_eq!(until(alice, "Bob: after", within).await, ["Bob: once"]);
+    assert_eq!(until(bob, "Bob: after", within).await, ["Bob: once"]);
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! A TCP relay between a node and its nats-server, for the outages a test
 //! needs to make on purpose: cut (every link dropped, new ones refused
-//! until restored), and swallow (bytes from the node are read and thrown
-//! away, as a network that loses packets would, while the link stays up).
+//! until restored), swallow (bytes from the node are read and thrown
+//! away, as a network that loses packets would, while the link stays up),
+//! and lose one message from NATS to the node (an acknowledgement, say),
+//! the link staying up.
 //! Cutting one node's relay fails that node's link while the others' stay.
 
 use super::NatsServer;
@@ -28,6 +30,10 @@ struct State {
     /// What the node sent while swallowed.
     swallowed: Mutex<Vec<u8>>,
     swallowed_more: Notify,
+    /// While set, the next message from NATS whose payload holds this is
+    /// dropped (whole, as a NATS protocol message), and this is cleared.
+    lose: Mutex<Option<Vec<u8>>>,
+    lost: Notify,
 }
 
 impl Relay {
@@ -82,6 +88,30 @@ impl Relay {
         self.state.swallowing.store(true, Ordering::SeqCst);
     }
 
+    /// Drops the next message from NATS to the node whose payload contains
+    /// `text`, and only that one; [`Relay::lost`] waits for it.
+    pub fn lose_next(&self, text: &str) {
+        *self.state.lose.lock().expect("lock") = Some(text.as_bytes().to_vec());
+    }
+
+    /// Waits until the message [`Relay::lose_next`] asked for was dropped.
+    pub async fn lost(&self, within: Duration) {
+        let wait = async {
+            loop {
+                let lost = self.state.lost.notified();
+                tokio::pin!(lost);
+                lost.as_mut().enable();
+                if self.state.lose.lock().expect("lock").is_none() {
+                    return;
+                }
+                lost.await;
+            }
+        };
+        tokio::time::timeout(within, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no such message from NATS within {within:?}"));
+    }
+
     /// Waits until the bytes thrown away contain `text`.
     pub async fn swallowed(&self, text: &str, within: Duration) {
         let wait = async {
@@ -130,12 +160,60 @@ async fn link(down: TcpStream, up: TcpStream, state: Arc<State>) {
         }
     };
     let to_node = async {
-        let _ = tokio::io::copy(&mut up_read, &mut down_write).await;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match up_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&buf[..n]);
+            // Pass on every whole protocol message but the one to lose.
+            let mut passed = 0;
+            while let Some(len) = message_len(&pending[passed..]) {
+                let message = &pending[passed..passed + len];
+                if !lose_if_wanted(&state, message) && down_write.write_all(message).await.is_err()
+                {
+                    return;
+                }
+                passed += len;
+            }
+            pending.drain(..passed);
+        }
     };
     tokio::select! {
         _ = to_nats => {}
         _ = to_node => {}
     }
+}
+
+/// Drops `message` if it is the one to lose; true if it was.
+fn lose_if_wanted(state: &State, message: &[u8]) -> bool {
+    let mut lose = state.lose.lock().expect("lock");
+    let wanted = lose
+        .as_ref()
+        .is_some_and(|text| message.windows(text.len()).any(|w| w == text.as_slice()));
+    if wanted {
+        *lose = None;
+        state.lost.notify_waiters();
+    }
+    wanted
+}
+
+/// The length of the NATS protocol message (server to client) at the start
+/// of `bytes`, if it is all there: a line, and for `MSG`/`HMSG` the
+/// payload its line announces and its CRLF.
+fn message_len(bytes: &[u8]) -> Option<usize> {
+    let line_end = bytes.windows(2).position(|w| w == b"\r\n")? + 2;
+    let line = std::str::from_utf8(&bytes[..line_end - 2]).ok()?;
+    let payload = if line.starts_with("MSG ") || line.starts_with("HMSG ") {
+        // The last field is the payload's size (headers included).
+        line.rsplit(' ').next()?.parse::<usize>().ok()? + 2
+    } else {
+        0
+    };
+    let len = line_end + payload;
+    (bytes.len() >= len).then_some(len)
 }
 
 impl Drop for Relay {

@@ -16,7 +16,9 @@
 //! Lines to another node's participant go as NATS requests, and the
 //! recipient's node answers whether it took the line, so that a sender is
 //! told when its message was not delivered (the recipient is not reading,
-//! or has gone), as on a single server.
+//! or has gone), as on a single server. A sender's later lines wait in its
+//! queue for that answer (a round trip to the other node, at most
+//! `REQUEST_TIMEOUT`), so that they too keep their order.
 
 use super::{Line, Shared, lock};
 use crate::backlog;

@@ -415,24 +415,36 @@ where
                     Err(RecvError::Closed) => return End::RoomClosed,
                 };
                 conn.queue(first);
-                // Take whatever else is waiting, up to one full TLS record's
-                // worth, so it leaves in one write. Not one line more: a
-                // batch just over a record would leave as a full record and
-                // a tiny one, each with its own header, tag and encryption.
                 loop {
-                    match subscription.try_recv() {
-                        Ok(Some(line)) if conn.queued() + line.len() > BATCH_BYTES => {
-                            carried = Some(line);
+                    if let Err(end) = fill_batch(conn, &mut subscription, &mut carried) {
+                        return end;
+                    }
+                    if let Err(end) = flush(conn, &subscription, shutdown).await {
+                        return after_flush(end, conn, carried.take(), &mut subscription, shutdown.deadline()).await;
+                    }
+                    // What waits now says whether this participant is
+                    // behind: a full batch (or more) that came while the
+                    // last one was being written. Then it writes on, its own
+                    // input unread until it has caught up; with less, the
+                    // select takes turns again.
+                    if carried.is_none()
+                        && let Err(end) = fill_batch(conn, &mut subscription, &mut carried)
+                    {
+                        return end;
+                    }
+                    match carried.take() {
+                        Some(line) if conn.queued() == 0 => conn.queue(line),
+                        // A full batch is queued already; `line` goes after it.
+                        Some(line) => carried = Some(line),
+                        None => {
+                            if conn.queued() > 0
+                                && let Err(end) = flush(conn, &subscription, shutdown).await
+                            {
+                                return after_flush(end, conn, None, &mut subscription, shutdown.deadline()).await;
+                            }
                             break;
                         }
-                        Ok(Some(line)) => conn.queue(line),
-                        Ok(None) => break,
-                        Err(RecvError::Lagged(_)) => return End::TooSlow,
-                        Err(RecvError::Closed) => return End::RoomClosed,
                     }
-                }
-                if let Err(end) = flush(conn, &subscription, shutdown).await {
-                    return after_flush(end, conn, carried.take(), &mut subscription, shutdown.deadline()).await;
                 }
             }
             read = conn.read_line(), if paused_until.is_none() && carried.is_none() => {
@@ -586,6 +598,32 @@ where
             _ = shutdown.recv() => return Err(End::Shutdown),
         }
     }
+}
+
+/// Takes whatever else the room has waiting into the outbox, up to one full
+/// TLS record's worth, so it leaves in one write. Not one line more: a
+/// batch just over a record would leave as a full record and a tiny one,
+/// each with its own header, tag and encryption. The first line that does
+/// not fit is `carried` over (nothing is taken while one is).
+fn fill_batch<S, Sub>(
+    conn: &mut Connection<S>,
+    subscription: &mut Sub,
+    carried: &mut Option<Bytes>,
+) -> Result<(), End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    Sub: Subscription,
+{
+    while carried.is_none() {
+        match subscription.try_recv() {
+            Ok(Some(line)) if conn.queued() + line.len() > BATCH_BYTES => *carried = Some(line),
+            Ok(Some(line)) => conn.queue(line),
+            Ok(None) => break,
+            Err(RecvError::Lagged(_)) => return Err(End::TooSlow),
+            Err(RecvError::Closed) => return Err(End::RoomClosed),
+        }
+    }
+    Ok(())
 }
 
 /// The room's next line for this session: the one carried over from the

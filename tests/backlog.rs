@@ -3,6 +3,9 @@
 //! the lines waiting for it cost the server at most `--backlog` bytes (plus
 //! a stated constant), measured from /proc.
 //!
+//! A participant that is behind has its own input left unread until it has
+//! caught up.
+//!
 //! (That a participant which never reads is still disconnected once it is
 //! `--backlog` behind, while the others lose nothing, is the stuck-reader
 //! test in `tests/adversarial.rs`.)
@@ -195,6 +198,63 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 
 /// `--backlog` takes a size in bytes or binary units, and refuses what it
 /// cannot honour with a reason, before listening.
+/// A participant that is behind the room has its own lines left unread
+/// until it has caught up: it slows itself down, not the room. Bob reads
+/// the room in small steps while far behind; after each step alice's probe
+/// comes back to her before anything of bob's, though his line waits in
+/// his socket all along; once he has read everything, it is read and said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_behind_the_room_is_not_read_until_it_catches_up() {
+    let server = TestServer::start_with(|s| {
+        s.limits.rate = None;
+        s.backlog = 32 << 20;
+        s.exempt = vec!["127.0.0.0/8".parse().expect("net")];
+    })
+    .await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server
+        .connect_from("127.0.0.2".parse().expect("ip"), Some(4096))
+        .await
+        .expect("bob connects");
+    bob.register("bob").await;
+    alice.expect("bob joined!").await;
+
+    // Far more than the kernel's buffers on both sides of bob's socket
+    // take (the server's grows up to 4 MiB): his session is behind, by far.
+    const FLOOD: usize = 3000;
+    let text = "x".repeat(4000);
+    for i in 0..FLOOD {
+        alice.send(&format!("{i} {text}")).await;
+        alice.expect(&format!("alice: {i} {text}")).await;
+    }
+    bob.send("hi").await;
+
+    // Each step lets bob's session write many batches, and so turn its
+    // loop many times, each time with room lines still waiting for him.
+    // (The kernel wakes a writer only once a good part of its buffer is
+    // free: a step is a few hundred lines.)
+    let mut read = 0;
+    for probe in 0..4 {
+        for _ in 0..400 {
+            assert_eq!(bob.line().await, format!("alice: {read} {text}"));
+            read += 1;
+        }
+        alice.send(&format!("probe {probe}")).await;
+        assert_eq!(
+            alice.line().await,
+            format!("alice: probe {probe}"),
+            "bob's line was read while he was {} lines behind",
+            FLOOD - read
+        );
+    }
+    // Caught up, bob is read again.
+    while read < FLOOD {
+        assert_eq!(bob.line().await, format!("alice: {read} {text}"));
+        read += 1;
+    }
+    alice.expect("bob: hi").await;
+}
+
 #[tokio::test]
 async fn serve_refuses_a_backlog_it_cannot_honour() {
     let tmp = tempfile::tempdir().expect("temp");

@@ -1,11 +1,13 @@
 //! Reissuing the server certificate while the server runs: after
 //! `gen-certs --force` and a reload (what SIGHUP does), new connections get
 //! the new certificate, sessions already up carry on, and a broken pair is
-//! refused while the old one stays in use. A plaintext server, which has no
-//! certificate, reloads its deny file on SIGHUP the same way.
+//! refused while the old one stays in use; one that expires within 30 days
+//! is warned about when SIGHUP installs it. A plaintext server, which has
+//! no certificate, reloads its deny file on SIGHUP the same way.
 
 mod common;
 
+use chatroom::certs::lifecycle::{self, Validity};
 use chatroom::certs::{self, GenOptions};
 use chatroom::server::{RunningServer, Settings};
 use chatroom::tls;
@@ -192,4 +194,49 @@ async fn sighup_reloads_a_plaintext_servers_deny_file() {
         serve.child.try_wait().expect("try_wait").is_none(),
         "serve is still running"
     );
+}
+
+#[tokio::test]
+async fn sighup_warns_about_a_reloaded_certificate_that_expires_soon() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let mut serve = Serve::start(dir, &[]).await;
+    let fresh = serve.log_so_far();
+    assert!(fresh.contains("listening"), "{fresh}");
+    assert!(!fresh.contains("expires in"), "{fresh}");
+
+    let reissued = tokio::process::Command::new(BIN)
+        .args(["gen-certs", "server", "--force", "--days", "10"])
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("gen-certs runs");
+    assert!(reissued.status.success());
+    let leaf = tls::load_certs(&dir.join("certs/server.pem")).expect("cert")[0].clone();
+    let now = time::OffsetDateTime::now_utc();
+    let Ok(Validity::ExpiresSoon { not_after, .. }) = lifecycle::check(&leaf, "it", now) else {
+        panic!("gen-certs --days 10 made a certificate that is not due soon");
+    };
+
+    serve.signal("HUP").await;
+    let warned = serve
+        .wait_for_log("the server certificate certs/server.pem expires in")
+        .await;
+    assert!(warned.contains("WARN"), "{warned}");
+    assert!(
+        warned.contains("expires in 9 days") || warned.contains("expires in 10 days"),
+        "{warned}"
+    );
+    assert!(
+        warned.contains(&format!(
+            "({}): reissue it soon",
+            certs::format_date(&not_after)
+        )),
+        "{warned}"
+    );
+    // A warning, not a refusal: the certificate is in force.
+    let reloaded = serve
+        .wait_for_log("new connections get the reloaded certificate")
+        .await;
+    assert!(reloaded.contains(&certs::fingerprint(&leaf)), "{reloaded}");
 }

@@ -1353,6 +1353,19 @@ async fn stop_does_not_wait_for_a_stuck_client_beyond_the_grace_period() {
 
 #[tokio::test]
 async fn sigterm_stops_the_binary_with_status_zero_after_saying_goodbye() {
+    stops_with_status_zero_after_saying_goodbye("TERM").await;
+}
+
+/// Ctrl-C in the server's terminal: the same graceful stop as SIGTERM.
+#[tokio::test]
+async fn sigint_stops_the_binary_with_status_zero_after_saying_goodbye() {
+    stops_with_status_zero_after_saying_goodbye("INT").await;
+}
+
+/// Runs the built server with two participants, sends it `signal` (by
+/// name) and checks the graceful stop: the line said before it, the
+/// farewell, close_notify, exit status 0.
+async fn stops_with_status_zero_after_saying_goodbye(signal: &str) {
     let tmp = tempfile::tempdir().expect("temp");
     let mut serve = common::Serve::start(tmp.path(), &[]).await;
     let addr: SocketAddr = serve.addr.parse().expect("addr");
@@ -1365,7 +1378,7 @@ async fn sigterm_stops_the_binary_with_status_zero_after_saying_goodbye() {
     alice.send("before the signal").await;
     alice.expect("alice: before the signal").await;
 
-    serve.signal("TERM").await;
+    serve.signal(signal).await;
 
     let (bob_said, bob_close) = rest_until_closed(&mut bob, &[], WAIT).await;
     assert_eq!(
@@ -1383,6 +1396,6 @@ async fn sigterm_stops_the_binary_with_status_zero_after_saying_goodbye() {
     assert_eq!(
         status.code(),
         Some(0),
-        "serve exited with {status}; log: {log:#?}"
+        "serve exited with {status} on SIG{signal}; log: {log:#?}"
     );
 }

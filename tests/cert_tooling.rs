@@ -1,7 +1,8 @@
 //! The certificate tooling as a user runs it: `gen-certs client`,
 //! `gen-certs server`, `--days`, `certs inspect`, `certs list`,
 //! `certs revoke`, whose CRL openssl verifies against the CA, and
-//! `certs renew-crl`, with the server's warning about a CRL that is due.
+//! `certs renew-crl`, with the server's warnings about a CRL that is past
+//! its next update or within 30 days of it.
 
 mod common;
 
@@ -252,4 +253,52 @@ async fn a_crl_past_its_next_update_is_warned_about_and_renew_crl_makes_it_curre
     ok(bare.path(), &["gen-certs"]);
     let none = fails(bare.path(), &["certs", "renew-crl"]);
     assert!(none.contains("no CRL"), "{none}");
+}
+
+#[tokio::test]
+async fn a_crl_due_within_30_days_is_warned_about_at_start_and_on_reload() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    ok(dir, &["gen-certs"]);
+    ok(dir, &["gen-certs", "client", "bob"]);
+    ok(dir, &["certs", "revoke", "bob"]);
+    // Signed as if long enough ago that its next update is 10 days and a
+    // half away: the half day keeps the whole days left at 10 however long
+    // the test takes.
+    let then = time::OffsetDateTime::now_utc()
+        - time::Duration::days(chatroom::certs::revoke::CRL_DAYS - 10)
+        + time::Duration::hours(12);
+    let renewed =
+        chatroom::certs::revoke::renew_as_of(&dir.join("certs"), then).expect("renew as of then");
+    let due = chatroom::certs::format_date(&renewed.next_update);
+    let expected = format!(
+        "the CRL certs/crl.pem is due to be renewed on {due} (in 10 days): \
+         `chatroom certs renew-crl`, then `kill -HUP` this server"
+    );
+
+    // Logged while the access policy loads, before the server listens.
+    let mut serve = common::Serve::start(
+        dir,
+        &["--client-ca", "certs/ca.pem", "--crl", "certs/crl.pem"],
+    )
+    .await;
+    let log = serve.log_so_far();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains(&expected)),
+        "no warning about the CRL in:\n{log}"
+    );
+    assert!(!log.contains("was due to be renewed"), "{log}");
+
+    // Again on a reload, which still puts the CRL in force.
+    serve.signal("HUP").await;
+    let warned = serve.wait_for_log("is due to be renewed on").await;
+    assert!(
+        warned.contains("WARN") && warned.contains(&expected),
+        "{warned}"
+    );
+    let reloaded = serve
+        .wait_for_log("new connections get the reloaded certificate")
+        .await;
+    assert!(reloaded.contains("1 revoked"), "{reloaded}");
 }

@@ -1,15 +1,19 @@
 //! Reissuing the server certificate while the server runs: after
 //! `gen-certs --force` and a reload (what SIGHUP does), new connections get
 //! the new certificate, sessions already up carry on, and a broken pair is
-//! refused while the old one stays in use.
+//! refused while the old one stays in use; one that expires within 30 days
+//! is warned about when SIGHUP installs it. A plaintext server, which has
+//! no certificate, reloads its deny file on SIGHUP the same way.
 
 mod common;
 
+use chatroom::certs::lifecycle::{self, Validity};
 use chatroom::certs::{self, GenOptions};
 use chatroom::server::{RunningServer, Settings};
 use chatroom::tls;
 use common::{BIN, Client, Serve, TestCerts, WAIT, loopback};
 use rustls::pki_types::CertificateDer;
+use std::net::SocketAddr;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -129,4 +133,110 @@ async fn sighup_reloads_the_certificate_files() {
         .expect("exits in time")
         .expect("wait");
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn sighup_reloads_a_plaintext_servers_deny_file() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let deny = dir.join("deny.txt");
+    std::fs::write(&deny, "# nobody yet\n").expect("deny file");
+    let mut serve = Serve::start(dir, &["--plaintext", "--deny-file", "deny.txt"]).await;
+    let addr: SocketAddr = serve.addr.parse().expect("address");
+    let mut alice = Client::plain(addr).await;
+    alice.register("alice").await;
+    let mut dave = Client::plain(addr).await;
+    dave.register("dave").await;
+    alice.expect("dave joined!").await;
+
+    std::fs::write(&deny, "dave\n").expect("deny file");
+    serve.signal("HUP").await;
+    let reloaded = serve.wait_for_log("SIGHUP: reloaded").await;
+    assert!(reloaded.contains("0 revoked, 1 denied names"), "{reloaded}");
+    let dave_heard = dave.until_closed().await;
+    assert_eq!(
+        dave_heard.last().map(String::as_str),
+        Some("ERROR access denied for \"dave\""),
+        "{dave_heard:?}"
+    );
+    alice.expect("dave left!").await;
+
+    // Still up: dave is refused at NICK, and alice chats with a newcomer.
+    let mut dave = Client::plain(addr).await;
+    dave.expect("NICK").await;
+    dave.send("dave").await;
+    assert_eq!(
+        dave.until_closed().await,
+        ["ERROR access denied for \"dave\""]
+    );
+    let mut carol = Client::plain(addr).await;
+    carol.register("carol").await;
+    alice.expect("carol joined!").await;
+    alice.send("still here").await;
+    alice.expect("alice: still here").await;
+    carol.expect("alice: still here").await;
+
+    // A deny file that cannot be read: the old list stays whole.
+    std::fs::remove_file(&deny).expect("remove");
+    serve.signal("HUP").await;
+    let kept = serve
+        .wait_for_log("nothing reloaded, keeping the old configuration whole")
+        .await;
+    assert!(kept.contains("deny.txt"), "{kept}");
+    let mut dave = Client::plain(addr).await;
+    dave.expect("NICK").await;
+    dave.send("dave").await;
+    assert_eq!(
+        dave.until_closed().await,
+        ["ERROR access denied for \"dave\""]
+    );
+    assert!(
+        serve.child.try_wait().expect("try_wait").is_none(),
+        "serve is still running"
+    );
+}
+
+#[tokio::test]
+async fn sighup_warns_about_a_reloaded_certificate_that_expires_soon() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let mut serve = Serve::start(dir, &[]).await;
+    let fresh = serve.log_so_far();
+    assert!(fresh.contains("listening"), "{fresh}");
+    assert!(!fresh.contains("expires in"), "{fresh}");
+
+    let reissued = tokio::process::Command::new(BIN)
+        .args(["gen-certs", "server", "--force", "--days", "10"])
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("gen-certs runs");
+    assert!(reissued.status.success());
+    let leaf = tls::load_certs(&dir.join("certs/server.pem")).expect("cert")[0].clone();
+    let now = time::OffsetDateTime::now_utc();
+    let Ok(Validity::ExpiresSoon { not_after, .. }) = lifecycle::check(&leaf, "it", now) else {
+        panic!("gen-certs --days 10 made a certificate that is not due soon");
+    };
+
+    serve.signal("HUP").await;
+    let warned = serve
+        .wait_for_log("the server certificate certs/server.pem expires in")
+        .await;
+    assert!(warned.contains("WARN"), "{warned}");
+    assert!(
+        warned.contains("expires in 9 days") || warned.contains("expires in 10 days"),
+        "{warned}"
+    );
+    assert!(
+        warned.contains(&format!(
+            "({}): reissue it soon",
+            certs::format_date(&not_after)
+        )),
+        "{warned}"
+    );
+    // A warning, not a refusal: the certificate is in force.
+    let reloaded = serve
+        .wait_for_log("new connections get the reloaded certificate")
+        .await;
+    assert!(reloaded.contains(&certs::fingerprint(&leaf)), "{reloaded}");
 }

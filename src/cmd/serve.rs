@@ -7,7 +7,7 @@ use crate::access::{Access, AccessFiles};
 use crate::admission;
 use crate::backlog;
 use crate::backplane::{self, ClusterOptions, ClusterRoom};
-use crate::certs::lifecycle::{self, Validity};
+use crate::certs::lifecycle;
 use crate::certs::{self, GenOptions};
 use crate::per_address;
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
@@ -156,6 +156,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             "PLAINTEXT MODE: no TLS. Every nickname and message can be read and changed by \
              anyone on the network path. Use this only to compare with TLS in a capture."
         );
+        // Without a handler SIGHUP would end the process, and the deny
+        // file is still read again on it.
+        reload_on_hangup(None, access.clone())?;
         None
     } else {
         let default_dir = Path::new(certs::DEFAULT_DIR);
@@ -188,7 +191,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         if let Some(warning) = check_validity(&certificate)? {
             tracing::warn!("{warning}");
         }
-        reload_on_hangup(certificate, access.clone())?;
+        reload_on_hangup(Some(certificate), access.clone())?;
         Some(config)
     };
 
@@ -342,25 +345,35 @@ fn check_validity(certificate: &ServerCertificate) -> Result<Option<String>> {
     Ok(validity.warning(&what))
 }
 
-/// On SIGHUP, reloads the certificate and key, the client CA, the CRL and
-/// the deny list, all or nothing: new connections get the new ones, and
-/// sessions already up keep going, except participants the new policy
-/// refuses (a revoked certificate), who are disconnected. If any part does
-/// not load, the old configuration stays whole.
+/// On SIGHUP, reloads the certificate and key (none in plaintext mode),
+/// the client CA, the CRL and the deny list, all or nothing: new
+/// connections get the new ones, and sessions already up keep going, except
+/// participants the new policy refuses (a revoked certificate, a denied
+/// name), who are disconnected. If any part does not load, the old
+/// configuration stays whole.
 fn reload_on_hangup(
-    certificate: Arc<ServerCertificate>,
+    certificate: Option<Arc<ServerCertificate>>,
     access: Option<Arc<Access>>,
 ) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match reload(&certificate, access.as_deref()) {
-                Ok(summary) => tracing::info!(
+            match (
+                reload(certificate.as_deref(), access.as_deref()),
+                &certificate,
+            ) {
+                (Ok(summary), Some(certificate)) => tracing::info!(
                     fingerprint = %certs::fingerprint(&certificate.leaf()),
                     "SIGHUP: new connections get the reloaded certificate{summary}"
                 ),
-                Err(e) => tracing::warn!(
+                (Ok(_), None) if access.is_none() => tracing::info!(
+                    "SIGHUP: nothing to reload (plaintext, no --deny or --deny-file)"
+                ),
+                (Ok(summary), None) => {
+                    tracing::info!("SIGHUP: reloaded (plaintext: no certificate){summary}")
+                }
+                (Err(e), _) => tracing::warn!(
                     "SIGHUP: nothing reloaded, keeping the old configuration whole: {e:#}"
                 ),
             }
@@ -370,25 +383,31 @@ fn reload_on_hangup(
 }
 
 /// Loads every part, then puts them all in force; on any error, none.
-fn reload(certificate: &ServerCertificate, access: Option<&Access>) -> Result<String> {
-    let pair = certificate.load_again()?;
-    let what = format!(
-        "the server certificate {}",
-        certificate.cert_path().display()
-    );
-    let validity = lifecycle::check(&pair.cert[0], &what, time::OffsetDateTime::now_utc())?;
+fn reload(certificate: Option<&ServerCertificate>, access: Option<&Access>) -> Result<String> {
+    let loaded = certificate
+        .map(|certificate| -> Result<_> {
+            let pair = certificate.load_again()?;
+            let what = format!(
+                "the server certificate {}",
+                certificate.cert_path().display()
+            );
+            let validity = lifecycle::check(&pair.cert[0], &what, time::OffsetDateTime::now_utc())?;
+            Ok((certificate, pair, what, validity))
+        })
+        .transpose()?;
     let prepared = access.map(Access::prepare).transpose()?;
     let summary = prepared
         .as_ref()
         .map(|p| format!("; access: {}", p.summary()))
         .unwrap_or_default();
-    certificate.install(pair);
+    let warning = loaded.map(|(certificate, pair, what, validity)| {
+        certificate.install(pair);
+        validity.warning(&what)
+    });
     if let (Some(access), Some(prepared)) = (access, prepared) {
         access.install(prepared);
     }
-    if let Validity::ExpiresSoon { .. } = validity
-        && let Some(warning) = validity.warning(&what)
-    {
+    if let Some(warning) = warning.flatten() {
         tracing::warn!("{warning}");
     }
     Ok(summary)

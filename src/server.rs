@@ -301,6 +301,7 @@ where
                         deadline,
                         admission,
                         entry,
+                        &logs.told,
                     )
                 }
                 Some(acceptor) => {
@@ -324,6 +325,7 @@ where
                                 deadline,
                                 admission,
                                 entry,
+                                &logs.told,
                             )
                         }
                         Ok(Err(e)) => {
@@ -378,14 +380,19 @@ where
     }
 }
 
-/// Tells a client the access policy refuses why, and closes.
+/// Tells a client the access policy refuses why, and closes. Anyone with a
+/// denied name or a revoked certificate can repeat this at will, so its log
+/// line is limited with the other refusals (`told`).
 async fn refuse_participant<S: tokio::io::AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
     deadline: Instant,
     refusal: access::Refusal,
+    told: &LogLimit,
 ) {
-    tracing::info!(%peer, "refused: {refusal}");
+    if told.allow(Instant::now()) {
+        tracing::info!(%peer, "refused: {refusal}");
+    }
     let line = protocol::error_line(&refusal);
     let _ = tokio::time::timeout_at(deadline, say_and_close(stream, line)).await;
 }
@@ -405,6 +412,7 @@ fn boxed_session<'a, S, R>(
     deadline: Instant,
     admission: Admission,
     entry: Result<Option<Entry>, access::Refusal>,
+    told: &'a LogLimit,
 ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'a,
@@ -423,9 +431,10 @@ where
                 deadline,
                 admission,
                 entry.map(Box::new),
+                told,
             ))
         }
-        Err(refusal) => Box::pin(refuse_participant(stream, peer, deadline, refusal)),
+        Err(refusal) => Box::pin(refuse_participant(stream, peer, deadline, refusal, told)),
     }
 }
 
@@ -439,7 +448,8 @@ struct Logs {
     handshakes: LogLimit,
     /// Closed at accept, without a word.
     refused: LogLimit,
-    /// Refused with a reason (server full, too many from one address).
+    /// Refused with a reason: server full, too many from one address, the
+    /// access policy's refusals, no nickname within the handshake timeout.
     told: LogLimit,
 }
 

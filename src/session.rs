@@ -12,6 +12,7 @@
 use crate::access::{self, Entry, NickRefusal, Refusal};
 use crate::admission::Admission;
 use crate::connection::{BATCH_BYTES, Connection, ReadError};
+use crate::log_limit::LogLimit;
 use crate::per_address::{Pace, SourceHandle};
 use crate::protocol::{self, Command, FrameError, Input, MAX_NICK_ATTEMPTS, NickError};
 use crate::rate::RateLimit;
@@ -120,7 +121,9 @@ impl From<ReadError> for End {
 /// participant leaves, before the others hear `left!`, so whoever hears it
 /// can take the place at once rather than while this connection is still
 /// saying goodbye; the rest (its socket, its address's count) only once the
-/// connection is closed.
+/// connection is closed. `refusals` limits the log lines for peers that
+/// never register (anyone can open connections that stay silent).
+#[allow(clippy::too_many_arguments)]
 pub fn run<'a, S, R>(
     conn: Connection<S>,
     peer: SocketAddr,
@@ -129,13 +132,14 @@ pub fn run<'a, S, R>(
     shutdown: &'a mut Shutdown,
     deadline: Instant,
     admission: Admission,
+    refusals: &'a LogLimit,
 ) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + 'a,
     R: Room,
 {
     run_as(
-        conn, peer, room, limits, shutdown, deadline, admission, None,
+        conn, peer, room, limits, shutdown, deadline, admission, None, refusals,
     )
 }
 
@@ -157,6 +161,7 @@ pub fn run_as<'a, S, R>(
     deadline: Instant,
     admission: Admission,
     entry: Option<Box<Entry>>,
+    refusals: &'a LogLimit,
 ) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + 'a,
@@ -165,7 +170,7 @@ where
     let mut conn = conn;
     async move {
         session(
-            &mut conn, peer, room, limits, shutdown, deadline, admission, entry,
+            &mut conn, peer, room, limits, shutdown, deadline, admission, entry, refusals,
         )
         .await
     }
@@ -181,6 +186,7 @@ async fn session<S, R>(
     deadline: Instant,
     mut admission: Admission,
     mut entry: Option<Box<Entry>>,
+    refusals: &LogLimit,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Room,
@@ -193,6 +199,7 @@ async fn session<S, R>(
         deadline,
         entry.as_deref(),
         admission.source(),
+        refusals,
     )
     .await
     else {
@@ -234,6 +241,7 @@ async fn session<S, R>(
 /// `None` (after telling the peer why, where there is something to tell)
 /// when the peer did not register. A function of its own so that its
 /// result's room in the session's state is not kept for the session's life.
+#[allow(clippy::too_many_arguments)]
 async fn registration<S, R>(
     conn: &mut Connection<S>,
     peer: SocketAddr,
@@ -242,6 +250,7 @@ async fn registration<S, R>(
     deadline: Instant,
     entry: Option<&Entry>,
     source: Option<&SourceHandle>,
+    refusals: &LogLimit,
 ) -> Option<(String, R::Subscription)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -261,7 +270,11 @@ where
             None
         }
         Err(_elapsed) => {
-            tracing::info!(%peer, "no nickname within the handshake timeout");
+            // Finishing TLS and then saying nothing costs an attacker
+            // little, so these lines are limited like other refusals.
+            if refusals.allow(Instant::now()) {
+                tracing::info!(%peer, "no nickname within the handshake timeout");
+            }
             last_words(
                 conn,
                 protocol::error_line("timed out waiting for a nickname"),

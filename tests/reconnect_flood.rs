@@ -2,11 +2,16 @@
 //! (all its connections together, and across reconnects), not to one
 //! connection. The attacker's sockets are bound to 127.0.0.2 and up, with
 //! only 127.0.0.1 exempt, so the server treats them as any LAN host.
+//! Nor can a flood of connections multiply the server's log lines: each
+//! kind an attacker can trigger at will is written one by one only a few
+//! times a second, then counted.
 
 mod common;
 
+use chatroom::log_limit::LINES_PER_INTERVAL;
 use chatroom::rate::RateLimit;
-use common::{Serve, TestServer, WAIT, tcp_from};
+use chatroom::tls;
+use common::{Client, Serve, TestServer, WAIT, tcp_from};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -265,5 +270,134 @@ async fn failed_handshakes_are_summarized_past_a_few_a_second() {
     assert!(
         summarized > 0,
         "all {logged} failures were logged one by one"
+    );
+}
+
+/// Reads `serve`'s log until it accounts for `events` refusals with a
+/// reason, each either logged one by one (a line containing `one_by_one`)
+/// or counted in a summary; returns how many of each.
+async fn refusals_with_a_reason(
+    serve: &mut Serve,
+    one_by_one: &str,
+    events: usize,
+) -> (usize, usize) {
+    let mut logged = 0;
+    let mut summarized = 0;
+    while logged + summarized < events {
+        let line = serve.wait_for_log("").await;
+        if line.contains(one_by_one) {
+            logged += 1;
+        } else if line.contains("more connections refused with a reason") {
+            summarized += line
+                .split("count=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("a summary without its count: {line}"));
+        }
+    }
+    assert_eq!(logged + summarized, events, "more lines than events");
+    (logged, summarized)
+}
+
+/// Finishing TLS and then never answering NICK costs an attacker one
+/// handshake; the server's line about each such connection must not cost
+/// a line of log each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_give_a_nickname_are_summarized_past_a_few_a_second() {
+    const SILENT: usize = 30;
+    let tmp = tempfile::tempdir().expect("temp");
+    // Long enough for all the handshakes to finish on a loaded machine,
+    // short enough for the test.
+    let mut serve = Serve::start(tmp.path(), &["--handshake-timeout", "3"]).await;
+    let addr: SocketAddr = serve.addr.parse().expect("addr");
+    let config = tls::client_config(&tmp.path().join("certs/ca.pem")).expect("client config");
+    // Every TCP connection first, so that they are accepted (and their
+    // deadlines counted) within moments of each other and time out
+    // together, in one of the limiter's intervals; then the handshakes,
+    // all at once.
+    let mut sockets = Vec::new();
+    for _ in 0..SILENT {
+        sockets.push(tcp_from(addr, None, None).await.expect("TCP connect"));
+    }
+    let mut silent = tokio::task::JoinSet::new();
+    for tcp in sockets {
+        let config = config.clone();
+        silent.spawn(async move {
+            let name = tls::server_name("127.0.0.1").expect("name");
+            let stream = tokio::time::timeout(
+                WAIT,
+                tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+            )
+            .await
+            .expect("handshake in time")
+            .expect("TLS handshake");
+            let mut client = Client {
+                conn: chatroom::connection::Connection::new(stream, 1 << 20),
+            };
+            client.expect("NICK").await;
+            client.until_closed().await
+        });
+    }
+    while let Some(said) = silent.join_next().await {
+        assert_eq!(
+            said.expect("silent client"),
+            ["ERROR timed out waiting for a nickname"]
+        );
+    }
+    let (logged, summarized) = refusals_with_a_reason(
+        &mut serve,
+        "no nickname within the handshake timeout",
+        SILENT,
+    )
+    .await;
+    // They all timed out within a second of the first, over three seconds
+    // after the server started: one interval of the limiter.
+    assert!(
+        logged <= LINES_PER_INTERVAL as usize,
+        "{logged} of {SILENT} logged one by one"
+    );
+    assert_eq!(summarized, SILENT - logged);
+}
+
+/// Refusals that tell the client why ("too many connections from your
+/// address", "server full") are logged at accept, before any TLS: a burst
+/// of TCP connections is enough to make them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_with_a_reason_are_summarized_past_a_few_a_second() {
+    const REFUSED: usize = 30;
+    let tmp = tempfile::tempdir().expect("temp");
+    let mut serve = Serve::start(
+        tmp.path(),
+        &[
+            "--exempt",
+            "127.0.0.1/32",
+            "--max-per-ip",
+            "1",
+            "--handshake-timeout",
+            "60",
+        ],
+    )
+    .await;
+    let addr: SocketAddr = serve.addr.parse().expect("addr");
+    // The one connection 127.0.0.6 may have (accepted first: the listen
+    // queue is in order), then those over its limit.
+    let _kept = silent_connections(addr, local(6), 1).await;
+    let _refused = silent_connections(addr, local(6), REFUSED).await;
+    let (logged, summarized) = refusals_with_a_reason(
+        &mut serve,
+        "refused: too many connections from this address",
+        REFUSED,
+    )
+    .await;
+    // The burst may straddle two of the limiter's intervals (the first
+    // one starts with the server).
+    assert!(
+        logged <= 2 * LINES_PER_INTERVAL as usize,
+        "{logged} of {REFUSED} logged one by one"
+    );
+    assert!(
+        summarized > 0,
+        "all {logged} refusals were logged one by one"
     );
 }

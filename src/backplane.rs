@@ -1174,6 +1174,7 @@ async fn keep_alive(shared: Arc<Shared>) {
         }
         last_scan = Instant::now();
         take_over(&shared).await;
+        tracing::debug!("looked for nodes that are gone");
     }
 }
 

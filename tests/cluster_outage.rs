@@ -1,6 +1,7 @@
 //! The broker going away under a room of `serve --cluster` nodes, each
 //! test with its own real nats-server on a free loopback port: stopped and
-//! restarted, one node's link cut for longer than its liveness lasts, a
+//! restarted, stopped for longer than liveness entries live (and no node
+//! then takes the others for dead), one node's link cut for longer than its liveness lasts, a
 //! line lost on its way to NATS, which must neither vanish silently nor
 //! land after its sender's next line, a line whose acknowledgement is lost
 //! (published again, stored once), and a sender flooding a stalled link,
@@ -8,7 +9,8 @@
 
 mod common;
 
-use common::cluster::{TAKEOVER, TlsClient, connect, join, node, node_at, until};
+use chatroom::backplane::LIVENESS_TTL;
+use common::cluster::{TAKEOVER, TlsClient, connect, join, node, node_args, node_at, until};
 use common::relay::Relay;
 use common::{NatsServer, Serve, TestCerts, WAIT};
 use std::time::Duration;
@@ -101,6 +103,53 @@ async fn a_nats_restart_loses_nothing_silently_and_duplicates_nothing() {
     // The outage is logged once per node, not once per attempt.
     let log = one.kill_and_log().await;
     assert_eq!(log.matches("lost the NATS connection").count(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn after_a_long_outage_no_node_takes_the_others_for_dead() {
+    let mut nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    // Each node says (at debug level) when it has looked for nodes gone.
+    let scans = [("RUST_LOG", "info,chatroom::backplane=debug")];
+    let (certs_ref, url) = (&certs, nats.url());
+    let start = |name: &'static str| {
+        let args = node_args(certs_ref, &url, &["--node-name", name]);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Serve::start_env(certs_ref.dir.path(), &args, &scans).await
+        }
+    };
+    let (mut one, mut two) = tokio::join!(start("one"), start("two"));
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+
+    // Down for longer than a liveness entry lives: when NATS is back, every
+    // node's entry has expired, and the nodes come back one by one.
+    nats.stop().await;
+    one.wait_for_log("lost the NATS connection").await;
+    two.wait_for_log("lost the NATS connection").await;
+    tokio::time::sleep(LIVENESS_TTL + Duration::from_secs(1)).await;
+    nats.restart().await;
+    for node in [&mut one, &mut two] {
+        node.wait_for_log("NATS connection restored").await;
+    }
+    // Each node's first look after the outage comes once the others have
+    // had time to refresh their entries: nobody is announced as left.
+    for node in [&mut one, &mut two] {
+        node.wait_for_log("looked for nodes that are gone").await;
+    }
+    alice.send("still here").await;
+    assert_eq!(
+        until(&mut bob, "Alice: still here", WAIT).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        until(&mut alice, "Alice: still here", WAIT).await,
+        Vec::<String>::new()
+    );
+    bob.send("me too").await;
+    alice.expect("Bob: me too").await;
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! The certificate tooling as a user runs it: `gen-certs client`,
-//! `gen-certs server`, `--days`, `certs inspect`, `certs list`,
+//! `gen-certs server`, `--days` and its defaults, `certs inspect`, `certs list`,
 //! `certs revoke`, whose CRL openssl verifies against the CA, and
 //! `certs renew-crl`, with the server's warnings about a CRL that is past
 //! its next update or within 30 days of it.
@@ -7,8 +7,12 @@
 mod common;
 
 use common::BIN;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use std::path::Path;
 use std::process::{Command, Output};
+use time::{Duration, OffsetDateTime};
+use x509_parser::extensions::KeyUsage;
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -145,6 +149,65 @@ fn client_and_server_certificates_are_issued_by_the_existing_ca() {
     assert!(two.contains("IP:127.0.0.1"), "{two}");
     let key = fails(dir, &["certs", "inspect", "certs/ca-key.pem"]);
     assert!(key.contains("holds no PEM certificate"), "{key}");
+}
+
+/// The validity (not before, not after) and the key usage of the one
+/// certificate in `path`.
+fn read_cert(path: &Path) -> (OffsetDateTime, OffsetDateTime, Option<KeyUsage>) {
+    let der = CertificateDer::from_pem_file(path).expect("a PEM certificate");
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("X.509");
+    let validity = cert.validity();
+    let usage = cert.key_usage().expect("readable key usage");
+    (
+        validity.not_before.to_datetime(),
+        validity.not_after.to_datetime(),
+        usage.map(|u| *u.value),
+    )
+}
+
+/// Runs `args` in `dir`, then checks that each file it names starts five
+/// minutes before and ends its days after the moment it was issued, read
+/// from the real clock around the run.
+fn issued_with_lifetimes(dir: &Path, args: &[&str], lifetimes: &[(&str, i64)]) {
+    // The certificates' times are whole seconds.
+    let start = OffsetDateTime::now_utc() - Duration::seconds(1);
+    ok(dir, args);
+    let end = OffsetDateTime::now_utc();
+    for &(file, days) in lifetimes {
+        let (not_before, not_after, _) = read_cert(&dir.join(file));
+        // Five minutes back, so a client whose clock is a little behind
+        // accepts a fresh certificate; the margin is for a slow machine.
+        assert!(
+            not_before <= end - Duration::minutes(4) && not_before >= start - Duration::minutes(10),
+            "{file}: not before {not_before}, issued between {start} and {end}"
+        );
+        // The lifetime counts from the moment of issue, not from the
+        // backdated start.
+        let lifetime = Duration::days(days);
+        assert!(
+            not_after >= start + lifetime && not_after <= end + lifetime,
+            "{file}: not after {not_after}, expected {days} days after a time between {start} and {end}"
+        );
+    }
+}
+
+#[test]
+fn certificates_are_backdated_five_minutes_with_the_documented_lifetimes() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let both = [("certs/ca.pem", 3650), ("certs/server.pem", 825)];
+    issued_with_lifetimes(dir, &["gen-certs"], &both);
+    let alice = ["gen-certs", "client", "alice"];
+    issued_with_lifetimes(dir, &alice, &[("certs/clients/alice.pem", 365)]);
+    let server = ["gen-certs", "server", "--force"];
+    issued_with_lifetimes(dir, &server, &[("certs/server.pem", 825)]);
+
+    let (_, _, usage) = read_cert(&dir.join("certs/ca.pem"));
+    let usage = usage.expect("the CA has a key usage extension");
+    assert!(usage.key_cert_sign(), "{usage}");
+    // The CA signs the CRL too; a verifier refuses a CRL whose issuer may
+    // not sign CRLs.
+    assert!(usage.crl_sign(), "{usage}");
 }
 
 #[test]

@@ -151,6 +151,41 @@ fn client_and_server_certificates_are_issued_by_the_existing_ca() {
     assert!(key.contains("holds no PEM certificate"), "{key}");
 }
 
+/// Every path under `dir`, sorted.
+fn tree(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut paths = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(next) = todo.pop() {
+        for entry in std::fs::read_dir(&next).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                todo.push(path.clone());
+            }
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    paths
+}
+
+#[test]
+fn a_client_name_ending_in_key_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    ok(dir, &["gen-certs"]);
+    let before = tree(dir);
+    // clients/bob-key.pem is where client bob's key goes.
+    for name in ["bob-key", "Bob-KEY"] {
+        let err = fails(dir, &["gen-certs", "client", name]);
+        assert!(
+            err.contains(&format!("{name:?} cannot be a client name"))
+                && err.contains("may not end in \"-key\""),
+            "{err}"
+        );
+        assert_eq!(tree(dir), before, "{name}");
+    }
+}
+
 /// The validity (not before, not after) and the key usage of the one
 /// certificate in `path`.
 fn read_cert(path: &Path) -> (OffsetDateTime, OffsetDateTime, Option<KeyUsage>) {

@@ -402,4 +402,28 @@ mod tests {
                 .contains('\u{1b}')
         );
     }
+
+    #[test]
+    fn private_lines_are_magenta_mark_and_text_on_every_row() {
+        let coloured = Display {
+            own_nick: Some("alice".into()),
+            colour: true,
+        };
+        // 35 is magenta: spelled out, so that a change of colour in the
+        // code does not change what is expected with it.
+        let magenta = "\u{1b}[35m";
+        let line = coloured.render("[private] bob -> alice: psst", "09:41", 80);
+        assert!(line.contains(&format!("{magenta}P\u{1b}[0m")), "{line:?}");
+        assert!(
+            line.contains(&format!("{magenta}[private] bob -> alice: psst\u{1b}[0m")),
+            "{line:?}"
+        );
+        let long = format!("[private] bob -> alice: {}", "x".repeat(60));
+        let wrapped = coloured.render(&long, "09:41", 40);
+        let rows: Vec<&str> = wrapped.lines().collect();
+        assert!(rows.len() > 1, "{rows:?}");
+        for row in &rows[1..] {
+            assert!(row.contains(&format!("{magenta}x")), "{row:?}");
+        }
+    }
 }

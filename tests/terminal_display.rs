@@ -237,6 +237,20 @@ async fn time_marks_colours_and_a_private_message_while_typing() {
         .find(|l| l.contains("ERROR unknown command"))
         .expect("error row");
     assert!(error_row.contains("\u{1b}[31m"), "red: {error_row:?}");
+    let private_row = coloured
+        .lines()
+        .find(|l| l.contains("[private] bob -> alice: psst"))
+        .expect("private row");
+    // The plain space between the mark and the text resets the colour, so
+    // tmux writes magenta (35) again before each.
+    assert!(
+        private_row.contains("\u{1b}[35mP"),
+        "magenta mark: {private_row:?}"
+    );
+    assert!(
+        private_row.contains("\u{1b}[35m[private] bob -> alice: psst"),
+        "magenta text: {private_row:?}"
+    );
 
     // When the server stops, its line is marked as the server's.
     serve.signal("TERM").await;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{BIN, Serve, WAIT};
+use common::{BIN, Serve, WAIT, connect_once};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -192,6 +192,29 @@ async fn serve_and_two_connect_processes_over_pipes() {
     );
     // Message text never appears in the server's log at info level.
     assert!(!log.contains("Hello everyone"), "{log}");
+}
+
+#[tokio::test]
+async fn connect_names_the_server_it_talks_to_by_the_host_of_its_address() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let serve = Serve::start(dir, &[]).await;
+    let port = serve.addr.rsplit_once(':').expect("host:port").1.to_owned();
+    // gen-certs' server certificate carries both names, so each host
+    // verifies, under its own name.
+    for host in ["127.0.0.1", "localhost"] {
+        let addr = format!("{host}:{port}");
+        let (status, stdout, stderr) =
+            connect_once(dir, &["--addr", &addr, "--nick", "alice"], "", &[]).await;
+        assert!(status.success(), "{addr}: {stderr}");
+        assert!(stdout.contains("Connected to server!"), "{stdout}");
+        assert!(
+            stderr.contains(&format!(
+                "connected to {addr} (server name \"{host}\") over TLS"
+            )),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test]

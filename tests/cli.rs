@@ -64,6 +64,23 @@ impl Connect {
         stdin.flush().await.expect("flush");
     }
 
+    /// Closes stdin; returns the exit status, what was left on stdout
+    /// (beyond the lines already expected) and what was printed to stderr.
+    async fn finish_reading_stdout(mut self) -> (std::process::ExitStatus, String, String) {
+        drop(self.child.stdin.take());
+        let mut rest = String::new();
+        tokio::time::timeout(WAIT, async {
+            while let Some(line) = self.stdout.next_line().await.expect("read") {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+        })
+        .await
+        .expect("stdout ends in time");
+        let (status, stderr) = self.finish().await;
+        (status, rest, stderr)
+    }
+
     /// Closes stdin; returns the exit status and what was printed to stderr.
     async fn finish(mut self) -> (std::process::ExitStatus, String) {
         drop(self.child.stdin.take());
@@ -159,19 +176,24 @@ async fn serve_and_two_connect_processes_over_pipes() {
     assert!(!status.success());
     assert!(stderr.contains("nickname \"BOB\" is taken"), "{stderr}");
 
-    // Without --nick the client asks, and asks again after a refusal.
+    // Without --nick the client asks, and asks again after a refusal. With
+    // pipes the prompts go to stderr: stdout holds the server's lines only.
     let mut rob = Connect::spawn(dir, &serve.addr, &[]);
     rob.say("Bob").await;
     rob.say("rob").await;
-    // The prompts have no newline of their own, so they lead the next line.
-    rob.expect("Choose your nickname: Choose your nickname: rob joined!")
-        .await;
+    rob.expect("rob joined!").await;
     rob.expect("Connected to server!").await;
     bob.expect("rob joined!").await;
-    let (status, stderr) = rob.finish().await;
+    let (status, rest, stderr) = rob.finish_reading_stdout().await;
     assert!(status.success());
+    assert_eq!(rest, "", "nothing but the server's lines on stdout");
     assert!(
         stderr.contains("the server refused: nickname \"Bob\" is taken"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Choose your nickname: ").count(),
+        2,
         "{stderr}"
     );
     bob.expect("rob left!").await;

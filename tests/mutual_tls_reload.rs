@@ -417,6 +417,32 @@ async fn connect_refuses_to_present_its_certificate_outside_its_dates() {
 }
 
 #[tokio::test]
+async fn connect_says_when_the_server_refuses_its_certificate_as_revoked() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    ok(dir, &["gen-certs"]).await;
+    ok(dir, &["gen-certs", "client", "bob"]).await;
+    ok(dir, &["certs", "revoke", "bob"]).await;
+    let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"]).await;
+    let (status, err) = connect_with(
+        dir,
+        &serve.addr,
+        &[
+            "--cert",
+            "certs/clients/bob.pem",
+            "--key",
+            "certs/clients/bob-key.pem",
+        ],
+    )
+    .await;
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("error: the server refused your certificate: it has been revoked"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn openssl_s_client_joins_with_a_client_certificate() {
     let tmp = tempfile::tempdir().expect("temp");
     let dir = tmp.path();

@@ -38,10 +38,17 @@ impl Console {
     pub async fn ask(&mut self, prompt: &str) -> Result<Option<String>> {
         match self {
             Console::Pipes(lines) => {
-                print!("{prompt}");
-                std::io::stdout()
-                    .flush()
-                    .context("cannot write to stdout")?;
+                // stdout piped elsewhere carries the server's lines and
+                // nothing else, so a prompt there would corrupt them.
+                if std::io::stdout().is_terminal() {
+                    let mut out = std::io::stdout().lock();
+                    write!(out, "{prompt}").context("cannot write to stdout")?;
+                    out.flush().context("cannot write to stdout")?;
+                } else {
+                    let mut err = std::io::stderr().lock();
+                    write!(err, "{prompt}").context("cannot write to stderr")?;
+                    err.flush().context("cannot write to stderr")?;
+                }
                 lines.next_line().await.context("cannot read stdin")
             }
             Console::Terminal(terminal) => {

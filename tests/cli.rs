@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{BIN, Serve, WAIT};
+use common::{BIN, Serve, WAIT, connect_once};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -62,6 +62,23 @@ impl Connect {
             .await
             .expect("write");
         stdin.flush().await.expect("flush");
+    }
+
+    /// Closes stdin; returns the exit status, what was left on stdout
+    /// (beyond the lines already expected) and what was printed to stderr.
+    async fn finish_reading_stdout(mut self) -> (std::process::ExitStatus, String, String) {
+        drop(self.child.stdin.take());
+        let mut rest = String::new();
+        tokio::time::timeout(WAIT, async {
+            while let Some(line) = self.stdout.next_line().await.expect("read") {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+        })
+        .await
+        .expect("stdout ends in time");
+        let (status, stderr) = self.finish().await;
+        (status, rest, stderr)
     }
 
     /// Closes stdin; returns the exit status and what was printed to stderr.
@@ -144,9 +161,13 @@ async fn serve_and_two_connect_processes_over_pipes() {
     bob.say("\u{1b}[2Jcleared?").await;
     alice.expect("bob: [2Jcleared?").await;
 
+    // A line piped just before the end of input is still delivered: the
+    // client sends it before it closes the session.
+    alice.say("last words").await;
     let (status, stderr) = alice.finish().await;
     assert!(status.success(), "alice exited with {status}: {stderr}");
     bob.expect("bob: [2Jcleared?").await;
+    bob.expect("alice: last words").await;
     bob.expect("alice left!").await;
 
     // A taken nickname given with --nick ends with the reason, non-zero.
@@ -155,19 +176,24 @@ async fn serve_and_two_connect_processes_over_pipes() {
     assert!(!status.success());
     assert!(stderr.contains("nickname \"BOB\" is taken"), "{stderr}");
 
-    // Without --nick the client asks, and asks again after a refusal.
+    // Without --nick the client asks, and asks again after a refusal. With
+    // pipes the prompts go to stderr: stdout holds the server's lines only.
     let mut rob = Connect::spawn(dir, &serve.addr, &[]);
     rob.say("Bob").await;
     rob.say("rob").await;
-    // The prompts have no newline of their own, so they lead the next line.
-    rob.expect("Choose your nickname: Choose your nickname: rob joined!")
-        .await;
+    rob.expect("rob joined!").await;
     rob.expect("Connected to server!").await;
     bob.expect("rob joined!").await;
-    let (status, stderr) = rob.finish().await;
+    let (status, rest, stderr) = rob.finish_reading_stdout().await;
     assert!(status.success());
+    assert_eq!(rest, "", "nothing but the server's lines on stdout");
     assert!(
         stderr.contains("the server refused: nickname \"Bob\" is taken"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Choose your nickname: ").count(),
+        2,
         "{stderr}"
     );
     bob.expect("rob left!").await;
@@ -176,12 +202,41 @@ async fn serve_and_two_connect_processes_over_pipes() {
     let (status, _) = bob.finish().await;
     assert!(status.success());
     let log = serve.kill_and_log().await;
+    let left = log
+        .lines()
+        .find(|l| l.contains("nick=alice") && l.contains("left: "))
+        .unwrap_or_else(|| panic!("alice's leave is logged: {log}"));
+    // An unclean close is logged as "closed the connection without TLS
+    // close_notify", which starts with the same words.
     assert!(
-        log.contains("nick=alice") && log.contains("left: closed the connection"),
-        "{log}"
+        left.contains("left: closed the connection") && !left.contains("close_notify"),
+        "{left}"
     );
     // Message text never appears in the server's log at info level.
     assert!(!log.contains("Hello everyone"), "{log}");
+}
+
+#[tokio::test]
+async fn connect_names_the_server_it_talks_to_by_the_host_of_its_address() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let serve = Serve::start(dir, &[]).await;
+    let port = serve.addr.rsplit_once(':').expect("host:port").1.to_owned();
+    // gen-certs' server certificate carries both names, so each host
+    // verifies, under its own name.
+    for host in ["127.0.0.1", "localhost"] {
+        let addr = format!("{host}:{port}");
+        let (status, stdout, stderr) =
+            connect_once(dir, &["--addr", &addr, "--nick", "alice"], "", &[]).await;
+        assert!(status.success(), "{addr}: {stderr}");
+        assert!(stdout.contains("Connected to server!"), "{stdout}");
+        assert!(
+            stderr.contains(&format!(
+                "connected to {addr} (server name \"{host}\") over TLS"
+            )),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test]

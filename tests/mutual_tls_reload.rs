@@ -78,6 +78,69 @@ fn expired_server_pair(dir: &Path, cert: &str, key: &str) -> time::OffsetDateTim
     params.not_after
 }
 
+/// Writes a client certificate for alice (signed by `dir`'s CA) valid only
+/// from `from` to `until`, and its key (mode 0600).
+fn client_pair_valid(
+    dir: &Path,
+    cert: &str,
+    key: &str,
+    from: time::OffsetDateTime,
+    until: time::OffsetDateTime,
+) {
+    let ca_key = rcgen::KeyPair::from_pem(
+        &std::fs::read_to_string(dir.join("certs/ca-key.pem")).expect("CA key"),
+    )
+    .expect("CA key PEM");
+    let ca = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(dir.join("certs/ca.pem")).expect("CA"),
+        ca_key,
+    )
+    .expect("CA");
+    let mut params = rcgen::CertificateParams::new(vec!["alice".to_owned()]).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "alice");
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = from;
+    params.not_after = until;
+    let key_pair = rcgen::KeyPair::generate().expect("key");
+    let signed = params.signed_by(&key_pair, &ca).expect("sign");
+    std::fs::write(dir.join(cert), signed.pem()).expect("write");
+    let key_path = dir.join(key);
+    std::fs::write(&key_path, key_pair.serialize_pem()).expect("write");
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+}
+
+/// Runs `connect` to `addr` with `extra` arguments and no input; returns
+/// its exit status and stderr.
+async fn connect_with(
+    dir: &Path,
+    addr: &str,
+    extra: &[&str],
+) -> (std::process::ExitStatus, String) {
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(BIN)
+            .args(["connect", "--addr", addr])
+            .args(extra)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("connect runs");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn presented(client: &TlsClient) -> CertificateDer<'static> {
     let (_, tls) = client.conn.get_ref().get_ref();
     tls.peer_certificates().expect("a certificate")[0].clone()
@@ -309,6 +372,72 @@ async fn a_certificate_running_out_is_warned_about_and_an_expired_one_refused() 
     assert!(
         err.contains("the server certificate old.pem expired on")
             && err.contains(&certs::format_date(&not_after)),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn connect_refuses_to_present_its_certificate_outside_its_dates() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    ok(dir, &["gen-certs"]).await;
+    let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"]).await;
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    for (cert, key, from, until, says) in [
+        (
+            "old.pem",
+            "old-key.pem",
+            now - 30 * day,
+            now - 2 * day,
+            "expired on",
+        ),
+        (
+            "early.pem",
+            "early-key.pem",
+            now + 2 * day,
+            now + 30 * day,
+            "is not valid yet",
+        ),
+    ] {
+        client_pair_valid(dir, cert, key, from, until);
+        let (status, err) = connect_with(dir, &serve.addr, &["--cert", cert, "--key", key]).await;
+        assert!(!status.success(), "{err}");
+        assert!(
+            err.contains(&format!("your certificate {cert} {says}")),
+            "{err}"
+        );
+        assert!(err.contains(&certs::format_date(&from)), "{err}");
+        assert!(err.contains(&certs::format_date(&until)), "{err}");
+        // Refused before any handshake: the server never sees it, and the
+        // refusal is the error, not a warning.
+        assert!(!err.contains("connected to"), "{err}");
+        assert!(!err.contains("warning"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn connect_says_when_the_server_refuses_its_certificate_as_revoked() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    ok(dir, &["gen-certs"]).await;
+    ok(dir, &["gen-certs", "client", "bob"]).await;
+    ok(dir, &["certs", "revoke", "bob"]).await;
+    let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"]).await;
+    let (status, err) = connect_with(
+        dir,
+        &serve.addr,
+        &[
+            "--cert",
+            "certs/clients/bob.pem",
+            "--key",
+            "certs/clients/bob-key.pem",
+        ],
+    )
+    .await;
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("error: the server refused your certificate: it has been revoked"),
         "{err}"
     );
 }

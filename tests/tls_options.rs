@@ -150,6 +150,60 @@ async fn tls_version_12_on_both_ends_with_a_key_log() {
 }
 
 #[tokio::test]
+async fn a_tls_13_only_server_refuses_a_client_limited_to_tls_12() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let serve = Serve::start_env(dir, &["--tls-version", "1.3"], &[]).await;
+    let (status, stdout, stderr) = connect_once(
+        dir,
+        &[
+            "--addr",
+            &serve.addr,
+            "--nick",
+            "alice",
+            "--tls-version",
+            "1.2",
+        ],
+        "",
+        &[],
+    )
+    .await;
+    assert!(!status.success(), "{stderr}");
+    assert_eq!(stdout, "", "never joined");
+    assert!(
+        stderr.contains("the server does not allow the TLS version asked for: check --tls-version"),
+        "{stderr}"
+    );
+    let _ = serve.kill_and_log().await;
+}
+
+/// Both ends would prefer 1.3: only the client's option makes it 1.2.
+#[tokio::test]
+async fn a_client_limited_to_tls_12_gets_it_from_a_server_allowing_any() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let serve = Serve::start_env(dir, &[], &[]).await;
+    let (status, stdout, stderr) = connect_once(
+        dir,
+        &[
+            "--addr",
+            &serve.addr,
+            "--nick",
+            "alice",
+            "--tls-version",
+            "1.2",
+        ],
+        "",
+        &[],
+    )
+    .await;
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("Connected to server!"), "{stdout}");
+    assert!(stderr.contains("over TLS 1.2,"), "{stderr}");
+    let _ = serve.kill_and_log().await;
+}
+
+#[tokio::test]
 async fn without_sslkeylogfile_nothing_is_logged_and_tls_13_is_preferred() {
     let tmp = tempfile::tempdir().expect("temp");
     let dir = tmp.path();

@@ -1,7 +1,8 @@
 //! Where `chatroom connect` reads what the user types and prints what the
 //! room says.
 //!
-//! With pipes, that is plain stdin and stdout, line by line. In a terminal
+//! With pipes, that is plain stdin and stdout, line by line (the nickname
+//! prompt goes to stderr, so that stdout holds the chat alone). In a terminal
 //! it is a line editor (rustyline): a line received while the user is
 //! typing is printed above the line being typed, which stays intact and
 //! editable, instead of being broken in two as the lab's client did.

@@ -47,9 +47,10 @@ async fn as_client(dir: &Path, addr: SocketAddr, name: &str) -> TlsClient {
     Client::tls(addr, config).await
 }
 
-/// Writes a server certificate (signed by `dir`'s CA) that expired two days
-/// ago, and its key; returns its expiry.
-fn expired_server_pair(dir: &Path, cert: &str, key: &str) -> time::OffsetDateTime {
+/// Signs `params` with `dir`'s CA (from gen-certs) for a fresh key, and
+/// writes the certificate to `cert` and the key to `key` (replaced, so the
+/// new file is created with mode 0600), both under `dir`.
+fn write_signed_pair(dir: &Path, params: rcgen::CertificateParams, cert: &str, key: &str) {
     let ca_key = rcgen::KeyPair::from_pem(
         &std::fs::read_to_string(dir.join("certs/ca-key.pem")).expect("CA key"),
     )
@@ -59,15 +60,10 @@ fn expired_server_pair(dir: &Path, cert: &str, key: &str) -> time::OffsetDateTim
         ca_key,
     )
     .expect("CA");
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(20);
-    params.not_after = now - time::Duration::days(2);
     let key_pair = rcgen::KeyPair::generate().expect("key");
     let signed = params.signed_by(&key_pair, &ca).expect("sign");
-    let key_path = dir.join(key);
     std::fs::write(dir.join(cert), signed.pem()).expect("write");
-    // Replaced, not rewritten: the new file is created with mode 0600.
+    let key_path = dir.join(key);
     let _ = std::fs::remove_file(&key_path);
     std::fs::write(&key_path, key_pair.serialize_pem()).expect("write");
     std::fs::set_permissions(
@@ -75,7 +71,18 @@ fn expired_server_pair(dir: &Path, cert: &str, key: &str) -> time::OffsetDateTim
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .expect("chmod");
-    params.not_after
+}
+
+/// Writes a server certificate (signed by `dir`'s CA) that expired two days
+/// ago, and its key; returns its expiry.
+fn expired_server_pair(dir: &Path, cert: &str, key: &str) -> time::OffsetDateTime {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(20);
+    params.not_after = now - time::Duration::days(2);
+    let not_after = params.not_after;
+    write_signed_pair(dir, params, cert, key);
+    not_after
 }
 
 /// Writes a client certificate for alice (signed by `dir`'s CA) valid only
@@ -87,15 +94,6 @@ fn client_pair_valid(
     from: time::OffsetDateTime,
     until: time::OffsetDateTime,
 ) {
-    let ca_key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(dir.join("certs/ca-key.pem")).expect("CA key"),
-    )
-    .expect("CA key PEM");
-    let ca = rcgen::Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(dir.join("certs/ca.pem")).expect("CA"),
-        ca_key,
-    )
-    .expect("CA");
     let mut params = rcgen::CertificateParams::new(vec!["alice".to_owned()]).expect("params");
     params
         .distinguished_name
@@ -104,16 +102,7 @@ fn client_pair_valid(
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     params.not_before = from;
     params.not_after = until;
-    let key_pair = rcgen::KeyPair::generate().expect("key");
-    let signed = params.signed_by(&key_pair, &ca).expect("sign");
-    std::fs::write(dir.join(cert), signed.pem()).expect("write");
-    let key_path = dir.join(key);
-    std::fs::write(&key_path, key_pair.serialize_pem()).expect("write");
-    std::fs::set_permissions(
-        &key_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod");
+    write_signed_pair(dir, params, cert, key);
 }
 
 /// Runs `connect` to `addr` with `extra` arguments and no input; returns

@@ -2,56 +2,50 @@
 //! TLS with a pinned local CA, line framing, unique nicknames, one global
 //! order of lines, and a server no single connection can stall.
 //!
-//! Where things live:
-//! * [`protocol`]: framing, nickname rules, line texts (pure, fuzzable);
-//! * [`room`]: who is here and the one order of lines, behind a trait;
-//! * [`backlog`]: the room's ring of recent lines, bounded in bytes;
-//! * [`backplane`]: the same room shared by several servers through NATS
-//!   JetStream (`serve --cluster`);
-//! * [`mailbox`], [`history`]: private messages (`/msg`) and the lines kept
-//!   for newcomers (`--history`), held by the room beside its ring;
-//! * [`session`]: one participant's life (NICK, read, write, limits);
-//! * [`connection`]: a stream as lines in, batched lines out;
-//! * [`server`]: accept loop, admission limits, shutdown;
-//! * [`shutdown`]: the stop signal as each task sees it;
-//! * [`rate`]: the token bucket;
-//! * [`per_address`]: limits per source address, shared by all of its
-//!   connections and outliving them (attempts, joins, messages);
-//! * [`admission`]: what an admitted connection holds against the limits;
-//! * [`log_limit`]: log lines that could flood, summarized past a few a
-//!   second;
-//! * [`tls`]: rustls configs, PEM loading, pinning, error explanations;
-//! * [`certs`]: `gen-certs` and `certs`: the local CA, server and client
-//!   certificates, revocation, inspection;
-//! * [`access`]: who may join: client certificates, the CRL, denied names,
-//!   reloaded on SIGHUP;
-//! * [`client`]: `connect`, the terminal client;
-//! * [`console`]: the client's keyboard and screen: a line editor in a
-//!   terminal, plain lines with pipes;
-//! * [`display`]: how the client shows a line in a terminal: time, marks,
-//!   colours, continuation rows;
-//! * [`cmd`]: the command line, one module per subcommand;
-//! * [`bench`](mod@crate::bench): `bench`, load and correctness measurements of a server.
+//! # Layout
+//!
+//! Each folder is a layer; a module only uses the layers below it.
+//!
+//! * [`cmd`]: the command line, one module per subcommand; it parses
+//!   arguments and calls the layers below, nothing more.
+//! * [`bench`](mod@crate::bench): `chatroom bench`, load and correctness
+//!   measurements of a running server.
+//! * [`client`]: `chatroom connect`, the terminal client: its console
+//!   (keyboard and screen) and its display (time, marks, colours).
+//! * [`server`]: from an accepted socket to a participant: the listener
+//!   and its admission limits, who may join ([`server::access`]), rate and
+//!   per-address limits, shutdown, and [`server::session`], one
+//!   participant's life.
+//! * [`room`]: who is here and the one order of lines, behind the
+//!   [`room::Room`] trait: [`room::LocalRoom`] in this process's memory, or
+//!   [`room::cluster::ClusterRoom`] shared by several servers through NATS
+//!   JetStream; the shared ring of recent lines ([`room::backlog`]),
+//!   private mailboxes and history.
+//! * [`tls`], [`connection`], [`certs`]: rustls configurations for both
+//!   ends; one stream as lines in and batched lines out; the local CA,
+//!   issuing, revocation and inspection of certificates.
+//! * [`protocol`]: the pure rules: framing, nicknames, sanitizing, and the
+//!   exact texts of every line. No I/O; fuzzed.
+//!
+//! # The path of a line
+//!
+//! The [`server::Server`]'s listener accepts a socket, counts it against
+//! the limits and runs the TLS handshake; the connection's
+//! [`server::session::Session`] asks `NICK`, joins the room and then reads
+//! the participant's lines through its [`connection::Connection`]. A message
+//! goes to [`room::Room::publish`], which formats it once
+//! ([`protocol::chat_line`]) and puts it in the room's ring (or, in a
+//! cluster, publishes it to the room's stream and puts it in the ring when
+//! it comes back in the global order). Every session reads the ring through
+//! its [`room::Subscription`] at its own pace and writes what it read in
+//! batches of up to one TLS record.
 
-pub mod access;
-pub mod admission;
-pub mod backlog;
-pub mod backplane;
 pub mod bench;
 pub mod certs;
 pub mod client;
 pub mod cmd;
 pub mod connection;
-pub mod console;
-pub mod display;
-pub mod history;
-pub mod log_limit;
-pub mod mailbox;
-pub mod per_address;
 pub mod protocol;
-pub mod rate;
 pub mod room;
 pub mod server;
-pub mod session;
-pub mod shutdown;
 pub mod tls;

@@ -149,7 +149,7 @@ pub fn reloadable_server_config(
 
 /// [`reloadable_server_config`] for the given TLS versions, requiring client
 /// certificates checked by `client_auth` when given (see
-/// [`crate::access::Access::client_verifier`]), and logging the secrets to
+/// [`crate::server::access::Access::client_verifier`]), and logging the secrets to
 /// `SSLKEYLOGFILE` when it is set.
 pub fn reloadable_server_config_with(
     cert_path: &Path,

@@ -20,7 +20,7 @@ fn local(last: u8) -> IpAddr {
 async fn a_place_is_free_before_the_others_hear_its_participant_leave() {
     let server = TestServer::start_with(|s| {
         s.max_participants = 2;
-        s.backlog = chatroom::backlog::MIN_BYTES;
+        s.backlog = chatroom::room::backlog::MIN_BYTES;
         s.limits.rate = None;
     })
     .await;

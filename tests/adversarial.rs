@@ -11,7 +11,7 @@
 mod common;
 
 use chatroom::protocol;
-use chatroom::rate::RateLimit;
+use chatroom::server::rate::RateLimit;
 use chatroom::tls;
 use common::{Client, TestServer, WAIT};
 use std::collections::HashSet;

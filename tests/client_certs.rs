@@ -230,7 +230,7 @@ async fn a_denied_name_is_refused_at_join() {
     // Without client certificates, --deny refuses the nickname.
     let open = common::TestServer::start_with(|settings| {
         settings.access = Some(
-            chatroom::access::Access::load(chatroom::access::AccessFiles {
+            chatroom::server::access::Access::load(chatroom::server::access::AccessFiles {
                 deny: vec!["bob".into()],
                 ..Default::default()
             })

@@ -9,7 +9,7 @@
 
 mod common;
 
-use chatroom::backplane::LIVENESS_TTL;
+use chatroom::room::cluster::LIVENESS_TTL;
 use common::cluster::{TAKEOVER, TlsClient, connect, join, node, node_args, node_at, until};
 use common::relay::Relay;
 use common::{NatsServer, Serve, TestCerts, WAIT};
@@ -110,7 +110,7 @@ async fn after_a_long_outage_no_node_takes_the_others_for_dead() {
     let mut nats = NatsServer::start().await;
     let certs = TestCerts::new();
     // Each node says (at debug level) when it has looked for nodes gone.
-    let scans = [("RUST_LOG", "info,chatroom::backplane=debug")];
+    let scans = [("RUST_LOG", "info,chatroom::room::cluster=debug")];
     let (certs_ref, url) = (&certs, nats.url());
     let start = |name: &'static str| {
         let args = node_args(certs_ref, &url, &["--node-name", name]);

@@ -6,8 +6,8 @@
 mod common;
 
 use bytes::Bytes;
-use chatroom::backplane::{ClusterOptions, ClusterRoom};
-use chatroom::mailbox::WhisperError;
+use chatroom::room::WhisperError;
+use chatroom::room::cluster::{ClusterOptions, ClusterRoom};
 use chatroom::room::{Room, Subscription};
 use common::{NatsServer, WAIT};
 
@@ -19,7 +19,7 @@ async fn node(nats: &NatsServer, name: &str, history: usize) -> ClusterRoom {
         creds: None,
         ca: None,
         max_members: 100,
-        backlog: chatroom::backlog::MIN_BYTES,
+        backlog: chatroom::room::backlog::MIN_BYTES,
         history,
     })
     .await

@@ -4,7 +4,7 @@
 
 mod common;
 
-use chatroom::rate::RateLimit;
+use chatroom::server::rate::RateLimit;
 use common::TestServer;
 
 #[tokio::test]

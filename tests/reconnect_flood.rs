@@ -8,8 +8,8 @@
 
 mod common;
 
-use chatroom::log_limit::LINES_PER_INTERVAL;
-use chatroom::rate::RateLimit;
+use chatroom::server::log_limit::LINES_PER_INTERVAL;
+use chatroom::server::rate::RateLimit;
 use chatroom::tls;
 use common::{Client, Serve, TestServer, WAIT, tcp_from};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

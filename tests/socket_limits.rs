@@ -17,7 +17,7 @@ async fn a_closing_connection_still_counts_against_its_address() {
     let server = TestServer::start_with(|s| {
         s.exempt = vec!["127.0.0.1/32".parse().expect("net")];
         s.max_per_ip = 1;
-        s.backlog = chatroom::backlog::MIN_BYTES;
+        s.backlog = chatroom::room::backlog::MIN_BYTES;
     })
     .await;
     let mut alice = server.join("alice").await;

@@ -9,7 +9,7 @@
 
 mod common;
 
-use chatroom::display::{CONTINUATION, nick_colour};
+use chatroom::client::display::{CONTINUATION, nick_colour};
 use common::{BIN, Serve, WAIT};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -24,7 +24,7 @@ const LOG_TAIL: usize = 20;
 
 /// The child's log filter: the listening line and warnings, but not one
 /// line per join and leave, which would cost the server time we measure.
-const SERVER_LOG_FILTER: &str = "warn,chatroom=info,chatroom::session=warn";
+const SERVER_LOG_FILTER: &str = "warn,chatroom=info,chatroom::server::session=warn";
 
 /// A private temporary folder, removed with everything in it when dropped.
 #[derive(Debug)]

@@ -7,7 +7,7 @@
 //! seconds, say, would overflow the first time it is added to the time of
 //! day.
 
-use crate::rate::RateLimit;
+use crate::server::rate::RateLimit;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 

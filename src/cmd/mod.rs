@@ -79,7 +79,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => runtime()?.block_on(serve::run(*args)),
         Command::Connect(args) => {
             // While the process has one thread: see `init_local_time`.
-            crate::display::init_local_time();
+            crate::client::display::init_local_time();
             runtime()?.block_on(connect::run(args))
         }
         Command::Bench(args) => runtime()?.block_on(crate::bench::run(args)),

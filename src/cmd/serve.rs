@@ -3,15 +3,15 @@
 //! server until SIGINT or SIGTERM.
 
 use super::bounds;
-use crate::access::{Access, AccessFiles};
-use crate::admission;
-use crate::backlog;
-use crate::backplane::{self, ClusterOptions, ClusterRoom};
 use crate::certs::lifecycle;
 use crate::certs::{self, GenOptions};
-use crate::per_address;
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
-use crate::rate::RateLimit;
+use crate::room::backlog;
+use crate::room::cluster::{self, ClusterOptions, ClusterRoom};
+use crate::server::access::{Access, AccessFiles};
+use crate::server::admission;
+use crate::server::per_address;
+use crate::server::rate::RateLimit;
 use crate::server::{Server, Settings};
 use crate::tls::{ServerCertificate, TlsVersion};
 use anyhow::{Context, Result};
@@ -223,7 +223,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                     .cluster
                     .node_name
                     .clone()
-                    .unwrap_or_else(backplane::default_node_name),
+                    .unwrap_or_else(cluster::default_node_name),
                 creds: args.cluster.cluster_creds.clone(),
                 ca: args.cluster.cluster_ca.clone(),
                 max_members: settings.max_participants,

@@ -292,8 +292,8 @@ impl TestCerts {
 pub async fn start_mutual_tls(
     certs: &TestCerts,
     deny: &[&str],
-) -> (RunningServer, Arc<chatroom::access::Access>) {
-    use chatroom::access::{Access, AccessFiles};
+) -> (RunningServer, Arc<chatroom::server::access::Access>) {
+    use chatroom::server::access::{Access, AccessFiles};
     let access = Access::load(AccessFiles {
         client_ca: Some(certs.ca()),
         crl_if_present: Some(certs.path(certs::CRL)),

@@ -6,12 +6,15 @@
 //! received line is sanitized before it reaches the terminal, so no byte
 //! from the network can move the cursor, retitle the window or clear it.
 
+pub mod console;
+pub mod display;
+
 use crate::connection::{Connection, ReadError};
-use crate::console::Console;
 use crate::protocol::{self, ERROR_PREFIX};
 use crate::tls;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
+use console::Console;
 use std::path::PathBuf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -240,7 +243,7 @@ where
 /// The nickname a client certificate gives: its name.
 fn certificate_nick(cert: &std::path::Path) -> Result<Option<String>> {
     let chain = tls::load_certs(cert).context("cannot load the client certificate (--cert)")?;
-    Ok(crate::access::certificate_name(&chain[0]))
+    Ok(crate::server::access::certificate_name(&chain[0]))
 }
 
 /// Refuses to present an expired (or not yet valid) client certificate,

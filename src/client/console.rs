@@ -90,7 +90,7 @@ impl Console {
 
     /// Prints one line from the server (already made safe for a terminal):
     /// as it is with pipes; in a terminal with a timestamp, a mark, colours
-    /// and visible continuation rows (see [`crate::display`]).
+    /// and visible continuation rows (see [`crate::client::display`]).
     pub fn print(&mut self, text: &str) -> Result<()> {
         match self {
             // The editor's printer writes straight out while no line is
@@ -98,8 +98,8 @@ impl Console {
             Console::Terminal(terminal) => {
                 let rows = terminal.display.render(
                     text,
-                    &crate::display::clock(),
-                    crate::display::terminal_width(),
+                    &crate::client::display::clock(),
+                    crate::client::display::terminal_width(),
                 );
                 terminal
                     .printer
@@ -136,7 +136,7 @@ pub struct Terminal {
     lines: mpsc::UnboundedReceiver<Result<Option<String>, String>>,
     printer: Box<dyn ExternalPrinter + Send>,
     /// How lines are shown: own nickname, colours.
-    display: crate::display::Display,
+    display: crate::client::display::Display,
     /// A line was requested and not yet taken: the editor is showing its
     /// prompt, so output must go through it.
     waiting: bool,
@@ -194,7 +194,7 @@ impl Terminal {
             prompts,
             lines,
             printer: Box::new(printer),
-            display: crate::display::Display::from_env(),
+            display: crate::client::display::Display::from_env(),
             waiting: false,
             saved,
         })

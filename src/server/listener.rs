@@ -3,7 +3,7 @@
 //! and graceful shutdown.
 //!
 //! Each accepted connection becomes one task that runs the TLS handshake
-//! and then its [`session`](mod@crate::session). Nothing a connection does can
+//! and then its [`session`](mod@crate::server::session). Nothing a connection does can
 //! hold up the accept loop or another connection: handshakes, nicknames and
 //! writes all happen in the connection's own task, under deadlines.
 //!
@@ -11,16 +11,16 @@
 //! goodbye, signal every task through a broadcast channel, then wait (for a
 //! bounded time) until every task has dropped its completion sender.
 
-use crate::access::{self, Access, Entry};
-use crate::admission::{Admission, MAX_REFUSALS_IN_FLIGHT};
-use crate::backlog;
 use crate::connection::Connection;
-use crate::log_limit::{self, LogLimit};
-use crate::per_address::{self, AddressLimits, Refusal, Sources};
 use crate::protocol;
+use crate::room::backlog;
 use crate::room::{LocalRoom, Room};
-use crate::session::{self, Limits};
-use crate::shutdown::Shutdown;
+use crate::server::access::{self, Access, Entry};
+use crate::server::admission::{Admission, MAX_REFUSALS_IN_FLIGHT};
+use crate::server::log_limit::{self, LogLimit};
+use crate::server::per_address::{self, AddressLimits, Refusal, Sources};
+use crate::server::session::{self, Limits};
+use crate::server::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use ipnet::IpNet;

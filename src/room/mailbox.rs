@@ -18,6 +18,7 @@
 //! private line, and an idle participant's memory is what a big room is
 //! mostly made of.
 
+use super::WhisperError;
 use crate::protocol;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
@@ -26,21 +27,6 @@ use tokio::sync::Notify;
 
 /// How many private lines may wait for one participant.
 pub const MAILBOX_LINES: usize = 32;
-
-/// Why a private message was not delivered. The texts are what the sender
-/// is told.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WhisperError {
-    /// Nobody here has that nickname.
-    #[error("no such nickname \"{0}\"")]
-    NoSuchNick(String),
-    /// The recipient's mailbox is full.
-    #[error("\"{0}\" is not reading; private message not delivered")]
-    Full(String),
-    /// A room shared with other servers cannot reach them just now.
-    #[error("{}; private message not delivered", crate::room::UNAVAILABLE)]
-    Unavailable,
-}
 
 /// The sending ends of every participant's mailbox, by `list_key`, in
 /// that key's order, so that `/list` reads the first names without sorting

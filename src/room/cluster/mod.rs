@@ -38,9 +38,9 @@ mod private;
 pub use private::ClusterSubscription;
 use private::{PRIVATE_QUEUE, Private};
 
-use crate::backlog::{self, Backlog};
-use crate::mailbox::WhisperError;
 use crate::protocol;
+use crate::room::WhisperError;
+use crate::room::backlog::{self, Backlog};
 use crate::room::{JoinError, Room, UNAVAILABLE};
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, Context as JetStream, consumer, kv, stream};

@@ -21,9 +21,9 @@
 //! `REQUEST_TIMEOUT`), so that they too keep their order.
 
 use super::{Line, Shared, lock};
-use crate::backlog;
-use crate::mailbox::WhisperError;
 use crate::protocol;
+use crate::room::WhisperError;
+use crate::room::backlog;
 use crate::room::{RecvError, Subscription};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -306,7 +306,7 @@ impl Subscription for ClusterSubscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backlog::Backlog;
+    use crate::room::backlog::Backlog;
 
     fn line(seq: u64, text: &'static str) -> Line {
         Line {

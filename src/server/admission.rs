@@ -8,10 +8,10 @@
 //! participants is given back as it leaves, before the others hear
 //! `left!`, so that whoever hears it can take the place at once; the socket
 //! may take a few seconds more to close, and stays counted until it has.
-//! Its address's count (see [`per_address`](crate::per_address)) also lasts
+//! Its address's count (see [`per_address`](crate::server::per_address)) also lasts
 //! until the socket is closed.
 
-use crate::per_address::SourceHandle;
+use crate::server::per_address::SourceHandle;
 use tokio::sync::OwnedSemaphorePermit;
 
 /// Connections refused at admission still get a reason, over TLS; at most

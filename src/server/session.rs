@@ -9,15 +9,15 @@
 //! ring holds is disconnected with `ERROR disconnected: too slow` instead of
 //! skipping lines.
 
-use crate::access::{self, Entry, NickRefusal, Refusal};
-use crate::admission::Admission;
 use crate::connection::{BATCH_BYTES, Connection, ReadError};
-use crate::log_limit::LogLimit;
-use crate::per_address::{Pace, SourceHandle};
 use crate::protocol::{self, Command, FrameError, Input, MAX_NICK_ATTEMPTS, NickError};
-use crate::rate::RateLimit;
 use crate::room::{JoinError, RecvError, Room, Subscription};
-use crate::shutdown::Shutdown;
+use crate::server::access::{self, Entry, NickRefusal, Refusal};
+use crate::server::admission::Admission;
+use crate::server::log_limit::LogLimit;
+use crate::server::per_address::{Pace, SourceHandle};
+use crate::server::rate::RateLimit;
+use crate::server::shutdown::Shutdown;
 use bytes::Bytes;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,7 +33,7 @@ pub struct Limits {
     /// Time from accept to a registered nickname (TLS handshake included).
     pub handshake_timeout: Duration,
     /// Message rate per participant, or per address for an address that
-    /// is not exempt (see [`per_address`](crate::per_address)); `None` for
+    /// is not exempt (see [`per_address`](crate::server::per_address)); `None` for
     /// no limit.
     pub rate: Option<RateLimit>,
     /// Disconnect a participant that sent nothing for this long.
@@ -515,7 +515,7 @@ where
 /// `wait` after `now`; a wait too long for the clock is capped at a day
 /// (longer than any rate allows).
 fn later(now: Instant, wait: Duration) -> Instant {
-    now.checked_add(wait.min(crate::rate::MAX_WAIT))
+    now.checked_add(wait.min(crate::server::rate::MAX_WAIT))
         .unwrap_or(now)
 }
 

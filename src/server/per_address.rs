@@ -27,7 +27,7 @@
 //! addresses are refused until old ones expire. An attacker cycling through
 //! addresses costs a bounded amount of memory.
 
-use crate::rate::{RateLimit, TokenBucket};
+use crate::server::rate::{RateLimit, TokenBucket};
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

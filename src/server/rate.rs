@@ -1,5 +1,5 @@
 //! The message rate limit: a token bucket, per participant or (see
-//! [`per_address`](crate::per_address)) shared by every connection from
+//! [`per_address`](crate::server::per_address)) shared by every connection from
 //! one address.
 //!
 //! A participant over its rate is not dropped and loses nothing: its

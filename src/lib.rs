@@ -49,3 +49,29 @@ pub mod protocol;
 pub mod room;
 pub mod server;
 pub mod tls;
+
+/// Locks that keep going after a panic elsewhere. Every value kept behind
+/// our locks is changed by single inserts, removes or assignments, so it is
+/// whole whatever panicked while holding it; refusing it forever (the
+/// standard library's poisoning) would turn one bug into a dead server.
+pub(crate) mod sync {
+    use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+    /// Locks `mutex`, poisoned or not.
+    pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+        mutex
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads `lock`, poisoned or not.
+    pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+        lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes `lock`, poisoned or not.
+    pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+        lock.write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

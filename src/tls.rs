@@ -216,7 +216,7 @@ impl ServerCertificate {
 
     /// Presents `pair` from the next handshake on.
     pub fn install(&self, pair: Arc<CertifiedKey>) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = pair;
+        *crate::sync::write(&self.current) = pair;
     }
 
     /// The certificate file.
@@ -226,19 +226,14 @@ impl ServerCertificate {
 
     /// The certificate (leaf) presented now, DER.
     pub fn leaf(&self) -> CertificateDer<'static> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let current = crate::sync::read(&self.current);
         current.cert[0].clone()
     }
 }
 
 impl ResolvesServerCert for ServerCertificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        Some(crate::sync::read(&self.current).clone())
     }
 }
 

@@ -178,7 +178,7 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
 }
 
 fn keep(tail: &Mutex<VecDeque<String>>, line: &str) {
-    let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+    let mut tail = crate::sync::lock(tail);
     if tail.len() == LOG_TAIL {
         tail.pop_front();
     }
@@ -186,7 +186,7 @@ fn keep(tail: &Mutex<VecDeque<String>>, line: &str) {
 }
 
 fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
-    let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+    let tail = crate::sync::lock(tail);
     tail.iter()
         .map(|line| format!("  {line}"))
         .collect::<Vec<_>>()

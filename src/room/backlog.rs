@@ -313,11 +313,7 @@ impl<L: Line> Cursor<L> {
 
 impl<L> Shared<L> {
     fn ring(&self) -> MutexGuard<'_, Ring<L>> {
-        // Every change to the ring leaves it consistent before anything
-        // that could panic, so a poisoned lock is still a good ring.
-        self.ring
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.ring)
     }
 }
 

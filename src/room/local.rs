@@ -56,11 +56,7 @@ impl LocalRoom {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic elsewhere while holding the lock leaves the set consistent
-        // (every mutation is a single insert/remove), so keep going.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 }
 

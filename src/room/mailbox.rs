@@ -52,8 +52,7 @@ struct Shared {
 
 impl Shared {
     fn lines(&self) -> std::sync::MutexGuard<'_, VecDeque<Bytes>> {
-        // Every mutation is a single push or pop: a poisoned queue is whole.
-        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.lines)
     }
 }
 

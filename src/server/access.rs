@@ -135,15 +135,12 @@ impl Access {
     /// Puts a prepared policy in force: new handshakes use it, and every
     /// participant it refuses is disconnected.
     pub fn install(&self, prepared: Prepared) {
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(prepared.0);
+        *crate::sync::write(&self.policy) = Arc::new(prepared.0);
         self.changes.send_modify(|generation| *generation += 1);
     }
 
     fn current(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.policy).clone()
     }
 
     /// The verifier for the server's TLS config: always the current

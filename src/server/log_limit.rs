@@ -43,7 +43,7 @@ impl LogLimit {
     /// Whether one more line of this kind may be written now; if not, it
     /// is counted for the next summary.
     pub fn allow(&self, now: Instant) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = crate::sync::lock(&self.state);
         if now.saturating_duration_since(state.interval_start) >= INTERVAL {
             state.interval_start = now;
             state.written = 0;
@@ -61,7 +61,7 @@ impl LogLimit {
     /// summary if there were any. Called once per [`INTERVAL`].
     pub fn summarize(&self) -> u64 {
         let suppressed = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = crate::sync::lock(&self.state);
             std::mem::take(&mut state.suppressed)
         };
         if suppressed > 0 {

@@ -28,10 +28,11 @@
 //! addresses costs a bounded amount of memory.
 
 use crate::server::rate::{RateLimit, TokenBucket};
+use crate::sync::lock;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -170,13 +171,6 @@ fn per_minute(n: u32) -> RateLimit {
         per_second: f64::from(n.max(1)) / 60.0,
         burst: n.max(1),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update is a few arithmetic steps that leave the state whole.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Sources {

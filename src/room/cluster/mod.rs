@@ -42,6 +42,7 @@ use crate::protocol;
 use crate::room::WhisperError;
 use crate::room::backlog::{self, Backlog};
 use crate::room::{JoinError, Room, UNAVAILABLE};
+use crate::sync::lock;
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, Context as JetStream, consumer, kv, stream};
 use bytes::Bytes;
@@ -322,13 +323,6 @@ enum SenderWork {
         revision: u64,
         line: Bytes,
     },
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every mutation under these locks is a single insert/remove/assign.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn nicks_bucket(room: &str) -> String {

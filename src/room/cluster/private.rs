@@ -20,11 +20,12 @@
 //! queue for that answer (a round trip to the other node, at most
 //! `REQUEST_TIMEOUT`), so that they too keep their order.
 
-use super::{Line, Shared, lock};
+use super::{Line, Shared};
 use crate::protocol;
 use crate::room::WhisperError;
 use crate::room::backlog;
 use crate::room::{RecvError, Subscription};
+use crate::sync::lock;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 
 mod common;
 
-use chatroom::room::cluster::LIVENESS_TTL;
+use chatroom::room::cluster::DEFAULT_NODE_TIMEOUT;
 use common::cluster::{TAKEOVER, TlsClient, connect, join, node, node_args, node_at, until};
 use common::relay::Relay;
 use common::{NatsServer, Serve, TestCerts, WAIT};
@@ -129,7 +129,7 @@ async fn after_a_long_outage_no_node_takes_the_others_for_dead() {
     nats.stop().await;
     one.wait_for_log("lost the NATS connection").await;
     two.wait_for_log("lost the NATS connection").await;
-    tokio::time::sleep(LIVENESS_TTL + Duration::from_secs(1)).await;
+    tokio::time::sleep(DEFAULT_NODE_TIMEOUT + Duration::from_secs(1)).await;
     nats.restart().await;
     for node in [&mut one, &mut two] {
         node.wait_for_log("NATS connection restored").await;

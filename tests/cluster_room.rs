@@ -13,14 +13,10 @@ use common::{NatsServer, WAIT};
 
 async fn node(nats: &NatsServer, name: &str, history: usize) -> ClusterRoom {
     ClusterRoom::connect(ClusterOptions {
-        url: nats.url(),
-        room: "lab".into(),
-        node_name: name.into(),
-        creds: None,
-        ca: None,
         max_members: 100,
         backlog: chatroom::room::backlog::MIN_BYTES,
         history,
+        ..ClusterOptions::new(nats.url(), "lab".into(), name.into())
     })
     .await
     .expect("the node joins the cluster")

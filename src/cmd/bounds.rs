@@ -30,6 +30,8 @@ pub const MAX_PER_IP: RangeInclusive<usize> = 1..=1_000_000;
 pub const JOINS_PER_MINUTE: RangeInclusive<u32> = 1..=100_000;
 /// `--connects-per-minute`.
 pub const CONNECTS_PER_MINUTE: RangeInclusive<u32> = 1..=1_000_000;
+/// `--node-timeout`, seconds.
+pub const NODE_TIMEOUT: RangeInclusive<f64> = 0.5..=300.0;
 /// `--rate-limit`'s rate, messages per second.
 pub const RATE: RangeInclusive<f64> = 0.01..=1_000_000.0;
 /// `--rate-limit`'s burst, messages.
@@ -78,6 +80,10 @@ pub fn handshake_timeout(s: &str) -> Result<Duration, String> {
 /// `None` for 0 (off).
 pub fn idle_timeout(s: &str) -> Result<Option<Duration>, String> {
     seconds(s, &IDLE_TIMEOUT).map(|d| (!d.is_zero()).then_some(d))
+}
+
+pub fn node_timeout(s: &str) -> Result<Duration, String> {
+    seconds(s, &NODE_TIMEOUT)
 }
 
 pub fn max_participants(s: &str) -> Result<usize, String> {

@@ -141,6 +141,12 @@ struct ClusterArgs {
     /// host name and a random suffix.
     #[arg(long, value_name = "NAME", requires = "cluster")]
     node_name: Option<String>,
+    /// Seconds a node may go without refreshing its entry in NATS before
+    /// the others take it for dead and announce its participants as left
+    /// (0.5 to 300; default 6). The room's setting: the node that makes
+    /// the room's buckets fixes it, and the others follow it.
+    #[arg(long, value_name = "SECONDS", value_parser = bounds::node_timeout, requires = "cluster")]
+    node_timeout: Option<Duration>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -229,6 +235,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 max_members: settings.max_participants,
                 backlog: settings.backlog,
                 history: usize::from(args.history),
+                node_timeout: args
+                    .cluster
+                    .node_timeout
+                    .unwrap_or(cluster::DEFAULT_NODE_TIMEOUT),
             })
             .await?,
         )),

@@ -56,10 +56,20 @@ pub fn cost(line: &[u8]) -> usize {
 pub trait Line: Clone + Send + Sync + 'static {
     /// The line's text, terminator included.
     fn text(&self) -> &[u8];
+    /// The line itself, as sent to participants.
+    fn into_bytes(self) -> Bytes;
+    /// Its place in the room's global order, for a room that numbers its
+    /// lines (0 for one that does not).
+    fn seq(&self) -> u64 {
+        0
+    }
 }
 
 impl Line for Bytes {
     fn text(&self) -> &[u8] {
+        self
+    }
+    fn into_bytes(self) -> Bytes {
         self
     }
 }

@@ -1,13 +1,18 @@
-//! [`LocalRoom`]: the room held in this process's memory, one shared ring
-//! of recent lines that every participant reads at its own pace.
+//! [`LocalRoom`]: the room held in this process's memory.
+//!
+//! One lock guards who is here, the history and the ring's writing end.
+//! Putting a line in the ring under that lock is what makes a join's
+//! subscription start exactly at its own announcement, and a newcomer's
+//! history end exactly where its live lines begin.
 
 use super::backlog::{self, Backlog};
+use super::directory::Directory;
 use super::history::History;
-use super::mailbox::{Inbox, Mailboxes};
-use super::{JoinError, RecvError, Room, Subscription, WhisperError};
-use crate::protocol::{self, NickError};
+use super::mailbox::{Mailbox, mailbox};
+use super::{JoinError, Room, Subscriber, WhisperError, address_private_line, admit};
+use crate::protocol;
+use crate::sync::lock;
 use bytes::Bytes;
-use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
 /// A room held in this process's memory.
@@ -19,14 +24,11 @@ pub struct LocalRoom {
 
 #[derive(Debug)]
 struct State {
-    /// Nicknames by their case-insensitive key.
-    members: HashSet<String>,
-    /// Private lines, per participant (`/msg`); also who is here by name.
-    mailboxes: Mailboxes,
+    /// Who is here, each with the room's end of its mailbox.
+    members: Directory<Mailbox>,
     /// The last public lines, for newcomers (`--history`).
     history: History,
-    /// The ring. Sending under the state lock is what makes a join's
-    /// subscription start exactly at its own announcement.
+    /// The ring everybody reads.
     lines: Backlog,
     closed: bool,
 }
@@ -39,8 +41,7 @@ impl LocalRoom {
     pub fn new(max_members: usize, backlog_bytes: usize) -> Self {
         LocalRoom {
             state: Mutex::new(State {
-                members: HashSet::new(),
-                mailboxes: Mailboxes::default(),
+                members: Directory::default(),
                 history: History::new(0),
                 lines: Backlog::new(backlog_bytes.max(backlog::MIN_BYTES)),
                 closed: false,
@@ -56,66 +57,62 @@ impl LocalRoom {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        crate::sync::lock(&self.state)
+        lock(&self.state)
     }
 }
 
 impl Room for LocalRoom {
-    type Subscription = LocalSubscription;
+    type Subscription = Subscriber;
 
-    async fn join(&self, nick: &str) -> Result<LocalSubscription, JoinError> {
+    async fn join(&self, nick: &str) -> Result<Subscriber, JoinError> {
         let mut state = self.state();
         let key = protocol::nick_key(nick);
-        if state.members.contains(&key) {
-            return Err(NickError::Taken(nick.to_owned()).into());
-        }
-        if state.closed {
-            return Err(JoinError::Closed);
-        }
-        if state.members.len() >= self.max_members {
-            return Err(JoinError::Full);
-        }
-        state.members.insert(key);
+        let here = state.members.len();
+        admit(
+            nick,
+            state.members.contains(&key),
+            state.closed,
+            here,
+            self.max_members,
+        )?;
+        let (mailbox, inbox) = mailbox();
+        state.members.insert(key, nick.to_owned(), mailbox);
         let reader = state.lines.subscribe();
         state.lines.push(protocol::joined_line(nick));
-        let inbox = state.mailboxes.open(nick);
         let history = state.history.snapshot();
-        Ok(LocalSubscription {
-            reader,
-            inbox,
-            history,
-        })
+        Ok(Subscriber::new(reader, inbox, 0, history))
     }
 
-    fn leave(&self, nick: &str) {
-        self.depart(nick, protocol::left_line(nick));
+    fn say(&self, _nick: &str, line: Bytes) {
+        let mut state = self.state();
+        if !state.closed {
+            state.history.push(&line);
+            state.lines.push(line);
+        }
     }
 
-    fn publish(&self, nick: &str, text: &str) {
-        self.say(protocol::chat_line(nick, text));
-    }
-
-    fn quit(&self, nick: &str, reason: &str) {
-        self.depart(nick, protocol::left_line_because(nick, reason));
-    }
-
-    fn act(&self, nick: &str, text: &str) {
-        self.say(protocol::action_line(nick, text));
+    fn depart(&self, nick: &str, line: Bytes) {
+        let mut state = self.state();
+        if state.members.remove(&protocol::nick_key(nick)).is_some() && !state.closed {
+            state.lines.push(line);
+        }
     }
 
     fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError> {
-        self.state().mailboxes.deliver(from, to, text)
+        let state = self.state();
+        let found = state.members.find(to);
+        let (line, deliver) = address_private_line(from, to, found.map(|n| n.nick.as_str()), text)?;
+        if let Some(recipient) = found.filter(|_| deliver)
+            && !recipient.value.put(0, line.clone())
+        {
+            return Err(WhisperError::Full(recipient.nick.clone()));
+        }
+        Ok(line)
     }
 
     fn members(&self, max: usize) -> (usize, Vec<String>) {
-        self.state().mailboxes.nicks(max)
-    }
-
-    fn announce(&self, line: Bytes) {
         let state = self.state();
-        if !state.closed {
-            state.lines.push(line);
-        }
+        (state.members.len(), state.members.first(max))
     }
 
     fn close(&self, farewell: Bytes) {
@@ -125,86 +122,15 @@ impl Room for LocalRoom {
             state.closed = true;
         }
     }
-
-    fn len(&self) -> usize {
-        self.state().members.len()
-    }
-}
-
-impl LocalRoom {
-    /// Removes `nick` and tells those who stay with `line` (`left!`).
-    fn depart(&self, nick: &str, line: Bytes) {
-        let mut state = self.state();
-        if state.members.remove(&protocol::nick_key(nick)) {
-            state.mailboxes.close(nick);
-            if !state.closed {
-                state.lines.push(line);
-            }
-        }
-    }
-
-    /// Puts a public line (message or action) in the ring and the history.
-    fn say(&self, line: Bytes) {
-        let mut state = self.state();
-        if !state.closed {
-            state.history.push(&line);
-            state.lines.push(line);
-        }
-    }
-}
-
-/// A [`LocalRoom`] subscriber's cursor in the ring, and its mailbox.
-#[derive(Debug)]
-pub struct LocalSubscription {
-    reader: backlog::Reader,
-    /// Private lines for this participant.
-    inbox: Inbox,
-    /// The room's last public lines before the join, unmarked.
-    history: Vec<Bytes>,
-}
-
-fn from_backlog(err: backlog::RecvError) -> RecvError {
-    match err {
-        backlog::RecvError::Lagged(n) => RecvError::Lagged(n),
-        backlog::RecvError::Closed => RecvError::Closed,
-    }
-}
-
-impl Subscription for LocalSubscription {
-    async fn recv(&mut self) -> Result<Bytes, RecvError> {
-        // Room lines first, so that a private line never overtakes the
-        // public lines said before it. Both branches are cancel-safe.
-        tokio::select! {
-            biased;
-            line = self.reader.recv() => line.map_err(from_backlog),
-            line = self.inbox.recv() => Ok(line),
-        }
-    }
-
-    fn take_history(&mut self) -> Vec<Bytes> {
-        std::mem::take(&mut self.history)
-            .iter()
-            .map(|line| protocol::history_line(line))
-            .collect()
-    }
-
-    fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
-        match self.reader.try_recv().map_err(from_backlog)? {
-            Some(line) => Ok(Some(line)),
-            None => Ok(self.inbox.try_recv()),
-        }
-    }
-
-    fn is_lagging(&self) -> bool {
-        self.reader.is_lagging()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::NickError;
+    use crate::room::{RecvError, Subscription};
 
-    fn drain(sub: &mut LocalSubscription) -> Vec<String> {
+    fn drain(sub: &mut Subscriber) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(line) = sub.try_recv().expect("not lagged") {
             out.push(String::from_utf8(line.to_vec()).expect("utf-8"));
@@ -236,7 +162,7 @@ mod tests {
             drain(&mut bob),
             ["Bob joined!\n", "Alice: hi\n", "Bob left!\n"]
         );
-        assert_eq!(room.len(), 1);
+        assert_eq!(room.members(0).0, 1);
         // The name is free again once its owner left.
         assert!(room.join("BOB").await.is_ok());
     }

@@ -1,26 +1,41 @@
 //! The room: who is here, and the one global order of lines everybody sees.
 //!
 //! Sessions talk to the room only through the [`Room`] and [`Subscription`]
-//! traits, so that another implementation (say, one room shared by several
-//! servers through a message broker) can replace [`LocalRoom`] without
-//! touching sessions or TLS.
+//! traits. Two rooms implement them: [`LocalRoom`], held in this process's
+//! memory, and [`cluster::ClusterRoom`], one room shared by several servers
+//! through NATS JetStream. Both ask of a room only a few primitives (join,
+//! say, depart, whisper, members, close); the chat's verbs (`publish`,
+//! `act`, `leave`, `quit`) are the trait's own, written once, and so are the
+//! checks a join passes ([`admit`]) and the way a private line is addressed
+//! ([`address_private_line`]). Both hand their lines to participants the
+//! same way:
 //!
-//! [`LocalRoom`] keeps the order in one shared ring of recent lines (the
-//! room's [`Backlog`]): a line is formatted once, stored once, and every
-//! subscriber reads it at its own pace by cloning a reference-counted
-//! [`Bytes`]. The ring's bound, in bytes, limits how far any subscriber may
-//! fall behind; one that falls further learns so ([`RecvError::Lagged`])
-//! instead of silently missing lines, and nobody ever waits for it.
+//! * [`backlog`]: one ring of recent lines, shared by every participant and
+//!   bounded in bytes: a line is formatted once, stored once, and every
+//!   participant reads it at its own pace by cloning a reference-counted
+//!   [`Bytes`]. One that falls further behind than the ring holds learns so
+//!   ([`RecvError::Lagged`]) instead of silently missing lines, and nobody
+//!   ever waits for it.
+//! * [`mailbox`]: lines for one participant alone (`/msg`, and a room's
+//!   own error lines), a small bounded queue each.
+//! * [`Subscriber`]: one participant's reading of both, which never lets a
+//!   private line overtake the public lines said before it.
+//! * [`directory`]: who is here by name, found in any case and lookalike,
+//!   listed in alphabetical order at a cost of O(listed).
+//! * [`history`]: the last public lines, for newcomers (`--history`).
 
 pub mod backlog;
 pub mod cluster;
+mod directory;
 pub mod history;
 mod local;
 pub mod mailbox;
+mod subscriber;
 
-pub use local::{LocalRoom, LocalSubscription};
+pub use local::LocalRoom;
+pub use subscriber::Subscriber;
 
-use crate::protocol::NickError;
+use crate::protocol::{self, NickError};
 use bytes::Bytes;
 use std::future::Future;
 
@@ -91,13 +106,17 @@ pub trait Subscription: Send + 'static {
 }
 
 /// Who is here, and the one order of lines.
+///
+/// An implementation provides the primitives; the chat's verbs are written
+/// once, here, in terms of them.
 pub trait Room: Send + Sync + 'static {
     type Subscription: Subscription;
 
     /// Adds `nick` (already valid by [`protocol::validate_nickname`]) and
     /// announces `<nick> joined!` to everyone. The subscription's first line
     /// is that announcement; every line after it is one everybody else sees
-    /// in the same order.
+    /// in the same order. Refused as [`admit`] says, and, for a shared room,
+    /// while it cannot reach the others.
     ///
     /// Asynchronous because a shared room has to ask its peers whether a
     /// nickname is free; the other operations only hand a line on, and a
@@ -107,24 +126,23 @@ pub trait Room: Send + Sync + 'static {
         nick: &str,
     ) -> impl Future<Output = Result<Self::Subscription, JoinError>> + Send;
 
-    /// Removes `nick` and announces `<nick> left!` to those who stay.
-    fn leave(&self, nick: &str);
+    /// Sends a participant's public line (a message or an action) to
+    /// everyone, the sender included, in the room's order; it is part of
+    /// the history newcomers get. If it cannot be sent, the sender is told
+    /// with a line of its own.
+    fn say(&self, nick: &str, line: Bytes);
 
-    /// Sends `<nick>: <text>` to everyone, the sender included.
-    fn publish(&self, nick: &str, text: &str);
-
-    /// Removes `nick` after `/quit REASON`: like [`Room::leave`], but those
-    /// who stay receive `<nick> left! (REASON)`.
-    fn quit(&self, nick: &str, reason: &str);
-
-    /// Sends the action `* <nick> <text>` (`/me`) to everyone; like a
-    /// message, it is part of the room's order and of its history.
-    fn act(&self, nick: &str, text: &str);
+    /// Removes `nick` and tells those who stay with `line`; nothing if
+    /// `nick` is not here.
+    fn depart(&self, nick: &str, line: Bytes);
 
     /// Sends `[private] <from> -> <to>: <text>` (`/msg`) to `to` alone,
-    /// found without regard to case, and returns the line, which the
-    /// session echoes to the sender. Never waits: a recipient that is not
-    /// reading makes it fail rather than queue without bound.
+    /// found as [`directory`] finds names (any case, lookalike letters),
+    /// and returns the line, which the session echoes to the sender. Never
+    /// waits: a recipient that is not reading makes it fail rather than
+    /// queue without bound. A room that cannot know at once (the recipient
+    /// is on another server) returns the line and tells the sender later,
+    /// with the same [`WhisperError`] text as an `ERROR` line.
     fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError>;
 
     /// How many participants are here, and the first `max` of their
@@ -132,18 +150,78 @@ pub trait Room: Send + Sync + 'static {
     /// owners spelled them (`/list`). Costs O(`max`), not O(room).
     fn members(&self, max: usize) -> (usize, Vec<String>);
 
-    /// Sends a server line (already terminated) to everyone.
-    fn announce(&self, line: Bytes);
-
-    /// Sends `farewell` as the room's last line: after it, nobody joins and
-    /// nothing more is announced (not even who leaves).
+    /// Sends `farewell` as the room's last line to this server's
+    /// participants: after it, nobody joins here and nothing more is
+    /// announced (not even who leaves).
     fn close(&self, farewell: Bytes);
 
-    /// How many participants are here.
-    fn len(&self) -> usize;
+    /// Sends `<nick>: <text>` to everyone, the sender included.
+    fn publish(&self, nick: &str, text: &str) {
+        self.say(nick, protocol::chat_line(nick, text));
+    }
 
-    /// Whether nobody is here.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Sends the action `* <nick> <text>` (`/me`) to everyone; like a
+    /// message, it is part of the room's order and of its history.
+    fn act(&self, nick: &str, text: &str) {
+        self.say(nick, protocol::action_line(nick, text));
+    }
+
+    /// Removes `nick` and announces `<nick> left!` to those who stay.
+    fn leave(&self, nick: &str) {
+        self.depart(nick, protocol::left_line(nick));
+    }
+
+    /// Removes `nick` after `/quit REASON`: like [`Room::leave`], but those
+    /// who stay receive `<nick> left! (REASON)`.
+    fn quit(&self, nick: &str, reason: &str) {
+        self.depart(nick, protocol::left_line_because(nick, reason));
+    }
+}
+
+/// The checks every join passes, in this order: the nickname is free (no
+/// participant holds it in any case or lookalike spelling: `taken`), the
+/// room is open, and it has a place left.
+pub fn admit(
+    nick: &str,
+    taken: bool,
+    closed: bool,
+    here: usize,
+    max: usize,
+) -> Result<(), JoinError> {
+    if taken {
+        return Err(NickError::Taken(nick.to_owned()).into());
+    }
+    if closed {
+        return Err(JoinError::Closed);
+    }
+    if here >= max {
+        return Err(JoinError::Full);
+    }
+    Ok(())
+}
+
+/// A private line from `from` to the participant found for `to` (`found`:
+/// its nickname as its owner spells it, if anyone holds `to`), and whether
+/// it must be delivered: a line to oneself is delivered by its echo alone.
+pub fn address_private_line(
+    from: &str,
+    to: &str,
+    found: Option<&str>,
+    text: &str,
+) -> Result<(Bytes, bool), WhisperError> {
+    // `to` is as typed: never echo it unsanitized.
+    let recipient =
+        found.ok_or_else(|| WhisperError::NoSuchNick(protocol::sanitize(to).into_owned()))?;
+    let line = protocol::private_line(from, recipient, text);
+    let to_someone_else = protocol::nick_key(recipient) != protocol::nick_key(from);
+    Ok((line, to_someone_else))
+}
+
+impl From<backlog::RecvError> for RecvError {
+    fn from(err: backlog::RecvError) -> Self {
+        match err {
+            backlog::RecvError::Lagged(n) => RecvError::Lagged(n),
+            backlog::RecvError::Closed => RecvError::Closed,
+        }
     }
 }

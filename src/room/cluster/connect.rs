@@ -1,0 +1,492 @@
+//! Where a cluster room lives and how a node joins it: the options, the
+//! names that become NATS subjects and buckets, connecting (with the error
+//! texts a user reads when it fails), and opening the room's stream and
+//! buckets.
+
+use super::deliver::deliver;
+use super::liveness::{Liveness, keep_alive, watch_nicknames};
+use super::private::deliver_private;
+use super::publish::{MAX_IN_FLIGHT, OUTGOING_QUEUE, publish_queue};
+use super::{ClusterRoom, REQUEST_TIMEOUT, Shared, State};
+use crate::room::backlog::{self, Backlog};
+use crate::room::directory::Directory;
+use crate::sync::lock;
+use anyhow::{Context, Result, bail};
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+
+/// How long a node's liveness entry lives without a refresh, unless the
+/// room was made with another ([`ClusterOptions::node_timeout`]).
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Lines the room's stream keeps (the newest), for history and for nodes
+/// that were away.
+const STREAM_MAX_MESSAGES: i64 = 100_000;
+
+/// Where a cluster room lives and how this node appears in it.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The NATS server, `nats://HOST:PORT` (several separated by commas).
+    pub url: String,
+    /// The room's name: several rooms can share one NATS server.
+    pub room: String,
+    /// This node's name, unique in the room.
+    pub node_name: String,
+    /// A NATS credentials file (JWT and NKey seed), if the server wants one.
+    pub creds: Option<PathBuf>,
+    /// A CA to verify the NATS server's TLS certificate with.
+    pub ca: Option<PathBuf>,
+    /// Most participants at once on this node.
+    pub max_members: usize,
+    /// How far, in bytes of lines (see [`backlog::cost`]), a participant
+    /// may fall behind before it is dropped: the bound of the node's ring.
+    pub backlog: usize,
+    /// How many of the room's last public lines a newcomer is given (0:
+    /// none), read from the stream.
+    pub history: usize,
+    /// How long a node's liveness entry lives without a refresh: a node
+    /// silent this long is taken for dead, and its participants announced
+    /// as left. The room's setting: the node that makes the room's buckets
+    /// fixes it, and every node uses the bucket's.
+    pub node_timeout: Duration,
+}
+
+impl ClusterOptions {
+    /// Options for node `node_name` in `room` at `url`, with no limit of
+    /// the room's own on participants (the server's admission applies),
+    /// the default backlog, no history and the default node timeout.
+    pub fn new(url: String, room: String, node_name: String) -> Self {
+        ClusterOptions {
+            url,
+            room,
+            node_name,
+            creds: None,
+            ca: None,
+            max_members: usize::MAX,
+            backlog: backlog::DEFAULT_BYTES,
+            history: 0,
+            node_timeout: DEFAULT_NODE_TIMEOUT,
+        }
+    }
+}
+
+/// Checks a room name: it becomes part of stream, bucket and subject names.
+pub fn validate_room_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        bail!("--cluster-room {name:?}: use 1 to 64 letters, digits, '-' or '_'");
+    }
+    Ok(())
+}
+
+/// Checks a node name: it becomes a key in the liveness bucket.
+pub fn validate_node_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || name.starts_with('.')
+        || name.ends_with('.')
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        bail!("--node-name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
+}
+
+/// The default node name: the host name and a random suffix.
+pub fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .take(48)
+                .collect::<String>()
+        })
+        .map(|h| h.trim_matches('.').to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{}", random_hex(3))
+}
+
+fn random_hex(bytes: usize) -> String {
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    let mut buf = vec![0u8; bytes];
+    // The system's random source does not fail on Linux; zeros would only
+    // make a name less unique.
+    let _ = SystemRandom::new().fill(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn nicks_bucket(room: &str) -> String {
+    format!("chat_{room}_nicks")
+}
+
+fn nodes_bucket(room: &str) -> String {
+    format!("chat_{room}_nodes")
+}
+
+/// Opens the stream `config` names, creating it if it does not exist. Two
+/// nodes starting at once may both find it missing; the one whose create
+/// loses the race opens the one the other made.
+async fn open_stream(js: &jetstream::Context, config: stream::Config) -> Result<stream::Stream> {
+    let name = config.name.clone();
+    match js.get_or_create_stream(config).await {
+        Ok(stream) => Ok(stream),
+        Err(create) => js
+            .get_stream(&name)
+            .await
+            .map_err(|_| anyhow::Error::new(create)),
+    }
+}
+
+/// The stream behind a key-value bucket, made by hand: the client's own
+/// `create_key_value` first asks for account details that nats-server 2.9
+/// answers in a shape it cannot read.
+fn bucket_config(bucket: &str, max_age: Duration) -> stream::Config {
+    stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// Why the first connection to NATS failed, as the user should read it,
+/// each cause once: the client's error already shows its source, which a
+/// chain of causes would repeat ("IO error: Connection refused: Connection
+/// refused"). A refused login says so, and what to check.
+fn connect_error(error: async_nats::ConnectError, opts: &ClusterOptions) -> anyhow::Error {
+    if let Some(ca) = &opts.ca
+        && answered_without_tls(&error)
+    {
+        return anyhow::anyhow!(
+            "NATS at {} does not answer in TLS, and with --cluster-ca {} the link to \
+             NATS must be TLS (is that server started with TLS, e.g. `nats-server --tls \
+             --tlscert CERT --tlskey KEY`?)",
+            opts.url,
+            ca.display()
+        );
+    }
+    if error.kind() != async_nats::ConnectErrorKind::AuthorizationViolation {
+        return anyhow::anyhow!("cannot reach NATS at {}: {error}", opts.url);
+    }
+    match &opts.creds {
+        None => anyhow::anyhow!(
+            "NATS at {} refused this node: authorization violation (no credentials \
+             were given: a server that requires them needs --cluster-creds FILE)",
+            opts.url
+        ),
+        Some(creds) => anyhow::anyhow!(
+            "NATS at {} refused this node: authorization violation with the credentials \
+             in {} (is the user's account one the server trusts, and still valid?)",
+            opts.url,
+            creds.display()
+        ),
+    }
+}
+
+/// Whether connecting failed because the server's first bytes were not a
+/// TLS record: a server that speaks plain NATS where TLS was required.
+fn answered_without_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    let not_a_record = |e: &(dyn std::error::Error + 'static)| {
+        matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+            ))
+        )
+    };
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref);
+        if not_a_record(e) || inner.is_some_and(|inner| not_a_record(inner)) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+impl ClusterRoom {
+    /// Connects to NATS, makes the room's stream and buckets if they are
+    /// not there yet, and starts this node's background tasks. Fails (with
+    /// the reason) if NATS cannot be reached or refuses.
+    pub async fn connect(opts: ClusterOptions) -> Result<ClusterRoom> {
+        validate_room_name(&opts.room)?;
+        validate_node_name(&opts.node_name)?;
+        let link = Arc::new(Link::default());
+        let client = nats_client(&opts, &link).await?;
+        *lock(&link.since) = Some(Instant::now());
+        link.started.store(true, Ordering::Release);
+        let js = jetstream::ContextBuilder::new()
+            .timeout(REQUEST_TIMEOUT)
+            .build(client.clone());
+        let opened = Opened::open(&js, &opts).await?;
+        let private_prefix = format!("chat.{}.private", opts.room);
+        let private_inbox = client
+            .subscribe(format!("{private_prefix}.{}", opts.node_name))
+            .await
+            .context("cannot subscribe to this node's private lines")?;
+        let (queue, queued) = mpsc::channel(OUTGOING_QUEUE);
+        let last = opened.last;
+        let lines_stream = opened.lines.clone();
+        let shared = Arc::new(Shared {
+            node: opts.node_name.clone(),
+            subject: opened.subject,
+            private_prefix,
+            lines_stream: opened.lines,
+            history: opts.history,
+            js,
+            client,
+            nicks: opened.nicks,
+            nodes: opened.nodes,
+            liveness: opened.liveness,
+            state: Mutex::new(State {
+                members: HashMap::new(),
+                lines: Backlog::new(opts.backlog.max(backlog::MIN_BYTES)),
+                closed: false,
+            }),
+            directory: Mutex::new(Directory::default()),
+            queue,
+            link,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            senders: Mutex::new(HashMap::new()),
+            sending: watch::channel(0).0,
+            waiting: AtomicUsize::new(0),
+            max_members: opts.max_members,
+            known: AtomicU64::new(last),
+            boot: random_hex(4),
+            next_id: AtomicU64::new(0),
+        });
+        tokio::spawn(deliver(shared.clone(), lines_stream, last));
+        tokio::spawn(deliver_private(shared.clone(), private_inbox));
+        tokio::spawn(publish_queue(shared.clone(), queued));
+        tokio::spawn(watch_nicknames(shared.clone()));
+        tokio::spawn(keep_alive(shared.clone()));
+        tracing::info!(node = %opts.node_name, room = %opts.room, "joined the cluster");
+        Ok(ClusterRoom { shared })
+    }
+}
+
+/// The first connection to NATS, with the credentials and CA `opts` name;
+/// `link` follows its state from then on.
+async fn nats_client(opts: &ClusterOptions, link: &Arc<Link>) -> Result<async_nats::Client> {
+    let mut connect = async_nats::ConnectOptions::new()
+        .name(format!("chatroom {}", opts.node_name))
+        .connection_timeout(REQUEST_TIMEOUT)
+        .event_callback({
+            let link = link.clone();
+            move |event| {
+                let link = link.clone();
+                async move { on_event(&link, event) }
+            }
+        });
+    if let Some(creds) = &opts.creds {
+        // The file holds the user's NKey seed, a private key: it gets
+        // the same checks as our TLS keys (no symlink, ours, 0600).
+        crate::certs::keyfile::check_private_key(creds)
+            .context("cannot use the NATS credentials (--cluster-creds)")?;
+        // Read here rather than by the client, whose error names the
+        // file a second time.
+        let text = tokio::fs::read_to_string(creds)
+            .await
+            .with_context(|| format!("cannot read NATS credentials from {}", creds.display()))?;
+        connect = connect
+            .credentials(&text)
+            .with_context(|| format!("{} is not a NATS credentials file", creds.display()))?;
+    }
+    if let Some(ca) = &opts.ca {
+        connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let servers: Vec<async_nats::ServerAddr> = opts
+        .url
+        .split(',')
+        .map(|url| url.trim().parse())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--cluster {}: not a NATS address", opts.url))?;
+    connect
+        .connect(servers)
+        .await
+        .map_err(|e| connect_error(e, opts))
+}
+
+/// The room's stream and buckets, open, with this node announced in them.
+struct Opened {
+    subject: String,
+    lines: stream::Stream,
+    /// The stream's last sequence when this node joined.
+    last: u64,
+    nicks: kv::Store,
+    nodes: kv::Store,
+    liveness: Liveness,
+}
+
+impl Opened {
+    async fn open(js: &jetstream::Context, opts: &ClusterOptions) -> Result<Opened> {
+        let subject = format!("chat.{}", opts.room);
+        let mut lines = open_stream(
+            js,
+            stream::Config {
+                name: format!("CHAT_{}", opts.room),
+                subjects: vec![subject.clone()],
+                max_messages: STREAM_MAX_MESSAGES,
+                discard: stream::DiscardPolicy::Old,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("cannot open the room's stream on NATS (is JetStream enabled?)")?;
+        let nicks_name = nicks_bucket(&opts.room);
+        open_stream(js, bucket_config(&nicks_name, Duration::ZERO))
+            .await
+            .with_context(|| format!("cannot open the bucket {nicks_name} on NATS"))?;
+        let nodes_name = nodes_bucket(&opts.room);
+        let nodes_stream = open_stream(js, bucket_config(&nodes_name, opts.node_timeout))
+            .await
+            .with_context(|| format!("cannot open the bucket {nodes_name} on NATS"))?;
+        let liveness = Liveness {
+            ttl: room_node_timeout(&nodes_stream, opts.node_timeout),
+        };
+        let nicks = js
+            .get_key_value(&nicks_name)
+            .await
+            .with_context(|| format!("cannot open the bucket {nicks_name}"))?;
+        let nodes = js
+            .get_key_value(&nodes_name)
+            .await
+            .with_context(|| format!("cannot open the bucket {nodes_name}"))?;
+        announce_node(&nodes, opts, liveness).await?;
+        let last = lines
+            .info()
+            .await
+            .context("cannot read the room's stream")?
+            .state
+            .last_sequence;
+        Ok(Opened {
+            subject,
+            lines,
+            last,
+            nicks,
+            nodes,
+            liveness,
+        })
+    }
+}
+
+/// The node timeout the room's nodes bucket was made with, which every
+/// node follows; says so when it is not the one this node was given.
+fn room_node_timeout(nodes: &stream::Stream, asked: Duration) -> Duration {
+    let made = nodes.cached_info().config.max_age;
+    if made.is_zero() || made == asked {
+        return asked;
+    }
+    tracing::info!(
+        "this room's node timeout is {} s, as its buckets were made (not {} s)",
+        made.as_secs_f64(),
+        asked.as_secs_f64()
+    );
+    made
+}
+
+/// Puts this node's liveness entry in the bucket: created, not put, since
+/// two live nodes by one name would each take the other's participants
+/// for its own leftovers.
+async fn announce_node(nodes: &kv::Store, opts: &ClusterOptions, liveness: Liveness) -> Result<()> {
+    match nodes
+        .create(&opts.node_name, Bytes::from(opts.node_name.clone()))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => bail!(
+            "a node named {:?} is already in room {:?}: give each node its own \
+             --node-name (if that node has just died, its name is free within {} s)",
+            opts.node_name,
+            opts.room,
+            liveness.ttl.as_secs_f64().ceil()
+        ),
+        Err(e) => Err(e).context("cannot announce this node on NATS"),
+    }
+}
+
+/// The state of this node's NATS connection.
+#[derive(Default)]
+pub(super) struct Link {
+    /// Since when the connection is up; `None` while it is down.
+    pub(super) since: Mutex<Option<Instant>>,
+    /// Counts reconnections: readers of the stream and the bucket start
+    /// again after each, rather than wait to notice that the server forgot
+    /// their consumers.
+    pub(super) restored: watch::Sender<u64>,
+    /// Set once the first connection is made (its own event says nothing
+    /// new).
+    pub(super) started: AtomicBool,
+}
+
+pub(super) fn on_event(link: &Link, event: async_nats::Event) {
+    match event {
+        async_nats::Event::Connected if link.started.load(Ordering::Acquire) => {
+            let mut since = lock(&link.since);
+            if since.is_none() {
+                tracing::info!("NATS connection restored");
+                *since = Some(Instant::now());
+                link.restored.send_modify(|n| *n += 1);
+            }
+        }
+        async_nats::Event::Disconnected => {
+            if lock(&link.since).take().is_some() {
+                tracing::warn!(
+                    "lost the NATS connection: lines are refused until it is back; reconnecting"
+                );
+            }
+        }
+        other => tracing::debug!("NATS: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_and_node_names_fit_nats_names() {
+        assert!(validate_room_name("lobby").is_ok());
+        assert!(validate_room_name("team-2_a").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>", &"x".repeat(65)] {
+            assert!(validate_room_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_node_name("host.example-1_a").is_ok());
+        for bad in ["", ".a", "a.", "a b", "a*", "a>", "a/b", &"x".repeat(65)] {
+            assert!(validate_node_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn default_node_names_are_valid_and_differ() {
+        let (one, two) = (default_node_name(), default_node_name());
+        assert!(validate_node_name(&one).is_ok(), "{one}");
+        assert_ne!(one, two);
+    }
+}

@@ -1,0 +1,203 @@
+//! Which nodes are alive, and what happens to the nicknames of one that is
+//! not: each node refreshes its entry in the room's nodes bucket, whose
+//! entries expire after the node timeout; each watches the nickname
+//! bucket, and releases (announcing `left!`) the nicknames of a node whose
+//! entry expired. After an outage of its own, a node first checks that its
+//! participants still hold their nicknames.
+
+use super::{Holder, Holding, REQUEST_TIMEOUT, Shared};
+use crate::protocol;
+use crate::sync::lock;
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, sleep, timeout};
+
+/// How a node shows it is alive, and how soon the others give it up.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Liveness {
+    /// How long a node's entry lives without a refresh.
+    pub(super) ttl: Duration,
+}
+
+impl Liveness {
+    /// How often a node refreshes its entry: several times per `ttl`, so
+    /// that a late refresh or two does not make it look dead.
+    pub(super) fn refresh_every(self) -> Duration {
+        self.ttl / 6
+    }
+
+    /// How often a node looks for nicknames held by nodes that are gone. A
+    /// node killed outright is noticed within `ttl` plus this.
+    pub(super) fn scan_every(self) -> Duration {
+        self.ttl / 3
+    }
+}
+
+/// Keeps [`Shared::directory`] equal to the nickname bucket.
+pub(super) async fn watch_nicknames(shared: Arc<Shared>) {
+    let mut restored = shared.link.restored.subscribe();
+    loop {
+        restored.mark_unchanged();
+        match shared.nicks.watch_with_history(">").await {
+            Ok(mut watch) => {
+                lock(&shared.directory).clear();
+                loop {
+                    let entry = tokio::select! {
+                        entry = watch.next() => entry,
+                        _ = restored.changed() => break,
+                    };
+                    let Some(Ok(entry)) = entry else { break };
+                    let mut directory = lock(&shared.directory);
+                    match entry.operation {
+                        kv::Operation::Put => match serde_json::from_slice(&entry.value) {
+                            Ok(Holder { node, nick }) => {
+                                let revision = entry.revision;
+                                directory.insert(entry.key, nick, Holding { revision, node });
+                            }
+                            Err(_) => {
+                                directory.remove(&entry.key);
+                            }
+                        },
+                        kv::Operation::Delete | kv::Operation::Purge => {
+                            directory.remove(&entry.key);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("cannot watch the nicknames yet: {e}"),
+        }
+        if shared.state().closed && shared.state().members.is_empty() {
+            return;
+        }
+        sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Refreshes this node's liveness entry, and releases the nicknames of
+/// nodes whose entry expired (and any of this node's own that no local
+/// participant holds: left over from a crash under the same node name).
+pub(super) async fn keep_alive(shared: Arc<Shared>) {
+    let mut refresh = tokio::time::interval(shared.liveness.refresh_every());
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_scan = Instant::now();
+    let mut refreshed = Instant::now();
+    loop {
+        refresh.tick().await;
+        let Some(since) = shared.connected_since() else {
+            continue;
+        };
+        let put = shared
+            .nodes
+            .put(&shared.node, Bytes::from(shared.node.clone()));
+        match timeout(REQUEST_TIMEOUT, put).await {
+            Ok(Ok(_)) => {
+                if refreshed.elapsed() > shared.liveness.ttl {
+                    // Away long enough for the others to have given this
+                    // node's nicknames up.
+                    check_members(&shared).await;
+                }
+                refreshed = Instant::now();
+            }
+            Ok(Err(e)) => tracing::debug!("liveness not refreshed: {e}"),
+            Err(_) => tracing::debug!("liveness not refreshed: timed out"),
+        }
+        // After an outage, give the other nodes time to refresh their own
+        // entries before judging them.
+        if since.elapsed() < shared.liveness.ttl + shared.liveness.refresh_every()
+            || last_scan.elapsed() < shared.liveness.scan_every()
+        {
+            continue;
+        }
+        last_scan = Instant::now();
+        take_over(&shared).await;
+        tracing::debug!("looked for nodes that are gone");
+    }
+}
+
+/// Disconnects this node's participants whose nickname entry is gone or
+/// changed: another node announced them as left while this one was away,
+/// and the name may have a new owner.
+async fn check_members(shared: &Arc<Shared>) {
+    let held: Vec<(String, u64)> = shared
+        .state()
+        .members
+        .iter()
+        .filter_map(|(key, member)| Some((key.clone(), member.revision?)))
+        .collect();
+    let mut lost = 0;
+    for (key, revision) in held {
+        let still_ours = match timeout(REQUEST_TIMEOUT, shared.nicks.entry(key.as_str())).await {
+            Ok(Ok(Some(entry))) => {
+                entry.revision == revision && entry.operation == kv::Operation::Put
+            }
+            Ok(Ok(None)) => false,
+            // Cannot tell: keep them.
+            _ => true,
+        };
+        if !still_ours {
+            lost += 1;
+            shared.kick(&key);
+        }
+    }
+    if lost > 0 {
+        tracing::warn!(
+            participants = lost,
+            "disconnected participants the other nodes saw leave while this one was away"
+        );
+    }
+}
+
+async fn take_over(shared: &Arc<Shared>) {
+    let entries: Vec<(String, u64, Holder)> = lock(&shared.directory)
+        .iter()
+        .map(|(key, named)| {
+            let holder = Holder {
+                node: named.value.node.clone(),
+                nick: named.nick.clone(),
+            };
+            (key.clone(), named.value.revision, holder)
+        })
+        .collect();
+    let mut alive: HashMap<String, bool> = HashMap::new();
+    for (key, revision, holder) in entries {
+        let orphan = if holder.node == shared.node {
+            // Ours, unless no participant here holds it (revision `None`
+            // is a join under way).
+            match shared.state().members.get(&key) {
+                Some(member) => member.revision.is_some_and(|r| r != revision),
+                None => true,
+            }
+        } else {
+            let known = alive.get(&holder.node).copied();
+            let is_alive = match known {
+                Some(is_alive) => is_alive,
+                None => match timeout(REQUEST_TIMEOUT, shared.nodes.get(&holder.node)).await {
+                    Ok(Ok(entry)) => {
+                        let is_alive = entry.is_some();
+                        alive.insert(holder.node.clone(), is_alive);
+                        is_alive
+                    }
+                    // Cannot tell: judge it another time.
+                    _ => true,
+                },
+            };
+            !is_alive
+        };
+        let left = protocol::left_line(&holder.nick);
+        if orphan
+            && shared
+                .release_nickname(&key, &holder.nick, revision, left)
+                .await
+        {
+            tracing::info!(
+                nick = %holder.nick,
+                node = %holder.node,
+                "released a nickname whose node is gone"
+            );
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Publishing this node's lines to the room's stream: one queue for the
+//! node, one task per sender with lines on their way, a bound on the
+//! publishes in flight, and publishing again (under the same message id,
+//! so a line is stored once) until the stream acknowledges.
+
+use super::{REQUEST_TIMEOUT, Shared};
+use crate::sync::lock;
+use anyhow::{Result, bail};
+use async_nats::jetstream;
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep, timeout};
+
+/// How long a line whose acknowledgement did not come is published again
+/// (with the same `Nats-Msg-Id`, so it is stored once) before its sender is
+/// told it was not sent. Well within the stream's two-minute duplicate
+/// window.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// How long a newcomer waits for its `joined!` line to be stored.
+pub(super) const JOIN_RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// Participants' lines accepted on one node and not yet stored, wherever
+/// they wait, beyond which a line is refused.
+pub(super) const OUTGOING_QUEUE: usize = 65_536;
+
+/// Publishes awaiting their acknowledgement on one node at once.
+pub(super) const MAX_IN_FLIGHT: usize = 4096;
+
+/// Lines one participant may have waiting behind its line in flight (they
+/// are published one at a time); beyond that its lines are refused. The
+/// rate limit keeps a participant far below it.
+const SENDER_QUEUE: usize = 256;
+
+/// The header that marks a participant's public line (a message or an
+/// action): what a newcomer's history is made of.
+pub(super) const KIND_HEADER: &str = "Chat-Kind";
+pub(super) const KIND_SAY: &str = "say";
+
+pub(super) enum Queued {
+    /// A line for everybody; `from` is the sender's nickname key, and
+    /// `public` marks a participant's message or action (history).
+    Line {
+        line: Bytes,
+        from: Option<String>,
+        public: bool,
+    },
+    /// A participant of this node left; `line` tells the others.
+    Leave {
+        key: String,
+        nick: String,
+        revision: u64,
+        line: Bytes,
+    },
+    /// A private message from `from` (a nickname key of this node) to
+    /// `to`: it goes after `from`'s earlier lines are stored.
+    Private {
+        from: String,
+        to: String,
+        line: Bytes,
+    },
+    /// Answers once everything queued before it is stored (or given up).
+    Flush(oneshot::Sender<()>),
+}
+
+/// What a sender's task does next, in the order the sender did it.
+pub(super) enum SenderWork {
+    Line {
+        line: Bytes,
+        id: String,
+        public: bool,
+    },
+    /// A private message, sent once the lines before it are stored.
+    Private { to: String, line: Bytes },
+    /// The sender left after its lines: release its nickname, and say so.
+    Leave {
+        nick: String,
+        revision: u64,
+        line: Bytes,
+    },
+}
+
+/// A line as published: its message id, and whether it is public (history).
+fn publish_message(line: &Bytes, id: &str, public: bool) -> jetstream::message::PublishMessage {
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(line.clone())
+        .message_id(id);
+    if public {
+        publish.header(KIND_HEADER, KIND_SAY)
+    } else {
+        publish
+    }
+}
+
+impl Shared {
+    pub(super) fn next_message_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{}.{n}", self.node, self.boot)
+    }
+
+    /// Publishes `line` under `id` until it is stored (or found already
+    /// stored), for at most `patience`; returns its sequence.
+    pub(super) async fn publish_stored(
+        &self,
+        line: &Bytes,
+        id: &str,
+        public: bool,
+        patience: Duration,
+    ) -> Result<u64> {
+        let give_up = Instant::now() + patience;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if self.connected_since().is_some() {
+                let publish = publish_message(line, id, public);
+                match self.js.send_publish(self.subject.clone(), publish).await {
+                    Ok(ack) => match ack.await {
+                        Ok(ack) => {
+                            self.known.fetch_max(ack.sequence, Ordering::AcqRel);
+                            return Ok(ack.sequence);
+                        }
+                        Err(e) => tracing::debug!("publish not acknowledged: {e}"),
+                    },
+                    Err(e) => tracing::debug!("publish failed: {e}"),
+                }
+            }
+            if Instant::now() + backoff > give_up {
+                bail!("not stored within {patience:?}");
+            }
+            sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Sends `line` on its way without waiting for it to be stored; a task
+    /// waits for the acknowledgement, publishes again if it does not come,
+    /// and tells the sender (if any) if the line could not be stored.
+    /// A participant's line goes to its sender's task (see
+    /// [`Shared::senders`]).
+    pub(super) async fn send_line(
+        self: &Arc<Self>,
+        line: Bytes,
+        id: String,
+        from: Option<String>,
+        public: bool,
+    ) {
+        if let Some(sender) = from {
+            return self.queue_for_sender(sender, SenderWork::Line { line, id, public });
+        }
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let first = self
+            .js
+            .send_publish(self.subject.clone(), publish_message(&line, &id, public))
+            .await;
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Ok(ack) = first
+                && let Ok(ack) = ack.await
+            {
+                shared.known.fetch_max(ack.sequence, Ordering::AcqRel);
+                return;
+            }
+            if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
+                tracing::warn!("a line could not be stored: {e}");
+            }
+        });
+    }
+
+    /// Hands `work` to `sender`'s task, starting one if it has none. A line
+    /// beyond what a sender may have waiting is refused (the sender is told).
+    pub(super) fn queue_for_sender(self: &Arc<Self>, sender: String, work: SenderWork) {
+        let mut senders = lock(&self.senders);
+        if let Some(waiting) = senders.get_mut(&sender) {
+            if !matches!(work, SenderWork::Leave { .. }) && waiting.len() >= SENDER_QUEUE {
+                drop(senders);
+                if matches!(work, SenderWork::Line { .. }) {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                }
+                return self.refuse_because(&sender, "too many of your lines are waiting");
+            }
+            waiting.push_back(work);
+            return;
+        }
+        senders.insert(sender.clone(), VecDeque::new());
+        drop(senders);
+        self.sending.send_modify(|count| *count += 1);
+        tokio::spawn(publish_for_sender(self.clone(), sender, work));
+    }
+
+    /// Deletes the nickname entry `key` if it is still at `revision`, and
+    /// if so, announces `<nick> left!`. Whoever deletes it announces it,
+    /// once: its message id is the entry's revision.
+    pub(super) async fn release_nickname(
+        self: &Arc<Self>,
+        key: &str,
+        nick: &str,
+        revision: u64,
+        line: Bytes,
+    ) -> bool {
+        match timeout(
+            REQUEST_TIMEOUT,
+            self.nicks.delete_expect_revision(key, Some(revision)),
+        )
+        .await
+        {
+            Ok(Ok(())) => {
+                let id = format!("left.{key}.{revision}");
+                self.send_line(line, id, None, false).await;
+                true
+            }
+            Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                tracing::debug!(%nick, "nickname already released elsewhere");
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%nick, "cannot release the nickname yet: {e}");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(%nick, "cannot release the nickname yet: timed out");
+                false
+            }
+        }
+    }
+}
+
+/// One sender's task: publishes its lines one after another, each once
+/// the previous one is stored or given up, holding one permit at a time;
+/// ends when nothing waits.
+async fn publish_for_sender(shared: Arc<Shared>, sender: String, first: SenderWork) {
+    let mut next = Some(first);
+    while let Some(work) = next.take() {
+        match work {
+            SenderWork::Line { line, id, public } => {
+                // The semaphore is never closed; if it were, publishing on
+                // without a permit beats leaving the queue unserved.
+                let permit = shared.in_flight.clone().acquire_owned().await.ok();
+                if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
+                    tracing::warn!("a line could not be stored: {e}");
+                    shared.refuse(&sender);
+                }
+                drop(permit);
+                shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+            SenderWork::Private { to, line } => {
+                shared.send_private(&sender, &to, line).await;
+            }
+            SenderWork::Leave {
+                nick,
+                revision,
+                line,
+            } => {
+                shared
+                    .release_nickname(&sender, &nick, revision, line)
+                    .await;
+            }
+        }
+        let mut senders = lock(&shared.senders);
+        next = senders.get_mut(&sender).and_then(VecDeque::pop_front);
+        if next.is_none() {
+            senders.remove(&sender);
+        }
+    }
+    shared.sending.send_modify(|count| *count -= 1);
+}
+
+/// Publishes this node's lines in the order they were queued.
+pub(super) async fn publish_queue(shared: Arc<Shared>, mut queue: mpsc::Receiver<Queued>) {
+    while let Some(outgoing) = queue.recv().await {
+        match outgoing {
+            Queued::Line { line, from, public } => {
+                let id = shared.next_message_id();
+                shared.send_line(line, id, from, public).await;
+            }
+            Queued::Leave {
+                key,
+                nick,
+                revision,
+                line,
+            } => {
+                if lock(&shared.senders).contains_key(&key) {
+                    // Its last lines are still being published: it leaves
+                    // after them, without holding up the other senders.
+                    let leave = SenderWork::Leave {
+                        nick,
+                        revision,
+                        line,
+                    };
+                    shared.queue_for_sender(key, leave);
+                } else {
+                    shared.release_nickname(&key, &nick, revision, line).await;
+                }
+            }
+            Queued::Private { from, to, line } => {
+                shared.queue_for_sender(from, SenderWork::Private { to, line });
+            }
+            Queued::Flush(done) => {
+                let mut sending = shared.sending.subscribe();
+                let _ = sending.wait_for(|count| *count == 0).await;
+                let all = MAX_IN_FLIGHT as u32;
+                if let Ok(permits) = shared.in_flight.acquire_many(all).await {
+                    drop(permits);
+                }
+                let _ = done.send(());
+            }
+        }
+    }
+}

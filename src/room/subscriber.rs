@@ -1,0 +1,227 @@
+//! [`Subscriber`]: one participant's reading of the room, in either room:
+//! its cursor in the shared ring, from its own `joined!` line on, and its
+//! mailbox of lines for it alone.
+//!
+//! A private line stands outside the room's one order, yet it must never
+//! overtake the public lines said before it: Alice's `look at this` and then
+//! her `/msg bob what do you think?` reach Bob in that order. Room lines are
+//! read first whenever both are ready. In a room shared by several servers
+//! the public line goes through the broker and comes back to each server a
+//! little later, while the private line goes straight to its recipient's
+//! server; so each private line carries the last sequence of the room its
+//! sender's server knew of when it was sent ([`Private::after`]), and the
+//! subscriber holds it until it has read the room up to that sequence, for
+//! at most [`HOLD_LIMIT`]. In one server's room every line has sequence 0
+//! and nothing is ever held.
+
+use super::backlog::{self, Line};
+use super::mailbox::{Inbox, Private};
+use super::{RecvError, Subscription};
+use crate::protocol;
+use bytes::Bytes;
+use std::time::Duration;
+use tokio::time::{Instant, sleep_until};
+
+/// The longest a private line waits for the room lines said before it. It
+/// waits only while the recipient's server has not yet read them (a few
+/// milliseconds, or an outage of the broker): past this it is delivered
+/// anyway, rather than held for as long as the broker is away.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(5);
+
+/// A participant's reading of the room: see the module doc.
+#[derive(Debug)]
+pub struct Subscriber<L: Line = Bytes> {
+    ring: backlog::Reader<L>,
+    inbox: Inbox,
+    /// The sequence of this participant's `joined!` line: lines before it
+    /// were said before it joined.
+    start: u64,
+    /// The last sequence read from the ring.
+    read_up_to: u64,
+    /// A private line waiting for the room lines said before it, and since
+    /// when.
+    held: Option<Box<(Private, Instant)>>,
+    /// The room's last public lines before the join, oldest first, unmarked.
+    history: Vec<Bytes>,
+}
+
+impl<L: Line> Subscriber<L> {
+    /// Reads `ring` from sequence `start` on (0: all of it), and `inbox`.
+    pub fn new(ring: backlog::Reader<L>, inbox: Inbox, start: u64, history: Vec<Bytes>) -> Self {
+        Subscriber {
+            ring,
+            inbox,
+            start,
+            read_up_to: start.saturating_sub(1),
+            held: None,
+            history,
+        }
+    }
+
+    /// A room line read: counts it, and passes it on unless it came before
+    /// this participant's `joined!`.
+    fn read(&mut self, line: L) -> Option<Bytes> {
+        let seq = line.seq();
+        self.read_up_to = self.read_up_to.max(seq);
+        (seq >= self.start).then(|| line.into_bytes())
+    }
+
+    /// The held private line, if what was said before it has been read.
+    fn due(&mut self) -> Option<Bytes> {
+        match &self.held {
+            Some(held) if held.0.after <= self.read_up_to => self.held.take().map(|h| h.0.line),
+            _ => None,
+        }
+    }
+
+    /// A private line just taken from the mailbox: it goes now, or is held.
+    fn arrived(&mut self, private: Private) -> Option<Bytes> {
+        if private.after <= self.read_up_to {
+            return Some(private.line);
+        }
+        self.held = Some(Box::new((private, Instant::now())));
+        None
+    }
+}
+
+impl<L: Line> Subscription for Subscriber<L> {
+    async fn recv(&mut self) -> Result<Bytes, RecvError> {
+        loop {
+            if let Some(line) = self.due() {
+                return Ok(line);
+            }
+            let held_until = self.held.as_ref().map(|held| held.1 + HOLD_LIMIT);
+            // Room lines first, so that a private line goes once the lines
+            // waiting before it are out. Every branch is cancel-safe.
+            tokio::select! {
+                biased;
+                line = self.ring.recv() => {
+                    if let Some(line) = self.read(line?) {
+                        return Ok(line);
+                    }
+                }
+                private = self.inbox.recv(), if self.held.is_none() => match private {
+                    Some(private) => {
+                        if let Some(line) = self.arrived(private) {
+                            return Ok(line);
+                        }
+                    }
+                    // The room closed this participant's mailbox: it was
+                    // put out (see `ClusterRoom`'s kick), or it left.
+                    None => return Err(RecvError::Closed),
+                },
+                _ = sleep_until(held_until.unwrap_or_else(Instant::now)), if held_until.is_some() => {
+                    if let Some(held) = self.held.take() {
+                        return Ok(held.0.line);
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
+        loop {
+            if let Some(line) = self.due() {
+                return Ok(Some(line));
+            }
+            match self.ring.try_recv()? {
+                Some(line) => {
+                    if let Some(line) = self.read(line) {
+                        return Ok(Some(line));
+                    }
+                }
+                None => break,
+            }
+        }
+        if self.held.is_some() {
+            return Ok(None);
+        }
+        // A closed mailbox is said by the next `recv`, once what is queued
+        // is out.
+        Ok(self
+            .inbox
+            .try_recv()
+            .and_then(|private| self.arrived(private)))
+    }
+
+    fn take_history(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.history)
+            .iter()
+            .map(|line| protocol::history_line(line))
+            .collect()
+    }
+
+    fn is_lagging(&self) -> bool {
+        self.ring.is_lagging()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::backlog::Backlog;
+    use crate::room::mailbox::mailbox;
+    use tokio::time::timeout;
+
+    /// A numbered line, as a room shared through a broker keeps them.
+    #[derive(Clone)]
+    struct Numbered(u64, &'static str);
+
+    impl Line for Numbered {
+        fn text(&self) -> &[u8] {
+            self.1.as_bytes()
+        }
+        fn into_bytes(self) -> Bytes {
+            Bytes::from_static(self.1.as_bytes())
+        }
+        fn seq(&self) -> u64 {
+            self.0
+        }
+    }
+
+    async fn next<L: Line>(sub: &mut Subscriber<L>) -> Bytes {
+        timeout(Duration::from_secs(60), sub.recv())
+            .await
+            .expect("a line in time")
+            .expect("a line")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_private_line_waits_for_the_room_lines_said_before_it_and_no_longer() {
+        let ring = Backlog::new(backlog::MIN_BYTES);
+        let (mailbox, inbox) = mailbox();
+        // Joined at sequence 5.
+        let mut sub = Subscriber::new(ring.subscribe(), inbox, 5, Vec::new());
+        ring.push(Numbered(5, "bob joined!\n"));
+        let psst = Bytes::from_static(b"[private] alice -> bob: psst\n");
+        // Said after line 7, which this server has not read yet: held.
+        assert!(mailbox.put(7, psst.clone()));
+        assert_eq!(next(&mut sub).await, "bob joined!\n");
+        assert_eq!(sub.try_recv().expect("no error"), None);
+        ring.push(Numbered(6, "alice: one\n"));
+        ring.push(Numbered(7, "alice: look\n"));
+        ring.push(Numbered(8, "carol: later\n"));
+        assert_eq!(next(&mut sub).await, "alice: one\n");
+        assert_eq!(next(&mut sub).await, "alice: look\n");
+        assert_eq!(next(&mut sub).await, psst);
+        assert_eq!(next(&mut sub).await, "carol: later\n");
+
+        // Said after a line this server never reads (the broker went away):
+        // it goes once it has waited HOLD_LIMIT, not before.
+        assert!(mailbox.put(100, psst.clone()));
+        let started = Instant::now();
+        assert_eq!(next(&mut sub).await, psst);
+        assert_eq!(started.elapsed(), HOLD_LIMIT);
+
+        // Lines from the room itself (after 0) go after the room lines
+        // already waiting.
+        ring.push(Numbered(9, "carol: again\n"));
+        assert!(mailbox.put(0, Bytes::from_static(b"ERROR x\n")));
+        assert_eq!(next(&mut sub).await, "carol: again\n");
+        assert_eq!(next(&mut sub).await, "ERROR x\n");
+
+        // A closed mailbox ends the subscription.
+        drop(mailbox);
+        assert_eq!(sub.recv().await, Err(RecvError::Closed));
+    }
+}

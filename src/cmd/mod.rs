@@ -55,6 +55,13 @@ pub fn main() -> i32 {
     }
 }
 
+/// Reads a command line (the program's name first) as `main` would, and
+/// runs nothing: for checking that a command shown in the docs is one the
+/// binary accepts.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<(), clap::Error> {
+    Cli::try_parse_from(args).map(drop)
+}
+
 fn init_logging() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;

@@ -212,7 +212,10 @@ async fn a_line_lost_on_its_way_to_nats_never_lands_after_its_senders_next_line(
     // link fails, and comes back.
     relay.swallow();
     bob.send("first").await;
-    relay.swallowed("Bob: first", WAIT).await;
+    // The node publishes a record (who said what), not the line.
+    relay
+        .swallowed(r#""nick":"Bob","text":"first""#, WAIT)
+        .await;
     outage(relay, two).await;
 
     // His next line comes after it, everywhere: the lost one is published

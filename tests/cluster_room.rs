@@ -75,11 +75,11 @@ async fn members_private_lines_actions_and_reasons_across_nodes() {
     );
 
     // An action is a public line like a message, in the one order.
-    a.say("Alice", Bytes::from_static(b"* Alice waves\n"));
+    a.act("Alice", "waves");
     assert_eq!(next(&mut alice).await, "* Alice waves\n");
     assert_eq!(next(&mut bob).await, "* Alice waves\n");
     // Nothing private reached Alice: her next line is Bob's leaving.
-    b.depart("Bob", Bytes::from_static(b"Bob left! (lunch)\n"));
+    b.quit("Bob", "lunch");
     assert_eq!(next(&mut alice).await, "Bob left! (lunch)\n");
     members_become(&a, &["Alice"]).await;
     // The name is free again, on any node.

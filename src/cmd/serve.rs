@@ -235,6 +235,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 max_members: settings.max_participants,
                 backlog: settings.backlog,
                 history: usize::from(args.history),
+                max_line: args.max_line,
                 node_timeout: args
                     .cluster
                     .node_timeout

@@ -9,7 +9,9 @@ use super::backlog::{self, Backlog};
 use super::directory::Directory;
 use super::history::History;
 use super::mailbox::{Mailbox, mailbox};
-use super::{JoinError, Room, Subscriber, WhisperError, address_private_line, admit};
+use super::{
+    Departure, JoinError, Room, Said, Subscriber, WhisperError, address_private_line, admit,
+};
 use crate::protocol;
 use crate::sync::lock;
 use bytes::Bytes;
@@ -83,7 +85,8 @@ impl Room for LocalRoom {
         Ok(Subscriber::new(reader, inbox, 0, history))
     }
 
-    fn say(&self, _nick: &str, line: Bytes) {
+    fn say(&self, nick: &str, said: Said<'_>) {
+        let line = said.line(nick);
         let mut state = self.state();
         if !state.closed {
             state.history.push(&line);
@@ -91,10 +94,10 @@ impl Room for LocalRoom {
         }
     }
 
-    fn depart(&self, nick: &str, line: Bytes) {
+    fn depart(&self, nick: &str, how: Departure<'_>) {
         let mut state = self.state();
         if state.members.remove(&protocol::nick_key(nick)).is_some() && !state.closed {
-            state.lines.push(line);
+            state.lines.push(how.line(nick));
         }
     }
 

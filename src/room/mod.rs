@@ -126,15 +126,15 @@ pub trait Room: Send + Sync + 'static {
         nick: &str,
     ) -> impl Future<Output = Result<Self::Subscription, JoinError>> + Send;
 
-    /// Sends a participant's public line (a message or an action) to
-    /// everyone, the sender included, in the room's order; it is part of
-    /// the history newcomers get. If it cannot be sent, the sender is told
-    /// with a line of its own.
-    fn say(&self, nick: &str, line: Bytes);
+    /// Sends what `nick` said (a message or an action) to everyone, the
+    /// sender included, in the room's order; it is part of the history
+    /// newcomers get. If it cannot be sent, the sender is told with a line
+    /// of its own.
+    fn say(&self, nick: &str, said: Said<'_>);
 
-    /// Removes `nick` and tells those who stay with `line`; nothing if
+    /// Removes `nick` and tells those who stay how it left; nothing if
     /// `nick` is not here.
-    fn depart(&self, nick: &str, line: Bytes);
+    fn depart(&self, nick: &str, how: Departure<'_>);
 
     /// Sends `[private] <from> -> <to>: <text>` (`/msg`) to `to` alone,
     /// found as [`directory`] finds names (any case, lookalike letters),
@@ -157,24 +157,62 @@ pub trait Room: Send + Sync + 'static {
 
     /// Sends `<nick>: <text>` to everyone, the sender included.
     fn publish(&self, nick: &str, text: &str) {
-        self.say(nick, protocol::chat_line(nick, text));
+        self.say(nick, Said::Message(text));
     }
 
     /// Sends the action `* <nick> <text>` (`/me`) to everyone; like a
     /// message, it is part of the room's order and of its history.
     fn act(&self, nick: &str, text: &str) {
-        self.say(nick, protocol::action_line(nick, text));
+        self.say(nick, Said::Action(text));
     }
 
     /// Removes `nick` and announces `<nick> left!` to those who stay.
     fn leave(&self, nick: &str) {
-        self.depart(nick, protocol::left_line(nick));
+        self.depart(nick, Departure::Left);
     }
 
     /// Removes `nick` after `/quit REASON`: like [`Room::leave`], but those
     /// who stay receive `<nick> left! (REASON)`.
     fn quit(&self, nick: &str, reason: &str) {
-        self.depart(nick, protocol::left_line_because(nick, reason));
+        self.depart(nick, Departure::Quit(reason));
+    }
+}
+
+/// What a participant says to everyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Said<'a> {
+    /// A message: `<nick>: <text>`.
+    Message(&'a str),
+    /// An action (`/me`): `* <nick> <text>`.
+    Action(&'a str),
+}
+
+impl Said<'_> {
+    /// The room's line for it, as everybody reads it.
+    pub fn line(self, nick: &str) -> Bytes {
+        match self {
+            Said::Message(text) => protocol::chat_line(nick, text),
+            Said::Action(text) => protocol::action_line(nick, text),
+        }
+    }
+}
+
+/// How a participant left the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure<'a> {
+    /// It closed its connection, or was put out: `<nick> left!`.
+    Left,
+    /// It said `/quit REASON`: `<nick> left! (REASON)`.
+    Quit(&'a str),
+}
+
+impl Departure<'_> {
+    /// The room's line for it, as those who stay read it.
+    pub fn line(self, nick: &str) -> Bytes {
+        match self {
+            Departure::Left => protocol::left_line(nick),
+            Departure::Quit(reason) => protocol::left_line_because(nick, reason),
+        }
     }
 }
 

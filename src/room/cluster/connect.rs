@@ -51,6 +51,9 @@ pub struct ClusterOptions {
     /// How many of the room's last public lines a newcomer is given (0:
     /// none), read from the stream.
     pub history: usize,
+    /// The longest text a participant's line may carry (`--max-line`): a
+    /// record read from NATS with a longer one is dropped.
+    pub max_line: usize,
     /// How long a node's liveness entry lives without a refresh: a node
     /// silent this long is taken for dead, and its participants announced
     /// as left. The room's setting: the node that makes the room's buckets
@@ -72,6 +75,7 @@ impl ClusterOptions {
             max_members: usize::MAX,
             backlog: backlog::DEFAULT_BYTES,
             history: 0,
+            max_line: crate::protocol::DEFAULT_MAX_LINE,
             node_timeout: DEFAULT_NODE_TIMEOUT,
         }
     }
@@ -276,6 +280,8 @@ impl ClusterRoom {
             sending: watch::channel(0).0,
             waiting: AtomicUsize::new(0),
             max_members: opts.max_members,
+            max_line: opts.max_line,
+            rejected: Mutex::default(),
             known: AtomicU64::new(last),
             boot: random_hex(4),
             next_id: AtomicU64::new(0),

@@ -1,7 +1,7 @@
 //! Reading the room's stream: every line in the global order, into this
 //! node's ring; and a newcomer's history, read back from the stream.
 
-use super::publish::{KIND_HEADER, KIND_SAY};
+use super::record::Record;
 use super::{REQUEST_TIMEOUT, Shared, StoredLine};
 use async_nats::jetstream::{consumer, stream};
 use bytes::Bytes;
@@ -73,9 +73,15 @@ pub(super) async fn deliver(shared: Arc<Shared>, stream: stream::Stream, mut las
             }
             last = seq;
             shared.known.fetch_max(seq, Ordering::AcqRel);
-            // A copy of its own: the payload shares the client's read
-            // buffer, which a line kept in the ring would keep alive whole.
-            let bytes = Bytes::copy_from_slice(&message.payload);
+            // Formatted here, into a line of its own (which keeps nothing
+            // of the client's read buffer alive).
+            let bytes = match Record::decode(&message.payload, shared.max_line) {
+                Ok(record) => record.line(),
+                Err(why) => {
+                    shared.reject(why);
+                    continue;
+                }
+            };
             let state = shared.state();
             if state.closed {
                 return;
@@ -121,16 +127,16 @@ impl Shared {
                 if seq >= before {
                     break;
                 }
-                let public = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(KIND_HEADER))
-                    .is_some_and(|v| v.as_str() == KIND_SAY);
-                if public {
-                    if kept.len() == wanted {
-                        kept.pop_front();
+                match Record::decode(&message.payload, self.max_line) {
+                    Ok(record) if record.is_public() => {
+                        if kept.len() == wanted {
+                            kept.pop_front();
+                        }
+                        kept.push_back(record.line());
                     }
-                    kept.push_back(message.payload.clone());
+                    Ok(_) => {}
+                    // Counted once already, when the stream was read live.
+                    Err(_) => {}
                 }
             }
             anyhow::Ok(Vec::from(kept))

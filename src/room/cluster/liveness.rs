@@ -5,8 +5,9 @@
 //! entry expired. After an outage of its own, a node first checks that its
 //! participants still hold their nicknames.
 
+use super::record::Record;
 use super::{Holder, Holding, REQUEST_TIMEOUT, Shared};
-use crate::protocol;
+use crate::room::Departure;
 use crate::sync::lock;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -53,13 +54,14 @@ pub(super) async fn watch_nicknames(shared: Arc<Shared>) {
                     let Some(Ok(entry)) = entry else { break };
                     let mut directory = lock(&shared.directory);
                     match entry.operation {
-                        kv::Operation::Put => match serde_json::from_slice(&entry.value) {
+                        kv::Operation::Put => match Holder::decode(&entry.key, &entry.value) {
                             Ok(Holder { node, nick }) => {
                                 let revision = entry.revision;
                                 directory.insert(entry.key, nick, Holding { revision, node });
                             }
-                            Err(_) => {
+                            Err(why) => {
                                 directory.remove(&entry.key);
+                                shared.reject(why);
                             }
                         },
                         kv::Operation::Delete | kv::Operation::Purge => {
@@ -87,6 +89,7 @@ pub(super) async fn keep_alive(shared: Arc<Shared>) {
     let mut refreshed = Instant::now();
     loop {
         refresh.tick().await;
+        shared.report_rejected();
         let Some(since) = shared.connected_since() else {
             continue;
         };
@@ -187,7 +190,7 @@ async fn take_over(shared: &Arc<Shared>) {
             };
             !is_alive
         };
-        let left = protocol::left_line(&holder.nick);
+        let left = Record::departure(&holder.nick, Departure::Left).encode();
         if orphan
             && shared
                 .release_nickname(&key, &holder.nick, revision, left)

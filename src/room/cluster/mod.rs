@@ -45,13 +45,17 @@ mod deliver;
 mod liveness;
 pub mod private;
 mod publish;
+mod record;
 
 pub use connect::{ClusterOptions, DEFAULT_NODE_TIMEOUT, default_node_name};
 
 use super::backlog::{self, Backlog};
 use super::directory::Directory;
 use super::mailbox::{Mailbox, mailbox};
-use super::{JoinError, Room, Subscriber, UNAVAILABLE, WhisperError, address_private_line, admit};
+use super::{
+    Departure, JoinError, Room, Said, Subscriber, UNAVAILABLE, WhisperError, address_private_line,
+    admit,
+};
 use crate::protocol;
 use crate::sync::lock;
 use async_nats::jetstream::{Context as JetStream, kv, stream};
@@ -59,6 +63,7 @@ use bytes::Bytes;
 use connect::Link;
 use liveness::Liveness;
 use publish::{JOIN_RETRY_FOR, OUTGOING_QUEUE, Queued, SenderWork};
+use record::{PrivateRecord, Record, Rejected};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -78,6 +83,22 @@ pub type ClusterSubscription = Subscriber<StoredLine>;
 pub(super) struct Holder {
     pub(super) node: String,
     pub(super) nick: String,
+}
+
+impl Holder {
+    /// A nickname entry of the room, checked: the nickname one a join
+    /// accepts, stored under its own key, and a valid node name.
+    fn decode(key: &str, value: &[u8]) -> Result<Holder, Rejected> {
+        let holder: Holder = serde_json::from_slice(value)
+            .map_err(|_| Rejected::Malformed("not a nickname entry"))?;
+        record::valid_nick(&holder.nick)?;
+        if protocol::nick_key(&holder.nick) != key
+            || connect::validate_node_name(&holder.node).is_err()
+        {
+            return Err(Rejected::Malformed("not a nickname entry"));
+        }
+        Ok(holder)
+    }
 }
 
 /// Who holds a nickname, as the nickname bucket says: the entry's revision
@@ -148,6 +169,12 @@ struct Shared {
     /// stored (read from the stream, or acknowledged to it): what a private
     /// line sent now must not overtake.
     known: AtomicU64,
+    /// The longest text a record read from NATS may carry: this node's
+    /// line limit (`--max-line`).
+    max_line: usize,
+    /// Records read from NATS that no node of this room writes, since the
+    /// last report, and why the last one was dropped.
+    rejected: Mutex<(u64, Option<Rejected>)>,
     /// Unique to this process, so message ids never repeat across restarts.
     boot: String,
     next_id: AtomicU64,
@@ -225,6 +252,29 @@ impl ClusterRoom {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// Drops something read from NATS that no node of this room wrote
+    /// (see [`record`]); counted, and reported by [`Shared::report_rejected`].
+    fn reject(&self, why: Rejected) {
+        tracing::debug!("dropped a record read from NATS: {why}");
+        let mut rejected = lock(&self.rejected);
+        rejected.0 += 1;
+        rejected.1 = Some(why);
+    }
+
+    /// Logs how many records were dropped since the last report, if any:
+    /// one line, however many (anyone allowed to publish to the room's
+    /// subjects could otherwise flood the log).
+    fn report_rejected(&self) {
+        let (count, last) = std::mem::take(&mut *lock(&self.rejected));
+        if let Some(last) = last {
+            tracing::warn!(
+                records = count,
+                "dropped records read from NATS that no node of this room writes (the last: {last}): \
+                 something other than the room's nodes publishes to its subjects"
+            );
+        }
     }
 
     fn connected_since(&self) -> Option<Instant> {
@@ -325,7 +375,14 @@ impl Room for ClusterRoom {
         };
         let id = format!("joined.{key}.{revision}");
         match shared
-            .publish_stored(&protocol::joined_line(nick), &id, false, JOIN_RETRY_FOR)
+            .publish_stored(
+                &Record::Join {
+                    nick: nick.to_owned(),
+                }
+                .encode(),
+                &id,
+                JOIN_RETRY_FOR,
+            )
             .await
         {
             Ok(start) => {
@@ -348,7 +405,7 @@ impl Room for ClusterRoom {
     /// Sends a participant's public line (a message, an action) to
     /// everyone, in the room's order and history; if it cannot be
     /// published, its sender is told so.
-    fn say(&self, nick: &str, line: Bytes) {
+    fn say(&self, nick: &str, said: Said<'_>) {
         let key = protocol::nick_key(nick);
         if self.shared.state().closed {
             return;
@@ -363,9 +420,8 @@ impl Room for ClusterRoom {
             return self.shared.refuse(&key);
         }
         let public = Queued::Line {
-            line,
+            payload: Record::said(nick, said).encode(),
             from: Some(key.clone()),
-            public: true,
         };
         if self.shared.queue.try_send(public).is_err() {
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -373,9 +429,9 @@ impl Room for ClusterRoom {
         }
     }
 
-    /// Removes `nick` of this node and tells the others with `line`
-    /// (`left!`, or a leaving with a reason), once its nickname is free.
-    fn depart(&self, nick: &str, line: Bytes) {
+    /// Removes `nick` of this node and tells the others how it left, once
+    /// its nickname is free.
+    fn depart(&self, nick: &str, how: Departure<'_>) {
         let key = protocol::nick_key(nick);
         let Some(member) = self.shared.state().members.remove(&key) else {
             return;
@@ -387,7 +443,7 @@ impl Room for ClusterRoom {
             key,
             nick: nick.to_owned(),
             revision,
-            line,
+            payload: Record::departure(nick, how).encode(),
         };
         if self.shared.queue.try_send(leave).is_err() {
             // The queue is full or gone: the scan for orphans releases the
@@ -408,10 +464,16 @@ impl Room for ClusterRoom {
         if self.shared.connected_since().is_none() {
             return Err(WhisperError::Unavailable);
         }
+        let record = PrivateRecord {
+            after: 0,
+            to: protocol::nick_key(&recipient),
+            from: from.to_owned(),
+            text: text.to_owned(),
+        };
         let private = Queued::Private {
             from: protocol::nick_key(from),
             to: recipient,
-            line: line.clone(),
+            record,
         };
         self.shared
             .queue

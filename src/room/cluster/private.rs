@@ -19,6 +19,7 @@
 //! queue for that answer (a round trip to the other node, at most
 //! `REQUEST_TIMEOUT`), so that they too keep their order.
 
+use super::record::PrivateRecord;
 use super::{REQUEST_TIMEOUT, Shared};
 use crate::protocol;
 use crate::room::WhisperError;
@@ -35,15 +36,14 @@ const NOT_READING: &[u8] = b"busy";
 const NOT_HERE: &[u8] = b"gone";
 
 impl Shared {
-    /// Delivers `line`, a private message from this node's participant
-    /// `from` (a nickname key) to `to`, on whichever node `to` is; tells
-    /// `from` if it was not delivered. Runs in `from`'s queue, after its
-    /// earlier lines are stored.
-    pub(super) async fn send_private(&self, from: &str, to: &str, line: Bytes) {
-        let after = self.known.load(Ordering::Acquire);
-        let key = protocol::nick_key(to);
-        let local = self.state().members.get(&key).map(|member| {
-            if member.tell_after(after, line.clone()) {
+    /// Delivers `record`, a private message from this node's participant
+    /// `from` (a nickname key) to `to` (as its owner spells it), on
+    /// whichever node `to` is; tells `from` if it was not delivered. Runs in
+    /// `from`'s queue, after its earlier lines are stored.
+    pub(super) async fn send_private(&self, from: &str, to: &str, mut record: PrivateRecord) {
+        record.after = self.known.load(Ordering::Acquire);
+        let local = self.state().members.get(&record.to).map(|member| {
+            if member.tell_after(record.after, record.line(&member.nick)) {
                 None
             } else {
                 Some(WhisperError::Full(member.nick.clone()))
@@ -51,7 +51,7 @@ impl Shared {
         });
         let failed = match local {
             Some(outcome) => outcome,
-            None => self.send_private_remote(after, &key, to, line).await,
+            None => self.send_private_remote(&record, to).await,
         };
         if let Some(why) = failed
             && let Some(member) = self.state().members.get(from)
@@ -60,17 +60,11 @@ impl Shared {
         }
     }
 
-    /// Sends a private line to the node holding `key`; what went wrong, if
-    /// anything.
-    async fn send_private_remote(
-        &self,
-        after: u64,
-        key: &str,
-        to: &str,
-        line: Bytes,
-    ) -> Option<WhisperError> {
+    /// Sends a private record to the node holding its recipient; what went
+    /// wrong, if anything.
+    async fn send_private_remote(&self, record: &PrivateRecord, to: &str) -> Option<WhisperError> {
         let node = lock(&self.directory)
-            .get(key)
+            .get(&record.to)
             .map(|named| named.value.node.clone());
         let Some(node) = node else {
             return Some(WhisperError::NoSuchNick(to.to_owned()));
@@ -79,7 +73,7 @@ impl Shared {
             return Some(WhisperError::Unavailable);
         }
         let subject = format!("{}.{node}", self.private_prefix);
-        let request = self.client.request(subject, encode(after, key, &line));
+        let request = self.client.request(subject, record.encode());
         match timeout(REQUEST_TIMEOUT, request).await {
             Ok(Ok(answer)) => match &answer.payload[..] {
                 NOT_READING => Some(WhisperError::Full(to.to_owned())),
@@ -96,38 +90,36 @@ impl Shared {
             }
         }
     }
-}
 
-/// A private line on its way between nodes: `<after>\n<key>\n<line>`.
-fn encode(after: u64, key: &str, line: &[u8]) -> Bytes {
-    let mut payload = Vec::with_capacity(24 + key.len() + line.len());
-    payload.extend_from_slice(after.to_string().as_bytes());
-    payload.push(b'\n');
-    payload.extend_from_slice(key.as_bytes());
-    payload.push(b'\n');
-    payload.extend_from_slice(line);
-    payload.into()
-}
-
-fn decode(payload: &Bytes) -> Option<(u64, &str, Bytes)> {
-    let first = payload.iter().position(|&b| b == b'\n')?;
-    let after = std::str::from_utf8(&payload[..first]).ok()?.parse().ok()?;
-    let rest = &payload[first + 1..];
-    let second = rest.iter().position(|&b| b == b'\n')?;
-    let key = std::str::from_utf8(&rest[..second]).ok()?;
-    let line = payload.slice(first + 1 + second + 1..);
-    Some((after, key, line))
+    /// The sequence a private line from another node may wait for: what it
+    /// says, but never beyond what the room's stream holds, so that a
+    /// forged one cannot hold real private lines back.
+    async fn bounded_after(&self, after: u64) -> u64 {
+        if after <= self.known.load(Ordering::Acquire) {
+            return after;
+        }
+        let mut stream = self.lines_stream.clone();
+        match timeout(REQUEST_TIMEOUT, stream.info()).await {
+            Ok(Ok(info)) => after.min(info.state.last_sequence),
+            _ => self.known.load(Ordering::Acquire),
+        }
+    }
 }
 
 /// Hands private lines from other nodes to this node's participants, and
 /// answers whether each was taken.
 pub(super) async fn deliver_private(shared: Arc<Shared>, mut inbox: async_nats::Subscriber) {
     while let Some(message) = inbox.next().await {
-        let Some((after, key, line)) = decode(&message.payload) else {
-            continue;
+        let record = match PrivateRecord::decode(&message.payload, shared.max_line) {
+            Ok(record) => record,
+            Err(why) => {
+                shared.reject(why);
+                continue;
+            }
         };
-        let answer = match shared.state().members.get(key) {
-            Some(member) if member.tell_after(after, line) => TAKEN,
+        let after = shared.bounded_after(record.after).await;
+        let answer = match shared.state().members.get(&record.to) {
+            Some(member) if member.tell_after(after, record.line(&member.nick)) => TAKEN,
             Some(_) => NOT_READING,
             None => NOT_HERE,
         };
@@ -139,20 +131,5 @@ pub(super) async fn deliver_private(shared: Arc<Shared>, mut inbox: async_nats::
         {
             tracing::debug!("cannot answer a private line: {e}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_private_line_crosses_between_nodes_intact() {
-        let line = b"[private] alice -> bob: a\nb";
-        let payload = encode(42, "bob", line);
-        let (after, key, decoded) = decode(&payload).expect("decodes");
-        assert_eq!((after, key, &decoded[..]), (42, "bob", &line[..]));
-        assert!(decode(&Bytes::from_static(b"x\nbob\nline")).is_none());
-        assert!(decode(&Bytes::from_static(b"7")).is_none());
     }
 }

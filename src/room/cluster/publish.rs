@@ -3,6 +3,7 @@
 //! publishes in flight, and publishing again (under the same message id,
 //! so a line is stored once) until the stream acknowledges.
 
+use super::record::PrivateRecord;
 use super::{REQUEST_TIMEOUT, Shared};
 use crate::sync::lock;
 use anyhow::{Result, bail};
@@ -37,32 +38,27 @@ pub(super) const MAX_IN_FLIGHT: usize = 4096;
 /// rate limit keeps a participant far below it.
 const SENDER_QUEUE: usize = 256;
 
-/// The header that marks a participant's public line (a message or an
-/// action): what a newcomer's history is made of.
-pub(super) const KIND_HEADER: &str = "Chat-Kind";
-pub(super) const KIND_SAY: &str = "say";
-
 pub(super) enum Queued {
-    /// A line for everybody; `from` is the sender's nickname key, and
-    /// `public` marks a participant's message or action (history).
+    /// A record for everybody (encoded); `from` is the sender's nickname
+    /// key, if a participant of this node said it.
     Line {
-        line: Bytes,
+        payload: Bytes,
         from: Option<String>,
-        public: bool,
     },
-    /// A participant of this node left; `line` tells the others.
+    /// A participant of this node left; `payload` tells the others.
     Leave {
         key: String,
         nick: String,
         revision: u64,
-        line: Bytes,
+        payload: Bytes,
     },
-    /// A private message from `from` (a nickname key of this node) to
-    /// `to`: it goes after `from`'s earlier lines are stored.
+    /// A private message from `from` (a nickname key of this node) to `to`
+    /// (as its owner spells it): it goes after `from`'s earlier lines are
+    /// stored.
     Private {
         from: String,
         to: String,
-        line: Bytes,
+        record: PrivateRecord,
     },
     /// Answers once everything queued before it is stored (or given up).
     Flush(oneshot::Sender<()>),
@@ -71,30 +67,27 @@ pub(super) enum Queued {
 /// What a sender's task does next, in the order the sender did it.
 pub(super) enum SenderWork {
     Line {
-        line: Bytes,
+        payload: Bytes,
         id: String,
-        public: bool,
     },
     /// A private message, sent once the lines before it are stored.
-    Private { to: String, line: Bytes },
+    Private {
+        to: String,
+        record: PrivateRecord,
+    },
     /// The sender left after its lines: release its nickname, and say so.
     Leave {
         nick: String,
         revision: u64,
-        line: Bytes,
+        payload: Bytes,
     },
 }
 
-/// A line as published: its message id, and whether it is public (history).
-fn publish_message(line: &Bytes, id: &str, public: bool) -> jetstream::message::PublishMessage {
-    let publish = jetstream::message::PublishMessage::build()
-        .payload(line.clone())
-        .message_id(id);
-    if public {
-        publish.header(KIND_HEADER, KIND_SAY)
-    } else {
-        publish
-    }
+/// A record as published, under its message id.
+fn publish_message(payload: &Bytes, id: &str) -> jetstream::message::PublishMessage {
+    jetstream::message::PublishMessage::build()
+        .payload(payload.clone())
+        .message_id(id)
 }
 
 impl Shared {
@@ -103,20 +96,19 @@ impl Shared {
         format!("{}.{}.{n}", self.node, self.boot)
     }
 
-    /// Publishes `line` under `id` until it is stored (or found already
+    /// Publishes `payload` under `id` until it is stored (or found already
     /// stored), for at most `patience`; returns its sequence.
     pub(super) async fn publish_stored(
         &self,
-        line: &Bytes,
+        payload: &Bytes,
         id: &str,
-        public: bool,
         patience: Duration,
     ) -> Result<u64> {
         let give_up = Instant::now() + patience;
         let mut backoff = Duration::from_millis(100);
         loop {
             if self.connected_since().is_some() {
-                let publish = publish_message(line, id, public);
+                let publish = publish_message(payload, id);
                 match self.js.send_publish(self.subject.clone(), publish).await {
                     Ok(ack) => match ack.await {
                         Ok(ack) => {
@@ -143,20 +135,19 @@ impl Shared {
     /// [`Shared::senders`]).
     pub(super) async fn send_line(
         self: &Arc<Self>,
-        line: Bytes,
+        payload: Bytes,
         id: String,
         from: Option<String>,
-        public: bool,
     ) {
         if let Some(sender) = from {
-            return self.queue_for_sender(sender, SenderWork::Line { line, id, public });
+            return self.queue_for_sender(sender, SenderWork::Line { payload, id });
         }
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
         let first = self
             .js
-            .send_publish(self.subject.clone(), publish_message(&line, &id, public))
+            .send_publish(self.subject.clone(), publish_message(&payload, &id))
             .await;
         let shared = self.clone();
         tokio::spawn(async move {
@@ -167,7 +158,7 @@ impl Shared {
                 shared.known.fetch_max(ack.sequence, Ordering::AcqRel);
                 return;
             }
-            if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
+            if let Err(e) = shared.publish_stored(&payload, &id, RETRY_FOR).await {
                 tracing::warn!("a line could not be stored: {e}");
             }
         });
@@ -202,7 +193,7 @@ impl Shared {
         key: &str,
         nick: &str,
         revision: u64,
-        line: Bytes,
+        payload: Bytes,
     ) -> bool {
         match timeout(
             REQUEST_TIMEOUT,
@@ -212,7 +203,7 @@ impl Shared {
         {
             Ok(Ok(())) => {
                 let id = format!("left.{key}.{revision}");
-                self.send_line(line, id, None, false).await;
+                self.send_line(payload, id, None).await;
                 true
             }
             Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
@@ -238,27 +229,27 @@ async fn publish_for_sender(shared: Arc<Shared>, sender: String, first: SenderWo
     let mut next = Some(first);
     while let Some(work) = next.take() {
         match work {
-            SenderWork::Line { line, id, public } => {
+            SenderWork::Line { payload, id } => {
                 // The semaphore is never closed; if it were, publishing on
                 // without a permit beats leaving the queue unserved.
                 let permit = shared.in_flight.clone().acquire_owned().await.ok();
-                if let Err(e) = shared.publish_stored(&line, &id, public, RETRY_FOR).await {
+                if let Err(e) = shared.publish_stored(&payload, &id, RETRY_FOR).await {
                     tracing::warn!("a line could not be stored: {e}");
                     shared.refuse(&sender);
                 }
                 drop(permit);
                 shared.waiting.fetch_sub(1, Ordering::AcqRel);
             }
-            SenderWork::Private { to, line } => {
-                shared.send_private(&sender, &to, line).await;
+            SenderWork::Private { to, record } => {
+                shared.send_private(&sender, &to, record).await;
             }
             SenderWork::Leave {
                 nick,
                 revision,
-                line,
+                payload,
             } => {
                 shared
-                    .release_nickname(&sender, &nick, revision, line)
+                    .release_nickname(&sender, &nick, revision, payload)
                     .await;
             }
         }
@@ -273,17 +264,17 @@ async fn publish_for_sender(shared: Arc<Shared>, sender: String, first: SenderWo
 
 /// Publishes this node's lines in the order they were queued.
 pub(super) async fn publish_queue(shared: Arc<Shared>, mut queue: mpsc::Receiver<Queued>) {
-    while let Some(outgoing) = queue.recv().await {
-        match outgoing {
-            Queued::Line { line, from, public } => {
+    while let Some(queued) = queue.recv().await {
+        match queued {
+            Queued::Line { payload, from } => {
                 let id = shared.next_message_id();
-                shared.send_line(line, id, from, public).await;
+                shared.send_line(payload, id, from).await;
             }
             Queued::Leave {
                 key,
                 nick,
                 revision,
-                line,
+                payload,
             } => {
                 if lock(&shared.senders).contains_key(&key) {
                     // Its last lines are still being published: it leaves
@@ -291,15 +282,17 @@ pub(super) async fn publish_queue(shared: Arc<Shared>, mut queue: mpsc::Receiver
                     let leave = SenderWork::Leave {
                         nick,
                         revision,
-                        line,
+                        payload,
                     };
                     shared.queue_for_sender(key, leave);
                 } else {
-                    shared.release_nickname(&key, &nick, revision, line).await;
+                    shared
+                        .release_nickname(&key, &nick, revision, payload)
+                        .await;
                 }
             }
-            Queued::Private { from, to, line } => {
-                shared.queue_for_sender(from, SenderWork::Private { to, line });
+            Queued::Private { from, to, record } => {
+                shared.queue_for_sender(from, SenderWork::Private { to, record });
             }
             Queued::Flush(done) => {
                 let mut sending = shared.sending.subscribe();

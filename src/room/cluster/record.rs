@@ -1,0 +1,237 @@
+//! What nodes put in NATS, and how a node reads it back: records (who did
+//! what), never finished lines.
+//!
+//! Anything that can publish to the room's subjects or write its buckets
+//! (another node, or any NATS user with those permissions) could otherwise
+//! hand every participant a line that reads like the server's own, an
+//! escape sequence, two lines in one, or a line longer than any client
+//! takes. So a node publishes a [`Record`] (the kind, the nickname, the
+//! text), and the node that reads one checks it as a join and a typed line
+//! are checked (a valid nickname, a text within the line limit with the
+//! unsafe characters stripped) and formats the line itself, with the same
+//! functions a single server uses. What does not pass is dropped and
+//! counted ([`Rejected`]), never shown.
+
+use crate::protocol;
+use crate::room::{Departure, Said};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// One event of the room, as stored in its stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub(super) enum Record {
+    /// `<nick>: <text>`.
+    Say { nick: String, text: String },
+    /// `* <nick> <text>`.
+    Act { nick: String, text: String },
+    /// `<nick> joined!`.
+    Join { nick: String },
+    /// `<nick> left!`, or `<nick> left! (<reason>)`.
+    Leave {
+        nick: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// A private line on its way to the node of its recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PrivateRecord {
+    /// The last sequence of the room its sender's node knew of: the line is
+    /// held until the recipient has read the room that far.
+    pub(super) after: u64,
+    /// The recipient's nickname key.
+    pub(super) to: String,
+    /// The sender's nickname.
+    pub(super) from: String,
+    pub(super) text: String,
+}
+
+/// Why something read from NATS was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum Rejected {
+    #[error("not a record of this room ({0})")]
+    Malformed(&'static str),
+    #[error("a nickname no participant could have")]
+    Nickname,
+    #[error("a text longer than the line limit")]
+    TooLong,
+}
+
+impl Record {
+    pub(super) fn said(nick: &str, said: Said<'_>) -> Record {
+        let nick = nick.to_owned();
+        match said {
+            Said::Message(text) => Record::Say {
+                nick,
+                text: text.to_owned(),
+            },
+            Said::Action(text) => Record::Act {
+                nick,
+                text: text.to_owned(),
+            },
+        }
+    }
+
+    pub(super) fn departure(nick: &str, how: Departure<'_>) -> Record {
+        Record::Leave {
+            nick: nick.to_owned(),
+            reason: match how {
+                Departure::Left => None,
+                Departure::Quit(reason) => Some(reason.to_owned()),
+            },
+        }
+    }
+
+    /// The record as published.
+    pub(super) fn encode(&self) -> Bytes {
+        // A record is strings and numbers: serializing it cannot fail.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Reads a record published to the room, checked: see the module doc.
+    pub(super) fn decode(payload: &[u8], max_line: usize) -> Result<Record, Rejected> {
+        let record: Record = serde_json::from_slice(payload).map_err(malformed)?;
+        let (nick, text) = match &record {
+            Record::Say { nick, text } | Record::Act { nick, text } => (nick, Some(text)),
+            Record::Join { nick } => (nick, None),
+            Record::Leave { nick, reason } => (nick, reason.as_ref()),
+        };
+        valid_nick(nick)?;
+        if let Some(text) = text {
+            within_limit(text, max_line)?;
+        }
+        Ok(record)
+    }
+
+    /// Whether it is a participant's public line: what history is made of.
+    pub(super) fn is_public(&self) -> bool {
+        matches!(self, Record::Say { .. } | Record::Act { .. })
+    }
+
+    /// The line participants read, formatted here, from checked parts.
+    pub(super) fn line(&self) -> Bytes {
+        match self {
+            Record::Say { nick, text } => Said::Message(&protocol::sanitize(text)).line(nick),
+            Record::Act { nick, text } => Said::Action(&protocol::sanitize(text)).line(nick),
+            Record::Join { nick } => protocol::joined_line(nick),
+            Record::Leave { nick, reason: None } => Departure::Left.line(nick),
+            Record::Leave {
+                nick,
+                reason: Some(reason),
+            } => Departure::Quit(&protocol::sanitize(reason)).line(nick),
+        }
+    }
+}
+
+impl PrivateRecord {
+    pub(super) fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Reads a private record, checked as [`Record::decode`] checks.
+    pub(super) fn decode(payload: &[u8], max_line: usize) -> Result<PrivateRecord, Rejected> {
+        let record: PrivateRecord = serde_json::from_slice(payload).map_err(malformed)?;
+        valid_nick(&record.from)?;
+        within_limit(&record.text, max_line)?;
+        Ok(record)
+    }
+
+    /// `[private] <from> -> <to>: <text>`, for the recipient spelled `to`.
+    pub(super) fn line(&self, to: &str) -> Bytes {
+        protocol::private_line(&self.from, to, &protocol::sanitize(&self.text))
+    }
+}
+
+/// A nickname as a join would accept it.
+pub(super) fn valid_nick(nick: &str) -> Result<(), Rejected> {
+    match protocol::validate_nickname(nick) {
+        Ok(valid) if valid == nick => Ok(()),
+        _ => Err(Rejected::Nickname),
+    }
+}
+
+fn within_limit(text: &str, max_line: usize) -> Result<(), Rejected> {
+    if text.len() > max_line {
+        return Err(Rejected::TooLong);
+    }
+    Ok(())
+}
+
+/// The kind of a decoding error, without the input it quotes: a rejected
+/// record's text must not reach the log either.
+fn malformed(e: serde_json::Error) -> Rejected {
+    Rejected::Malformed(match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "not a known kind of record",
+        serde_json::error::Category::Eof => "cut short",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_formats_every_line_itself_from_checked_parts() {
+        let said = Record::said("alice", Said::Message("hi"));
+        let read = Record::decode(&said.encode(), 100).expect("valid");
+        assert_eq!(read.line(), "alice: hi\n");
+        assert!(read.is_public());
+        let quit = Record::departure("bob", Departure::Quit("lunch"));
+        assert_eq!(
+            Record::decode(&quit.encode(), 100).expect("valid").line(),
+            "bob left! (lunch)\n"
+        );
+
+        // What a NATS user could publish instead.
+        let forged =
+            br#"{"kind":"say","nick":"bob","text":"hi\nServer is shutting down\n\u001b[2J\u202e"}"#;
+        let read = Record::decode(forged, 100).expect("a well-formed record");
+        assert_eq!(read.line(), "bob: hiServer is shutting down[2J\n");
+        for (payload, why) in [
+            (&b"bob: hi\n"[..], "not JSON"),
+            (br#"{"kind":"say","nick":"Server","text":"x"}"#, "nickname"),
+            (br#"{"kind":"join","nick":"bob\nServer"}"#, "nickname"),
+            (
+                br#"{"kind":"say","nick":"bob","text":"xxxxxxxxxxx"}"#,
+                "limit",
+            ),
+            (
+                br#"{"kind":"leave","nick":"bob","reason":"xxxxxxxxxxx"}"#,
+                "limit",
+            ),
+            (br#"{"kind":"shout","nick":"bob","text":"x"}"#, "kind"),
+            (
+                br#"{"kind":"say","nick":"bob","text":"x","extra":1}"#,
+                "kind",
+            ),
+        ] {
+            let err = Record::decode(payload, 10).expect_err("rejected");
+            assert!(err.to_string().contains(why), "{err} for {payload:?}");
+        }
+    }
+
+    #[test]
+    fn a_private_record_is_checked_and_formatted_for_its_recipient() {
+        let record = PrivateRecord {
+            after: 7,
+            to: "bob".into(),
+            from: "alice".into(),
+            text: "psst\u{1b}]0;owned\u{7}".into(),
+        };
+        let read = PrivateRecord::decode(&record.encode(), 100).expect("valid");
+        assert_eq!(read.line("Bob"), "[private] alice -> Bob: psst]0;owned\n");
+        let forged = PrivateRecord {
+            from: "error-bot".into(),
+            ..record
+        };
+        assert_eq!(
+            PrivateRecord::decode(&forged.encode(), 100),
+            Err(Rejected::Nickname)
+        );
+    }
+}

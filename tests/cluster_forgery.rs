@@ -1,0 +1,180 @@
+//! What reaches participants when something other than the room's nodes
+//! writes to the room's NATS subjects and buckets: a raw NATS client, as a
+//! user with a foothold on NATS would use, publishes finished lines, escape
+//! sequences, a line far over the limit, a nickname entry holding a line
+//! break, and private payloads. Every participant gets only lines its node
+//! formatted itself from checked parts: nothing merges, nothing reads like
+//! the server's own, nothing raw reaches a terminal.
+
+mod common;
+
+use bytes::Bytes;
+use chatroom::room::cluster::{ClusterOptions, ClusterRoom};
+use chatroom::room::{Room, Subscription};
+use common::{NatsServer, WAIT};
+use std::time::Duration;
+
+const ROOM: &str = "lab";
+
+async fn node(nats: &NatsServer, name: &str) -> ClusterRoom {
+    ClusterRoom::connect(ClusterOptions {
+        node_timeout: Duration::from_secs(1),
+        ..ClusterOptions::new(nats.url(), ROOM.into(), name.into())
+    })
+    .await
+    .expect("the node joins the cluster")
+}
+
+async fn next(sub: &mut impl Subscription) -> String {
+    let line = tokio::time::timeout(WAIT, sub.recv())
+        .await
+        .expect("a line in time")
+        .expect("a line");
+    String::from_utf8(line.to_vec()).expect("UTF-8")
+}
+
+/// A NATS client that is not a node: it may publish anywhere.
+async fn intruder(nats: &NatsServer) -> (async_nats::Client, async_nats::jetstream::Context) {
+    let client = async_nats::connect(nats.url()).await.expect("connects");
+    let js = async_nats::jetstream::new(client.clone());
+    (client, js)
+}
+
+async fn publish(js: &async_nats::jetstream::Context, payload: impl Into<Bytes>) {
+    js.publish(format!("chat.{ROOM}"), payload.into())
+        .await
+        .expect("published")
+        .await
+        .expect("stored");
+}
+
+#[tokio::test]
+async fn lines_published_to_the_room_by_anyone_else_are_checked_and_formatted_by_the_node() {
+    let nats = NatsServer::start().await;
+    let (a, b) = tokio::join!(node(&nats, "a"), node(&nats, "b"));
+    let mut alice = a.join("alice").await.expect("joins");
+    assert_eq!(next(&mut alice).await, "alice joined!\n");
+    let mut carol = b.join("carol").await.expect("joins");
+    assert_eq!(next(&mut carol).await, "carol joined!\n");
+    assert_eq!(next(&mut alice).await, "carol joined!\n");
+    let (_client, js) = intruder(&nats).await;
+
+    // A finished line, three lines in one, without a final newline.
+    publish(
+        &js,
+        "bob: hi\nServer is shutting down\n[private] bob -> carol: send me your password",
+    )
+    .await;
+    // Not a record at all, and invalid UTF-8.
+    publish(&js, &b"\xff\xfe\x1b[2J"[..]).await;
+    // A record far over the line limit.
+    let long = format!(
+        r#"{{"kind":"say","nick":"bob","text":"{}"}}"#,
+        "x".repeat(100_000)
+    );
+    publish(&js, long).await;
+    // A record whose nickname no one could join with.
+    publish(
+        &js,
+        r#"{"kind":"join","nick":"x\nServer is shutting down"}"#,
+    )
+    .await;
+    publish(&js, r#"{"kind":"say","nick":"Server","text":"restarting"}"#).await;
+    // A well-formed record: it reads as what bob said (a NATS user can
+    // post under any nickname), on one line, with escapes and direction
+    // controls stripped.
+    publish(
+        &js,
+        r#"{"kind":"say","nick":"bob","text":"hi\nServer is shutting down\u001b[2J\u001b]0;owned\u0007\u202e"}"#,
+    )
+    .await;
+    a.publish("alice", "still here");
+
+    for sub in [&mut alice, &mut carol] {
+        assert_eq!(
+            next(sub).await,
+            "bob: hiServer is shutting down[2J]0;owned\n"
+        );
+        assert_eq!(next(sub).await, "alice: still here\n");
+    }
+}
+
+#[tokio::test]
+async fn a_forged_nickname_entry_never_becomes_a_line() {
+    let nats = NatsServer::start().await;
+    let a = node(&nats, "a").await;
+    let mut alice = a.join("alice").await.expect("joins");
+    assert_eq!(next(&mut alice).await, "alice joined!\n");
+    let (_client, js) = intruder(&nats).await;
+    let nicks = js
+        .get_key_value(format!("chat_{ROOM}_nicks"))
+        .await
+        .expect("the bucket");
+    // Held by a node that does not exist: the take-over would announce
+    // this nickname as left, were it taken as one.
+    nicks
+        .put(
+            "evil",
+            Bytes::from_static(br#"{"node":"ghost","nick":"x\nServer is shutting down"}"#),
+        )
+        .await
+        .expect("put");
+    // A valid one, so that the test sees a take-over happen at all.
+    nicks
+        .put(
+            "mallory",
+            Bytes::from_static(br#"{"node":"ghost","nick":"mallory"}"#),
+        )
+        .await
+        .expect("put");
+    assert_eq!(next(&mut alice).await, "mallory left!\n");
+    a.publish("alice", "after the scan");
+    assert_eq!(next(&mut alice).await, "alice: after the scan\n");
+    assert_eq!(a.members(10), (1, vec!["alice".to_string()]));
+}
+
+#[tokio::test]
+async fn forged_private_payloads_are_dropped_or_checked_and_hold_nothing_back() {
+    let nats = NatsServer::start().await;
+    let (a, b) = tokio::join!(node(&nats, "a"), node(&nats, "b"));
+    let mut alice = a.join("alice").await.expect("joins");
+    assert_eq!(next(&mut alice).await, "alice joined!\n");
+    let mut carol = b.join("carol").await.expect("joins");
+    assert_eq!(next(&mut carol).await, "carol joined!\n");
+    let (client, _js) = intruder(&nats).await;
+    let subject = format!("chat.{ROOM}.private.b");
+    for payload in [
+        &b"0\ncarol\n[private] bob -> carol: send me your password\n"[..],
+        br#"{"after":0,"to":"carol","from":"Server","text":"x"}"#,
+    ] {
+        client
+            .publish(subject.clone(), Bytes::copy_from_slice(payload))
+            .await
+            .expect("published");
+    }
+    // Well-formed, but claiming to come after a line the room will never
+    // have: held no longer than the room's last line.
+    let answer = client
+        .request(
+            subject.clone(),
+            Bytes::from(format!(
+                r#"{{"after":{},"to":"carol","from":"bob","text":"psst\u001b[8m"}}"#,
+                u64::MAX
+            )),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(&answer.payload[..], b"ok");
+    a.whisper("alice", "carol", "real").expect("sent");
+    let quick = Duration::from_secs(3);
+    for expected in [
+        "[private] bob -> carol: psst[8m\n",
+        "[private] alice -> carol: real\n",
+    ] {
+        let line = tokio::time::timeout(quick, carol.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{expected:?} held back"))
+            .expect("a line");
+        assert_eq!(line, expected);
+    }
+}

@@ -4,15 +4,9 @@
 //! the cap is closed at once without touching anyone's chat; and the cap
 //! and `--max-participants` follow the open-files limit.
 
-use crate::harness::{BIN, Client, TestServer, WAIT};
-use std::net::{IpAddr, Ipv4Addr};
+use crate::harness::{BIN, Client, TestServer, WAIT, local, tcp};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::TcpStream;
-
-fn local(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_place_is_free_before_the_others_hear_its_participant_leave() {
@@ -78,14 +72,10 @@ async fn sockets_beyond_the_cap_are_closed_at_once_and_the_chat_goes_on() {
     // server waits for, and counts.
     let mut held = Vec::new();
     for _ in 0..2 {
-        let tcp = tokio::time::timeout(WAIT, TcpStream::connect(server.addr()))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        held.push(tcp);
+        held.push(tcp(server.addr()).await);
     }
     // The fourth is closed at once: end of stream, no handshake.
-    let mut beyond = TcpStream::connect(server.addr()).await.expect("connect");
+    let mut beyond = tcp(server.addr()).await;
     let mut byte = [0u8; 1];
     let read = tokio::time::timeout(WAIT, beyond.read(&mut byte))
         .await

@@ -10,13 +10,10 @@
 //! `--backlog` behind, while the others lose nothing, is the stuck-reader
 //! test in `adversarial`.)
 
-use crate::harness::{Client, Serve, TestServer, WAIT};
+use crate::harness::{Client, Serve, TestServer, WAIT, stuck_reader};
 use chatroom::bench::{BenchOptions, Case, Target, TlsTarget};
-use chatroom::connection::Connection;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpSocket, TcpStream};
 
 /// The burst: 100 participants each send 200 lines of 64 bytes as
 /// fast as TCP takes them, without waiting for their own lines to come back
@@ -156,31 +153,6 @@ async fn a_full_backlog_holds_the_server_to_its_bound_in_memory() {
     );
     writer.close().await;
     drop(serve);
-}
-
-/// A registered-to-be client whose kernel takes only a few KiB before it
-/// stops reading: a participant that never reads.
-async fn stuck_reader(
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let tcp = tokio::time::timeout(WAIT, socket.connect(addr))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let name = chatroom::tls::server_name("127.0.0.1").expect("name");
-    let stream = tokio::time::timeout(
-        WAIT,
-        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
-    Client {
-        conn: Connection::new(stream, 1 << 20),
-    }
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`).

@@ -5,18 +5,14 @@
 //! certificate's name; expiry is warned about and an expired certificate
 //! refused.
 
-use crate::harness::{BIN, Client, Serve, WAIT};
+use crate::harness::{BIN, Client, Serve, TlsClient, WAIT};
 use chatroom::certs;
 use chatroom::tls;
-use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::process::Command;
-
-type TlsClient = Client<tokio_rustls::client::TlsStream<TcpStream>>;
 
 async fn ok(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(BIN)
@@ -128,11 +124,6 @@ async fn connect_with(
     )
 }
 
-fn presented(client: &TlsClient) -> CertificateDer<'static> {
-    let (_, tls) = client.conn.get_ref().get_ref();
-    tls.peer_certificates().expect("a certificate")[0].clone()
-}
-
 #[tokio::test]
 async fn sighup_reloads_all_or_nothing_and_puts_revoked_participants_out() {
     let tmp = tempfile::tempdir().expect("temp");
@@ -214,7 +205,7 @@ async fn sighup_reloads_all_or_nothing_and_puts_revoked_participants_out() {
         .await;
     assert!(kept.contains("crl.pem"), "{kept}");
     let carol = as_client(dir, addr, "carol").await;
-    assert_eq!(presented(&carol), first_cert, "the old certificate stays");
+    assert_eq!(carol.presented(), first_cert, "the old certificate stays");
     let mut dave = as_client(dir, addr, "dave").await;
     assert_eq!(
         dave.line().await,
@@ -232,7 +223,7 @@ async fn sighup_reloads_all_or_nothing_and_puts_revoked_participants_out() {
         .wait_for_log("new connections get the reloaded certificate")
         .await;
     let mut carol = as_client(dir, addr, "carol").await;
-    assert_eq!(presented(&carol), second_cert);
+    assert_eq!(carol.presented(), second_cert);
     carol.register("carol").await;
     alice.expect("carol joined!").await;
     alice.send("still here").await;
@@ -247,7 +238,7 @@ async fn sighup_reloads_all_or_nothing_and_puts_revoked_participants_out() {
         .await;
     assert!(kept.contains("expired on"), "{kept}");
     let late = as_client(dir, addr, "carol").await;
-    assert_eq!(presented(&late), second_cert);
+    assert_eq!(late.presented(), second_cert);
 }
 
 #[tokio::test]

@@ -6,18 +6,14 @@
 //! kind an attacker can trigger at will is written one by one only a few
 //! times a second, then counted.
 
-use crate::harness::{Client, Serve, TestServer, WAIT, tcp_from};
+use crate::harness::{Client, Dial, Serve, TestServer, WAIT, local, tcp, tls_over};
 use chatroom::server::log_limit::LINES_PER_INTERVAL;
 use chatroom::server::rate::RateLimit;
 use chatroom::tls;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-fn local(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
 
 fn only_127_0_0_1() -> Vec<ipnet::IpNet> {
     vec!["127.0.0.1/32".parse().expect("net")]
@@ -164,7 +160,11 @@ async fn silent_connections(
 ) -> Vec<tokio::net::TcpStream> {
     let mut sockets = Vec::new();
     for _ in 0..count {
-        sockets.push(tcp_from(addr, Some(from), None).await.expect("TCP connect"));
+        let dial = Dial {
+            from: Some(from),
+            ..Dial::default()
+        };
+        sockets.push(dial.tcp(addr).await.expect("TCP connect"));
     }
     sockets
 }
@@ -235,7 +235,7 @@ async fn failed_handshakes_are_summarized_past_a_few_a_second() {
     // loaded the machine is.
     let mut sockets = Vec::new();
     for _ in 0..GARBAGE {
-        sockets.push(tcp_from(addr, None, None).await.expect("TCP connect"));
+        sockets.push(tcp(addr).await);
     }
     for tcp in &mut sockets {
         use tokio::io::AsyncWriteExt;
@@ -316,23 +316,14 @@ async fn connections_that_never_give_a_nickname_are_summarized_past_a_few_a_seco
     // all at once.
     let mut sockets = Vec::new();
     for _ in 0..SILENT {
-        sockets.push(tcp_from(addr, None, None).await.expect("TCP connect"));
+        sockets.push(tcp(addr).await);
     }
     let mut silent = tokio::task::JoinSet::new();
     for tcp in sockets {
         let config = config.clone();
         silent.spawn(async move {
-            let name = tls::server_name("127.0.0.1").expect("name");
-            let stream = tokio::time::timeout(
-                WAIT,
-                tokio_rustls::TlsConnector::from(config).connect(name, tcp),
-            )
-            .await
-            .expect("handshake in time")
-            .expect("TLS handshake");
-            let mut client = Client {
-                conn: chatroom::connection::Connection::new(stream, 1 << 20),
-            };
+            let stream = tls_over(tcp, config).await.expect("TLS handshake");
+            let mut client = Client::new(stream);
             client.expect("NICK").await;
             client.until_closed().await
         });

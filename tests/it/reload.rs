@@ -10,18 +10,9 @@ use chatroom::certs::lifecycle::{self, Validity};
 use chatroom::certs::{self, GenOptions};
 use chatroom::server::{RunningServer, Settings};
 use chatroom::tls;
-use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
-type TlsClient = Client<tokio_rustls::client::TlsStream<TcpStream>>;
-
-fn presented(client: &TlsClient) -> CertificateDer<'static> {
-    let (_, tls) = client.conn.get_ref().get_ref();
-    tls.peer_certificates().expect("a certificate")[0].clone()
-}
 
 #[tokio::test]
 async fn a_reloaded_certificate_reaches_new_connections_only() {
@@ -37,7 +28,7 @@ async fn a_reloaded_certificate_reaches_new_connections_only() {
         .expect("starts");
     let mut alice = Client::tls(server.addr, certs.client_tls()).await;
     alice.register("alice").await;
-    let first = presented(&alice);
+    let first = alice.presented();
 
     // Reissue (same CA, new key) and reload.
     certs::generate(&GenOptions {
@@ -56,7 +47,7 @@ async fn a_reloaded_certificate_reaches_new_connections_only() {
     let mut bob = Client::tls(server.addr, certs.client_tls()).await;
     bob.register("bob").await;
     assert_eq!(
-        presented(&bob),
+        bob.presented(),
         on_disk,
         "a new connection gets the new certificate"
     );
@@ -75,7 +66,7 @@ async fn a_reloaded_certificate_reaches_new_connections_only() {
     assert!(format!("{err:#}").contains("server.pem"), "{err:#}");
     let mut carol = Client::tls(server.addr, certs.client_tls()).await;
     carol.register("carol").await;
-    assert_eq!(presented(&carol), on_disk);
+    assert_eq!(carol.presented(), on_disk);
 }
 
 #[tokio::test]

@@ -3,12 +3,7 @@
 //! its last words are still waiting to be taken keeps its address's count
 //! (its place among the participants is free at once, as before).
 
-use crate::harness::TestServer;
-use std::net::{IpAddr, Ipv4Addr};
-
-fn local(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
+use crate::harness::{TestServer, local};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closing_connection_still_counts_against_its_address() {

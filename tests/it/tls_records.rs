@@ -6,7 +6,7 @@
 //! must close that session, the room must hear the sender leave, and no
 //! line from the tampered records may reach anyone.
 
-use crate::harness::{Client, TestServer, WAIT};
+use crate::harness::{Client, TestServer, TlsClient, WAIT};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -200,12 +200,7 @@ fn whole_record(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
 
 /// A room with alice in it, and forger joined through a relay, having said
 /// one line that passed through it untouched.
-async fn forger_through_a_relay() -> (
-    TestServer,
-    Client<tokio_rustls::client::TlsStream<TcpStream>>,
-    Client<tokio_rustls::client::TlsStream<TcpStream>>,
-    RecordRelay,
-) {
+async fn forger_through_a_relay() -> (TestServer, TlsClient, TlsClient, RecordRelay) {
     let server = TestServer::start().await;
     let mut alice = server.join("alice").await;
     let relay = RecordRelay::to(server.addr()).await;
@@ -222,8 +217,8 @@ async fn forger_through_a_relay() -> (
 /// The server ends forger's session: forger's connection closes, alice
 /// hears it leave, and neither ever saw a line for which `tampered` holds.
 async fn session_ended(
-    alice: &mut Client<tokio_rustls::client::TlsStream<TcpStream>>,
-    mut forger: Client<tokio_rustls::client::TlsStream<TcpStream>>,
+    alice: &mut TlsClient,
+    mut forger: TlsClient,
     tampered: impl Fn(&str) -> bool,
 ) {
     let forger_saw = forger.until_closed().await;

@@ -5,8 +5,8 @@
 //! not trust, or with a credentials file missing, readable by others or
 //! malformed exits non-zero and says why, in one line a user can act on.
 
-use crate::harness::cluster::{node_at, node_refused, path};
-use crate::harness::nats_auth::{Account, Operator};
+use crate::harness::nats::auth::{Account, Operator};
+use crate::harness::nats::{node_at, node_refused, path};
 use crate::harness::{Client, NatsServer, Serve, TestCerts};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -4,9 +4,7 @@
 //! across nodes, a node killed outright, and `connect` given several
 //! addresses. The broker's outages are in `outage`.
 
-use crate::harness::cluster::{
-    TAKEOVER, connect, join, node, node_refused, node_with, path, until,
-};
+use crate::harness::nats::{TAKEOVER, connect, join, node, node_refused, node_with, path};
 use crate::harness::{BIN, NatsServer, Serve, TestCerts, WAIT};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -156,7 +154,7 @@ async fn a_killed_node_s_participants_leave_and_the_others_chat_on() {
     }
     for client in [&mut alice, &mut carol] {
         let left = TAKEOVER.saturating_sub(killed.elapsed());
-        let before = until(client, "Bob left!", left).await;
+        let before = client.until("Bob left!", left).await;
         assert!(
             before.iter().all(|l| l.starts_with("Alice: still here")),
             "{before:?}"

@@ -7,11 +7,9 @@
 //! (published again, stored once), and a sender flooding a stalled link,
 //! whose own queue is bounded.
 
-use crate::harness::cluster::{
-    TAKEOVER, TlsClient, connect, join, node, node_args, node_at, until,
-};
-use crate::harness::relay::Relay;
-use crate::harness::{NatsServer, Serve, TestCerts, WAIT};
+use crate::harness::nats::relay::Relay;
+use crate::harness::nats::{TAKEOVER, connect, join, node, node_args, node_at};
+use crate::harness::{NatsServer, Serve, TestCerts, TlsClient, WAIT};
 use chatroom::room::cluster::DEFAULT_NODE_TIMEOUT;
 use std::time::Duration;
 
@@ -141,11 +139,11 @@ async fn after_a_long_outage_no_node_takes_the_others_for_dead() {
     }
     alice.send("still here").await;
     assert_eq!(
-        until(&mut bob, "Alice: still here", WAIT).await,
+        bob.until("Alice: still here", WAIT).await,
         Vec::<String>::new()
     );
     assert_eq!(
-        until(&mut alice, "Alice: still here", WAIT).await,
+        alice.until("Alice: still here", WAIT).await,
         Vec::<String>::new()
     );
     bob.send("me too").await;
@@ -172,7 +170,7 @@ async fn a_node_cut_off_from_nats_for_long_has_its_participants_leave_once() {
         .await;
     // The other node gives Bob up, and his name can be taken.
     assert_eq!(
-        until(alice, "Bob left!", TAKEOVER).await,
+        alice.until("Bob left!", TAKEOVER).await,
         Vec::<String>::new()
     );
     let _new_bob = join(certs, one, "bob").await;
@@ -220,8 +218,8 @@ async fn a_line_lost_on_its_way_to_nats_never_lands_after_its_senders_next_line(
     // time a line is retried).
     bob.send("second").await;
     let within = Duration::from_secs(30);
-    assert_eq!(until(alice, "Bob: second", within).await, ["Bob: first"]);
-    assert_eq!(until(bob, "Bob: second", within).await, ["Bob: first"]);
+    assert_eq!(alice.until("Bob: second", within).await, ["Bob: first"]);
+    assert_eq!(bob.until("Bob: second", within).await, ["Bob: first"]);
     // And nothing twice: the next line is the next one sent.
     bob.send("third").await;
     alice.expect("Bob: third").await;
@@ -243,8 +241,8 @@ async fn a_line_whose_acknowledgement_is_lost_is_stored_once() {
     relay.lost(WAIT).await;
     bob.send("after").await;
     let within = Duration::from_secs(30);
-    assert_eq!(until(alice, "Bob: after", within).await, ["Bob: once"]);
-    assert_eq!(until(bob, "Bob: after", within).await, ["Bob: once"]);
+    assert_eq!(alice.until("Bob: after", within).await, ["Bob: once"]);
+    assert_eq!(bob.until("Bob: after", within).await, ["Bob: once"]);
 }
 
 #[tokio::test]
@@ -278,8 +276,8 @@ async fn a_sender_flooding_a_stalled_link_is_told_and_what_was_queued_keeps_its_
     let last = format!("Bob: line {}", QUEUED - 1);
     let expected: Vec<String> = (0..QUEUED - 1).map(|i| format!("Bob: line {i}")).collect();
     let within = Duration::from_secs(30);
-    assert_eq!(until(alice, &last, within).await, expected);
-    assert_eq!(until(bob, &last, within).await, expected);
+    assert_eq!(alice.until(&last, within).await, expected);
+    assert_eq!(bob.until(&last, within).await, expected);
     // ...and the refused lines never do: Bob's next line is the next one.
     bob.send("after").await;
     alice.expect("Bob: after").await;

@@ -3,8 +3,8 @@
 //! node or another; and a sender whose message could not be delivered (its
 //! recipient is not reading) is told so, wherever the recipient is.
 
-use crate::harness::cluster::{TlsClient, addr, join, node, until};
-use crate::harness::{Client, NatsServer, TestCerts, WAIT, tcp_from};
+use crate::harness::nats::{addr, join, node};
+use crate::harness::{Client, Dial, NatsServer, TestCerts, TlsClient, WAIT};
 use tokio::time::Instant;
 
 /// Asks `/list` until it names exactly `expected`: each node learns the
@@ -99,15 +99,15 @@ async fn a_sender_is_told_when_its_recipient_is_not_reading_on_any_node() {
     // KiB: one on alice's node, one on the other.
     let mut stuck = Vec::new();
     for (node, nick) in [(&one, "dan"), (&two, "bob")] {
-        let tcp = tcp_from(addr(node), None, Some(4096)).await.expect("tcp");
-        let name = chatroom::tls::server_name("127.0.0.1").expect("name");
-        let tls = tokio_rustls::TlsConnector::from(certs.client_tls())
-            .connect(name, tcp)
+        let dial = Dial {
+            recv_buffer: Some(4096),
+            ..Dial::default()
+        };
+        let tls = dial
+            .tls(addr(node), certs.client_tls())
             .await
             .expect("handshake");
-        let mut client = Client {
-            conn: chatroom::connection::Connection::new(tls, 1 << 20),
-        };
+        let mut client = Client::new(tls);
         client.register(nick).await;
         stuck.push(client);
     }
@@ -128,7 +128,7 @@ async fn a_sender_is_told_when_its_recipient_is_not_reading_on_any_node() {
             }
             let mark = format!("mark {nick} {batch}");
             alice.send(&mark).await;
-            for line in until(&mut alice, &format!("alice: {mark}"), WAIT).await {
+            for line in alice.until(&format!("alice: {mark}"), WAIT).await {
                 if line == told {
                     refused = true;
                 } else {
@@ -148,6 +148,6 @@ async fn a_sender_is_told_when_its_recipient_is_not_reading_on_any_node() {
 
     // Nobody else was held up.
     carol.send("still here").await;
-    until(&mut alice, "carol: still here", WAIT).await;
+    alice.until("carol: still here", WAIT).await;
     drop(stuck);
 }

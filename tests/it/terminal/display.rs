@@ -7,105 +7,13 @@
 //! Needs tmux; CI installs it. Elsewhere, without tmux, the tests say so
 //! and pass.
 
-use crate::harness::{BIN, Serve, WAIT};
+use crate::harness::tmux::{Tmux, last_line};
+use crate::harness::{BIN, Serve};
 use chatroom::client::display::{CONTINUATION, nick_colour};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin};
-
-/// A tmux server of the test's own, killed when dropped.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    /// A session running `sh` in `dir`, `width` columns wide.
-    fn start(name: &str, dir: &Path, width: u16) -> Option<Tmux> {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must install tmux (see .ci/run)"
-            );
-            eprintln!("tmux not installed: terminal test not run");
-            return None;
-        }
-        let tmux = Tmux {
-            socket: format!("chatroom-{name}-{}", std::process::id()),
-        };
-        let width = width.to_string();
-        let dir = dir.to_str().expect("utf-8 path");
-        let started = tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "chat",
-            "-x",
-            &width,
-            "-y",
-            "40",
-            "-c",
-            dir,
-            "sh",
-        ]);
-        assert!(started.status.success(), "{started:?}");
-        Some(tmux)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux runs")
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "chat"];
-        args.extend_from_slice(keys);
-        assert!(self.run(&args).status.success());
-    }
-
-    /// The screen as text; with `escapes`, with its colours and effects.
-    fn screen(&self, escapes: bool) -> String {
-        let mut args = vec!["capture-pane", "-t", "chat", "-p"];
-        if escapes {
-            args.push("-e");
-        }
-        String::from_utf8_lossy(&self.run(&args).stdout).into_owned()
-    }
-
-    /// Waits until the screen satisfies `done`; fails after WAIT.
-    async fn wait_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        let polled = tokio::time::timeout(WAIT, async {
-            loop {
-                tick.tick().await;
-                let screen = self.screen(false);
-                if done(&screen) {
-                    return screen;
-                }
-            }
-        })
-        .await;
-        polled.unwrap_or_else(|_| panic!("screen never showed {what}:\n{}", self.screen(false)))
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
-
-fn last_line(screen: &str) -> &str {
-    screen
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-}
 
 /// Whether `row` starts with a timestamp `HH:MM`, then ` `, `mark`, ` `
 /// and `rest`.
@@ -170,13 +78,13 @@ async fn alice_joins(tmux: &Tmux, addr: &str, env: &str) {
 async fn time_marks_colours_and_a_private_message_while_typing() {
     let tmp = tempfile::tempdir().expect("temp");
     let dir = tmp.path();
-    let Some(tmux) = Tmux::start("display", dir, 100) else {
+    let Some(tmux) = Tmux::start("display", dir, 100, 40) else {
         return;
     };
     let serve = Serve::start(dir, &[]).await;
     alice_joins(&tmux, &serve.addr, "env -u NO_COLOR").await;
     // Whom it talks to, on stderr, once, before the chat.
-    let screen = tmux.screen(false);
+    let screen = tmux.screen();
     assert!(screen.contains("over TLS 1.3"), "{screen}");
     assert!(screen.contains("fingerprint: "), "{screen}");
     assert!(has_row(&screen, '-', "alice joined!"), "{screen}");
@@ -209,7 +117,7 @@ async fn time_marks_colours_and_a_private_message_while_typing() {
 
     // Colours: bob's name always in bob's colour, alice's own underlined,
     // the private mark and the error in theirs.
-    let coloured = tmux.screen(true);
+    let coloured = tmux.coloured_screen();
     // tmux writes each attribute as its own sequence, so look for the
     // colour's code right before the name.
     let bob_code = nick_colour("bob").render_fg().to_string();
@@ -263,7 +171,7 @@ async fn time_marks_colours_and_a_private_message_while_typing() {
 async fn no_color_keeps_time_and_marks_without_escapes() {
     let tmp = tempfile::tempdir().expect("temp");
     let dir = tmp.path();
-    let Some(tmux) = Tmux::start("nocolor", dir, 100) else {
+    let Some(tmux) = Tmux::start("nocolor", dir, 100, 40) else {
         return;
     };
     let serve = Serve::start(dir, &[]).await;
@@ -273,7 +181,7 @@ async fn no_color_keeps_time_and_marks_without_escapes() {
     bob.say("/me waves").await;
     tmux.wait_until("bob's lines", |s| has_row(s, ' ', "* bob waves"))
         .await;
-    let coloured = tmux.screen(true);
+    let coloured = tmux.coloured_screen();
     assert!(!coloured.contains('\u{1b}'), "{coloured:?}");
     assert!(has_row(&coloured, 'P', "[private] bob -> alice: psst"));
 
@@ -291,7 +199,7 @@ async fn padding_a_message_to_the_width_cannot_forge_another_line() {
     const WIDTH: usize = 60;
     let tmp = tempfile::tempdir().expect("temp");
     let dir = tmp.path();
-    let Some(tmux) = Tmux::start("wrap", dir, WIDTH as u16) else {
+    let Some(tmux) = Tmux::start("wrap", dir, WIDTH as u16, 40) else {
         return;
     };
     let serve = Serve::start(dir, &[]).await;

@@ -7,100 +7,19 @@
 //! Needs tmux; CI installs it. Elsewhere, without tmux, the test says so and
 //! passes.
 
+use crate::harness::tmux::{Tmux, last_line};
 use crate::harness::{BIN, Serve, WAIT};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-/// A tmux server of the test's own, killed when dropped.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux runs")
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "chat"];
-        args.extend_from_slice(keys);
-        assert!(self.run(&args).status.success());
-    }
-
-    fn screen(&self) -> String {
-        let out = self.run(&["capture-pane", "-t", "chat", "-p"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Waits until the screen satisfies `done`; fails after WAIT.
-    async fn wait_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        let polled = tokio::time::timeout(WAIT, async {
-            loop {
-                tick.tick().await;
-                let screen = self.screen();
-                if done(&screen) {
-                    return screen;
-                }
-            }
-        })
-        .await;
-        polled.unwrap_or_else(|_| panic!("screen never showed {what}:\n{}", self.screen()))
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
-
-fn last_line(screen: &str) -> &str {
-    screen
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-}
 
 #[tokio::test]
 async fn typing_survives_incoming_lines_and_the_terminal_is_restored() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install tmux (see .ci/run)"
-        );
-        eprintln!("tmux not installed: terminal test not run");
-        return;
-    }
     let tmp = tempfile::tempdir().expect("temp");
     let dir = tmp.path();
-    let serve = Serve::start(dir, &[]).await;
-    let tmux = Tmux {
-        socket: format!("chatroom-test-{}", std::process::id()),
+    let Some(tmux) = Tmux::start("typing", dir, 100, 30) else {
+        return;
     };
-    // A plain sh, which leaves the terminal's settings alone, so that what
-    // `stty` reports at the end is what the client left behind.
-    let dir_arg = dir.to_str().expect("utf-8 path");
-    let started = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "chat",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "-c",
-        dir_arg,
-        "sh",
-    ]);
-    assert!(started.status.success(), "{started:?}");
+    let serve = Serve::start(dir, &[]).await;
     let client = format!("{BIN} connect --addr {}; echo EXIT=$?", serve.addr);
     tmux.keys(&[&client, "Enter"]);
 

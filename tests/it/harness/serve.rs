@@ -20,8 +20,50 @@ pub struct Serve {
 }
 
 impl Serve {
+    /// `serve` on 127.0.0.1:0 in `dir` (which gets its certificates on
+    /// first start) with `extra` arguments; returns once it listens.
     pub async fn start(dir: &Path, extra: &[&str]) -> Serve {
         Self::start_env(dir, extra, &[]).await
+    }
+
+    /// [`Serve::start`] with extra environment variables for the server
+    /// (`SSLKEYLOGFILE`, say), and without any it would inherit from the
+    /// test's own environment under the names in `envs`.
+    pub async fn start_env(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Serve {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .env_remove("SSLKEYLOGFILE")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("serve starts");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        // The port is known once the server says where it listens.
+        let mut startup_log = Vec::new();
+        let addr = tokio::time::timeout(WAIT, async {
+            loop {
+                let Some(line) = stderr.next_line().await.expect("read") else {
+                    panic!("serve exited early:\n{}", startup_log.join("\n"));
+                };
+                startup_log.push(line.clone());
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    return rest.split_whitespace().next().expect("address").to_owned();
+                }
+            }
+        })
+        .await
+        .expect("serve listens in time");
+        Serve {
+            child,
+            addr,
+            stderr,
+            startup_log,
+        }
     }
 
     /// Sends the server a signal, by name (`TERM`, `HUP`, ...).
@@ -64,46 +106,6 @@ impl Serve {
             log.push(line);
         }
         log.join("\n")
-    }
-
-    /// [`Serve::start`] with extra environment variables for the server
-    /// (`SSLKEYLOGFILE`, say), and without any it would inherit from the
-    /// test's own environment under the names in `envs`.
-    pub async fn start_env(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Serve {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(extra)
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .env_remove("SSLKEYLOGFILE")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("serve starts");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        // The port is known once the server says where it listens.
-        let mut startup_log = Vec::new();
-        let addr = tokio::time::timeout(WAIT, async {
-            loop {
-                let Some(line) = stderr.next_line().await.expect("read") else {
-                    panic!("serve exited early:\n{}", startup_log.join("\n"));
-                };
-                startup_log.push(line.clone());
-                if let Some(rest) = line.split("listening addr=").nth(1) {
-                    return rest.split_whitespace().next().expect("address").to_owned();
-                }
-            }
-        })
-        .await
-        .expect("serve listens in time");
-        Serve {
-            child,
-            addr,
-            stderr,
-            startup_log,
-        }
     }
 
     /// What the server logged up to now (as far as it has been read).

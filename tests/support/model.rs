@@ -1,5 +1,5 @@
 //! Plain models of the protocol's rules, written out the obvious way, for
-//! the property tests (tests/framing_props.rs) and the fuzz targets (fuzz/)
+//! the property tests (tests/it/props/framing.rs) and the fuzz targets (fuzz/)
 //! to hold the real code against. Included by path from both.
 #![allow(dead_code)]
 

@@ -1,0 +1,253 @@
+//! `chatroom bench` end to end: against the real server over real TLS, it
+//! finds nothing wrong; against a stub that drops or swaps one line for one
+//! client, it says so; and the built binary's `--spawn --json` path works.
+
+use crate::harness::{TestServer, WAIT};
+use bytes::Bytes;
+use chatroom::bench::{BenchOptions, Case, ScenarioResult, Target, TlsTarget};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Small and quick: each scenario here takes well under a second.
+fn quick_options(clients: usize) -> BenchOptions {
+    BenchOptions {
+        clients: Some(clients),
+        messages: 20,
+        rate: 200.0,
+        duration: Duration::from_millis(500),
+        senders: 2,
+        concurrency: 10,
+        stall_timeout: Duration::from_secs(3),
+        timeout: Duration::from_secs(15),
+        ..BenchOptions::default()
+    }
+}
+
+async fn bench(target: &Target, case: Case, opts: &BenchOptions) -> ScenarioResult {
+    tokio::time::timeout(
+        opts.timeout + WAIT,
+        chatroom::bench::run_scenario(target, case, opts),
+    )
+    .await
+    .expect("the scenario ends by itself")
+    .expect("the scenario runs")
+}
+
+fn assert_clean(result: &ScenarioResult) {
+    assert!(result.ok, "{}: {:?}", result.scenario, result.problems);
+    assert!(result.problems.is_empty());
+    assert!(result.messages_sent > 0);
+    assert_eq!(result.deliveries, result.expected_deliveries);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_server_passes_every_check() {
+    let server = TestServer::start().await;
+    let target = Target {
+        addr: server.addr(),
+        more_addrs: Vec::new(),
+        tls: Some(TlsTarget {
+            config: server.client_tls.clone(),
+            server_name: chatroom::tls::server_name("127.0.0.1").expect("name"),
+        }),
+        // The server runs in this process, so its memory and CPU are ours.
+        server_pid: Some(std::process::id()),
+        spawned: false,
+    };
+
+    let fanout = bench(&target, Case::Fanout, &quick_options(5)).await;
+    assert_clean(&fanout);
+    assert_eq!(fanout.messages_sent, 5 * 20);
+    assert_eq!(fanout.deliveries, 5 * 5 * 20);
+    assert!(fanout.deliveries_per_s.is_some_and(|rate| rate > 0.0));
+    assert_eq!(
+        fanout.latency_us.map(|l| l.count),
+        Some(fanout.deliveries),
+        "one latency sample per delivery"
+    );
+
+    let latency = bench(&target, Case::Latency, &quick_options(12)).await;
+    assert_clean(&latency);
+    assert_eq!(latency.senders, 2);
+    assert_eq!(latency.messages_sent, 100, "200 msg/s for 0.5 s");
+
+    for resumption in [true, false] {
+        let join = bench(&target, Case::Join { resumption }, &quick_options(20)).await;
+        assert_clean(&join);
+        assert!(join.joins_per_s.is_some());
+        assert_eq!(join.handshake_us.map(|h| h.count), Some(20));
+        let resumed = join.resumed_handshakes.expect("TLS counts resumptions");
+        if !resumption {
+            assert_eq!(resumed, 0);
+        }
+    }
+
+    let idle = bench(&target, Case::Idle, &quick_options(30)).await;
+    assert_clean(&idle);
+    assert!(idle.server_rss_per_participant_bytes.is_some());
+    assert!(idle.server_cpu_s.is_some());
+
+    server.server.stop().await.expect("server stops");
+}
+
+/// What the stub does wrong, to the first client that joins.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Never sends it the room's 4th chat line.
+    DropFourth,
+    /// Sends it the room's 4th and 5th chat lines the other way round.
+    SwapFourthAndFifth,
+}
+
+/// The room's order, as the stub keeps it: every member's queue, and the
+/// 4th line while it is held back from the victim.
+#[derive(Default)]
+struct StubRoom {
+    members: Vec<mpsc::UnboundedSender<Bytes>>,
+    chat_lines: usize,
+    held: Option<Bytes>,
+}
+
+/// A plaintext server that speaks the protocol, keeps one global order, and
+/// commits `fault` against its first member.
+async fn start_stub(fault: Fault) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let room = Arc::new(Mutex::new(StubRoom::default()));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(stub_session(tcp, room.clone(), fault));
+        }
+    });
+    addr
+}
+
+async fn stub_session(tcp: TcpStream, room: Arc<Mutex<StubRoom>>, fault: Fault) {
+    let (read, mut write) = tcp.into_split();
+    let mut lines = BufReader::new(read).lines();
+    if write.write_all(b"NICK\n").await.is_err() {
+        return;
+    }
+    let Ok(Some(nick)) = lines.next_line().await else {
+        return;
+    };
+    let (queue, mut outbox) = mpsc::unbounded_channel::<Bytes>();
+    {
+        let mut room = room.lock().expect("room");
+        room.members.push(queue.clone());
+        let joined = Bytes::from(format!("{nick} joined!\n"));
+        for member in &room.members {
+            let _ = member.send(joined.clone());
+        }
+        let _ = queue.send(Bytes::from_static(b"Connected to server!\n"));
+    }
+    tokio::spawn(async move {
+        while let Some(line) = outbox.recv().await {
+            if write.write_all(&line).await.is_err() {
+                return;
+            }
+        }
+    });
+    while let Ok(Some(text)) = lines.next_line().await {
+        let line = Bytes::from(format!("{nick}: {text}\n"));
+        let mut room = room.lock().expect("room");
+        let number = room.chat_lines;
+        room.chat_lines += 1;
+        for (member, queue) in room.members.iter().enumerate() {
+            let victim = member == 0;
+            match (fault, number) {
+                (Fault::DropFourth, 3) if victim => {}
+                (Fault::SwapFourthAndFifth, 3) if victim => {}
+                _ => {
+                    let _ = queue.send(line.clone());
+                }
+            }
+        }
+        if let (Fault::SwapFourthAndFifth, 3) = (fault, number) {
+            room.held = Some(line.clone());
+        }
+        if let (Fault::SwapFourthAndFifth, 4) = (fault, number)
+            && let Some(held) = room.held.take()
+        {
+            let _ = room.members[0].send(held);
+        }
+    }
+}
+
+async fn bench_stub(fault: Fault) -> ScenarioResult {
+    let target = Target {
+        addr: start_stub(fault).await,
+        more_addrs: Vec::new(),
+        tls: None,
+        server_pid: None,
+        spawned: false,
+    };
+    let mut opts = quick_options(4);
+    opts.messages = 10;
+    bench(&target, Case::Fanout, &opts).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_line_is_reported_as_loss() {
+    let result = bench_stub(Fault::DropFourth).await;
+    assert!(!result.ok, "the bench must fail");
+    assert!(
+        result.problems.iter().any(|p| p.starts_with("loss:")),
+        "{:?}",
+        result.problems
+    );
+    assert_eq!(result.deliveries + 1, result.expected_deliveries);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_swapped_lines_are_reported_as_reordering() {
+    let result = bench_stub(Fault::SwapFourthAndFifth).await;
+    assert!(!result.ok, "the bench must fail");
+    // Same sender: its sequence goes backwards; two senders: this client's
+    // order differs from everybody else's.
+    assert!(
+        result
+            .problems
+            .iter()
+            .any(|p| p.starts_with("reordering:") || p.starts_with("order:")),
+        "{:?}",
+        result.problems
+    );
+    assert!(!result.problems.iter().any(|p| p.starts_with("loss:")));
+    assert_eq!(result.deliveries, result.expected_deliveries);
+}
+
+#[tokio::test]
+async fn the_binary_spawns_its_own_server_and_reports_json() {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_chatroom"))
+            .args(["bench", "--spawn", "--scenario", "fanout"])
+            .args(["--clients", "5", "--messages", "20", "--json"])
+            .args(["--timeout", "30"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("bench finishes in time")
+    .expect("bench runs");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object per scenario: {stdout}");
+    let result: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+    assert_eq!(result["scenario"], "fanout");
+    assert_eq!(result["transport"], "tls");
+    assert_eq!(result["ok"], true);
+    assert_eq!(result["deliveries"], 5 * 5 * 20);
+    assert_eq!(result["expected_deliveries"], 5 * 5 * 20);
+    assert!(result["server_cpu_s"].is_number());
+}

@@ -1,0 +1,8 @@
+//! The room shared by several nodes through a real nats-server
+//! (JetStream), each test with its own on a free loopback port.
+
+mod auth;
+mod nodes;
+mod outage;
+mod private;
+mod room;

@@ -1,0 +1,178 @@
+//! What the tests share: certificates from the project's own gen-certs in
+//! a temporary folder, the real server on 127.0.0.1:0 ([`TestServer`]), the
+//! tests' chat client ([`client`]), the built binary ([`serve`]), a real
+//! nats-server and cluster nodes ([`nats`]), tmux ([`tmux`]) and tests that
+//! need a process of their own ([`alone`]). Every wait has a timeout, so a
+//! broken build fails instead of hanging.
+
+pub mod alone;
+pub mod client;
+pub mod nats;
+pub mod serve;
+pub mod tmux;
+
+pub use client::{Client, Dial, TlsClient, local, stuck_reader, tcp, tls_over};
+pub use nats::NatsServer;
+pub use serve::{BIN, Serve, connect_once};
+
+use chatroom::certs::{self, GenOptions};
+use chatroom::server::{RunningServer, Settings};
+use chatroom::tls;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long any single expected event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A certificate folder made by `gen-certs`.
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCerts {
+    pub fn new() -> TestCerts {
+        let dir = tempfile::tempdir().expect("temp dir");
+        certs::generate(&GenOptions {
+            dir: dir.path().to_path_buf(),
+            extra_sans: Vec::new(),
+            force: false,
+        })
+        .expect("gen-certs");
+        TestCerts { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.path(certs::CA_CERT)
+    }
+
+    pub fn server_tls(&self) -> Arc<rustls::ServerConfig> {
+        tls::server_config(
+            &self.path(certs::SERVER_CERT),
+            &self.path(certs::SERVER_KEY),
+        )
+        .expect("server TLS config")
+    }
+
+    pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
+        tls::client_config(&self.ca()).expect("client TLS config")
+    }
+
+    /// Client certificates from `gen-certs client`, for servers started
+    /// with `--client-ca` (mutual TLS): issues client NAME's certificate;
+    /// returns its certificate and key.
+    pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
+        let report = certs::issue::client(self.dir.path(), name, certs::CLIENT_DAYS, false)
+            .expect("gen-certs client");
+        (report.cert, report.key)
+    }
+
+    /// A client config that pins this CA and presents `cert`/`key`.
+    pub fn client_tls_as(&self, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
+        tls::client_config_with_cert(&self.ca(), cert, key).expect("client TLS config with cert")
+    }
+}
+
+/// A TLS server on an ephemeral loopback port, with its certificates.
+pub struct TestServer {
+    pub server: RunningServer,
+    pub certs: TestCerts,
+    pub client_tls: Arc<rustls::ClientConfig>,
+}
+
+impl TestServer {
+    /// Default settings, except that tests chat faster than people.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
+        let certs = TestCerts::new();
+        let mut settings = Settings::new(Some(certs.server_tls()));
+        settings.limits.rate = None;
+        adjust(&mut settings);
+        let server = RunningServer::start(loopback(), settings)
+            .await
+            .expect("server starts");
+        let client_tls = certs.client_tls();
+        TestServer {
+            server,
+            certs,
+            client_tls,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// A TLS client, connected and past the handshake, not yet registered.
+    pub async fn connect(&self) -> TlsClient {
+        Client::tls(self.addr(), self.client_tls.clone()).await
+    }
+
+    /// A TLS client that has joined as `nick` (its join lines consumed).
+    pub async fn join(&self, nick: &str) -> TlsClient {
+        let mut client = self.connect().await;
+        client.register(nick).await;
+        client
+    }
+
+    /// A TLS client connected from `local` (see [`Dial`]), with the
+    /// kernel's receive buffer set to `recv_buffer` bytes if given, past the
+    /// handshake, not yet registered.
+    pub async fn connect_from(
+        &self,
+        local: IpAddr,
+        recv_buffer: Option<u32>,
+    ) -> std::io::Result<TlsClient> {
+        let dial = Dial {
+            from: Some(local),
+            recv_buffer,
+            ..Dial::default()
+        };
+        Ok(Client::new(
+            dial.tls(self.addr(), self.client_tls.clone()).await?,
+        ))
+    }
+}
+
+/// A TLS server requiring client certificates of `certs`' CA, with the
+/// CRL `certs/crl.pem` whenever it exists and `deny` refused at join.
+/// Returns the server and its access policy (to reload).
+pub async fn start_mutual_tls(
+    certs: &TestCerts,
+    deny: &[&str],
+) -> (RunningServer, Arc<chatroom::server::access::Access>) {
+    use chatroom::server::access::{Access, AccessFiles};
+    let access = Access::load(AccessFiles {
+        client_ca: Some(certs.ca()),
+        crl_if_present: Some(certs.path(certs::CRL)),
+        deny: deny.iter().map(|d| d.to_string()).collect(),
+        ..AccessFiles::default()
+    })
+    .expect("access policy");
+    let (config, _) = tls::reloadable_server_config_with(
+        &certs.path(certs::SERVER_CERT),
+        &certs.path(certs::SERVER_KEY),
+        access.client_verifier(),
+        tls::TlsVersion::Any,
+    )
+    .expect("server TLS config");
+    let mut settings = Settings::new(Some(config));
+    settings.limits.rate = None;
+    settings.access = Some(access.clone());
+    let server = RunningServer::start(loopback(), settings)
+        .await
+        .expect("server starts");
+    (server, access)
+}

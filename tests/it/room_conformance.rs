@@ -1,0 +1,427 @@
+//! One behaviour for both rooms: every case here runs once against the
+//! room held in one server's memory ([`LocalRoom`]) and once against the
+//! room shared through a real nats-server ([`ClusterRoom`]), through the
+//! [`Room`] and [`Subscription`] traits the sessions use. A difference
+//! between the two is a bug in one of them.
+
+use crate::harness::{NatsServer, WAIT};
+use chatroom::room::backlog;
+use chatroom::room::cluster::{ClusterOptions, ClusterRoom};
+use chatroom::room::mailbox::MAILBOX_LINES;
+use chatroom::room::{JoinError, LocalRoom, RecvError, Room, Subscription, WhisperError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::time::timeout;
+
+/// What a case asks of its room.
+#[derive(Clone, Copy)]
+struct Spec {
+    max_members: usize,
+    backlog: usize,
+    history: usize,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            max_members: 100,
+            backlog: 1 << 20,
+            history: 0,
+        }
+    }
+}
+
+/// Makes the rooms of one implementation.
+trait Rooms {
+    type R: Room;
+    async fn room(&self, spec: Spec) -> Self::R;
+}
+
+struct Local;
+
+impl Rooms for Local {
+    type R = LocalRoom;
+    async fn room(&self, spec: Spec) -> LocalRoom {
+        LocalRoom::new(spec.max_members, spec.backlog).with_history(spec.history)
+    }
+}
+
+/// Rooms on one nats-server, each under a name of its own.
+struct Cluster {
+    nats: NatsServer,
+    rooms: AtomicUsize,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        Cluster {
+            nats: NatsServer::start().await,
+            rooms: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Rooms for Cluster {
+    type R = ClusterRoom;
+    async fn room(&self, spec: Spec) -> ClusterRoom {
+        let n = self.rooms.fetch_add(1, Ordering::Relaxed);
+        ClusterRoom::connect(ClusterOptions {
+            max_members: spec.max_members,
+            backlog: spec.backlog,
+            history: spec.history,
+            ..ClusterOptions::new(self.nats.url(), format!("room{n}"), format!("node{n}"))
+        })
+        .await
+        .expect("the node joins the cluster")
+    }
+}
+
+/// The next line, waiting for it (within [`WAIT`]).
+async fn next(sub: &mut impl Subscription) -> String {
+    let line = timeout(WAIT, sub.recv())
+        .await
+        .expect("a line in time")
+        .expect("a line");
+    String::from_utf8(line.to_vec()).expect("UTF-8")
+}
+
+/// The next `n` lines.
+async fn lines(sub: &mut impl Subscription, n: usize) -> Vec<String> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        got.push(next(sub).await);
+    }
+    got
+}
+
+/// Waits until `check` holds, looking again after each turn of the
+/// runtime's timers (the cluster's directory follows a watch of NATS).
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    timeout(WAIT, async {
+        while !check() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never: {what}"));
+}
+
+async fn joins<R: Room>(room: &R, nick: &str) -> R::Subscription {
+    let mut sub = room.join(nick).await.expect("joins");
+    assert_eq!(next(&mut sub).await, format!("{nick} joined!\n"));
+    sub
+}
+
+async fn one_order_for_everyone<R: Room>(rooms: impl Rooms<R = R>) {
+    let room = rooms.room(Spec::default()).await;
+    let mut alice = joins(&room, "Alice").await;
+    let mut carol = joins(&room, "Carol").await;
+    let mut bob = joins(&room, "Bob").await;
+    assert_eq!(next(&mut alice).await, "Carol joined!\n");
+    assert_eq!(lines(&mut alice, 1).await, lines(&mut carol, 1).await);
+    room.publish("Alice", "hi");
+    room.act("Bob", "waves");
+    room.quit("Bob", "lunch");
+    // Someone who is not here leaves nothing to announce.
+    room.leave("nobody");
+    room.publish("Alice", "bye");
+    let seen = lines(&mut alice, 4).await;
+    // Everybody sees the one order, whatever it is between different
+    // participants' lines said at once...
+    assert_eq!(lines(&mut carol, 4).await, seen);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "* Bob waves\n",
+            "Alice: bye\n",
+            "Alice: hi\n",
+            "Bob left! (lunch)\n"
+        ]
+    );
+    // ... and each participant's own in the order it said them.
+    let at = |line: &str| seen.iter().position(|l| l == line);
+    assert!(at("Alice: hi\n") < at("Alice: bye\n"), "{seen:?}");
+    assert!(at("* Bob waves\n") < at("Bob left! (lunch)\n"), "{seen:?}");
+    // The one who left sees what was said before it left.
+    assert_eq!(next(&mut bob).await, "Alice: hi\n");
+    assert_eq!(next(&mut bob).await, "* Bob waves\n");
+}
+
+async fn a_nickname_is_taken_in_any_case_and_lookalike<R: Room>(rooms: impl Rooms<R = R>) {
+    let room = rooms.room(Spec::default()).await;
+    let _bob = joins(&room, "Bob").await;
+    for other in ["bob", "BOB", "B0B", "b0b"] {
+        assert!(
+            matches!(room.join(other).await, Err(JoinError::Nick(_))),
+            "{other} must be refused while Bob is here"
+        );
+    }
+    room.leave("Bob");
+    // Free again once its owner left.
+    let _again = joins(&room, "B0B").await;
+}
+
+async fn a_full_room_refuses<R: Room>(rooms: impl Rooms<R = R>) {
+    let room = rooms
+        .room(Spec {
+            max_members: 2,
+            ..Spec::default()
+        })
+        .await;
+    let _a = joins(&room, "a").await;
+    let _b = joins(&room, "b").await;
+    assert!(matches!(room.join("c").await, Err(JoinError::Full)));
+    room.leave("b");
+    let _c = joins(&room, "c").await;
+}
+
+async fn nothing_follows_the_farewell<R: Room>(rooms: impl Rooms<R = R>) {
+    let room = rooms.room(Spec::default()).await;
+    let mut a = joins(&room, "a").await;
+    room.publish("a", "before");
+    assert_eq!(next(&mut a).await, "a: before\n");
+    room.close(bytes::Bytes::from_static(b"bye\n"));
+    room.publish("a", "late");
+    room.leave("a");
+    assert_eq!(next(&mut a).await, "bye\n");
+    assert!(matches!(room.join("b").await, Err(JoinError::Closed)));
+    // Nothing after the farewell: the next read finds the room closed, or
+    // nothing at all.
+    match timeout(std::time::Duration::from_millis(300), a.recv()).await {
+        Err(_) | Ok(Err(RecvError::Closed)) => {}
+        Ok(other) => panic!("after the farewell: {other:?}"),
+    }
+}
+
+async fn concurrent_senders_keep_one_order<R: Room>(rooms: impl Rooms<R = R>) {
+    const SENDERS: usize = 4;
+    const EACH: usize = 50;
+    let room = Arc::new(rooms.room(Spec::default()).await);
+    let mut readers = Vec::new();
+    for name in ["r1", "r2"] {
+        readers.push(joins(&*room, name).await);
+    }
+    let mut subs = Vec::new();
+    for s in 0..SENDERS {
+        subs.push(joins(&*room, &format!("s{s}")).await);
+    }
+    let tasks: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let room = room.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    room.publish(&format!("s{s}"), &format!("{i}"));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("sender");
+    }
+    let mut seen = Vec::new();
+    for reader in &mut readers {
+        let mut got = Vec::new();
+        while got.len() < SENDERS * EACH {
+            let line = next(reader).await;
+            if !line.contains(" joined!") {
+                got.push(line);
+            }
+        }
+        seen.push(got);
+    }
+    assert_eq!(seen[0], seen[1], "both readers see one order");
+    for s in 0..SENDERS {
+        let mine: Vec<String> = seen[0]
+            .iter()
+            .filter(|l| l.starts_with(&format!("s{s}: ")))
+            .cloned()
+            .collect();
+        let expected: Vec<String> = (0..EACH).map(|i| format!("s{s}: {i}\n")).collect();
+        assert_eq!(mine, expected, "s{s}'s lines in the order said");
+    }
+}
+
+async fn private_lines_find_their_recipient_in_any_case_and_lookalike<R: Room>(
+    rooms: impl Rooms<R = R>,
+) {
+    let room = rooms.room(Spec::default()).await;
+    let mut alice = joins(&room, "alice").await;
+    let mut bob = joins(&room, "bob").await;
+    assert_eq!(next(&mut alice).await, "bob joined!\n");
+    for to in ["bob", "BOB", "B0B"] {
+        let echo = room.whisper("alice", to, "psst").expect("sent");
+        assert_eq!(echo, "[private] alice -> bob: psst\n", "/msg {to}");
+        assert_eq!(next(&mut bob).await, "[private] alice -> bob: psst\n");
+    }
+    assert_eq!(
+        room.whisper("alice", "nob\u{1b}[2Jody", "psst"),
+        Err(WhisperError::NoSuchNick("nob[2Jody".into()))
+    );
+    // To oneself: the echo is the delivery.
+    assert_eq!(
+        room.whisper("alice", "ALICE", "note").expect("sent"),
+        "[private] alice -> alice: note\n"
+    );
+    room.publish("bob", "after");
+    assert_eq!(next(&mut alice).await, "bob: after\n");
+}
+
+async fn a_private_line_never_overtakes_the_public_lines_before_it<R: Room>(
+    rooms: impl Rooms<R = R>,
+) {
+    let room = rooms.room(Spec::default()).await;
+    let _alice = joins(&room, "alice").await;
+    let mut bob = joins(&room, "bob").await;
+    for round in 0..5 {
+        room.publish("alice", &format!("look {round}"));
+        room.whisper("alice", "bob", &format!("what do you think {round}?"))
+            .expect("sent");
+    }
+    let got = lines(&mut bob, 10).await;
+    // A private line comes after the public lines said before it (later
+    // public lines may come before it, as they may on any connection).
+    for round in 0..5 {
+        let public = got
+            .iter()
+            .position(|l| *l == format!("alice: look {round}\n"));
+        let private = got
+            .iter()
+            .position(|l| *l == format!("[private] alice -> bob: what do you think {round}?\n"));
+        assert!(public.is_some() && private.is_some(), "{got:?}");
+        assert!(public < private, "round {round}: {got:?}");
+    }
+}
+
+async fn a_recipient_that_does_not_read_refuses_private_lines<R: Room>(rooms: impl Rooms<R = R>) {
+    let room = rooms.room(Spec::default()).await;
+    let mut alice = joins(&room, "alice").await;
+    let _bob = joins(&room, "bob").await;
+    assert_eq!(next(&mut alice).await, "bob joined!\n");
+    let refusal = "\"bob\" is not reading; private message not delivered";
+    let mut refused = 0;
+    for i in 0..MAILBOX_LINES + 1 {
+        match room.whisper("alice", "bob", &format!("{i}")) {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.to_string(), refusal);
+                refused += 1;
+            }
+        }
+    }
+    // A room that cannot know at once (the recipient may be on another
+    // node) tells the sender with a line of its own.
+    if refused == 0 {
+        assert_eq!(next(&mut alice).await, format!("ERROR {refusal}\n"));
+        refused = 1;
+    }
+    assert_eq!(refused, 1, "exactly the line beyond the mailbox is refused");
+}
+
+async fn a_newcomer_gets_the_last_public_lines_marked<R: Room>(rooms: impl Rooms<R = R>) {
+    let room = rooms
+        .room(Spec {
+            history: 2,
+            ..Spec::default()
+        })
+        .await;
+    let mut alice = joins(&room, "alice").await;
+    assert!(alice.take_history().is_empty());
+    room.publish("alice", "one");
+    room.act("alice", "waves");
+    room.publish("alice", "two");
+    // Stored by the time its sender reads it back.
+    assert_eq!(lines(&mut alice, 3).await[2], "alice: two\n");
+    let mut bob = joins(&room, "Bob").await;
+    assert_eq!(
+        bob.take_history(),
+        ["[history] * alice waves\n", "[history] alice: two\n"]
+    );
+    assert!(bob.take_history().is_empty());
+    room.publish("alice", "three");
+    assert_eq!(next(&mut bob).await, "alice: three\n");
+}
+
+async fn a_subscriber_that_falls_behind_is_told<R: Room>(rooms: impl Rooms<R = R>) {
+    let room = rooms
+        .room(Spec {
+            backlog: backlog::MIN_BYTES,
+            ..Spec::default()
+        })
+        .await;
+    let mut slow = joins(&room, "slow").await;
+    let mut fast = joins(&room, "fast").await;
+    let text = "x".repeat(1000);
+    // Twice what the smallest backlog holds.
+    let count = 2 * backlog::MIN_BYTES / backlog::cost(text.as_bytes());
+    // The fast one reads each line as it comes; the slow one reads none.
+    for _ in 0..count {
+        room.publish("fast", &text);
+        assert_eq!(next(&mut fast).await, format!("fast: {text}\n"));
+    }
+    assert!(slow.is_lagging());
+    assert!(matches!(slow.recv().await, Err(RecvError::Lagged(_))));
+}
+
+async fn members_lists_the_first_names_alphabetically_with_the_count<R: Room>(
+    rooms: impl Rooms<R = R>,
+) {
+    let room = rooms.room(Spec::default()).await;
+    let mut subs = Vec::new();
+    for nick in ["kate", "Alice", "ivan", "bob", "Carol"] {
+        subs.push(joins(&room, nick).await);
+    }
+    let all = ["Alice", "bob", "Carol", "ivan", "kate"].map(String::from);
+    eventually("everybody is listed", || {
+        room.members(10) == (5, all.to_vec())
+    })
+    .await;
+    assert_eq!(room.members(2), (5, all[..2].to_vec()));
+    room.leave("Carol");
+    eventually("Carol is gone", || room.members(10).0 == 4).await;
+    assert_eq!(
+        room.members(10),
+        (
+            4,
+            ["Alice", "bob", "ivan", "kate"].map(String::from).to_vec()
+        )
+    );
+}
+
+/// Runs each case once per room.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Local).await
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Cluster::start().await).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    one_order_for_everyone,
+    a_nickname_is_taken_in_any_case_and_lookalike,
+    a_full_room_refuses,
+    nothing_follows_the_farewell,
+    concurrent_senders_keep_one_order,
+    private_lines_find_their_recipient_in_any_case_and_lookalike,
+    a_private_line_never_overtakes_the_public_lines_before_it,
+    a_recipient_that_does_not_read_refuses_private_lines,
+    a_newcomer_gets_the_last_public_lines_marked,
+    a_subscriber_that_falls_behind_is_told,
+    members_lists_the_first_names_alphabetically_with_the_count,
+);

@@ -94,14 +94,15 @@ pub trait Subscription: Send + 'static {
     /// this participant.
     fn recv(&mut self) -> impl Future<Output = Result<Bytes, RecvError>> + Send;
     /// The next line (room or private) if one is ready now.
+    ///
+    /// The first line is the participant's own `joined!`; right after it
+    /// come the room's last public lines from before it joined (`serve
+    /// --history N`), oldest first, each marked by
+    /// [`protocol::history_line`], then the live lines.
     fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError>;
-    /// The room's last public lines from before this participant joined
-    /// (`serve --history N`), oldest first, each already marked by
-    /// [`protocol::history_line`]; empty when history is off, and after the
-    /// first call. The session sends them right after `Connected to server!`.
-    fn take_history(&mut self) -> Vec<Bytes>;
     /// Whether lines this subscriber has not read yet are already being
-    /// discarded; checked while a write to a stuck peer is pending.
+    /// discarded, or it has not read the room's history in time; checked
+    /// while a write to a stuck peer is pending.
     fn is_lagging(&self) -> bool;
 }
 

@@ -13,12 +13,18 @@
 //! subscriber holds it until it has read the room up to that sequence, for
 //! at most [`HOLD_LIMIT`]. In one server's room every line has sequence 0
 //! and nothing is ever held.
+//!
+//! A newcomer's history (`--history`) comes the same way, right after its
+//! own `joined!` line: one line per read, so that the session writes it in
+//! the same bounded batches as live lines, from a snapshot the newcomer
+//! shares with the room. A newcomer that has not taken its history within
+//! [`HISTORY_TIME`] counts as lagging, and its session ends as too slow.
 
 use super::backlog::{self, Line};
 use super::mailbox::{Inbox, Private};
 use super::{RecvError, Subscription};
-use crate::protocol;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 
@@ -27,6 +33,9 @@ use tokio::time::{Instant, sleep_until};
 /// milliseconds, or an outage of the broker): past this it is delivered
 /// anyway, rather than held for as long as the broker is away.
 pub const HOLD_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long a newcomer may take to read the room's history.
+pub const HISTORY_TIME: Duration = Duration::from_secs(30);
 
 /// A participant's reading of the room: see the module doc.
 #[derive(Debug)]
@@ -41,13 +50,34 @@ pub struct Subscriber<L: Line = Bytes> {
     /// A private line waiting for the room lines said before it, and since
     /// when.
     held: Option<Box<(Private, Instant)>>,
-    /// The room's last public lines before the join, oldest first, unmarked.
-    history: Vec<Bytes>,
+    /// The room's last public lines before the join, oldest first, marked,
+    /// and how far they have been read; `None` once all have.
+    history: Option<Box<Pending>>,
+    /// Whether this participant's own `joined!` line has been read: its
+    /// history comes after it.
+    greeted: bool,
+}
+
+/// History not yet read.
+#[derive(Debug)]
+struct Pending {
+    lines: Arc<[Bytes]>,
+    next: usize,
+    since: Instant,
 }
 
 impl<L: Line> Subscriber<L> {
     /// Reads `ring` from sequence `start` on (0: all of it), and `inbox`.
-    pub fn new(ring: backlog::Reader<L>, inbox: Inbox, start: u64, history: Vec<Bytes>) -> Self {
+    /// Reads `ring` from sequence `start` on (0: all of it), and `inbox`;
+    /// `history` (marked lines) comes right after the first line.
+    pub fn new(ring: backlog::Reader<L>, inbox: Inbox, start: u64, history: Arc<[Bytes]>) -> Self {
+        let history = (!history.is_empty()).then(|| {
+            Box::new(Pending {
+                lines: history,
+                next: 0,
+                since: Instant::now(),
+            })
+        });
         Subscriber {
             ring,
             inbox,
@@ -55,7 +85,22 @@ impl<L: Line> Subscriber<L> {
             read_up_to: start.saturating_sub(1),
             held: None,
             history,
+            greeted: false,
         }
+    }
+
+    /// The next history line, once the newcomer has read its `joined!`.
+    fn next_history(&mut self) -> Option<Bytes> {
+        if !self.greeted {
+            return None;
+        }
+        let pending = self.history.as_mut()?;
+        let line = pending.lines.get(pending.next).cloned();
+        pending.next += 1;
+        if pending.next >= pending.lines.len() {
+            self.history = None;
+        }
+        line
     }
 
     /// A room line read: counts it, and passes it on unless it came before
@@ -63,7 +108,9 @@ impl<L: Line> Subscriber<L> {
     fn read(&mut self, line: L) -> Option<Bytes> {
         let seq = line.seq();
         self.read_up_to = self.read_up_to.max(seq);
-        (seq >= self.start).then(|| line.into_bytes())
+        let line = (seq >= self.start).then(|| line.into_bytes());
+        self.greeted |= line.is_some();
+        line
     }
 
     /// The held private line, if what was said before it has been read.
@@ -86,6 +133,9 @@ impl<L: Line> Subscriber<L> {
 
 impl<L: Line> Subscription for Subscriber<L> {
     async fn recv(&mut self) -> Result<Bytes, RecvError> {
+        if let Some(line) = self.next_history() {
+            return Ok(line);
+        }
         loop {
             if let Some(line) = self.due() {
                 return Ok(line);
@@ -120,6 +170,9 @@ impl<L: Line> Subscription for Subscriber<L> {
     }
 
     fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
+        if let Some(line) = self.next_history() {
+            return Ok(Some(line));
+        }
         loop {
             if let Some(line) = self.due() {
                 return Ok(Some(line));
@@ -144,15 +197,12 @@ impl<L: Line> Subscription for Subscriber<L> {
             .and_then(|private| self.arrived(private)))
     }
 
-    fn take_history(&mut self) -> Vec<Bytes> {
-        std::mem::take(&mut self.history)
-            .iter()
-            .map(|line| protocol::history_line(line))
-            .collect()
-    }
-
     fn is_lagging(&self) -> bool {
         self.ring.is_lagging()
+            || self
+                .history
+                .as_ref()
+                .is_some_and(|pending| pending.since.elapsed() > HISTORY_TIME)
     }
 }
 
@@ -191,7 +241,7 @@ mod tests {
         let ring = Backlog::new(backlog::MIN_BYTES);
         let (mailbox, inbox) = mailbox();
         // Joined at sequence 5.
-        let mut sub = Subscriber::new(ring.subscribe(), inbox, 5, Vec::new());
+        let mut sub = Subscriber::new(ring.subscribe(), inbox, 5, Arc::from([]));
         ring.push(Numbered(5, "bob joined!\n"));
         let psst = Bytes::from_static(b"[private] alice -> bob: psst\n");
         // Said after line 7, which this server has not read yet: held.
@@ -223,5 +273,30 @@ mod tests {
         // A closed mailbox ends the subscription.
         drop(mailbox);
         assert_eq!(sub.recv().await, Err(RecvError::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn history_comes_after_the_join_one_line_at_a_time_and_only_for_so_long() {
+        let ring = Backlog::new(backlog::MIN_BYTES);
+        let (_mailbox, inbox) = mailbox();
+        let history: Arc<[Bytes]> = Arc::from([
+            Bytes::from_static(b"[history] a: 1\n"),
+            Bytes::from_static(b"[history] a: 2\n"),
+        ]);
+        let mut sub = Subscriber::new(ring.subscribe(), inbox, 0, history);
+        ring.push(Bytes::from_static(b"bob joined!\n"));
+        ring.push(Bytes::from_static(b"a: 3\n"));
+        assert_eq!(next(&mut sub).await, "bob joined!\n");
+        assert_eq!(
+            sub.try_recv(),
+            Ok(Some(Bytes::from_static(b"[history] a: 1\n")))
+        );
+        // A newcomer that does not take the rest in time is lagging.
+        assert!(!sub.is_lagging());
+        tokio::time::advance(HISTORY_TIME + Duration::from_secs(1)).await;
+        assert!(sub.is_lagging());
+        assert_eq!(next(&mut sub).await, "[history] a: 2\n");
+        assert!(!sub.is_lagging());
+        assert_eq!(next(&mut sub).await, "a: 3\n");
     }
 }

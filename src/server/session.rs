@@ -387,10 +387,8 @@ where
         Ok(joined) => conn.queue(joined),
         Err(_) => return End::RoomClosed,
     }
+    // The room's history comes next, through the batches below.
     conn.queue(protocol::control_line(protocol::CONNECTED));
-    for line in subscription.take_history() {
-        conn.queue(line);
-    }
     if let Err(end) = flush(conn, &subscription, shutdown).await {
         return after_flush(end, conn, None, &mut subscription, shutdown.deadline()).await;
     }

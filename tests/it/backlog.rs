@@ -254,3 +254,73 @@ async fn serve_refuses_a_backlog_it_cannot_honour() {
         assert!(!stderr.contains("listening"), "{stderr}");
     }
 }
+
+/// The room's history is shared, not copied per newcomer: a server keeping
+/// 200 lines of 64,000 bytes (12.5 MiB) takes 20 newcomers that never read
+/// a byte, each of which has the whole history due, and its resident memory
+/// grows by a fraction of one history, not twenty (each newcomer holds at
+/// most one write batch of it, and a reference to the room's copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_newcomers_share_the_history_instead_of_copying_it() {
+    const LINES: usize = 200;
+    const NEWCOMERS: usize = 20;
+    let tmp = tempfile::tempdir().expect("temp");
+    let serve = Serve::start(
+        tmp.path(),
+        &[
+            "--max-line",
+            "65000",
+            "--history",
+            "200",
+            "--rate-limit",
+            "off",
+        ],
+    )
+    .await;
+    let pid = serve.child.id().expect("serve runs");
+    let addr: SocketAddr = serve.addr.parse().expect("address");
+    let config = chatroom::tls::client_config(&tmp.path().join("certs/ca.pem")).expect("CA");
+    let mut writer = Client::tls(addr, config.clone()).await;
+    writer.register("writer").await;
+    let text = "h".repeat(64_000);
+    for _ in 0..LINES / 20 {
+        for _ in 0..20 {
+            writer.conn.queue(format!("{text}\n").into());
+        }
+        writer.conn.flush().await.expect("send");
+        for _ in 0..20 {
+            assert!(writer.line().await.starts_with("writer: hhh"));
+        }
+    }
+    let history = (LINES * text.len()) as u64;
+    let before = proc_status_kib(pid, "VmRSS:") * 1024;
+
+    let mut silent = Vec::new();
+    for i in 0..NEWCOMERS {
+        let mut newcomer = stuck_reader(addr, config.clone()).await;
+        newcomer.register(&format!("silent{i}")).await;
+        silent.push(newcomer);
+    }
+    for i in 0..NEWCOMERS {
+        writer.expect(&format!("silent{i} joined!")).await;
+    }
+    // A round trip through the room after the last join: every newcomer's
+    // session has had its turn to start on the history.
+    writer.send("after").await;
+    writer.expect("writer: after").await;
+    let after = proc_status_kib(pid, "VmRSS:") * 1024;
+    let grew = after.saturating_sub(before);
+    eprintln!(
+        "history {} KiB; resident before {} KiB, after {NEWCOMERS} silent newcomers {} KiB",
+        history / 1024,
+        before / 1024,
+        after / 1024
+    );
+    assert!(
+        grew < history / 2,
+        "{NEWCOMERS} silent newcomers grew the server by {grew} bytes, for a history of {history}"
+    );
+    drop(silent);
+    writer.close().await;
+    drop(serve);
+}

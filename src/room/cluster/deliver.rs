@@ -3,6 +3,7 @@
 
 use super::record::Record;
 use super::{REQUEST_TIMEOUT, Shared, StoredLine};
+use crate::protocol;
 use async_nats::jetstream::{consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -98,12 +99,12 @@ pub(super) async fn deliver(shared: Arc<Shared>, stream: stream::Stream, mut las
 
 impl Shared {
     /// The last [`Shared::history`] public lines before sequence `before`,
-    /// oldest first, read from the stream (within a bounded look back and
+    /// marked as history, oldest first, read from the stream (within a bounded look back and
     /// time; fewer, or none, otherwise).
-    pub(super) async fn read_history(&self, before: u64) -> Vec<Bytes> {
+    pub(super) async fn read_history(&self, before: u64) -> Arc<[Bytes]> {
         let wanted = self.history;
         if wanted == 0 || before <= 1 {
-            return Vec::new();
+            return Arc::from([]);
         }
         let from = before
             .saturating_sub(HISTORY_SCAN.saturating_mul(wanted as u64))
@@ -132,24 +133,24 @@ impl Shared {
                         if kept.len() == wanted {
                             kept.pop_front();
                         }
-                        kept.push_back(record.line());
+                        kept.push_back(protocol::history_line(&record.line()));
                     }
                     Ok(_) => {}
                     // Counted once already, when the stream was read live.
                     Err(_) => {}
                 }
             }
-            anyhow::Ok(Vec::from(kept))
+            anyhow::Ok(kept.into_iter().collect())
         };
         match timeout(REQUEST_TIMEOUT, read).await {
             Ok(Ok(lines)) => lines,
             Ok(Err(e)) => {
                 tracing::warn!("no history for a newcomer: {e:#}");
-                Vec::new()
+                Arc::from([])
             }
             Err(_) => {
                 tracing::warn!("no history for a newcomer: timed out");
-                Vec::new()
+                Arc::from([])
             }
         }
     }

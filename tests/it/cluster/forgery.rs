@@ -6,10 +6,10 @@
 //! formatted itself from checked parts: nothing merges, nothing reads like
 //! the server's own, nothing raw reaches a terminal.
 
+use crate::harness::{NatsServer, WAIT};
 use bytes::Bytes;
 use chatroom::room::cluster::{ClusterOptions, ClusterRoom};
 use chatroom::room::{Room, Subscription};
-use crate::harness::{NatsServer, WAIT};
 use std::time::Duration;
 
 const ROOM: &str = "lab";

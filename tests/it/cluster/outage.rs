@@ -8,9 +8,8 @@
 //! whose own queue is bounded.
 
 use crate::harness::nats::relay::Relay;
-use crate::harness::nats::{TAKEOVER, connect, join, node, node_args, node_at};
+use crate::harness::nats::{NODE_TIMEOUT, TAKEOVER, connect, join, node, node_args, node_at};
 use crate::harness::{NatsServer, Serve, TestCerts, TlsClient, WAIT};
-use chatroom::room::cluster::DEFAULT_NODE_TIMEOUT;
 use std::time::Duration;
 
 /// Node one on NATS directly, node two through a relay the test controls,
@@ -127,7 +126,7 @@ async fn after_a_long_outage_no_node_takes_the_others_for_dead() {
     nats.stop().await;
     one.wait_for_log("lost the NATS connection").await;
     two.wait_for_log("lost the NATS connection").await;
-    tokio::time::sleep(DEFAULT_NODE_TIMEOUT + Duration::from_secs(1)).await;
+    tokio::time::sleep(NODE_TIMEOUT + Duration::from_secs(1)).await;
     nats.restart().await;
     for node in [&mut one, &mut two] {
         node.wait_for_log("NATS connection restored").await;

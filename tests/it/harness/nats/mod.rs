@@ -135,6 +135,12 @@ impl NatsServer {
 /// announced as left and their nicknames freed.
 pub const TAKEOVER: Duration = Duration::from_secs(20);
 
+/// The node timeout the test nodes give their rooms (`--node-timeout`):
+/// short, so that the tests of dead nodes and outages wait a few seconds,
+/// not the default's six and more; long enough that a busy machine does
+/// not make a live node look dead.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// One `serve --cluster` process named `name`, on the certificates in `certs`.
 pub async fn node(certs: &TestCerts, nats: &NatsServer, name: &str) -> Serve {
     node_with(certs, nats, name, &[]).await
@@ -154,7 +160,8 @@ pub async fn node_at(certs: &TestCerts, url: &str, name: &str, extra: &[&str]) -
 }
 
 /// `serve`'s arguments for a node on `certs` whose NATS is at `url`, with
-/// `extra`: the server certificate, the rate limit off, the cluster.
+/// `extra`: the server certificate, the rate limit off, the cluster with
+/// the tests' [`NODE_TIMEOUT`].
 pub fn node_args(certs: &TestCerts, url: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--cert".into(),
@@ -165,6 +172,8 @@ pub fn node_args(certs: &TestCerts, url: &str, extra: &[&str]) -> Vec<String> {
         "off".into(),
         "--cluster".into(),
         url.into(),
+        "--node-timeout".into(),
+        NODE_TIMEOUT.as_secs_f64().to_string(),
     ];
     args.extend(extra.iter().map(|a| a.to_string()));
     args

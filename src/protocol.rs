@@ -245,6 +245,11 @@ pub fn parse_input(line: &str) -> Input<'_> {
     }
 }
 
+/// Whether a typed line is `/quit`, after which the server closes.
+pub fn is_quit(line: &str) -> bool {
+    matches!(parse_input(line), Input::Command(Command::Quit(_)))
+}
+
 /// A command line after its `/`.
 fn parse_command(rest: &str) -> Command<'_> {
     let rest = rest.trim_start();

@@ -73,7 +73,10 @@ impl Console {
                 // showing its prompt while chatting and every received line
                 // is printed above it; not after `/quit`, when the server is
                 // about to close and the client to end.
-                if line.as_deref().is_some_and(|l| !crate::client::is_quit(l)) {
+                if line
+                    .as_deref()
+                    .is_some_and(|l| !crate::protocol::is_quit(l))
+                {
                     terminal.request("")?;
                 }
                 Ok(line)

@@ -174,7 +174,7 @@ where
             // After `/quit`, only the server's close is awaited.
             typed = console.next_line(), if !quitting => match typed? {
                 Some(text) => {
-                    quitting |= is_quit(&text);
+                    quitting |= protocol::is_quit(&text);
                     let mut line = text.into_bytes();
                     line.push(b'\n');
                     conn.send(Bytes::from(line)).await.context("cannot send to the server")?;
@@ -187,14 +187,6 @@ where
             },
         }
     }
-}
-
-/// Whether a typed line is `/quit`, after which the server closes.
-pub fn is_quit(text: &str) -> bool {
-    matches!(
-        protocol::parse_input(text),
-        protocol::Input::Command(protocol::Command::Quit(_))
-    )
 }
 
 /// Answers `NICK` until the server says `Connected to server!`, printing

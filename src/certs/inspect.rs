@@ -205,7 +205,10 @@ pub fn list(dir: &Path) -> Result<Vec<Listed>> {
     }
     let crl_path = dir.join(CRL);
     let revoked: Vec<Revoked> = if crl_path.symlink_metadata().is_ok() {
-        read_crl(&crl_path, None)?
+        // Only a list the CA signed says who is revoked: a forged one could
+        // show a revoked certificate as valid.
+        let ca = read_pem_certs(&ca_path)?.remove(0);
+        read_crl(&crl_path, &ca)?.revoked
     } else {
         Vec::new()
     };

@@ -333,6 +333,38 @@ pub fn random_serial() -> Result<SerialNumber> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
+/// Text taken from a certificate or a CRL (a subject, an issuer, a name),
+/// made safe to print: every character the chat's sanitizer would drop
+/// ([`crate::protocol::is_unsafe_char`]: controls, bidirectional
+/// overrides, invisible marks) is shown as an escape instead (`\n`,
+/// `\x1b`, `\u{202e}`), and a backslash as `\\`. Stripping would hide
+/// from an inspector what the certificate holds; escaped, it shows, and no
+/// text in it can pass for an escape or move the cursor.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write as _;
+    let needs = |c: char| matches!(c, '\\' | '\t') || crate::protocol::is_unsafe_char(c);
+    if !text.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if !needs(c) => out.push(c),
+            c if (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A serial number as printed everywhere: lower-case hex pairs with colons,
 /// as openssl and `certs list` show it.
 pub fn serial_hex(bytes: &[u8]) -> String {

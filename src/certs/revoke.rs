@@ -5,8 +5,16 @@
 //! rcgen, so openssl and rustls both read it. It is the record of what was
 //! revoked: each revocation reads the serials already in it, adds one, and
 //! signs the whole list again.
+//!
+//! Whoever reads it (`certs list`, `certs revoke`, `certs renew-crl`,
+//! `serve --crl` at start and on reload) first checks that the CA signed
+//! it ([`read_crl`]): a list that only bears the CA's name is refused, so a
+//! forged empty list can neither pass a revoked certificate as valid nor be
+//! signed again by `certs revoke` in place of the real one.
 
-use super::{CA_CERT, CRL, existing_ca, format_date, issue::client_paths, serial_hex, write_file};
+use super::{
+    CA_CERT, CRL, escape, existing_ca, format_date, issue::client_paths, serial_hex, write_file,
+};
 use anyhow::{Context, Result, anyhow, bail};
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use rustls_pki_types::pem::PemObject;
@@ -78,7 +86,7 @@ pub fn revoke(dir: &Path, name: &str) -> Result<RevokeReport> {
     let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
         .with_context(|| format!("cannot read {}", dir.join(CA_CERT).display()))?;
     let mut revoked = if crl_path.symlink_metadata().is_ok() {
-        read_crl(&crl_path, Some(&ca_der))?
+        read_crl(&crl_path, &ca_der)?.revoked
     } else {
         Vec::new()
     };
@@ -147,7 +155,7 @@ pub fn renew_as_of(dir: &Path, now: OffsetDateTime) -> Result<RenewReport> {
     }
     let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
         .with_context(|| format!("cannot read {}", dir.join(CA_CERT).display()))?;
-    let revoked = read_crl(&crl_path, Some(&ca_der))?;
+    let revoked = read_crl(&crl_path, &ca_der)?.revoked;
     let next_update = sign_crl(&crl_path, &issuer, &ca_der, &revoked, now)?;
     Ok(RenewReport {
         crl: crl_path,
@@ -191,16 +199,22 @@ fn sign_crl(
     Ok(params.next_update)
 }
 
-/// When the CRL in `path` says the next one is due, if it says.
-pub fn crl_next_update(path: &Path) -> Result<Option<OffsetDateTime>> {
-    with_crl(path, |crl| Ok(crl.next_update().map(|t| t.to_datetime())))
+/// A CRL read from its file and checked: issued by the CA (by name) and
+/// signed with the CA's key.
+#[derive(Debug, Clone)]
+pub struct VerifiedCrl {
+    /// The list as read, for rustls: the same bytes that were checked.
+    pub der: CertificateRevocationListDer<'static>,
+    pub revoked: Vec<Revoked>,
+    /// When the list says the next one is due, if it says.
+    pub next_update: Option<OffsetDateTime>,
 }
 
-/// Reads the CRL in `path` and hands it to `f`.
-fn with_crl<T>(
-    path: &Path,
-    f: impl FnOnce(&x509_parser::revocation_list::CertificateRevocationList<'_>) -> Result<T>,
-) -> Result<T> {
+/// Reads the CRL in `path`, refusing it unless the CA `ca` issued it: the
+/// issuer's name must be the CA's, and the signature must verify with the
+/// CA's public key. A name alone proves nothing: anyone can write a list
+/// that names our CA; only the CA key can sign one.
+pub fn read_crl(path: &Path, ca: &CertificateDer<'_>) -> Result<VerifiedCrl> {
     let der = CertificateRevocationListDer::from_pem_file(path).with_context(|| {
         format!(
             "{} is not a PEM certificate revocation list",
@@ -209,41 +223,47 @@ fn with_crl<T>(
     })?;
     let (_, crl) = x509_parser::parse_x509_crl(&der)
         .map_err(|e| anyhow!("{} is not a valid CRL: {e}", path.display()))?;
-    f(&crl)
-}
-
-/// The serial numbers in a CRL file. With `ca`, refuses a CRL that CA did
-/// not issue (by name).
-pub fn read_crl(path: &Path, ca: Option<&CertificateDer<'_>>) -> Result<Vec<Revoked>> {
-    with_crl(path, |crl| read_entries(path, crl, ca))
-}
-
-/// The entries of `crl` (read from `path`), refusing it if `ca` did not
-/// issue it.
-fn read_entries(
-    path: &Path,
-    crl: &x509_parser::revocation_list::CertificateRevocationList<'_>,
-    ca: Option<&CertificateDer<'_>>,
-) -> Result<Vec<Revoked>> {
-    if let Some(ca) = ca {
-        let (_, ca) = x509_parser::parse_x509_certificate(ca)
-            .map_err(|e| anyhow!("cannot parse the CA certificate: {e}"))?;
-        if crl.issuer() != ca.subject() {
-            bail!(
-                "{} was issued by {}, not by the CA {}",
-                path.display(),
-                crl.issuer(),
-                ca.subject()
-            );
-        }
-    }
-    Ok(crl
+    check_issued_by(path, &crl, ca)?;
+    let revoked = crl
         .iter_revoked_certificates()
         .map(|r| Revoked {
             serial: trim_sign(r.raw_serial()).to_vec(),
             at: r.revocation_date.to_datetime(),
         })
-        .collect())
+        .collect();
+    let next_update = crl.next_update().map(|t| t.to_datetime());
+    Ok(VerifiedCrl {
+        der,
+        revoked,
+        next_update,
+    })
+}
+
+/// Refuses `crl` (read from `path`) unless the CA `ca` issued and signed it.
+fn check_issued_by(
+    path: &Path,
+    crl: &x509_parser::revocation_list::CertificateRevocationList<'_>,
+    ca: &CertificateDer<'_>,
+) -> Result<()> {
+    let (_, ca) = x509_parser::parse_x509_certificate(ca)
+        .map_err(|e| anyhow!("cannot parse the CA certificate: {e}"))?;
+    let ca_name = escape(&ca.subject().to_string()).into_owned();
+    if crl.issuer() != ca.subject() {
+        bail!(
+            "{} was issued by {}, not by the CA {ca_name}",
+            path.display(),
+            escape(&crl.issuer().to_string())
+        );
+    }
+    crl.verify_signature(ca.public_key()).map_err(|e| {
+        anyhow!(
+            "{} names the CA {ca_name} as its issuer, but its signature does not verify \
+             with that CA's key ({e}): it was not made by this CA, so it is refused; \
+             restore the CA's own list (from a backup), or remove it and revoke again \
+             with `chatroom certs revoke`",
+            path.display()
+        )
+    })
 }
 
 /// A certificate's serial number, as big-endian bytes without a sign byte.

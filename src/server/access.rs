@@ -14,11 +14,10 @@ use crate::certs::revoke::cert_serial;
 use crate::protocol::{self, nick_key};
 use anyhow::{Context, Result, anyhow, bail};
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
-use rustls_pki_types::pem::PemObject;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -352,15 +351,18 @@ fn load_policy(files: &AccessFiles) -> Result<Policy> {
                     .filter(|p| p.symlink_metadata().is_ok())
             });
             if let Some(crl_path) = &crl {
-                let entries = crate::certs::revoke::read_crl(crl_path, Some(&ca_certs[0]))
+                // Checked against the CA's key here, so that a forged list
+                // is refused whole at start or reload, rather than taken in
+                // and then failing every handshake.
+                let crl = crate::certs::revoke::read_crl(crl_path, &ca_certs[0])
                     .context("cannot load --crl")?;
-                revoked = entries.len();
-                warn_if_due(crl_path)?;
-                let crl = CertificateRevocationListDer::from_pem_file(crl_path)
-                    .with_context(|| format!("cannot read {}", crl_path.display()))?;
+                revoked = crl.revoked.len();
+                warn_if_due(crl_path, crl.next_update);
                 // The CRL covers the client certificates this CA signed;
                 // the CA itself is a trust anchor.
-                builder = builder.with_crls([crl]).only_check_end_entity_revocation();
+                builder = builder
+                    .with_crls([crl.der])
+                    .only_check_end_entity_revocation();
             }
             Some(
                 builder
@@ -387,10 +389,10 @@ fn load_policy(files: &AccessFiles) -> Result<Policy> {
 /// within [`CRL_WARN_DAYS`](crate::certs::revoke::CRL_WARN_DAYS) of it: a
 /// stale list still refuses whom it names, but a team that keeps one
 /// current should hear that it is not (rustls itself ignores the date).
-fn warn_if_due(crl: &std::path::Path) -> Result<()> {
-    use crate::certs::revoke::{CRL_WARN_DAYS, crl_next_update};
-    let Some(next_update) = crl_next_update(crl)? else {
-        return Ok(());
+fn warn_if_due(crl: &std::path::Path, next_update: Option<time::OffsetDateTime>) {
+    use crate::certs::revoke::CRL_WARN_DAYS;
+    let Some(next_update) = next_update else {
+        return;
     };
     let now = time::OffsetDateTime::now_utc();
     let days = crate::certs::days_left(next_update, now);
@@ -408,7 +410,6 @@ fn warn_if_due(crl: &std::path::Path) -> Result<()> {
             crl.display()
         );
     }
-    Ok(())
 }
 
 fn read_deny_file(path: &Path) -> Result<Vec<String>> {

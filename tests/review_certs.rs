@@ -1,0 +1,343 @@
+//! Certificates and revocation lists made to deceive, against the built
+//! binary: a CRL with the CA's name signed by another key is refused by
+//! `certs list`, `certs revoke`, `serve` and a SIGHUP reload; `certs
+//! inspect` escapes what a certificate says and prints its fingerprint
+//! first; `SSLKEYLOGFILE` is opened only as a private file of this user;
+//! a client certificate names exactly one holder; `certs list` keeps every
+//! certificate the CA signed.
+//!
+//! Self-contained (no shared fixtures): the certificates come from our own
+//! `gen-certs`, the forgeries from rcgen.
+
+use bytes::Bytes;
+use chatroom::connection::Connection;
+use chatroom::tls;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStderr, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatroom");
+/// How long any single expected event may take before the test fails.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `chatroom ARGS` in `dir` to its end.
+async fn run(dir: &Path, args: &[&str]) -> Output {
+    tokio::time::timeout(
+        WAIT,
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .env_remove("SSLKEYLOGFILE")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("chatroom ends in time")
+    .expect("chatroom runs")
+}
+
+async fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args).await;
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+async fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args).await;
+    assert!(
+        !out.status.success(),
+        "{args:?} should fail; it printed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A folder with a CA and server certificate from `gen-certs`, and client
+/// certificates for `clients`.
+async fn folder(clients: &[&str]) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("temp");
+    ok(tmp.path(), &["gen-certs"]).await;
+    for name in clients {
+        ok(tmp.path(), &["gen-certs", "client", name]).await;
+    }
+    tmp
+}
+
+/// An empty CRL that names `dir`'s CA as its issuer but is signed by a key
+/// of its own: what someone who can write to the folder, but has not the
+/// CA key, can make.
+fn forged_crl(dir: &Path) -> String {
+    let ca_pem = std::fs::read_to_string(dir.join("certs/ca.pem")).expect("CA");
+    let other_key = rcgen::KeyPair::generate().expect("key");
+    // The CA's name and key identifier, with a key that is not the CA's.
+    let impostor = rcgen::Issuer::from_ca_cert_pem(&ca_pem, other_key).expect("CA");
+    let now = time::OffsetDateTime::now_utc();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now,
+        next_update: now + time::Duration::days(30),
+        crl_number: rcgen::SerialNumber::from(u64::MAX / 2),
+        issuing_distribution_point: None,
+        revoked_certs: Vec::new(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params
+        .signed_by(&impostor)
+        .expect("sign")
+        .pem()
+        .expect("PEM")
+}
+
+/// A running `serve`, killed when dropped.
+struct Serve {
+    _child: Child,
+    addr: SocketAddr,
+    pid: u32,
+    stderr: Lines<BufReader<ChildStderr>>,
+}
+
+impl Serve {
+    /// Starts `serve --addr 127.0.0.1:0 EXTRA` in `dir`, with `envs`;
+    /// returns once it listens.
+    async fn start(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Serve {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .env_remove("SSLKEYLOGFILE")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("serve starts");
+        let pid = child.id().expect("pid");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut seen = Vec::new();
+        let addr = tokio::time::timeout(WAIT, async {
+            loop {
+                let Some(line) = stderr.next_line().await.expect("read") else {
+                    panic!("serve exited early:\n{}", seen.join("\n"));
+                };
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    return rest.split_whitespace().next().expect("address").to_owned();
+                }
+                seen.push(line);
+            }
+        })
+        .await
+        .expect("serve listens in time");
+        Serve {
+            _child: child,
+            addr: addr.parse().expect("address"),
+            pid,
+            stderr,
+        }
+    }
+
+    async fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid.to_string()])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
+    /// Reads the log until a line contains `needle`; returns that line.
+    async fn wait_for_log(&mut self, needle: &str) -> String {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let line = self
+                    .stderr
+                    .next_line()
+                    .await
+                    .expect("read")
+                    .expect("serve exited early");
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no log line with {needle:?} within {WAIT:?}"))
+    }
+}
+
+type TlsConn = Connection<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// A TLS connection to `addr` presenting `certs/clients/NAME.pem`.
+async fn as_client(dir: &Path, addr: SocketAddr, name: &str) -> TlsConn {
+    let config = tls::client_config_with_cert(
+        &dir.join("certs/ca.pem"),
+        &dir.join(format!("certs/clients/{name}.pem")),
+        &dir.join(format!("certs/clients/{name}-key.pem")),
+    )
+    .expect("client config");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let server_name = tls::server_name("127.0.0.1").expect("name");
+    let stream = tokio::time::timeout(
+        WAIT,
+        tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    Connection::new(stream, 1 << 20)
+}
+
+/// The next line, or `None` once the server closed (or broke) the stream.
+async fn next_line<S>(conn: &mut Connection<S>) -> Option<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(WAIT, conn.read_line()).await {
+        Err(_) => panic!("no line from the server within {WAIT:?}"),
+        Ok(Ok(Some(line))) => Some(String::from_utf8_lossy(&line).into_owned()),
+        Ok(Ok(None)) | Ok(Err(_)) => None,
+    }
+}
+
+async fn send<S>(conn: &mut Connection<S>, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    conn.send(Bytes::from(format!("{text}\n")))
+        .await
+        .expect("send");
+}
+
+/// Answers NICK with `nick`; returns every line up to `Connected to
+/// server!`, or up to the close if the server refused.
+async fn register(conn: &mut TlsConn, nick: &str) -> Vec<String> {
+    assert_eq!(next_line(conn).await.as_deref(), Some("NICK"));
+    send(conn, nick).await;
+    let mut said = Vec::new();
+    while let Some(line) = next_line(conn).await {
+        let done = line == "Connected to server!";
+        said.push(line);
+        if done {
+            break;
+        }
+    }
+    said
+}
+
+// ---------------------------------------------------------------------------
+// A CRL signed by another key than the CA's.
+
+#[tokio::test]
+async fn a_crl_signed_by_another_key_is_refused_by_list_and_revoke() {
+    let tmp = folder(&["alice", "bob"]).await;
+    let dir = tmp.path();
+    ok(dir, &["certs", "revoke", "alice"]).await;
+    let crl = dir.join("certs/crl.pem");
+    std::fs::write(&crl, forged_crl(dir)).expect("forge");
+    let forged = std::fs::read(&crl).expect("read");
+
+    let said = fails(dir, &["certs", "list"]).await;
+    assert!(said.contains("crl.pem"), "{said}");
+    assert!(said.contains("signature"), "{said}");
+
+    let said = fails(dir, &["certs", "revoke", "bob"]).await;
+    assert!(said.contains("crl.pem"), "{said}");
+    assert!(said.contains("signature"), "{said}");
+    assert_eq!(
+        std::fs::read(&crl).expect("read"),
+        forged,
+        "a refused CRL is left as it was"
+    );
+    let said = fails(dir, &["certs", "renew-crl"]).await;
+    assert!(said.contains("signature"), "{said}");
+    assert_eq!(std::fs::read(&crl).expect("read"), forged);
+}
+
+#[tokio::test]
+async fn serve_refuses_a_forged_crl_at_start() {
+    let tmp = folder(&["alice"]).await;
+    let dir = tmp.path();
+    std::fs::write(dir.join("certs/crl.pem"), forged_crl(dir)).expect("forge");
+    let said = fails(
+        dir,
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--client-ca",
+            "certs/ca.pem",
+            "--crl",
+            "certs/crl.pem",
+        ],
+    )
+    .await;
+    assert!(said.contains("crl.pem"), "{said}");
+    assert!(said.contains("signature"), "{said}");
+}
+
+#[tokio::test]
+async fn sighup_keeps_the_old_policy_when_the_new_crl_is_forged() {
+    let tmp = folder(&["alice", "bob", "carol"]).await;
+    let dir = tmp.path();
+    ok(dir, &["certs", "revoke", "alice"]).await;
+    let mut serve = Serve::start(
+        dir,
+        &["--client-ca", "certs/ca.pem", "--crl", "certs/crl.pem"],
+        &[],
+    )
+    .await;
+    let mut bob = as_client(dir, serve.addr, "bob").await;
+    let said = register(&mut bob, "bob").await;
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("Connected to server!")
+    );
+
+    std::fs::write(dir.join("certs/crl.pem"), forged_crl(dir)).expect("forge");
+    serve.hangup().await;
+    let kept = serve
+        .wait_for_log("nothing reloaded, keeping the old configuration whole")
+        .await;
+    assert!(kept.contains("signature"), "{kept}");
+
+    // bob stays, carol still joins, alice is still refused.
+    let mut carol = as_client(dir, serve.addr, "carol").await;
+    let said = register(&mut carol, "carol").await;
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("Connected to server!"),
+        "{said:?}"
+    );
+    assert_eq!(next_line(&mut bob).await.as_deref(), Some("carol joined!"));
+    send(&mut bob, "still here").await;
+    assert_eq!(
+        next_line(&mut carol).await.as_deref(),
+        Some("bob: still here")
+    );
+    let config = tls::client_config_with_cert(
+        &dir.join("certs/ca.pem"),
+        &dir.join("certs/clients/alice.pem"),
+        &dir.join("certs/clients/alice-key.pem"),
+    )
+    .expect("client config");
+    let tcp = TcpStream::connect(serve.addr).await.expect("connect");
+    let server_name = tls::server_name("127.0.0.1").expect("name");
+    if let Ok(Ok(stream)) = tokio::time::timeout(
+        WAIT,
+        tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
+    )
+    .await
+    {
+        // TLS 1.3: the refusal arrives as an alert on the first read.
+        let mut alice = Connection::new(stream, 1 << 20);
+        assert_eq!(next_line(&mut alice).await, None, "alice stays revoked");
+    }
+}

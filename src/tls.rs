@@ -337,7 +337,10 @@ pub fn explain_handshake_error(err: &std::io::Error, ca: &Path, name: &str) -> S
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 "the server's certificate is not valid yet: check both machines' clocks".to_string()
             }
-            other => format!("the server's certificate was refused: {other}"),
+            other => format!(
+                "the server's certificate was refused: {}",
+                crate::certs::escape(&other.to_string())
+            ),
         },
         Some(TlsError::AlertReceived(rustls::AlertDescription::ProtocolVersion))
         | Some(TlsError::PeerIncompatible(_)) => {
@@ -351,7 +354,11 @@ pub fn explain_handshake_error(err: &std::io::Error, ca: &Path, name: &str) -> S
         Some(TlsError::InvalidMessage(_)) | Some(TlsError::InappropriateMessage { .. }) => {
             "the server did not answer with TLS: is it running with --plaintext?".to_string()
         }
-        Some(other) => format!("TLS handshake failed: {other}"),
+        // Errors may quote what the server sent: escaped.
+        Some(other) => format!(
+            "TLS handshake failed: {}",
+            crate::certs::escape(&other.to_string())
+        ),
         None if err.kind() == std::io::ErrorKind::UnexpectedEof => {
             "the server closed the connection during the TLS handshake: is it a chatroom \
              server, and does it use TLS?"

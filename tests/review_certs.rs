@@ -341,3 +341,83 @@ async fn sighup_keeps_the_old_policy_when_the_new_crl_is_forged() {
         assert_eq!(next_line(&mut alice).await, None, "alice stays revoked");
     }
 }
+
+// ---------------------------------------------------------------------------
+// What a certificate says, printed to a terminal.
+
+/// A common name that, printed raw, draws a fake fingerprint line, hides
+/// what follows (`ESC[8m`), retitles the window and reverses the text.
+const HOSTILE_CN: &str =
+    "mallory\nSHA-256 fingerprint: 00:11:22:33\n\u{1b}[8m\u{1b}]0;title\u{7}\u{1b}[2J\u{202e}evil";
+
+/// A self-signed certificate whose subject (and so issuer) and DNS name
+/// carry [`HOSTILE_CN`]; returns its PEM and DER.
+fn hostile_certificate() -> (String, Vec<u8>) {
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, HOSTILE_CN);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "\u{1b}]0;owned\u{7}");
+    params.subject_alt_names = vec![rcgen::SanType::DnsName(
+        "a\u{1b}[8m.example".try_into().expect("IA5"),
+    )];
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("sign");
+    (cert.pem(), cert.der().to_vec())
+}
+
+/// Fails on any byte that a terminal acts on: C0 controls but the line
+/// feed, DEL, C1 controls and the bidirectional controls.
+fn assert_inert(text: &str) {
+    for (i, c) in text.char_indices() {
+        let bad = (c.is_control() && c != '\n')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        assert!(!bad, "control {c:?} at byte {i} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn inspect_escapes_certificate_text_and_prints_the_fingerprint_first() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let (pem, der) = hostile_certificate();
+    std::fs::write(dir.join("hostile.pem"), pem).expect("write");
+    let out = ok(dir, &["certs", "inspect", "hostile.pem"]).await;
+    assert_inert(&out);
+    let real = chatroom::certs::fingerprint(&der);
+    let fingerprints: Vec<&str> = out
+        .lines()
+        .filter(|line| line.starts_with("SHA-256 fingerprint:"))
+        .collect();
+    assert_eq!(
+        fingerprints,
+        [format!("SHA-256 fingerprint: {real}")],
+        "{out}"
+    );
+    assert!(
+        out.starts_with(&format!("SHA-256 fingerprint: {real}\n")),
+        "the fingerprint comes first:\n{out}"
+    );
+    // Escaped, not dropped: an inspector sees what is there.
+    assert!(
+        out.contains(r"mallory\nSHA-256 fingerprint: 00:11:22:33\n\x1b[8m"),
+        "{out}"
+    );
+    assert!(out.contains(r"\x1b]0;title\x07"), "{out}");
+    assert!(out.contains(r"\u{202e}evil"), "{out}");
+    assert!(out.contains(r"DNS:a\x1b[8m.example"), "{out}");
+}
+
+#[tokio::test]
+async fn certs_list_escapes_the_names_of_the_certificates_it_lists() {
+    let tmp = folder(&[]).await;
+    let dir = tmp.path();
+    let (pem, _) = hostile_certificate();
+    std::fs::create_dir_all(dir.join("certs/clients")).expect("mkdir");
+    std::fs::write(dir.join("certs/clients/mallory.pem"), pem).expect("write");
+    let out = ok(dir, &["certs", "list"]).await;
+    assert_inert(&out);
+    assert!(out.contains(r"mallory\nSHA-256"), "{out}");
+}

@@ -2,10 +2,15 @@
 //! terms an operator checks (names, validity and days left, usages,
 //! fingerprint), for any PEM certificate; and the state of a certificate
 //! folder, one line per certificate.
+//!
+//! Any PEM file may be inspected, a hostile one too: every text taken from
+//! a certificate is escaped ([`super::escape`]), and the fingerprint,
+//! computed from the bytes, comes first, so that no subject can draw a
+//! fake report around itself or hide the real one.
 
 use super::revoke::{Revoked, cert_serial, read_crl};
 use super::{
-    CA_CERT, CLIENTS_DIR, CRL, SERVER_CERT, days_left, fingerprint, format_date, serial_hex,
+    CA_CERT, CLIENTS_DIR, CRL, SERVER_CERT, days_left, escape, fingerprint, format_date, serial_hex,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use rustls_pki_types::CertificateDer;
@@ -62,8 +67,11 @@ fn describe(out: &mut String, cert: &X509Certificate<'_>, der: &[u8], now: Offse
         validity.not_before.to_datetime(),
         validity.not_after.to_datetime(),
     );
-    let _ = writeln!(out, "subject:     {}", cert.subject());
-    let _ = writeln!(out, "issuer:      {}", cert.issuer());
+    // The fingerprint first, from the bytes themselves: whatever the text
+    // fields below say, they are escaped and come after it.
+    let _ = writeln!(out, "SHA-256 fingerprint: {}", fingerprint(der));
+    let _ = writeln!(out, "subject:     {}", escape(&cert.subject().to_string()));
+    let _ = writeln!(out, "issuer:      {}", escape(&cert.issuer().to_string()));
     let _ = writeln!(out, "serial:      {}", serial_hex(cert.raw_serial()));
     let _ = writeln!(out, "names (SAN): {}", or_none(sans(cert)));
     let _ = writeln!(
@@ -77,7 +85,7 @@ fn describe(out: &mut String, cert: &X509Certificate<'_>, der: &[u8], now: Offse
     let usages = match cert.key_usage() {
         Ok(Some(ku)) => ku.value.to_string(),
         Ok(None) => String::new(),
-        Err(e) => format!("(unreadable: {e})"),
+        Err(e) => format!("(unreadable: {})", escape(&e.to_string())),
     };
     let _ = writeln!(out, "key usage:   {}", or_none(usages));
     let _ = writeln!(out, "ext. usage:  {}", or_none(extended_usages(cert)));
@@ -89,7 +97,6 @@ fn describe(out: &mut String, cert: &X509Certificate<'_>, der: &[u8], now: Offse
         _ => "no".to_owned(),
     };
     let _ = writeln!(out, "CA:          {ca}");
-    let _ = writeln!(out, "SHA-256 fingerprint: {}", fingerprint(der));
 }
 
 fn or_none(text: String) -> String {
@@ -113,6 +120,7 @@ fn remaining(from: OffsetDateTime, until: OffsetDateTime, now: OffsetDateTime) -
     }
 }
 
+/// The subject alternative names, each escaped.
 fn sans(cert: &X509Certificate<'_>) -> String {
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return String::new();
@@ -138,6 +146,7 @@ fn sans(cert: &X509Certificate<'_>) -> String {
             GeneralName::URI(uri) => format!("URI:{uri}"),
             other => format!("{other}"),
         })
+        .map(|name| escape(&name).into_owned())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -185,6 +194,7 @@ fn extended_usages(cert: &X509Certificate<'_>) -> String {
 pub struct Listed {
     /// `ca`, `server` or `client`.
     pub kind: &'static str,
+    /// Its common name (else the file's), escaped ([`super::escape`]).
     pub name: String,
     pub serial: String,
     pub not_after: OffsetDateTime,
@@ -225,6 +235,8 @@ pub fn list(dir: &Path) -> Result<Vec<Listed>> {
             .next()
             .and_then(|cn| cn.as_str().ok())
             .map_or(fallback, str::to_owned);
+        // A common name (or a file name) can hold anything.
+        let name = escape(&name).into_owned();
         let not_after = cert.validity().not_after.to_datetime();
         listed.push(Listed {
             kind,

@@ -412,3 +412,21 @@ pub(crate) fn existing_ca(dir: &Path) -> Result<(Issuer<'static, KeyPair>, Strin
     }
     load_ca(&cert, &key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escape_shows_controls_and_backslashes_and_keeps_the_rest() {
+        assert!(matches!(
+            escape("O=chatroom, CN=bob"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape("a\nb\u{1b}[8m\u{7}\t\u{202e}é\\x"),
+            r"a\nb\x1b[8m\x07\t\u{202e}é\\x"
+        );
+        assert_eq!(escape("\u{9b}\u{feff}"), r"\x9b\u{feff}");
+    }
+}

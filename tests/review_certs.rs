@@ -605,3 +605,111 @@ async fn a_new_key_log_is_made_private_and_gets_both_ends_secrets() {
     );
     assert_eq!(mode_of(&keys), 0o600);
 }
+
+// ---------------------------------------------------------------------------
+// The one name a client certificate binds its holder to.
+
+/// The CA of `dir` (from gen-certs), as rcgen's issuer.
+fn ca_issuer(dir: &Path) -> rcgen::Issuer<'static, rcgen::KeyPair> {
+    let key = rcgen::KeyPair::from_pem(
+        &std::fs::read_to_string(dir.join("certs/ca-key.pem")).expect("CA key"),
+    )
+    .expect("CA key PEM");
+    rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(dir.join("certs/ca.pem")).expect("CA"),
+        key,
+    )
+    .expect("CA")
+}
+
+/// Signs `params` (a client certificate) with `dir`'s CA for a fresh key,
+/// written as `certs/clients/FILE.pem` and `FILE-key.pem` (mode 0600).
+fn write_client_pair(dir: &Path, mut params: rcgen::CertificateParams, file: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca_issuer(dir)).expect("sign");
+    let clients = dir.join("certs/clients");
+    std::fs::write(clients.join(format!("{file}.pem")), cert.pem()).expect("write");
+    let key_path = clients.join(format!("{file}-key.pem"));
+    std::fs::write(&key_path, key.serialize_pem()).expect("write");
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// A client certificate's parameters: DNS names `sans`, common names `cns`
+/// (the first as a CN, the others under the same OID as further CNs).
+fn client_params(cns: &[&str], sans: &[&str]) -> rcgen::CertificateParams {
+    let mut params =
+        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    for (i, cn) in cns.iter().enumerate() {
+        // rcgen keeps one value per type: a second CN goes in under the
+        // CN's own OID as a type of its own.
+        let kind = if i == 0 {
+            rcgen::DnType::CommonName
+        } else {
+            rcgen::DnType::CustomDnType(vec![2, 5, 4, 3])
+        };
+        params.distinguished_name.push(kind, *cn);
+    }
+    params
+}
+
+/// What the server says to a client presenting `certs/clients/FILE.pem`
+/// and answering `NICK` with `nick`, up to its close or its welcome.
+async fn join_with(dir: &Path, addr: SocketAddr, file: &str, nick: &str) -> Vec<String> {
+    let mut conn = as_client(dir, addr, file).await;
+    let mut said = Vec::new();
+    while let Some(line) = next_line(&mut conn).await {
+        if line == "NICK" {
+            send(&mut conn, nick).await;
+        }
+        let done = line == "Connected to server!";
+        said.push(line);
+        if done {
+            break;
+        }
+    }
+    said
+}
+
+#[tokio::test]
+async fn a_client_certificate_must_name_exactly_one_holder() {
+    let tmp = folder(&["carol"]).await;
+    let dir = tmp.path();
+    // Two common names: tools disagree on which one counts.
+    write_client_pair(dir, client_params(&["alice", "bob"], &[]), "two-cns");
+    // A DNS name that is not the common name.
+    write_client_pair(dir, client_params(&["alice"], &["bob"]), "san-differs");
+    // A common name that is not a plain string (BMPString), beside a DNS
+    // name that a lenient reader would fall back to.
+    let mut bmp = client_params(&[], &["alice"]);
+    bmp.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        rcgen::DnValue::BmpString("mallory".try_into().expect("BMP")),
+    );
+    write_client_pair(dir, bmp, "bmp-cn");
+
+    let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"], &[]).await;
+    for (file, nick, reason) in [
+        ("two-cns", "alice", "2 common names"),
+        ("san-differs", "alice", "differs from its common name"),
+        ("bmp-cn", "alice", "BMPString"),
+    ] {
+        let said = join_with(dir, serve.addr, file, nick).await;
+        let last = said.last().map(String::as_str).unwrap_or_default();
+        assert!(
+            last.starts_with("ERROR certificate refused: ") && last.contains(reason),
+            "{file}: {said:?}"
+        );
+    }
+    // A certificate from gen-certs joins under its name.
+    let said = join_with(dir, serve.addr, "carol", "carol").await;
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("Connected to server!"),
+        "{said:?}"
+    );
+}

@@ -240,10 +240,19 @@ where
     }
 }
 
-/// The nickname a client certificate gives: its name.
+/// The nickname a client certificate gives: its name, by the server's own
+/// rule ([`crate::server::access::certificate_name`]), which also refuses
+/// an ambiguous one.
 fn certificate_nick(cert: &std::path::Path) -> Result<Option<String>> {
     let chain = tls::load_certs(cert).context("cannot load the client certificate (--cert)")?;
-    Ok(crate::server::access::certificate_name(&chain[0]))
+    crate::server::access::certificate_name(&chain[0])
+        .map(Some)
+        .map_err(|why| {
+            anyhow!(
+                "your certificate {} names no nickname: {why}",
+                cert.display()
+            )
+        })
 }
 
 /// Refuses to present an expired (or not yet valid) client certificate,

@@ -713,3 +713,56 @@ async fn a_client_certificate_must_name_exactly_one_holder() {
         "{said:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The record of every certificate the CA signed.
+
+/// The STATUS of each `certs list` row of client `name`, sorted.
+fn statuses(list: &str, name: &str) -> Vec<String> {
+    let mut found: Vec<String> = list
+        .lines()
+        .filter(|line| {
+            let mut columns = line.split_whitespace();
+            columns.next() == Some("client") && columns.next() == Some(name)
+        })
+        .map(|line| {
+            line.split_whitespace()
+                .last()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn reissued_client_certificates_stay_on_the_record() {
+    let tmp = folder(&["bob", "carol"]).await;
+    let dir = tmp.path();
+    ok(dir, &["certs", "revoke", "bob"]).await;
+    ok(dir, &["gen-certs", "client", "bob", "--force"]).await;
+    ok(dir, &["gen-certs", "client", "carol", "--force"]).await;
+
+    let list = ok(dir, &["certs", "list"]).await;
+    assert_eq!(statuses(&list, "bob"), ["REVOKED", "valid"], "{list}");
+    assert_eq!(statuses(&list, "carol"), ["replaced", "valid"], "{list}");
+    // The record holds certificates, never their keys.
+    let kept: Vec<String> = std::fs::read_dir(dir.join("certs/clients/superseded"))
+        .expect("a folder of superseded certificates")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for file in &kept {
+        let text =
+            std::fs::read_to_string(dir.join("certs/clients/superseded").join(file)).expect("read");
+        assert!(text.contains("BEGIN CERTIFICATE"), "{file}");
+        assert!(!text.contains("PRIVATE KEY"), "{file}");
+    }
+}

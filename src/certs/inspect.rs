@@ -10,7 +10,8 @@
 
 use super::revoke::{Revoked, cert_serial, read_crl};
 use super::{
-    CA_CERT, CLIENTS_DIR, CRL, SERVER_CERT, days_left, escape, fingerprint, format_date, serial_hex,
+    CA_CERT, CLIENTS_DIR, CRL, SERVER_CERT, SUPERSEDED_DIR, days_left, escape, fingerprint,
+    format_date, serial_hex,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use rustls_pki_types::CertificateDer;
@@ -200,10 +201,14 @@ pub struct Listed {
     pub not_after: OffsetDateTime,
     pub days_left: i64,
     pub revoked: bool,
+    /// Replaced by a newer certificate (`--force`), kept in `superseded/`
+    /// as a record. Until it is revoked, the server still accepts it.
+    pub replaced: bool,
 }
 
 /// The CA, the server certificate and each client certificate in `dir`,
-/// with whether the folder's CRL revokes it.
+/// with the ones they replaced (kept in `superseded/`), and whether the
+/// folder's CRL revokes each.
 pub fn list(dir: &Path) -> Result<Vec<Listed>> {
     let ca_path = dir.join(CA_CERT);
     if ca_path.symlink_metadata().is_err() {
@@ -223,53 +228,87 @@ pub fn list(dir: &Path) -> Result<Vec<Listed>> {
         Vec::new()
     };
     let now = OffsetDateTime::now_utc();
-    let mut listed = Vec::new();
-    let mut add = |kind: &'static str, path: &Path, fallback: String| -> Result<()> {
-        let der = read_pem_certs(path)?.remove(0);
-        let (_, cert) = x509_parser::parse_x509_certificate(&der)
-            .map_err(|e| anyhow!("{} is not valid X.509: {e}", path.display()))?;
-        let serial = cert_serial(&der)?;
-        let name = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map_or(fallback, str::to_owned);
-        // A common name (or a file name) can hold anything.
-        let name = escape(&name).into_owned();
-        let not_after = cert.validity().not_after.to_datetime();
-        listed.push(Listed {
-            kind,
-            name,
-            serial: serial_hex(&serial),
-            not_after,
-            days_left: days_left(not_after, now),
-            revoked: revoked.iter().any(|r| r.serial == serial),
-        });
-        Ok(())
+    let entry = |kind, path: &Path, fallback: &str, replaced| {
+        listed_entry(kind, path, fallback, replaced, &revoked, now)
     };
-    add("ca", &ca_path, "CA".to_owned())?;
+    let mut listed = vec![entry("ca", &ca_path, "CA", false)?];
+    for (stem, path) in certificate_files(&dir.join(SUPERSEDED_DIR))? {
+        listed.push(entry("server", &path, &stem, true)?);
+    }
     let server = dir.join(SERVER_CERT);
     if server.symlink_metadata().is_ok() {
-        add("server", &server, "server".to_owned())?;
+        listed.push(entry("server", &server, "server", false)?);
     }
     let clients = dir.join(CLIENTS_DIR);
-    if clients.is_dir() {
-        let mut names: Vec<String> = std::fs::read_dir(&clients)
-            .with_context(|| format!("cannot read {}", clients.display()))?
-            .filter_map(|entry| entry.ok())
-            .filter_map(|entry| entry.file_name().into_string().ok())
-            .filter_map(|file| {
-                let name = file.strip_suffix(".pem")?;
-                (!name.ends_with("-key")).then(|| name.to_owned())
-            })
-            .collect();
-        names.sort();
-        for name in names {
-            add("client", &clients.join(format!("{name}.pem")), name.clone())?;
-        }
+    let mut issued = Vec::new();
+    for (name, path) in certificate_files(&clients)? {
+        issued.push(entry("client", &path, &name, false)?);
     }
+    for (stem, path) in certificate_files(&clients.join(SUPERSEDED_DIR))? {
+        issued.push(entry("client", &path, &stem, true)?);
+    }
+    // Each name's certificates together, the ones it replaced first.
+    issued.sort_by(|a, b| {
+        (a.name.to_ascii_lowercase(), !a.replaced, a.not_after).cmp(&(
+            b.name.to_ascii_lowercase(),
+            !b.replaced,
+            b.not_after,
+        ))
+    });
+    listed.extend(issued);
     Ok(listed)
+}
+
+/// The certificate files (`*.pem`, not `*-key.pem`) in `folder`, if it
+/// exists, by name: `(file name without .pem, path)`.
+fn certificate_files(folder: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+    if !folder.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(folder)
+        .with_context(|| format!("cannot read {}", folder.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_type().is_ok_and(|t| !t.is_dir()))
+        .filter_map(|entry| {
+            let file = entry.file_name().into_string().ok()?;
+            let stem = file.strip_suffix(".pem")?;
+            (!stem.ends_with("-key")).then(|| (stem.to_owned(), entry.path()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The [`Listed`] line of the certificate in `path`.
+fn listed_entry(
+    kind: &'static str,
+    path: &Path,
+    fallback: &str,
+    replaced: bool,
+    revoked: &[Revoked],
+    now: OffsetDateTime,
+) -> Result<Listed> {
+    let der = read_pem_certs(path)?.remove(0);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow!("{} is not valid X.509: {e}", path.display()))?;
+    let serial = cert_serial(&der)?;
+    let name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or(fallback);
+    let not_after = cert.validity().not_after.to_datetime();
+    Ok(Listed {
+        kind,
+        // A common name (or a file name) can hold anything.
+        name: escape(name).into_owned(),
+        serial: serial_hex(&serial),
+        not_after,
+        days_left: days_left(not_after, now),
+        revoked: revoked.iter().any(|r| r.serial == serial),
+        replaced,
+    })
 }
 
 /// [`list`] as the table `certs list` prints.
@@ -288,6 +327,8 @@ pub fn list_table(dir: &Path) -> Result<String> {
     for l in &listed {
         let status = if l.revoked {
             "REVOKED"
+        } else if l.replaced {
+            "replaced"
         } else if l.days_left < 0 {
             "EXPIRED"
         } else {

@@ -36,6 +36,10 @@ pub const SERVER_CERT: &str = "server.pem";
 pub const SERVER_KEY: &str = "server-key.pem";
 /// Client certificates: `clients/NAME.pem` and `clients/NAME-key.pem`.
 pub const CLIENTS_DIR: &str = "clients";
+/// Beside a certificate that `--force` replaced (`server.pem`,
+/// `clients/NAME.pem`): a copy of the old one, as a record of what the CA
+/// signed (`superseded/NAME-SERIAL.pem`; never its key).
+pub const SUPERSEDED_DIR: &str = "superseded";
 /// The certificate revocation list `certs revoke` writes.
 pub const CRL: &str = "crl.pem";
 
@@ -196,6 +200,7 @@ pub fn generate_for(opts: &GenOptions, server_days: u32) -> Result<GenReport> {
     let server_cert = server_params
         .signed_by(&server_key, &ca)
         .context("cannot sign the server certificate")?;
+    issue::keep_superseded(&server_cert_path)?;
     write_file(
         &server_key_path,
         server_key.serialize_pem().as_bytes(),

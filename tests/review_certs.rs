@@ -2,9 +2,8 @@
 //! binary: a CRL with the CA's name signed by another key is refused by
 //! `certs list`, `certs revoke`, `serve` and a SIGHUP reload; `certs
 //! inspect` escapes what a certificate says and prints its fingerprint
-//! first; `SSLKEYLOGFILE` is opened only as a private file of this user;
-//! a client certificate names exactly one holder; `certs list` keeps every
-//! certificate the CA signed.
+//! first; a client certificate names exactly one holder; `certs list` keeps
+//! every certificate the CA signed.
 //!
 //! Self-contained (no shared fixtures): the certificates come from our own
 //! `gen-certs`, the forgeries from rcgen.
@@ -423,190 +422,6 @@ async fn certs_list_escapes_the_names_of_the_certificates_it_lists() {
 }
 
 // ---------------------------------------------------------------------------
-// SSLKEYLOGFILE: a private file of this user, never through a symlink.
-
-/// Runs `connect` to `addr` as `nick` with `stdin` and the environment
-/// `envs`; returns whether it succeeded, its stdout and its stderr.
-async fn connect_once(
-    dir: &Path,
-    addr: SocketAddr,
-    nick: &str,
-    stdin: &str,
-    envs: &[(&str, &str)],
-) -> (bool, String, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = Command::new(BIN)
-        .args(["connect", "--addr", &addr.to_string(), "--nick", nick])
-        .args(["--ca", "certs/ca.pem"])
-        .current_dir(dir)
-        .env_remove("SSLKEYLOGFILE")
-        .envs(envs.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("connect starts");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).await.expect("stdin");
-    drop(input);
-    let out = tokio::time::timeout(WAIT, child.wait_with_output())
-        .await
-        .expect("connect ends in time")
-        .expect("connect runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `serve` with `SSLKEYLOGFILE=keys` must refuse to start; returns what it
-/// said.
-async fn serve_refuses_key_log(dir: &Path, keys: &Path) -> String {
-    let out = tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .current_dir(dir)
-            .env("SSLKEYLOGFILE", keys)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("serve refuses at once (it must not start)")
-    .expect("serve runs");
-    assert!(!out.status.success());
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn mode_of(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::symlink_metadata(path)
-        .expect("metadata")
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-#[tokio::test]
-async fn a_symlinked_key_log_is_refused_by_both_ends() {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = folder(&[]).await;
-    let dir = tmp.path();
-    // Someone's file, reached through a link in a shared folder.
-    let target = dir.join("elsewhere.log");
-    std::fs::write(&target, "").expect("target");
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let link = dir.join("keys.log");
-    std::os::unix::fs::symlink(&target, &link).expect("symlink");
-    let link_env = link.to_str().expect("UTF-8");
-
-    let said = serve_refuses_key_log(dir, &link).await;
-    assert!(
-        said.contains("keys.log") && said.contains("symlink"),
-        "{said}"
-    );
-
-    let serve = Serve::start(dir, &[], &[]).await;
-    let (success, stdout, said) = connect_once(
-        dir,
-        serve.addr,
-        "alice",
-        "hi\n",
-        &[("SSLKEYLOGFILE", link_env)],
-    )
-    .await;
-    assert!(!success, "{stdout}");
-    assert!(
-        said.contains("keys.log") && said.contains("symlink"),
-        "{said}"
-    );
-    assert!(
-        !stdout.contains("Connected"),
-        "refused before connecting: {stdout}"
-    );
-    assert_eq!(
-        std::fs::read(&target).expect("target"),
-        b"",
-        "nothing written"
-    );
-}
-
-#[tokio::test]
-async fn an_existing_key_log_others_may_read_is_refused_by_both_ends() {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = folder(&[]).await;
-    let dir = tmp.path();
-    let keys = dir.join("keys.log");
-    std::fs::write(&keys, "").expect("pre-created");
-    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let keys_env = keys.to_str().expect("UTF-8");
-
-    let said = serve_refuses_key_log(dir, &keys).await;
-    assert!(said.contains("keys.log") && said.contains("0644"), "{said}");
-
-    let serve = Serve::start(dir, &[], &[]).await;
-    let (success, stdout, said) = connect_once(
-        dir,
-        serve.addr,
-        "alice",
-        "hi\n",
-        &[("SSLKEYLOGFILE", keys_env)],
-    )
-    .await;
-    assert!(!success, "{stdout}");
-    assert!(said.contains("keys.log") && said.contains("0644"), "{said}");
-    assert_eq!(std::fs::read(&keys).expect("keys"), b"", "nothing written");
-    assert_eq!(mode_of(&keys), 0o644, "left as it was");
-
-    // Private, but another user's: refused too (only root can make one).
-    if nix::unistd::geteuid().is_root() {
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        std::os::unix::fs::chown(&keys, Some(65534), None).expect("chown");
-        let said = serve_refuses_key_log(dir, &keys).await;
-        assert!(said.contains("belongs to user id 65534"), "{said}");
-    }
-}
-
-#[tokio::test]
-async fn a_new_key_log_is_made_private_and_gets_both_ends_secrets() {
-    let tmp = folder(&[]).await;
-    let dir = tmp.path();
-    let keys = dir.join("keys.log");
-    let keys_env = keys.to_str().expect("UTF-8");
-    let mut serve = Serve::start(dir, &[], &[("SSLKEYLOGFILE", keys_env)]).await;
-    assert_eq!(mode_of(&keys), 0o600);
-    let (success, stdout, said) = connect_once(
-        dir,
-        serve.addr,
-        "alice",
-        "hi\n",
-        &[("SSLKEYLOGFILE", keys_env)],
-    )
-    .await;
-    assert!(success, "{said}");
-    assert!(stdout.contains("Connected to server!"), "{stdout}");
-    serve.wait_for_log("left").await;
-    let log = std::fs::read_to_string(&keys).expect("key log");
-    // TLS 1.3: each end writes its traffic secrets, one whole line each.
-    let lines: Vec<&str> = log.lines().collect();
-    assert!(lines.len() >= 8, "{log}");
-    assert!(
-        lines.iter().all(|line| line.split(' ').count() == 3),
-        "{log}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|line| line.starts_with("CLIENT_TRAFFIC_SECRET_0 ")),
-        "{log}"
-    );
-    assert_eq!(mode_of(&keys), 0o600);
-}
-
-// ---------------------------------------------------------------------------
 // The one name a client certificate binds its holder to.
 
 /// The CA of `dir` (from gen-certs), as rcgen's issuer.
@@ -765,4 +580,18 @@ async fn reissued_client_certificates_stay_on_the_record() {
         assert!(text.contains("BEGIN CERTIFICATE"), "{file}");
         assert!(!text.contains("PRIVATE KEY"), "{file}");
     }
+
+    // A replaced certificate is still the CA's: it can be revoked by its
+    // serial, as the list prints it.
+    let serial = list
+        .lines()
+        .find(|line| line.starts_with("client  carol") && line.ends_with("replaced"))
+        .and_then(|line| line.split_whitespace().nth(2))
+        .expect("carol's replaced certificate")
+        .to_owned();
+    ok(dir, &["certs", "revoke", "carol", "--serial", &serial]).await;
+    let list = ok(dir, &["certs", "list"]).await;
+    assert_eq!(statuses(&list, "carol"), ["REVOKED", "valid"], "{list}");
+    let said = fails(dir, &["certs", "revoke", "carol", "--serial", "ab:cd"]).await;
+    assert!(said.contains("no certificate with serial ab:cd"), "{said}");
 }

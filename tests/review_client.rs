@@ -1,7 +1,8 @@
 //! The terminal client against what a server may send: a line as long as
 //! `serve --max-line` allows reaches every `chatroom connect`, and a line
 //! longer than any chatroom server sends is skipped with a notice instead
-//! of ending the chat.
+//! of ending the chat. And `SSLKEYLOGFILE`, which both ends write: opened
+//! only as a private file of this user, never through a symlink.
 //!
 //! Self-contained (no shared fixtures): the built binary, certificates from
 //! its own `gen-certs`, clients with piped stdin and stdout.
@@ -79,14 +80,29 @@ impl Running {
     }
 }
 
-/// `serve` with `extra` in `dir` (certificates from gen-certs); its address.
-async fn serve(dir: &Path, extra: &[&str]) -> (Child, String) {
+/// A folder with a CA and a server certificate from `gen-certs`.
+async fn certs_folder() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("temp");
+    let out = Command::new(BIN)
+        .arg("gen-certs")
+        .current_dir(tmp.path())
+        .output()
+        .await
+        .expect("gen-certs");
+    assert!(out.status.success());
+    tmp
+}
+
+/// `serve` with `extra` and the environment `envs` in `dir` (certificates
+/// from gen-certs); its address.
+async fn serve(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--addr", "127.0.0.1:0"])
         .args(extra)
         .current_dir(dir)
         .env("RUST_LOG", "info")
         .env_remove("SSLKEYLOGFILE")
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -129,16 +145,9 @@ async fn join(dir: &Path, addr: &str, nick: &str) -> Running {
 
 #[tokio::test]
 async fn a_line_as_long_as_the_server_allows_reaches_every_client() {
-    let tmp = tempfile::tempdir().expect("temp");
+    let tmp = certs_folder().await;
     let dir = tmp.path();
-    let out = Command::new(BIN)
-        .arg("gen-certs")
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("gen-certs");
-    assert!(out.status.success());
-    let (_serve, addr) = serve(dir, &["--max-line", "200000"]).await;
+    let (_serve, addr) = serve(dir, &["--max-line", "200000"], &[]).await;
 
     let mut alice = join(dir, &addr, "alice").await;
     let mut bob = join(dir, &addr, "bob").await;
@@ -201,4 +210,171 @@ async fn a_line_longer_than_any_server_sends_is_skipped_with_a_notice() {
         "{said}"
     );
     server.await.expect("server");
+}
+
+// ---------------------------------------------------------------------------
+// SSLKEYLOGFILE: a private file of this user, never through a symlink.
+
+/// Runs `connect` to `addr` as `nick` with `stdin` and the environment
+/// `envs`; returns whether it succeeded, its stdout and its stderr.
+async fn connect_once(
+    dir: &Path,
+    addr: &str,
+    nick: &str,
+    stdin: &str,
+    envs: &[(&str, &str)],
+) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(BIN)
+        .args(["connect", "--addr", addr, "--nick", nick])
+        .args(["--ca", "certs/ca.pem"])
+        .current_dir(dir)
+        .env_remove("SSLKEYLOGFILE")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("connect starts");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).await.expect("stdin");
+    drop(input);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("connect ends in time")
+        .expect("connect runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `serve` with `SSLKEYLOGFILE=keys` must refuse to start; returns what it
+/// said.
+async fn serve_refuses_key_log(dir: &Path, keys: &Path) -> String {
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env("SSLKEYLOGFILE", keys)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("serve refuses at once (it must not start)")
+    .expect("serve runs");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn a_symlinked_key_log_is_refused_by_both_ends() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = certs_folder().await;
+    let dir = tmp.path();
+    // Someone's file, reached through a link in a shared folder.
+    let target = dir.join("elsewhere.log");
+    std::fs::write(&target, "").expect("target");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let link = dir.join("keys.log");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let link_env = link.to_str().expect("UTF-8");
+
+    let said = serve_refuses_key_log(dir, &link).await;
+    assert!(
+        said.contains("keys.log") && said.contains("symlink"),
+        "{said}"
+    );
+
+    let (_serve, addr) = serve(dir, &[], &[]).await;
+    let (success, stdout, said) =
+        connect_once(dir, &addr, "alice", "hi\n", &[("SSLKEYLOGFILE", link_env)]).await;
+    assert!(!success, "{stdout}");
+    assert!(
+        said.contains("keys.log") && said.contains("symlink"),
+        "{said}"
+    );
+    assert!(
+        !stdout.contains("Connected"),
+        "refused before connecting: {stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&target).expect("target"),
+        b"",
+        "nothing written"
+    );
+}
+
+#[tokio::test]
+async fn an_existing_key_log_others_may_read_is_refused_by_both_ends() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = certs_folder().await;
+    let dir = tmp.path();
+    let keys = dir.join("keys.log");
+    std::fs::write(&keys, "").expect("pre-created");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let keys_env = keys.to_str().expect("UTF-8");
+
+    let said = serve_refuses_key_log(dir, &keys).await;
+    assert!(said.contains("keys.log") && said.contains("0644"), "{said}");
+
+    let (_serve, addr) = serve(dir, &[], &[]).await;
+    let (success, stdout, said) =
+        connect_once(dir, &addr, "alice", "hi\n", &[("SSLKEYLOGFILE", keys_env)]).await;
+    assert!(!success, "{stdout}");
+    assert!(said.contains("keys.log") && said.contains("0644"), "{said}");
+    assert_eq!(std::fs::read(&keys).expect("keys"), b"", "nothing written");
+    assert_eq!(mode_of(&keys), 0o644, "left as it was");
+
+    // Private, but another user's: refused too (only root can make one).
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::chown(&keys, Some(65534), None).expect("chown");
+        let said = serve_refuses_key_log(dir, &keys).await;
+        assert!(said.contains("belongs to user id 65534"), "{said}");
+    }
+}
+
+#[tokio::test]
+async fn a_new_key_log_is_made_private_and_gets_both_ends_secrets() {
+    let tmp = certs_folder().await;
+    let dir = tmp.path();
+    let keys = dir.join("keys.log");
+    let keys_env = keys.to_str().expect("UTF-8");
+    let (_serve, addr) = serve(dir, &[], &[("SSLKEYLOGFILE", keys_env)]).await;
+    assert_eq!(mode_of(&keys), 0o600);
+    let (success, stdout, said) =
+        connect_once(dir, &addr, "alice", "hi\n", &[("SSLKEYLOGFILE", keys_env)]).await;
+    assert!(success, "{said}");
+    assert!(stdout.contains("Connected to server!"), "{stdout}");
+    // The server wrote its secrets during the handshake, before the
+    // client could hear `Connected to server!`.
+    let log = std::fs::read_to_string(&keys).expect("key log");
+    // TLS 1.3: each end writes its traffic secrets, one whole line each.
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 8, "{log}");
+    assert!(
+        lines.iter().all(|line| line.split(' ').count() == 3),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("CLIENT_TRAFFIC_SECRET_0 ")),
+        "{log}"
+    );
+    assert_eq!(mode_of(&keys), 0o600);
 }

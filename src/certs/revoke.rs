@@ -13,7 +13,8 @@
 //! signed again by `certs revoke` in place of the real one.
 
 use super::{
-    CA_CERT, CRL, escape, existing_ca, format_date, issue::client_paths, serial_hex, write_file,
+    CA_CERT, CLIENTS_DIR, CRL, SUPERSEDED_DIR, escape, existing_ca, format_date,
+    issue::client_paths, serial_hex, write_file,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
@@ -70,14 +71,16 @@ impl fmt::Display for RevokeReport {
 /// Revokes client `name`'s certificate: rewrites `dir/crl.pem` with its
 /// serial added.
 pub fn revoke(dir: &Path, name: &str) -> Result<RevokeReport> {
+    revoke_certificate(dir, name, None)
+}
+
+/// [`revoke`]; with `serial` (hex, as `certs list` prints it, colons
+/// optional), the certificate of client `name` with that serial: the
+/// current one, or one it replaced (kept in `clients/superseded/`), which
+/// the server accepts until it is revoked.
+pub fn revoke_certificate(dir: &Path, name: &str, serial: Option<&str>) -> Result<RevokeReport> {
     let (issuer, ca_pem) = existing_ca(dir)?;
-    let (cert_path, _) = client_paths(dir, name);
-    if cert_path.symlink_metadata().is_err() {
-        bail!(
-            "no client certificate {} to revoke (see `chatroom certs list`)",
-            cert_path.display()
-        );
-    }
+    let cert_path = certificate_to_revoke(dir, name, serial)?;
     let der = CertificateDer::from_pem_file(&cert_path)
         .with_context(|| format!("cannot read {}", cert_path.display()))?;
     let serial = cert_serial(&der)?;
@@ -110,6 +113,49 @@ pub fn revoke(dir: &Path, name: &str) -> Result<RevokeReport> {
         revoked_total: revoked.len(),
         next_update,
     })
+}
+
+/// The file of the certificate to revoke: client `name`'s current one, or
+/// the one with `serial` among it and those it replaced.
+fn certificate_to_revoke(dir: &Path, name: &str, serial: Option<&str>) -> Result<PathBuf> {
+    let (current, _) = client_paths(dir, name);
+    let present = current.symlink_metadata().is_ok();
+    let Some(serial) = serial else {
+        if !present {
+            bail!(
+                "no client certificate {} to revoke (see `chatroom certs list`)",
+                current.display()
+            );
+        }
+        return Ok(current);
+    };
+    let wanted: String = serial
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if wanted.is_empty() || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("--serial {serial:?}: give the serial as `certs list` prints it (hex pairs)");
+    }
+    let plain = |bytes: &[u8]| serial_hex(bytes).replace(':', "");
+    if present {
+        let der = CertificateDer::from_pem_file(&current)
+            .with_context(|| format!("cannot read {}", current.display()))?;
+        if plain(&cert_serial(&der)?) == wanted {
+            return Ok(current);
+        }
+    }
+    let kept = dir
+        .join(CLIENTS_DIR)
+        .join(SUPERSEDED_DIR)
+        .join(format!("{name}-{wanted}.pem"));
+    if kept.symlink_metadata().is_ok() {
+        return Ok(kept);
+    }
+    bail!(
+        "client {name} has no certificate with serial {} (see `chatroom certs list`)",
+        escape(serial)
+    )
 }
 
 /// What `certs renew-crl` did.

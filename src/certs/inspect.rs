@@ -4,7 +4,7 @@
 //! folder, one line per certificate.
 //!
 //! Any PEM file may be inspected, a hostile one too: every text taken from
-//! a certificate is escaped ([`super::escape`]), and the fingerprint,
+//! a certificate is escaped (`certs::escape`), and the fingerprint,
 //! computed from the bytes, comes first, so that no subject can draw a
 //! fake report around itself or hide the real one.
 
@@ -195,7 +195,7 @@ fn extended_usages(cert: &X509Certificate<'_>) -> String {
 pub struct Listed {
     /// `ca`, `server` or `client`.
     pub kind: &'static str,
-    /// Its common name (else the file's), escaped ([`super::escape`]).
+    /// Its common name (else the file's), escaped (`certs::escape`).
     pub name: String,
     pub serial: String,
     pub not_after: OffsetDateTime,

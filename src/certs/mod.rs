@@ -345,7 +345,7 @@ pub fn random_serial() -> Result<SerialNumber> {
 /// `\x1b`, `\u{202e}`), and a backslash as `\\`. Stripping would hide
 /// from an inspector what the certificate holds; escaped, it shows, and no
 /// text in it can pass for an escape or move the cursor.
-pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     use std::fmt::Write as _;
     let needs = |c: char| matches!(c, '\\' | '\t') || crate::protocol::is_unsafe_char(c);
     if !text.chars().any(needs) {

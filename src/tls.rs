@@ -67,28 +67,102 @@ impl TlsVersion {
     }
 }
 
-/// The key log file named by `SSLKEYLOGFILE`, if it is set (and not empty).
+/// The key log file named by `SSLKEYLOGFILE`, if it is set (and not empty),
+/// once it has passed the checks of [`open_key_log`].
 ///
 /// With it, both ends append every session's secrets to that file in the
-/// NSS key log format (rustls' `KeyLogFile`), so that Wireshark can decrypt
-/// a capture: for teaching and debugging only, since whoever holds the file
-/// can read the sessions. The file is created with mode 0600; an existing
-/// one keeps its mode. Unset, nothing is written.
+/// NSS key log format, so that Wireshark can decrypt a capture: for
+/// teaching and debugging only, since whoever holds the file can read the
+/// sessions. Unset, nothing is written.
 pub fn key_log_file() -> Result<Option<PathBuf>> {
+    Ok(open_key_log()?.map(|(path, _)| path))
+}
+
+/// Opens `SSLKEYLOGFILE` for appending, as a private file of this user.
+///
+/// Whoever can read the key log reads every session, so it gets the care
+/// of a private key ([`crate::certs::keyfile`]): never through a symlink
+/// (`O_NOFOLLOW`: a link in a shared folder could lead the secrets into
+/// someone else's file), created with mode 0600, and an existing file is
+/// used only if it is a regular file of this user that group and others
+/// can neither read nor write. The checks look at the file opened
+/// (`fstat`), not at a name that could change in between.
+fn open_key_log() -> Result<Option<(PathBuf, std::fs::File)>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let Some(path) = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
     let path = PathBuf::from(path);
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot open the key log SSLKEYLOGFILE={}", path.display()))?;
+    let what = format!("the key log SSLKEYLOGFILE={}", path.display());
+    let opened = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        // Non-blocking: a FIFO put in its place must not hang the open
+        // (it is then refused as not a regular file).
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path);
+    let file = match opened {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+            "{what} is a symlink: refusing to write TLS secrets through it, since it could \
+             lead anywhere; point SSLKEYLOGFILE at a file of your own"
+        ),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            bail!("{what} is not a regular file")
+        }
+        other => other.with_context(|| format!("cannot open {what}"))?,
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read {what}"))?;
+    if !meta.is_file() {
+        bail!("{what} is not a regular file");
     }
-    Ok(Some(path))
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        bail!(
+            "{what} belongs to user id {}, not to this user ({me}): refusing to write TLS \
+             secrets into a file another user controls; remove it or choose another path",
+            meta.uid()
+        );
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{what} has mode {mode:04o}: group or others could read every session in it; \
+             run `chmod 600 {}`, or remove it (a new key log is made with mode 0600)",
+            path.display()
+        );
+    }
+    Ok(Some((path, file)))
+}
+
+/// Writes TLS secrets to the file [`open_key_log`] opened, in the NSS key
+/// log format, one whole line per write (appends from both ends sharing
+/// the file do not interleave).
+#[derive(Debug)]
+struct KeyLogWriter(std::sync::Mutex<std::fs::File>);
+
+impl rustls::KeyLog for KeyLogWriter {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        use std::fmt::Write as _;
+        use std::io::Write as _;
+        let mut line =
+            String::with_capacity(label.len() + 2 * (client_random.len() + secret.len()) + 3);
+        line.push_str(label);
+        line.push(' ');
+        for byte in client_random {
+            let _ = write!(line, "{byte:02x}");
+        }
+        line.push(' ');
+        for byte in secret {
+            let _ = write!(line, "{byte:02x}");
+        }
+        line.push('\n');
+        if let Err(e) = crate::sync::lock(&self.0).write_all(line.as_bytes()) {
+            tracing::warn!("cannot write to the key log (SSLKEYLOGFILE): {e}");
+        }
+    }
 }
 
 /// The warning each end prints when it logs its TLS secrets.
@@ -100,9 +174,11 @@ pub fn key_log_warning(path: &Path) -> String {
     )
 }
 
-/// Logs TLS secrets to `SSLKEYLOGFILE` if it is set.
+/// Logs TLS secrets to `SSLKEYLOGFILE` if it is set ([`open_key_log`]).
 fn key_log() -> Result<Option<Arc<dyn rustls::KeyLog>>> {
-    Ok(key_log_file()?.map(|_| Arc::new(rustls::KeyLogFile::new()) as Arc<dyn rustls::KeyLog>))
+    Ok(open_key_log()?.map(|(_, file)| {
+        Arc::new(KeyLogWriter(std::sync::Mutex::new(file))) as Arc<dyn rustls::KeyLog>
+    }))
 }
 
 /// Reads every certificate in a PEM file (leaf first, then any chain).
@@ -337,7 +413,10 @@ pub fn explain_handshake_error(err: &std::io::Error, ca: &Path, name: &str) -> S
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 "the server's certificate is not valid yet: check both machines' clocks".to_string()
             }
-            other => format!("the server's certificate was refused: {other}"),
+            other => format!(
+                "the server's certificate was refused: {}",
+                crate::certs::escape(&other.to_string())
+            ),
         },
         Some(TlsError::AlertReceived(rustls::AlertDescription::ProtocolVersion))
         | Some(TlsError::PeerIncompatible(_)) => {
@@ -351,7 +430,11 @@ pub fn explain_handshake_error(err: &std::io::Error, ca: &Path, name: &str) -> S
         Some(TlsError::InvalidMessage(_)) | Some(TlsError::InappropriateMessage { .. }) => {
             "the server did not answer with TLS: is it running with --plaintext?".to_string()
         }
-        Some(other) => format!("TLS handshake failed: {other}"),
+        // Errors may quote what the server sent: escaped.
+        Some(other) => format!(
+            "TLS handshake failed: {}",
+            crate::certs::escape(&other.to_string())
+        ),
         None if err.kind() == std::io::ErrorKind::UnexpectedEof => {
             "the server closed the connection during the TLS handshake: is it a chatroom \
              server, and does it use TLS?"

@@ -2,10 +2,16 @@
 //! terms an operator checks (names, validity and days left, usages,
 //! fingerprint), for any PEM certificate; and the state of a certificate
 //! folder, one line per certificate.
+//!
+//! Any PEM file may be inspected, a hostile one too: every text taken from
+//! a certificate is escaped (`certs::escape`), and the fingerprint,
+//! computed from the bytes, comes first, so that no subject can draw a
+//! fake report around itself or hide the real one.
 
 use super::revoke::{Revoked, cert_serial, read_crl};
 use super::{
-    CA_CERT, CLIENTS_DIR, CRL, SERVER_CERT, days_left, fingerprint, format_date, serial_hex,
+    CA_CERT, CLIENTS_DIR, CRL, SERVER_CERT, SUPERSEDED_DIR, days_left, escape, fingerprint,
+    format_date, serial_hex,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use rustls_pki_types::CertificateDer;
@@ -62,8 +68,11 @@ fn describe(out: &mut String, cert: &X509Certificate<'_>, der: &[u8], now: Offse
         validity.not_before.to_datetime(),
         validity.not_after.to_datetime(),
     );
-    let _ = writeln!(out, "subject:     {}", cert.subject());
-    let _ = writeln!(out, "issuer:      {}", cert.issuer());
+    // The fingerprint first, from the bytes themselves: whatever the text
+    // fields below say, they are escaped and come after it.
+    let _ = writeln!(out, "SHA-256 fingerprint: {}", fingerprint(der));
+    let _ = writeln!(out, "subject:     {}", escape(&cert.subject().to_string()));
+    let _ = writeln!(out, "issuer:      {}", escape(&cert.issuer().to_string()));
     let _ = writeln!(out, "serial:      {}", serial_hex(cert.raw_serial()));
     let _ = writeln!(out, "names (SAN): {}", or_none(sans(cert)));
     let _ = writeln!(
@@ -77,7 +86,7 @@ fn describe(out: &mut String, cert: &X509Certificate<'_>, der: &[u8], now: Offse
     let usages = match cert.key_usage() {
         Ok(Some(ku)) => ku.value.to_string(),
         Ok(None) => String::new(),
-        Err(e) => format!("(unreadable: {e})"),
+        Err(e) => format!("(unreadable: {})", escape(&e.to_string())),
     };
     let _ = writeln!(out, "key usage:   {}", or_none(usages));
     let _ = writeln!(out, "ext. usage:  {}", or_none(extended_usages(cert)));
@@ -89,7 +98,6 @@ fn describe(out: &mut String, cert: &X509Certificate<'_>, der: &[u8], now: Offse
         _ => "no".to_owned(),
     };
     let _ = writeln!(out, "CA:          {ca}");
-    let _ = writeln!(out, "SHA-256 fingerprint: {}", fingerprint(der));
 }
 
 fn or_none(text: String) -> String {
@@ -113,6 +121,7 @@ fn remaining(from: OffsetDateTime, until: OffsetDateTime, now: OffsetDateTime) -
     }
 }
 
+/// The subject alternative names, each escaped.
 fn sans(cert: &X509Certificate<'_>) -> String {
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return String::new();
@@ -138,6 +147,7 @@ fn sans(cert: &X509Certificate<'_>) -> String {
             GeneralName::URI(uri) => format!("URI:{uri}"),
             other => format!("{other}"),
         })
+        .map(|name| escape(&name).into_owned())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -185,15 +195,20 @@ fn extended_usages(cert: &X509Certificate<'_>) -> String {
 pub struct Listed {
     /// `ca`, `server` or `client`.
     pub kind: &'static str,
+    /// Its common name (else the file's), escaped (`certs::escape`).
     pub name: String,
     pub serial: String,
     pub not_after: OffsetDateTime,
     pub days_left: i64,
     pub revoked: bool,
+    /// Replaced by a newer certificate (`--force`), kept in `superseded/`
+    /// as a record. Until it is revoked, the server still accepts it.
+    pub replaced: bool,
 }
 
 /// The CA, the server certificate and each client certificate in `dir`,
-/// with whether the folder's CRL revokes it.
+/// with the ones they replaced (kept in `superseded/`), and whether the
+/// folder's CRL revokes each.
 pub fn list(dir: &Path) -> Result<Vec<Listed>> {
     let ca_path = dir.join(CA_CERT);
     if ca_path.symlink_metadata().is_err() {
@@ -205,56 +220,95 @@ pub fn list(dir: &Path) -> Result<Vec<Listed>> {
     }
     let crl_path = dir.join(CRL);
     let revoked: Vec<Revoked> = if crl_path.symlink_metadata().is_ok() {
-        read_crl(&crl_path, None)?
+        // Only a list the CA signed says who is revoked: a forged one could
+        // show a revoked certificate as valid.
+        let ca = read_pem_certs(&ca_path)?.remove(0);
+        read_crl(&crl_path, &ca)?.revoked
     } else {
         Vec::new()
     };
     let now = OffsetDateTime::now_utc();
-    let mut listed = Vec::new();
-    let mut add = |kind: &'static str, path: &Path, fallback: String| -> Result<()> {
-        let der = read_pem_certs(path)?.remove(0);
-        let (_, cert) = x509_parser::parse_x509_certificate(&der)
-            .map_err(|e| anyhow!("{} is not valid X.509: {e}", path.display()))?;
-        let serial = cert_serial(&der)?;
-        let name = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map_or(fallback, str::to_owned);
-        let not_after = cert.validity().not_after.to_datetime();
-        listed.push(Listed {
-            kind,
-            name,
-            serial: serial_hex(&serial),
-            not_after,
-            days_left: days_left(not_after, now),
-            revoked: revoked.iter().any(|r| r.serial == serial),
-        });
-        Ok(())
+    let entry = |kind, path: &Path, fallback: &str, replaced| {
+        listed_entry(kind, path, fallback, replaced, &revoked, now)
     };
-    add("ca", &ca_path, "CA".to_owned())?;
+    let mut listed = vec![entry("ca", &ca_path, "CA", false)?];
+    for (stem, path) in certificate_files(&dir.join(SUPERSEDED_DIR))? {
+        listed.push(entry("server", &path, &stem, true)?);
+    }
     let server = dir.join(SERVER_CERT);
     if server.symlink_metadata().is_ok() {
-        add("server", &server, "server".to_owned())?;
+        listed.push(entry("server", &server, "server", false)?);
     }
     let clients = dir.join(CLIENTS_DIR);
-    if clients.is_dir() {
-        let mut names: Vec<String> = std::fs::read_dir(&clients)
-            .with_context(|| format!("cannot read {}", clients.display()))?
-            .filter_map(|entry| entry.ok())
-            .filter_map(|entry| entry.file_name().into_string().ok())
-            .filter_map(|file| {
-                let name = file.strip_suffix(".pem")?;
-                (!name.ends_with("-key")).then(|| name.to_owned())
-            })
-            .collect();
-        names.sort();
-        for name in names {
-            add("client", &clients.join(format!("{name}.pem")), name.clone())?;
-        }
+    let mut issued = Vec::new();
+    for (name, path) in certificate_files(&clients)? {
+        issued.push(entry("client", &path, &name, false)?);
     }
+    for (stem, path) in certificate_files(&clients.join(SUPERSEDED_DIR))? {
+        issued.push(entry("client", &path, &stem, true)?);
+    }
+    // Each name's certificates together, the ones it replaced first.
+    issued.sort_by(|a, b| {
+        (a.name.to_ascii_lowercase(), !a.replaced, a.not_after).cmp(&(
+            b.name.to_ascii_lowercase(),
+            !b.replaced,
+            b.not_after,
+        ))
+    });
+    listed.extend(issued);
     Ok(listed)
+}
+
+/// The certificate files (`*.pem`, not `*-key.pem`) in `folder`, if it
+/// exists, by name: `(file name without .pem, path)`.
+fn certificate_files(folder: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+    if !folder.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(folder)
+        .with_context(|| format!("cannot read {}", folder.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_type().is_ok_and(|t| !t.is_dir()))
+        .filter_map(|entry| {
+            let file = entry.file_name().into_string().ok()?;
+            let stem = file.strip_suffix(".pem")?;
+            (!stem.ends_with("-key")).then(|| (stem.to_owned(), entry.path()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The [`Listed`] line of the certificate in `path`.
+fn listed_entry(
+    kind: &'static str,
+    path: &Path,
+    fallback: &str,
+    replaced: bool,
+    revoked: &[Revoked],
+    now: OffsetDateTime,
+) -> Result<Listed> {
+    let der = read_pem_certs(path)?.remove(0);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow!("{} is not valid X.509: {e}", path.display()))?;
+    let serial = cert_serial(&der)?;
+    let name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or(fallback);
+    let not_after = cert.validity().not_after.to_datetime();
+    Ok(Listed {
+        kind,
+        // A common name (or a file name) can hold anything.
+        name: escape(name).into_owned(),
+        serial: serial_hex(&serial),
+        not_after,
+        days_left: days_left(not_after, now),
+        revoked: revoked.iter().any(|r| r.serial == serial),
+        replaced,
+    })
 }
 
 /// [`list`] as the table `certs list` prints.
@@ -273,6 +327,8 @@ pub fn list_table(dir: &Path) -> Result<String> {
     for l in &listed {
         let status = if l.revoked {
             "REVOKED"
+        } else if l.replaced {
+            "replaced"
         } else if l.days_left < 0 {
             "EXPIRED"
         } else {

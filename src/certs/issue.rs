@@ -5,17 +5,21 @@
 //! NAME, which follows the nickname rules) and may only authenticate a
 //! client (extended key usage clientAuth). The issued client certificates
 //! are the files in `clients/`: listing and revocation read them there, so
-//! there is no separate index to fall out of step.
+//! there is no separate index to fall out of step. A certificate replaced
+//! with `--force` moves to `clients/superseded/` (the server's to
+//! `superseded/`), its key discarded, so the record of what the CA signed
+//! stays whole ([`keep_superseded`]).
 
 use super::{
-    BACKDATE, CLIENTS_DIR, SERVER_CERT, SERVER_KEY, check_days, existing_ca, fingerprint,
-    format_date, keyfile, name, random_serial, serial_hex, server_sans, write_file,
+    BACKDATE, CLIENTS_DIR, SERVER_CERT, SERVER_KEY, SUPERSEDED_DIR, check_days, existing_ca,
+    fingerprint, format_date, keyfile, name, random_serial, serial_hex, server_sans, write_file,
 };
 use anyhow::{Context, Result, bail};
 use rcgen::{
     CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, SanType,
 };
+use rustls_pki_types::pem::PemObject;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -157,6 +161,38 @@ fn refuse_existing(paths: &[&Path], what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Before `--force` replaces the certificate in `cert_path`, keeps a copy
+/// of it in `superseded/` beside it, named after its serial in hex
+/// (`superseded/bob-4f1a...pem`), so that `certs list` still
+/// shows every certificate the CA signed: an audit needs the replaced ones,
+/// revoked or not. Only the certificate is kept, never its key. A file that
+/// is not a certificate was never signed by anyone, and is not kept.
+pub(crate) fn keep_superseded(cert_path: &Path) -> Result<()> {
+    if cert_path.symlink_metadata().is_err() {
+        return Ok(());
+    }
+    keyfile::check_not_symlink(cert_path)?;
+    let Ok(der) = rustls_pki_types::CertificateDer::from_pem_file(cert_path) else {
+        return Ok(());
+    };
+    let Ok(serial) = super::revoke::cert_serial(&der) else {
+        return Ok(());
+    };
+    let folder = cert_path
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(SUPERSEDED_DIR);
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    let stem = cert_path
+        .file_stem()
+        .map_or_else(|| "certificate".into(), |s| s.to_string_lossy());
+    let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+    let contents =
+        std::fs::read(cert_path).with_context(|| format!("cannot read {}", cert_path.display()))?;
+    write_file(&folder.join(format!("{stem}-{hex}.pem")), &contents, 0o644)
+}
+
 fn sign(
     mut params: CertificateParams,
     ca: &rcgen::Issuer<'static, KeyPair>,
@@ -176,6 +212,7 @@ fn sign(
     let cert = params
         .signed_by(&key, ca)
         .with_context(|| format!("cannot sign the {what} certificate"))?;
+    keep_superseded(cert_path)?;
     write_file(key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(cert_path, cert.pem().as_bytes(), 0o644)?;
     Ok(IssueReport {

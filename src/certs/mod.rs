@@ -36,6 +36,10 @@ pub const SERVER_CERT: &str = "server.pem";
 pub const SERVER_KEY: &str = "server-key.pem";
 /// Client certificates: `clients/NAME.pem` and `clients/NAME-key.pem`.
 pub const CLIENTS_DIR: &str = "clients";
+/// Beside a certificate that `--force` replaced (`server.pem`,
+/// `clients/NAME.pem`): a copy of the old one, as a record of what the CA
+/// signed (`superseded/NAME-SERIAL.pem`; never its key).
+pub const SUPERSEDED_DIR: &str = "superseded";
 /// The certificate revocation list `certs revoke` writes.
 pub const CRL: &str = "crl.pem";
 
@@ -196,6 +200,7 @@ pub fn generate_for(opts: &GenOptions, server_days: u32) -> Result<GenReport> {
     let server_cert = server_params
         .signed_by(&server_key, &ca)
         .context("cannot sign the server certificate")?;
+    issue::keep_superseded(&server_cert_path)?;
     write_file(
         &server_key_path,
         server_key.serialize_pem().as_bytes(),
@@ -333,6 +338,38 @@ pub fn random_serial() -> Result<SerialNumber> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
+/// Text taken from a certificate or a CRL (a subject, an issuer, a name),
+/// made safe to print: every character the chat's sanitizer would drop
+/// ([`crate::protocol::is_unsafe_char`]: controls, bidirectional
+/// overrides, invisible marks) is shown as an escape instead (`\n`,
+/// `\x1b`, `\u{202e}`), and a backslash as `\\`. Stripping would hide
+/// from an inspector what the certificate holds; escaped, it shows, and no
+/// text in it can pass for an escape or move the cursor.
+pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write as _;
+    let needs = |c: char| matches!(c, '\\' | '\t') || crate::protocol::is_unsafe_char(c);
+    if !text.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if !needs(c) => out.push(c),
+            c if (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A serial number as printed everywhere: lower-case hex pairs with colons,
 /// as openssl and `certs list` show it.
 pub fn serial_hex(bytes: &[u8]) -> String {
@@ -379,4 +416,22 @@ pub(crate) fn existing_ca(dir: &Path) -> Result<(Issuer<'static, KeyPair>, Strin
         );
     }
     load_ca(&cert, &key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escape_shows_controls_and_backslashes_and_keeps_the_rest() {
+        assert!(matches!(
+            escape("O=chatroom, CN=bob"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape("a\nb\u{1b}[8m\u{7}\t\u{202e}é\\x"),
+            r"a\nb\x1b[8m\x07\t\u{202e}é\\x"
+        );
+        assert_eq!(escape("\u{9b}\u{feff}"), r"\x9b\u{feff}");
+    }
 }

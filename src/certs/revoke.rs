@@ -5,8 +5,17 @@
 //! rcgen, so openssl and rustls both read it. It is the record of what was
 //! revoked: each revocation reads the serials already in it, adds one, and
 //! signs the whole list again.
+//!
+//! Whoever reads it (`certs list`, `certs revoke`, `certs renew-crl`,
+//! `serve --crl` at start and on reload) first checks that the CA signed
+//! it ([`read_crl`]): a list that only bears the CA's name is refused, so a
+//! forged empty list can neither pass a revoked certificate as valid nor be
+//! signed again by `certs revoke` in place of the real one.
 
-use super::{CA_CERT, CRL, existing_ca, format_date, issue::client_paths, serial_hex, write_file};
+use super::{
+    CA_CERT, CLIENTS_DIR, CRL, SUPERSEDED_DIR, escape, existing_ca, format_date,
+    issue::client_paths, serial_hex, write_file,
+};
 use anyhow::{Context, Result, anyhow, bail};
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use rustls_pki_types::pem::PemObject;
@@ -62,14 +71,16 @@ impl fmt::Display for RevokeReport {
 /// Revokes client `name`'s certificate: rewrites `dir/crl.pem` with its
 /// serial added.
 pub fn revoke(dir: &Path, name: &str) -> Result<RevokeReport> {
+    revoke_certificate(dir, name, None)
+}
+
+/// [`revoke`]; with `serial` (hex, as `certs list` prints it, colons
+/// optional), the certificate of client `name` with that serial: the
+/// current one, or one it replaced (kept in `clients/superseded/`), which
+/// the server accepts until it is revoked.
+pub fn revoke_certificate(dir: &Path, name: &str, serial: Option<&str>) -> Result<RevokeReport> {
     let (issuer, ca_pem) = existing_ca(dir)?;
-    let (cert_path, _) = client_paths(dir, name);
-    if cert_path.symlink_metadata().is_err() {
-        bail!(
-            "no client certificate {} to revoke (see `chatroom certs list`)",
-            cert_path.display()
-        );
-    }
+    let cert_path = certificate_to_revoke(dir, name, serial)?;
     let der = CertificateDer::from_pem_file(&cert_path)
         .with_context(|| format!("cannot read {}", cert_path.display()))?;
     let serial = cert_serial(&der)?;
@@ -78,7 +89,7 @@ pub fn revoke(dir: &Path, name: &str) -> Result<RevokeReport> {
     let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
         .with_context(|| format!("cannot read {}", dir.join(CA_CERT).display()))?;
     let mut revoked = if crl_path.symlink_metadata().is_ok() {
-        read_crl(&crl_path, Some(&ca_der))?
+        read_crl(&crl_path, &ca_der)?.revoked
     } else {
         Vec::new()
     };
@@ -102,6 +113,49 @@ pub fn revoke(dir: &Path, name: &str) -> Result<RevokeReport> {
         revoked_total: revoked.len(),
         next_update,
     })
+}
+
+/// The file of the certificate to revoke: client `name`'s current one, or
+/// the one with `serial` among it and those it replaced.
+fn certificate_to_revoke(dir: &Path, name: &str, serial: Option<&str>) -> Result<PathBuf> {
+    let (current, _) = client_paths(dir, name);
+    let present = current.symlink_metadata().is_ok();
+    let Some(serial) = serial else {
+        if !present {
+            bail!(
+                "no client certificate {} to revoke (see `chatroom certs list`)",
+                current.display()
+            );
+        }
+        return Ok(current);
+    };
+    let wanted: String = serial
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if wanted.is_empty() || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("--serial {serial:?}: give the serial as `certs list` prints it (hex pairs)");
+    }
+    let plain = |bytes: &[u8]| serial_hex(bytes).replace(':', "");
+    if present {
+        let der = CertificateDer::from_pem_file(&current)
+            .with_context(|| format!("cannot read {}", current.display()))?;
+        if plain(&cert_serial(&der)?) == wanted {
+            return Ok(current);
+        }
+    }
+    let kept = dir
+        .join(CLIENTS_DIR)
+        .join(SUPERSEDED_DIR)
+        .join(format!("{name}-{wanted}.pem"));
+    if kept.symlink_metadata().is_ok() {
+        return Ok(kept);
+    }
+    bail!(
+        "client {name} has no certificate with serial {} (see `chatroom certs list`)",
+        escape(serial)
+    )
 }
 
 /// What `certs renew-crl` did.
@@ -147,7 +201,7 @@ pub fn renew_as_of(dir: &Path, now: OffsetDateTime) -> Result<RenewReport> {
     }
     let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
         .with_context(|| format!("cannot read {}", dir.join(CA_CERT).display()))?;
-    let revoked = read_crl(&crl_path, Some(&ca_der))?;
+    let revoked = read_crl(&crl_path, &ca_der)?.revoked;
     let next_update = sign_crl(&crl_path, &issuer, &ca_der, &revoked, now)?;
     Ok(RenewReport {
         crl: crl_path,
@@ -191,16 +245,22 @@ fn sign_crl(
     Ok(params.next_update)
 }
 
-/// When the CRL in `path` says the next one is due, if it says.
-pub fn crl_next_update(path: &Path) -> Result<Option<OffsetDateTime>> {
-    with_crl(path, |crl| Ok(crl.next_update().map(|t| t.to_datetime())))
+/// A CRL read from its file and checked: issued by the CA (by name) and
+/// signed with the CA's key.
+#[derive(Debug, Clone)]
+pub struct VerifiedCrl {
+    /// The list as read, for rustls: the same bytes that were checked.
+    pub der: CertificateRevocationListDer<'static>,
+    pub revoked: Vec<Revoked>,
+    /// When the list says the next one is due, if it says.
+    pub next_update: Option<OffsetDateTime>,
 }
 
-/// Reads the CRL in `path` and hands it to `f`.
-fn with_crl<T>(
-    path: &Path,
-    f: impl FnOnce(&x509_parser::revocation_list::CertificateRevocationList<'_>) -> Result<T>,
-) -> Result<T> {
+/// Reads the CRL in `path`, refusing it unless the CA `ca` issued it: the
+/// issuer's name must be the CA's, and the signature must verify with the
+/// CA's public key. A name alone proves nothing: anyone can write a list
+/// that names our CA; only the CA key can sign one.
+pub fn read_crl(path: &Path, ca: &CertificateDer<'_>) -> Result<VerifiedCrl> {
     let der = CertificateRevocationListDer::from_pem_file(path).with_context(|| {
         format!(
             "{} is not a PEM certificate revocation list",
@@ -209,41 +269,47 @@ fn with_crl<T>(
     })?;
     let (_, crl) = x509_parser::parse_x509_crl(&der)
         .map_err(|e| anyhow!("{} is not a valid CRL: {e}", path.display()))?;
-    f(&crl)
-}
-
-/// The serial numbers in a CRL file. With `ca`, refuses a CRL that CA did
-/// not issue (by name).
-pub fn read_crl(path: &Path, ca: Option<&CertificateDer<'_>>) -> Result<Vec<Revoked>> {
-    with_crl(path, |crl| read_entries(path, crl, ca))
-}
-
-/// The entries of `crl` (read from `path`), refusing it if `ca` did not
-/// issue it.
-fn read_entries(
-    path: &Path,
-    crl: &x509_parser::revocation_list::CertificateRevocationList<'_>,
-    ca: Option<&CertificateDer<'_>>,
-) -> Result<Vec<Revoked>> {
-    if let Some(ca) = ca {
-        let (_, ca) = x509_parser::parse_x509_certificate(ca)
-            .map_err(|e| anyhow!("cannot parse the CA certificate: {e}"))?;
-        if crl.issuer() != ca.subject() {
-            bail!(
-                "{} was issued by {}, not by the CA {}",
-                path.display(),
-                crl.issuer(),
-                ca.subject()
-            );
-        }
-    }
-    Ok(crl
+    check_issued_by(path, &crl, ca)?;
+    let revoked = crl
         .iter_revoked_certificates()
         .map(|r| Revoked {
             serial: trim_sign(r.raw_serial()).to_vec(),
             at: r.revocation_date.to_datetime(),
         })
-        .collect())
+        .collect();
+    let next_update = crl.next_update().map(|t| t.to_datetime());
+    Ok(VerifiedCrl {
+        der,
+        revoked,
+        next_update,
+    })
+}
+
+/// Refuses `crl` (read from `path`) unless the CA `ca` issued and signed it.
+fn check_issued_by(
+    path: &Path,
+    crl: &x509_parser::revocation_list::CertificateRevocationList<'_>,
+    ca: &CertificateDer<'_>,
+) -> Result<()> {
+    let (_, ca) = x509_parser::parse_x509_certificate(ca)
+        .map_err(|e| anyhow!("cannot parse the CA certificate: {e}"))?;
+    let ca_name = escape(&ca.subject().to_string()).into_owned();
+    if crl.issuer() != ca.subject() {
+        bail!(
+            "{} was issued by {}, not by the CA {ca_name}",
+            path.display(),
+            escape(&crl.issuer().to_string())
+        );
+    }
+    crl.verify_signature(ca.public_key()).map_err(|e| {
+        anyhow!(
+            "{} names the CA {ca_name} as its issuer, but its signature does not verify \
+             with that CA's key ({e}): it was not made by this CA, so it is refused; \
+             restore the CA's own list (from a backup), or remove it and revoke again \
+             with `chatroom certs revoke`",
+            path.display()
+        )
+    })
 }
 
 /// A certificate's serial number, as big-endian bytes without a sign byte.

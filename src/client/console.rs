@@ -116,6 +116,18 @@ impl Console {
         }
     }
 
+    /// Tells the user something about the chat that is not a line of it
+    /// (on stderr with pipes, so that stdout holds the chat alone; above
+    /// the edited line in a terminal). `text` is the client's own.
+    pub fn notice(&mut self, text: &str) {
+        match self {
+            Console::Terminal(terminal) => {
+                let _ = terminal.printer.print(format!("[{text}]\n"));
+            }
+            Console::Pipes(_) => eprintln!("[{text}]"),
+        }
+    }
+
     /// Says why the chat ended. In a terminal, it then waits for Enter (or
     /// Ctrl-D): the editor cannot be interrupted, and until it returns the
     /// lines it is still to print may not have reached the screen, and the

@@ -8,20 +8,26 @@
 
 pub mod console;
 pub mod display;
+mod lines;
 
-use crate::connection::{Connection, ReadError};
 use crate::protocol::{self, ERROR_PREFIX};
 use crate::tls;
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
 use console::Console;
+use lines::{Received, ServerConnection};
 use std::path::PathBuf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-/// Longest line the client accepts from a server: a message line carries
-/// the nickname and separator on top of the server's line limit.
-const MAX_SERVER_LINE: usize = 64 * 1024;
+/// The longest `--max-line` a server may be given (1 MiB).
+const LONGEST_MAX_LINE: usize = 1 << 20;
+
+/// Longest line the client takes from a server: the longest text a server
+/// may allow, with room to spare for what the server puts around it (a
+/// nickname of up to 32 bytes, `: `, the `[private] A -> B: ` and
+/// `[history] ` marks). A longer line cannot come from a chatroom server;
+/// it is skipped with a notice, not taken as a reason to leave.
+const MAX_SERVER_LINE: usize = LONGEST_MAX_LINE + 1024;
 
 /// What `connect` was told.
 #[derive(Debug, Clone)]
@@ -67,7 +73,7 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
         eprintln!(
             "warning: --plaintext: everything you send and receive can be read on the network"
         );
-        return chat(Connection::new(tcp, MAX_SERVER_LINE), &opts).await;
+        return chat(ServerConnection::new(tcp, MAX_SERVER_LINE), &opts).await;
     }
     if let Some(path) = tls::key_log_file()? {
         eprintln!("warning: {}", tls::key_log_warning(&path));
@@ -84,7 +90,7 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
         .map_err(|e| anyhow!(tls::explain_handshake_error(&e, &opts.ca, &name)))?;
     warn_if_expiring(&stream);
     eprintln!("{}", describe_session(addr, &name, stream.get_ref().1));
-    chat(Connection::new(stream, MAX_SERVER_LINE), &opts).await
+    chat(ServerConnection::new(stream, MAX_SERVER_LINE), &opts).await
 }
 
 /// Connects to the first of the comma-separated addresses that answers,
@@ -145,7 +151,7 @@ pub fn describe_session(addr: &str, name: &str, tls: &rustls::ClientConnection) 
     text
 }
 
-async fn chat<S>(mut conn: Connection<S>, opts: &ConnectOptions) -> Result<()>
+async fn chat<S>(mut conn: ServerConnection<S>, opts: &ConnectOptions) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -156,7 +162,8 @@ where
     loop {
         tokio::select! {
             line = conn.read_line() => match line {
-                Ok(Some(line)) => console.print(&protocol::sanitize_bytes(&line))?,
+                Ok(Some(Received::Line(line))) => console.print(&protocol::sanitize_bytes(&line))?,
+                Ok(Some(Received::Skipped(bytes))) => console.notice(&skipped_notice(bytes)),
                 Ok(None) | Err(_) if quitting => {
                     console.finish("you left the room").await;
                     return Ok(());
@@ -177,7 +184,7 @@ where
                     quitting |= protocol::is_quit(&text);
                     let mut line = text.into_bytes();
                     line.push(b'\n');
-                    conn.send(Bytes::from(line)).await.context("cannot send to the server")?;
+                    conn.send(&line).await.context("cannot send to the server")?;
                 }
                 None => {
                     // End of input: close cleanly (close_notify) and go.
@@ -192,7 +199,7 @@ where
 /// Answers `NICK` until the server says `Connected to server!`, printing
 /// what it says on the way.
 async fn register<S>(
-    conn: &mut Connection<S>,
+    conn: &mut ServerConnection<S>,
     opts: &ConnectOptions,
     console: &mut Console,
 ) -> Result<()>
@@ -201,7 +208,11 @@ where
 {
     loop {
         let line = match conn.read_line().await {
-            Ok(Some(line)) => line,
+            Ok(Some(Received::Line(line))) => line,
+            Ok(Some(Received::Skipped(bytes))) => {
+                console.notice(&skipped_notice(bytes));
+                continue;
+            }
             Ok(None) => bail!("the server closed the connection before we joined"),
             Err(e) => return Err(connection_lost(e)),
         };
@@ -214,7 +225,7 @@ where
                     None => bail!("no nickname given (end of input)"),
                 },
             };
-            conn.send(Bytes::from(format!("{nick}\n")))
+            conn.send(format!("{nick}\n").as_bytes())
                 .await
                 .context("cannot send the nickname")?;
             console.set_own_nick(&nick);
@@ -232,10 +243,19 @@ where
     }
 }
 
-/// The nickname a client certificate gives: its name.
+/// The nickname a client certificate gives: its name, by the server's own
+/// rule ([`crate::server::access::certificate_name`]), which also refuses
+/// an ambiguous one.
 fn certificate_nick(cert: &std::path::Path) -> Result<Option<String>> {
     let chain = tls::load_certs(cert).context("cannot load the client certificate (--cert)")?;
-    Ok(crate::server::access::certificate_name(&chain[0]))
+    crate::server::access::certificate_name(&chain[0])
+        .map(Some)
+        .map_err(|why| {
+            anyhow!(
+                "your certificate {} names no nickname: {why}",
+                cert.display()
+            )
+        })
 }
 
 /// Refuses to present an expired (or not yet valid) client certificate,
@@ -271,19 +291,22 @@ fn warn_if_expiring<S>(stream: &tokio_rustls::client::TlsStream<S>) {
     }
 }
 
-fn connection_lost(err: ReadError) -> anyhow::Error {
-    match err {
-        ReadError::Frame(_) => {
-            anyhow!("the server sent a line longer than {MAX_SERVER_LINE} bytes")
-        }
-        ReadError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            anyhow!("connection lost: the server closed it without a TLS close_notify")
-        }
-        ReadError::Io(e) => match refused_certificate(&e) {
-            Some(why) => anyhow!("{why}"),
-            None => anyhow!("connection lost: {e}"),
-        },
+fn connection_lost(err: std::io::Error) -> anyhow::Error {
+    if err.kind() == std::io::ErrorKind::UnexpectedEof {
+        return anyhow!("connection lost: the server closed it without a TLS close_notify");
     }
+    match refused_certificate(&err) {
+        Some(why) => anyhow!("{why}"),
+        None => anyhow!("connection lost: {err}"),
+    }
+}
+
+/// What the user is told of a line too long to be from a chatroom server.
+fn skipped_notice(bytes: usize) -> String {
+    format!(
+        "skipped a line of {bytes} bytes from the server: longer than any chatroom server \
+         sends ({MAX_SERVER_LINE} bytes)"
+    )
 }
 
 /// Over TLS 1.3 the server judges the client's certificate after the

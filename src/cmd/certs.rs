@@ -22,8 +22,9 @@ enum CertsCommand {
         /// A PEM file with one or more certificates.
         file: PathBuf,
     },
-    /// One line per certificate in the folder (CA, server, clients): name,
-    /// serial, expiry, days left, revoked or not.
+    /// One line per certificate in the folder (CA, server, clients, and
+    /// those --force replaced): name, serial, expiry, days left, and valid,
+    /// EXPIRED, REVOKED or replaced.
     List {
         /// The certificate folder.
         #[arg(long, default_value = certs::DEFAULT_DIR)]
@@ -34,6 +35,11 @@ enum CertsCommand {
     Revoke {
         /// The client's name, as given to `gen-certs client`.
         name: String,
+        /// Revoke NAME's certificate with this serial (as `certs list`
+        /// prints it): the current one, or one that `gen-certs client
+        /// --force` replaced (`replaced` in `certs list`).
+        #[arg(long, value_name = "SERIAL")]
+        serial: Option<String>,
         /// The certificate folder (with the CA).
         #[arg(long, default_value = certs::DEFAULT_DIR)]
         dir: PathBuf,
@@ -52,7 +58,10 @@ pub fn run(args: CertsArgs) -> Result<()> {
     match args.command {
         CertsCommand::Inspect { file } => println!("{}", certs::inspect::inspect(&file)?),
         CertsCommand::List { dir } => println!("{}", certs::inspect::list_table(&dir)?),
-        CertsCommand::Revoke { name, dir } => println!("{}", certs::revoke::revoke(&dir, &name)?),
+        CertsCommand::Revoke { name, serial, dir } => println!(
+            "{}",
+            certs::revoke::revoke_certificate(&dir, &name, serial.as_deref())?
+        ),
         CertsCommand::RenewCrl { dir } => println!("{}", certs::revoke::renew(&dir)?),
     }
     Ok(())

@@ -14,11 +14,10 @@ use crate::certs::revoke::cert_serial;
 use crate::protocol::{self, nick_key};
 use anyhow::{Context, Result, anyhow, bail};
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
-use rustls_pki_types::pem::PemObject;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -90,7 +89,7 @@ pub enum Refusal {
 /// What a verified client certificate says about its holder.
 #[derive(Debug, Clone)]
 pub struct ClientIdentity {
-    /// The certificate's name: its common name, or else its first DNS SAN.
+    /// The certificate's name ([`certificate_name`]).
     pub name: String,
     pub serial: Vec<u8>,
     chain: Vec<CertificateDer<'static>>,
@@ -166,9 +165,7 @@ impl Access {
             _ => return Err(Refusal::NoCertificate),
         };
         let der = &chain[0];
-        let name = certificate_name(der).ok_or_else(|| {
-            Refusal::Invalid("the certificate names nobody (no common name or DNS name)".into())
-        })?;
+        let name = certificate_name(der).map_err(Refusal::Invalid)?;
         if protocol::validate_nickname(&name).is_err() {
             return Err(Refusal::BadName(protocol::sanitize(&name).into_owned()));
         }
@@ -305,23 +302,65 @@ pub async fn refused(entry: &mut Option<Box<Entry>>, nick: &str) -> Refusal {
     }
 }
 
-/// The name a client certificate gives its holder: the subject's common
-/// name, or else its first DNS name.
-pub fn certificate_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    if let Some(cn) = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-    {
-        return Some(cn.to_owned());
+/// The name a client certificate gives its holder: its one common name.
+///
+/// Only an unambiguous name binds: exactly one common name (CN), of a
+/// string type every tool reads alike (UTF8String, PrintableString or
+/// IA5String), and every DNS name the certificate carries (SAN) the same
+/// name (ASCII case aside, as nicknames compare). Otherwise the reason,
+/// with any text from the certificate escaped: with two CNs some tools take
+/// the first and others the last, and a CN this reader cannot decode must
+/// not give way to another field, or an auditor and the server could read
+/// two different holders from one certificate.
+pub fn certificate_name(der: &[u8]) -> Result<String, String> {
+    use crate::certs::escape;
+    use x509_parser::asn1_rs::Tag;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+    let cns: Vec<_> = cert.subject().iter_common_name().collect();
+    let cn = match cns.as_slice() {
+        [] => return Err("the certificate has no common name (CN) to name its holder".into()),
+        [one] => *one,
+        many => {
+            return Err(format!(
+                "the certificate has {} common names (CN): exactly one must name its holder",
+                many.len()
+            ));
+        }
+    };
+    let tag = cn.attr_value().tag();
+    let name = match tag {
+        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String => cn
+            .as_str()
+            .map_err(|_| "the certificate's common name is not valid UTF-8".to_owned())?,
+        Tag::BmpString => return Err(string_type_refused("a BMPString")),
+        Tag::TeletexString => return Err(string_type_refused("a TeletexString")),
+        Tag::UniversalString => return Err(string_type_refused("a UniversalString")),
+        other => return Err(string_type_refused(&format!("of ASN.1 type {}", other.0))),
+    };
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("the certificate's subject alternative names cannot be read: {e}"))?;
+    for general in san.iter().flat_map(|san| &san.value.general_names) {
+        if let x509_parser::extensions::GeneralName::DNSName(dns) = general
+            && !dns.eq_ignore_ascii_case(name)
+        {
+            return Err(format!(
+                "the certificate's DNS name \"{}\" differs from its common name \"{}\": \
+                 both must name the same holder",
+                escape(dns),
+                escape(name)
+            ));
+        }
     }
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|name| match name {
-        x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-        _ => None,
-    })
+    Ok(name.to_owned())
+}
+
+fn string_type_refused(what: &str) -> String {
+    format!(
+        "the certificate's common name is {what}: only a UTF8String, PrintableString or \
+         IA5String names a holder"
+    )
 }
 
 fn load_policy(files: &AccessFiles) -> Result<Policy> {
@@ -352,15 +391,18 @@ fn load_policy(files: &AccessFiles) -> Result<Policy> {
                     .filter(|p| p.symlink_metadata().is_ok())
             });
             if let Some(crl_path) = &crl {
-                let entries = crate::certs::revoke::read_crl(crl_path, Some(&ca_certs[0]))
+                // Checked against the CA's key here, so that a forged list
+                // is refused whole at start or reload, rather than taken in
+                // and then failing every handshake.
+                let crl = crate::certs::revoke::read_crl(crl_path, &ca_certs[0])
                     .context("cannot load --crl")?;
-                revoked = entries.len();
-                warn_if_due(crl_path)?;
-                let crl = CertificateRevocationListDer::from_pem_file(crl_path)
-                    .with_context(|| format!("cannot read {}", crl_path.display()))?;
+                revoked = crl.revoked.len();
+                warn_if_due(crl_path, crl.next_update);
                 // The CRL covers the client certificates this CA signed;
                 // the CA itself is a trust anchor.
-                builder = builder.with_crls([crl]).only_check_end_entity_revocation();
+                builder = builder
+                    .with_crls([crl.der])
+                    .only_check_end_entity_revocation();
             }
             Some(
                 builder
@@ -387,10 +429,10 @@ fn load_policy(files: &AccessFiles) -> Result<Policy> {
 /// within [`CRL_WARN_DAYS`](crate::certs::revoke::CRL_WARN_DAYS) of it: a
 /// stale list still refuses whom it names, but a team that keeps one
 /// current should hear that it is not (rustls itself ignores the date).
-fn warn_if_due(crl: &std::path::Path) -> Result<()> {
-    use crate::certs::revoke::{CRL_WARN_DAYS, crl_next_update};
-    let Some(next_update) = crl_next_update(crl)? else {
-        return Ok(());
+fn warn_if_due(crl: &std::path::Path, next_update: Option<time::OffsetDateTime>) {
+    use crate::certs::revoke::CRL_WARN_DAYS;
+    let Some(next_update) = next_update else {
+        return;
     };
     let now = time::OffsetDateTime::now_utc();
     let days = crate::certs::days_left(next_update, now);
@@ -408,7 +450,6 @@ fn warn_if_due(crl: &std::path::Path) -> Result<()> {
             crl.display()
         );
     }
-    Ok(())
 }
 
 fn read_deny_file(path: &Path) -> Result<Vec<String>> {

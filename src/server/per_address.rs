@@ -23,9 +23,13 @@
 //! The table is bounded: an address's entry goes when no connection holds
 //! it and its buckets have filled up again (it then holds nothing worth
 //! remembering), swept whenever the table has doubled since the last sweep;
-//! and it never holds more than [`MAX_SOURCES`] entries, beyond which new
-//! addresses are refused until old ones expire. An attacker cycling through
-//! addresses costs a bounded amount of memory.
+//! and it never holds more than [`MAX_SOURCES`] entries. When it is full, the
+//! addresses seen least recently that hold no connection make room, a
+//! batch at a time (one scan of the table per batch, so a flood of new
+//! addresses costs a bounded amount of work per admission, not a scan
+//! each); only when every entry holds a connection are new addresses
+//! refused. An attacker cycling through addresses costs a bounded amount
+//! of memory, and cannot lock new addresses out by filling the table.
 
 use crate::server::rate::{RateLimit, TokenBucket};
 use crate::sync::lock;
@@ -42,6 +46,11 @@ pub const MAX_SOURCES: usize = 100_000;
 /// The table is swept when it reaches this size, and then whenever it has
 /// doubled since the last sweep.
 const FIRST_SWEEP: usize = 1024;
+
+/// When the table is full, one in this many of its entries is evicted at
+/// once (the least recently seen that hold no connection), so that the
+/// scan that finds them runs once per that many new addresses.
+const EVICT_SHARE: usize = 16;
 
 /// What a join costs in messages: its `joined!` line and, paid in advance,
 /// its `left!` line.
@@ -131,10 +140,12 @@ pub struct Sources {
 #[derive(Debug)]
 struct Table {
     entries: HashMap<IpAddr, Arc<Mutex<Source>>>,
+    /// Most entries at once ([`MAX_SOURCES`]; smaller in tests).
+    capacity: usize,
     sweep_at: usize,
-    /// While the table is full of live entries, it is swept at most once a
-    /// second, so that a flood of new addresses cannot make every accept
-    /// walk the whole table.
+    /// While every entry of a full table holds a connection, it is swept at
+    /// most once a second, so that a flood of new addresses cannot make
+    /// every accept walk the whole table.
     no_sweep_before: Instant,
 }
 
@@ -142,6 +153,9 @@ struct Table {
 #[derive(Debug)]
 struct Source {
     open: usize,
+    /// When a connection from it was last admitted or closed: the least
+    /// recently seen go first when the table is full.
+    last_seen: Instant,
     connects: TokenBucket,
     joins: TokenBucket,
     messages: Option<TokenBucket>,
@@ -151,6 +165,7 @@ impl Source {
     fn new(limits: &AddressLimits, now: Instant) -> Source {
         Source {
             open: 0,
+            last_seen: now,
             connects: TokenBucket::new(per_minute(limits.connects_per_minute), now),
             joins: TokenBucket::new(per_minute(limits.joins_per_minute), now),
             messages: limits.messages.map(|rate| TokenBucket::new(rate, now)),
@@ -175,11 +190,17 @@ fn per_minute(n: u32) -> RateLimit {
 
 impl Sources {
     pub fn new(limits: AddressLimits) -> Sources {
+        Self::with_capacity(limits, MAX_SOURCES)
+    }
+
+    /// [`Sources::new`], remembering at most `capacity` addresses.
+    fn with_capacity(limits: AddressLimits, capacity: usize) -> Sources {
         Sources {
             limits,
             table: Mutex::new(Table {
                 entries: HashMap::new(),
-                sweep_at: FIRST_SWEEP,
+                capacity,
+                sweep_at: FIRST_SWEEP.min(capacity),
                 no_sweep_before: Instant::now(),
             }),
         }
@@ -216,7 +237,7 @@ impl Sources {
                     if table.entries.len() >= table.sweep_at && now >= table.no_sweep_before {
                         table.sweep(now);
                     }
-                    if table.entries.len() >= MAX_SOURCES {
+                    if table.entries.len() >= table.capacity {
                         return Err(Refusal::TooManySources);
                     }
                     let source = Arc::new(Mutex::new(Source::new(&self.limits, now)));
@@ -227,6 +248,7 @@ impl Sources {
         };
         {
             let mut state = lock(&source);
+            state.last_seen = now;
             if state.connects.try_take(1.0, now).is_err() {
                 return Err(Refusal::TooManyAttempts);
             }
@@ -240,13 +262,44 @@ impl Sources {
 }
 
 impl Table {
-    /// Forgets the idle addresses, and sets the size of the next sweep.
+    /// Forgets the idle addresses and, if the table is still full, the
+    /// least recently seen that hold no connection; sets the size of the
+    /// next sweep. One pass over the table does both.
     fn sweep(&mut self, now: Instant) {
-        self.entries
-            .retain(|_, source| Arc::strong_count(source) > 1 || !lock(source).is_idle(now));
-        self.sweep_at = (self.entries.len() * 2).clamp(FIRST_SWEEP, MAX_SOURCES);
-        if self.entries.len() >= MAX_SOURCES {
+        // Entries no connection holds (a handle, or an admission under way,
+        // holds another reference), by when they were last seen.
+        let mut unheld: Vec<(Instant, IpAddr)> = Vec::new();
+        self.entries.retain(|key, source| {
+            if Arc::strong_count(source) > 1 {
+                return true;
+            }
+            let state = lock(source);
+            if state.is_idle(now) {
+                return false;
+            }
+            unheld.push((state.last_seen, *key));
+            true
+        });
+        if self.entries.len() >= self.capacity {
+            self.evict_least_recent(unheld);
+        }
+        self.sweep_at =
+            (self.entries.len() * 2).clamp(FIRST_SWEEP.min(self.capacity), self.capacity);
+        if self.entries.len() >= self.capacity {
             self.no_sweep_before = now + Duration::from_secs(1);
+        }
+    }
+
+    /// Evicts the [`EVICT_SHARE`]th part of the table (at least one entry):
+    /// the least recently seen of `unheld`.
+    fn evict_least_recent(&mut self, mut unheld: Vec<(Instant, IpAddr)>) {
+        let batch = (self.capacity / EVICT_SHARE).max(1);
+        if unheld.len() > batch {
+            unheld.select_nth_unstable(batch - 1);
+            unheld.truncate(batch);
+        }
+        for (_, key) in unheld {
+            self.entries.remove(&key);
         }
     }
 }
@@ -308,6 +361,7 @@ impl Drop for SourceHandle {
     fn drop(&mut self) {
         let mut state = lock(&self.source);
         state.open = state.open.saturating_sub(1);
+        state.last_seen = state.last_seen.max(Instant::now());
     }
 }
 
@@ -390,208 +444,4 @@ impl Drop for Pace<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits() -> AddressLimits {
-        AddressLimits {
-            exempt: vec!["127.0.0.1/32".parse().expect("net")],
-            max_connections: 2,
-            connects_per_minute: 3,
-            joins_per_minute: 2,
-            messages: Some(RateLimit {
-                per_second: 1.0,
-                burst: 5,
-            }),
-        }
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("address")
-    }
-
-    #[test]
-    fn keys_are_ipv4_addresses_and_ipv6_slash_64s() {
-        assert_eq!(source_key(ip("10.1.2.3")), ip("10.1.2.3"));
-        assert_eq!(source_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
-        assert_eq!(
-            source_key(ip("2001:db8:1:2:ffff::9")),
-            source_key(ip("2001:db8:1:2::1"))
-        );
-        assert_ne!(source_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
-        assert_eq!(source_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
-    }
-
-    #[test]
-    fn exemptions_parse_and_apply() {
-        assert_eq!(parse_exempt("none"), Ok(None));
-        assert_eq!(
-            parse_exempt("10.1.2.3/8"),
-            Ok(Some("10.0.0.0/8".parse().expect("net")))
-        );
-        assert_eq!(
-            parse_exempt("10.1.2.3"),
-            Ok(Some("10.1.2.3/32".parse().expect("net")))
-        );
-        assert!(parse_exempt("10.0.0.0/33").is_err());
-        assert!(parse_exempt("everyone").is_err());
-        let sources = Sources::new(AddressLimits::default());
-        assert!(sources.is_exempt(ip("127.0.0.2")));
-        assert!(sources.is_exempt(ip("::1")));
-        assert!(sources.is_exempt(ip("::ffff:127.0.0.1")));
-        assert!(!sources.is_exempt(ip("192.168.1.1")));
-        let sources = Sources::new(limits());
-        assert!(sources.is_exempt(ip("127.0.0.1")));
-        assert!(!sources.is_exempt(ip("127.0.0.2")));
-    }
-
-    #[test]
-    fn attempts_connections_joins_and_messages_are_shared_by_an_address() {
-        let now = Instant::now();
-        let sources = Sources::new(limits());
-        assert!(matches!(sources.admit(ip("127.0.0.1"), now), Ok(None)));
-        let a = sources
-            .admit(ip("10.0.0.1"), now)
-            .expect("first")
-            .expect("counted");
-        let b = sources
-            .admit(ip("10.0.0.1"), now)
-            .expect("second")
-            .expect("counted");
-        assert_eq!(
-            sources.admit(ip("10.0.0.1"), now).unwrap_err(),
-            Refusal::TooManyConnections
-        );
-        drop(b);
-        // The third attempt of the minute was spent on the refused one.
-        assert_eq!(
-            sources.admit(ip("10.0.0.1"), now).unwrap_err(),
-            Refusal::TooManyAttempts
-        );
-        let later = now + Duration::from_secs(20);
-        let b = sources
-            .admit(ip("10.0.0.1"), later)
-            .expect("a minute's share later")
-            .expect("counted");
-
-        // Two joins a minute, each paying two lines of the five-line burst.
-        assert_eq!(a.try_join(later), Ok(()));
-        assert_eq!(b.try_join(later), Ok(()));
-        assert!(a.try_join(later).is_err());
-        // One message token left, shared by both connections.
-        assert_eq!(b.try_message(later), Ok(()));
-        let wait = a.try_message(later).expect_err("bucket empty");
-        assert!(wait <= Duration::from_secs(1), "{wait:?}");
-        // A join that did not happen gives its share back.
-        b.undo_join(later);
-        assert_eq!(a.try_message(later), Ok(()));
-    }
-
-    #[test]
-    fn a_shared_pace_never_lets_an_address_exceed_its_bucket() {
-        let now = Instant::now();
-        let sources = Sources::new(limits());
-        let a = sources
-            .admit(ip("10.0.0.9"), now)
-            .expect("a")
-            .expect("counted");
-        let b = sources
-            .admit(ip("10.0.0.9"), now)
-            .expect("b")
-            .expect("counted");
-        let rate = limits().messages;
-        // Two sessions that always have a line to send, run as the chat
-        // loop runs them: read while not paused, spend after each message,
-        // try again when the pause is over.
-        let mut sessions = [&a, &b].map(|source| {
-            let mut pace = Pace::new(rate, Some(source), now);
-            let paused_until = pace.start(now).map(|wait| now + wait);
-            (pace, paused_until)
-        });
-        let mut published = 0u32;
-        let mut t = now;
-        for _ in 0..400 {
-            t += Duration::from_millis(25);
-            for (pace, paused_until) in &mut sessions {
-                if paused_until.is_some_and(|until| t >= until) {
-                    *paused_until = pace.resume(t).map(|wait| t + wait);
-                }
-                if paused_until.is_none() {
-                    published += 1;
-                    *paused_until = pace.spend(t).map(|wait| t + wait);
-                }
-            }
-        }
-        let elapsed = (t - now).as_secs_f64();
-        assert!(
-            f64::from(published) <= 5.0 + elapsed,
-            "{published} lines in {elapsed} s"
-        );
-        // And the address does get its rate: nothing is wasted either.
-        assert!(
-            f64::from(published) >= elapsed - 1.0,
-            "{published} in {elapsed} s"
-        );
-    }
-
-    #[test]
-    fn a_token_held_by_a_session_that_ends_goes_back() {
-        let now = Instant::now();
-        let sources = Sources::new(limits());
-        let a = sources
-            .admit(ip("10.0.0.7"), now)
-            .expect("a")
-            .expect("counted");
-        let rate = limits().messages;
-        // Five tokens: one held by the first session, four taken here.
-        let mut first = Pace::new(rate, Some(&a), now);
-        assert_eq!(first.start(now), None);
-        for _ in 0..4 {
-            assert_eq!(a.try_message(now), Ok(()));
-        }
-        assert!(a.try_message(now).is_err());
-        drop(first);
-        assert_eq!(a.try_message(now), Ok(()));
-    }
-
-    #[test]
-    fn the_table_forgets_idle_addresses_and_stays_bounded() {
-        let start = Instant::now();
-        let sources = Sources::new(limits());
-        // An attacker cycling through addresses, one attempt each, faster
-        // than entries expire (each holds a spent attempt for 20 s).
-        let mut t = start;
-        let mut refused = 0;
-        for n in 0..300_000u32 {
-            if n % 10_000 == 0 {
-                t += Duration::from_secs(1);
-            }
-            let addr = IpAddr::from((0x0a00_0000 + n).to_be_bytes());
-            if matches!(sources.admit(addr, t), Err(Refusal::TooManySources)) {
-                refused += 1;
-            }
-            assert!(sources.len() <= MAX_SOURCES);
-        }
-        assert!(refused > 0);
-        // Once their buckets have filled up again (20 s for one attempt of
-        // three a minute), the attacker's addresses are forgotten and new
-        // ones are admitted; a connection still open keeps its address.
-        let t = t + Duration::from_secs(21);
-        let held = sources
-            .admit(ip("192.0.2.1"), t)
-            .expect("admitted")
-            .expect("counted");
-        assert!(sources.len() < MAX_SOURCES / 10, "{}", sources.len());
-        let much_later = t + Duration::from_secs(3600);
-        let _ = sources.admit(ip("192.0.2.2"), much_later);
-        let mut table = lock(&sources.table);
-        table.sweep(much_later);
-        assert_eq!(
-            table.entries.len(),
-            2,
-            "only the open connection's address and the newest remain"
-        );
-        drop(table);
-        drop(held);
-    }
-}
+mod tests;

@@ -30,6 +30,8 @@ mod open_files;
 mod props;
 mod reconnect_flood;
 mod reload;
+mod review_certs;
+mod review_client;
 mod room_conformance;
 mod settings;
 mod shutdown_drain;

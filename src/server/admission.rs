@@ -13,6 +13,7 @@
 
 use crate::server::per_address::SourceHandle;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 
 /// Connections refused at admission still get a reason, over TLS; at most
 /// this many such refusals are in progress at once, beyond which newcomers
@@ -43,13 +44,14 @@ pub fn participants_within(sockets: usize) -> usize {
 }
 
 /// What an admitted connection holds: its socket's count, its place among
-/// the participants, and (unless its address is exempt) its share of its
-/// address's limits.
+/// the participants, (unless its address is exempt) its share of its
+/// address's limits, and the time it has to become a participant.
 #[derive(Debug)]
 pub struct Admission {
     _socket: OwnedSemaphorePermit,
     place: Option<OwnedSemaphorePermit>,
     source: Option<SourceHandle>,
+    deadline: Instant,
 }
 
 impl Admission {
@@ -57,12 +59,20 @@ impl Admission {
         socket: OwnedSemaphorePermit,
         place: OwnedSemaphorePermit,
         source: Option<SourceHandle>,
+        deadline: Instant,
     ) -> Self {
         Admission {
             _socket: socket,
             place: Some(place),
             source,
+            deadline,
         }
+    }
+
+    /// When the TLS handshake and the nickname must be done: the handshake
+    /// timeout, counted from accept.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// The connection's address's limits, unless it is exempt.

@@ -34,11 +34,6 @@ impl Shutdown {
         self.deadline
     }
 
-    /// Whether the signal has been received.
-    pub fn is_shutdown(&self) -> bool {
-        self.is_shutdown
-    }
-
     /// Waits for the signal; returns at once if it was already received.
     /// Cancel-safe.
     pub async fn recv(&mut self) {

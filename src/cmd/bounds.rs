@@ -7,6 +7,7 @@
 //! seconds, say, would overflow the first time it is added to the time of
 //! day.
 
+use crate::room::backlog;
 use crate::server::rate::RateLimit;
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -118,6 +119,24 @@ pub fn rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
         ));
     }
     Ok(Some(limit))
+}
+
+/// `--backlog` must hold a few of the longest lines (`--max-line`), or a
+/// single one would push everybody who has not read the one before it out
+/// of the room.
+pub fn backlog(size: usize, max_line: usize) -> anyhow::Result<usize> {
+    // `<nick>: <text>\n` at its longest, as the ring counts it.
+    let longest = max_line
+        .saturating_add(crate::protocol::MAX_NICK_LEN + 3)
+        .saturating_add(backlog::LINE_OVERHEAD);
+    let least = backlog::MIN_BYTES.max(longest.saturating_mul(4));
+    if size < least {
+        anyhow::bail!(
+            "--backlog {size} bytes is too small: it must be at least {least} bytes \
+             (64 KiB, and four lines of --max-line)"
+        );
+    }
+    Ok(size)
 }
 
 #[cfg(test)]

@@ -1,24 +1,23 @@
-//! `chatroom serve`: turns the arguments into server [`Settings`], makes
-//! certificates on a first start, raises the open-files limit, and runs the
-//! server until SIGINT or SIGTERM.
+//! `chatroom serve`: its arguments, turned into server [`Settings`], and the
+//! server run with them until SIGINT or SIGTERM.
 
 use super::bounds;
-use crate::certs::lifecycle;
-use crate::certs::{self, GenOptions};
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
 use crate::room::backlog;
 use crate::room::cluster::{self, ClusterOptions, ClusterRoom};
-use crate::server::access::{Access, AccessFiles};
 use crate::server::admission;
 use crate::server::per_address;
 use crate::server::rate::RateLimit;
+use crate::server::reload::{self, AccessOptions, CertificateFiles};
+use crate::server::session::Limits;
+use crate::server::shutdown::{DEFAULT_GRACE, stop_signal};
 use crate::server::{Server, Settings};
-use crate::tls::{ServerCertificate, TlsVersion};
-use anyhow::{Context, Result};
+use crate::tls::TlsVersion;
+use anyhow::Result;
 use clap::Args;
 use ipnet::IpNet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,102 +149,11 @@ struct ClusterArgs {
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
-    // Checked before anything is written (certificates on a first start).
-    let exempt = exemptions(&args.exempt)?;
-    let backlog = backlog_within_bounds(args.backlog, args.max_line)?;
-    let access = access_policy(&args)?;
-    let tls = if args.plaintext {
-        if args.client_ca.is_some() {
-            anyhow::bail!("--client-ca needs TLS: it cannot be used with --plaintext");
-        }
-        tracing::warn!(
-            "PLAINTEXT MODE: no TLS. Every nickname and message can be read and changed by \
-             anyone on the network path. Use this only to compare with TLS in a capture."
-        );
-        // Without a handler SIGHUP would end the process, and the deny
-        // file is still read again on it.
-        reload_on_hangup(None, access.clone())?;
-        None
-    } else {
-        let default_dir = Path::new(certs::DEFAULT_DIR);
-        let cert = args
-            .cert
-            .clone()
-            .unwrap_or_else(|| default_dir.join(certs::SERVER_CERT));
-        let key = args
-            .key
-            .clone()
-            .unwrap_or_else(|| default_dir.join(certs::SERVER_KEY));
-        if args.cert.is_none() && args.key.is_none() && !cert.exists() && !key.exists() {
-            tracing::info!(
-                "no certificate in {}/ yet: running gen-certs first",
-                default_dir.display()
-            );
-            let report = certs::generate(&GenOptions {
-                dir: default_dir.to_path_buf(),
-                extra_sans: Vec::new(),
-                force: false,
-            })?;
-            println!("{report}");
-        }
-        if let Some(path) = crate::tls::key_log_file()? {
-            tracing::warn!("{}", crate::tls::key_log_warning(&path));
-        }
-        let verifier = access.as_ref().and_then(|a| a.client_verifier());
-        let (config, certificate) =
-            crate::tls::reloadable_server_config_with(&cert, &key, verifier, args.tls_version)?;
-        if let Some(warning) = check_validity(&certificate)? {
-            tracing::warn!("{warning}");
-        }
-        reload_on_hangup(Some(certificate), access.clone())?;
-        Some(config)
-    };
-
-    let mut settings = Settings::new(tls);
-    settings.limits.max_line = args.max_line;
-    settings.limits.handshake_timeout = args.handshake_timeout;
-    settings.limits.idle_timeout = args.idle_timeout;
-    settings.limits.rate = args.rate_limit;
-    settings.max_per_ip = args.max_per_ip;
-    settings.connects_per_minute = args.connects_per_minute;
-    settings.joins_per_minute = args.joins_per_minute;
-    settings.exempt = exempt;
-    settings.backlog = backlog;
-    settings.history_lines = usize::from(args.history);
-    let (participants, sockets) = cap_to_open_files(args.max_participants);
-    settings.max_participants = participants;
-    settings.max_sockets = sockets;
-    if let Some(access) = &access {
-        tracing::info!("access: {}", access.prepare()?.summary());
-    }
-    settings.access = access;
-
-    let cluster = match &args.cluster.cluster {
-        Some(url) => Some(Arc::new(
-            ClusterRoom::connect(ClusterOptions {
-                url: url.clone(),
-                room: args.cluster.cluster_room.clone(),
-                node_name: args
-                    .cluster
-                    .node_name
-                    .clone()
-                    .unwrap_or_else(cluster::default_node_name),
-                creds: args.cluster.cluster_creds.clone(),
-                ca: args.cluster.cluster_ca.clone(),
-                max_members: settings.max_participants,
-                backlog: settings.backlog,
-                history: usize::from(args.history),
-                max_line: args.max_line,
-                node_timeout: args
-                    .cluster
-                    .node_timeout
-                    .unwrap_or(cluster::DEFAULT_NODE_TIMEOUT),
-            })
-            .await?,
-        )),
+    let settings = args.settings()?;
+    let cluster = match args.cluster.options(&settings) {
+        Some(options) => Some(Arc::new(ClusterRoom::connect(options).await?)),
         None => None,
     };
-
     let server = Server::bind(args.addr, settings).await?;
     let addr = server.local_addr()?;
     let mode = if args.plaintext {
@@ -264,6 +172,79 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
 }
 
+impl ServeArgs {
+    /// The server's settings. Loads the access policy and the certificate
+    /// (on a first start, gen-certs makes it) and installs their SIGHUP
+    /// reload; sizes the participant limit to the open-files limit.
+    fn settings(&self) -> Result<Settings> {
+        // Checked before anything is written (certificates on a first start).
+        let exempt = exemptions(&self.exempt)?;
+        let backlog = bounds::backlog(self.backlog, self.max_line)?;
+        if self.plaintext && self.client_ca.is_some() {
+            anyhow::bail!("--client-ca needs TLS: it cannot be used with --plaintext");
+        }
+        let access = reload::access_policy(AccessOptions {
+            client_ca: self.client_ca.clone(),
+            crl: self.crl.clone(),
+            deny: self.deny.clone(),
+            deny_file: self.deny_file.clone(),
+        })?;
+        let tls = if self.plaintext {
+            reload::plaintext(access.clone())?;
+            None
+        } else {
+            let files = CertificateFiles {
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                version: self.tls_version,
+            };
+            Some(reload::tls(&files, access.clone())?)
+        };
+        let (max_participants, max_sockets) = admission::fit_to_open_files(self.max_participants);
+        Ok(Settings {
+            tls,
+            limits: Limits {
+                max_line: self.max_line,
+                handshake_timeout: self.handshake_timeout,
+                rate: self.rate_limit,
+                idle_timeout: self.idle_timeout,
+            },
+            max_participants,
+            max_sockets,
+            max_per_ip: self.max_per_ip,
+            connects_per_minute: self.connects_per_minute,
+            joins_per_minute: self.joins_per_minute,
+            exempt,
+            backlog,
+            history_lines: usize::from(self.history),
+            shutdown_grace: DEFAULT_GRACE,
+            access,
+        })
+    }
+}
+
+impl ClusterArgs {
+    /// How to reach the shared room, if there is one.
+    fn options(&self, settings: &Settings) -> Option<ClusterOptions> {
+        let url = self.cluster.clone()?;
+        Some(ClusterOptions {
+            url,
+            room: self.cluster_room.clone(),
+            node_name: self
+                .node_name
+                .clone()
+                .unwrap_or_else(cluster::default_node_name),
+            creds: self.cluster_creds.clone(),
+            ca: self.cluster_ca.clone(),
+            max_members: settings.max_participants,
+            backlog: settings.backlog,
+            history: settings.history_lines,
+            max_line: settings.limits.max_line,
+            node_timeout: self.node_timeout.unwrap_or(cluster::DEFAULT_NODE_TIMEOUT),
+        })
+    }
+}
+
 /// `--exempt`'s values as a list: `none` alone means no exemptions.
 fn exemptions(values: &[Option<IpNet>]) -> Result<Vec<IpNet>> {
     let nets: Vec<IpNet> = values.iter().flatten().copied().collect();
@@ -271,174 +252,4 @@ fn exemptions(values: &[Option<IpNet>]) -> Result<Vec<IpNet>> {
         anyhow::bail!("--exempt none cannot be combined with addresses");
     }
     Ok(nets)
-}
-
-/// The backlog must hold a few of the longest lines, or a single one would
-/// push everybody who has not read the one before it out of the room.
-fn backlog_within_bounds(size: usize, max_line: usize) -> Result<usize> {
-    // `<nick>: <text>\n` at its longest, as the ring counts it.
-    let longest = max_line
-        .saturating_add(crate::protocol::MAX_NICK_LEN + 3)
-        .saturating_add(backlog::LINE_OVERHEAD);
-    let least = backlog::MIN_BYTES.max(longest.saturating_mul(4));
-    if size < least {
-        anyhow::bail!(
-            "--backlog {size} bytes is too small: it must be at least {least} bytes \
-             (64 KiB, and four lines of --max-line)"
-        );
-    }
-    Ok(size)
-}
-
-/// Raises the open-files limit to its hard limit, and keeps the sockets
-/// (participants, refusals in progress, connections still closing) within
-/// it, with a reserve in proportion to it (see [`admission::socket_budget`]).
-/// Returns the participant limit and the socket limit.
-fn cap_to_open_files(max_participants: usize) -> (usize, Option<usize>) {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => {
-            let sockets = admission::socket_budget(limit);
-            let room = admission::participants_within(sockets);
-            tracing::info!(open_files = limit, sockets, "open-files limit");
-            if max_participants > room {
-                tracing::warn!(
-                    "--max-participants {max_participants} exceeds what the open-files limit \
-                     ({limit}) allows: using {room}"
-                );
-            }
-            let participants = max_participants.min(room);
-            let sockets =
-                sockets.min(participants.saturating_add(admission::MAX_REFUSALS_IN_FLIGHT));
-            (participants, Some(sockets))
-        }
-        Err(e) => {
-            tracing::warn!("cannot read or raise the open-files limit: {e}");
-            (max_participants, None)
-        }
-    }
-}
-
-/// The access policy the arguments ask for, if any.
-fn access_policy(args: &ServeArgs) -> Result<Option<Arc<Access>>> {
-    if args.client_ca.is_none()
-        && args.crl.is_none()
-        && args.deny.is_empty()
-        && args.deny_file.is_none()
-    {
-        return Ok(None);
-    }
-    let crl_if_present = match (&args.client_ca, &args.crl) {
-        (Some(ca), None) => Some(
-            ca.parent()
-                .unwrap_or_else(|| Path::new("."))
-                .join(certs::CRL),
-        ),
-        _ => None,
-    };
-    Access::load(AccessFiles {
-        client_ca: args.client_ca.clone(),
-        crl: args.crl.clone(),
-        crl_if_present,
-        deny: args.deny.clone(),
-        deny_file: args.deny_file.clone(),
-    })
-    .map(Some)
-}
-
-/// Refuses a server certificate that has expired or is not valid yet; the
-/// warning to log if it expires within 30 days.
-fn check_validity(certificate: &ServerCertificate) -> Result<Option<String>> {
-    let what = format!(
-        "the server certificate {}",
-        certificate.cert_path().display()
-    );
-    let validity = lifecycle::check(&certificate.leaf(), &what, time::OffsetDateTime::now_utc())?;
-    Ok(validity.warning(&what))
-}
-
-/// On SIGHUP, reloads the certificate and key (none in plaintext mode),
-/// the client CA, the CRL and the deny list, all or nothing: new
-/// connections get the new ones, and sessions already up keep going, except
-/// participants the new policy refuses (a revoked certificate, a denied
-/// name), who are disconnected. If any part does not load, the old
-/// configuration stays whole.
-fn reload_on_hangup(
-    certificate: Option<Arc<ServerCertificate>>,
-    access: Option<Arc<Access>>,
-) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            match (
-                reload(certificate.as_deref(), access.as_deref()),
-                &certificate,
-            ) {
-                (Ok(summary), Some(certificate)) => tracing::info!(
-                    fingerprint = %certs::fingerprint(&certificate.leaf()),
-                    "SIGHUP: new connections get the reloaded certificate{summary}"
-                ),
-                (Ok(_), None) if access.is_none() => tracing::info!(
-                    "SIGHUP: nothing to reload (plaintext, no --deny or --deny-file)"
-                ),
-                (Ok(summary), None) => {
-                    tracing::info!("SIGHUP: reloaded (plaintext: no certificate){summary}")
-                }
-                (Err(e), _) => tracing::warn!(
-                    "SIGHUP: nothing reloaded, keeping the old configuration whole: {e:#}"
-                ),
-            }
-        }
-    });
-    Ok(())
-}
-
-/// Loads every part, then puts them all in force; on any error, none.
-fn reload(certificate: Option<&ServerCertificate>, access: Option<&Access>) -> Result<String> {
-    let loaded = certificate
-        .map(|certificate| -> Result<_> {
-            let pair = certificate.load_again()?;
-            let what = format!(
-                "the server certificate {}",
-                certificate.cert_path().display()
-            );
-            let validity = lifecycle::check(&pair.cert[0], &what, time::OffsetDateTime::now_utc())?;
-            Ok((certificate, pair, what, validity))
-        })
-        .transpose()?;
-    let prepared = access.map(Access::prepare).transpose()?;
-    let summary = prepared
-        .as_ref()
-        .map(|p| format!("; access: {}", p.summary()))
-        .unwrap_or_default();
-    let warning = loaded.map(|(certificate, pair, what, validity)| {
-        certificate.install(pair);
-        validity.warning(&what)
-    });
-    if let (Some(access), Some(prepared)) = (access, prepared) {
-        access.install(prepared);
-    }
-    if let Some(warning) = warning.flatten() {
-        tracing::warn!("{warning}");
-    }
-    Ok(summary)
-}
-
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("cannot listen for SIGINT/SIGTERM: {e}; stop with SIGKILL");
-            std::future::pending::<()>().await
-        }
-    }
 }

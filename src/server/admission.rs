@@ -43,6 +43,33 @@ pub fn participants_within(sockets: usize) -> usize {
     sockets.saturating_sub(MAX_REFUSALS_IN_FLIGHT)
 }
 
+/// Raises the open-files limit to its hard limit, and keeps the sockets
+/// (participants, refusals in progress, connections still closing) within
+/// it, with a reserve in proportion to it (see [`socket_budget`]). Returns
+/// the participant limit and the socket limit.
+pub fn fit_to_open_files(max_participants: usize) -> (usize, Option<usize>) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let sockets = socket_budget(limit);
+            let room = participants_within(sockets);
+            tracing::info!(open_files = limit, sockets, "open-files limit");
+            if max_participants > room {
+                tracing::warn!(
+                    "--max-participants {max_participants} exceeds what the open-files limit \
+                     ({limit}) allows: using {room}"
+                );
+            }
+            let participants = max_participants.min(room);
+            let sockets = sockets.min(participants.saturating_add(MAX_REFUSALS_IN_FLIGHT));
+            (participants, Some(sockets))
+        }
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-files limit: {e}");
+            (max_participants, None)
+        }
+    }
+}
+
 /// What an admitted connection holds: its socket's count, its place among
 /// the participants, (unless its address is exempt) its share of its
 /// address's limits, and the time it has to become a participant.

@@ -20,7 +20,7 @@ use crate::server::admission::{Admission, MAX_REFUSALS_IN_FLIGHT};
 use crate::server::log_limit::{self, LogLimit};
 use crate::server::per_address::{self, AddressLimits, Refusal, Sources};
 use crate::server::session::{self, Limits, Session};
-use crate::server::shutdown::Shutdown;
+use crate::server::shutdown::{self, Shutdown};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use ipnet::IpNet;
@@ -84,7 +84,7 @@ impl Settings {
             exempt: per_address::default_exempt(),
             backlog: backlog::DEFAULT_BYTES,
             history_lines: 0,
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: shutdown::DEFAULT_GRACE,
             access: None,
         }
     }

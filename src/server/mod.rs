@@ -6,7 +6,8 @@
 //! (client certificates, the CRL, denied names); [`rate`] is the token
 //! bucket every participant's lines spend; [`log_limit`] keeps refusals
 //! from flooding the log; [`shutdown`] is the stop signal as each task sees
-//! it.
+//! it (given on SIGINT or SIGTERM); [`reload`] loads the certificate and the access policy at start and
+//! again on SIGHUP.
 
 pub mod access;
 pub mod admission;
@@ -14,6 +15,7 @@ mod listener;
 pub mod log_limit;
 pub mod per_address;
 pub mod rate;
+pub mod reload;
 pub mod session;
 pub mod shutdown;
 

@@ -7,9 +7,9 @@ use crate::room::backlog;
 use crate::room::cluster::{self, ClusterOptions, ClusterRoom};
 use crate::server::admission;
 use crate::server::per_address;
-use crate::server::rate::RateLimit;
+use crate::server::rate::{self, RateLimit};
 use crate::server::reload::{self, AccessOptions, CertificateFiles};
-use crate::server::session::Limits;
+use crate::server::session::{self, Limits};
 use crate::server::shutdown::{DEFAULT_GRACE, stop_signal};
 use crate::server::{Server, Settings};
 use crate::tls::TlsVersion;
@@ -18,9 +18,22 @@ use clap::Args;
 use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+/// The defaults clap takes as text (it shows a default as text and parses
+/// it back), made from the constants they stand for.
+static DEFAULT_HANDSHAKE_TIMEOUT: LazyLock<String> =
+    LazyLock::new(|| session::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64().to_string());
+static DEFAULT_RATE: LazyLock<String> = LazyLock::new(|| rate::DEFAULT_RATE.to_string());
+static DEFAULT_BACKLOG: LazyLock<String> = LazyLock::new(|| size_text(backlog::DEFAULT_BYTES));
+static DEFAULT_EXEMPT: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let exempt = per_address::default_exempt();
+    exempt.iter().map(IpNet::to_string).collect()
+});
+
+/// `serve`'s arguments. The range of each bounded one is added to its help
+/// from [`bounds`] (see [`bounds::ranges_in_help`]).
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -40,54 +53,48 @@ pub struct ServeArgs {
     /// With 1.2 a capture shows the server's certificate in the clear.
     #[arg(long, value_enum, default_value_t = TlsVersion::Any, value_name = "VERSION")]
     tls_version: TlsVersion,
-    /// Longest line a client may send, in bytes (16 to 1048576).
+    /// Longest line a client may send, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_LINE, value_name = "BYTES", value_parser = bounds::max_line)]
     max_line: usize,
-    /// Seconds a new connection has for the TLS handshake and its nickname
-    /// (0.1 to 3600).
-    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = bounds::handshake_timeout)]
+    /// Seconds a new connection has for the TLS handshake and its nickname.
+    #[arg(long, default_value = DEFAULT_HANDSHAKE_TIMEOUT.as_str(), value_name = "SECONDS", value_parser = bounds::handshake_timeout)]
     handshake_timeout: Duration,
-    /// Most participants at once (1 to 1000000; capped by the open-files
-    /// limit).
-    #[arg(long, default_value_t = 50_000, value_parser = bounds::max_participants)]
+    /// Most participants at once, within what the open-files limit allows.
+    #[arg(long, default_value_t = admission::DEFAULT_MAX_PARTICIPANTS, value_parser = bounds::max_participants)]
     max_participants: usize,
-    /// Most connections at once from one address, an IPv4 address or an
-    /// IPv6 /64 (1 to 1000000; --exempt addresses have no such limit).
-    #[arg(long, default_value_t = 16, value_parser = bounds::max_per_ip)]
+    /// Most connections at once from one address (an IPv4 address or an
+    /// IPv6 /64), except from --exempt ones.
+    #[arg(long, default_value_t = per_address::DEFAULT_MAX_PER_IP, value_parser = bounds::max_per_ip)]
     max_per_ip: usize,
-    /// Connection attempts per minute from one address (1 to 1000000);
-    /// beyond it an attempt is closed before the TLS handshake.
-    #[arg(long, default_value_t = 60, value_name = "N", value_parser = bounds::connects_per_minute)]
+    /// Connection attempts per minute from one address; beyond it an
+    /// attempt is closed before the TLS handshake.
+    #[arg(long, default_value_t = per_address::DEFAULT_CONNECTS_PER_MINUTE, value_name = "N", value_parser = bounds::connects_per_minute)]
     connects_per_minute: u32,
-    /// Joins (connections that reach the room) per minute from one address
-    /// (1 to 100000).
-    #[arg(long, default_value_t = 10, value_name = "N", value_parser = bounds::joins_per_minute)]
+    /// Joins (connections that reach the room) per minute from one address.
+    #[arg(long, default_value_t = per_address::DEFAULT_JOINS_PER_MINUTE, value_name = "N", value_parser = bounds::joins_per_minute)]
     joins_per_minute: u32,
     /// An address or network (CIDR) with no per-address limits: each of its
     /// participants gets its own --rate-limit, and --max-per-ip,
     /// --connects-per-minute and --joins-per-minute do not apply.
     /// Repeatable; `none` for no exemptions (behind ssh -L, stunnel or a
     /// local proxy, where every client arrives from loopback).
-    #[arg(long, value_name = "CIDR|none", default_values = ["127.0.0.0/8", "::1/128"], value_parser = per_address::parse_exempt)]
+    #[arg(long, value_name = "CIDR|none", default_values = DEFAULT_EXEMPT.iter().map(String::as_str), value_parser = per_address::parse_exempt)]
     exempt: Vec<Option<IpNet>>,
     /// Lines (messages, commands, refused lines) per second per address,
     /// all its participants together, joins and leaves counting as one line
     /// each (per participant, and only its own lines, for --exempt
-    /// addresses), as RATE or RATE/BURST, or `off` (RATE 0.01 to 1000000,
-    /// BURST 1 to 10000000).
-    #[arg(long, default_value = "10/20", value_name = "RATE[/BURST]|off", value_parser = bounds::rate_limit)]
+    /// addresses), as RATE or RATE/BURST, or `off`.
+    #[arg(long, default_value = DEFAULT_RATE.as_str(), value_name = "RATE[/BURST]|off", value_parser = bounds::rate_limit)]
     rate_limit: bounds::OrOff<RateLimit>,
-    /// Disconnect a participant silent for this many seconds (0: never;
-    /// at most 2592000, 30 days).
+    /// Disconnect a participant silent for this many seconds; 0 for never.
     #[arg(long, default_value = "0", value_name = "SECONDS", value_parser = bounds::idle_timeout)]
     idle_timeout: bounds::OrOff<Duration>,
     /// How far a participant may fall behind the room before it is
-    /// disconnected as too slow, as the memory of the lines it has not read
-    /// (each counts its length plus 128 bytes): plain bytes, or with KiB,
-    /// MiB or GiB; at least 64 KiB and four of the longest lines. The lines
-    /// wait in one ring shared by everybody, so this is the most the room's
-    /// backlog holds, however many participants lag.
-    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = backlog::parse_size)]
+    /// disconnected as too slow, as the memory of the lines it has not
+    /// read: plain bytes, or with KiB, MiB or GiB. The lines wait in one
+    /// ring shared by everybody, so this is the most the room's backlog
+    /// holds, however many participants lag.
+    #[arg(long, default_value = DEFAULT_BACKLOG.as_str(), value_name = "SIZE", value_parser = backlog::parse_size)]
     backlog: usize,
     /// Require every client to present a certificate signed by this CA
     /// (mutual TLS); a participant's nickname is then its certificate's name.
@@ -108,8 +115,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// How many of the room's last messages and actions a newcomer
-    /// receives on joining, each marked `[history] ` (0: none).
-    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1000))]
+    /// receives on joining, each marked `[history] `; 0 for none.
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u16).range(bounds::HISTORY))]
     history: u16,
 }
 
@@ -141,9 +148,9 @@ struct ClusterArgs {
     #[arg(long, value_name = "NAME", requires = "cluster")]
     node_name: Option<String>,
     /// Seconds a node may go without refreshing its entry in NATS before
-    /// the others take it for dead and announce its participants as left
-    /// (0.5 to 300; default 6). The room's setting: the node that makes
-    /// the room's buckets fixes it, and the others follow it.
+    /// the others take it for dead and announce its participants as left.
+    /// The room's setting: the node that makes the room's buckets fixes it,
+    /// and the others follow it.
     #[arg(long, value_name = "SECONDS", value_parser = bounds::node_timeout, requires = "cluster")]
     node_timeout: Option<Duration>,
 }
@@ -245,6 +252,19 @@ impl ClusterArgs {
     }
 }
 
+/// `bytes` as `--backlog` reads it: in the largest binary unit that holds
+/// it whole.
+fn size_text(bytes: usize) -> String {
+    let units = [("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    match units
+        .iter()
+        .find(|(_, shift)| bytes != 0 && bytes.trailing_zeros() >= *shift)
+    {
+        Some((unit, shift)) => format!("{}{unit}", bytes >> shift),
+        None => bytes.to_string(),
+    }
+}
+
 /// `--exempt`'s values as a list: `none` alone means no exemptions.
 fn exemptions(values: &[Option<IpNet>]) -> Result<Vec<IpNet>> {
     let nets: Vec<IpNet> = values.iter().flatten().copied().collect();
@@ -252,4 +272,38 @@ fn exemptions(values: &[Option<IpNet>]) -> Result<Vec<IpNet>> {
         anyhow::bail!("--exempt none cannot be combined with addresses");
     }
     Ok(nets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_shown_as_text_read_back_as_their_constants() {
+        assert_eq!(
+            bounds::handshake_timeout(&DEFAULT_HANDSHAKE_TIMEOUT),
+            Ok(session::DEFAULT_HANDSHAKE_TIMEOUT)
+        );
+        assert_eq!(
+            bounds::rate_limit(&DEFAULT_RATE),
+            Ok(Some(rate::DEFAULT_RATE))
+        );
+        assert_eq!(DEFAULT_BACKLOG.as_str(), "64MiB");
+        for bytes in [
+            backlog::DEFAULT_BYTES,
+            backlog::MIN_BYTES,
+            1 << 30,
+            3 << 20,
+            1000,
+            0,
+        ] {
+            assert_eq!(backlog::parse_size(&size_text(bytes)), Ok(bytes), "{bytes}");
+        }
+        let exempt: Result<Vec<_>, _> = DEFAULT_EXEMPT
+            .iter()
+            .map(|net| per_address::parse_exempt(net))
+            .collect();
+        let exempt: Vec<IpNet> = exempt.expect("exempt").into_iter().flatten().collect();
+        assert_eq!(exempt, per_address::default_exempt());
+    }
 }

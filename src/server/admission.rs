@@ -15,6 +15,10 @@ use crate::server::per_address::SourceHandle;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+/// The default most participants at once, if the open-files limit allows
+/// as many.
+pub const DEFAULT_MAX_PARTICIPANTS: usize = 50_000;
+
 /// Connections refused at admission still get a reason, over TLS; at most
 /// this many such refusals are in progress at once, beyond which newcomers
 /// are simply closed. Their sockets count like any other.

@@ -16,7 +16,7 @@ use crate::protocol;
 use crate::room::backlog;
 use crate::room::{LocalRoom, Room};
 use crate::server::access::{self, Access, Entry};
-use crate::server::admission::{Admission, MAX_REFUSALS_IN_FLIGHT};
+use crate::server::admission::{self, Admission, MAX_REFUSALS_IN_FLIGHT};
 use crate::server::log_limit::{self, LogLimit};
 use crate::server::per_address::{self, AddressLimits, Refusal, Sources};
 use crate::server::session::{self, Limits, Session};
@@ -76,11 +76,11 @@ impl Settings {
         Settings {
             tls,
             limits: Limits::default(),
-            max_participants: 50_000,
+            max_participants: admission::DEFAULT_MAX_PARTICIPANTS,
             max_sockets: None,
-            max_per_ip: 16,
-            connects_per_minute: 60,
-            joins_per_minute: 10,
+            max_per_ip: per_address::DEFAULT_MAX_PER_IP,
+            connects_per_minute: per_address::DEFAULT_CONNECTS_PER_MINUTE,
+            joins_per_minute: per_address::DEFAULT_JOINS_PER_MINUTE,
             exempt: per_address::default_exempt(),
             backlog: backlog::DEFAULT_BYTES,
             history_lines: 0,

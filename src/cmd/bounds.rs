@@ -9,6 +9,7 @@
 //! day.
 
 use crate::room::{backlog, cluster};
+use crate::server::admission;
 use crate::server::rate::RateLimit;
 use clap::Command;
 use std::ops::RangeInclusive;
@@ -62,10 +63,15 @@ pub fn ranges_in_help(serve: Command) -> Command {
         from_to(&NODE_TIMEOUT),
         cluster::DEFAULT_NODE_TIMEOUT.as_secs_f64()
     );
+    let max_participants = format!(
+        "{}; by default {}, or what the open-files limit allows if fewer",
+        from_to(&MAX_PARTICIPANTS),
+        admission::DEFAULT_MAX_PARTICIPANTS
+    );
     let ranges = [
         ("max_line", from_to(&MAX_LINE)),
         ("handshake_timeout", from_to(&HANDSHAKE_TIMEOUT)),
-        ("max_participants", from_to(&MAX_PARTICIPANTS)),
+        ("max_participants", max_participants),
         ("max_per_ip", from_to(&MAX_PER_IP)),
         ("connects_per_minute", from_to(&CONNECTS_PER_MINUTE)),
         ("joins_per_minute", from_to(&JOINS_PER_MINUTE)),

@@ -59,9 +59,10 @@ pub struct ServeArgs {
     /// Seconds a new connection has for the TLS handshake and its nickname.
     #[arg(long, default_value = DEFAULT_HANDSHAKE_TIMEOUT.as_str(), value_name = "SECONDS", value_parser = bounds::handshake_timeout)]
     handshake_timeout: Duration,
-    /// Most participants at once, within what the open-files limit allows.
-    #[arg(long, default_value_t = admission::DEFAULT_MAX_PARTICIPANTS, value_parser = bounds::max_participants)]
-    max_participants: usize,
+    /// Most participants at once; asking for more than the open-files limit
+    /// allows gets a warning and what it allows.
+    #[arg(long, value_parser = bounds::max_participants)]
+    max_participants: Option<usize>,
     /// Most connections at once from one address (an IPv4 address or an
     /// IPv6 /64), except from --exempt ones.
     #[arg(long, default_value_t = per_address::DEFAULT_MAX_PER_IP, value_parser = bounds::max_per_ip)]

@@ -51,27 +51,35 @@ pub fn participants_within(sockets: usize) -> usize {
 /// (participants, refusals in progress, connections still closing) within
 /// it, with a reserve in proportion to it (see [`socket_budget`]). Returns
 /// the participant limit and the socket limit.
-pub fn fit_to_open_files(max_participants: usize) -> (usize, Option<usize>) {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => {
-            let sockets = socket_budget(limit);
-            let room = participants_within(sockets);
-            tracing::info!(open_files = limit, sockets, "open-files limit");
-            if max_participants > room {
-                tracing::warn!(
-                    "--max-participants {max_participants} exceeds what the open-files limit \
-                     ({limit}) allows: using {room}"
-                );
-            }
-            let participants = max_participants.min(room);
-            let sockets = sockets.min(participants.saturating_add(MAX_REFUSALS_IN_FLIGHT));
-            (participants, Some(sockets))
-        }
+///
+/// `asked` is the participant limit the user asked for; without one, the
+/// default ([`DEFAULT_MAX_PARTICIPANTS`]) is lowered to what the machine
+/// allows with an info line, and only a limit asked for and not allowed is
+/// warned about.
+pub fn fit_to_open_files(asked: Option<usize>) -> (usize, Option<usize>) {
+    let wanted = asked.unwrap_or(DEFAULT_MAX_PARTICIPANTS);
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
         Err(e) => {
             tracing::warn!("cannot read or raise the open-files limit: {e}");
-            (max_participants, None)
+            return (wanted, None);
+        }
+    };
+    let sockets = socket_budget(limit);
+    let room = participants_within(sockets);
+    tracing::info!(open_files = limit, sockets, "open-files limit");
+    if wanted > room {
+        match asked {
+            Some(asked) => tracing::warn!(
+                "--max-participants {asked} exceeds what the open-files limit ({limit}) \
+                 allows: using {room}"
+            ),
+            None => tracing::info!("participants: at most {room} (open-files limit {limit})"),
         }
     }
+    let participants = wanted.min(room);
+    let sockets = sockets.min(participants.saturating_add(MAX_REFUSALS_IN_FLIGHT));
+    (participants, Some(sockets))
 }
 
 /// What an admitted connection holds: its socket's count, its place among

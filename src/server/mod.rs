@@ -1,6 +1,6 @@
 //! The server: from an accepted socket to a participant in the room.
 //!
-//! [`listener`] accepts and admits connections (open sockets, participants,
+//! The listener accepts and admits connections (open sockets, participants,
 //! [`per_address`] limits), runs the TLS handshake under a deadline and
 //! hands each connection to its [`session`]. [`access`] says who may join
 //! (client certificates, the CRL, denied names); [`rate`] is the token

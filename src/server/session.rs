@@ -1,5 +1,5 @@
 //! One connection's session, once its transport is up: the NICK exchange,
-//! then the chat of a registered [`Participant`](participant::Participant),
+//! then the chat of a registered `Participant` (its own module),
 //! then its goodbye: why it ended, if there is something to tell, and
 //! close_notify.
 //!
@@ -137,7 +137,7 @@ impl<R> Clone for Context<'_, R> {
 impl<R> Copy for Context<'_, R> {}
 
 /// One connection's session, once its transport is up: the NICK exchange,
-/// then (as a [`Participant`]) the chat, then its goodbye. The task that
+/// then (as a `Participant`) the chat, then its goodbye. The task that
 /// runs it logs in a span that names the peer.
 pub struct Session<'a, S, R> {
     conn: Connection<S>,

@@ -2,12 +2,16 @@
 //! hold the command line to them.
 //!
 //! A setting outside its range is refused when the command line is read,
-//! with the range in the message (and in `--help`), so that no value can
+//! with the range in the message (and in `--help`, see
+//! [`ranges_in_help`]), so that no value can
 //! reach a clock or an allocation and fail there later: a timeout of 1e19
 //! seconds, say, would overflow the first time it is added to the time of
 //! day.
 
+use crate::room::{backlog, cluster};
+use crate::server::admission;
 use crate::server::rate::RateLimit;
+use clap::Command;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -36,6 +40,61 @@ pub const NODE_TIMEOUT: RangeInclusive<f64> = 0.5..=300.0;
 pub const RATE: RangeInclusive<f64> = 0.01..=1_000_000.0;
 /// `--rate-limit`'s burst, messages.
 pub const BURST: RangeInclusive<u32> = 1..=10_000_000;
+/// `--history`, lines (clap's own parser checks it, and takes an `i64`
+/// range).
+pub const HISTORY: RangeInclusive<i64> = 0..=1000;
+
+/// Adds each bounded `serve` argument's range to the end of its help, from
+/// the constants above: `--help` says what the parsers check. (And the
+/// default of `--max-participants`, which clap does not know: without it,
+/// the open-files limit may lower it quietly.)
+pub fn ranges_in_help(serve: Command) -> Command {
+    let idle_days = IDLE_TIMEOUT.end() / 86_400.0;
+    let rate = format!("RATE {}, BURST {}", from_to(&RATE), from_to(&BURST));
+    let idle = format!("at most {}, {idle_days} days", IDLE_TIMEOUT.end());
+    let backlog = format!(
+        "each line counts its length plus {} bytes; at least {} KiB and four of the \
+         longest lines",
+        backlog::LINE_OVERHEAD,
+        backlog::MIN_BYTES >> 10
+    );
+    let node_timeout = format!(
+        "{}; default {}",
+        from_to(&NODE_TIMEOUT),
+        cluster::DEFAULT_NODE_TIMEOUT.as_secs_f64()
+    );
+    let max_participants = format!(
+        "{}; by default {}, or what the open-files limit allows if fewer",
+        from_to(&MAX_PARTICIPANTS),
+        admission::DEFAULT_MAX_PARTICIPANTS
+    );
+    let ranges = [
+        ("max_line", from_to(&MAX_LINE)),
+        ("handshake_timeout", from_to(&HANDSHAKE_TIMEOUT)),
+        ("max_participants", max_participants),
+        ("max_per_ip", from_to(&MAX_PER_IP)),
+        ("connects_per_minute", from_to(&CONNECTS_PER_MINUTE)),
+        ("joins_per_minute", from_to(&JOINS_PER_MINUTE)),
+        ("rate_limit", rate),
+        ("idle_timeout", idle),
+        ("backlog", backlog),
+        ("history", format!("at most {}", HISTORY.end())),
+        ("node_timeout", node_timeout),
+    ];
+    ranges.into_iter().fold(serve, |serve, (id, range)| {
+        serve.mut_arg(id, |arg| {
+            let help = format!("{} ({range})", arg.get_help().unwrap_or_default());
+            match arg.get_long_help().map(|long| format!("{long} ({range})")) {
+                Some(long_help) => arg.help(help).long_help(long_help),
+                None => arg.help(help),
+            }
+        })
+    })
+}
+
+fn from_to<T: std::fmt::Display>(range: &RangeInclusive<T>) -> String {
+    format!("{} to {}", range.start(), range.end())
+}
 
 fn whole<T>(s: &str, range: &RangeInclusive<T>) -> Result<T, String>
 where
@@ -118,6 +177,25 @@ pub fn rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
         ));
     }
     Ok(Some(limit))
+}
+
+/// `--backlog` must hold a few of the longest lines (`--max-line`), or a
+/// single one would push everybody who has not read the one before it out
+/// of the room.
+pub fn backlog(size: usize, max_line: usize) -> anyhow::Result<usize> {
+    // `<nick>: <text>\n` at its longest, as the ring counts it.
+    let longest = max_line
+        .saturating_add(crate::protocol::MAX_NICK_LEN + 3)
+        .saturating_add(backlog::LINE_OVERHEAD);
+    let least = backlog::MIN_BYTES.max(longest.saturating_mul(4));
+    if size < least {
+        anyhow::bail!(
+            "--backlog {size} bytes is too small: it must be at least {least} bytes \
+             ({} KiB, and four lines of --max-line)",
+            backlog::MIN_BYTES >> 10
+        );
+    }
+    Ok(size)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ mod serve;
 
 use crate::bench::BenchArgs;
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,7 +44,7 @@ enum Command {
 
 /// Runs the command line; returns the process's exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     init_logging();
     match run(cli) {
         Ok(()) => 0,
@@ -59,7 +59,13 @@ pub fn main() -> i32 {
 /// runs nothing: for checking that a command shown in the docs is one the
 /// binary accepts.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<(), clap::Error> {
-    Cli::try_parse_from(args).map(drop)
+    let matches = command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches).map(drop)
+}
+
+/// The command line, with the ranges of `serve`'s settings in its help.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("serve", bounds::ranges_in_help)
 }
 
 fn init_logging() {

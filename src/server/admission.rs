@@ -13,6 +13,11 @@
 
 use crate::server::per_address::SourceHandle;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+/// The default most participants at once, if the open-files limit allows
+/// as many.
+pub const DEFAULT_MAX_PARTICIPANTS: usize = 50_000;
 
 /// Connections refused at admission still get a reason, over TLS; at most
 /// this many such refusals are in progress at once, beyond which newcomers
@@ -42,14 +47,50 @@ pub fn participants_within(sockets: usize) -> usize {
     sockets.saturating_sub(MAX_REFUSALS_IN_FLIGHT)
 }
 
+/// Raises the open-files limit to its hard limit, and keeps the sockets
+/// (participants, refusals in progress, connections still closing) within
+/// it, with a reserve in proportion to it (see [`socket_budget`]). Returns
+/// the participant limit and the socket limit.
+///
+/// `asked` is the participant limit the user asked for; without one, the
+/// default ([`DEFAULT_MAX_PARTICIPANTS`]) is lowered to what the machine
+/// allows with an info line, and only a limit asked for and not allowed is
+/// warned about.
+pub fn fit_to_open_files(asked: Option<usize>) -> (usize, Option<usize>) {
+    let wanted = asked.unwrap_or(DEFAULT_MAX_PARTICIPANTS);
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-files limit: {e}");
+            return (wanted, None);
+        }
+    };
+    let sockets = socket_budget(limit);
+    let room = participants_within(sockets);
+    tracing::info!(open_files = limit, sockets, "open-files limit");
+    if wanted > room {
+        match asked {
+            Some(asked) => tracing::warn!(
+                "--max-participants {asked} exceeds what the open-files limit ({limit}) \
+                 allows: using {room}"
+            ),
+            None => tracing::info!("participants: at most {room} (open-files limit {limit})"),
+        }
+    }
+    let participants = wanted.min(room);
+    let sockets = sockets.min(participants.saturating_add(MAX_REFUSALS_IN_FLIGHT));
+    (participants, Some(sockets))
+}
+
 /// What an admitted connection holds: its socket's count, its place among
-/// the participants, and (unless its address is exempt) its share of its
-/// address's limits.
+/// the participants, (unless its address is exempt) its share of its
+/// address's limits, and the time it has to become a participant.
 #[derive(Debug)]
 pub struct Admission {
     _socket: OwnedSemaphorePermit,
     place: Option<OwnedSemaphorePermit>,
     source: Option<SourceHandle>,
+    deadline: Instant,
 }
 
 impl Admission {
@@ -57,12 +98,20 @@ impl Admission {
         socket: OwnedSemaphorePermit,
         place: OwnedSemaphorePermit,
         source: Option<SourceHandle>,
+        deadline: Instant,
     ) -> Self {
         Admission {
             _socket: socket,
             place: Some(place),
             source,
+            deadline,
         }
+    }
+
+    /// When the TLS handshake and the nickname must be done: the handshake
+    /// timeout, counted from accept.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// The connection's address's limits, unless it is exempt.

@@ -16,23 +16,25 @@ use crate::protocol;
 use crate::room::backlog;
 use crate::room::{LocalRoom, Room};
 use crate::server::access::{self, Access, Entry};
-use crate::server::admission::{Admission, MAX_REFUSALS_IN_FLIGHT};
+use crate::server::admission::{self, Admission, MAX_REFUSALS_IN_FLIGHT};
 use crate::server::log_limit::{self, LogLimit};
 use crate::server::per_address::{self, AddressLimits, Refusal, Sources};
-use crate::server::session::{self, Limits};
-use crate::server::shutdown::Shutdown;
+use crate::server::session::{self, Limits, Session};
+use crate::server::shutdown::{self, Shutdown};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use ipnet::IpNet;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
 /// Everything `serve` can be told.
 #[derive(Debug, Clone)]
@@ -74,15 +76,15 @@ impl Settings {
         Settings {
             tls,
             limits: Limits::default(),
-            max_participants: 50_000,
+            max_participants: admission::DEFAULT_MAX_PARTICIPANTS,
             max_sockets: None,
-            max_per_ip: 16,
-            connects_per_minute: 60,
-            joins_per_minute: 10,
+            max_per_ip: per_address::DEFAULT_MAX_PER_IP,
+            connects_per_minute: per_address::DEFAULT_CONNECTS_PER_MINUTE,
+            joins_per_minute: per_address::DEFAULT_JOINS_PER_MINUTE,
             exempt: per_address::default_exempt(),
             backlog: backlog::DEFAULT_BYTES,
             history_lines: 0,
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: shutdown::DEFAULT_GRACE,
             access: None,
         }
     }
@@ -129,22 +131,73 @@ impl Server {
         R: Room,
         R::Subscription: Sync,
     {
-        let settings = Arc::new(self.settings);
+        let grace = self.settings.shutdown_grace;
         let (notify_shutdown, _) = broadcast::channel(1);
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let mut listener = Listener {
-            listener: self.listener,
-            tls: settings.tls.clone().map(TlsAcceptor::from),
-            room: room.clone(),
-            settings: settings.clone(),
+        let mut listener = Listener::new(self, room.clone(), notify_shutdown.clone(), done_tx);
+        tokio::select! {
+            _ = listener.accept_loop() => {}
+            _ = shutdown => tracing::info!("shutting down"),
+        }
+        // No more connections; the tasks hold their own completion senders.
+        drop(listener);
+        room.close(protocol::control_line(protocol::SHUTTING_DOWN));
+        // Sessions hold receivers; sending wakes all of them, and tells them
+        // until when they may go on writing their last lines.
+        let _ = notify_shutdown.send(deadline_after(grace));
+        if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+            tracing::warn!("some connections did not close within the grace period");
+        }
+        Ok(())
+    }
+}
+
+/// The accept loop and the counts every admission is checked against.
+struct Listener<R> {
+    listener: TcpListener,
+    shared: Arc<Shared<R>>,
+    /// One permit per participant (or connection on its way to being
+    /// one), given back as it leaves.
+    slots: Arc<Semaphore>,
+    /// One permit per open socket, given back once it is closed.
+    sockets: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+    sources: Arc<Sources>,
+    notify_shutdown: broadcast::Sender<Instant>,
+    /// Cloned into every connection task; the server waits until all are gone.
+    done_tx: mpsc::Sender<()>,
+}
+
+/// What every connection's task uses, in one allocation shared by all of
+/// them: each task holds one reference to it.
+struct Shared<R> {
+    room: Arc<R>,
+    settings: Settings,
+    tls: Option<TlsAcceptor>,
+    logs: Logs,
+}
+
+impl<R> Listener<R>
+where
+    R: Room,
+    R::Subscription: Sync,
+{
+    fn new(
+        server: Server,
+        room: Arc<R>,
+        notify_shutdown: broadcast::Sender<Instant>,
+        done_tx: mpsc::Sender<()>,
+    ) -> Self {
+        let settings = server.settings;
+        let sockets = settings.max_sockets.unwrap_or(
+            settings
+                .max_participants
+                .saturating_add(MAX_REFUSALS_IN_FLIGHT),
+        );
+        Listener {
+            listener: server.listener,
             slots: Arc::new(Semaphore::new(settings.max_participants)),
-            sockets: Arc::new(Semaphore::new(
-                settings.max_sockets.unwrap_or(
-                    settings
-                        .max_participants
-                        .saturating_add(MAX_REFUSALS_IN_FLIGHT),
-                ),
-            )),
+            sockets: Arc::new(Semaphore::new(sockets)),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
             sources: Arc::new(Sources::new(AddressLimits {
                 exempt: settings.exempt.clone(),
@@ -153,53 +206,17 @@ impl Server {
                 joins_per_minute: settings.joins_per_minute,
                 messages: settings.limits.rate,
             })),
-            logs: Arc::new(Logs::new()),
-            notify_shutdown: notify_shutdown.clone(),
+            shared: Arc::new(Shared {
+                room,
+                tls: settings.tls.clone().map(TlsAcceptor::from),
+                settings,
+                logs: Logs::new(),
+            }),
+            notify_shutdown,
             done_tx,
-        };
-        tokio::select! {
-            _ = listener.accept_loop() => {}
-            _ = shutdown => tracing::info!("shutting down"),
         }
-        let Listener { done_tx, .. } = listener;
-        room.close(protocol::control_line(protocol::SHUTTING_DOWN));
-        // Sessions hold receivers; sending wakes all of them, and tells them
-        // until when they may go on writing their last lines.
-        let _ = notify_shutdown.send(deadline_after(settings.shutdown_grace));
-        drop(done_tx);
-        if tokio::time::timeout(settings.shutdown_grace, done_rx.recv())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some connections did not close within the grace period");
-        }
-        Ok(())
     }
-}
 
-struct Listener<R> {
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    room: Arc<R>,
-    settings: Arc<Settings>,
-    /// One permit per participant (or connection on its way to being
-    /// one), given back as it leaves.
-    slots: Arc<Semaphore>,
-    /// One permit per open socket, given back once it is closed.
-    sockets: Arc<Semaphore>,
-    refusals: Arc<Semaphore>,
-    sources: Arc<Sources>,
-    logs: Arc<Logs>,
-    notify_shutdown: broadcast::Sender<Instant>,
-    /// Cloned into every connection task; the server waits until all are gone.
-    done_tx: mpsc::Sender<()>,
-}
-
-impl<R> Listener<R>
-where
-    R: Room,
-    R::Subscription: Sync,
-{
     async fn accept_loop(&mut self) {
         let mut backoff = Duration::from_millis(10);
         let mut summaries = tokio::time::interval(log_limit::INTERVAL);
@@ -207,7 +224,7 @@ where
             let accepted = tokio::select! {
                 accepted = self.listener.accept() => accepted,
                 _ = summaries.tick() => {
-                    self.logs.summarize();
+                    self.shared.logs.summarize();
                     continue;
                 }
             };
@@ -228,12 +245,14 @@ where
         }
     }
 
+    /// Counts a new connection against the limits, and starts its task or
+    /// refuses it.
     fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
         let now = Instant::now();
-        let deadline = deadline_after(self.settings.limits.handshake_timeout);
+        let logs = &self.shared.logs;
         // Counted from now until the socket is closed.
         let Ok(socket) = self.sockets.clone().try_acquire_owned() else {
-            if self.logs.refused.allow(now) {
+            if logs.refused.allow(now) {
                 tracing::warn!(%peer, "refused: as many sockets open as the limits allow");
             }
             return; // dropping `tcp` closes it
@@ -243,125 +262,61 @@ where
             Err(Refusal::TooManyAttempts) => {
                 // Before any TLS work: an address that reconnects in a
                 // loop costs an accept and a close.
-                if self.logs.refused.allow(now) {
+                if logs.refused.allow(now) {
                     tracing::info!(%peer, "refused: too many connection attempts from this address");
                 }
                 return;
             }
             Err(Refusal::TooManySources) => {
-                if self.logs.refused.allow(now) {
+                if logs.refused.allow(now) {
                     tracing::warn!(%peer, "refused: too many addresses to keep track of");
                 }
                 return;
             }
             Err(Refusal::TooManyConnections) => {
-                if self.logs.told.allow(now) {
+                if logs.told.allow(now) {
                     tracing::info!(%peer, "refused: too many connections from this address");
                 }
-                return self.refuse(
-                    tcp,
-                    peer,
-                    deadline,
-                    socket,
-                    "too many connections from your address",
-                );
+                let reason = "too many connections from your address";
+                return self.refuse(tcp, peer, socket, reason);
             }
         };
         // We batch lines ourselves; Nagle would only add delay.
         let _ = tcp.set_nodelay(true);
         let Ok(place) = self.slots.clone().try_acquire_owned() else {
-            if self.logs.told.allow(now) {
+            if logs.told.allow(now) {
                 tracing::info!(%peer, "refused: server full");
             }
-            return self.refuse(tcp, peer, deadline, socket, "server full");
+            return self.refuse(tcp, peer, socket, "server full");
         };
-        let admission = Admission::new(socket, place, source);
-        let tls = self.tls.clone();
-        let room = self.room.clone();
-        let settings = self.settings.clone();
-        let logs = self.logs.clone();
-        let mut shutdown = Shutdown::new(self.notify_shutdown.subscribe());
-        let done = self.done_tx.clone();
-        tokio::spawn(async move {
-            let _done = done;
-            let limits = &settings.limits;
-            // Whatever runs after the handshake is boxed (see
-            // `boxed_session`), and the handshake's result (the TLS stream,
-            // over a kilobyte) lives in this block only, so that the task
-            // keeps no room for either while the session runs.
-            let session = match tls {
-                None => {
-                    let entry = access::admit(settings.access.as_ref(), None);
-                    boxed_session(
-                        tcp,
-                        peer,
-                        &room,
-                        limits,
-                        &mut shutdown,
-                        deadline,
-                        admission,
-                        entry,
-                        &logs.told,
-                    )
-                }
-                Some(acceptor) => {
-                    // Boxed, so that its state is freed once the handshake is done.
-                    let handshake =
-                        Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp)));
-                    let stream = tokio::select! {
-                        stream = handshake => stream,
-                        _ = shutdown.recv() => return,
-                    };
-                    match stream {
-                        Ok(Ok(stream)) => {
-                            let presented = stream.get_ref().1.peer_certificates();
-                            let entry = access::admit(settings.access.as_ref(), presented);
-                            boxed_session(
-                                stream,
-                                peer,
-                                &room,
-                                limits,
-                                &mut shutdown,
-                                deadline,
-                                admission,
-                                entry,
-                                &logs.told,
-                            )
-                        }
-                        Ok(Err(e)) => {
-                            if logs.handshakes.allow(Instant::now()) {
-                                tracing::info!(%peer, "TLS handshake failed: {e}");
-                            }
-                            return;
-                        }
-                        Err(_) => {
-                            if logs.handshakes.allow(Instant::now()) {
-                                tracing::info!(%peer, "TLS handshake timed out");
-                            }
-                            return;
-                        }
-                    }
-                }
-            };
-            session.await
-        });
+        let deadline = deadline_after(self.shared.settings.limits.handshake_timeout);
+        let admission = Admission::new(socket, place, source, deadline);
+        let task = connection(
+            self.shared.clone(),
+            tcp,
+            admission,
+            Shutdown::new(self.notify_shutdown.subscribe()),
+            self.done_tx.clone(),
+        );
+        // Every line the connection's task logs names its peer.
+        tokio::spawn(task.instrument(tracing::info_span!("conn", %peer)));
     }
 
     /// Tells a refused newcomer why (after the TLS handshake, so it can
-    /// read it), within the handshake deadline and a bounded number of
+    /// read it), within the handshake timeout and a bounded number of
     /// refusals at once.
     fn refuse(
         &self,
         tcp: TcpStream,
         peer: SocketAddr,
-        deadline: Instant,
         socket: OwnedSemaphorePermit,
         reason: &'static str,
     ) {
         let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
             return; // dropping `tcp` closes it
         };
-        let tls = self.tls.clone();
+        let deadline = deadline_after(self.shared.settings.limits.handshake_timeout);
+        let tls = self.shared.tls.clone();
         let line = protocol::error_line(reason);
         tokio::spawn(async move {
             // The socket counts until this task is done with it.
@@ -380,65 +335,128 @@ where
     }
 }
 
+/// One connection's task: the TLS handshake, then its session.
+///
+/// Whatever runs after the handshake is boxed (see
+/// [`Shared::boxed_session`]), and the handshake's result (the TLS stream,
+/// over a kilobyte) lives in the block that boxes it only, so that the task
+/// keeps no room for either while the session runs. Not an `async fn`,
+/// which would keep a second copy of its arguments in every task.
+#[allow(clippy::manual_async_fn)]
+fn connection<R>(
+    shared: Arc<Shared<R>>,
+    tcp: TcpStream,
+    admission: Admission,
+    mut shutdown: Shutdown,
+    done: mpsc::Sender<()>,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    R: Room,
+    R::Subscription: Sync,
+{
+    async move {
+        let _done = done;
+        let access = shared.settings.access.as_ref();
+        let session = match &shared.tls {
+            None => {
+                shared.boxed_session(tcp, &mut shutdown, admission, access::admit(access, None))
+            }
+            Some(acceptor) => {
+                // Boxed, so that its state is freed once the handshake is done.
+                let handshake = Box::pin(tokio::time::timeout_at(
+                    admission.deadline(),
+                    acceptor.accept(tcp),
+                ));
+                let stream = tokio::select! {
+                    stream = handshake => stream,
+                    _ = shutdown.recv() => return,
+                };
+                match stream {
+                    Ok(Ok(stream)) => {
+                        let entry = access::admit(access, stream.get_ref().1.peer_certificates());
+                        shared.boxed_session(stream, &mut shutdown, admission, entry)
+                    }
+                    Ok(Err(e)) => {
+                        if shared.logs.handshakes.allow(Instant::now()) {
+                            tracing::info!("TLS handshake failed: {e}");
+                        }
+                        return;
+                    }
+                    Err(_) => {
+                        if shared.logs.handshakes.allow(Instant::now()) {
+                            tracing::info!("TLS handshake timed out");
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        session.await
+    }
+}
+
+impl<R> Shared<R>
+where
+    R: Room,
+    R::Subscription: Sync,
+{
+    /// A session over `stream` (or, when the access policy refuses the
+    /// participant, telling it why), in an allocation of its own sized
+    /// exactly for it. Not an `async fn`: that would keep room for `stream`
+    /// in the caller's task for as long as the session lasts. This way a
+    /// connection's task stays small, and idle participants are what a big
+    /// room is mostly made of.
+    fn boxed_session<'a, S>(
+        &'a self,
+        stream: S,
+        shutdown: &'a mut Shutdown,
+        admission: Admission,
+        entry: Result<Option<Entry>, access::Refusal>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+    {
+        match entry {
+            Ok(entry) => {
+                let conn = Connection::new(stream, self.settings.limits.max_line);
+                let server = session::Context {
+                    room: &*self.room,
+                    limits: &self.settings.limits,
+                    refusals: &self.logs.told,
+                };
+                let entry = entry.map(Box::new);
+                Box::pin(Session::new(conn, server, shutdown, admission, entry).run())
+            }
+            Err(refusal) => {
+                let deadline = admission.deadline();
+                Box::pin(refuse_participant(
+                    stream,
+                    deadline,
+                    refusal,
+                    &self.logs.told,
+                ))
+            }
+        }
+    }
+}
+
 /// Tells a client the access policy refuses why, and closes. Anyone with a
 /// denied name or a revoked certificate can repeat this at will, so its log
 /// line is limited with the other refusals (`told`).
-async fn refuse_participant<S: tokio::io::AsyncWrite + Unpin>(
+async fn refuse_participant<S: AsyncWrite + Unpin>(
     stream: S,
-    peer: SocketAddr,
     deadline: Instant,
     refusal: access::Refusal,
     told: &LogLimit,
 ) {
     if told.allow(Instant::now()) {
-        tracing::info!(%peer, "refused: {refusal}");
+        tracing::info!("refused: {refusal}");
     }
     let line = protocol::error_line(&refusal);
     let _ = tokio::time::timeout_at(deadline, say_and_close(stream, line)).await;
 }
 
-/// A session over `stream` (or, when the access policy refuses the
-/// participant, telling it why), in an allocation of its own sized exactly
-/// for it. Not an `async fn`: that would keep room for `stream` in the caller's
-/// task for as long as the session lasts. This way a connection's task stays
-/// small, and idle participants are what a big room is mostly made of.
-#[allow(clippy::too_many_arguments)]
-fn boxed_session<'a, S, R>(
-    stream: S,
-    peer: SocketAddr,
-    room: &'a Arc<R>,
-    limits: &'a Limits,
-    shutdown: &'a mut Shutdown,
-    deadline: Instant,
-    admission: Admission,
-    entry: Result<Option<Entry>, access::Refusal>,
-    told: &'a LogLimit,
-) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'a,
-    R: Room,
-    R::Subscription: Sync,
-{
-    match entry {
-        Ok(entry) => {
-            let conn = Connection::new(stream, limits.max_line);
-            Box::pin(session::run_as(
-                conn,
-                peer,
-                &**room,
-                limits,
-                shutdown,
-                deadline,
-                admission,
-                entry.map(Box::new),
-                told,
-            ))
-        }
-        Err(refusal) => Box::pin(refuse_participant(stream, peer, deadline, refusal, told)),
-    }
-}
-
-async fn say_and_close<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, line: Bytes) {
+async fn say_and_close<S: AsyncWrite + Unpin>(mut stream: S, line: Bytes) {
     let _ = stream.write_all(&line).await;
     let _ = stream.shutdown().await;
 }

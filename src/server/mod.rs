@@ -1,12 +1,13 @@
 //! The server: from an accepted socket to a participant in the room.
 //!
-//! [`listener`] accepts and admits connections (open sockets, participants,
+//! The listener accepts and admits connections (open sockets, participants,
 //! [`per_address`] limits), runs the TLS handshake under a deadline and
 //! hands each connection to its [`session`]. [`access`] says who may join
 //! (client certificates, the CRL, denied names); [`rate`] is the token
 //! bucket every participant's lines spend; [`log_limit`] keeps refusals
 //! from flooding the log; [`shutdown`] is the stop signal as each task sees
-//! it.
+//! it (given on SIGINT or SIGTERM); [`reload`] loads the certificate and the access policy at start and
+//! again on SIGHUP.
 
 pub mod access;
 pub mod admission;
@@ -14,6 +15,7 @@ mod listener;
 pub mod log_limit;
 pub mod per_address;
 pub mod rate;
+pub mod reload;
 pub mod session;
 pub mod shutdown;
 

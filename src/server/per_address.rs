@@ -72,13 +72,20 @@ pub struct AddressLimits {
     pub messages: Option<RateLimit>,
 }
 
+/// The default most connections at once from one address.
+pub const DEFAULT_MAX_PER_IP: usize = 16;
+/// The default connection attempts per minute from one address.
+pub const DEFAULT_CONNECTS_PER_MINUTE: u32 = 60;
+/// The default joins per minute from one address.
+pub const DEFAULT_JOINS_PER_MINUTE: u32 = 10;
+
 impl Default for AddressLimits {
     fn default() -> Self {
         AddressLimits {
             exempt: default_exempt(),
-            max_connections: 16,
-            connects_per_minute: 60,
-            joins_per_minute: 10,
+            max_connections: DEFAULT_MAX_PER_IP,
+            connects_per_minute: DEFAULT_CONNECTS_PER_MINUTE,
+            joins_per_minute: DEFAULT_JOINS_PER_MINUTE,
             messages: Some(RateLimit::default()),
         }
     }

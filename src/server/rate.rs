@@ -18,12 +18,22 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// The default rate: 10 lines a second, 20 at once after a quiet spell.
+pub const DEFAULT_RATE: RateLimit = RateLimit {
+    per_second: 10.0,
+    burst: 20,
+};
+
 impl Default for RateLimit {
     fn default() -> Self {
-        RateLimit {
-            per_second: 10.0,
-            burst: 20,
-        }
+        DEFAULT_RATE
+    }
+}
+
+/// `RATE/BURST`, as [`FromStr`](std::str::FromStr) reads it.
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.per_second, self.burst)
     }
 }
 
@@ -205,5 +215,9 @@ mod tests {
         assert!("0".parse::<RateLimit>().is_err());
         assert!("x/3".parse::<RateLimit>().is_err());
         assert!("3/0".parse::<RateLimit>().is_err());
+        for limit in [DEFAULT_RATE, "0.5/3".parse().expect("a rate")] {
+            assert_eq!(limit.to_string().parse::<RateLimit>(), Ok(limit));
+        }
+        assert_eq!(DEFAULT_RATE.to_string(), "10/20");
     }
 }

@@ -7,8 +7,12 @@
 //! should have said its last words, so that a peer that is merely slow for
 //! a moment still gets every line before the server goes.
 
+use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+
+/// How long shutdown waits for sessions to say goodbye, by default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 /// Listens for the server's stop signal.
 #[derive(Debug)]
@@ -34,11 +38,6 @@ impl Shutdown {
         self.deadline
     }
 
-    /// Whether the signal has been received.
-    pub fn is_shutdown(&self) -> bool {
-        self.is_shutdown
-    }
-
     /// Waits for the signal; returns at once if it was already received.
     /// Cancel-safe.
     pub async fn recv(&mut self) {
@@ -48,5 +47,25 @@ impl Shutdown {
         // A lagged or closed channel means the same thing: stop.
         self.deadline = self.notify.recv().await.ok();
         self.is_shutdown = true;
+    }
+}
+
+/// Completes on SIGINT or SIGTERM: how `serve` is stopped gracefully.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot listen for SIGINT/SIGTERM: {e}; stop with SIGKILL");
+            std::future::pending::<()>().await
+        }
     }
 }

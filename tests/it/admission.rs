@@ -119,7 +119,8 @@ async fn max_participants_is_lowered_to_what_the_open_files_limit_allows() {
     let mut serve = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ulimit -n 1000 && exec {BIN} serve --plaintext --addr 127.0.0.1:0"
+            "ulimit -n 1000 && exec {BIN} serve --plaintext --addr 127.0.0.1:0 \
+             --max-participants 50000"
         ))
         .current_dir(dir.path())
         .stdout(Stdio::null())

@@ -28,6 +28,7 @@ mod lookalikes;
 mod mutual_tls_reload;
 mod open_files;
 mod props;
+mod quiet_start;
 mod reconnect_flood;
 mod reload;
 mod review_certs;

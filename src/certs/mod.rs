@@ -160,32 +160,7 @@ pub fn generate_for(opts: &GenOptions, server_days: u32) -> Result<GenReport> {
         .context("invalid --san: give a DNS name or an IP address")?;
 
     let now = OffsetDateTime::now_utc();
-    let present = |p: &Path| p.symlink_metadata().is_ok();
-    let (ca, ca_cert_pem, ca_reused) = match (present(&ca_cert_path), present(&ca_key_path)) {
-        (true, true) => {
-            let (issuer, pem) = load_ca(&ca_cert_path, &ca_key_path)?;
-            (issuer, pem, true)
-        }
-        (false, false) => {
-            let (issuer, pem) = new_ca(now)?;
-            write_file(&ca_key_path, issuer.key().serialize_pem().as_bytes(), 0o600)?;
-            write_file(&ca_cert_path, pem.as_bytes(), 0o644)?;
-            (issuer, pem, false)
-        }
-        (cert, _) => {
-            let (present, missing) = if cert {
-                (&ca_cert_path, &ca_key_path)
-            } else {
-                (&ca_key_path, &ca_cert_path)
-            };
-            bail!(
-                "{} exists but {} does not: restore the missing file, or move both away to \
-                 make a new CA (clients pinning the old one will then need the new ca.pem)",
-                present.display(),
-                missing.display()
-            );
-        }
-    };
+    let (ca, ca_cert_pem, ca_reused) = ca_to_sign_with(&ca_cert_path, &ca_key_path, now)?;
 
     server_params.distinguished_name = name("chatroom server");
     server_params.is_ca = IsCa::ExplicitNoCa;
@@ -228,6 +203,43 @@ pub fn generate_for(opts: &GenOptions, server_days: u32) -> Result<GenReport> {
         ca_key_mode,
         server_key_mode,
     })
+}
+
+/// The CA in `cert_path` and `key_path` (reused: clients pinning it keep
+/// working), or a new one when neither file is there; refused when only
+/// one of them is. Returns the CA, its certificate as PEM, and whether it
+/// was reused.
+fn ca_to_sign_with(
+    ca_cert_path: &Path,
+    ca_key_path: &Path,
+    now: OffsetDateTime,
+) -> Result<(Issuer<'static, KeyPair>, String, bool)> {
+    let present = |p: &Path| p.symlink_metadata().is_ok();
+    match (present(ca_cert_path), present(ca_key_path)) {
+        (true, true) => {
+            let (issuer, pem) = load_ca(ca_cert_path, ca_key_path)?;
+            Ok((issuer, pem, true))
+        }
+        (false, false) => {
+            let (issuer, pem) = new_ca(now)?;
+            write_file(ca_key_path, issuer.key().serialize_pem().as_bytes(), 0o600)?;
+            write_file(ca_cert_path, pem.as_bytes(), 0o644)?;
+            Ok((issuer, pem, false))
+        }
+        (cert, _) => {
+            let (present, missing) = if cert {
+                (ca_cert_path, ca_key_path)
+            } else {
+                (ca_key_path, ca_cert_path)
+            };
+            bail!(
+                "{} exists but {} does not: restore the missing file, or move both away to \
+                 make a new CA (clients pinning the old one will then need the new ca.pem)",
+                present.display(),
+                missing.display()
+            );
+        }
+    }
 }
 
 pub(crate) fn server_sans(extra: &[String]) -> Vec<String> {

@@ -279,4 +279,73 @@ mod tests {
         assert_eq!(group(12), "12");
         assert_eq!(duration(1500), "1.50 ms");
     }
+
+    /// Every row the table can have, in order, and the smallest table.
+    #[test]
+    fn table_layout() {
+        let p = Percentiles {
+            count: 1500,
+            p50: 800,
+            p99: 2500,
+            p999: 1_200_000,
+            max: 3_000_000,
+        };
+        let mut full = ScenarioResult::new("fanout".into(), "tls", true);
+        full.clients = 100;
+        full.senders = 100;
+        full.message_bytes = 64;
+        full.messages_sent = 20_000;
+        full.deliveries = 1_999_999;
+        full.expected_deliveries = 2_000_000;
+        full.seconds = 1.5;
+        full.deliveries_per_s = Some(1_333_332.6);
+        full.joins_per_s = Some(812.4);
+        full.latency_us = Some(p);
+        full.handshake_us = Some(p);
+        full.join_us = Some(p);
+        full.resumed_handshakes = Some(99);
+        full.server_rss_before_bytes = Some(10 * 1024 * 1024);
+        full.server_rss_after_bytes = Some(15 * 1024 * 1024 + 512 * 1024);
+        full.server_rss_per_participant_bytes = Some(5734.4);
+        full.server_cpu_s = Some(1.234);
+        full.bench_cpu_s = Some(2.5);
+        full.ok = false;
+        full.problems = vec!["loss: client 3".into(), "incomplete: stalled".into()];
+        full.notes = vec!["first note".into(), "second note".into()];
+        assert_eq!(
+            table(&full),
+            "== fanout (tls, spawned server) ==
+  clients                100 (100 sending)
+  messages               20,000 sent, 64 bytes each
+  deliveries             1,999,999 of 2,000,000 expected in 1.500 s
+  deliveries/s           1,333,333
+  joins/s                812
+  latency                p50 800 µs  p99 2.50 ms  p99.9 1.20 s  max 3.00 s  (1,500 samples)
+  handshake              p50 800 µs  p99 2.50 ms  p99.9 1.20 s  max 3.00 s  (1,500 samples)
+  connect to joined      p50 800 µs  p99 2.50 ms  p99.9 1.20 s  max 3.00 s  (1,500 samples)
+  resumed handshakes     99 of 100
+  server RSS             10.0 MiB -> 15.5 MiB
+  RSS per participant    5.6 KiB
+  server CPU             1.23 s
+  bench CPU              2.50 s
+  check                  FAILED (2 problem(s))
+    ! loss: client 3
+    ! incomplete: stalled
+  note: first note
+  note: second note
+"
+        );
+
+        let mut bare = ScenarioResult::new("join".into(), "plaintext", false);
+        bare.clients = 5;
+        bare.senders = 1;
+        assert_eq!(
+            table(&bare),
+            "== join (plaintext, running server) ==
+  clients                5 (1 sending)
+  server CPU             n/a (needs --spawn or --server-pid)
+  check                  OK: every client got every message once, intact, in one order
+"
+        );
+    }
 }

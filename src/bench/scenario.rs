@@ -406,78 +406,38 @@ impl Fleet {
         deadline: Instant,
     ) -> Result<Fleet> {
         let (stop, stop_rx) = watch::channel(false);
-        let mut slots: Vec<Option<Member>> = (0..clients).map(|_| None).collect();
-        let mut joins = JoinStats {
-            handshake_us: Vec::with_capacity(clients),
-            join_us: Vec::with_capacity(clients),
-            ..JoinStats::default()
+        let joiner = Joiner {
+            target,
+            tls,
+            shared,
+            stop: stop_rx,
         };
-        let progress = Progress::new(opts.progress, clients as u64, "joining");
+        let mut roster = Roster::new(clients, opts.progress);
         let mut tasks = JoinSet::new();
         let started = Instant::now();
-        let (mut next, mut done) = (0, 0);
-        while done < clients {
+        let mut next = 0;
+        while roster.done < clients {
             while next < clients && tasks.len() < opts.concurrency.max(1) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     bail!(
                         "the scenario's time limit ({:?}, --timeout) ran out while joining: \
-                         {done} of {clients} joined",
-                        opts.timeout
+                         {} of {clients} joined",
+                        opts.timeout,
+                        roster.done
                     );
                 }
-                let nick = shared.nicks.nick(next);
-                let (tls, shared, stop_rx) = (tls.clone(), shared.clone(), stop_rx.clone());
-                let (addr, index) = (target.addr_for(next), next);
-                tasks.spawn(async move {
-                    let joined = client::join(addr, tls.as_ref(), &nick, JOIN_TIMEOUT.min(left))
-                        .await
-                        .map_err(|e| (index, nick, e))?;
-                    let (read, write) = tokio::io::split(joined.stream);
-                    let (echo_tx, own_echo) = watch::channel(0);
-                    let reader =
-                        client::spawn_reader(index, read, joined.framer, shared, echo_tx, stop_rx);
-                    let member = Member {
-                        write: Some(write),
-                        own_echo,
-                        reader,
-                    };
-                    Ok((
-                        index,
-                        member,
-                        joined.handshake,
-                        joined.joined,
-                        joined.resumed,
-                    ))
-                });
+                tasks.spawn(joiner.join(next, JOIN_TIMEOUT.min(left)));
                 next += 1;
             }
             let Some(finished) = tasks.join_next().await else {
                 break;
             };
-            match finished {
-                Ok(Ok((index, member, handshake, joined, resumed))) => {
-                    slots[index] = Some(member);
-                    joins.handshake_us.push(micros(handshake));
-                    joins.join_us.push(micros(joined));
-                    joins.resumed += usize::from(resumed);
-                    done += 1;
-                    progress.set(done as u64);
-                }
-                // Dropping `stop` and the members ends the readers and
-                // closes every connection made so far.
-                Ok(Err((index, nick, e))) => {
-                    bail!("client {index} ({nick}) could not join ({done} had): {e}")
-                }
-                Err(e) => bail!("a joining task failed: {e}"),
-            }
+            // On an error, dropping `stop` and the roster's members ends
+            // the readers and closes every connection made so far.
+            roster.admit(finished)?;
         }
-        joins.elapsed = started.elapsed();
-        progress.finish();
-        let members = slots.into_iter().flatten().collect::<Vec<_>>();
-        if members.len() != clients {
-            bail!("only {} of {clients} clients joined", members.len());
-        }
+        let (members, joins) = roster.close(started.elapsed())?;
         Ok(Fleet {
             members,
             stop,
@@ -605,6 +565,117 @@ impl Fleet {
             });
         }
         reports
+    }
+}
+
+/// What every join of one fleet shares: where to connect and how, and
+/// what its reader needs.
+struct Joiner<'a> {
+    target: &'a Target,
+    tls: Option<TlsTarget>,
+    shared: &'a Arc<Shared>,
+    stop: watch::Receiver<bool>,
+}
+
+/// A client that joined, with its reader running, and how long it took.
+struct NewMember {
+    index: usize,
+    member: Member,
+    handshake: Duration,
+    joined: Duration,
+    resumed: bool,
+}
+
+/// A client that could not join: its index, nickname and why.
+type JoinFailure = (usize, String, client::JoinError);
+
+impl Joiner<'_> {
+    /// The join of client `index`, within `limit`, ready to spawn.
+    fn join(
+        &self,
+        index: usize,
+        limit: Duration,
+    ) -> impl Future<Output = Result<NewMember, JoinFailure>> + Send + 'static {
+        let nick = self.shared.nicks.nick(index);
+        let addr = self.target.addr_for(index);
+        let (tls, shared, stop) = (self.tls.clone(), self.shared.clone(), self.stop.clone());
+        async move {
+            let joined = client::join(addr, tls.as_ref(), &nick, limit)
+                .await
+                .map_err(|e| (index, nick, e))?;
+            let (read, write) = tokio::io::split(joined.stream);
+            let (echo_tx, own_echo) = watch::channel(0);
+            let reader = client::spawn_reader(index, read, joined.framer, shared, echo_tx, stop);
+            Ok(NewMember {
+                index,
+                member: Member {
+                    write: Some(write),
+                    own_echo,
+                    reader,
+                },
+                handshake: joined.handshake,
+                joined: joined.joined,
+                resumed: joined.resumed,
+            })
+        }
+    }
+}
+
+/// The fleet as it joins: each member in its client's slot, in whatever
+/// order the joins finish, and the join timings.
+struct Roster {
+    slots: Vec<Option<Member>>,
+    joins: JoinStats,
+    done: usize,
+    progress: Progress,
+}
+
+impl Roster {
+    fn new(clients: usize, progress: bool) -> Roster {
+        Roster {
+            slots: (0..clients).map(|_| None).collect(),
+            joins: JoinStats {
+                handshake_us: Vec::with_capacity(clients),
+                join_us: Vec::with_capacity(clients),
+                ..JoinStats::default()
+            },
+            done: 0,
+            progress: Progress::new(progress, clients as u64, "joining"),
+        }
+    }
+
+    /// Takes in one finished join; any failure fails the whole fleet.
+    fn admit(
+        &mut self,
+        finished: Result<Result<NewMember, JoinFailure>, tokio::task::JoinError>,
+    ) -> Result<()> {
+        let new = match finished {
+            Ok(Ok(new)) => new,
+            Ok(Err((index, nick, e))) => bail!(
+                "client {index} ({nick}) could not join ({} had): {e}",
+                self.done
+            ),
+            Err(e) => bail!("a joining task failed: {e}"),
+        };
+        self.slots[new.index] = Some(new.member);
+        self.joins.handshake_us.push(micros(new.handshake));
+        self.joins.join_us.push(micros(new.joined));
+        self.joins.resumed += usize::from(new.resumed);
+        self.done += 1;
+        self.progress.set(self.done as u64);
+        Ok(())
+    }
+
+    /// The members in client order, once every client has joined.
+    fn close(mut self, elapsed: Duration) -> Result<(Vec<Member>, JoinStats)> {
+        self.joins.elapsed = elapsed;
+        self.progress.finish();
+        let clients = self.slots.len();
+        let members = self.slots.into_iter().flatten().collect::<Vec<_>>();
+        if members.len() != clients {
+            bail!("only {} of {clients} clients joined", members.len());
+        }
+        Ok((members, self.joins))
     }
 }
 

@@ -463,23 +463,19 @@ impl Fleet {
                 send_errors.push((index, "no such client to send from".to_string()));
                 continue;
             };
-            let own_echo = self.members[index].own_echo.clone();
-            let stop = self.stop.subscribe();
-            let (size, epoch) = (self.shared.size, self.shared.epoch);
+            let sender = client::Sender {
+                index: index as u32,
+                count,
+                pace,
+                size: self.shared.size,
+                epoch: self.shared.epoch,
+                own_echo: self.members[index].own_echo.clone(),
+                stop: self.stop.subscribe(),
+            };
             senders.push((
                 index,
                 tokio::spawn(async move {
-                    let report = client::send(
-                        &mut write,
-                        index as u32,
-                        count,
-                        pace,
-                        size,
-                        epoch,
-                        own_echo,
-                        stop,
-                    )
-                    .await;
+                    let report = sender.send(&mut write).await;
                     (write, report)
                 }),
             ));

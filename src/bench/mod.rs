@@ -5,6 +5,7 @@
 //! This module holds the options, the choice of scenarios and the run that
 //! prints one report per scenario; the parts live in:
 //! * [`scenario`]: running each scenario and judging it;
+//! * `fleet`: one scenario's clients, joined, sending and reading;
 //! * [`client`]: the load-generating connections (join, read, send);
 //! * [`check`]: the checker (loss, duplicates, damage, one global order);
 //! * [`message`]: nicknames and self-describing message texts;
@@ -16,6 +17,7 @@
 
 pub mod check;
 pub mod client;
+mod fleet;
 pub mod message;
 pub mod report;
 pub mod scenario;

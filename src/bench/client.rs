@@ -327,8 +327,7 @@ impl Reader {
         if line.ends_with(b" joined!") || line.ends_with(b" left!") {
             return Ok(0);
         }
-        self.log
-            .record_corrupt(|| excerpt(&protocol::sanitize_bytes(line)));
+        self.log.record_corrupt(|| excerpt(line));
         Ok(0)
     }
 
@@ -347,9 +346,7 @@ impl Reader {
                 }
             }
             Some((_, Delivery::Repeat)) => {}
-            None => self
-                .log
-                .record_corrupt(|| excerpt(&protocol::sanitize_bytes(line))),
+            None => self.log.record_corrupt(|| excerpt(line)),
         }
     }
 
@@ -364,12 +361,13 @@ fn looks_like_nick(nick: &[u8]) -> bool {
     std::str::from_utf8(nick).is_ok_and(|nick| protocol::validate_nickname(nick).is_ok())
 }
 
-/// A damaged line, short enough for a report.
-fn excerpt(text: &str) -> String {
+/// A damaged line, made safe to print and short enough for a report.
+fn excerpt(line: &[u8]) -> String {
     const KEEP: usize = 80;
+    let text = protocol::sanitize_bytes(line);
     match text.char_indices().nth(KEEP) {
         Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
+        None => text,
     }
 }
 
@@ -396,67 +394,84 @@ pub enum Pace {
     },
 }
 
-/// Sends `count` messages as client `sender`, the last one flagged, unless
-/// `stop` turns true first.
-#[allow(clippy::too_many_arguments)]
-pub async fn send(
-    write: &mut WriteHalf<BoxStream>,
-    sender: u32,
-    count: u32,
-    pace: Pace,
-    size: usize,
-    epoch: Instant,
-    mut own_echo: watch::Receiver<u32>,
-    mut stop: watch::Receiver<bool>,
-) -> SenderReport {
-    let mut line = Vec::with_capacity(size + 32);
-    for seq in 0..count {
-        let sent_us = match pace {
+/// One sender's part in a traffic phase: which client it is, what it
+/// sends and how fast.
+pub struct Sender {
+    /// The sending client's index, as its messages carry it.
+    pub index: u32,
+    pub count: u32,
+    pub pace: Pace,
+    pub size: usize,
+    /// The run's zero for message timestamps.
+    pub epoch: Instant,
+    /// How many of its own messages its reader has seen come back.
+    pub own_echo: watch::Receiver<u32>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Sender {
+    /// Sends `count` messages over `write`, the last one flagged, unless
+    /// `stop` turns true first.
+    pub async fn send(mut self, write: &mut WriteHalf<BoxStream>) -> SenderReport {
+        let mut line = Vec::with_capacity(self.size + 32);
+        for seq in 0..self.count {
+            let sent_us = match self.wait_turn(seq).await {
+                Ok(sent_us) => sent_us,
+                Err(report) => return report,
+            };
+            line.clear();
+            let stamp = Stamp {
+                seq,
+                sent_us,
+                last: seq + 1 == self.count,
+            };
+            message::write_message(&mut line, self.index, stamp, self.size);
+            let write_line = async {
+                write.write_all(&line).await?;
+                write.flush().await
+            };
+            tokio::select! {
+                _ = self.stop.wait_for(|stopped| *stopped) => return stopped(seq),
+                written = write_line => {
+                    if let Err(e) = written {
+                        return failed(seq, e.to_string());
+                    }
+                }
+            }
+        }
+        SenderReport {
+            sent: self.count,
+            error: None,
+        }
+    }
+
+    /// Waits until message `seq` is due by the pace, and gives its
+    /// timestamp; `Err` with the final report if the sender must end first.
+    async fn wait_turn(&mut self, seq: u32) -> Result<u64, SenderReport> {
+        match self.pace {
             Pace::Window(window) => {
                 if window > 0 {
+                    let room = |echoed: &u32| seq < echoed.saturating_add(window);
                     tokio::select! {
-                        _ = stop.wait_for(|stopped| *stopped) => return stopped(seq),
-                        echo = own_echo.wait_for(|&echoed| seq < echoed.saturating_add(window)) => {
+                        _ = self.stop.wait_for(|stopped| *stopped) => return Err(stopped(seq)),
+                        echo = self.own_echo.wait_for(room) => {
                             if echo.is_err() {
-                                return failed(seq, "its reader ended".into());
+                                return Err(failed(seq, "its reader ended".into()));
                             }
                         }
                     }
                 }
-                epoch.elapsed().as_micros() as u64
+                Ok(self.epoch.elapsed().as_micros() as u64)
             }
             Pace::Fixed { first_at, interval } => {
                 let due = first_at + interval * seq;
                 tokio::select! {
-                    _ = stop.wait_for(|stopped| *stopped) => return stopped(seq),
+                    _ = self.stop.wait_for(|stopped| *stopped) => return Err(stopped(seq)),
                     _ = tokio::time::sleep_until(due.into()) => {}
                 }
-                due.saturating_duration_since(epoch).as_micros() as u64
-            }
-        };
-        line.clear();
-        let stamp = Stamp {
-            seq,
-            sent_us,
-            last: seq + 1 == count,
-        };
-        message::write_message(&mut line, sender, stamp, size);
-        let write_line = async {
-            write.write_all(&line).await?;
-            write.flush().await
-        };
-        tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => return stopped(seq),
-            written = write_line => {
-                if let Err(e) = written {
-                    return failed(seq, e.to_string());
-                }
+                Ok(due.saturating_duration_since(self.epoch).as_micros() as u64)
             }
         }
-    }
-    SenderReport {
-        sent: count,
-        error: None,
     }
 }
 

@@ -5,6 +5,7 @@
 //! This module holds the options, the choice of scenarios and the run that
 //! prints one report per scenario; the parts live in:
 //! * [`scenario`]: running each scenario and judging it;
+//! * `fleet`: one scenario's clients, joined, sending and reading;
 //! * [`client`]: the load-generating connections (join, read, send);
 //! * [`check`]: the checker (loss, duplicates, damage, one global order);
 //! * [`message`]: nicknames and self-describing message texts;
@@ -16,6 +17,7 @@
 
 pub mod check;
 pub mod client;
+mod fleet;
 pub mod message;
 pub mod report;
 pub mod scenario;
@@ -30,7 +32,7 @@ pub use client::TlsTarget;
 pub use report::ScenarioResult;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `chatroom bench`'s command line.
@@ -287,7 +289,29 @@ pub async fn run_scenario(
 /// and fails if any scenario failed.
 pub async fn run(args: BenchArgs) -> Result<()> {
     let opts = BenchOptions::from_args(&args)?;
-    let tls_wanted = !args.plaintext;
+    let cases = chosen_cases(&args);
+    let most_clients = cases
+        .iter()
+        .map(|&case| opts.clients_for(case))
+        .max()
+        .unwrap_or(0);
+    let mut runner = Runner {
+        fd_note: raise_open_files(most_clients)?,
+        opts,
+        json: args.json,
+        results: Vec::with_capacity(cases.len()),
+    };
+    if args.spawn {
+        runner.run_spawned(cases, args.plaintext).await?;
+    } else {
+        let target = external_target(&args).await?;
+        runner.run_against(&target, cases).await?;
+    }
+    runner.verdict()
+}
+
+/// The cases the command line asks for, in order.
+fn chosen_cases(args: &BenchArgs) -> Vec<Case> {
     let chosen = if args.all {
         vec![
             Scenario::Fanout,
@@ -298,38 +322,34 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     } else {
         args.scenario.clone()
     };
-    let cases: Vec<Case> = chosen
+    chosen
         .into_iter()
-        .flat_map(|s| Case::of(s, tls_wanted))
-        .collect();
-    let most_clients = cases
-        .iter()
-        .map(|&case| opts.clients_for(case))
-        .max()
-        .unwrap_or(0);
-    let fd_note = raise_open_files(most_clients)?;
+        .flat_map(|s| Case::of(s, !args.plaintext))
+        .collect()
+}
 
-    let mut results = Vec::with_capacity(cases.len());
-    if args.spawn {
+/// One `chatroom bench` run: runs the cases, prints each report as soon as
+/// it is ready, and keeps the results for the final verdict.
+struct Runner {
+    opts: BenchOptions,
+    json: bool,
+    /// What `raise_open_files` did, noted under every report.
+    fd_note: String,
+    results: Vec<ScenarioResult>,
+}
+
+impl Runner {
+    /// Runs each case against its own freshly started server.
+    async fn run_spawned(&mut self, cases: Vec<Case>, plaintext: bool) -> Result<()> {
         // Declared first, so it is removed after every server using it has stopped.
         let workdir = spawn::Workdir::create()?;
-        let tls = if tls_wanted {
-            let dir = workdir.path().join(certs::DEFAULT_DIR);
-            certs::generate(&GenOptions {
-                dir: dir.clone(),
-                extra_sans: Vec::new(),
-                force: false,
-            })
-            .context("cannot make certificates for the spawned server")?;
-            Some(TlsTarget {
-                config: tls::client_config(&dir.join(certs::CA_CERT))?,
-                server_name: tls::server_name("127.0.0.1")?,
-            })
-        } else {
+        let tls = if plaintext {
             None
+        } else {
+            Some(spawned_tls(workdir.path())?)
         };
         for case in cases {
-            let mut server = spawn::SpawnedServer::start(workdir.path(), args.plaintext).await?;
+            let mut server = spawn::SpawnedServer::start(workdir.path(), plaintext).await?;
             let target = Target {
                 addr: server.addr,
                 more_addrs: Vec::new(),
@@ -337,47 +357,82 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 server_pid: Some(server.pid),
                 spawned: true,
             };
-            let mut result = run_scenario(&target, case, &opts)
-                .await
-                .unwrap_or_else(|e| {
-                    ScenarioResult::failed(case.name(), target.transport(), true, format!("{e:#}"))
-                });
+            let mut result = self.measure(&target, case).await;
             if let Some(exit) = server.exited() {
                 result.ok = false;
                 result.problems.push(exit);
             }
             server.stop().await;
-            result.notes.push(fd_note.clone());
-            emit(&result, args.json)?;
-            results.push(result);
+            self.report(result)?;
         }
-    } else {
-        let target = external_target(&args).await?;
+        Ok(())
+    }
+
+    /// Runs each case against a server that is already running.
+    async fn run_against(&mut self, target: &Target, cases: Vec<Case>) -> Result<()> {
         for case in cases {
-            let mut result = run_scenario(&target, case, &opts)
-                .await
-                .unwrap_or_else(|e| {
-                    ScenarioResult::failed(case.name(), target.transport(), false, format!("{e:#}"))
-                });
-            result.notes.push(fd_note.clone());
-            emit(&result, args.json)?;
-            results.push(result);
+            let result = self.measure(target, case).await;
+            self.report(result)?;
         }
+        Ok(())
     }
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|r| !r.ok)
-        .map(|r| r.scenario.as_str())
-        .collect();
-    if !failed.is_empty() {
-        bail!(
-            "{} of {} scenario(s) failed: {}",
-            failed.len(),
-            results.len(),
-            failed.join(", ")
-        );
+
+    /// Runs one case; one that could not run is a failed result, so the
+    /// cases after it still run.
+    async fn measure(&self, target: &Target, case: Case) -> ScenarioResult {
+        run_scenario(target, case, &self.opts)
+            .await
+            .unwrap_or_else(|e| {
+                ScenarioResult::failed(
+                    case.name(),
+                    target.transport(),
+                    target.spawned,
+                    format!("{e:#}"),
+                )
+            })
     }
-    Ok(())
+
+    fn report(&mut self, mut result: ScenarioResult) -> Result<()> {
+        result.notes.push(self.fd_note.clone());
+        emit(&result, self.json)?;
+        self.results.push(result);
+        Ok(())
+    }
+
+    /// Fails, naming them, if any scenario failed.
+    fn verdict(&self) -> Result<()> {
+        let failed: Vec<&str> = self
+            .results
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| r.scenario.as_str())
+            .collect();
+        if !failed.is_empty() {
+            bail!(
+                "{} of {} scenario(s) failed: {}",
+                failed.len(),
+                self.results.len(),
+                failed.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Fresh certificates in `workdir` for the spawned servers, and how the
+/// clients trust them.
+fn spawned_tls(workdir: &Path) -> Result<TlsTarget> {
+    let dir = workdir.join(certs::DEFAULT_DIR);
+    certs::generate(&GenOptions {
+        dir: dir.clone(),
+        extra_sans: Vec::new(),
+        force: false,
+    })
+    .context("cannot make certificates for the spawned server")?;
+    Ok(TlsTarget {
+        config: tls::client_config(&dir.join(certs::CA_CERT))?,
+        server_name: tls::server_name("127.0.0.1")?,
+    })
 }
 
 async fn external_target(args: &BenchArgs) -> Result<Target> {

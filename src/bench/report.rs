@@ -129,26 +129,55 @@ pub fn json_line(result: &ScenarioResult) -> String {
 
 /// The human table of one scenario.
 pub fn table(result: &ScenarioResult) -> String {
-    let mut out = String::new();
-    let origin = if result.spawned {
-        "spawned server"
-    } else {
-        "running server"
-    };
-    let _ = writeln!(
-        out,
-        "== {} ({}, {origin}) ==",
-        result.scenario, result.transport
-    );
-    let mut row = |name: &str, value: String| {
-        let _ = writeln!(out, "  {name:<22} {value}");
-    };
-    row(
-        "clients",
-        format!("{} ({} sending)", result.clients, result.senders),
-    );
-    if result.messages_sent > 0 {
-        row(
+    let mut table = Table::default();
+    table.heading(result);
+    table.traffic(result);
+    table.rates(result);
+    table.distributions(result);
+    table.resources(result);
+    table.verdict(result);
+    table.out
+}
+
+/// A table being written: a heading, rows of a name and a value in
+/// aligned columns, then indented problems and notes.
+#[derive(Default)]
+struct Table {
+    out: String,
+}
+
+impl Table {
+    fn line(&mut self, text: std::fmt::Arguments) {
+        // Writing into a String cannot fail.
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    fn row(&mut self, name: &str, value: String) {
+        self.line(format_args!("  {name:<22} {value}"));
+    }
+
+    fn heading(&mut self, result: &ScenarioResult) {
+        let origin = if result.spawned {
+            "spawned server"
+        } else {
+            "running server"
+        };
+        self.line(format_args!(
+            "== {} ({}, {origin}) ==",
+            result.scenario, result.transport
+        ));
+    }
+
+    /// Who took part and how many messages went round.
+    fn traffic(&mut self, result: &ScenarioResult) {
+        self.row(
+            "clients",
+            format!("{} ({} sending)", result.clients, result.senders),
+        );
+        if result.messages_sent == 0 {
+            return;
+        }
+        self.row(
             "messages",
             format!(
                 "{} sent, {} bytes each",
@@ -162,7 +191,7 @@ pub fn table(result: &ScenarioResult) -> String {
             Some(_) => format!(" in {:.3} s", result.seconds),
             None => String::new(),
         };
-        row(
+        self.row(
             "deliveries",
             format!(
                 "{} of {} expected{timing}",
@@ -171,60 +200,75 @@ pub fn table(result: &ScenarioResult) -> String {
             ),
         );
     }
-    if let Some(rate) = result.deliveries_per_s {
-        row("deliveries/s", group(rate.round() as u64));
+
+    fn rates(&mut self, result: &ScenarioResult) {
+        if let Some(rate) = result.deliveries_per_s {
+            self.row("deliveries/s", group(rate.round() as u64));
+        }
+        if let Some(rate) = result.joins_per_s {
+            self.row("joins/s", format!("{rate:.0}"));
+        }
     }
-    if let Some(rate) = result.joins_per_s {
-        row("joins/s", format!("{rate:.0}"));
+
+    /// The latency distributions, and how many joins resumed a session.
+    fn distributions(&mut self, result: &ScenarioResult) {
+        let named = [
+            ("latency", &result.latency_us),
+            ("handshake", &result.handshake_us),
+            ("connect to joined", &result.join_us),
+        ];
+        for (name, percentiles) in named {
+            if let Some(p) = percentiles {
+                self.row(name, format_percentiles(p));
+            }
+        }
+        if let Some(resumed) = result.resumed_handshakes {
+            self.row(
+                "resumed handshakes",
+                format!("{resumed} of {}", result.clients),
+            );
+        }
     }
-    if let Some(p) = &result.latency_us {
-        row("latency", format_percentiles(p));
-    }
-    if let Some(p) = &result.handshake_us {
-        row("handshake", format_percentiles(p));
-    }
-    if let Some(p) = &result.join_us {
-        row("connect to joined", format_percentiles(p));
-    }
-    if let Some(resumed) = result.resumed_handshakes {
-        row(
-            "resumed handshakes",
-            format!("{resumed} of {}", result.clients),
+
+    /// Memory and CPU time of the server, and CPU time of the bench.
+    fn resources(&mut self, result: &ScenarioResult) {
+        if let (Some(before), Some(after)) = (
+            result.server_rss_before_bytes,
+            result.server_rss_after_bytes,
+        ) {
+            self.row("server RSS", format!("{} -> {}", mib(before), mib(after)));
+        }
+        if let Some(per) = result.server_rss_per_participant_bytes {
+            self.row("RSS per participant", format!("{:.1} KiB", per / 1024.0));
+        }
+        self.row(
+            "server CPU",
+            result
+                .server_cpu_s
+                .map_or("n/a (needs --spawn or --server-pid)".into(), |s| {
+                    format!("{s:.2} s")
+                }),
         );
+        if let Some(cpu) = result.bench_cpu_s {
+            self.row("bench CPU", format!("{cpu:.2} s"));
+        }
     }
-    if let (Some(before), Some(after)) = (
-        result.server_rss_before_bytes,
-        result.server_rss_after_bytes,
-    ) {
-        row("server RSS", format!("{} -> {}", mib(before), mib(after)));
+
+    /// The check's verdict, each problem, and the notes.
+    fn verdict(&mut self, result: &ScenarioResult) {
+        let verdict = if result.ok {
+            "OK: every client got every message once, intact, in one order".to_string()
+        } else {
+            format!("FAILED ({} problem(s))", result.problems.len())
+        };
+        self.row("check", verdict);
+        for problem in &result.problems {
+            self.line(format_args!("    ! {problem}"));
+        }
+        for note in &result.notes {
+            self.line(format_args!("  note: {note}"));
+        }
     }
-    if let Some(per) = result.server_rss_per_participant_bytes {
-        row("RSS per participant", format!("{:.1} KiB", per / 1024.0));
-    }
-    row(
-        "server CPU",
-        result
-            .server_cpu_s
-            .map_or("n/a (needs --spawn or --server-pid)".into(), |s| {
-                format!("{s:.2} s")
-            }),
-    );
-    if let Some(cpu) = result.bench_cpu_s {
-        row("bench CPU", format!("{cpu:.2} s"));
-    }
-    let verdict = if result.ok {
-        "OK: every client got every message once, intact, in one order".to_string()
-    } else {
-        format!("FAILED ({} problem(s))", result.problems.len())
-    };
-    row("check", verdict);
-    for problem in &result.problems {
-        let _ = writeln!(out, "    ! {problem}");
-    }
-    for note in &result.notes {
-        let _ = writeln!(out, "  note: {note}");
-    }
-    out
 }
 
 fn format_percentiles(p: &Percentiles) -> String {
@@ -278,5 +322,74 @@ mod tests {
         assert_eq!(group(1_234_567), "1,234,567");
         assert_eq!(group(12), "12");
         assert_eq!(duration(1500), "1.50 ms");
+    }
+
+    /// Every row the table can have, in order, and the smallest table.
+    #[test]
+    fn table_layout() {
+        let p = Percentiles {
+            count: 1500,
+            p50: 800,
+            p99: 2500,
+            p999: 1_200_000,
+            max: 3_000_000,
+        };
+        let mut full = ScenarioResult::new("fanout".into(), "tls", true);
+        full.clients = 100;
+        full.senders = 100;
+        full.message_bytes = 64;
+        full.messages_sent = 20_000;
+        full.deliveries = 1_999_999;
+        full.expected_deliveries = 2_000_000;
+        full.seconds = 1.5;
+        full.deliveries_per_s = Some(1_333_332.6);
+        full.joins_per_s = Some(812.4);
+        full.latency_us = Some(p);
+        full.handshake_us = Some(p);
+        full.join_us = Some(p);
+        full.resumed_handshakes = Some(99);
+        full.server_rss_before_bytes = Some(10 * 1024 * 1024);
+        full.server_rss_after_bytes = Some(15 * 1024 * 1024 + 512 * 1024);
+        full.server_rss_per_participant_bytes = Some(5734.4);
+        full.server_cpu_s = Some(1.234);
+        full.bench_cpu_s = Some(2.5);
+        full.ok = false;
+        full.problems = vec!["loss: client 3".into(), "incomplete: stalled".into()];
+        full.notes = vec!["first note".into(), "second note".into()];
+        assert_eq!(
+            table(&full),
+            "== fanout (tls, spawned server) ==
+  clients                100 (100 sending)
+  messages               20,000 sent, 64 bytes each
+  deliveries             1,999,999 of 2,000,000 expected in 1.500 s
+  deliveries/s           1,333,333
+  joins/s                812
+  latency                p50 800 µs  p99 2.50 ms  p99.9 1.20 s  max 3.00 s  (1,500 samples)
+  handshake              p50 800 µs  p99 2.50 ms  p99.9 1.20 s  max 3.00 s  (1,500 samples)
+  connect to joined      p50 800 µs  p99 2.50 ms  p99.9 1.20 s  max 3.00 s  (1,500 samples)
+  resumed handshakes     99 of 100
+  server RSS             10.0 MiB -> 15.5 MiB
+  RSS per participant    5.6 KiB
+  server CPU             1.23 s
+  bench CPU              2.50 s
+  check                  FAILED (2 problem(s))
+    ! loss: client 3
+    ! incomplete: stalled
+  note: first note
+  note: second note
+"
+        );
+
+        let mut bare = ScenarioResult::new("join".into(), "plaintext", false);
+        bare.clients = 5;
+        bare.senders = 1;
+        assert_eq!(
+            table(&bare),
+            "== join (plaintext, running server) ==
+  clients                5 (1 sending)
+  server CPU             n/a (needs --spawn or --server-pid)
+  check                  OK: every client got every message once, intact, in one order
+"
+        );
     }
 }

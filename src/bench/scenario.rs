@@ -1,35 +1,20 @@
-//! Running the scenarios: assembling a fleet of joined clients, driving
-//! their traffic, waiting (boundedly) for every delivery, and turning what
-//! the readers saw into a [`ScenarioResult`] with its verdict.
+//! Running the scenarios: a fleet of joined clients per run, its traffic,
+//! and turning what the readers saw into a [`ScenarioResult`] with its
+//! verdict.
 //!
-//! Every wait here has a limit: each join has its own timeout, deliveries
-//! must keep making progress (`stall_timeout`), and the whole scenario has
-//! a deadline (`timeout`). A run that hits one fails with a sentence saying
-//! which, instead of hanging.
+//! Every wait has a limit (see the `fleet` module): a run that hits
+//! one fails with a sentence saying which, instead of hanging.
 
-use super::check::{self, Problem, ReceiverLog};
-use super::client::{self, BoxStream, Pace, ReaderEnd, ReaderReport, Shared, TlsTarget};
+use super::check::{self, Problem};
+use super::client::{self, Pace, ReaderEnd, ReaderReport, Shared, TlsTarget};
+use super::fleet::{Fleet, JOIN_TIMEOUT, JoinStats, Traffic, Waited};
 use super::report::{self, ScenarioResult};
 use super::spawn;
 use super::{BenchOptions, Case, Target};
 use anyhow::{Result, anyhow, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::io::WriteHalf;
-use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
-
-/// How long one client may take from connect to `Connected to server!`.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long the readers and senders get to hand back their reports once
-/// told to stop.
-const WIND_DOWN: Duration = Duration::from_secs(10);
-
-/// How often waits look at the counters when nothing wakes them sooner.
-const POLL: Duration = Duration::from_millis(100);
 
 /// At most this many problems are listed; the rest are counted.
 const MAX_PROBLEMS: usize = 25;
@@ -58,12 +43,10 @@ async fn fanout(target: &Target, opts: &BenchOptions) -> Result<ScenarioResult> 
             deadline,
         )
         .await;
-    let (server_cpu, bench_cpu) = cpu.read();
+    let cpu = cpu.read();
     let reports = fleet.finish().await;
 
-    let mut result = base_result(target, Case::Fanout, clients, clients, opts);
-    result.server_cpu_s = server_cpu;
-    result.bench_cpu_s = bench_cpu;
+    let mut result = base_result(target, Case::Fanout, clients, clients, opts, cpu);
     record_traffic(&mut result, &shared, &traffic, &reports);
     result.notes.push(if window == 0 {
         "senders did not wait for their own messages to come back (--window 0)".to_string()
@@ -104,12 +87,10 @@ async fn latency(target: &Target, opts: &BenchOptions) -> Result<ScenarioResult>
         .collect();
     let cpu = CpuMeter::start(target.server_pid);
     let traffic = fleet.traffic(plans, opts, deadline).await;
-    let (server_cpu, bench_cpu) = cpu.read();
+    let cpu = cpu.read();
     let reports = fleet.finish().await;
 
-    let mut result = base_result(target, Case::Latency, clients, senders, opts);
-    result.server_cpu_s = server_cpu;
-    result.bench_cpu_s = bench_cpu;
+    let mut result = base_result(target, Case::Latency, clients, senders, opts, cpu);
     record_traffic(&mut result, &shared, &traffic, &reports);
     result.notes.push(format!(
         "{senders} senders at {:.0} msg/s in total for {:.1} s; latency counts from the \
@@ -142,16 +123,12 @@ async fn join(target: &Target, resumption: bool, opts: &BenchOptions) -> Result<
     let shared = Arc::new(Shared::new(1, 1, opts.size));
     let cpu = CpuMeter::start(target.server_pid);
     let mut fleet = Fleet::assemble(target, tls, &shared, clients, opts, deadline).await?;
-    let (server_cpu, bench_cpu) = cpu.read();
-    let traffic = fleet
-        .traffic(vec![(1, Pace::Window(0))], opts, deadline)
-        .await;
+    let cpu = cpu.read();
+    let traffic = fleet.check_message(opts, deadline).await;
     let joins = fleet.joins.clone();
     let reports = fleet.finish().await;
 
-    let mut result = base_result(target, Case::Join { resumption }, clients, 1, opts);
-    result.server_cpu_s = server_cpu;
-    result.bench_cpu_s = bench_cpu;
+    let mut result = base_result(target, Case::Join { resumption }, clients, 1, opts, cpu);
     record_joins(&mut result, &joins, target);
     record_check(&mut result, &shared, &traffic);
     judge(&mut result, target, opts, &reports, &traffic);
@@ -175,17 +152,13 @@ async fn idle(target: &Target, opts: &BenchOptions) -> Result<ScenarioResult> {
         Fleet::assemble(target, target.tls.clone(), &shared, clients, opts, deadline).await?;
     // The check message comes after every `joined!` line in the room's one
     // order: once all have it, the server has written everything it owed.
-    let traffic = fleet
-        .traffic(vec![(1, Pace::Window(0))], opts, deadline)
-        .await;
+    let traffic = fleet.check_message(opts, deadline).await;
     let after = spawn::rss_bytes(pid)?;
-    let (server_cpu, bench_cpu) = cpu.read();
+    let cpu = cpu.read();
     let joins = fleet.joins.clone();
     let reports = fleet.finish().await;
 
-    let mut result = base_result(target, Case::Idle, clients, 1, opts);
-    result.server_cpu_s = server_cpu;
-    result.bench_cpu_s = bench_cpu;
+    let mut result = base_result(target, Case::Idle, clients, 1, opts, cpu);
     record_joins(&mut result, &joins, target);
     record_check(&mut result, &shared, &traffic);
     result.server_rss_before_bytes = Some(before);
@@ -242,11 +215,14 @@ fn base_result(
     clients: usize,
     senders: usize,
     opts: &BenchOptions,
+    cpu: CpuTimes,
 ) -> ScenarioResult {
     let mut result = ScenarioResult::new(case.name(), target.transport(), target.spawned);
     result.clients = clients;
     result.senders = senders;
     result.message_bytes = opts.size;
+    result.server_cpu_s = cpu.server;
+    result.bench_cpu_s = cpu.bench;
     result
 }
 
@@ -352,266 +328,6 @@ fn judge(
     }
 }
 
-/// One joined client as the scenario holds it.
-struct Member {
-    /// Lent to the client's sender task while it sends.
-    write: Option<WriteHalf<BoxStream>>,
-    own_echo: watch::Receiver<u32>,
-    reader: JoinHandle<ReaderReport>,
-}
-
-/// How the joins went.
-#[derive(Debug, Clone, Default)]
-struct JoinStats {
-    handshake_us: Vec<u32>,
-    join_us: Vec<u32>,
-    resumed: usize,
-    elapsed: Duration,
-}
-
-/// Every client of one scenario, joined, each with its reader running.
-struct Fleet {
-    members: Vec<Member>,
-    stop: watch::Sender<bool>,
-    shared: Arc<Shared>,
-    joins: JoinStats,
-}
-
-/// What a traffic phase produced.
-struct Traffic {
-    /// Messages each sender sent.
-    sent: Vec<u32>,
-    send_errors: Vec<(usize, String)>,
-    waited: Waited,
-    /// From the start of sending to the last delivery.
-    elapsed: Duration,
-}
-
-enum Waited {
-    Complete,
-    Stalled,
-    OutOfTime,
-}
-
-impl Fleet {
-    /// Joins `clients` clients, `opts.concurrency` at a time. Each starts
-    /// reading the moment it has joined, since the `joined!` lines of the
-    /// clients after it start arriving at once.
-    async fn assemble(
-        target: &Target,
-        tls: Option<TlsTarget>,
-        shared: &Arc<Shared>,
-        clients: usize,
-        opts: &BenchOptions,
-        deadline: Instant,
-    ) -> Result<Fleet> {
-        let (stop, stop_rx) = watch::channel(false);
-        let mut slots: Vec<Option<Member>> = (0..clients).map(|_| None).collect();
-        let mut joins = JoinStats {
-            handshake_us: Vec::with_capacity(clients),
-            join_us: Vec::with_capacity(clients),
-            ..JoinStats::default()
-        };
-        let progress = Progress::new(opts.progress, clients as u64, "joining");
-        let mut tasks = JoinSet::new();
-        let started = Instant::now();
-        let (mut next, mut done) = (0, 0);
-        while done < clients {
-            while next < clients && tasks.len() < opts.concurrency.max(1) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    bail!(
-                        "the scenario's time limit ({:?}, --timeout) ran out while joining: \
-                         {done} of {clients} joined",
-                        opts.timeout
-                    );
-                }
-                let nick = shared.nicks.nick(next);
-                let (tls, shared, stop_rx) = (tls.clone(), shared.clone(), stop_rx.clone());
-                let (addr, index) = (target.addr_for(next), next);
-                tasks.spawn(async move {
-                    let joined = client::join(addr, tls.as_ref(), &nick, JOIN_TIMEOUT.min(left))
-                        .await
-                        .map_err(|e| (index, nick, e))?;
-                    let (read, write) = tokio::io::split(joined.stream);
-                    let (echo_tx, own_echo) = watch::channel(0);
-                    let reader =
-                        client::spawn_reader(index, read, joined.framer, shared, echo_tx, stop_rx);
-                    let member = Member {
-                        write: Some(write),
-                        own_echo,
-                        reader,
-                    };
-                    Ok((
-                        index,
-                        member,
-                        joined.handshake,
-                        joined.joined,
-                        joined.resumed,
-                    ))
-                });
-                next += 1;
-            }
-            let Some(finished) = tasks.join_next().await else {
-                break;
-            };
-            match finished {
-                Ok(Ok((index, member, handshake, joined, resumed))) => {
-                    slots[index] = Some(member);
-                    joins.handshake_us.push(micros(handshake));
-                    joins.join_us.push(micros(joined));
-                    joins.resumed += usize::from(resumed);
-                    done += 1;
-                    progress.set(done as u64);
-                }
-                // Dropping `stop` and the members ends the readers and
-                // closes every connection made so far.
-                Ok(Err((index, nick, e))) => {
-                    bail!("client {index} ({nick}) could not join ({done} had): {e}")
-                }
-                Err(e) => bail!("a joining task failed: {e}"),
-            }
-        }
-        joins.elapsed = started.elapsed();
-        progress.finish();
-        let members = slots.into_iter().flatten().collect::<Vec<_>>();
-        if members.len() != clients {
-            bail!("only {} of {clients} clients joined", members.len());
-        }
-        Ok(Fleet {
-            members,
-            stop,
-            shared: shared.clone(),
-            joins,
-        })
-    }
-
-    /// Starts one sender per plan (client `i` follows `plans[i]`) and waits
-    /// until every reader has every sender's last message, deliveries stall,
-    /// or the deadline passes.
-    async fn traffic(
-        &mut self,
-        plans: Vec<(u32, Pace)>,
-        opts: &BenchOptions,
-        deadline: Instant,
-    ) -> Traffic {
-        let start_us = self.shared.now_us();
-        let mut senders = Vec::with_capacity(plans.len());
-        let mut send_errors = Vec::new();
-        for (index, (count, pace)) in plans.into_iter().enumerate() {
-            let Some(mut write) = self.members.get_mut(index).and_then(|m| m.write.take()) else {
-                send_errors.push((index, "no such client to send from".to_string()));
-                continue;
-            };
-            let own_echo = self.members[index].own_echo.clone();
-            let stop = self.stop.subscribe();
-            let (size, epoch) = (self.shared.size, self.shared.epoch);
-            senders.push((
-                index,
-                tokio::spawn(async move {
-                    let report = client::send(
-                        &mut write,
-                        index as u32,
-                        count,
-                        pace,
-                        size,
-                        epoch,
-                        own_echo,
-                        stop,
-                    )
-                    .await;
-                    (write, report)
-                }),
-            ));
-        }
-        let waited = self.await_readers(opts, deadline).await;
-        if !matches!(waited, Waited::Complete) {
-            self.stop.send_replace(true);
-        }
-        let mut sent = vec![0; senders.len()];
-        let wind_down = tokio::time::Instant::now() + WIND_DOWN;
-        for (index, task) in senders {
-            match tokio::time::timeout_at(wind_down, task).await {
-                Ok(Ok((write, report))) => {
-                    self.members[index].write = Some(write);
-                    sent[index] = report.sent;
-                    if let Some(e) = report.error {
-                        send_errors.push((index, e));
-                    }
-                }
-                Ok(Err(e)) => send_errors.push((index, format!("sender task failed: {e}"))),
-                Err(_) => send_errors.push((index, "sender did not stop".into())),
-            }
-        }
-        let last_us = self.shared.last_delivery_us.load(Ordering::Relaxed);
-        Traffic {
-            sent,
-            send_errors,
-            waited,
-            elapsed: Duration::from_micros(last_us.saturating_sub(start_us)),
-        }
-    }
-
-    async fn await_readers(&self, opts: &BenchOptions, deadline: Instant) -> Waited {
-        let clients = self.members.len();
-        let shared = &self.shared;
-        let progress = Progress::new(opts.progress, 0, "delivering");
-        let mut last_count = shared.deliveries.load(Ordering::Relaxed);
-        let mut last_change = Instant::now();
-        loop {
-            if shared.finished.load(Ordering::Relaxed) >= clients {
-                progress.finish();
-                return Waited::Complete;
-            }
-            let now = Instant::now();
-            let count = shared.deliveries.load(Ordering::Relaxed);
-            progress.set(count);
-            if count != last_count {
-                (last_count, last_change) = (count, now);
-            } else if now.duration_since(last_change) >= opts.stall_timeout {
-                progress.finish();
-                return Waited::Stalled;
-            }
-            if now >= deadline {
-                progress.finish();
-                return Waited::OutOfTime;
-            }
-            tokio::select! {
-                _ = shared.wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
-        }
-    }
-
-    /// Stops every reader and collects what each saw; the connections
-    /// close as the fleet goes.
-    async fn finish(self) -> Vec<ReaderReport> {
-        self.stop.send_replace(true);
-        let wind_down = tokio::time::Instant::now() + WIND_DOWN;
-        let mut reports = Vec::with_capacity(self.members.len());
-        for (client, member) in self.members.into_iter().enumerate() {
-            let end = match tokio::time::timeout_at(wind_down, member.reader).await {
-                Ok(Ok(report)) => {
-                    reports.push(report);
-                    continue;
-                }
-                Ok(Err(e)) => format!("reader task failed: {e}"),
-                Err(_) => "reader did not stop".to_string(),
-            };
-            reports.push(ReaderReport {
-                log: ReceiverLog::new(client, self.shared.senders, self.shared.max_messages),
-                latencies_us: Vec::new(),
-                end: ReaderEnd::Failed(end),
-            });
-        }
-        reports
-    }
-}
-
-fn micros(d: Duration) -> u32 {
-    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
-}
-
 /// CPU time of the server (if its pid is known) and of this process over
 /// a phase.
 struct CpuMeter {
@@ -627,48 +343,20 @@ impl CpuMeter {
         }
     }
 
-    fn read(&self) -> (Option<f64>, Option<f64>) {
-        let server = self
-            .server
-            .and_then(|(pid, start)| Some(spawn::cpu_seconds(pid).ok()? - start));
-        let bench = self
-            .bench
-            .and_then(|start| Some(spawn::cpu_seconds(std::process::id()).ok()? - start));
-        (server, bench)
+    fn read(&self) -> CpuTimes {
+        CpuTimes {
+            server: self
+                .server
+                .and_then(|(pid, start)| Some(spawn::cpu_seconds(pid).ok()? - start)),
+            bench: self
+                .bench
+                .and_then(|start| Some(spawn::cpu_seconds(std::process::id()).ok()? - start)),
+        }
     }
 }
 
-/// A progress bar on stderr when it is a terminal; nothing otherwise.
-struct Progress(Option<ProgressBar>);
-
-impl Progress {
-    fn new(enabled: bool, len: u64, what: &str) -> Progress {
-        if !enabled {
-            return Progress(None);
-        }
-        let len = (len > 0).then_some(len);
-        let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
-        let template = if len.is_some() {
-            "{msg:>10} [{bar:30}] {pos}/{len} {elapsed}"
-        } else {
-            "{msg:>10} {pos} {per_sec} {elapsed}"
-        };
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style);
-        }
-        bar.set_message(what.to_owned());
-        Progress(Some(bar))
-    }
-
-    fn set(&self, position: u64) {
-        if let Some(bar) = &self.0 {
-            bar.set_position(position);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.0 {
-            bar.finish_and_clear();
-        }
-    }
+/// CPU seconds spent over a phase; `None` where it could not be read.
+struct CpuTimes {
+    server: Option<f64>,
+    bench: Option<f64>,
 }

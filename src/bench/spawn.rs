@@ -3,8 +3,8 @@
 //!
 //! The child is this same executable running `serve` on an ephemeral
 //! loopback port, with its defaults except the rate limit (off), in a
-//! private temporary folder holding fresh certificates. Its port comes from its own
-//! log line, so nothing has to guess or race for a free port.
+//! private temporary folder holding fresh certificates. Its port comes
+//! from its own log line, so nothing has to guess or race for a free port.
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::VecDeque;

@@ -204,29 +204,16 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 
 /// The server's TLS config: its certificate and key, ALPN `chat/1`, and
 /// stateless TLS 1.3 session tickets so that returning clients skip the
-/// full handshake.
+/// full handshake; with the handle that swaps in a new certificate and key
+/// from the same files while the server runs. It allows the TLS versions
+/// `version` says, requires client certificates checked by `client_auth`
+/// when given (see [`crate::server::access::Access::client_verifier`]), and
+/// logs the secrets to `SSLKEYLOGFILE` when it is set.
 ///
 /// ALPN: rustls refuses a client that offers protocols, none of them
 /// `chat/1` (so a browser or another protocol's client cannot be confused
 /// into talking to us), and accepts one that offers none at all (openssl
 /// s_client, ncat).
-pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>> {
-    Ok(reloadable_server_config(cert_path, key_path)?.0)
-}
-
-/// [`server_config`], with the handle that swaps in a new certificate and
-/// key from the same files while the server runs.
-pub fn reloadable_server_config(
-    cert_path: &Path,
-    key_path: &Path,
-) -> Result<(Arc<ServerConfig>, Arc<ServerCertificate>)> {
-    reloadable_server_config_with(cert_path, key_path, None, TlsVersion::Any)
-}
-
-/// [`reloadable_server_config`] for the given TLS versions, requiring client
-/// certificates checked by `client_auth` when given (see
-/// [`crate::server::access::Access::client_verifier`]), and logging the secrets to
-/// `SSLKEYLOGFILE` when it is set.
 pub fn reloadable_server_config_with(
     cert_path: &Path,
     key_path: &Path,
@@ -329,12 +316,6 @@ fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey> {
 /// pinned CA), offers ALPN `chat/1`, and resumes sessions by default.
 pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>> {
     client_config_with(ca, TlsVersion::Any, None)
-}
-
-/// [`client_config`], presenting the client certificate `cert` (PEM, leaf
-/// first) with its key `key` when the server asks for one.
-pub fn client_config_with_cert(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>> {
-    client_config_with(ca, TlsVersion::Any, Some((cert, key)))
 }
 
 /// [`client_config`] for the given TLS versions, with a client certificate

@@ -122,7 +122,7 @@ impl Access {
     }
 
     /// Whether clients must present a certificate.
-    pub fn requires_certificates(&self) -> bool {
+    fn requires_certificates(&self) -> bool {
         self.files.client_ca.is_some()
     }
 
@@ -153,7 +153,7 @@ impl Access {
     /// policy (the handshake may have been a resumption, which skips
     /// verification). `peer` is what the TLS session says the client
     /// presented.
-    pub fn identify(
+    fn identify(
         &self,
         peer: Option<&[CertificateDer<'_>]>,
     ) -> Result<Option<ClientIdentity>, Refusal> {
@@ -205,15 +205,6 @@ impl Access {
         }
         Ok(())
     }
-
-    /// The watcher a participant's session keeps.
-    pub fn entry(self: &Arc<Self>, identity: Option<ClientIdentity>) -> Entry {
-        Entry {
-            access: self.clone(),
-            identity,
-            changes: self.changes.subscribe(),
-        }
-    }
 }
 
 /// After a handshake: the participant's [`Entry`] under `access` (none
@@ -257,11 +248,6 @@ pub enum NickRefusal {
 }
 
 impl Entry {
-    /// The verified certificate's name, if the client presented one.
-    pub fn certificate_name(&self) -> Option<&str> {
-        self.identity.as_ref().map(|id| id.name.as_str())
-    }
-
     /// Checks the answer to `NICK` (already valid by the nickname rules);
     /// returns the nickname to join as: the certificate's own spelling.
     pub fn admit_nick<'a>(&'a self, nick: &'a str) -> Result<&'a str, NickRefusal> {

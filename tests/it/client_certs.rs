@@ -110,7 +110,12 @@ fn tls_as(
     key: &std::path::Path,
 ) -> Arc<rustls::ClientConfig> {
     // Pins `certs`' CA (the server's), whoever signed the client's pair.
-    chatroom::tls::client_config_with_cert(&certs.ca(), cert, key).expect("client config")
+    chatroom::tls::client_config_with(
+        &certs.ca(),
+        chatroom::tls::TlsVersion::Any,
+        Some((cert, key)),
+    )
+    .expect("client config")
 }
 
 #[tokio::test]

@@ -32,10 +32,13 @@ async fn ok(dir: &Path, args: &[&str]) -> String {
 /// A client presenting `certs/clients/NAME.pem` (a fresh TLS config: no
 /// session to resume).
 async fn as_client(dir: &Path, addr: SocketAddr, name: &str) -> TlsClient {
-    let config = tls::client_config_with_cert(
+    let config = tls::client_config_with(
         &dir.join("certs/ca.pem"),
-        &dir.join(format!("certs/clients/{name}.pem")),
-        &dir.join(format!("certs/clients/{name}-key.pem")),
+        tls::TlsVersion::Any,
+        Some((
+            &dir.join(format!("certs/clients/{name}.pem")),
+            &dir.join(format!("certs/clients/{name}-key.pem")),
+        )),
     )
     .expect("client config");
     Client::tls(addr, config).await

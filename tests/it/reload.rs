@@ -20,7 +20,8 @@ async fn a_reloaded_certificate_reaches_new_connections_only() {
     let cert_path = certs.path(certs::SERVER_CERT);
     let key_path = certs.path(certs::SERVER_KEY);
     let (config, certificate) =
-        tls::reloadable_server_config(&cert_path, &key_path).expect("config");
+        tls::reloadable_server_config_with(&cert_path, &key_path, None, tls::TlsVersion::Any)
+            .expect("config");
     let mut settings = Settings::new(Some(config));
     settings.limits.rate = None;
     let server = RunningServer::start(loopback(), settings)

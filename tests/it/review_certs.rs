@@ -176,10 +176,13 @@ type TlsConn = Connection<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// A TLS connection to `addr` presenting `certs/clients/NAME.pem`.
 async fn as_client(dir: &Path, addr: SocketAddr, name: &str) -> TlsConn {
-    let config = tls::client_config_with_cert(
+    let config = tls::client_config_with(
         &dir.join("certs/ca.pem"),
-        &dir.join(format!("certs/clients/{name}.pem")),
-        &dir.join(format!("certs/clients/{name}-key.pem")),
+        tls::TlsVersion::Any,
+        Some((
+            &dir.join(format!("certs/clients/{name}.pem")),
+            &dir.join(format!("certs/clients/{name}-key.pem")),
+        )),
     )
     .expect("client config");
     let tcp = TcpStream::connect(addr).await.expect("connect");
@@ -321,10 +324,13 @@ async fn sighup_keeps_the_old_policy_when_the_new_crl_is_forged() {
         next_line(&mut carol).await.as_deref(),
         Some("bob: still here")
     );
-    let config = tls::client_config_with_cert(
+    let config = tls::client_config_with(
         &dir.join("certs/ca.pem"),
-        &dir.join("certs/clients/alice.pem"),
-        &dir.join("certs/clients/alice-key.pem"),
+        tls::TlsVersion::Any,
+        Some((
+            &dir.join("certs/clients/alice.pem"),
+            &dir.join("certs/clients/alice-key.pem"),
+        )),
     )
     .expect("client config");
     let tcp = TcpStream::connect(serve.addr).await.expect("connect");

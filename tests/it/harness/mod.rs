@@ -56,11 +56,14 @@ impl TestCerts {
     }
 
     pub fn server_tls(&self) -> Arc<rustls::ServerConfig> {
-        tls::server_config(
+        tls::reloadable_server_config_with(
             &self.path(certs::SERVER_CERT),
             &self.path(certs::SERVER_KEY),
+            None,
+            tls::TlsVersion::Any,
         )
         .expect("server TLS config")
+        .0
     }
 
     pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
@@ -78,7 +81,8 @@ impl TestCerts {
 
     /// A client config that pins this CA and presents `cert`/`key`.
     pub fn client_tls_as(&self, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
-        tls::client_config_with_cert(&self.ca(), cert, key).expect("client TLS config with cert")
+        tls::client_config_with(&self.ca(), tls::TlsVersion::Any, Some((cert, key)))
+            .expect("client TLS config with cert")
     }
 }
 

@@ -3,8 +3,8 @@
 //! connections at once, joins per minute, and the message rate.
 //!
 //! A per-connection limit is no limit for a client that reconnects: each
-//! new connection used to bring a fresh burst of messages, and its
-//! `joined!` and `left!` lines were free. Here the state belongs to the
+//! new connection would bring a fresh burst of messages, and its `joined!`
+//! and `left!` lines would be free. Here the state belongs to the
 //! address (an IPv4 address, or an IPv6 /64, which one host or one
 //! customer of a provider usually gets whole), so reconnecting buys
 //! nothing:

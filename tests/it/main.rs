@@ -24,6 +24,7 @@ mod commands;
 mod demo;
 mod key_files;
 mod lab_exercises;
+mod layout;
 mod lookalikes;
 mod mutual_tls_reload;
 mod open_files;

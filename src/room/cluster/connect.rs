@@ -209,6 +209,44 @@ fn connect_error(error: async_nats::ConnectError, opts: &ClusterOptions) -> anyh
     }
 }
 
+/// Runs `work` (opening the room), failing as soon as NATS reports a
+/// permissions violation meanwhile, with what it refused: the refused
+/// request itself would only time out, and say nothing of why.
+async fn unless_denied<T>(
+    link: &Link,
+    opts: &ClusterOptions,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let mut denied = link.denied.subscribe();
+    let done = tokio::select! {
+        done = work => done,
+        _ = denied.wait_for(Option::is_some) => Err(anyhow::anyhow!("permissions violation")),
+    };
+    let why = link.denied.borrow().clone();
+    match (done, why) {
+        (Ok(value), _) => Ok(value),
+        (Err(_), Some(why)) => Err(access_refused(&why, opts)),
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// The error of a node whose NATS user may not use the room, `why` being
+/// the violation NATS reported (made safe to print).
+fn access_refused(why: &str, opts: &ClusterOptions) -> anyhow::Error {
+    let user = match &opts.creds {
+        Some(creds) => format!("the credentials in {} do not", creds.display()),
+        None => "this node's NATS user (no --cluster-creds) does not".to_owned(),
+    };
+    let room = &opts.room;
+    anyhow::anyhow!(
+        "NATS refused this node access to room {room:?}: {why} ({user} allow the \
+         room's stream CHAT_{room} and buckets {}, {}: see docs/cluster.md for the \
+         permissions a node needs)",
+        nicks_bucket(room),
+        nodes_bucket(room)
+    )
+}
+
 /// Whether connecting failed because the server's first bytes were not a
 /// TLS record: a server that speaks plain NATS where TLS was required.
 fn answered_without_tls(error: &(dyn std::error::Error + 'static)) -> bool {
@@ -247,12 +285,14 @@ impl ClusterRoom {
         let js = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
             .build(client.clone());
-        let opened = Opened::open(&js, &opts).await?;
         let private_prefix = format!("chat.{}.private", opts.room);
+        // Subscribed first, so that a refusal of this subscription comes
+        // while the room is being opened below, and is reported.
         let private_inbox = client
             .subscribe(format!("{private_prefix}.{}", opts.node_name))
             .await
             .context("cannot subscribe to this node's private lines")?;
+        let opened = unless_denied(&link, &opts, Opened::open(&js, &opts)).await?;
         let (queue, queued) = mpsc::channel(OUTGOING_QUEUE);
         let last = opened.last;
         let lines_stream = opened.lines.clone();
@@ -301,6 +341,10 @@ impl ClusterRoom {
 async fn nats_client(opts: &ClusterOptions, link: &Arc<Link>) -> Result<async_nats::Client> {
     let mut connect = async_nats::ConnectOptions::new()
         .name(format!("chatroom {}", opts.node_name))
+        // Replies and deliveries come to inboxes under the room's own
+        // prefix: a NATS user may then subscribe to this room's inboxes
+        // alone, and not read other rooms' traffic through `_INBOX.>`.
+        .custom_inbox_prefix(format!("_INBOX.chat_{}", opts.room))
         .connection_timeout(REQUEST_TIMEOUT)
         .event_callback({
             let link = link.clone();
@@ -449,6 +493,9 @@ pub(super) struct Link {
     /// Set once the first connection is made (its own event says nothing
     /// new).
     pub(super) started: AtomicBool,
+    /// The last permissions violation NATS reported (made safe to print):
+    /// something this node's NATS user may not do.
+    pub(super) denied: watch::Sender<Option<String>>,
 }
 
 pub(super) fn on_event(link: &Link, event: async_nats::Event) {
@@ -465,6 +512,23 @@ pub(super) fn on_event(link: &Link, event: async_nats::Event) {
             if lock(&link.since).take().is_some() {
                 tracing::warn!(
                     "lost the NATS connection: lines are refused until it is back; reconnecting"
+                );
+            }
+        }
+        async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+            if text.starts_with("Permissions Violation") =>
+        {
+            // Bounded and stripped: it comes from the network.
+            let text: String = crate::protocol::sanitize(&text).chars().take(300).collect();
+            let new = link.denied.send_if_modified(|last| {
+                let new = last.as_deref() != Some(text.as_str());
+                *last = Some(text.clone());
+                new
+            });
+            if new {
+                tracing::warn!(
+                    "NATS refused this node: {text} (see docs/cluster.md for the permissions \
+                     a node needs)"
                 );
             }
         }

@@ -5,5 +5,6 @@ mod auth;
 mod forgery;
 mod nodes;
 mod outage;
+mod permissions;
 mod private;
 mod room;

@@ -133,16 +133,24 @@ impl Account {
 
     /// A user of this account, as the text of a `.creds` file.
     pub fn user_creds(&self, name: &str) -> String {
+        self.user_creds_with(name, json!({ "pub": {}, "sub": {} }))
+    }
+
+    /// A user of this account whose JWT carries `permissions`: an object
+    /// with the user claim's permission fields (`pub`, `sub`, `resp`, each
+    /// as NATS JWT v2 spells them), as the text of a `.creds` file.
+    pub fn user_creds_with(&self, name: &str, permissions: Value) -> String {
         let user = KeyPair::new_user();
-        let jwt = encode(
-            &self.key,
-            &user.public_key(),
-            name,
-            json!({
-                "type": "user", "version": 2, "pub": {}, "sub": {},
-                "subs": -1, "data": -1, "payload": -1
-            }),
-        );
+        let mut claim = json!({
+            "type": "user", "version": 2, "subs": -1, "data": -1, "payload": -1
+        });
+        let fields = permissions
+            .as_object()
+            .expect("permissions are a JSON object");
+        for (field, value) in fields {
+            claim[field] = value.clone();
+        }
+        let jwt = encode(&self.key, &user.public_key(), name, claim);
         let seed = user.seed().expect("a user key has a seed");
         format!(
             "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
@@ -157,16 +165,28 @@ impl Account {
     /// Writes a user's `.creds` file to `dir/NAME.creds`, readable by its
     /// owner alone; returns its path.
     pub fn write_creds(&self, dir: &Path, name: &str) -> PathBuf {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join(format!("{name}.creds"));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut file| file.write_all(self.user_creds(name).as_bytes()))
-            .expect("write the creds file");
-        path
+        write_private(dir, name, &self.user_creds(name))
     }
+
+    /// As [`Account::write_creds`], for a user with `permissions` (see
+    /// [`Account::user_creds_with`]).
+    pub fn write_creds_with(&self, dir: &Path, name: &str, permissions: Value) -> PathBuf {
+        write_private(dir, name, &self.user_creds_with(name, permissions))
+    }
+}
+
+/// Writes `text` to `dir/NAME.creds`, readable by its owner alone; returns
+/// its path.
+fn write_private(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(format!("{name}.creds"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .expect("write the creds file");
+    path
 }

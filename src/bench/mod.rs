@@ -45,7 +45,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"), conflicts_with = "spawn")]
     pub addr: String,
     /// The CA certificate to trust (not with --spawn).
-    #[arg(long, default_value = "certs/ca.pem", conflicts_with = "spawn")]
+    #[arg(long, default_value = crate::certs::DEFAULT_CA, conflicts_with = "spawn")]
     pub ca: PathBuf,
     /// Name to check the server's certificate against. Default: the host
     /// part of (the first) --addr.

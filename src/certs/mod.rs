@@ -46,6 +46,10 @@ pub const CRL: &str = "crl.pem";
 /// Default certificate folder, relative to the working directory.
 pub const DEFAULT_DIR: &str = "certs";
 
+/// The CA certificate a client pins by default: [`CA_CERT`] in
+/// [`DEFAULT_DIR`], where `gen-certs` and a first `serve` put it.
+pub const DEFAULT_CA: &str = "certs/ca.pem";
+
 /// Names every server certificate carries, so that loopback works whatever
 /// the client types.
 pub const DEFAULT_SANS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
@@ -432,7 +436,13 @@ pub(crate) fn existing_ca(dir: &Path) -> Result<(Issuer<'static, KeyPair>, Strin
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{CA_CERT, DEFAULT_CA, DEFAULT_DIR, escape};
+    use std::path::Path;
+
+    #[test]
+    fn the_default_ca_is_the_ca_certificate_in_the_default_folder() {
+        assert_eq!(Path::new(DEFAULT_CA), Path::new(DEFAULT_DIR).join(CA_CERT));
+    }
 
     #[test]
     fn escape_shows_controls_and_backslashes_and_keeps_the_rest() {

@@ -14,7 +14,7 @@ pub struct ConnectArgs {
     #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"))]
     addr: String,
     /// The CA certificate to trust (and the only one).
-    #[arg(long, default_value = "certs/ca.pem")]
+    #[arg(long, default_value = crate::certs::DEFAULT_CA)]
     ca: PathBuf,
     /// Name to check the server's certificate against. Default: the host
     /// part of the address connected to.

@@ -5,7 +5,8 @@
 //! certificate's name; expiry is warned about and an expired certificate
 //! refused.
 
-use crate::harness::{BIN, Client, Serve, TlsClient, WAIT};
+use crate::harness::cli::{Running, as_client, certs_folder, ok, run, write_signed_pair};
+use crate::harness::{Client, Serve, WAIT};
 use chatroom::certs;
 use chatroom::tls;
 use std::net::SocketAddr;
@@ -13,62 +14,6 @@ use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
-
-async fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("chatroom runs");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
-/// A client presenting `certs/clients/NAME.pem` (a fresh TLS config: no
-/// session to resume).
-async fn as_client(dir: &Path, addr: SocketAddr, name: &str) -> TlsClient {
-    let config = tls::client_config_with(
-        &dir.join("certs/ca.pem"),
-        tls::TlsVersion::Any,
-        Some((
-            &dir.join(format!("certs/clients/{name}.pem")),
-            &dir.join(format!("certs/clients/{name}-key.pem")),
-        )),
-    )
-    .expect("client config");
-    Client::tls(addr, config).await
-}
-
-/// Signs `params` with `dir`'s CA (from gen-certs) for a fresh key, and
-/// writes the certificate to `cert` and the key to `key` (replaced, so the
-/// new file is created with mode 0600), both under `dir`.
-fn write_signed_pair(dir: &Path, params: rcgen::CertificateParams, cert: &str, key: &str) {
-    let ca_key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(dir.join("certs/ca-key.pem")).expect("CA key"),
-    )
-    .expect("CA key PEM");
-    let ca = rcgen::Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(dir.join("certs/ca.pem")).expect("CA"),
-        ca_key,
-    )
-    .expect("CA");
-    let key_pair = rcgen::KeyPair::generate().expect("key");
-    let signed = params.signed_by(&key_pair, &ca).expect("sign");
-    std::fs::write(dir.join(cert), signed.pem()).expect("write");
-    let key_path = dir.join(key);
-    let _ = std::fs::remove_file(&key_path);
-    std::fs::write(&key_path, key_pair.serialize_pem()).expect("write");
-    std::fs::set_permissions(
-        &key_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod");
-}
 
 /// Writes a server certificate (signed by `dir`'s CA) that expired two days
 /// ago, and its key; returns its expiry.
@@ -109,18 +54,8 @@ async fn connect_with(
     addr: &str,
     extra: &[&str],
 ) -> (std::process::ExitStatus, String) {
-    let out = tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(["connect", "--addr", addr])
-            .args(extra)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("in time")
-    .expect("connect runs");
+    let args = [&["connect", "--addr", addr], extra].concat();
+    let out = run(dir, &args, &[]).await;
     (
         out.status,
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -129,12 +64,8 @@ async fn connect_with(
 
 #[tokio::test]
 async fn sighup_reloads_all_or_nothing_and_puts_revoked_participants_out() {
-    let tmp = tempfile::tempdir().expect("temp");
+    let tmp = certs_folder(&["alice", "bob", "carol", "dave"]).await;
     let dir = tmp.path();
-    ok(dir, &["gen-certs"]).await;
-    for name in ["alice", "bob", "carol", "dave"] {
-        ok(dir, &["gen-certs", "client", name]).await;
-    }
     std::fs::write(dir.join("deny.txt"), "# nobody yet\n").expect("deny file");
     let mut serve = Serve::start(
         dir,
@@ -246,49 +177,29 @@ async fn sighup_reloads_all_or_nothing_and_puts_revoked_participants_out() {
 
 #[tokio::test]
 async fn connect_presents_its_certificate_and_takes_its_name() {
-    let tmp = tempfile::tempdir().expect("temp");
+    let tmp = certs_folder(&["alice"]).await;
     let dir = tmp.path();
-    ok(dir, &["gen-certs"]).await;
-    ok(dir, &["gen-certs", "client", "alice"]).await;
     let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"]).await;
 
-    let mut client = Command::new(BIN)
-        .args(["connect", "--addr", &serve.addr])
-        .args(["--cert", "certs/clients/alice.pem"])
-        .args(["--key", "certs/clients/alice-key.pem"])
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("connect starts");
-    let mut stdout = BufReader::new(client.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(WAIT, stdout.next_line())
-        .await
-        .expect("in time")
-        .expect("read");
-    assert_eq!(first.as_deref(), Some("alice joined!"));
-    let mut stdin = client.stdin.take().expect("stdin");
-    stdin.shutdown().await.expect("close stdin");
-    drop(stdin);
-    let status = tokio::time::timeout(WAIT, client.wait())
-        .await
-        .expect("exits in time")
-        .expect("wait");
-    assert!(status.success());
+    let mut client = Running::start(
+        dir,
+        &[
+            "connect",
+            "--addr",
+            &serve.addr,
+            "--cert",
+            "certs/clients/alice.pem",
+            "--key",
+            "certs/clients/alice-key.pem",
+        ],
+    );
+    assert_eq!(client.line().await, "alice joined!");
+    let (success, said) = client.end().await;
+    assert!(success, "{said}");
 
     // Without a certificate, connect says what is missing.
-    let out = tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(["connect", "--addr", &serve.addr, "--nick", "mallory"])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("in time")
-    .expect("connect runs");
+    let args = ["connect", "--addr", &serve.addr, "--nick", "mallory"];
+    let out = run(dir, &args, &[]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -304,19 +215,18 @@ async fn a_certificate_running_out_is_warned_about_and_an_expired_one_refused() 
     ok(dir, &["gen-certs", "--days", "10"]).await;
     ok(dir, &["gen-certs", "client", "alice", "--days", "5"]).await;
     let serve = Serve::start(dir, &[]).await;
-    let out = tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(["connect", "--addr", &serve.addr, "--nick", "alice"])
-            .args(["--cert", "certs/clients/alice.pem"])
-            .args(["--key", "certs/clients/alice-key.pem"])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("in time")
-    .expect("connect runs");
+    let args = [
+        "connect",
+        "--addr",
+        &serve.addr,
+        "--nick",
+        "alice",
+        "--cert",
+        "certs/clients/alice.pem",
+        "--key",
+        "certs/clients/alice-key.pem",
+    ];
+    let out = run(dir, &args, &[]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("warning: the server's certificate expires in 9 days")
@@ -337,17 +247,16 @@ async fn a_certificate_running_out_is_warned_about_and_an_expired_one_refused() 
     // An expired server certificate, made here with the CA: serve refuses
     // to start and names the dates.
     let not_after = expired_server_pair(dir, "old.pem", "old-key.pem");
-    let out = tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(["--cert", "old.pem", "--key", "old-key.pem"])
-            .current_dir(dir)
-            .output(),
-    )
-    .await
-    .expect("in time")
-    .expect("serve runs");
+    let args = [
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--cert",
+        "old.pem",
+        "--key",
+        "old-key.pem",
+    ];
+    let out = run(dir, &args, &[]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -359,9 +268,8 @@ async fn a_certificate_running_out_is_warned_about_and_an_expired_one_refused() 
 
 #[tokio::test]
 async fn connect_refuses_to_present_its_certificate_outside_its_dates() {
-    let tmp = tempfile::tempdir().expect("temp");
+    let tmp = certs_folder(&[]).await;
     let dir = tmp.path();
-    ok(dir, &["gen-certs"]).await;
     let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"]).await;
     let now = time::OffsetDateTime::now_utc();
     let day = time::Duration::days(1);
@@ -399,10 +307,8 @@ async fn connect_refuses_to_present_its_certificate_outside_its_dates() {
 
 #[tokio::test]
 async fn connect_says_when_the_server_refuses_its_certificate_as_revoked() {
-    let tmp = tempfile::tempdir().expect("temp");
+    let tmp = certs_folder(&["bob"]).await;
     let dir = tmp.path();
-    ok(dir, &["gen-certs"]).await;
-    ok(dir, &["gen-certs", "client", "bob"]).await;
     ok(dir, &["certs", "revoke", "bob"]).await;
     let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"]).await;
     let (status, err) = connect_with(
@@ -425,10 +331,8 @@ async fn connect_says_when_the_server_refuses_its_certificate_as_revoked() {
 
 #[tokio::test]
 async fn openssl_s_client_joins_with_a_client_certificate() {
-    let tmp = tempfile::tempdir().expect("temp");
+    let tmp = certs_folder(&["alice"]).await;
     let dir = tmp.path();
-    ok(dir, &["gen-certs"]).await;
-    ok(dir, &["gen-certs", "client", "alice"]).await;
     let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"]).await;
     // The README's command.
     let mut openssl = Command::new("openssl")

@@ -5,14 +5,13 @@
 //! is warned about when SIGHUP installs it. A plaintext server, which has
 //! no certificate, reloads its deny file on SIGHUP the same way.
 
-use crate::harness::{BIN, Client, Serve, TestCerts, WAIT, loopback};
+use crate::harness::cli::{Running, ok};
+use crate::harness::{Client, Serve, TestCerts, loopback};
 use chatroom::certs::lifecycle::{self, Validity};
 use chatroom::certs::{self, GenOptions};
 use chatroom::server::{RunningServer, Settings};
 use chatroom::tls;
 use std::net::SocketAddr;
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[tokio::test]
 async fn a_reloaded_certificate_reaches_new_connections_only() {
@@ -77,13 +76,7 @@ async fn sighup_reloads_the_certificate_files() {
     let mut serve = Serve::start(dir, &[]).await;
     let before = std::fs::read(dir.join("certs/server.pem")).expect("cert");
 
-    let forced = tokio::process::Command::new(BIN)
-        .args(["gen-certs", "--force", "--san", "chat.lan"])
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("gen-certs runs");
-    assert!(forced.status.success());
+    ok(dir, &["gen-certs", "--force", "--san", "chat.lan"]).await;
     assert_ne!(
         std::fs::read(dir.join("certs/server.pem")).expect("cert"),
         before
@@ -100,29 +93,21 @@ async fn sighup_reloads_the_certificate_files() {
     assert!(reloaded.contains(&new_fingerprint), "{reloaded}");
 
     // The server is still up, and a client checking the new name joins.
-    let mut client = tokio::process::Command::new(BIN)
-        .args(["connect", "--addr", &serve.addr, "--nick", "dave"])
-        .args(["--server-name", "chat.lan"])
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("connect starts");
-    let mut stdout = BufReader::new(client.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(WAIT, stdout.next_line())
-        .await
-        .expect("in time")
-        .expect("read");
-    assert_eq!(first.as_deref(), Some("dave joined!"));
-    let mut stdin = client.stdin.take().expect("stdin");
-    stdin.shutdown().await.expect("close stdin");
-    drop(stdin);
-    let status = tokio::time::timeout(WAIT, client.wait())
-        .await
-        .expect("exits in time")
-        .expect("wait");
-    assert!(status.success());
+    let mut client = Running::start(
+        dir,
+        &[
+            "connect",
+            "--addr",
+            &serve.addr,
+            "--nick",
+            "dave",
+            "--server-name",
+            "chat.lan",
+        ],
+    );
+    assert_eq!(client.line().await, "dave joined!");
+    let (success, said) = client.end().await;
+    assert!(success, "{said}");
 }
 
 #[tokio::test]
@@ -195,13 +180,7 @@ async fn sighup_warns_about_a_reloaded_certificate_that_expires_soon() {
     assert!(fresh.contains("listening"), "{fresh}");
     assert!(!fresh.contains("expires in"), "{fresh}");
 
-    let reissued = tokio::process::Command::new(BIN)
-        .args(["gen-certs", "server", "--force", "--days", "10"])
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("gen-certs runs");
-    assert!(reissued.status.success());
+    ok(dir, &["gen-certs", "server", "--force", "--days", "10"]).await;
     let leaf = tls::load_certs(&dir.join("certs/server.pem")).expect("cert")[0].clone();
     let now = time::OffsetDateTime::now_utc();
     let Ok(Validity::ExpiresSoon { not_after, .. }) = lifecycle::check(&leaf, "it", now) else {

@@ -5,71 +5,14 @@
 //! first; a client certificate names exactly one holder; `certs list` keeps
 //! every certificate the CA signed.
 //!
-//! Self-contained (no shared fixtures): the certificates come from our own
-//! `gen-certs`, the forgeries from rcgen.
+//! The certificates come from our own `gen-certs`, the forgeries from
+//! rcgen.
 
-use bytes::Bytes;
-use chatroom::connection::Connection;
-use chatroom::tls;
+use crate::harness::cli::write_signed_pair;
+use crate::harness::cli::{as_client, certs_folder, client_tls_for, fails, ok};
+use crate::harness::{Client, Serve, TlsClient, tcp, tls_over};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStderr, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_chatroom");
-/// How long any single expected event may take before the test fails.
-const WAIT: Duration = Duration::from_secs(10);
-
-/// Runs `chatroom ARGS` in `dir` to its end.
-async fn run(dir: &Path, args: &[&str]) -> Output {
-    tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(args)
-            .current_dir(dir)
-            .env_remove("SSLKEYLOGFILE")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("chatroom ends in time")
-    .expect("chatroom runs")
-}
-
-async fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args).await;
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
-async fn fails(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args).await;
-    assert!(
-        !out.status.success(),
-        "{args:?} should fail; it printed:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A folder with a CA and server certificate from `gen-certs`, and client
-/// certificates for `clients`.
-async fn folder(clients: &[&str]) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().expect("temp");
-    ok(tmp.path(), &["gen-certs"]).await;
-    for name in clients {
-        ok(tmp.path(), &["gen-certs", "client", name]).await;
-    }
-    tmp
-}
 
 /// An empty CRL that names `dir`'s CA as its issuer but is signed by a key
 /// of its own: what someone who can write to the folder, but has not the
@@ -95,142 +38,11 @@ fn forged_crl(dir: &Path) -> String {
         .expect("PEM")
 }
 
-/// A running `serve`, killed when dropped.
-struct Serve {
-    _child: Child,
-    addr: SocketAddr,
-    pid: u32,
-    stderr: Lines<BufReader<ChildStderr>>,
-}
-
-impl Serve {
-    /// Starts `serve --addr 127.0.0.1:0 EXTRA` in `dir`, with `envs`;
-    /// returns once it listens.
-    async fn start(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(extra)
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .env_remove("SSLKEYLOGFILE")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("serve starts");
-        let pid = child.id().expect("pid");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let mut seen = Vec::new();
-        let addr = tokio::time::timeout(WAIT, async {
-            loop {
-                let Some(line) = stderr.next_line().await.expect("read") else {
-                    panic!("serve exited early:\n{}", seen.join("\n"));
-                };
-                if let Some(rest) = line.split("listening addr=").nth(1) {
-                    return rest.split_whitespace().next().expect("address").to_owned();
-                }
-                seen.push(line);
-            }
-        })
-        .await
-        .expect("serve listens in time");
-        Serve {
-            _child: child,
-            addr: addr.parse().expect("address"),
-            pid,
-            stderr,
-        }
-    }
-
-    async fn hangup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.pid.to_string()])
-            .status()
-            .await
-            .expect("kill runs");
-        assert!(status.success(), "kill -HUP failed");
-    }
-
-    /// Reads the log until a line contains `needle`; returns that line.
-    async fn wait_for_log(&mut self, needle: &str) -> String {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                let line = self
-                    .stderr
-                    .next_line()
-                    .await
-                    .expect("read")
-                    .expect("serve exited early");
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no log line with {needle:?} within {WAIT:?}"))
-    }
-}
-
-type TlsConn = Connection<tokio_rustls::client::TlsStream<TcpStream>>;
-
-/// A TLS connection to `addr` presenting `certs/clients/NAME.pem`.
-async fn as_client(dir: &Path, addr: SocketAddr, name: &str) -> TlsConn {
-    let config = tls::client_config_with(
-        &dir.join("certs/ca.pem"),
-        tls::TlsVersion::Any,
-        Some((
-            &dir.join(format!("certs/clients/{name}.pem")),
-            &dir.join(format!("certs/clients/{name}-key.pem")),
-        )),
-    )
-    .expect("client config");
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let server_name = tls::server_name("127.0.0.1").expect("name");
-    let stream = tokio::time::timeout(
-        WAIT,
-        tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
-    Connection::new(stream, 1 << 20)
-}
-
-/// The next line, or `None` once the server closed (or broke) the stream.
-async fn next_line<S>(conn: &mut Connection<S>) -> Option<String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(WAIT, conn.read_line()).await {
-        Err(_) => panic!("no line from the server within {WAIT:?}"),
-        Ok(Ok(Some(line))) => Some(String::from_utf8_lossy(&line).into_owned()),
-        Ok(Ok(None)) | Ok(Err(_)) => None,
-    }
-}
-
-async fn send<S>(conn: &mut Connection<S>, text: &str)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    conn.send(Bytes::from(format!("{text}\n")))
-        .await
-        .expect("send");
-}
-
 /// Answers NICK with `nick`; returns every line up to `Connected to
 /// server!`, or up to the close if the server refused.
-async fn register(conn: &mut TlsConn, nick: &str) -> Vec<String> {
-    assert_eq!(next_line(conn).await.as_deref(), Some("NICK"));
-    send(conn, nick).await;
-    let mut said = Vec::new();
-    while let Some(line) = next_line(conn).await {
-        let done = line == "Connected to server!";
-        said.push(line);
-        if done {
-            break;
-        }
-    }
+async fn register(client: &mut TlsClient, nick: &str) -> Vec<String> {
+    let said = client.join_lines(nick).await;
+    assert_eq!(said.first().map(String::as_str), Some("NICK"));
     said
 }
 
@@ -239,7 +51,7 @@ async fn register(conn: &mut TlsConn, nick: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_crl_signed_by_another_key_is_refused_by_list_and_revoke() {
-    let tmp = folder(&["alice", "bob"]).await;
+    let tmp = certs_folder(&["alice", "bob"]).await;
     let dir = tmp.path();
     ok(dir, &["certs", "revoke", "alice"]).await;
     let crl = dir.join("certs/crl.pem");
@@ -265,7 +77,7 @@ async fn a_crl_signed_by_another_key_is_refused_by_list_and_revoke() {
 
 #[tokio::test]
 async fn serve_refuses_a_forged_crl_at_start() {
-    let tmp = folder(&["alice"]).await;
+    let tmp = certs_folder(&["alice"]).await;
     let dir = tmp.path();
     std::fs::write(dir.join("certs/crl.pem"), forged_crl(dir)).expect("forge");
     let said = fails(
@@ -287,16 +99,15 @@ async fn serve_refuses_a_forged_crl_at_start() {
 
 #[tokio::test]
 async fn sighup_keeps_the_old_policy_when_the_new_crl_is_forged() {
-    let tmp = folder(&["alice", "bob", "carol"]).await;
+    let tmp = certs_folder(&["alice", "bob", "carol"]).await;
     let dir = tmp.path();
     ok(dir, &["certs", "revoke", "alice"]).await;
     let mut serve = Serve::start(
         dir,
         &["--client-ca", "certs/ca.pem", "--crl", "certs/crl.pem"],
-        &[],
     )
     .await;
-    let mut bob = as_client(dir, serve.addr, "bob").await;
+    let mut bob = as_client(dir, serve.socket_addr(), "bob").await;
     let said = register(&mut bob, "bob").await;
     assert_eq!(
         said.last().map(String::as_str),
@@ -304,46 +115,28 @@ async fn sighup_keeps_the_old_policy_when_the_new_crl_is_forged() {
     );
 
     std::fs::write(dir.join("certs/crl.pem"), forged_crl(dir)).expect("forge");
-    serve.hangup().await;
+    serve.signal("HUP").await;
     let kept = serve
         .wait_for_log("nothing reloaded, keeping the old configuration whole")
         .await;
     assert!(kept.contains("signature"), "{kept}");
 
     // bob stays, carol still joins, alice is still refused.
-    let mut carol = as_client(dir, serve.addr, "carol").await;
+    let mut carol = as_client(dir, serve.socket_addr(), "carol").await;
     let said = register(&mut carol, "carol").await;
     assert_eq!(
         said.last().map(String::as_str),
         Some("Connected to server!"),
         "{said:?}"
     );
-    assert_eq!(next_line(&mut bob).await.as_deref(), Some("carol joined!"));
-    send(&mut bob, "still here").await;
-    assert_eq!(
-        next_line(&mut carol).await.as_deref(),
-        Some("bob: still here")
-    );
-    let config = tls::client_config_with(
-        &dir.join("certs/ca.pem"),
-        tls::TlsVersion::Any,
-        Some((
-            &dir.join("certs/clients/alice.pem"),
-            &dir.join("certs/clients/alice-key.pem"),
-        )),
-    )
-    .expect("client config");
-    let tcp = TcpStream::connect(serve.addr).await.expect("connect");
-    let server_name = tls::server_name("127.0.0.1").expect("name");
-    if let Ok(Ok(stream)) = tokio::time::timeout(
-        WAIT,
-        tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
-    )
-    .await
-    {
+    assert_eq!(bob.next_line().await.as_deref(), Some("carol joined!"));
+    bob.send("still here").await;
+    assert_eq!(carol.next_line().await.as_deref(), Some("bob: still here"));
+    let alice_tls = client_tls_for(dir, "alice");
+    if let Ok(stream) = tls_over(tcp(serve.socket_addr()).await, alice_tls).await {
         // TLS 1.3: the refusal arrives as an alert on the first read.
-        let mut alice = Connection::new(stream, 1 << 20);
-        assert_eq!(next_line(&mut alice).await, None, "alice stays revoked");
+        let mut alice = Client::new(stream);
+        assert_eq!(alice.next_line().await, None, "alice stays revoked");
     }
 }
 
@@ -417,7 +210,7 @@ async fn inspect_escapes_certificate_text_and_prints_the_fingerprint_first() {
 
 #[tokio::test]
 async fn certs_list_escapes_the_names_of_the_certificates_it_lists() {
-    let tmp = folder(&[]).await;
+    let tmp = certs_folder(&[]).await;
     let dir = tmp.path();
     let (pem, _) = hostile_certificate();
     std::fs::create_dir_all(dir.join("certs/clients")).expect("mkdir");
@@ -430,32 +223,17 @@ async fn certs_list_escapes_the_names_of_the_certificates_it_lists() {
 // ---------------------------------------------------------------------------
 // The one name a client certificate binds its holder to.
 
-/// The CA of `dir` (from gen-certs), as rcgen's issuer.
-fn ca_issuer(dir: &Path) -> rcgen::Issuer<'static, rcgen::KeyPair> {
-    let key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(dir.join("certs/ca-key.pem")).expect("CA key"),
-    )
-    .expect("CA key PEM");
-    rcgen::Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(dir.join("certs/ca.pem")).expect("CA"),
-        key,
-    )
-    .expect("CA")
-}
-
 /// Signs `params` (a client certificate) with `dir`'s CA for a fresh key,
 /// written as `certs/clients/FILE.pem` and `FILE-key.pem` (mode 0600).
 fn write_client_pair(dir: &Path, mut params: rcgen::CertificateParams, file: &str) {
-    use std::os::unix::fs::PermissionsExt;
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca_issuer(dir)).expect("sign");
-    let clients = dir.join("certs/clients");
-    std::fs::write(clients.join(format!("{file}.pem")), cert.pem()).expect("write");
-    let key_path = clients.join(format!("{file}-key.pem"));
-    std::fs::write(&key_path, key.serialize_pem()).expect("write");
-    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    write_signed_pair(
+        dir,
+        params,
+        &format!("certs/clients/{file}.pem"),
+        &format!("certs/clients/{file}-key.pem"),
+    );
 }
 
 /// A client certificate's parameters: DNS names `sans`, common names `cns`
@@ -481,24 +259,12 @@ fn client_params(cns: &[&str], sans: &[&str]) -> rcgen::CertificateParams {
 /// What the server says to a client presenting `certs/clients/FILE.pem`
 /// and answering `NICK` with `nick`, up to its close or its welcome.
 async fn join_with(dir: &Path, addr: SocketAddr, file: &str, nick: &str) -> Vec<String> {
-    let mut conn = as_client(dir, addr, file).await;
-    let mut said = Vec::new();
-    while let Some(line) = next_line(&mut conn).await {
-        if line == "NICK" {
-            send(&mut conn, nick).await;
-        }
-        let done = line == "Connected to server!";
-        said.push(line);
-        if done {
-            break;
-        }
-    }
-    said
+    as_client(dir, addr, file).await.join_lines(nick).await
 }
 
 #[tokio::test]
 async fn a_client_certificate_must_name_exactly_one_holder() {
-    let tmp = folder(&["carol"]).await;
+    let tmp = certs_folder(&["carol"]).await;
     let dir = tmp.path();
     // Two common names: tools disagree on which one counts.
     write_client_pair(dir, client_params(&["alice", "bob"], &[]), "two-cns");
@@ -513,13 +279,13 @@ async fn a_client_certificate_must_name_exactly_one_holder() {
     );
     write_client_pair(dir, bmp, "bmp-cn");
 
-    let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"], &[]).await;
+    let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"]).await;
     for (file, nick, reason) in [
         ("two-cns", "alice", "2 common names"),
         ("san-differs", "alice", "differs from its common name"),
         ("bmp-cn", "alice", "BMPString"),
     ] {
-        let said = join_with(dir, serve.addr, file, nick).await;
+        let said = join_with(dir, serve.socket_addr(), file, nick).await;
         let last = said.last().map(String::as_str).unwrap_or_default();
         assert!(
             last.starts_with("ERROR certificate refused: ") && last.contains(reason),
@@ -527,7 +293,7 @@ async fn a_client_certificate_must_name_exactly_one_holder() {
         );
     }
     // A certificate from gen-certs joins under its name.
-    let said = join_with(dir, serve.addr, "carol", "carol").await;
+    let said = join_with(dir, serve.socket_addr(), "carol", "carol").await;
     assert_eq!(
         said.last().map(String::as_str),
         Some("Connected to server!"),
@@ -559,7 +325,7 @@ fn statuses(list: &str, name: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn reissued_client_certificates_stay_on_the_record() {
-    let tmp = folder(&["bob", "carol"]).await;
+    let tmp = certs_folder(&["bob", "carol"]).await;
     let dir = tmp.path();
     ok(dir, &["certs", "revoke", "bob"]).await;
     ok(dir, &["gen-certs", "client", "bob", "--force"]).await;

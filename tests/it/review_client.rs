@@ -4,125 +4,13 @@
 //! of ending the chat. And `SSLKEYLOGFILE`, which both ends write: opened
 //! only as a private file of this user, never through a symlink.
 //!
-//! Self-contained (no shared fixtures): the built binary, certificates from
-//! its own `gen-certs`, clients with piped stdin and stdout.
+//! The built binary, certificates from its own `gen-certs`, clients with
+//! piped stdin and stdout.
 
+use crate::harness::Serve;
+use crate::harness::cli::{Running, certs_folder, connect_once, run};
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_chatroom");
-/// How long any single expected event may take before the test fails.
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A running `chatroom` with piped stdin and stdout, killed when dropped.
-struct Running {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
-}
-
-impl Running {
-    fn start(dir: &Path, args: &[&str]) -> Running {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .env_remove("SSLKEYLOGFILE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chatroom starts");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        Running {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    /// The next line on stdout; fails the test after [`WAIT`] or at its end.
-    async fn line(&mut self) -> String {
-        tokio::time::timeout(WAIT, self.stdout.next_line())
-            .await
-            .expect("a line in time")
-            .expect("read")
-            .expect("a line, not the end of the output")
-    }
-
-    async fn type_line(&mut self, text: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(text.as_bytes()).await.expect("stdin");
-        stdin.write_all(b"\n").await.expect("stdin");
-        stdin.flush().await.expect("stdin");
-    }
-
-    /// Closes stdin (the client then leaves) and returns whether it ended
-    /// well, and its stderr.
-    async fn end(mut self) -> (bool, String) {
-        drop(self.stdin.take());
-        let mut stderr = String::new();
-        let mut pipe = self.child.stderr.take().expect("stderr");
-        let status = tokio::time::timeout(WAIT, async {
-            tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut stderr)
-                .await
-                .expect("stderr");
-            self.child.wait().await.expect("wait")
-        })
-        .await
-        .expect("ends in time");
-        (status.success(), stderr)
-    }
-}
-
-/// A folder with a CA and a server certificate from `gen-certs`.
-async fn certs_folder() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().expect("temp");
-    let out = Command::new(BIN)
-        .arg("gen-certs")
-        .current_dir(tmp.path())
-        .output()
-        .await
-        .expect("gen-certs");
-    assert!(out.status.success());
-    tmp
-}
-
-/// `serve` with `extra` and the environment `envs` in `dir` (certificates
-/// from gen-certs); its address.
-async fn serve(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .args(extra)
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .env_remove("SSLKEYLOGFILE")
-        .envs(envs.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("serve starts");
-    let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        loop {
-            let line = log.next_line().await.expect("read").expect("serve runs");
-            if let Some(rest) = line.split("listening addr=").nth(1) {
-                return rest.split_whitespace().next().expect("address").to_owned();
-            }
-        }
-    })
-    .await
-    .expect("serve listens in time");
-    // Keep reading its log, so that it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-    (child, addr)
-}
+use tokio::io::AsyncWriteExt;
 
 /// A `connect` as `nick`, past `Connected to server!`.
 async fn join(dir: &Path, addr: &str, nick: &str) -> Running {
@@ -145,12 +33,13 @@ async fn join(dir: &Path, addr: &str, nick: &str) -> Running {
 
 #[tokio::test]
 async fn a_line_as_long_as_the_server_allows_reaches_every_client() {
-    let tmp = certs_folder().await;
+    let tmp = certs_folder(&[]).await;
     let dir = tmp.path();
-    let (_serve, addr) = serve(dir, &["--max-line", "200000"], &[]).await;
+    let serve = Serve::start(dir, &["--max-line", "200000"]).await;
+    let addr = &serve.addr;
 
-    let mut alice = join(dir, &addr, "alice").await;
-    let mut bob = join(dir, &addr, "bob").await;
+    let mut alice = join(dir, addr, "alice").await;
+    let mut bob = join(dir, addr, "bob").await;
     assert_eq!(alice.line().await, "bob joined!");
 
     let long = "x".repeat(150_000);
@@ -217,56 +106,28 @@ async fn a_line_longer_than_any_server_sends_is_skipped_with_a_notice() {
 
 /// Runs `connect` to `addr` as `nick` with `stdin` and the environment
 /// `envs`; returns whether it succeeded, its stdout and its stderr.
-async fn connect_once(
+async fn connect_as(
     dir: &Path,
     addr: &str,
     nick: &str,
     stdin: &str,
     envs: &[(&str, &str)],
 ) -> (bool, String, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = Command::new(BIN)
-        .args(["connect", "--addr", addr, "--nick", nick])
-        .args(["--ca", "certs/ca.pem"])
-        .current_dir(dir)
-        .env_remove("SSLKEYLOGFILE")
-        .envs(envs.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("connect starts");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).await.expect("stdin");
-    drop(input);
-    let out = tokio::time::timeout(WAIT, child.wait_with_output())
-        .await
-        .expect("connect ends in time")
-        .expect("connect runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let args = ["--addr", addr, "--nick", nick, "--ca", "certs/ca.pem"];
+    let (status, stdout, stderr) = connect_once(dir, &args, stdin, envs).await;
+    (status.success(), stdout, stderr)
 }
 
 /// `serve` with `SSLKEYLOGFILE=keys` must refuse to start; returns what it
 /// said.
 async fn serve_refuses_key_log(dir: &Path, keys: &Path) -> String {
-    let out = tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .current_dir(dir)
-            .env("SSLKEYLOGFILE", keys)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
+    let keys = keys.to_str().expect("UTF-8");
+    let out = run(
+        dir,
+        &["serve", "--addr", "127.0.0.1:0"],
+        &[("SSLKEYLOGFILE", keys)],
     )
-    .await
-    .expect("serve refuses at once (it must not start)")
-    .expect("serve runs");
+    .await;
     assert!(!out.status.success());
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -283,7 +144,7 @@ fn mode_of(path: &Path) -> u32 {
 #[tokio::test]
 async fn a_symlinked_key_log_is_refused_by_both_ends() {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = certs_folder().await;
+    let tmp = certs_folder(&[]).await;
     let dir = tmp.path();
     // Someone's file, reached through a link in a shared folder.
     let target = dir.join("elsewhere.log");
@@ -299,9 +160,10 @@ async fn a_symlinked_key_log_is_refused_by_both_ends() {
         "{said}"
     );
 
-    let (_serve, addr) = serve(dir, &[], &[]).await;
+    let serve = Serve::start(dir, &[]).await;
+    let addr = &serve.addr;
     let (success, stdout, said) =
-        connect_once(dir, &addr, "alice", "hi\n", &[("SSLKEYLOGFILE", link_env)]).await;
+        connect_as(dir, addr, "alice", "hi\n", &[("SSLKEYLOGFILE", link_env)]).await;
     assert!(!success, "{stdout}");
     assert!(
         said.contains("keys.log") && said.contains("symlink"),
@@ -321,7 +183,7 @@ async fn a_symlinked_key_log_is_refused_by_both_ends() {
 #[tokio::test]
 async fn an_existing_key_log_others_may_read_is_refused_by_both_ends() {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = certs_folder().await;
+    let tmp = certs_folder(&[]).await;
     let dir = tmp.path();
     let keys = dir.join("keys.log");
     std::fs::write(&keys, "").expect("pre-created");
@@ -331,9 +193,10 @@ async fn an_existing_key_log_others_may_read_is_refused_by_both_ends() {
     let said = serve_refuses_key_log(dir, &keys).await;
     assert!(said.contains("keys.log") && said.contains("0644"), "{said}");
 
-    let (_serve, addr) = serve(dir, &[], &[]).await;
+    let serve = Serve::start(dir, &[]).await;
+    let addr = &serve.addr;
     let (success, stdout, said) =
-        connect_once(dir, &addr, "alice", "hi\n", &[("SSLKEYLOGFILE", keys_env)]).await;
+        connect_as(dir, addr, "alice", "hi\n", &[("SSLKEYLOGFILE", keys_env)]).await;
     assert!(!success, "{stdout}");
     assert!(said.contains("keys.log") && said.contains("0644"), "{said}");
     assert_eq!(std::fs::read(&keys).expect("keys"), b"", "nothing written");
@@ -350,14 +213,15 @@ async fn an_existing_key_log_others_may_read_is_refused_by_both_ends() {
 
 #[tokio::test]
 async fn a_new_key_log_is_made_private_and_gets_both_ends_secrets() {
-    let tmp = certs_folder().await;
+    let tmp = certs_folder(&[]).await;
     let dir = tmp.path();
     let keys = dir.join("keys.log");
     let keys_env = keys.to_str().expect("UTF-8");
-    let (_serve, addr) = serve(dir, &[], &[("SSLKEYLOGFILE", keys_env)]).await;
+    let serve = Serve::start_env(dir, &[], &[("SSLKEYLOGFILE", keys_env)]).await;
+    let addr = &serve.addr;
     assert_eq!(mode_of(&keys), 0o600);
     let (success, stdout, said) =
-        connect_once(dir, &addr, "alice", "hi\n", &[("SSLKEYLOGFILE", keys_env)]).await;
+        connect_as(dir, addr, "alice", "hi\n", &[("SSLKEYLOGFILE", keys_env)]).await;
     assert!(success, "{said}");
     assert!(stdout.contains("Connected to server!"), "{stdout}");
     // The server wrote its secrets during the handshake, before the

@@ -197,6 +197,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.expect("Connected to server!").await;
     }
 
+    /// Answers `NICK` (whenever asked) with `nick`; returns every line up
+    /// to `Connected to server!`, or up to the close if the server refused.
+    pub async fn join_lines(&mut self, nick: &str) -> Vec<String> {
+        let mut said = Vec::new();
+        while let Some(line) = self.next_line().await {
+            if line == "NICK" {
+                self.send(nick).await;
+            }
+            let done = line == "Connected to server!";
+            said.push(line);
+            if done {
+                break;
+            }
+        }
+        said
+    }
+
     pub async fn close(mut self) {
         let _ = self.conn.shutdown().await;
     }

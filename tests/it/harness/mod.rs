@@ -1,19 +1,22 @@
 //! What the tests share: certificates from the project's own gen-certs in
 //! a temporary folder, the real server on 127.0.0.1:0 ([`TestServer`]), the
-//! tests' chat client ([`client`]), the built binary ([`serve`]), a real
-//! nats-server and cluster nodes ([`nats`]), tmux ([`tmux`]) and tests that
-//! need a process of their own ([`alone`]). Every wait has a timeout, so a
-//! broken build fails instead of hanging.
+//! tests' chat client ([`client`]), the built binary (`serve` in
+//! [`serve`], its other commands in [`cli`]), a real nats-server and
+//! cluster nodes ([`nats`]), tmux ([`tmux`]) and tests that need a process
+//! of their own ([`alone`]). Every wait has a timeout, so a broken build
+//! fails instead of hanging.
 
 pub mod alone;
+pub mod cli;
 pub mod client;
 pub mod nats;
 pub mod serve;
 pub mod tmux;
 
+pub use cli::connect_once;
 pub use client::{Client, Dial, TlsClient, local, stuck_reader, tcp, tls_over};
 pub use nats::NatsServer;
-pub use serve::{BIN, Serve, connect_once};
+pub use serve::{BIN, Serve};
 
 use chatroom::certs::{self, GenOptions};
 use chatroom::server::{RunningServer, Settings};

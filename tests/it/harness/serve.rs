@@ -1,7 +1,8 @@
-//! The built `chatroom` binary as a user runs it: `serve` as a child
-//! process, read through its log, and `connect` fed a script.
+//! The built `chatroom` binary's `serve` as a user runs it: a child
+//! process, read through its log.
 
 use super::WAIT;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -66,6 +67,11 @@ impl Serve {
         }
     }
 
+    /// The address it listens on.
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.addr.parse().expect("address")
+    }
+
     /// Sends the server a signal, by name (`TERM`, `HUP`, ...).
     pub async fn signal(&self, name: &str) {
         let pid = self.child.id().expect("serve is running").to_string();
@@ -112,44 +118,4 @@ impl Serve {
     pub fn log_so_far(&self) -> String {
         self.startup_log.join("\n")
     }
-}
-
-/// Runs `connect` with `args`, feeding it `stdin` (then its end), with
-/// the extra environment `envs` and no inherited `SSLKEYLOGFILE`; returns
-/// its exit status, stdout and stderr. Fails the test after [`WAIT`].
-pub async fn connect_once(
-    dir: &Path,
-    args: &[&str],
-    stdin: &str,
-    envs: &[(&str, &str)],
-) -> (std::process::ExitStatus, String, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = Command::new(BIN)
-        .arg("connect")
-        .args(args)
-        .current_dir(dir)
-        .env_remove("SSLKEYLOGFILE")
-        .env_remove("NO_COLOR")
-        .envs(envs.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("connect starts");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.as_bytes())
-        .await
-        .expect("write stdin");
-    drop(input);
-    let output = tokio::time::timeout(WAIT, child.wait_with_output())
-        .await
-        .expect("connect ends in time")
-        .expect("connect runs");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }

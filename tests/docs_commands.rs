@@ -8,7 +8,9 @@
 //! certificates, ports and peers, while a renamed or removed flag, a value
 //! out of range or a missing argument is exactly what clap refuses. Every
 //! script a code block runs (`scripts/*.sh`) must exist and be executable,
-//! every relative link must lead to a file (and heading) that exists, and
+//! every relative link must lead to a file (and heading) that exists,
+//! every test cited must be a function of the file cited beside it (so
+//! that moving a test cannot leave the threat model pointing nowhere), and
 //! README.md stays short enough to read on arrival.
 
 use std::collections::HashSet;
@@ -505,5 +507,204 @@ fn every_relative_link_leads_to_a_file_and_heading_that_exist() {
         problems.is_empty(),
         "broken links:\n{}",
         problems.join("\n")
+    );
+}
+
+/// Every `fn NAME` in the Rust files under `dir` (recursively), by name,
+/// with the files (from the repository) that hold one.
+fn functions_in(dir: &str, found: &mut std::collections::HashMap<String, Vec<String>>) {
+    let Ok(entries) = fs::read_dir(repo().join(dir)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(file) = entry.file_name().to_str().map(|f| format!("{dir}/{f}")) else {
+            continue;
+        };
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            functions_in(&file, found);
+        } else if file.ends_with(".rs") {
+            let text = fs::read_to_string(entry.path()).unwrap_or_default();
+            for (at, _) in text.match_indices("fn ") {
+                let starts_word = text[..at]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+                let name: String = text[at + 3..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if starts_word && !name.is_empty() {
+                    found.entry(name).or_default().push(file.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Whether a code span reads as a test's name: a snake_case identifier of
+/// four words or more (shorter ones are other things: `aws_lc_rs`).
+fn is_test_name(span: &str) -> bool {
+    span.starts_with(|c: char| c.is_ascii_lowercase())
+        && span
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && span.matches('_').count() >= 3
+}
+
+/// The code spans of one document, in groups within which a cited file
+/// stays in force: each table cell, and each paragraph outside tables.
+/// Fenced blocks are left out.
+fn citation_groups(markdown: &str) -> Vec<Vec<Shown>> {
+    let mut groups = Vec::new();
+    let mut paragraph = Vec::new();
+    let mut open = None;
+    let mut in_fence = false;
+    for (index, line) in markdown.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence {
+            continue;
+        }
+        if trimmed.is_empty() || trimmed.starts_with('|') {
+            groups.push(std::mem::take(&mut paragraph));
+            open = None;
+        }
+        if trimmed.starts_with('|') {
+            // Cells split at `|`, but not at an escaped `\|`.
+            for cell in trimmed.replace("\\|", "\u{0}").split('|') {
+                let mut cell_spans = Vec::new();
+                inline_spans(
+                    &cell.replace('\u{0}', "|"),
+                    index + 1,
+                    &mut None,
+                    &mut cell_spans,
+                );
+                groups.push(cell_spans);
+            }
+        } else {
+            inline_spans(line, index + 1, &mut open, &mut paragraph);
+        }
+    }
+    groups.push(paragraph);
+    groups.retain(|group| !group.is_empty());
+    groups
+}
+
+/// Every problem with the tests and test files one document cites: a
+/// `tests/` or `src/` path that does not exist, a test name that is no
+/// function of the file cited before it in its cell or paragraph (or, with
+/// no file cited, of any file), a unit test `module::tests::name` that is
+/// no function of a file under that module. Also how many names it checked.
+fn check_citations(
+    name: &str,
+    markdown: &str,
+    functions: &std::collections::HashMap<String, Vec<String>>,
+) -> (Vec<String>, usize) {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for group in citation_groups(markdown) {
+        let mut file: Option<&str> = None;
+        for span in &group {
+            let text = span.text.as_str();
+            let at = format!("{name}:{}: `{text}`", span.line);
+            let holders = |test: &str| functions.get(test).map(Vec::as_slice).unwrap_or(&[]);
+            if (text.starts_with("tests/") || text.starts_with("src/"))
+                && !text.contains(|c: char| c.is_whitespace() || "*{<".contains(c))
+            {
+                if !repo().join(text.trim_end_matches('/')).exists() {
+                    problems.push(format!("{at}: no such file"));
+                }
+                if text.ends_with(".rs") {
+                    file = Some(text);
+                }
+            } else if is_test_name(text) {
+                checked += 1;
+                let holders = holders(text);
+                match file {
+                    Some(file) if !holders.iter().any(|h| h == file) => {
+                        problems.push(format!("{at}: no such function in {file} (in {holders:?})"))
+                    }
+                    None if holders.is_empty() => {
+                        problems.push(format!("{at}: no such function in tests/ or src/"))
+                    }
+                    _ => {}
+                }
+            } else if let Some((module, test)) = text.rsplit_once("::")
+                && is_test_name(test)
+                && module
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == ':')
+            {
+                checked += 1;
+                let parts: Vec<&str> = module.split("::").filter(|p| *p != "tests").collect();
+                let found = holders(test)
+                    .iter()
+                    .any(|h| h.starts_with("src/") && parts.iter().all(|p| h.contains(p)));
+                if !found {
+                    problems.push(format!("{at}: no such unit test under src/"));
+                }
+            }
+        }
+    }
+    (problems, checked)
+}
+
+fn all_functions() -> std::collections::HashMap<String, Vec<String>> {
+    let mut functions = std::collections::HashMap::new();
+    functions_in("tests", &mut functions);
+    functions_in("src", &mut functions);
+    functions
+}
+
+#[test]
+fn every_test_the_docs_cite_is_in_the_file_they_name() {
+    let functions = all_functions();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (name, text) in documents() {
+        let (found, count) = check_citations(&name, &text, &functions);
+        problems.extend(found);
+        checked += count;
+    }
+    assert!(
+        problems.is_empty(),
+        "{} citation(s) in the docs lead nowhere:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    // SECURITY.md's threat model alone cites far more than this.
+    assert!(checked >= 80, "only {checked} test names found in the docs");
+}
+
+#[test]
+fn a_test_cited_under_the_wrong_file_or_a_missing_file_is_named() {
+    let functions = all_functions();
+    let doc = "# t\n\n| a | b |\n|---|---|\n| x | `tests/it/chat.rs`: `the_labs_dry_run`, `nicknames_are_unique_valid_and_three_strikes_close`; `tests/it/cli.rs`: `the_labs_dry_run` |\n\nSee `tests/it/no_such_file.rs` and\n`no_such_test_anywhere_at_all`, and `per_address::tests::the_table_forgets_idle_addresses_and_stays_bounded`\nand `certs::tests::the_labs_dry_run`.\n";
+    let (problems, checked) = check_citations("docs/t.md", doc, &functions);
+    assert_eq!(checked, 6, "{problems:#?}");
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert!(
+        problems[0]
+            .starts_with("docs/t.md:5: `the_labs_dry_run`: no such function in tests/it/cli.rs"),
+        "{}",
+        problems[0]
+    );
+    assert!(
+        problems[1].starts_with("docs/t.md:7: `tests/it/no_such_file.rs`: no such file"),
+        "{}",
+        problems[1]
+    );
+    assert!(
+        problems[2].starts_with("docs/t.md:8: `no_such_test_anywhere_at_all`"),
+        "{}",
+        problems[2]
+    );
+    assert!(
+        problems[3].starts_with("docs/t.md:9: `certs::tests::the_labs_dry_run`"),
+        "{}",
+        problems[3]
     );
 }

@@ -13,7 +13,7 @@
 //! that moving a test cannot leave the threat model pointing nowhere), and
 //! README.md stays short enough to read on arrival.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -512,7 +512,7 @@ fn every_relative_link_leads_to_a_file_and_heading_that_exist() {
 
 /// Every `fn NAME` in the Rust files under `dir` (recursively), by name,
 /// with the files (from the repository) that hold one.
-fn functions_in(dir: &str, found: &mut std::collections::HashMap<String, Vec<String>>) {
+fn functions_in(dir: &str, found: &mut HashMap<String, Vec<String>>) {
     let Ok(entries) = fs::read_dir(repo().join(dir)) else {
         return;
     };
@@ -601,7 +601,7 @@ fn citation_groups(markdown: &str) -> Vec<Vec<Shown>> {
 fn check_citations(
     name: &str,
     markdown: &str,
-    functions: &std::collections::HashMap<String, Vec<String>>,
+    functions: &HashMap<String, Vec<String>>,
 ) -> (Vec<String>, usize) {
     let mut problems = Vec::new();
     let mut checked = 0;
@@ -652,10 +652,12 @@ fn check_citations(
     (problems, checked)
 }
 
-fn all_functions() -> std::collections::HashMap<String, Vec<String>> {
-    let mut functions = std::collections::HashMap::new();
-    functions_in("tests", &mut functions);
-    functions_in("src", &mut functions);
+/// Every `fn NAME` under `tests/` and `src/`: see [`functions_in`].
+fn all_functions() -> HashMap<String, Vec<String>> {
+    let mut functions = HashMap::new();
+    for dir in ["tests", "src"] {
+        functions_in(dir, &mut functions);
+    }
     functions
 }
 
@@ -686,25 +688,13 @@ fn a_test_cited_under_the_wrong_file_or_a_missing_file_is_named() {
     let (problems, checked) = check_citations("docs/t.md", doc, &functions);
     assert_eq!(checked, 6, "{problems:#?}");
     assert_eq!(problems.len(), 4, "{problems:#?}");
-    assert!(
-        problems[0]
-            .starts_with("docs/t.md:5: `the_labs_dry_run`: no such function in tests/it/cli.rs"),
-        "{}",
-        problems[0]
-    );
-    assert!(
-        problems[1].starts_with("docs/t.md:7: `tests/it/no_such_file.rs`: no such file"),
-        "{}",
-        problems[1]
-    );
-    assert!(
-        problems[2].starts_with("docs/t.md:8: `no_such_test_anywhere_at_all`"),
-        "{}",
-        problems[2]
-    );
-    assert!(
-        problems[3].starts_with("docs/t.md:9: `certs::tests::the_labs_dry_run`"),
-        "{}",
-        problems[3]
-    );
+    let expected = [
+        "docs/t.md:5: `the_labs_dry_run`: no such function in tests/it/cli.rs",
+        "docs/t.md:7: `tests/it/no_such_file.rs`: no such file",
+        "docs/t.md:8: `no_such_test_anywhere_at_all`",
+        "docs/t.md:9: `certs::tests::the_labs_dry_run`",
+    ];
+    for (problem, start) in problems.iter().zip(expected) {
+        assert!(problem.starts_with(start), "{problem}");
+    }
 }

@@ -2,6 +2,7 @@
 //! keep the revocation list current
 //! ([`crate::certs::inspect`], [`crate::certs::revoke`]).
 
+use super::print;
 use crate::certs;
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -56,13 +57,13 @@ enum CertsCommand {
 
 pub fn run(args: CertsArgs) -> Result<()> {
     match args.command {
-        CertsCommand::Inspect { file } => println!("{}", certs::inspect::inspect(&file)?),
-        CertsCommand::List { dir } => println!("{}", certs::inspect::list_table(&dir)?),
-        CertsCommand::Revoke { name, serial, dir } => println!(
-            "{}",
-            certs::revoke::revoke_certificate(&dir, &name, serial.as_deref())?
-        ),
-        CertsCommand::RenewCrl { dir } => println!("{}", certs::revoke::renew(&dir)?),
+        CertsCommand::Inspect { file } => print(certs::inspect::inspect(&file)?),
+        CertsCommand::List { dir } => print(certs::inspect::list_table(&dir)?),
+        CertsCommand::Revoke { name, serial, dir } => print(certs::revoke::revoke_certificate(
+            &dir,
+            &name,
+            serial.as_deref(),
+        )?),
+        CertsCommand::RenewCrl { dir } => print(certs::revoke::renew(&dir)?),
     }
-    Ok(())
 }

@@ -2,6 +2,7 @@
 //! a subcommand, [`crate::certs::issue`] (a client certificate, or the
 //! server certificate alone).
 
+use super::print;
 use crate::certs::{self, GenOptions};
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -73,20 +74,20 @@ pub fn run(args: GenCertsArgs) -> Result<()> {
                 },
                 args.days,
             )?;
-            println!("{report}");
+            print(report)?;
         }
         Some(Issue::Client {
             name,
             dir,
             days,
             force,
-        }) => println!("{}", certs::issue::client(&dir, &name, days, force)?),
+        }) => print(certs::issue::client(&dir, &name, days, force)?)?,
         Some(Issue::Server {
             dir,
             sans,
             days,
             force,
-        }) => println!("{}", certs::issue::server(&dir, &sans, days, force)?),
+        }) => print(certs::issue::server(&dir, &sans, days, force)?)?,
     }
     Ok(())
 }

@@ -55,6 +55,19 @@ pub fn main() -> i32 {
     }
 }
 
+/// Prints a command's report on stdout. A reader that went away (`chatroom
+/// certs list | head -1`) has heard enough: that is no error, and never a
+/// panic, which `println!` would make of it.
+fn print(report: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{report}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Reads a command line (the program's name first) as `main` would, and
 /// runs nothing: for checking that a command shown in the docs is one the
 /// binary accepts.

@@ -398,3 +398,29 @@ async fn a_crl_due_within_30_days_is_warned_about_at_start_and_on_reload() {
         .await;
     assert!(reloaded.contains("1 revoked"), "{reloaded}");
 }
+
+/// A report whose reader has gone (`chatroom certs list | head -1`) is no
+/// error and no panic: the command ends quietly, with status 0.
+#[test]
+fn a_report_to_a_reader_that_has_gone_ends_quietly() {
+    let tmp = tempfile::tempdir().expect("temp");
+    ok(tmp.path(), &["gen-certs"]);
+    ok(tmp.path(), &["gen-certs", "client", "alice"]);
+    for args in [
+        &["certs", "list"][..],
+        &["certs", "inspect", "certs/ca.pem"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        // Closed before the command writes a byte: every write fails.
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(tmp.path())
+            .stdout(writer)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -102,19 +102,26 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::GenCerts(args) => gen_certs::run(args),
         Command::Certs(args) => certs::run(args),
-        Command::Serve(args) => runtime()?.block_on(serve::run(*args)),
+        Command::Serve(args) => block_on(serve::run(*args)),
         Command::Connect(args) => {
             // While the process has one thread: see `init_local_time`.
             crate::client::display::init_local_time();
-            runtime()?.block_on(connect::run(args))
+            block_on(connect::run(args))
         }
-        Command::Bench(args) => runtime()?.block_on(crate::bench::run(args)),
+        Command::Bench(args) => block_on(crate::bench::run(args)),
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs `command` to its end on a runtime of its own, then leaves at once:
+/// a read of stdin still waiting in the runtime's blocking pool (a client
+/// whose server went away while stdin stays open) must not keep the
+/// process alive, as dropping the runtime would.
+fn block_on(command: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(command);
+    runtime.shutdown_background();
+    result
 }

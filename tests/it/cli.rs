@@ -312,3 +312,26 @@ async fn serve_refuses_missing_or_exposed_key_files() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
+
+/// A client whose server goes away ends at once, though its stdin (a pipe
+/// nobody closes) still has a read waiting: that read must not keep the
+/// process alive. The same when the server refuses it at once.
+#[tokio::test]
+async fn a_client_ends_when_its_server_goes_though_its_stdin_stays_open() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let serve = Serve::start(tmp.path(), &["--deny", "alice"]).await;
+    let client = |nick: &str| {
+        crate::harness::cli::Running::start(
+            tmp.path(),
+            &["connect", "--addr", &serve.addr, "--nick", nick],
+        )
+    };
+    let (_, stderr) = client("alice").ends().await;
+    assert!(stderr.contains("denied"), "{stderr}");
+
+    let mut bob = client("bob");
+    assert_eq!(bob.line().await, "bob joined!");
+    serve.signal("TERM").await;
+    let (_, stderr) = bob.ends().await;
+    assert!(stderr.contains("closed"), "{stderr}");
+}

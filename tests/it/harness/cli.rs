@@ -204,6 +204,12 @@ impl Running {
     /// well, and its stderr. Fails the test after [`WAIT`].
     pub async fn end(mut self) -> (bool, String) {
         drop(self.stdin.take());
+        self.ends().await
+    }
+
+    /// Waits for it to end by itself, its stdin still open; whether it
+    /// ended well, and its stderr. Fails the test after [`WAIT`].
+    pub async fn ends(mut self) -> (bool, String) {
         let mut stderr = String::new();
         let mut pipe = self.child.stderr.take().expect("stderr");
         let status = tokio::time::timeout(WAIT, async {

@@ -161,6 +161,18 @@ pub struct Stats {
     pub last_seq: Option<u64>,
 }
 
+impl std::fmt::Display for Stats {
+    /// `lines: N`, `bytes: N`, `oldest: TIME`, `newest: TIME` (RFC 3339,
+    /// or `none`), one per line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let time = |t: Option<OffsetDateTime>| t.map_or_else(|| "none".to_owned(), export::rfc3339);
+        writeln!(f, "lines: {}", self.lines)?;
+        writeln!(f, "bytes: {}", self.bytes)?;
+        writeln!(f, "oldest: {}", time(self.oldest))?;
+        write!(f, "newest: {}", time(self.newest))
+    }
+}
+
 /// Why a search gave no answer. The texts are what the asker is told.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {

@@ -82,6 +82,9 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<(Connection, PathBuf
     if !fresh {
         check_header(&path)?;
     }
+    for suffix in ["-wal", "-shm"] {
+        check_private_file(&sibling(&path, suffix), false)?;
+    }
     let conn = connect(&path)?;
     check_database(&conn, &path)?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -93,9 +96,6 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<(Connection, PathBuf
     }
     configure(&conn, options)
         .with_context(|| format!("cannot set up the history store {}", path.display()))?;
-    for suffix in ["-wal", "-shm"] {
-        check_private_file(&sibling(&path, suffix), false)?;
-    }
     Ok((conn, path))
 }
 

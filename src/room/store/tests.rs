@@ -60,6 +60,13 @@ fn seqs(entries: &[Entry]) -> Vec<u64> {
     entries.iter().map(|e| e.seq).collect()
 }
 
+/// The room's writer and readers take a store into threads of their own.
+#[test]
+fn a_store_can_move_to_another_thread() {
+    fn movable<T: Send + 'static>() {}
+    movable::<Store>();
+}
+
 #[test]
 fn lines_come_back_in_order_after_a_reopen() {
     let (_root, dir, mut store) = new_store();
@@ -477,6 +484,16 @@ fn symlinked_foreign_and_open_folders_and_files_are_refused_with_the_fix() {
     fs::remove_file(&database).expect("unlink");
     fs::rename(&elsewhere, &database).expect("move back");
     Store::open(&real, creating()).expect("fine again");
+
+    // SQLite's own files beside it are held to the same rules.
+    let wal = real.join("history.sqlite3-wal");
+    std::os::unix::fs::symlink(&elsewhere, &wal).expect("symlink");
+    refused(&real, &real, "is a symlink");
+    fs::remove_file(&wal).expect("unlink");
+    fs::write(&wal, b"").expect("write");
+    fs::set_permissions(&wal, fs::Permissions::from_mode(0o604)).expect("chmod");
+    refused(&real, &real, "history file");
+    fs::remove_file(&wal).expect("unlink");
 
     // A folder another user owns: as root, give it away; otherwise `/`
     // is root's.

@@ -20,7 +20,8 @@
 //!   [`room::Room`] trait: [`room::LocalRoom`] in this process's memory, or
 //!   [`room::cluster::ClusterRoom`] shared by several servers through NATS
 //!   JetStream; the shared ring of recent lines ([`room::backlog`]),
-//!   private mailboxes and history.
+//!   private mailboxes and history, and the room's lines on disk
+//!   ([`room::store`]).
 //! * [`tls`], [`connection`], [`certs`]: rustls configurations for both
 //!   ends; one stream as lines in and batched lines out; the local CA,
 //!   issuing, revocation and inspection of certificates.

@@ -43,6 +43,14 @@ pub const BURST: RangeInclusive<u32> = 1..=10_000_000;
 /// `--history`, lines (clap's own parser checks it, and takes an `i64`
 /// range).
 pub const HISTORY: RangeInclusive<i64> = 0..=1000;
+/// `--retain`, seconds: a second to ten years (or `forever`).
+pub const RETAIN: RangeInclusive<u64> = 1..=3650 * 86_400;
+/// `--retain` when not given.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "`serve --retain` takes it with `serve --data`")
+)]
+pub const DEFAULT_RETAIN: &str = "30d";
 
 /// Adds each bounded `serve` argument's range to the end of its help, from
 /// the constants above: `--help` says what the parsers check. (And the
@@ -161,6 +169,44 @@ pub fn connects_per_minute(s: &str) -> Result<u32, String> {
     whole(s, &CONNECTS_PER_MINUTE)
 }
 
+/// `forever` (`None`), or a whole number of seconds, minutes, hours or
+/// days (`45s`, `90m`, `12h`, `30d`) within [`RETAIN`]: how long the
+/// history on disk keeps a line.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "`serve --retain` takes it with `serve --data`")
+)]
+pub fn retain(s: &str) -> Result<OrOff<Duration>, String> {
+    let s = s.trim();
+    if s == "forever" {
+        return Ok(None);
+    }
+    let unit = |suffix: char| -> Option<u64> {
+        match suffix {
+            's' => Some(1),
+            'm' => Some(60),
+            'h' => Some(3600),
+            'd' => Some(86_400),
+            _ => None,
+        }
+    };
+    let seconds = s
+        .char_indices()
+        .last()
+        .and_then(|(at, suffix)| Some((s[..at].parse::<u64>().ok()?, unit(suffix)?)))
+        .and_then(|(count, unit)| count.checked_mul(unit))
+        .filter(|seconds| RETAIN.contains(seconds));
+    match seconds {
+        Some(seconds) => Ok(Some(Duration::from_secs(seconds))),
+        None => Err(format!(
+            "expected `forever` or a whole number with a unit, s, m, h or d \
+             (`30d`, `12h`), from {}s to {}d",
+            RETAIN.start(),
+            RETAIN.end() / 86_400
+        )),
+    }
+}
+
 /// `off` (`None`), `RATE` or `RATE/BURST`, each within its range.
 pub fn rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
     if s.trim() == "off" {
@@ -223,6 +269,31 @@ mod tests {
         assert!(rate_limit("10/0").is_err());
         assert!(rate_limit("10/20000000").is_err());
         assert_eq!(joins_per_minute("10"), Ok(10));
+        assert_eq!(
+            retain(DEFAULT_RETAIN),
+            Ok(Some(Duration::from_secs(30 * 86_400)))
+        );
+        assert_eq!(retain("2s"), Ok(Some(Duration::from_secs(2))));
+        assert_eq!(retain("90m"), Ok(Some(Duration::from_secs(5400))));
+        assert_eq!(retain("12h"), Ok(Some(Duration::from_secs(43_200))));
+        assert_eq!(retain("3650d"), Ok(Some(Duration::from_secs(315_360_000))));
+        assert_eq!(retain("forever"), Ok(None));
+        for bad in [
+            "0s",
+            "3651d",
+            "30",
+            "d",
+            "-1d",
+            "1.5h",
+            "30 d",
+            "1w",
+            "99999999999999999999d",
+            "",
+            "ß",
+        ] {
+            let err = retain(bad).expect_err(bad);
+            assert!(err.contains("from 1s to 3650d"), "{bad}: {err}");
+        }
         assert!(connects_per_minute("0").is_err());
     }
 }

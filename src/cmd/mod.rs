@@ -7,6 +7,7 @@ mod bounds;
 mod certs;
 mod connect;
 mod gen_certs;
+mod history;
 mod serve;
 
 use crate::bench::BenchArgs;
@@ -40,6 +41,8 @@ enum Command {
     /// Measure a chat server's throughput, latency, joins and memory, and
     /// check that it delivers every message once, intact, in one order.
     Bench(BenchArgs),
+    /// Export, search and count a room's lines stored on disk.
+    History(history::HistoryArgs),
 }
 
 /// Runs the command line; returns the process's exit code.
@@ -109,6 +112,7 @@ fn run(cli: Cli) -> Result<()> {
             block_on(connect::run(args))
         }
         Command::Bench(args) => block_on(crate::bench::run(args)),
+        Command::History(args) => history::run(args),
     }
 }
 

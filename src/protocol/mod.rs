@@ -170,6 +170,38 @@ pub fn history_line(line: &[u8]) -> Bytes {
     marked.freeze()
 }
 
+/// Prefix of a line `/search` found, and of its summary.
+pub const SEARCH_PREFIX: &str = "[search] ";
+
+/// Most lines one search shows.
+pub const SEARCH_MAX: usize = 20;
+
+/// `[search] YYYY-MM-DD HH:MM <line>`: a line a search found, said at
+/// `when` (shown in UTC), `line` terminated as the room showed it.
+pub fn search_line(when: time::OffsetDateTime, line: &[u8]) -> Bytes {
+    let when = when.to_offset(time::UtcOffset::UTC);
+    let stamp = format!(
+        "{SEARCH_PREFIX}{} {:02}:{:02} ",
+        when.date(),
+        when.hour(),
+        when.minute()
+    );
+    let mut marked = BytesMut::with_capacity(stamp.len() + line.len());
+    marked.extend_from_slice(stamp.as_bytes());
+    marked.extend_from_slice(line);
+    marked.freeze()
+}
+
+/// The line after a search's results: `[search] N matches` (`1 match`),
+/// or `[search] no matches`.
+pub fn search_summary(found: usize) -> Bytes {
+    match found {
+        0 => control_line(&format!("{SEARCH_PREFIX}no matches")),
+        1 => control_line(&format!("{SEARCH_PREFIX}1 match")),
+        n => control_line(&format!("{SEARCH_PREFIX}{n} matches")),
+    }
+}
+
 /// Most names a `/list` reply spells out; beyond, it says how many more.
 pub const LIST_MAX: usize = 200;
 
@@ -448,6 +480,18 @@ mod tests {
         let mut framer = LineFramer::new(100);
         framer.extend(b"a\rb\n");
         assert_eq!(lines(&mut framer), ["a\rb"]);
+    }
+
+    #[test]
+    fn search_lines_carry_the_utc_minute_and_the_line_as_shown() {
+        let when = time::OffsetDateTime::from_unix_timestamp(1_767_225_659)
+            .expect("time")
+            .to_offset(time::UtcOffset::from_hms(2, 0, 0).expect("offset"));
+        let line = search_line(when, &chat_line("bob", "hi"));
+        assert_eq!(line, "[search] 2026-01-01 00:00 bob: hi\n");
+        assert_eq!(search_summary(0), "[search] no matches\n");
+        assert_eq!(search_summary(1), "[search] 1 match\n");
+        assert_eq!(search_summary(20), "[search] 20 matches\n");
     }
 
     #[test]

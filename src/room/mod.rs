@@ -23,6 +23,8 @@
 //! * [`directory`]: who is here by name, found in any case and lookalike,
 //!   listed in alphabetical order at a cost of O(listed).
 //! * [`history`]: the last public lines, for newcomers (`--history`).
+//! * [`store`]: the room's public lines on disk (SQLite), with search,
+//!   retention and export.
 
 pub mod backlog;
 pub mod cluster;
@@ -30,6 +32,7 @@ mod directory;
 pub mod history;
 mod local;
 pub mod mailbox;
+pub mod store;
 mod subscriber;
 
 pub use local::LocalRoom;

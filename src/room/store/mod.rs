@@ -1,0 +1,480 @@
+//! The room's public lines on disk: one SQLite database in a folder of its
+//! own (DIR/history.sqlite3, in WAL mode), with a full-text index over
+//! messages and actions, retention and export.
+//!
+//! What is stored is every public line in the room's order, each with its
+//! sequence number (the room's order), time (UTC, to the millisecond),
+//! [`Kind`], nickname and text: an [`Entry`]. There is no way to store a
+//! private line: [`Kind`] has no such kind.
+//!
+//! * [`Store::append`] commits a batch of lines in one transaction (the
+//!   room's writer groups what was said meanwhile), refusing a sequence
+//!   number that is not after the last one stored.
+//! * [`Store::recent`] and [`Store::search`] answer newcomers, `/history`
+//!   and `/search`; [`Store::export`] writes lines for records, from one
+//!   read transaction (a consistent snapshot, while another process
+//!   writes).
+//! * [`Store::expire`] deletes old lines; the deleted text is overwritten
+//!   in the files (`secure_delete`, the index's own `secure-delete`, and a
+//!   checkpoint that truncates the write-ahead log).
+//!
+//! [`Store::open`] refuses, before creating or changing anything, a DIR or
+//! database that is a symlink or another user's or open to group or
+//! others, a file that is not a SQLite database, a damaged one, and one
+//! written by a newer version.
+//!
+//! Durability: with [`Fsync::Normal`] (SQLite's `synchronous=NORMAL` in WAL
+//! mode) a committed line survives a crash of the process; a power loss or
+//! a crash of the operating system may lose the last commits made since
+//! the log was last synced, never the database's consistency.
+//! [`Fsync::Always`] (`synchronous=FULL`) syncs the log at every commit.
+//!
+//! A `Store` is one connection, for one thread at a time; another thread
+//! takes its own with [`Store::try_clone`].
+
+mod export;
+mod open;
+#[cfg(test)]
+mod tests;
+
+pub use export::Format;
+
+use crate::protocol;
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use rusqlite::{Connection, Row, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+/// The schema this version writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+/// The most bytes of words [`Store::search`] takes.
+pub const MAX_SEARCH_BYTES: usize = 200;
+
+/// What a stored line is. Private lines are not one of them: they are
+/// never stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `<nick>: <text>`.
+    Message,
+    /// `* <nick> <text>` (`/me`).
+    Action,
+    /// `<nick> joined!`; no text.
+    Join,
+    /// `<nick> left!`, or `<nick> left! (<text>)` after `/quit <text>`.
+    Leave,
+}
+
+impl Kind {
+    /// Its name in exports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Message => "message",
+            Kind::Action => "action",
+            Kind::Join => "join",
+            Kind::Leave => "leave",
+        }
+    }
+
+    fn code(self) -> i64 {
+        match self {
+            Kind::Message => 0,
+            Kind::Action => 1,
+            Kind::Join => 2,
+            Kind::Leave => 3,
+        }
+    }
+
+    fn from_code(code: i64) -> Option<Kind> {
+        [Kind::Message, Kind::Action, Kind::Join, Kind::Leave]
+            .into_iter()
+            .find(|kind| kind.code() == code)
+    }
+}
+
+/// One public line of the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its place in the room's order.
+    pub seq: u64,
+    /// When it was said, in UTC; stored to the millisecond.
+    pub time: OffsetDateTime,
+    pub kind: Kind,
+    pub nick: String,
+    /// Empty for a join and for a leave without a reason.
+    pub text: String,
+}
+
+impl Entry {
+    /// The line as the room showed it, terminated, without the characters
+    /// [`protocol::sanitize`] drops (the room never lets them in, but the
+    /// file could have been changed by hand).
+    pub fn line(&self) -> Bytes {
+        let nick = protocol::sanitize(&self.nick);
+        let text = protocol::sanitize(&self.text);
+        match self.kind {
+            Kind::Message => protocol::chat_line(&nick, &text),
+            Kind::Action => protocol::action_line(&nick, &text),
+            Kind::Join => protocol::joined_line(&nick),
+            Kind::Leave if text.is_empty() => protocol::left_line(&nick),
+            Kind::Leave => protocol::left_line_because(&nick, &text),
+        }
+    }
+}
+
+/// How hard a commit is made durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fsync {
+    /// `synchronous=NORMAL`: committed lines survive a crash of the
+    /// process; a power loss may lose the last ones.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is synced to the disk.
+    Always,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub fsync: Fsync,
+    /// Make DIR and the database if they are missing (a server); without
+    /// it a missing store is an error (the offline commands).
+    pub create: bool,
+    /// Refuse to grow the database beyond this many bytes (rounded down to
+    /// whole pages, SQLite's `max_page_count`): an append beyond fails as
+    /// on a full disk.
+    pub max_bytes: Option<u64>,
+}
+
+/// What [`Store::stats`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Lines stored.
+    pub lines: u64,
+    /// The size of the database and its write-ahead log and index files.
+    pub bytes: u64,
+    /// The time of the oldest and the newest line stored.
+    pub oldest: Option<OffsetDateTime>,
+    pub newest: Option<OffsetDateTime>,
+    /// The last sequence number ever stored (even if expired since).
+    pub last_seq: Option<u64>,
+}
+
+impl std::fmt::Display for Stats {
+    /// `lines: N`, `bytes: N`, `oldest: TIME`, `newest: TIME` (RFC 3339,
+    /// or `none`), one per line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let time = |t: Option<OffsetDateTime>| t.map_or_else(|| "none".to_owned(), export::rfc3339);
+        writeln!(f, "lines: {}", self.lines)?;
+        writeln!(f, "bytes: {}", self.bytes)?;
+        writeln!(f, "oldest: {}", time(self.oldest))?;
+        write!(f, "newest: {}", time(self.newest))
+    }
+}
+
+/// Why a search gave no answer. The texts are what the asker is told.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// Nothing in WORDS to look for (no letter or digit).
+    #[error("give at least one word to search for")]
+    NoWords,
+    /// WORDS longer than [`MAX_SEARCH_BYTES`].
+    #[error("search words are longer than {MAX_SEARCH_BYTES} bytes")]
+    TooLong,
+    /// The database failed; the cause is for the log, not the asker.
+    #[error("the history store is unavailable")]
+    Unavailable(#[source] rusqlite::Error),
+}
+
+/// One room's history on disk.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    options: Options,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Columns of `lines` as [`entry`] reads them.
+const COLUMNS: &str = "seq, time, kind, nick, text";
+
+impl Store {
+    /// Opens the store in `dir` (with `options.create`, making DIR 0700
+    /// and the database 0600 if missing). Refuses, with how to fix it and
+    /// before creating or writing anything, a DIR or database that is a
+    /// symlink, belongs to another user or is open to group or others, a
+    /// file that is not a SQLite database, a damaged database (`PRAGMA
+    /// quick_check`), and one from a newer version; a refused database is
+    /// left byte for byte as it was.
+    pub fn open(dir: &Path, options: Options) -> Result<Store> {
+        let (conn, path) = open::open(dir, &options)?;
+        Ok(Store {
+            conn,
+            path,
+            options,
+        })
+    }
+
+    /// Another connection to the same store, for another thread (a reader
+    /// beside the room's writer); the checks [`Store::open`] made are not
+    /// made again.
+    pub fn try_clone(&self) -> Result<Store> {
+        Ok(Store {
+            conn: open::reconnect(&self.path, &self.options)?,
+            path: self.path.clone(),
+            options: self.options.clone(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores `lines`, in order, in one transaction: all or none. Refuses
+    /// the batch if a line's sequence number is not greater than the one
+    /// before it (or than the last stored, even if expired since). A full
+    /// disk (or [`Options::max_bytes`]) and I/O errors are errors too; the
+    /// store takes the next batch as soon as the cause is gone.
+    pub fn append(&mut self, lines: &[Entry]) -> Result<()> {
+        let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
+            return Ok(());
+        };
+        self.write_batch(lines).with_context(|| {
+            format!(
+                "cannot store lines {} to {} in {}",
+                first.seq,
+                last.seq,
+                self.path.display()
+            )
+        })
+    }
+
+    fn write_batch(&mut self, lines: &[Entry]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut last: Option<i64> = tx.query_row("SELECT last_seq FROM state", [], |r| r.get(0))?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO lines (seq, time, kind, nick, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for line in lines {
+                let seq = i64::try_from(line.seq)
+                    .with_context(|| format!("sequence number {} is too large", line.seq))?;
+                if let Some(last) = last.filter(|&last| seq <= last) {
+                    bail!("line {seq} is not after line {last}, the last one stored");
+                }
+                let time = millis(line.time)?;
+                insert.execute((seq, time, line.kind.code(), &line.nick, &line.text))?;
+                last = Some(seq);
+            }
+        }
+        tx.execute("UPDATE state SET last_seq = ?1", [last])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The last sequence number ever stored; `None` if none was.
+    pub fn last_seq(&self) -> Result<Option<u64>> {
+        let last: Option<i64> = self
+            .conn
+            .query_row("SELECT last_seq FROM state", [], |r| r.get(0))
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        last.map(u64::try_from)
+            .transpose()
+            .context("a negative sequence number is stored")
+    }
+
+    /// The last `n` messages and actions before sequence `before` (or the
+    /// very last ones), oldest first: a newcomer's history, `/history`.
+    pub fn recent(&self, before: Option<u64>, n: usize) -> Result<Vec<Entry>> {
+        let before = before.map_or(i64::MAX, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM lines WHERE seq < ?1 AND kind IN (0, 1) \
+             ORDER BY seq DESC LIMIT ?2"
+        );
+        let mut lines = self
+            .query(&sql, (before, limit(n)))
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        lines.reverse();
+        Ok(lines)
+    }
+
+    /// Up to `limit` messages and actions holding every word of `words`,
+    /// newest first. The words are taken as plain words: nothing of the
+    /// index's query syntax passes through (see [`match_expression`]).
+    pub fn search(&self, words: &str, limit: usize) -> Result<Vec<Entry>, SearchError> {
+        if words.len() > MAX_SEARCH_BYTES {
+            return Err(SearchError::TooLong);
+        }
+        let expression = match_expression(words).ok_or(SearchError::NoWords)?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM lines WHERE seq IN \
+             (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ?1 ORDER BY rowid DESC LIMIT ?2) \
+             ORDER BY seq DESC"
+        );
+        self.query(&sql, (expression, self::limit(limit)))
+            .map_err(SearchError::Unavailable)
+    }
+
+    /// Deletes every line said before `older_than`, its words in the index
+    /// included, and returns how many. The deleted text is overwritten in
+    /// the database, and the write-ahead log is emptied (see
+    /// [`Store::checkpoint`]) so that no copy stays in it.
+    pub fn expire(&mut self, older_than: OffsetDateTime) -> Result<u64> {
+        let cutoff = millis(older_than)?;
+        let deleted = self
+            .conn
+            .execute("DELETE FROM lines WHERE time < ?1", [cutoff])
+            .with_context(|| format!("cannot expire lines in {}", self.path.display()))?;
+        if deleted > 0 {
+            self.checkpoint()?;
+        }
+        Ok(deleted as u64)
+    }
+
+    /// Copies the write-ahead log into the database and truncates it to
+    /// nothing. False if a reader's snapshot kept it from finishing: the
+    /// next checkpoint (SQLite makes one every thousand pages) completes it.
+    pub fn checkpoint(&self) -> Result<bool> {
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+            .with_context(|| format!("cannot checkpoint {}", self.path.display()))?;
+        Ok(busy == 0)
+    }
+
+    /// How many lines, how many bytes on disk, and the oldest and newest
+    /// times.
+    pub fn stats(&self) -> Result<Stats> {
+        let read = || -> Result<Stats> {
+            let tx = self.conn.unchecked_transaction()?;
+            let (lines, oldest, newest): (i64, Option<i64>, Option<i64>) = tx.query_row(
+                "SELECT count(*), min(time), max(time) FROM lines",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?;
+            let last_seq: Option<i64> =
+                tx.query_row("SELECT last_seq FROM state", [], |r| r.get(0))?;
+            Ok(Stats {
+                lines: u64::try_from(lines)?,
+                bytes: self.bytes()?,
+                oldest: oldest.map(from_millis).transpose()?,
+                newest: newest.map(from_millis).transpose()?,
+                last_seq: last_seq.map(u64::try_from).transpose()?,
+            })
+        };
+        read().with_context(|| format!("cannot read {}", self.path.display()))
+    }
+
+    /// The size of the database's files.
+    fn bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for suffix in ["", "-wal", "-shm"] {
+            match open::sibling(&self.path, suffix).symlink_metadata() {
+                Ok(meta) => total += meta.len(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Writes the lines said from `since` (included) to `until` (excluded)
+    /// to `out` in the room's order, as `format` says, and returns how
+    /// many. Reads one snapshot: lines stored meanwhile, by this process
+    /// or another, are not half in it.
+    pub fn export(
+        &self,
+        since: Option<OffsetDateTime>,
+        until: Option<OffsetDateTime>,
+        format: Format,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64> {
+        let since = since.map(millis).transpose()?.unwrap_or(i64::MIN);
+        let until = until.map(millis).transpose()?.unwrap_or(i64::MAX);
+        let tx = self.conn.unchecked_transaction()?;
+        let mut statement = tx.prepare(&format!(
+            "SELECT {COLUMNS} FROM lines WHERE time >= ?1 AND time < ?2 ORDER BY seq"
+        ))?;
+        let mut rows = statement.query((since, until))?;
+        let mut count = 0;
+        format.header(out)?;
+        while let Some(row) = rows
+            .next()
+            .with_context(|| format!("cannot read {}", self.path.display()))?
+        {
+            format.write(&entry(row)?, out)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn query(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Vec<Entry>> {
+        let mut statement = self.conn.prepare_cached(sql)?;
+        let rows = statement.query_map(params, entry)?;
+        rows.collect()
+    }
+}
+
+/// A full-text query matching lines that hold every word of `words`, or
+/// `None` if there is no word in it. Each whitespace-separated word
+/// becomes an FTS5 string (a phrase), with control characters dropped and
+/// `"` doubled: inside a string, FTS5 syntax (`*`, `NEAR(`, `:`, `AND`,
+/// `^`, parentheses) is plain text, which the index's tokenizer splits as
+/// it split the stored lines (`a:b` is the phrase `a b`). Words with no
+/// letter or digit would be empty phrases and are left out.
+fn match_expression(words: &str) -> Option<String> {
+    let phrases: Vec<String> = words
+        .split_whitespace()
+        .filter(|word| word.chars().any(char::is_alphanumeric))
+        .map(|word| {
+            let clean: String = word.chars().filter(|c| !c.is_control()).collect();
+            format!("\"{}\"", clean.replace('"', "\"\""))
+        })
+        .collect();
+    (!phrases.is_empty()).then(|| phrases.join(" "))
+}
+
+/// A row of [`COLUMNS`] as an entry; a value no version of the store
+/// writes is a conversion error.
+fn entry(row: &Row<'_>) -> rusqlite::Result<Entry> {
+    let invalid = |index: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Integer,
+            what.to_owned().into(),
+        )
+    };
+    let seq: i64 = row.get(0)?;
+    let time: i64 = row.get(1)?;
+    let kind: i64 = row.get(2)?;
+    Ok(Entry {
+        seq: u64::try_from(seq).map_err(|_| invalid(0, "negative sequence number"))?,
+        time: from_millis(time).map_err(|_| invalid(1, "time out of range"))?,
+        kind: Kind::from_code(kind).ok_or_else(|| invalid(2, "unknown kind of line"))?,
+        nick: row.get(3)?,
+        text: row.get(4)?,
+    })
+}
+
+/// Milliseconds since 1970 (UTC), as stored.
+fn millis(time: OffsetDateTime) -> Result<i64> {
+    i64::try_from(time.unix_timestamp_nanos() / 1_000_000)
+        .with_context(|| format!("time {time} is out of range"))
+}
+
+fn from_millis(millis: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .with_context(|| format!("stored time {millis} is out of range"))
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

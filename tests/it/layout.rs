@@ -78,7 +78,12 @@ fn no_file_is_over_700_lines_and_no_function_over_80() {
         if lines > 700 {
             long.push(format!("{module}: {lines} lines"));
         }
-        let code = code(&path);
+        // Unit tests in a file of their own (`mod tests;`) are tests.
+        let code = if module.ends_with("::tests") {
+            String::new()
+        } else {
+            code(&path)
+        };
         let lines: Vec<&str> = code.lines().collect();
         for (start, line) in lines.iter().enumerate() {
             let trimmed = line.trim_start();

@@ -29,13 +29,14 @@
 pub mod backlog;
 pub mod cluster;
 mod directory;
+mod durable;
 pub mod history;
 mod local;
 pub mod mailbox;
 pub mod store;
 mod subscriber;
 
-pub use local::LocalRoom;
+pub use local::{LocalRoom, LocalSubscription};
 pub use subscriber::Subscriber;
 
 use crate::protocol::{self, NickError};
@@ -57,7 +58,14 @@ pub enum JoinError {
     /// A room shared with other servers cannot reach them just now.
     #[error("{UNAVAILABLE}")]
     Unavailable,
+    /// The room's history store cannot take its `joined!` line.
+    #[error("{STORE_UNAVAILABLE}")]
+    StoreUnavailable,
 }
+
+/// Why a room that keeps its lines on disk refuses a join or a line while
+/// its store fails (a full disk).
+pub const STORE_UNAVAILABLE: &str = "the history store is unavailable";
 
 /// Why a room shared with other servers refuses a join or a line while it
 /// cannot reach them.

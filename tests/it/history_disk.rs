@@ -1,0 +1,108 @@
+//! `serve --data DIR`: the room's public lines on disk, the built binary
+//! with real clients over TLS.
+
+use crate::harness::{Client, Serve, TlsClient, WAIT};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The retention line a newcomer gets with the default `--retain`.
+const KEPT_30_DAYS: &str = "[history] this room keeps its lines for 30 days";
+
+/// Joins as `nick`; returns the client and its history (the lines after
+/// `Connected to server!` up to the retention line, which must come).
+async fn join(serve: &Serve, dir: &Path, nick: &str) -> (TlsClient, Vec<String>) {
+    let config = chatroom::tls::client_config(&dir.join("certs/ca.pem")).expect("CA");
+    let mut client = Client::tls(serve.socket_addr(), config).await;
+    let lines = client.join_lines(nick).await;
+    assert_eq!(
+        lines,
+        [
+            "NICK".to_owned(),
+            format!("{nick} joined!"),
+            "Connected to server!".to_owned()
+        ]
+    );
+    let history = client.until(KEPT_30_DAYS, WAIT).await;
+    (client, history)
+}
+
+/// Stops `serve` with SIGTERM and waits for it to exit.
+async fn stop(mut serve: Serve) {
+    serve.signal("TERM").await;
+    let status = tokio::time::timeout(WAIT, serve.child.wait())
+        .await
+        .expect("serve stops in time")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+}
+
+/// Every file in `dir`, with its bytes and mode.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>, u32)> {
+    std::fs::read_dir(dir)
+        .expect("read DIR")
+        .map(|e| {
+            let path = e.expect("entry").path();
+            let mode = std::fs::metadata(&path)
+                .expect("metadata")
+                .permissions()
+                .mode();
+            let bytes = std::fs::read(&path).expect("read");
+            (path.display().to_string(), bytes, mode & 0o777)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn public_lines_survive_a_restart_and_private_ones_are_never_stored() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().expect("UTF-8 path");
+    let serve = Serve::start(tmp.path(), &["--data", data_arg]).await;
+    let (mut alice, lines) = join(&serve, tmp.path(), "alice").await;
+    // An empty room: no history, but the newcomer is told it is recorded.
+    assert!(lines.is_empty(), "{lines:?}");
+    let (mut bob, _) = join(&serve, tmp.path(), "bob").await;
+    alice.send("hello bob").await;
+    bob.until("alice: hello bob", WAIT).await;
+    bob.send("/me waves").await;
+    alice.until("* bob waves", WAIT).await;
+    alice.send("/msg bob the-private-xyzzy").await;
+    alice.send("bye").await;
+    let seen = bob.until("alice: bye", WAIT).await;
+    assert_eq!(
+        seen,
+        ["* bob waves", "[private] alice -> bob: the-private-xyzzy"]
+    );
+    alice.send("/quit lunch").await;
+    bob.until("alice left! (lunch)", WAIT).await;
+    stop(serve).await;
+
+    let serve = Serve::start(tmp.path(), &["--data", data_arg]).await;
+    let (_carol, lines) = join(&serve, tmp.path(), "carol").await;
+    assert_eq!(
+        lines,
+        [
+            "[history] alice: hello bob",
+            "[history] * bob waves",
+            "[history] alice: bye",
+        ]
+    );
+    stop(serve).await;
+
+    assert_eq!(
+        std::fs::metadata(&data).expect("DIR").permissions().mode() & 0o777,
+        0o700
+    );
+    let files = files(&data);
+    assert!(!files.is_empty());
+    for (path, bytes, mode) in &files {
+        assert_eq!(*mode, 0o600, "{path}");
+        assert!(
+            !bytes.windows(5).any(|w| w == b"xyzzy"),
+            "a private line is in {path}"
+        );
+    }
+    // What was public is there (the search above would pass on no file).
+    let all: Vec<u8> = files.into_iter().flat_map(|f| f.1).collect();
+    assert!(all.windows(9).any(|w| w == b"hello bob"));
+}

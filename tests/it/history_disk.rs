@@ -106,3 +106,88 @@ async fn public_lines_survive_a_restart_and_private_ones_are_never_stored() {
     let all: Vec<u8> = files.into_iter().flat_map(|f| f.1).collect();
     assert!(all.windows(9).any(|w| w == b"hello bob"));
 }
+
+/// The stored lines, as `history export` writes them, each as the room
+/// showed it.
+async fn exported(data: &Path) -> Vec<String> {
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(crate::harness::BIN)
+            .args(["history", "export", "--data"])
+            .arg(data)
+            .output(),
+    )
+    .await
+    .expect("export in time")
+    .expect("export runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            let field = |name: &str| v[name].as_str().expect("a string field").to_owned();
+            let (nick, text) = (field("nick"), field("text"));
+            match field("kind").as_str() {
+                "message" => format!("{nick}: {text}"),
+                "action" => format!("* {nick} {text}"),
+                "join" => format!("{nick} joined!"),
+                "leave" if text.is_empty() => format!("{nick} left!"),
+                "leave" => format!("{nick} left! ({text})"),
+                other => panic!("unknown kind {other}"),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_in_the_middle_of_a_burst_loses_no_line_anyone_received() {
+    const SENDERS: usize = 20;
+    const LINES: usize = 50;
+    let tmp = tempfile::tempdir().expect("temp");
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().expect("UTF-8 path");
+    let mut serve = Serve::start(tmp.path(), &["--data", data_arg, "--rate-limit", "off"]).await;
+    let (mut reader, _) = join(&serve, tmp.path(), "reader").await;
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        senders.push(join(&serve, tmp.path(), &format!("s{s}")).await.0);
+    }
+    for (s, sender) in senders.iter_mut().enumerate() {
+        for l in 0..LINES {
+            sender.conn.queue(format!("line {s}-{l}\n").into());
+        }
+    }
+    for sender in &mut senders {
+        sender.conn.flush().await.expect("send");
+    }
+    // What the reader has received once the burst is under way, and up to
+    // the end of its connection after the kill.
+    let mut received = Vec::new();
+    while received.len() < SENDERS + 100 {
+        received.push(reader.line().await);
+    }
+    serve.child.start_kill().expect("kill -9");
+    serve.child.wait().await.expect("wait");
+    while let Some(line) = reader.next_line().await {
+        received.push(line);
+    }
+
+    let stored = exported(&data).await;
+    let mut last = None;
+    for line in &received {
+        let at: Vec<usize> = (0..stored.len()).filter(|&i| stored[i] == *line).collect();
+        assert_eq!(at.len(), 1, "{line:?} is stored {} times", at.len());
+        assert!(last < Some(at[0]), "{line:?} is stored out of order");
+        last = Some(at[0]);
+    }
+    eprintln!(
+        "received {} lines, {} stored of {} said",
+        received.len(),
+        stored.len(),
+        1 + SENDERS + SENDERS * LINES
+    );
+}

@@ -8,9 +8,18 @@ use std::path::Path;
 /// The retention line a newcomer gets with the default `--retain`.
 const KEPT_30_DAYS: &str = "[history] this room keeps its lines for 30 days";
 
-/// Joins as `nick`; returns the client and its history (the lines after
-/// `Connected to server!` up to the retention line, which must come).
+/// The retention line with `--retain 2s`.
+const KEPT_2_SECONDS: &str = "[history] this room keeps its lines for 2 seconds";
+
+/// Joins as `nick` a room with the default retention; returns the client
+/// and its history.
 async fn join(serve: &Serve, dir: &Path, nick: &str) -> (TlsClient, Vec<String>) {
+    join_kept(serve, dir, nick, KEPT_30_DAYS).await
+}
+
+/// Joins as `nick`; returns the client and its history (the lines after
+/// `Connected to server!` up to the retention line `kept`, which must come).
+async fn join_kept(serve: &Serve, dir: &Path, nick: &str, kept: &str) -> (TlsClient, Vec<String>) {
     let config = chatroom::tls::client_config(&dir.join("certs/ca.pem")).expect("CA");
     let mut client = Client::tls(serve.socket_addr(), config).await;
     let lines = client.join_lines(nick).await;
@@ -22,7 +31,7 @@ async fn join(serve: &Serve, dir: &Path, nick: &str) -> (TlsClient, Vec<String>)
             "Connected to server!".to_owned()
         ]
     );
-    let history = client.until(KEPT_30_DAYS, WAIT).await;
+    let history = client.until(kept, WAIT).await;
     (client, history)
 }
 
@@ -105,6 +114,29 @@ async fn public_lines_survive_a_restart_and_private_ones_are_never_stored() {
     // What was public is there (the search above would pass on no file).
     let all: Vec<u8> = files.into_iter().flat_map(|f| f.1).collect();
     assert!(all.windows(9).any(|w| w == b"hello bob"));
+}
+
+/// What `chatroom history ARGS --data DIR` writes to stdout; it must
+/// succeed.
+async fn history(data: &Path, args: &[&str]) -> String {
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(crate::harness::BIN)
+            .arg("history")
+            .args(args)
+            .arg("--data")
+            .arg(data)
+            .output(),
+    )
+    .await
+    .expect("history in time")
+    .expect("history runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
 }
 
 /// The stored lines, as `history export` writes them, each as the room
@@ -190,4 +222,50 @@ async fn a_kill_in_the_middle_of_a_burst_loses_no_line_anyone_received() {
         stored.len(),
         1 + SENDERS + SENDERS * LINES
     );
+}
+
+#[tokio::test]
+async fn lines_older_than_the_retention_are_gone_after_a_restart() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().expect("UTF-8 path");
+    let args = ["--data", data_arg, "--retain", "2s"];
+    let serve = Serve::start(tmp.path(), &args).await;
+    let (mut alice, _) = join_kept(&serve, tmp.path(), "alice", KEPT_2_SECONDS).await;
+    alice.send("remember the zanzibar plan").await;
+    alice.until("alice: remember the zanzibar plan", WAIT).await;
+    stop(serve).await;
+    assert!(
+        history(&data, &["search", "zanzibar"])
+            .await
+            .ends_with("1 match\n")
+    );
+
+    // What is tested is time passing: the lines must be older than the
+    // retention when the server starts again.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let serve = Serve::start(tmp.path(), &args).await;
+    let log = serve.log_so_far();
+    assert!(log.contains("expired lines past the retention"), "{log}");
+    assert!(log.contains("history store opened"), "{log}");
+    let (_carol, history_lines) = join_kept(&serve, tmp.path(), "carol", KEPT_2_SECONDS).await;
+    assert!(history_lines.is_empty(), "{history_lines:?}");
+    stop(serve).await;
+    assert_eq!(
+        history(&data, &["search", "zanzibar"]).await,
+        "[search] no matches\n"
+    );
+    let stored = exported(&data).await;
+    assert!(
+        !stored
+            .iter()
+            .any(|line| line.contains("zanzibar") || line.starts_with("alice")),
+        "{stored:?}"
+    );
+    for (path, bytes, _) in files(&data) {
+        assert!(
+            !bytes.windows(8).any(|w| w == b"zanzibar"),
+            "an expired line is still in {path}"
+        );
+    }
 }

@@ -144,6 +144,11 @@ struct DataArgs {
     /// or `always` (at every commit).
     #[arg(long, value_enum, default_value_t = FsyncArg::Normal, value_name = "WHEN", requires = "data")]
     fsync: FsyncArg,
+    /// The most the store's database may take on disk: plain bytes, or
+    /// with KiB, MiB or GiB. Past it, new lines are refused as on a full
+    /// disk (their senders are told) until old lines expire.
+    #[arg(long, value_name = "SIZE", value_parser = backlog::parse_size, requires = "data")]
+    data_max_bytes: Option<usize>,
 }
 
 /// `--fsync`'s values.
@@ -298,7 +303,7 @@ impl DataArgs {
         let options = Options {
             fsync,
             create: true,
-            max_bytes: None,
+            max_bytes: self.data_max_bytes.map(|bytes| bytes as u64),
         };
         let mut store = Store::open(dir, options)?;
         if let Some(retain) = self.retain {

@@ -269,3 +269,102 @@ async fn lines_older_than_the_retention_are_gone_after_a_restart() {
         );
     }
 }
+
+/// What a sender is told about a line the store could not take.
+const NOT_SENT: &str = "ERROR message not sent: the history store is unavailable";
+
+#[tokio::test]
+async fn a_full_store_refuses_lines_tells_their_senders_and_recovers() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().expect("UTF-8 path");
+    let args = [
+        "--data",
+        data_arg,
+        "--data-max-bytes",
+        "128KiB",
+        "--rate-limit",
+        "off",
+    ];
+    let serve = Serve::start(tmp.path(), &args).await;
+    let (mut alice, _) = join(&serve, tmp.path(), "alice").await;
+    let (mut bob, _) = join(&serve, tmp.path(), "bob").await;
+    alice.expect("bob joined!").await;
+    // Lines of distinct words (the full-text index grows with them) until
+    // one is refused.
+    let mut refused = None;
+    for i in 0..2000 {
+        let text: String = (0..100).map(|j| format!("w{i}x{j} ")).collect();
+        alice.send(&text).await;
+        let answer = alice.line().await;
+        if answer == NOT_SENT {
+            refused = Some(i);
+            break;
+        }
+        assert_eq!(answer, format!("alice: {text}"));
+    }
+    let refused = refused.expect("the store filled up");
+    // Refused again, logged once.
+    for _ in 0..3 {
+        alice.send(&"y".repeat(2000)).await;
+        alice.expect(NOT_SENT).await;
+    }
+    // A short line still fits: the next batch that can be stored is.
+    alice.send("still here").await;
+    alice.expect("alice: still here").await;
+    let seen = bob.until("alice: still here", WAIT).await;
+    assert!(
+        !seen
+            .iter()
+            .any(|line| line.contains(&format!("w{refused}x0 ")))
+    );
+    assert!(!seen.iter().any(|line| line.contains("yyy")));
+    assert_eq!(seen.len(), refused, "bob got the lines stored, no other");
+    // Short lines until none fits; then a join is refused too, and may be
+    // tried again.
+    let mut short = 0;
+    loop {
+        short += 1;
+        assert!(short < 1000, "the store never filled up");
+        alice.send(&format!("short {short}")).await;
+        if alice.line().await == NOT_SENT {
+            break;
+        }
+    }
+    // A join stores less than a message: newcomers until one is refused,
+    // which may answer NICK again.
+    let config = chatroom::tls::client_config(&tmp.path().join("certs/ca.pem")).expect("CA");
+    let mut joined = Vec::new();
+    let refused_join = loop {
+        assert!(joined.len() < 200, "every join fitted");
+        let mut newcomer = Client::tls(serve.socket_addr(), config.clone()).await;
+        newcomer.expect("NICK").await;
+        newcomer.send(&format!("n{}", joined.len())).await;
+        let answer = newcomer.line().await;
+        if answer == "ERROR the history store is unavailable" {
+            break newcomer;
+        }
+        assert_eq!(answer, format!("n{} joined!", joined.len()));
+        joined.push(newcomer);
+    };
+    let mut refused_join = refused_join;
+    refused_join.expect("NICK").await;
+    // The server is alive: what needs no store still works.
+    alice.send("/list").await;
+    let list = loop {
+        let line = alice.line().await;
+        if line.starts_with("[list] ") {
+            break line;
+        }
+        assert!(line.ends_with(" joined!"), "{line}");
+    };
+    assert!(list.contains("alice, bob"), "{list}");
+    let log = serve.kill_and_log().await;
+    let first_outage = log
+        .split("the history store works again")
+        .next()
+        .expect("a first part");
+    let logged = first_outage.matches("the history store is unavailable: lines are refused");
+    assert_eq!(logged.count(), 1, "once per outage:\n{log}");
+    assert!(log.contains("the history store works again"), "{log}");
+}

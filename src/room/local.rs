@@ -17,14 +17,17 @@ use super::directory::Directory;
 use super::durable::{self, Pending, Queue, Reading, Waiter};
 use super::history::History;
 use super::mailbox::{Inbox, Mailbox, mailbox};
+use super::recall::{self, Asked};
 use super::store::{Entry, Kind, Store};
 use super::{
-    Departure, JoinError, Room, Said, Subscriber, WhisperError, address_private_line, admit,
+    Departure, JoinError, Question, Room, Said, Subscriber, WhisperError, address_private_line,
+    admit,
 };
 use crate::protocol;
 use crate::sync::lock;
 use anyhow::Context;
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -59,6 +62,9 @@ pub(super) struct State {
     pub(super) lines: Backlog<Numbered>,
     /// Lines waiting for the store's writer, with `--data`.
     pub(super) durable: Option<Queue>,
+    /// With `--data`: the sequence of the oldest line each participant
+    /// (by nick key) was shown, where its next `/history` ends.
+    shown: HashMap<String, u64>,
     closed: bool,
 }
 
@@ -79,6 +85,7 @@ impl LocalRoom {
                     history_lines: 0,
                     lines: Backlog::new(backlog_bytes.max(backlog::MIN_BYTES)),
                     durable: None,
+                    shown: HashMap::new(),
                     closed: false,
                 }),
                 wake: Condvar::new(),
@@ -147,18 +154,23 @@ impl LocalRoom {
     }
 
     /// The history a newcomer whose `joined!` is line `start` gets: the
-    /// stored lines before it, and how long the room keeps them.
-    async fn stored_history(&self, start: u64) -> Arc<[Bytes]> {
+    /// stored lines before it, and how long the room keeps them; and the
+    /// sequence of the oldest line in it (`start` if none).
+    async fn stored_history(&self, start: u64) -> (Arc<[Bytes]>, u64) {
         let Some(reading) = &self.shared.reading else {
-            return Arc::from([]);
+            return (Arc::from([]), start);
         };
         let (reader, n) = (reading.reader.clone(), reading.history);
         let read = tokio::task::spawn_blocking(move || lock(&reader).recent(Some(start), n));
+        let mut oldest = start;
         let mut lines: Vec<Bytes> = match read.await {
-            Ok(Ok(entries)) => entries
-                .iter()
-                .map(|e| protocol::history_line(&e.line()))
-                .collect(),
+            Ok(Ok(entries)) => {
+                oldest = entries.first().map_or(start, |e| e.seq);
+                entries
+                    .iter()
+                    .map(|e| protocol::history_line(&e.line()))
+                    .collect()
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = format!("{e:#}"), "cannot read the room's history");
                 Vec::new()
@@ -169,7 +181,7 @@ impl LocalRoom {
             }
         };
         lines.push(protocol::retention_line(reading.retain));
-        Arc::from(lines)
+        (Arc::from(lines), oldest)
     }
 }
 
@@ -283,7 +295,8 @@ impl Room for LocalRoom {
             }
             Err(_) => return Err(JoinError::Closed),
         }
-        let history = self.stored_history(start).await;
+        let (history, oldest) = self.stored_history(start).await;
+        self.state().shown.insert(protocol::nick_key(nick), oldest);
         unfinished.nick = None;
         Ok(Subscriber::new(reader, inbox, start, history))
     }
@@ -298,11 +311,11 @@ impl Room for LocalRoom {
     }
 
     fn depart(&self, nick: &str, how: Departure<'_>) {
-        let removed = self
-            .state()
-            .members
-            .remove(&protocol::nick_key(nick))
-            .is_some();
+        let key = protocol::nick_key(nick);
+        let mut state = self.state();
+        state.shown.remove(&key);
+        let removed = state.members.remove(&key).is_some();
+        drop(state);
         if removed {
             let text = match how {
                 Departure::Left => "",
@@ -329,6 +342,45 @@ impl Room for LocalRoom {
     fn members(&self, max: usize) -> (usize, Vec<String>) {
         let state = self.state();
         (state.members.len(), state.members.first(max))
+    }
+
+    fn recorded(&self) -> bool {
+        self.shared.reading.is_some()
+    }
+
+    fn ask(&self, nick: &str, question: Question<'_>) {
+        let Some(reading) = &self.shared.reading else {
+            return;
+        };
+        let key = protocol::nick_key(nick);
+        let asked = match question {
+            Question::History(n) => {
+                let Some(&before) = self.state().shown.get(&key) else {
+                    return;
+                };
+                Asked::History { n, before }
+            }
+            Question::Search(words) => Asked::Search(words.to_owned()),
+        };
+        let (shared, reader) = (self.shared.clone(), reading.reader.clone());
+        tokio::task::spawn_blocking(move || {
+            let (lines, oldest) = recall::answer(&reader, &asked);
+            let mut state = lock(&shared.state);
+            if let Some(oldest) = oldest
+                && let Some(shown) = state.shown.get_mut(&key)
+            {
+                *shown = (*shown).min(oldest);
+            }
+            if let Some(asker) = state.members.get(&key) {
+                // A participant that lets its mailbox fill is not reading:
+                // the rest of its answer is not kept for it.
+                for chunk in recall::chunks(lines) {
+                    if !asker.value.put(0, chunk) {
+                        break;
+                    }
+                }
+            }
+        });
     }
 
     fn close(&self, farewell: Bytes) {

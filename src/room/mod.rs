@@ -33,6 +33,7 @@ mod durable;
 pub mod history;
 mod local;
 pub mod mailbox;
+mod recall;
 pub mod store;
 mod subscriber;
 
@@ -167,6 +168,19 @@ pub trait Room: Send + Sync + 'static {
     /// announced (not even who leaves).
     fn close(&self, farewell: Bytes);
 
+    /// Whether the room keeps its lines on disk (`serve --data`), and so
+    /// answers [`Room::ask`].
+    fn recorded(&self) -> bool {
+        false
+    }
+
+    /// Answers `/history` or `/search` to `nick` alone, a little later,
+    /// through its mailbox. Nothing in a room that is not
+    /// [`Room::recorded`].
+    fn ask(&self, nick: &str, question: Question<'_>) {
+        let _ = (nick, question);
+    }
+
     /// Sends `<nick>: <text>` to everyone, the sender included.
     fn publish(&self, nick: &str, text: &str) {
         self.say(nick, Said::Message(text));
@@ -207,6 +221,15 @@ impl Said<'_> {
             Said::Action(text) => protocol::action_line(nick, text),
         }
     }
+}
+
+/// What a participant asks of a room's stored lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question<'a> {
+    /// `/history N`: the N public lines before the oldest it was shown.
+    History(usize),
+    /// `/search WORDS`.
+    Search(&'a str),
 }
 
 /// How a participant left the room.

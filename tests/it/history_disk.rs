@@ -368,3 +368,87 @@ async fn a_full_store_refuses_lines_tells_their_senders_and_recovers() {
     assert_eq!(logged.count(), 1, "once per outage:\n{log}");
     assert!(log.contains("the history store works again"), "{log}");
 }
+
+#[tokio::test]
+async fn history_and_search_answer_the_asker_from_the_store() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().expect("UTF-8 path");
+    let args = ["--data", data_arg, "--history", "3", "--rate-limit", "off"];
+    let serve = Serve::start(tmp.path(), &args).await;
+    let (mut alice, _) = join(&serve, tmp.path(), "alice").await;
+    alice.send("deploy at noon, ok?").await;
+    for i in 1..=30 {
+        alice.send(&format!("line {i}")).await;
+    }
+    alice.send("/me starts the deploy").await;
+    alice.until("* alice starts the deploy", WAIT).await;
+    let (mut bob, history) = join(&serve, tmp.path(), "bob").await;
+    assert_eq!(
+        history,
+        [
+            "[history] alice: line 29",
+            "[history] alice: line 30",
+            "[history] * alice starts the deploy"
+        ]
+    );
+    alice.send("/msg bob the secret deploy").await;
+    bob.expect("[private] alice -> bob: the secret deploy")
+        .await;
+
+    // Before the oldest line shown, and before that the next time.
+    bob.send("/history 2").await;
+    bob.expect("[history] alice: line 27").await;
+    bob.expect("[history] alice: line 28").await;
+    bob.send("/history").await;
+    let mut earlier = Vec::new();
+    for _ in 0..20 {
+        earlier.push(bob.line().await);
+    }
+    assert_eq!(earlier[0], "[history] alice: line 7");
+    assert_eq!(earlier[19], "[history] alice: line 26");
+    bob.send("/history 200").await;
+    let mut first = Vec::new();
+    for _ in 0..7 {
+        first.push(bob.line().await);
+    }
+    assert_eq!(first[0], "[history] alice: deploy at noon, ok?");
+    assert_eq!(first[6], "[history] alice: line 6");
+
+    // Newest first; a private line is never found.
+    bob.send("/search DEPLOY").await;
+    let found = bob.line().await;
+    assert!(found.starts_with("[search] 20"), "{found}");
+    assert!(found.ends_with(" * alice starts the deploy"), "{found}");
+    let found = bob.line().await;
+    assert!(found.ends_with(" alice: deploy at noon, ok?"), "{found}");
+    bob.expect("[search] 2 matches").await;
+    bob.send("/search secret").await;
+    bob.expect("[search] no matches").await;
+    for hostile in ["') OR 1=1 --", "NEAR(deploy", "a:b deploy*", "\"deploy"] {
+        bob.send(&format!("/search {hostile}")).await;
+        // Found lines, then how many: never an error.
+        for _ in 0..=20 {
+            let answer = bob.line().await;
+            assert!(answer.starts_with("[search] "), "{hostile}: {answer}");
+            if answer.ends_with("match") || answer.ends_with("matches") {
+                break;
+            }
+        }
+    }
+    bob.send("/search \"*\"").await;
+    bob.expect("ERROR give at least one word to search for")
+        .await;
+    bob.send(&format!("/search {}", "deploy ".repeat(40))).await;
+    bob.expect("ERROR search words are longer than 200 bytes")
+        .await;
+    bob.send("/help").await;
+    let help = bob
+        .until("[help] //TEXT: send a message that starts with /", WAIT)
+        .await;
+    assert_eq!(help.len(), 5, "{help:?}");
+    let more = [bob.line().await, bob.line().await];
+    assert!(more[0].starts_with("[help] /history [N]"), "{more:?}");
+    assert!(more[1].starts_with("[help] /search WORDS"), "{more:?}");
+    stop(serve).await;
+}

@@ -20,6 +20,7 @@
 
 use super::backlog::Numbered;
 use super::local::Shared;
+use super::mailbox::Mailbox;
 use super::store::{Entry, Store};
 use crate::protocol;
 use crate::sync::lock;
@@ -50,7 +51,8 @@ pub(super) struct Queue {
 /// A line waiting to be committed.
 #[derive(Debug)]
 pub(super) struct Pending {
-    pub(super) line: Numbered,
+    /// `None` for nothing to deliver (see [`Waiter::Release`]).
+    pub(super) line: Option<Numbered>,
     /// What is stored; `None` for a line that is delivered only (the
     /// server's farewell).
     pub(super) entry: Option<Entry>,
@@ -60,8 +62,12 @@ pub(super) struct Pending {
 /// Who waits on a pending line.
 #[derive(Debug)]
 pub(super) enum Waiter {
-    /// Nobody (a leave, the farewell).
+    /// Nobody (the farewell).
     Nobody,
+    /// The mailbox of a participant who left: closed once the lines said
+    /// before it left are delivered, so that its subscription sees them
+    /// before it learns the mailbox is closed.
+    Release(Mailbox),
     /// A message or action of the participant with this nick key: told
     /// if it cannot be stored.
     Said(String),
@@ -93,7 +99,7 @@ impl Queue {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.push(Pending {
-            line: Numbered { seq, bytes: line },
+            line: Some(Numbered { seq, bytes: line }),
             entry: Some(entry(seq, OffsetDateTime::now_utc())),
             waiter,
         });
@@ -198,9 +204,17 @@ impl Writer {
                     tracing::info!("the history store works again");
                 }
                 for pending in batch {
-                    state.lines.push(pending.line);
-                    if let Waiter::Join(_, committed) = pending.waiter {
-                        let _ = committed.send(true);
+                    if let Some(line) = pending.line {
+                        state.lines.push(line);
+                    }
+                    match pending.waiter {
+                        Waiter::Join(_, committed) => {
+                            let _ = committed.send(true);
+                        }
+                        // After its line: the leaver's subscription reads
+                        // everything up to it first.
+                        Waiter::Release(mailbox) => drop(mailbox),
+                        Waiter::Nobody | Waiter::Said(_) => {}
                     }
                 }
             }
@@ -223,10 +237,12 @@ impl Writer {
                             let _ = committed.send(false);
                         }
                         // The farewell is not stored: it goes anyway.
-                        Waiter::Nobody if pending.line.seq == u64::MAX => {
-                            state.lines.push(pending.line);
+                        Waiter::Nobody => {
+                            if let Some(line) = pending.line {
+                                state.lines.push(line);
+                            }
                         }
-                        Waiter::Nobody => {}
+                        Waiter::Release(mailbox) => drop(mailbox),
                     }
                 }
             }

@@ -314,15 +314,39 @@ impl Room for LocalRoom {
         let key = protocol::nick_key(nick);
         let mut state = self.state();
         state.shown.remove(&key);
-        let removed = state.members.remove(&key).is_some();
-        drop(state);
-        if removed {
-            let text = match how {
-                Departure::Left => "",
-                Departure::Quit(reason) => reason,
-            };
-            self.emit(how.line(nick), Kind::Leave, nick, text, Waiter::Nobody);
+        let Some(member) = state.members.remove(&key) else {
+            return;
+        };
+        let text = match how {
+            Departure::Left => "",
+            Departure::Quit(reason) => reason,
+        };
+        let closed = state.closed;
+        let Some(queue) = state.durable.as_mut() else {
+            if !closed {
+                let line = how.line(nick);
+                state.lines.push(Numbered {
+                    seq: 0,
+                    bytes: line,
+                });
+            }
+            return;
+        };
+        let release = Waiter::Release(member.value);
+        if closed {
+            // Nothing is announced; the mailbox closes after the lines
+            // said before, the farewell included.
+            queue.pending.push(Pending {
+                line: None,
+                entry: None,
+                waiter: release,
+            });
+        } else {
+            let make = |seq, time| entry(seq, time, Kind::Leave, nick, text);
+            queue.push(how.line(nick), make, release);
         }
+        drop(state);
+        self.shared.wake.notify_one();
     }
 
     fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError> {
@@ -398,7 +422,7 @@ impl Room for LocalRoom {
             None => state.lines.push(line),
             Some(queue) => {
                 queue.pending.push(Pending {
-                    line,
+                    line: Some(line),
                     entry: None,
                     waiter: Waiter::Nobody,
                 });

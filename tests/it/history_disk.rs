@@ -452,3 +452,26 @@ async fn history_and_search_answer_the_asker_from_the_store() {
     assert!(more[1].starts_with("[help] /search WORDS"), "{more:?}");
     stop(serve).await;
 }
+
+#[tokio::test]
+async fn a_search_spends_the_rate_of_several_lines() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().expect("UTF-8 path");
+    // One line a second, five at once: a search takes the whole burst.
+    let args = ["--data", data_arg, "--rate-limit", "1/5"];
+    let serve = Serve::start(tmp.path(), &args).await;
+    let (mut alice, _) = join(&serve, tmp.path(), "alice").await;
+    let sent = std::time::Instant::now();
+    alice.send("/search anything").await;
+    alice.send("hello").await;
+    alice.expect("[search] no matches").await;
+    alice.expect("alice: hello").await;
+    // The message waited for a token the search had spent.
+    let waited = sent.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(500),
+        "{waited:?}"
+    );
+    stop(serve).await;
+}

@@ -374,7 +374,16 @@ async fn history_and_search_answer_the_asker_from_the_store() {
     let tmp = tempfile::tempdir().expect("temp");
     let data = tmp.path().join("data");
     let data_arg = data.to_str().expect("UTF-8 path");
-    let args = ["--data", data_arg, "--history", "3", "--rate-limit", "off"];
+    let args = [
+        "--data",
+        data_arg,
+        "--history",
+        "3",
+        "--rate-limit",
+        "off",
+        "--fsync",
+        "always",
+    ];
     let serve = Serve::start(tmp.path(), &args).await;
     let (mut alice, _) = join(&serve, tmp.path(), "alice").await;
     alice.send("deploy at noon, ok?").await;

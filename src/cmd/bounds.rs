@@ -46,10 +46,6 @@ pub const HISTORY: RangeInclusive<i64> = 0..=1000;
 /// `--retain`, seconds: a second to ten years (or `forever`).
 pub const RETAIN: RangeInclusive<u64> = 1..=3650 * 86_400;
 /// `--retain` when not given.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "`serve --retain` takes it with `serve --data`")
-)]
 pub const DEFAULT_RETAIN: &str = "30d";
 
 /// Adds each bounded `serve` argument's range to the end of its help, from
@@ -172,10 +168,6 @@ pub fn connects_per_minute(s: &str) -> Result<u32, String> {
 /// `forever` (`None`), or a whole number of seconds, minutes, hours or
 /// days (`45s`, `90m`, `12h`, `30d`) within [`RETAIN`]: how long the
 /// history on disk keeps a line.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "`serve --retain` takes it with `serve --data`")
-)]
 pub fn retain(s: &str) -> Result<OrOff<Duration>, String> {
     let s = s.trim();
     if s == "forever" {

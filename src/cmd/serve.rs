@@ -3,8 +3,9 @@
 
 use super::bounds;
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
-use crate::room::backlog;
 use crate::room::cluster::{self, ClusterOptions, ClusterRoom};
+use crate::room::store::{Fsync, Options, Store};
+use crate::room::{LocalRoom, backlog};
 use crate::server::admission;
 use crate::server::per_address;
 use crate::server::rate::{self, RateLimit};
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+use time::OffsetDateTime;
 
 /// The defaults clap takes as text (it shows a default as text and parses
 /// it back), made from the constants they stand for.
@@ -116,10 +118,48 @@ pub struct ServeArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// How many of the room's last messages and actions a newcomer
-    /// receives on joining, each marked `[history] `; 0 for none.
-    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u16).range(bounds::HISTORY))]
-    history: u16,
+    /// receives on joining, each marked `[history] `; 0 for none. Default:
+    /// 50 with --data, 0 without.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(bounds::HISTORY))]
+    history: Option<u16>,
+    #[command(flatten)]
+    data: DataArgs,
 }
+
+/// The room's lines on disk.
+#[derive(Args, Debug)]
+struct DataArgs {
+    /// Keep the room's public lines (never private ones) in a SQLite
+    /// database in this folder, made 0700 if missing: they survive a
+    /// restart, newcomers get their history from it, and no line reaches
+    /// anyone before it is stored. Without it, the room lives in memory.
+    #[arg(long, value_name = "DIR", conflicts_with = "cluster")]
+    data: Option<PathBuf>,
+    /// How long stored lines are kept: a whole number with s, m, h or d,
+    /// or `forever`. Older lines are deleted at start and every minute.
+    #[arg(long, default_value = bounds::DEFAULT_RETAIN, value_name = "DURATION|forever", value_parser = bounds::retain, requires = "data")]
+    retain: bounds::OrOff<Duration>,
+    /// When a stored line is synced to the disk: `normal` (a crash of the
+    /// server loses no stored line; a power loss may lose the last ones)
+    /// or `always` (at every commit).
+    #[arg(long, value_enum, default_value_t = FsyncArg::Normal, value_name = "WHEN", requires = "data")]
+    fsync: FsyncArg,
+    /// The most the store's database may take on disk: plain bytes, or
+    /// with KiB, MiB or GiB. Past it, new lines are refused as on a full
+    /// disk (their senders are told) until old lines expire.
+    #[arg(long, value_name = "SIZE", value_parser = backlog::parse_size, requires = "data")]
+    data_max_bytes: Option<usize>,
+}
+
+/// `--fsync`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FsyncArg {
+    Normal,
+    Always,
+}
+
+/// Lines newcomers get by default with `--data`.
+const DATA_HISTORY: usize = 50;
 
 /// One room across several nodes, through NATS JetStream.
 #[derive(Args, Debug)]
@@ -158,6 +198,14 @@ struct ClusterArgs {
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let settings = args.settings()?;
+    let durable = match args.data.open()? {
+        Some(store) => Some(Arc::new(
+            LocalRoom::new(settings.max_participants, settings.backlog)
+                .with_history(settings.history_lines)
+                .with_store(store, args.data.retain)?,
+        )),
+        None => None,
+    };
     let cluster = match args.cluster.options(&settings) {
         Some(options) => Some(Arc::new(ClusterRoom::connect(options).await?)),
         None => None,
@@ -171,7 +219,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     tracing::info!(%addr, mode, "listening");
     match cluster {
-        None => server.run(stop_signal()).await,
+        None => match durable {
+            None => server.run(stop_signal()).await,
+            Some(room) => server.run_with(room, stop_signal()).await,
+        },
         Some(room) => {
             let result = server.run_with(room.clone(), stop_signal()).await;
             room.finish().await;
@@ -224,10 +275,51 @@ impl ServeArgs {
             joins_per_minute: self.joins_per_minute,
             exempt,
             backlog,
-            history_lines: usize::from(self.history),
+            history_lines: self.history.map_or(
+                if self.data.data.is_some() {
+                    DATA_HISTORY
+                } else {
+                    0
+                },
+                usize::from,
+            ),
             shutdown_grace: DEFAULT_GRACE,
             access,
         })
+    }
+}
+
+impl DataArgs {
+    /// The store, opened (made if missing) and its old lines expired; its
+    /// size logged. `None` without `--data`.
+    fn open(&self) -> Result<Option<Store>> {
+        let Some(dir) = &self.data else {
+            return Ok(None);
+        };
+        let fsync = match self.fsync {
+            FsyncArg::Normal => Fsync::Normal,
+            FsyncArg::Always => Fsync::Always,
+        };
+        let options = Options {
+            fsync,
+            create: true,
+            max_bytes: self.data_max_bytes.map(|bytes| bytes as u64),
+        };
+        let mut store = Store::open(dir, options)?;
+        if let Some(retain) = self.retain {
+            let expired = store.expire(OffsetDateTime::now_utc() - retain)?;
+            if expired > 0 {
+                tracing::info!(lines = expired, "expired lines past the retention");
+            }
+        }
+        let stats = store.stats()?;
+        tracing::info!(
+            path = %store.path().display(),
+            lines = stats.lines,
+            bytes = stats.bytes,
+            "history store opened"
+        );
+        Ok(Some(store))
     }
 }
 

@@ -49,6 +49,8 @@
 //! | `/me TEXT` | `* <nick> TEXT` to everyone |
 //! | `/quit [REASON]` | leave; the others receive `<nick> left!` or `<nick> left! (REASON)` |
 //! | `/help` | the commands, one `[help] ` line each, to the asker only |
+//! | `/history [N]` | with `serve --data`: the N (20, at most [`RECALL_MAX`]) public lines before the oldest the asker was shown, each marked `[history] `, to the asker only; without it, `ERROR unknown command` |
+//! | `/search WORDS` | with `serve --data`: up to [`SEARCH_MAX`] messages and actions holding every word, newest first, as `[search] YYYY-MM-DD HH:MM <line>`, then `[search] N matches`, to the asker only; without it, `ERROR unknown command` |
 //! | anything else | `ERROR unknown command`, to the sender only |
 //!
 //! A line starting with `//` is not a command: it is sent as a message
@@ -61,8 +63,10 @@
 //! `ERROR ` are the server's alone.
 
 mod framing;
+mod recorded;
 
 pub use framing::{FrameError, LineFramer, READ_CHUNK};
+pub use recorded::{HELP_RECORDED, RECALL_DEFAULT, RECALL_MAX, retention_line};
 
 use bytes::{Bytes, BytesMut};
 use std::borrow::Cow;
@@ -250,6 +254,10 @@ pub enum Command<'a> {
     Quit(Option<Cow<'a, str>>),
     /// `/help`.
     Help,
+    /// `/history [N]`: how many lines (1 to [`RECALL_MAX`]).
+    History(usize),
+    /// `/search WORDS`.
+    Search(Cow<'a, str>),
     /// A known command without what it needs; the text is the usage.
     Usage(&'static str),
     /// Any other command word.
@@ -306,6 +314,17 @@ fn parse_command(rest: &str) -> Command<'_> {
             None => Command::Usage("usage: /me TEXT"),
         },
         "quit" => Command::Quit(clean(args)),
+        "history" => match args.trim() {
+            "" => Command::History(RECALL_DEFAULT),
+            n => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Command::History(n.min(RECALL_MAX)),
+                _ => Command::Usage("usage: /history [N], N a number of lines"),
+            },
+        },
+        "search" => match clean(args) {
+            Some(words) => Command::Search(words),
+            None => Command::Usage("usage: /search WORDS"),
+        },
         "msg" => {
             let args = args.trim_start();
             let (to, text) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
@@ -583,6 +602,32 @@ mod tests {
         assert_eq!(parse_input("/"), Input::Command(Command::Unknown));
         assert_eq!(parse_input("/LIST"), Input::Command(Command::List));
         assert_eq!(parse_input("/help me"), Input::Command(Command::Help));
+        assert_eq!(
+            parse_input("/history"),
+            Input::Command(Command::History(20))
+        );
+        assert_eq!(
+            parse_input("/HISTORY 5"),
+            Input::Command(Command::History(5))
+        );
+        assert_eq!(
+            parse_input("/history 5000"),
+            Input::Command(Command::History(200))
+        );
+        for bad in ["/history 0", "/history x", "/history -1"] {
+            assert!(
+                matches!(parse_input(bad), Input::Command(Command::Usage(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_input("/search deploy \u{1b}noon"),
+            Input::Command(Command::Search("deploy noon".into()))
+        );
+        assert_eq!(
+            parse_input("/search  "),
+            Input::Command(Command::Usage("usage: /search WORDS"))
+        );
         assert_eq!(
             parse_input("/msg  bob  hi \u{1b}[31mthere "),
             Input::Command(Command::Msg {

@@ -74,6 +74,27 @@ impl Line for Bytes {
     }
 }
 
+/// A line with its place in the room's global order: the lines of a room
+/// that numbers them (one shared through a broker, or one that stores its
+/// lines on disk).
+#[derive(Debug, Clone)]
+pub struct Numbered {
+    pub(crate) seq: u64,
+    pub(crate) bytes: Bytes,
+}
+
+impl Line for Numbered {
+    fn text(&self) -> &[u8] {
+        &self.bytes
+    }
+    fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 /// Why a reader got no line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {

@@ -1,39 +1,75 @@
-//! [`LocalRoom`]: the room held in this process's memory.
+//! [`LocalRoom`]: the room held in this process's memory, its lines kept
+//! on disk too with `serve --data`.
 //!
 //! One lock guards who is here, the history and the ring's writing end.
 //! Putting a line in the ring under that lock is what makes a join's
 //! subscription start exactly at its own announcement, and a newcomer's
 //! history end exactly where its live lines begin.
+//!
+//! With a store ([`LocalRoom::with_store`]) each public line is numbered
+//! under that lock and queued for the room's [`durable`] writer, which
+//! puts it in the ring once it is committed: a participant's subscription
+//! starts at its own `joined!` line's number, and its history is read from
+//! the store, from before that number.
 
-use super::backlog::{self, Backlog};
+use super::backlog::{self, Backlog, Numbered, Reader};
 use super::directory::Directory;
+use super::durable::{self, Pending, Queue, Reading, Waiter};
 use super::history::History;
-use super::mailbox::{Mailbox, mailbox};
+use super::mailbox::{Inbox, Mailbox, mailbox};
+use super::recall::{self, Asked};
+use super::store::{Entry, Kind, Store};
 use super::{
-    Departure, JoinError, Room, Said, Subscriber, WhisperError, address_private_line, admit,
+    Departure, JoinError, Question, Room, Said, Subscriber, WhisperError, address_private_line,
+    admit,
 };
 use crate::protocol;
 use crate::sync::lock;
+use anyhow::Context;
 use bytes::Bytes;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// A room held in this process's memory.
 #[derive(Debug)]
 pub struct LocalRoom {
-    state: Mutex<State>,
+    shared: Arc<Shared>,
+    /// The store's writer, with `--data`.
+    writer: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
+    /// Wakes the writer when lines are pending.
+    pub(super) wake: Condvar,
+    /// How newcomers read the store, with `--data`.
+    reading: Option<Reading>,
     max_members: usize,
 }
 
 #[derive(Debug)]
-struct State {
+pub(super) struct State {
     /// Who is here, each with the room's end of its mailbox.
-    members: Directory<Mailbox>,
-    /// The last public lines, for newcomers (`--history`).
+    pub(super) members: Directory<Mailbox>,
+    /// The last public lines, for newcomers (`--history`), without a store.
     history: History,
+    history_lines: usize,
     /// The ring everybody reads.
-    lines: Backlog,
+    pub(super) lines: Backlog<Numbered>,
+    /// Lines waiting for the store's writer, with `--data`.
+    pub(super) durable: Option<Queue>,
+    /// With `--data`: the sequence of the oldest line each participant
+    /// (by nick key) was shown, where its next `/history` ends.
+    shown: HashMap<String, u64>,
     closed: bool,
 }
+
+/// A participant's reading of a [`LocalRoom`].
+pub type LocalSubscription = Subscriber<Numbered>;
 
 impl LocalRoom {
     /// A room for at most `max_members` participants, whose lines not yet
@@ -42,31 +78,166 @@ impl LocalRoom {
     /// how far a participant may fall behind.
     pub fn new(max_members: usize, backlog_bytes: usize) -> Self {
         LocalRoom {
-            state: Mutex::new(State {
-                members: Directory::default(),
-                history: History::new(0),
-                lines: Backlog::new(backlog_bytes.max(backlog::MIN_BYTES)),
-                closed: false,
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    members: Directory::default(),
+                    history: History::new(0),
+                    history_lines: 0,
+                    lines: Backlog::new(backlog_bytes.max(backlog::MIN_BYTES)),
+                    durable: None,
+                    shown: HashMap::new(),
+                    closed: false,
+                }),
+                wake: Condvar::new(),
+                reading: None,
+                max_members,
             }),
-            max_members,
+            writer: None,
         }
     }
 
     /// Keeps the last `lines` public lines for newcomers (0: none).
     pub fn with_history(self, lines: usize) -> Self {
-        self.state().history = History::new(lines);
+        let mut state = self.state();
+        state.history = History::new(lines);
+        state.history_lines = lines;
+        drop(state);
         self
     }
 
+    /// Keeps the room's public lines in `store` (see the module doc), for
+    /// `retain` (`None`: forever); newcomers get their history from it.
+    /// Call it once, after [`LocalRoom::with_history`].
+    pub fn with_store(mut self, store: Store, retain: Option<Duration>) -> anyhow::Result<Self> {
+        let reader = store.try_clone()?;
+        let next_seq = store.last_seq()?.map_or(1, |last| last + 1);
+        let shared = Arc::get_mut(&mut self.shared).context("the room has a store already")?;
+        let state = shared.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        state.history = History::new(0);
+        state.durable = Some(Queue {
+            next_seq,
+            ..Queue::default()
+        });
+        shared.reading = Some(Reading {
+            reader: Arc::new(Mutex::new(reader)),
+            history: state.history_lines,
+            retain,
+        });
+        self.writer = Some(durable::spawn(self.shared.clone(), store, retain)?);
+        Ok(self)
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+        lock(&self.shared.state)
+    }
+
+    /// Queues a public line for the writer, or, without a store, puts it
+    /// in the ring (and, for a message or action, in the history).
+    fn emit(&self, line: Bytes, kind: Kind, nick: &str, text: &str, waiter: Waiter) {
+        let mut state = self.state();
+        if state.closed {
+            return;
+        }
+        let Some(queue) = state.durable.as_mut() else {
+            if matches!(kind, Kind::Message | Kind::Action) {
+                state.history.push(&line);
+            }
+            state.lines.push(Numbered {
+                seq: 0,
+                bytes: line,
+            });
+            return;
+        };
+        queue.push(line, |seq, time| entry(seq, time, kind, nick, text), waiter);
+        drop(state);
+        self.shared.wake.notify_one();
+    }
+
+    /// The history a newcomer whose `joined!` is line `start` gets: the
+    /// stored lines before it, and how long the room keeps them; and the
+    /// sequence of the oldest line in it (`start` if none).
+    async fn stored_history(&self, start: u64) -> (Arc<[Bytes]>, u64) {
+        let Some(reading) = &self.shared.reading else {
+            return (Arc::from([]), start);
+        };
+        let (reader, n) = (reading.reader.clone(), reading.history);
+        let read = tokio::task::spawn_blocking(move || lock(&reader).recent(Some(start), n));
+        let mut oldest = start;
+        let mut lines: Vec<Bytes> = match read.await {
+            Ok(Ok(entries)) => {
+                oldest = entries.first().map_or(start, |e| e.seq);
+                entries
+                    .iter()
+                    .map(|e| protocol::history_line(&e.line()))
+                    .collect()
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = format!("{e:#}"), "cannot read the room's history");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the room's history");
+                Vec::new()
+            }
+        };
+        lines.push(protocol::retention_line(reading.retain));
+        (Arc::from(lines), oldest)
     }
 }
 
-impl Room for LocalRoom {
-    type Subscription = Subscriber;
+fn entry(seq: u64, time: time::OffsetDateTime, kind: Kind, nick: &str, text: &str) -> Entry {
+    Entry {
+        seq,
+        time,
+        kind,
+        nick: nick.to_owned(),
+        text: text.to_owned(),
+    }
+}
 
-    async fn join(&self, nick: &str) -> Result<Subscriber, JoinError> {
+impl Drop for LocalRoom {
+    /// Lets the writer commit what is pending, and waits for it.
+    fn drop(&mut self) {
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        if let Some(queue) = self.state().durable.as_mut() {
+            queue.stop = true;
+        }
+        self.shared.wake.notify_one();
+        if writer.join().is_err() {
+            tracing::error!("the history store's writer failed");
+        }
+    }
+}
+
+/// Announces a join that was not completed (its session went away while
+/// it waited for the store) as a departure.
+struct Unfinished<'a> {
+    room: &'a LocalRoom,
+    nick: Option<&'a str>,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(nick) = self.nick {
+            self.room.depart(nick, Departure::Left);
+        }
+    }
+}
+
+/// A join past the room's checks.
+enum Entered {
+    /// Without a store: joined.
+    Joined(LocalSubscription),
+    /// With one: its ring reader, inbox, `joined!` sequence, and word from
+    /// the writer once that line is committed.
+    Queued(Box<(Reader<Numbered>, Inbox, u64, oneshot::Receiver<bool>)>),
+}
+
+impl LocalRoom {
+    /// Adds `nick` and announces it, under the room's lock.
+    fn enter(&self, nick: &str) -> Result<Entered, JoinError> {
         let mut state = self.state();
         let key = protocol::nick_key(nick);
         let here = state.members.len();
@@ -75,38 +246,117 @@ impl Room for LocalRoom {
             state.members.contains(&key),
             state.closed,
             here,
-            self.max_members,
+            self.shared.max_members,
         )?;
         let (mailbox, inbox) = mailbox();
-        state.members.insert(key, nick.to_owned(), mailbox);
+        state.members.insert(key.clone(), nick.to_owned(), mailbox);
         let reader = state.lines.subscribe();
-        state.lines.push(protocol::joined_line(nick));
-        let history = state.history.snapshot();
-        Ok(Subscriber::new(reader, inbox, 0, history))
+        let line = protocol::joined_line(nick);
+        let Some(queue) = state.durable.as_mut() else {
+            state.lines.push(Numbered {
+                seq: 0,
+                bytes: line,
+            });
+            let history = state.history.snapshot();
+            return Ok(Entered::Joined(Subscriber::new(reader, inbox, 0, history)));
+        };
+        let (committed, is_committed) = oneshot::channel();
+        let make = |seq, time| entry(seq, time, Kind::Join, nick, "");
+        let start = queue.push(line, make, Waiter::Join(key, committed));
+        drop(state);
+        self.shared.wake.notify_one();
+        Ok(Entered::Queued(Box::new((
+            reader,
+            inbox,
+            start,
+            is_committed,
+        ))))
+    }
+}
+
+impl Room for LocalRoom {
+    type Subscription = LocalSubscription;
+
+    async fn join(&self, nick: &str) -> Result<LocalSubscription, JoinError> {
+        let (reader, inbox, start, is_committed) = match self.enter(nick)? {
+            Entered::Joined(subscription) => return Ok(subscription),
+            Entered::Queued(queued) => *queued,
+        };
+        let mut unfinished = Unfinished {
+            room: self,
+            nick: Some(nick),
+        };
+        match is_committed.await {
+            Ok(true) => {}
+            Ok(false) => {
+                // The writer took it out of the room.
+                unfinished.nick = None;
+                return Err(JoinError::StoreUnavailable);
+            }
+            Err(_) => return Err(JoinError::Closed),
+        }
+        let (history, oldest) = self.stored_history(start).await;
+        self.state().shown.insert(protocol::nick_key(nick), oldest);
+        unfinished.nick = None;
+        Ok(Subscriber::new(reader, inbox, start, history))
     }
 
     fn say(&self, nick: &str, said: Said<'_>) {
-        let line = said.line(nick);
-        let mut state = self.state();
-        if !state.closed {
-            state.history.push(&line);
-            state.lines.push(line);
-        }
+        let (kind, text) = match said {
+            Said::Message(text) => (Kind::Message, text),
+            Said::Action(text) => (Kind::Action, text),
+        };
+        let waiter = Waiter::Said(protocol::nick_key(nick));
+        self.emit(said.line(nick), kind, nick, text, waiter);
     }
 
     fn depart(&self, nick: &str, how: Departure<'_>) {
+        let key = protocol::nick_key(nick);
         let mut state = self.state();
-        if state.members.remove(&protocol::nick_key(nick)).is_some() && !state.closed {
-            state.lines.push(how.line(nick));
+        state.shown.remove(&key);
+        let Some(member) = state.members.remove(&key) else {
+            return;
+        };
+        let text = match how {
+            Departure::Left => "",
+            Departure::Quit(reason) => reason,
+        };
+        let closed = state.closed;
+        let Some(queue) = state.durable.as_mut() else {
+            if !closed {
+                let line = how.line(nick);
+                state.lines.push(Numbered {
+                    seq: 0,
+                    bytes: line,
+                });
+            }
+            return;
+        };
+        let release = Waiter::Release(member.value);
+        if closed {
+            // Nothing is announced; the mailbox closes after the lines
+            // said before, the farewell included.
+            queue.pending.push(Pending {
+                line: None,
+                entry: None,
+                waiter: release,
+            });
+        } else {
+            let make = |seq, time| entry(seq, time, Kind::Leave, nick, text);
+            queue.push(how.line(nick), make, release);
         }
+        drop(state);
+        self.shared.wake.notify_one();
     }
 
     fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError> {
         let state = self.state();
         let found = state.members.find(to);
         let (line, deliver) = address_private_line(from, to, found.map(|n| n.nick.as_str()), text)?;
+        // After the public lines said before it, committed or not yet.
+        let after = state.durable.as_ref().map_or(0, Queue::last_seq);
         if let Some(recipient) = found.filter(|_| deliver)
-            && !recipient.value.put(0, line.clone())
+            && !recipient.value.put(after, line.clone())
         {
             return Err(WhisperError::Full(recipient.nick.clone()));
         }
@@ -118,11 +368,67 @@ impl Room for LocalRoom {
         (state.members.len(), state.members.first(max))
     }
 
+    fn recorded(&self) -> bool {
+        self.shared.reading.is_some()
+    }
+
+    fn ask(&self, nick: &str, question: Question<'_>) {
+        let Some(reading) = &self.shared.reading else {
+            return;
+        };
+        let key = protocol::nick_key(nick);
+        let asked = match question {
+            Question::History(n) => {
+                let Some(&before) = self.state().shown.get(&key) else {
+                    return;
+                };
+                Asked::History { n, before }
+            }
+            Question::Search(words) => Asked::Search(words.to_owned()),
+        };
+        let (shared, reader) = (self.shared.clone(), reading.reader.clone());
+        tokio::task::spawn_blocking(move || {
+            let (lines, oldest) = recall::answer(&reader, &asked);
+            let mut state = lock(&shared.state);
+            if let Some(oldest) = oldest
+                && let Some(shown) = state.shown.get_mut(&key)
+            {
+                *shown = (*shown).min(oldest);
+            }
+            if let Some(asker) = state.members.get(&key) {
+                // A participant that lets its mailbox fill is not reading:
+                // the rest of its answer is not kept for it.
+                for chunk in recall::chunks(lines) {
+                    if !asker.value.put(0, chunk) {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
     fn close(&self, farewell: Bytes) {
         let mut state = self.state();
-        if !state.closed {
-            state.lines.push(farewell);
-            state.closed = true;
+        if state.closed {
+            return;
+        }
+        state.closed = true;
+        // Last, after every line said before it; never stored.
+        let line = Numbered {
+            seq: u64::MAX,
+            bytes: farewell,
+        };
+        match state.durable.as_mut() {
+            None => state.lines.push(line),
+            Some(queue) => {
+                queue.pending.push(Pending {
+                    line: Some(line),
+                    entry: None,
+                    waiter: Waiter::Nobody,
+                });
+                drop(state);
+                self.shared.wake.notify_one();
+            }
         }
     }
 }
@@ -133,7 +439,7 @@ mod tests {
     use crate::protocol::NickError;
     use crate::room::{RecvError, Subscription};
 
-    fn drain(sub: &mut Subscriber) -> Vec<String> {
+    fn drain(sub: &mut LocalSubscription) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(line) = sub.try_recv().expect("not lagged") {
             out.push(String::from_utf8(line.to_vec()).expect("utf-8"));

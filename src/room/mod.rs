@@ -29,13 +29,15 @@
 pub mod backlog;
 pub mod cluster;
 mod directory;
+mod durable;
 pub mod history;
 mod local;
 pub mod mailbox;
+mod recall;
 pub mod store;
 mod subscriber;
 
-pub use local::LocalRoom;
+pub use local::{LocalRoom, LocalSubscription};
 pub use subscriber::Subscriber;
 
 use crate::protocol::{self, NickError};
@@ -57,7 +59,14 @@ pub enum JoinError {
     /// A room shared with other servers cannot reach them just now.
     #[error("{UNAVAILABLE}")]
     Unavailable,
+    /// The room's history store cannot take its `joined!` line.
+    #[error("{STORE_UNAVAILABLE}")]
+    StoreUnavailable,
 }
+
+/// Why a room that keeps its lines on disk refuses a join or a line while
+/// its store fails (a full disk).
+pub const STORE_UNAVAILABLE: &str = "the history store is unavailable";
 
 /// Why a room shared with other servers refuses a join or a line while it
 /// cannot reach them.
@@ -159,6 +168,19 @@ pub trait Room: Send + Sync + 'static {
     /// announced (not even who leaves).
     fn close(&self, farewell: Bytes);
 
+    /// Whether the room keeps its lines on disk (`serve --data`), and so
+    /// answers [`Room::ask`].
+    fn recorded(&self) -> bool {
+        false
+    }
+
+    /// Answers `/history` or `/search` to `nick` alone, a little later,
+    /// through its mailbox. Nothing in a room that is not
+    /// [`Room::recorded`].
+    fn ask(&self, nick: &str, question: Question<'_>) {
+        let _ = (nick, question);
+    }
+
     /// Sends `<nick>: <text>` to everyone, the sender included.
     fn publish(&self, nick: &str, text: &str) {
         self.say(nick, Said::Message(text));
@@ -199,6 +221,15 @@ impl Said<'_> {
             Said::Action(text) => protocol::action_line(nick, text),
         }
     }
+}
+
+/// What a participant asks of a room's stored lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question<'a> {
+    /// `/history N`: the N public lines before the oldest it was shown.
+    History(usize),
+    /// `/search WORDS`.
+    Search(&'a str),
 }
 
 /// How a participant left the room.

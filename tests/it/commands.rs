@@ -43,6 +43,11 @@ async fn list_help_me_and_unknown_commands() {
     alice.expect("alice: /etc/hosts is a file").await;
     bob.expect("* alice waves [31m").await;
     bob.expect("alice: /etc/hosts is a file").await;
+    // Without a store on disk there is nothing to recall or search.
+    alice.send("/history").await;
+    alice.send("/search waves").await;
+    alice.expect("ERROR unknown command").await;
+    alice.expect("ERROR unknown command").await;
 }
 
 #[tokio::test]

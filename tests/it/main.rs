@@ -22,6 +22,7 @@ mod client_certs;
 mod cluster;
 mod commands;
 mod demo;
+mod history_disk;
 mod history_store;
 mod key_files;
 mod lab_exercises;

@@ -1,14 +1,20 @@
 //! One behaviour for both rooms: every case here runs once against the
-//! room held in one server's memory ([`LocalRoom`]) and once against the
-//! room shared through a real nats-server ([`ClusterRoom`]), through the
-//! [`Room`] and [`Subscription`] traits the sessions use. A difference
-//! between the two is a bug in one of them.
+//! room held in one server's memory ([`LocalRoom`]), once against the same
+//! room keeping its lines in a store on disk (`serve --data`), and once
+//! against the room shared through a real nats-server ([`ClusterRoom`]),
+//! through the [`Room`] and [`Subscription`] traits the sessions use. A
+//! difference between them is a bug in one of them.
 
 use crate::harness::{NatsServer, WAIT};
+use bytes::Bytes;
 use chatroom::room::backlog;
 use chatroom::room::cluster::{ClusterOptions, ClusterRoom};
 use chatroom::room::mailbox::MAILBOX_LINES;
-use chatroom::room::{JoinError, LocalRoom, RecvError, Room, Subscription, WhisperError};
+use chatroom::room::store::{Options, Store};
+use chatroom::room::{
+    Departure, JoinError, LocalRoom, LocalSubscription, RecvError, Room, Said, Subscription,
+    WhisperError,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::time::timeout;
@@ -43,6 +49,108 @@ impl Rooms for Local {
     type R = LocalRoom;
     async fn room(&self, spec: Spec) -> LocalRoom {
         LocalRoom::new(spec.max_members, spec.backlog).with_history(spec.history)
+    }
+}
+
+/// Local rooms each with a store of its own, in one temporary folder.
+struct Durable {
+    root: tempfile::TempDir,
+    rooms: AtomicUsize,
+}
+
+impl Durable {
+    fn new() -> Durable {
+        Durable {
+            root: tempfile::tempdir().expect("temp"),
+            rooms: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Rooms for Durable {
+    type R = Told;
+    async fn room(&self, spec: Spec) -> Told {
+        let n = self.rooms.fetch_add(1, Ordering::Relaxed);
+        let options = Options {
+            create: true,
+            ..Options::default()
+        };
+        let store =
+            Store::open(&self.root.path().join(format!("room{n}")), options).expect("store");
+        let room = LocalRoom::new(spec.max_members, spec.backlog)
+            .with_history(spec.history)
+            .with_store(store, None)
+            .expect("the room takes its store");
+        Told(room)
+    }
+}
+
+/// A room with a store, whose newcomers are told, once, after their
+/// history, how long it keeps its lines: the cases below read past that
+/// line (tests/it/history_disk.rs checks it), the rest goes through as is.
+struct Told(LocalRoom);
+
+/// What the stores of [`Durable`] tell newcomers.
+const KEPT: &[u8] = b"[history] this room keeps its lines forever\n";
+
+struct ToldSubscription {
+    inner: LocalSubscription,
+    told: bool,
+}
+
+impl ToldSubscription {
+    /// `line`, unless it is the first retention line.
+    fn pass(&mut self, line: Bytes) -> Option<Bytes> {
+        if !self.told && line == KEPT {
+            self.told = true;
+            return None;
+        }
+        Some(line)
+    }
+}
+
+impl Subscription for ToldSubscription {
+    async fn recv(&mut self) -> Result<Bytes, RecvError> {
+        loop {
+            let line = self.inner.recv().await?;
+            if let Some(line) = self.pass(line) {
+                return Ok(line);
+            }
+        }
+    }
+    fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
+        while let Some(line) = self.inner.try_recv()? {
+            if let Some(line) = self.pass(line) {
+                return Ok(Some(line));
+            }
+        }
+        Ok(None)
+    }
+    fn is_lagging(&self) -> bool {
+        self.inner.is_lagging()
+    }
+}
+
+impl Room for Told {
+    type Subscription = ToldSubscription;
+    async fn join(&self, nick: &str) -> Result<ToldSubscription, JoinError> {
+        let inner = self.0.join(nick).await?;
+        Ok(ToldSubscription { inner, told: false })
+    }
+    fn say(&self, nick: &str, said: Said<'_>) {
+        self.0.say(nick, said)
+    }
+    fn depart(&self, nick: &str, how: Departure<'_>) {
+        self.0.depart(nick, how)
+    }
+    fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError> {
+        self.0.whisper(from, to, text)
+    }
+    fn members(&self, max: usize) -> (usize, Vec<String>) {
+        self.0.members(max)
+    }
+    fn close(&self, farewell: Bytes) {
+        self.0.close(farewell)
     }
 }
 
@@ -397,6 +505,14 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $case() {
                     super::$case(super::Local).await
+                }
+            )*
+        }
+        mod durable {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Durable::new()).await
                 }
             )*
         }

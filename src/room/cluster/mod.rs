@@ -110,23 +110,7 @@ struct Holding {
 }
 
 /// A line of the room, with its place in the global order.
-#[derive(Debug, Clone)]
-pub struct StoredLine {
-    seq: u64,
-    bytes: Bytes,
-}
-
-impl backlog::Line for StoredLine {
-    fn text(&self) -> &[u8] {
-        &self.bytes
-    }
-    fn into_bytes(self) -> Bytes {
-        self.bytes
-    }
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-}
+pub type StoredLine = backlog::Numbered;
 
 /// The room as one node sees it.
 pub struct ClusterRoom {

@@ -13,7 +13,7 @@
 use super::{Context, End, LAST_WORDS, Session};
 use crate::connection::{BATCH_BYTES, Connection, ReadError};
 use crate::protocol::{self, Command, Input};
-use crate::room::{RecvError, Room, Subscription};
+use crate::room::{Question, RecvError, Room, Subscription};
 use crate::server::per_address::Pace;
 use crate::server::shutdown::Shutdown;
 use bytes::Bytes;
@@ -24,6 +24,10 @@ use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 /// How many already-received lines a session handles in one turn before it
 /// lets the room's lines (and other tasks) have theirs.
 const LINES_PER_TURN: usize = 64;
+
+/// What a `/search` costs of the participant's rate, in lines: it makes
+/// the server read its store, and its answer is several lines.
+const SEARCH_COST: u32 = 5;
 
 /// How often a pending write to a stuck peer checks whether the peer has
 /// fallen too far behind.
@@ -174,10 +178,12 @@ where
         let mut next = Some(first);
         let mut handled = 0;
         while let Some(line) = next.take() {
-            self.handle_line(&line)?;
+            let cost = self.handle_line(&line)?;
             // Every line costs a token: commands and refused lines make the
             // server work and reply just as messages do.
-            self.paused_until = self.pace.spend(heard).map(|wait| later(heard, wait));
+            for _ in 0..cost {
+                self.paused_until = self.pace.spend(heard).map(|wait| later(heard, wait));
+            }
             handled += 1;
             if self.paused_until.is_some() || handled == LINES_PER_TURN {
                 break;
@@ -203,12 +209,13 @@ where
     }
 
     /// Acts on one line from the participant, queueing the replies meant
-    /// for it alone; `Err` on `/quit`, with its reason.
-    fn handle_line(&mut self, line: &[u8]) -> Result<(), End> {
+    /// for it alone; returns what it costs of the rate, in lines. `Err` on
+    /// `/quit`, with its reason.
+    fn handle_line(&mut self, line: &[u8]) -> Result<u32, End> {
         let (room, nick, conn) = (self.server.room, self.nick, &mut *self.conn);
         let Ok(text) = std::str::from_utf8(line) else {
             conn.queue(protocol::error_line("invalid UTF-8"));
-            return Ok(());
+            return Ok(1);
         };
         match protocol::parse_input(text) {
             Input::Empty => {}
@@ -228,15 +235,25 @@ where
                 Command::Me(text) => room.act(nick, &text),
                 Command::Quit(reason) => return Err(End::Quit(reason.map(|r| r.into_owned()))),
                 Command::Help => {
-                    for help in protocol::HELP {
+                    let recorded = room.recorded().then_some(protocol::HELP_RECORDED);
+                    for help in protocol::HELP.iter().chain(recorded.iter().flatten()) {
                         conn.queue(protocol::control_line(help));
                     }
+                }
+                // Answered through the mailbox, once read from the store.
+                Command::History(n) if room.recorded() => room.ask(nick, Question::History(n)),
+                Command::Search(words) if room.recorded() => {
+                    room.ask(nick, Question::Search(&words));
+                    return Ok(SEARCH_COST);
+                }
+                Command::History(_) | Command::Search(_) => {
+                    conn.queue(protocol::error_line("unknown command"))
                 }
                 Command::Usage(usage) => conn.queue(protocol::error_line(usage)),
                 Command::Unknown => conn.queue(protocol::error_line("unknown command")),
             },
         }
-        Ok(())
+        Ok(1)
     }
 
     /// Writes what is queued (see [`Participant::flush`]). A stop signal

@@ -178,3 +178,38 @@ fn no_module_imports_one_that_imports_it_back_nor_a_layer_above_it() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// No source or document carries what a merge left unresolved.
+#[test]
+fn no_file_carries_a_merge_conflict_marker() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut folders = vec![
+        root.join("src"),
+        root.join("tests"),
+        root.join("docs"),
+        root.join("scripts"),
+    ];
+    let mut files = vec![root.join("README.md"), root.join("SECURITY.md")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read folder") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let mut marked = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            if line.starts_with("<<<<<<< ") || line.starts_with(">>>>>>> ") || line == "=======" {
+                marked.push(format!("{}:{}", file.display(), n + 1));
+            }
+        }
+    }
+    assert!(marked.is_empty(), "{marked:#?}");
+}

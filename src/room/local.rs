@@ -133,7 +133,14 @@ impl LocalRoom {
 
     /// Queues a public line for the writer, or, without a store, puts it
     /// in the ring (and, for a message or action, in the history).
-    fn emit(&self, line: Bytes, kind: Kind, nick: &str, text: &str, waiter: Waiter) {
+    fn emit(
+        &self,
+        line: Bytes,
+        kind: Kind,
+        nick: &str,
+        text: &str,
+        waiter: impl FnOnce() -> Waiter,
+    ) {
         let mut state = self.state();
         if state.closed {
             return;
@@ -148,7 +155,11 @@ impl LocalRoom {
             });
             return;
         };
-        queue.push(line, |seq, time| entry(seq, time, kind, nick, text), waiter);
+        queue.push(
+            line,
+            |seq, time| entry(seq, time, kind, nick, text),
+            waiter(),
+        );
         drop(state);
         self.shared.wake.notify_one();
     }
@@ -306,7 +317,10 @@ impl Room for LocalRoom {
             Said::Message(text) => (Kind::Message, text),
             Said::Action(text) => (Kind::Action, text),
         };
-        let waiter = Waiter::Said(protocol::nick_key(nick));
+        // The waiter (who to tell if the line cannot be stored) is made
+        // only with a store: without one, a message costs no more than it
+        // takes to put it in the ring.
+        let waiter = || Waiter::Said(protocol::nick_key(nick));
         self.emit(said.line(nick), kind, nick, text, waiter);
     }
 

@@ -97,6 +97,9 @@ async fn a_newcomer_gets_the_last_public_lines_from_the_stream() {
     // Joins and leaves are not history.
     let _dave = a.join("dave").await.expect("joins");
     a.leave("dave");
+    // In the stream before carol's join, as alice sees.
+    assert_eq!(next(&mut alice).await, "dave joined!\n");
+    assert_eq!(next(&mut alice).await, "dave left!\n");
     let mut carol = b.join("carol").await.expect("joins");
     // Right after its own `joined!`, before anything live.
     assert_eq!(next(&mut carol).await, "carol joined!\n");

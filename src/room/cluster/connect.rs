@@ -281,7 +281,7 @@ impl ClusterRoom {
     }
 
     /// As [`ClusterRoom::connect`], keeping the room's lines in `store`
-    /// too (`serve --cluster --data DIR`, see [`super::recording`]): it is
+    /// too (`serve --cluster --data DIR`, see `recording`): it is
     /// first filled with what the stream holds after its last line.
     pub async fn connect_recorded(
         opts: ClusterOptions,

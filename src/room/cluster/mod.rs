@@ -30,6 +30,10 @@
 //!   the sender's earlier lines, and are held there until the public lines
 //!   said before them have been read (see [`private`] and
 //!   [`Subscriber`](crate::room::Subscriber)).
+//! * **A store on every node** (`serve --data`): each node keeps the room's
+//!   lines in a store of its own, filled from the stream in its order and
+//!   caught up from the stream on start; `/history` and `/search` answer
+//!   from it (see `recording`).
 //!
 //! Limits keep their per-node meaning: the participant limit counts this
 //! node's participants, and the ring bounds how far each may fall behind.
@@ -37,8 +41,9 @@
 //! The parts, by job: [`connect`] (options, names, connecting and its error
 //! texts), `publish` (the outgoing queue and per-sender publishing),
 //! `deliver` (reading the stream in order, and history), `liveness` (node
-//! entries, the nickname watch, taking over a dead node's nicknames) and
-//! [`private`] (lines for one participant on any node).
+//! entries, the nickname watch, taking over a dead node's nicknames),
+//! [`private`] (lines for one participant on any node) and `recording`
+//! (this node's store).
 
 pub mod connect;
 mod deliver;

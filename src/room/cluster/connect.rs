@@ -308,8 +308,8 @@ impl ClusterRoom {
         let last = opened.last;
         let (recording, from) = match store {
             Some(store) => {
-                let (recording, stored) = Recording::start(store)?;
-                (Some(recording), stored.min(last))
+                let (recording, from) = Recording::start(store, last)?;
+                (Some(recording), from)
             }
             None => (None, last),
         };

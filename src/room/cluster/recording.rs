@@ -65,12 +65,26 @@ pub(super) struct Recording {
 }
 
 impl Recording {
-    /// Starts the writer, owning `options.store`; also returns the last
-    /// sequence the store holds (0 for none).
-    pub(super) fn start(options: StoreOptions) -> anyhow::Result<(Recording, u64)> {
+    /// Starts the writer, owning `options.store`; also returns where this
+    /// node reads the room's stream from: after the store's last line, or
+    /// after `stream_last` (the stream's last sequence) if that is older.
+    pub(super) fn start(
+        options: StoreOptions,
+        stream_last: u64,
+    ) -> anyhow::Result<(Recording, u64)> {
         let StoreOptions { store, retain } = options;
         let reader = store.try_clone()?;
         let last = store.last_seq()?.unwrap_or(0);
+        if last > stream_last {
+            // Its sequences are not this stream's: what the stream numbers
+            // up to `last` is not stored again.
+            tracing::warn!(
+                stored = last,
+                stream = stream_last,
+                "this node's store holds lines past the end of the room's stream (was the \
+                 stream made again?): the stream's lines up to the store's last are not stored"
+            );
+        }
         let (entries, queued) = mpsc::channel(QUEUE);
         let committed = Arc::new(watch::channel(last).0);
         let runtime = tokio::runtime::Handle::current();
@@ -87,7 +101,7 @@ impl Recording {
             retain,
             shown: Mutex::default(),
         };
-        Ok((recording, last))
+        Ok((recording, last.min(stream_last)))
     }
 
     /// Hands the line `seq` of the stream, published at `time`, to the

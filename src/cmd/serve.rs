@@ -3,7 +3,7 @@
 
 use super::bounds;
 use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
-use crate::room::cluster::{self, ClusterOptions, ClusterRoom};
+use crate::room::cluster::{self, ClusterOptions, ClusterRoom, StoreOptions};
 use crate::room::store::{Fsync, Options, Store};
 use crate::room::{LocalRoom, backlog};
 use crate::server::admission;
@@ -133,7 +133,9 @@ struct DataArgs {
     /// database in this folder, made 0700 if missing: they survive a
     /// restart, newcomers get their history from it, and no line reaches
     /// anyone before it is stored. Without it, the room lives in memory.
-    #[arg(long, value_name = "DIR", conflicts_with = "cluster")]
+    /// With --cluster, this node keeps its own copy of the room's lines,
+    /// filled from the room's stream.
+    #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// How long stored lines are kept: a whole number with s, m, h or d,
     /// or `forever`. Older lines are deleted at start and every minute.
@@ -198,17 +200,25 @@ struct ClusterArgs {
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let settings = args.settings()?;
-    let durable = match args.data.open()? {
-        Some(store) => Some(Arc::new(
-            LocalRoom::new(settings.max_participants, settings.backlog)
-                .with_history(settings.history_lines)
-                .with_store(store, args.data.retain)?,
-        )),
-        None => None,
-    };
-    let cluster = match args.cluster.options(&settings) {
-        Some(options) => Some(Arc::new(ClusterRoom::connect(options).await?)),
-        None => None,
+    let store = args.data.open()?;
+    let (durable, cluster) = match args.cluster.options(&settings) {
+        Some(options) => {
+            let store = store.map(|store| StoreOptions {
+                store,
+                retain: args.data.retain,
+            });
+            let room = ClusterRoom::connect_recorded(options, store).await?;
+            (None, Some(Arc::new(room)))
+        }
+        None => match store {
+            Some(store) => {
+                let room = LocalRoom::new(settings.max_participants, settings.backlog)
+                    .with_history(settings.history_lines)
+                    .with_store(store, args.data.retain)?;
+                (Some(Arc::new(room)), None)
+            }
+            None => (None, None),
+        },
     };
     let server = Server::bind(args.addr, settings).await?;
     let addr = server.local_addr()?;

@@ -7,6 +7,7 @@ use super::deliver::deliver;
 use super::liveness::{Liveness, keep_alive, watch_nicknames};
 use super::private::deliver_private;
 use super::publish::{MAX_IN_FLIGHT, OUTGOING_QUEUE, publish_queue};
+use super::recording::{Recording, StoreOptions};
 use super::{ClusterRoom, REQUEST_TIMEOUT, Shared, State};
 use crate::room::backlog::{self, Backlog};
 use crate::room::directory::Directory;
@@ -276,6 +277,16 @@ impl ClusterRoom {
     /// not there yet, and starts this node's background tasks. Fails (with
     /// the reason) if NATS cannot be reached or refuses.
     pub async fn connect(opts: ClusterOptions) -> Result<ClusterRoom> {
+        Self::connect_recorded(opts, None).await
+    }
+
+    /// As [`ClusterRoom::connect`], keeping the room's lines in `store`
+    /// too (`serve --cluster --data DIR`, see `recording`): it is
+    /// first filled with what the stream holds after its last line.
+    pub async fn connect_recorded(
+        opts: ClusterOptions,
+        store: Option<StoreOptions>,
+    ) -> Result<ClusterRoom> {
         validate_room_name(&opts.room)?;
         validate_node_name(&opts.node_name)?;
         let link = Arc::new(Link::default());
@@ -295,6 +306,13 @@ impl ClusterRoom {
         let opened = unless_denied(&link, &opts, Opened::open(&js, &opts)).await?;
         let (queue, queued) = mpsc::channel(OUTGOING_QUEUE);
         let last = opened.last;
+        let (recording, from) = match store {
+            Some(store) => {
+                let (recording, from) = Recording::start(store, last)?;
+                (Some(recording), from)
+            }
+            None => (None, last),
+        };
         let lines_stream = opened.lines.clone();
         let shared = Arc::new(Shared {
             node: opts.node_name.clone(),
@@ -322,11 +340,12 @@ impl ClusterRoom {
             max_members: opts.max_members,
             max_line: opts.max_line,
             rejected: Mutex::default(),
+            recording,
             known: AtomicU64::new(last),
             boot: random_hex(4),
             next_id: AtomicU64::new(0),
         });
-        tokio::spawn(deliver(shared.clone(), lines_stream, last));
+        tokio::spawn(deliver(shared.clone(), lines_stream, from, last));
         tokio::spawn(deliver_private(shared.clone(), private_inbox));
         tokio::spawn(publish_queue(shared.clone(), queued));
         tokio::spawn(watch_nicknames(shared.clone()));

@@ -4,7 +4,7 @@
 use super::record::Record;
 use super::{REQUEST_TIMEOUT, Shared, StoredLine};
 use crate::protocol;
-use async_nats::jetstream::{consumer, stream};
+use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::VecDeque;
@@ -18,17 +18,31 @@ use tokio::time::{sleep, timeout};
 const HISTORY_SCAN: u64 = 4;
 
 /// Reads the room's stream in order and hands each line to this node's
-/// participants. Resumes after the last sequence it delivered whenever the
-/// consumer has to be made again, and never delivers a sequence twice.
-pub(super) async fn deliver(shared: Arc<Shared>, stream: stream::Stream, mut last: u64) {
+/// participants, and to its store if it keeps one. Resumes after the last
+/// sequence it read whenever the consumer has to be made again, and never
+/// reads a sequence twice.
+///
+/// It starts after `last`; the lines up to `live_from` (those a node with
+/// a store catches up on, said while it was away) go to the store only.
+pub(super) async fn deliver(
+    shared: Arc<Shared>,
+    stream: stream::Stream,
+    last: u64,
+    live_from: u64,
+) {
     let mut backoff = Duration::from_millis(100);
+    let mut read = Reading {
+        last,
+        live_from,
+        skipped: false,
+    };
     let mut restored = shared.link.restored.subscribe();
     loop {
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: shared.subject.clone(),
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: last + 1,
+                    start_sequence: read.last + 1,
                 },
                 ..Default::default()
             })
@@ -67,28 +81,9 @@ pub(super) async fn deliver(shared: Arc<Shared>, stream: stream::Stream, mut las
                 }
                 None => break,
             };
-            let Ok(info) = message.info() else { continue };
-            let seq = info.stream_sequence;
-            if seq <= last {
-                continue;
-            }
-            last = seq;
-            shared.known.fetch_max(seq, Ordering::AcqRel);
-            // Formatted here, into a line of its own (which keeps nothing
-            // of the client's read buffer alive).
-            let bytes = match Record::decode(&message.payload, shared.max_line) {
-                Ok(record) => record.line(),
-                Err(why) => {
-                    shared.reject(why);
-                    continue;
-                }
-            };
-            let state = shared.state();
-            if state.closed {
+            if !shared.take(&message, &mut read).await {
                 return;
             }
-            // No receivers is fine: nobody here to tell.
-            state.lines.push(StoredLine { seq, bytes });
         }
         if shared.state().closed {
             return;
@@ -97,14 +92,75 @@ pub(super) async fn deliver(shared: Arc<Shared>, stream: stream::Stream, mut las
     }
 }
 
+/// Where [`deliver`] is in the stream.
+struct Reading {
+    /// The last sequence read.
+    last: u64,
+    /// Up to here, lines go to the store only (see [`deliver`]).
+    live_from: u64,
+    /// Whether a sequence the stream no longer keeps was skipped: said once.
+    skipped: bool,
+}
+
 impl Shared {
+    /// Takes one message of the room's stream: to the store, if this node
+    /// keeps one, and to the ring; false once the room is closed.
+    async fn take(&self, message: &jetstream::Message, read: &mut Reading) -> bool {
+        let Ok(info) = message.info() else {
+            return true;
+        };
+        let seq = info.stream_sequence;
+        if seq <= read.last {
+            return true;
+        }
+        if seq > read.last + 1
+            && self.recording.is_some()
+            && !std::mem::replace(&mut read.skipped, true)
+        {
+            tracing::warn!(
+                from = read.last + 1,
+                to = seq - 1,
+                "the room's stream no longer keeps these lines (its retention): \
+                 this node's store goes without them"
+            );
+        }
+        read.last = seq;
+        self.known.fetch_max(seq, Ordering::AcqRel);
+        let record = match Record::decode(&message.payload, self.max_line) {
+            Ok(record) => record,
+            Err(why) => {
+                self.reject(why);
+                return true;
+            }
+        };
+        // Not waiting for the commit: the stream holds the line already,
+        // and a node that stops before committing it reads it again.
+        if let Some(recording) = &self.recording {
+            recording.keep(seq, info.published, &record).await;
+        }
+        if seq <= read.live_from {
+            return true;
+        }
+        // Formatted here, into a line of its own (which keeps nothing of
+        // the client's read buffer alive).
+        let bytes = record.line();
+        let state = self.state();
+        if state.closed {
+            return false;
+        }
+        // No receivers is fine: nobody here to tell.
+        state.lines.push(StoredLine { seq, bytes });
+        true
+    }
+
     /// The last [`Shared::history`] public lines before sequence `before`,
-    /// marked as history, oldest first, read from the stream (within a bounded look back and
-    /// time; fewer, or none, otherwise).
-    pub(super) async fn read_history(&self, before: u64) -> Arc<[Bytes]> {
+    /// marked as history, oldest first, read from the stream (within a
+    /// bounded look back and time; fewer, or none, otherwise); and the
+    /// sequence of the oldest (`before` if none).
+    pub(super) async fn read_history(&self, before: u64) -> (Vec<Bytes>, u64) {
         let wanted = self.history;
         if wanted == 0 || before <= 1 {
-            return Arc::from([]);
+            return (Vec::new(), before);
         }
         let from = before
             .saturating_sub(HISTORY_SCAN.saturating_mul(wanted as u64))
@@ -133,24 +189,27 @@ impl Shared {
                         if kept.len() == wanted {
                             kept.pop_front();
                         }
-                        kept.push_back(protocol::history_line(&record.line()));
+                        kept.push_back((seq, protocol::history_line(&record.line())));
                     }
                     Ok(_) => {}
                     // Counted once already, when the stream was read live.
                     Err(_) => {}
                 }
             }
-            anyhow::Ok(kept.into_iter().collect())
+            anyhow::Ok(kept)
         };
         match timeout(REQUEST_TIMEOUT, read).await {
-            Ok(Ok(lines)) => lines,
+            Ok(Ok(kept)) => {
+                let oldest = kept.front().map_or(before, |(seq, _)| *seq);
+                (kept.into_iter().map(|(_, line)| line).collect(), oldest)
+            }
             Ok(Err(e)) => {
                 tracing::warn!("no history for a newcomer: {e:#}");
-                Arc::from([])
+                (Vec::new(), before)
             }
             Err(_) => {
                 tracing::warn!("no history for a newcomer: timed out");
-                Arc::from([])
+                (Vec::new(), before)
             }
         }
     }

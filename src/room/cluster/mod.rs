@@ -30,6 +30,10 @@
 //!   the sender's earlier lines, and are held there until the public lines
 //!   said before them have been read (see [`private`] and
 //!   [`Subscriber`](crate::room::Subscriber)).
+//! * **A store on every node** (`serve --data`): each node keeps the room's
+//!   lines in a store of its own, filled from the stream in its order and
+//!   caught up from the stream on start; `/history` and `/search` answer
+//!   from it (see `recording`).
 //!
 //! Limits keep their per-node meaning: the participant limit counts this
 //! node's participants, and the ring bounds how far each may fall behind.
@@ -37,8 +41,9 @@
 //! The parts, by job: [`connect`] (options, names, connecting and its error
 //! texts), `publish` (the outgoing queue and per-sender publishing),
 //! `deliver` (reading the stream in order, and history), `liveness` (node
-//! entries, the nickname watch, taking over a dead node's nicknames) and
-//! [`private`] (lines for one participant on any node).
+//! entries, the nickname watch, taking over a dead node's nicknames),
+//! [`private`] (lines for one participant on any node) and `recording`
+//! (this node's store).
 
 pub mod connect;
 mod deliver;
@@ -46,15 +51,17 @@ mod liveness;
 pub mod private;
 mod publish;
 mod record;
+mod recording;
 
 pub use connect::{ClusterOptions, DEFAULT_NODE_TIMEOUT, default_node_name};
+pub use recording::StoreOptions;
 
 use super::backlog::{self, Backlog};
 use super::directory::Directory;
 use super::mailbox::{Mailbox, mailbox};
 use super::{
-    Departure, JoinError, Room, Said, Subscriber, UNAVAILABLE, WhisperError, address_private_line,
-    admit,
+    Departure, JoinError, Question, Room, Said, Subscriber, UNAVAILABLE, WhisperError,
+    address_private_line, admit,
 };
 use crate::protocol;
 use crate::sync::lock;
@@ -64,6 +71,7 @@ use connect::Link;
 use liveness::Liveness;
 use publish::{JOIN_RETRY_FOR, OUTGOING_QUEUE, Queued, SenderWork};
 use record::{PrivateRecord, Record, Rejected};
+use recording::Recording;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -159,6 +167,8 @@ struct Shared {
     /// Records read from NATS that no node of this room writes, since the
     /// last report, and why the last one was dropped.
     rejected: Mutex<(u64, Option<Rejected>)>,
+    /// This node's store of the room's lines, with `--data`.
+    recording: Option<Recording>,
     /// Unique to this process, so message ids never repeat across restarts.
     boot: String,
     next_id: AtomicU64,
@@ -370,8 +380,12 @@ impl Room for ClusterRoom {
             .await
         {
             Ok(start) => {
-                let history = shared.read_history(start).await;
-                Ok(Subscriber::new(ring, inbox, start, history))
+                let (mut history, oldest) = shared.read_history(start).await;
+                if let Some(recording) = &shared.recording {
+                    recording.shown(key, oldest);
+                    history.push(protocol::retention_line(recording.retain));
+                }
+                Ok(Subscriber::new(ring, inbox, start, Arc::from(history)))
             }
             Err(e) => {
                 tracing::warn!(%nick, "cannot announce the newcomer: {e}");
@@ -417,6 +431,9 @@ impl Room for ClusterRoom {
     /// its nickname is free.
     fn depart(&self, nick: &str, how: Departure<'_>) {
         let key = protocol::nick_key(nick);
+        if let Some(recording) = &self.shared.recording {
+            lock(&recording.shown).remove(&key);
+        }
         let Some(member) = self.shared.state().members.remove(&key) else {
             return;
         };
@@ -471,6 +488,16 @@ impl Room for ClusterRoom {
     fn members(&self, max: usize) -> (usize, Vec<String>) {
         let directory = lock(&self.shared.directory);
         (directory.len(), directory.first(max))
+    }
+
+    fn recorded(&self) -> bool {
+        self.shared.recording.is_some()
+    }
+
+    /// Answers from this node's own store (see [`recording`]), once it
+    /// holds every line this node has read so far.
+    fn ask(&self, nick: &str, question: Question<'_>) {
+        self.shared.clone().ask(nick, question);
     }
 
     /// Says `farewell` to this node's participants only: the room goes on

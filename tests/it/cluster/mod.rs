@@ -8,3 +8,4 @@ mod outage;
 mod permissions;
 mod private;
 mod room;
+mod store;

@@ -1,0 +1,293 @@
+//! A cluster node's own store of the room's lines (`serve --cluster
+//! --data DIR`): every node keeps the same lines, filled from the stream it
+//! already reads, so `/history` and `/search` answer on every node.
+//!
+//! The deliver loop hands each checked record, in the stream's order and
+//! with the stream's sequence, to a writer thread that owns the [`Store`]
+//! and appends in batches. A node does not wait for its own commit before
+//! delivering a line: JetStream holds every line durably before any node
+//! reads it, so a line a node has not committed yet is still in the
+//! stream, and a node that stops before committing it reads it again on
+//! its next start (from the store's last sequence on). The stream stays
+//! the source of the room's order; a sequence it no longer keeps (its own
+//! retention) is skipped, and said once in the log.
+
+use super::record::Record;
+use super::{REQUEST_TIMEOUT, Shared};
+use crate::protocol;
+use crate::room::Question;
+use crate::room::durable::EXPIRY_INTERVAL;
+use crate::room::recall::{self, Asked};
+use crate::room::store::{Entry, Kind, Store};
+use crate::sync::lock;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+
+/// Records read from the stream and not yet taken by the writer: past it,
+/// the deliver loop waits for the writer.
+const QUEUE: usize = 4096;
+
+/// Most lines committed in one transaction.
+const BATCH: usize = 1024;
+
+/// How long the writer waits before it tries a batch the store refused
+/// (a full disk) again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// A store to keep the room's lines in, and for how long.
+#[derive(Debug)]
+pub struct StoreOptions {
+    pub store: Store,
+    /// `None`: forever.
+    pub retain: Option<Duration>,
+}
+
+/// What a node with a store keeps beside the room.
+pub(super) struct Recording {
+    /// To the writer.
+    entries: mpsc::Sender<Entry>,
+    /// The last sequence handed to the writer.
+    handed: AtomicU64,
+    /// The last sequence the writer is done with (stored, or stored
+    /// before).
+    committed: Arc<watch::Sender<u64>>,
+    /// A connection of its own for newcomers' questions.
+    pub(super) reader: Arc<Mutex<Store>>,
+    pub(super) retain: Option<Duration>,
+    /// The sequence of the oldest line each participant of this node (by
+    /// nick key) was shown, where its next `/history` ends.
+    pub(super) shown: Mutex<HashMap<String, u64>>,
+}
+
+impl Recording {
+    /// Starts the writer, owning `options.store`; also returns where this
+    /// node reads the room's stream from: after the store's last line, or
+    /// after `stream_last` (the stream's last sequence) if that is older.
+    pub(super) fn start(
+        options: StoreOptions,
+        stream_last: u64,
+    ) -> anyhow::Result<(Recording, u64)> {
+        let StoreOptions { store, retain } = options;
+        let reader = store.try_clone()?;
+        let last = store.last_seq()?.unwrap_or(0);
+        if last > stream_last {
+            // Its sequences are not this stream's: what the stream numbers
+            // up to `last` is not stored again.
+            tracing::warn!(
+                stored = last,
+                stream = stream_last,
+                "this node's store holds lines past the end of the room's stream (was the \
+                 stream made again?): the stream's lines up to the store's last are not stored"
+            );
+        }
+        let (entries, queued) = mpsc::channel(QUEUE);
+        let committed = Arc::new(watch::channel(last).0);
+        let runtime = tokio::runtime::Handle::current();
+        let writer = Writer::new(store, retain, last, committed.clone());
+        std::thread::Builder::new()
+            .name("history-writer".into())
+            .spawn(move || writer.run(&runtime, queued))
+            .context("cannot start the history store's writer")?;
+        let recording = Recording {
+            entries,
+            handed: AtomicU64::new(last),
+            committed,
+            reader: Arc::new(Mutex::new(reader)),
+            retain,
+            shown: Mutex::default(),
+        };
+        Ok((recording, last.min(stream_last)))
+    }
+
+    /// Hands the line `seq` of the stream, published at `time`, to the
+    /// writer; waits while the writer is [`QUEUE`] lines behind.
+    pub(super) async fn keep(&self, seq: u64, time: OffsetDateTime, record: &Record) {
+        // The writer ends only with the process.
+        let _ = self.entries.send(entry(seq, time, record)).await;
+        self.handed.store(seq, Ordering::Release);
+    }
+
+    /// Where `/history` of participant `key` ends, from now on.
+    pub(super) fn shown(&self, key: String, oldest: u64) {
+        lock(&self.shown).insert(key, oldest);
+    }
+}
+
+/// What is stored of a record: its parts as they were shown.
+fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Entry {
+    let (kind, nick, text) = match record {
+        Record::Say { nick, text } => (Kind::Message, nick, text.as_str()),
+        Record::Act { nick, text } => (Kind::Action, nick, text.as_str()),
+        Record::Join { nick } => (Kind::Join, nick, ""),
+        Record::Leave { nick, reason } => (Kind::Leave, nick, reason.as_deref().unwrap_or("")),
+    };
+    Entry {
+        seq,
+        time,
+        kind,
+        nick: nick.clone(),
+        text: protocol::sanitize(text).into_owned(),
+    }
+}
+
+impl Shared {
+    /// Answers `/history` or `/search` to `nick` of this node, through its
+    /// mailbox, once the store holds every line handed to it so far (so
+    /// that whatever the asker has been shown is there), or after
+    /// [`REQUEST_TIMEOUT`] if the store is failing.
+    pub(super) fn ask(self: Arc<Self>, nick: &str, question: Question<'_>) {
+        let Some(recording) = &self.recording else {
+            return;
+        };
+        let key = protocol::nick_key(nick);
+        let asked = match question {
+            Question::History(n) => {
+                let Some(&before) = lock(&recording.shown).get(&key) else {
+                    return;
+                };
+                Asked::History { n, before }
+            }
+            Question::Search(words) => Asked::Search(words.to_owned()),
+        };
+        let target = recording.handed.load(Ordering::Acquire);
+        let mut committed = recording.committed.subscribe();
+        tokio::spawn(async move {
+            let _ =
+                tokio::time::timeout(REQUEST_TIMEOUT, committed.wait_for(|&c| c >= target)).await;
+            let _ = tokio::task::spawn_blocking(move || self.answer(&key, &asked)).await;
+        });
+    }
+
+    /// Reads the answer from the store and tells it to participant `key`.
+    fn answer(&self, key: &str, asked: &Asked) {
+        let Some(recording) = &self.recording else {
+            return;
+        };
+        let (lines, oldest) = recall::answer(&recording.reader, asked);
+        if let Some(oldest) = oldest
+            && let Some(shown) = lock(&recording.shown).get_mut(key)
+        {
+            *shown = (*shown).min(oldest);
+        }
+        if let Some(asker) = self.state().members.get(key) {
+            // A participant that lets its mailbox fill is not reading: the
+            // rest of its answer is not kept for it.
+            for chunk in recall::chunks(lines) {
+                if !asker.tell(chunk) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+struct Writer {
+    store: Store,
+    committed: Arc<watch::Sender<u64>>,
+    retain: Option<Duration>,
+    /// The last sequence stored: what comes again is not stored twice.
+    stored: u64,
+    next_expiry: Instant,
+    /// Whether the last commit failed: an outage is logged once.
+    failing: bool,
+}
+
+impl Writer {
+    fn new(
+        store: Store,
+        retain: Option<Duration>,
+        stored: u64,
+        committed: Arc<watch::Sender<u64>>,
+    ) -> Self {
+        Writer {
+            store,
+            committed,
+            retain,
+            stored,
+            next_expiry: Instant::now() + EXPIRY_INTERVAL,
+            failing: false,
+        }
+    }
+
+    fn run(mut self, runtime: &tokio::runtime::Handle, mut queued: mpsc::Receiver<Entry>) {
+        let mut batch: Vec<Entry> = Vec::new();
+        loop {
+            if Instant::now() >= self.next_expiry {
+                self.expire();
+            }
+            if batch.is_empty() {
+                let wait = self.next_expiry.saturating_duration_since(Instant::now());
+                // Made inside the runtime: a timer needs its context.
+                let next =
+                    runtime.block_on(async { tokio::time::timeout(wait, queued.recv()).await });
+                match next {
+                    Ok(Some(entry)) => batch.push(entry),
+                    Ok(None) => return,
+                    Err(_) => continue,
+                }
+            }
+            while batch.len() < BATCH {
+                match queued.try_recv() {
+                    Ok(entry) => batch.push(entry),
+                    Err(_) => break,
+                }
+            }
+            let through = batch.last().map_or(0, |entry| entry.seq);
+            batch.retain(|entry| entry.seq > self.stored);
+            if self.commit(&batch) {
+                batch.clear();
+                self.committed.send_if_modified(|c| {
+                    let later = through > *c;
+                    *c = (*c).max(through);
+                    later
+                });
+            } else {
+                std::thread::sleep(RETRY);
+            }
+        }
+    }
+
+    /// Appends `batch`; false if the store refused it (it is tried again).
+    fn commit(&mut self, batch: &[Entry]) -> bool {
+        let Some(last) = batch.last() else {
+            return true;
+        };
+        match self.store.append(batch) {
+            Ok(()) => {
+                self.stored = last.seq;
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("the history store works again");
+                }
+                true
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "the history store is unavailable: the room's lines are kept for it \
+                         until it works again"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Deletes the lines older than the retention.
+    fn expire(&mut self) {
+        self.next_expiry = Instant::now() + EXPIRY_INTERVAL;
+        let Some(retain) = self.retain else {
+            return;
+        };
+        match self.store.expire(OffsetDateTime::now_utc() - retain) {
+            Ok(0) => {}
+            Ok(lines) => tracing::info!(lines, "expired lines past the retention"),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot expire old lines"),
+        }
+    }
+}

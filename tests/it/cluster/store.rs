@@ -1,0 +1,186 @@
+//! `serve --cluster --data DIR`: each node keeps its own store of the
+//! room's lines, filled from the room's stream, with a real nats-server
+//! and the built binary; `/search` and `/history` answer on every node,
+//! and a node that was stopped catches up on return.
+
+use crate::harness::nats::{join, node_with};
+use crate::harness::{BIN, NatsServer, Serve, TestCerts, TlsClient, WAIT};
+use std::path::Path;
+
+/// The retention line a newcomer gets with the default `--retain`.
+const KEPT_30_DAYS: &str = "[history] this room keeps its lines for 30 days";
+
+/// A node named `name` keeping its lines in `data`, with `extra`.
+async fn recording_node(
+    certs: &TestCerts,
+    nats: &NatsServer,
+    name: &str,
+    data: &Path,
+    extra: &[&str],
+) -> Serve {
+    let mut args = vec!["--data", data.to_str().expect("UTF-8 path")];
+    args.extend(extra);
+    node_with(certs, nats, name, &args).await
+}
+
+/// Joins `node` as `nick`; returns once the retention line has come, and
+/// the history lines before it.
+async fn join_recorded(certs: &TestCerts, node: &Serve, nick: &str) -> (TlsClient, Vec<String>) {
+    let mut client = join(certs, node, nick).await;
+    let history = client.until(KEPT_30_DAYS, WAIT).await;
+    (client, history)
+}
+
+/// Stops `node` with SIGTERM and waits for it to exit.
+async fn stop(mut node: Serve) {
+    node.signal("TERM").await;
+    let status = tokio::time::timeout(WAIT, node.child.wait())
+        .await
+        .expect("the node stops in time")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+}
+
+/// What `chatroom history ARGS --data DIR` writes to stdout; it must
+/// succeed.
+async fn history_command(data: &Path, args: &[&str]) -> String {
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(BIN)
+            .arg("history")
+            .args(args)
+            .arg("--data")
+            .arg(data)
+            .output(),
+    )
+    .await
+    .expect("history in time")
+    .expect("history runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// The stored lines in order, as `history export` writes them, each as
+/// the room showed it.
+async fn exported(data: &Path) -> Vec<String> {
+    history_command(data, &["export"])
+        .await
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            let field = |name: &str| v[name].as_str().expect("a string field").to_owned();
+            let (nick, text) = (field("nick"), field("text"));
+            match field("kind").as_str() {
+                "message" => format!("{nick}: {text}"),
+                "action" => format!("* {nick} {text}"),
+                "join" => format!("{nick} joined!"),
+                "leave" if text.is_empty() => format!("{nick} left!"),
+                "leave" => format!("{nick} left! ({text})"),
+                other => panic!("unknown kind {other}"),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_line_said_on_one_node_is_found_on_another() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let tmp = tempfile::tempdir().expect("temp");
+    let (data_one, data_two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let (one, two) = tokio::join!(
+        recording_node(&certs, &nats, "one", &data_one, &[]),
+        recording_node(&certs, &nats, "two", &data_two, &[])
+    );
+    let (mut alice, history) = join_recorded(&certs, &one, "Alice").await;
+    assert!(history.is_empty(), "{history:?}");
+    let (mut bob, _) = join_recorded(&certs, &two, "Bob").await;
+    alice.until("Bob joined!", WAIT).await;
+    alice.send("remember the zanzibar plan").await;
+    bob.expect("Alice: remember the zanzibar plan").await;
+
+    bob.send("/search zanzibar").await;
+    let found = bob.line().await;
+    assert!(found.starts_with("[search] "), "{found}");
+    assert!(
+        found.ends_with(" Alice: remember the zanzibar plan"),
+        "{found}"
+    );
+    bob.expect("[search] 1 match").await;
+    // Offline, on node two's files, while it runs.
+    let offline = history_command(&data_two, &["search", "zanzibar"]).await;
+    assert!(
+        offline.contains("Alice: remember the zanzibar plan"),
+        "{offline}"
+    );
+    assert!(offline.ends_with("1 match\n"), "{offline}");
+    // A newcomer on node two gets the line as history, with the retention.
+    let (_carol, history) = join_recorded(&certs, &two, "Carol").await;
+    assert_eq!(history, ["[history] Alice: remember the zanzibar plan"]);
+}
+
+#[tokio::test]
+async fn a_node_back_from_a_stop_has_the_lines_it_missed_once_in_order() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let tmp = tempfile::tempdir().expect("temp");
+    let data = tmp.path().join("two");
+    // Node two gives newcomers no history of their own: what `/history`
+    // answers is then all read from its store.
+    let history_off = ["--history", "0"];
+    let one = node_with(&certs, &nats, "one", &[]).await;
+    let two = recording_node(&certs, &nats, "two", &data, &history_off).await;
+    let mut alice = join(&certs, &one, "Alice").await;
+    let (mut bob, _) = join_recorded(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+    alice.send("before").await;
+    bob.expect("Alice: before").await;
+    bob.send("/quit later").await;
+    alice.expect("Alice: before").await;
+    alice.expect("Bob left! (later)").await;
+    stop(two).await;
+
+    for n in 1..=3 {
+        alice.send(&format!("missed {n}")).await;
+        alice.expect(&format!("Alice: missed {n}")).await;
+    }
+    let two = recording_node(&certs, &nats, "two", &data, &history_off).await;
+    let (mut carol, history) = join_recorded(&certs, &two, "Carol").await;
+    assert!(history.is_empty(), "{history:?}");
+    carol.send("/history").await;
+    let mut answer = Vec::new();
+    for _ in 0..4 {
+        answer.push(carol.line().await);
+    }
+    assert_eq!(
+        answer,
+        [
+            "[history] Alice: before",
+            "[history] Alice: missed 1",
+            "[history] Alice: missed 2",
+            "[history] Alice: missed 3",
+        ]
+    );
+    // Read while node two runs: the answer above came once the store
+    // held every line the node had read, Carol's join included.
+    assert_eq!(
+        exported(&data).await,
+        [
+            "Alice joined!",
+            "Bob joined!",
+            "Alice: before",
+            "Bob left! (later)",
+            "Alice: missed 1",
+            "Alice: missed 2",
+            "Alice: missed 3",
+            "Carol joined!",
+        ]
+    );
+    // Nothing more came with the answer: the next line is this one.
+    carol.send("and now").await;
+    carol.expect("Carol: and now").await;
+}

@@ -59,6 +59,12 @@ pub struct BenchArgs {
     /// folder), one per scenario.
     #[arg(long)]
     pub spawn: bool,
+    /// With --spawn: start the server with `--data` in a fresh folder, so
+    /// the run measures the server with its history store (every line
+    /// committed before it is delivered); the report adds the lines the
+    /// store holds at the end and its size.
+    #[arg(long, requires = "spawn")]
+    pub data: bool,
     /// The running server's process id, for its CPU time and memory (idle
     /// needs it without --spawn).
     #[arg(long, conflicts_with = "spawn")]
@@ -302,7 +308,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         results: Vec::with_capacity(cases.len()),
     };
     if args.spawn {
-        runner.run_spawned(cases, args.plaintext).await?;
+        runner.run_spawned(cases, args.plaintext, args.data).await?;
     } else {
         let target = external_target(&args).await?;
         runner.run_against(&target, cases).await?;
@@ -340,7 +346,7 @@ struct Runner {
 
 impl Runner {
     /// Runs each case against its own freshly started server.
-    async fn run_spawned(&mut self, cases: Vec<Case>, plaintext: bool) -> Result<()> {
+    async fn run_spawned(&mut self, cases: Vec<Case>, plaintext: bool, data: bool) -> Result<()> {
         // Declared first, so it is removed after every server using it has stopped.
         let workdir = spawn::Workdir::create()?;
         let tls = if plaintext {
@@ -348,8 +354,13 @@ impl Runner {
         } else {
             Some(spawned_tls(workdir.path())?)
         };
+        let data_dir = data.then(|| workdir.path().join("data"));
         for case in cases {
-            let mut server = spawn::SpawnedServer::start(workdir.path(), plaintext).await?;
+            if let Some(dir) = &data_dir {
+                spawn::fresh_dir(dir)?;
+            }
+            let mut server =
+                spawn::SpawnedServer::start(workdir.path(), plaintext, data_dir.as_deref()).await?;
             let target = Target {
                 addr: server.addr,
                 more_addrs: Vec::new(),
@@ -363,6 +374,9 @@ impl Runner {
                 result.problems.push(exit);
             }
             server.stop().await;
+            if let Some(dir) = &data_dir {
+                result.notes.push(spawn::store_note(dir, result.seconds));
+            }
             self.report(result)?;
         }
         Ok(())

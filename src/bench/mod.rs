@@ -10,6 +10,7 @@
 //! * [`check`]: the checker (loss, duplicates, damage, one global order);
 //! * [`message`]: nicknames and self-describing message texts;
 //! * [`report`]: results as a table or JSON lines;
+//! * `search`: the search scenario and the store it fills;
 //! * [`spawn`]: the child server and /proc readings.
 //!
 //! Scenarios are bounded in count and time, and a wrong answer fails the
@@ -21,6 +22,7 @@ mod fleet;
 pub mod message;
 pub mod report;
 pub mod scenario;
+mod search;
 pub mod spawn;
 
 use crate::certs::{self, GenOptions};
@@ -76,12 +78,15 @@ pub struct BenchArgs {
     #[arg(long)]
     pub all: bool,
     /// Clients per scenario. Default: fanout 100, latency 1000, join 1000,
-    /// idle 5000.
+    /// idle 5000, search 20.
     #[arg(long)]
     pub clients: Option<usize>,
-    /// fanout: messages per client.
+    /// fanout: messages per client; search: searches.
     #[arg(long, default_value_t = 200)]
     pub messages: u32,
+    /// search: lines the spawned server's store holds before it starts.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub lines: u64,
     /// Message text size in bytes.
     #[arg(long, default_value_t = 64, value_name = "BYTES")]
     pub size: usize,
@@ -123,6 +128,9 @@ pub enum Scenario {
     Join,
     /// Many idle clients: the server's memory per participant.
     Idle,
+    /// `/search` round trips and newcomers' joins against a store filled
+    /// with --lines lines (needs --spawn).
+    Search,
 }
 
 /// One scenario run as measured: `join` runs twice over TLS.
@@ -132,6 +140,7 @@ pub enum Case {
     Latency,
     Join { resumption: bool },
     Idle,
+    Search,
 }
 
 impl Case {
@@ -142,6 +151,7 @@ impl Case {
             Case::Join { resumption: true } => "join",
             Case::Join { resumption: false } => "join-no-resumption",
             Case::Idle => "idle",
+            Case::Search => "search",
         }
         .to_string()
     }
@@ -158,6 +168,7 @@ impl Case {
             // Nothing to resume without TLS: one plain `join`.
             Scenario::Join => vec![Case::Join { resumption: true }],
             Scenario::Idle => vec![Case::Idle],
+            Scenario::Search => vec![Case::Search],
         }
     }
 }
@@ -168,6 +179,8 @@ pub struct BenchOptions {
     /// Overrides every scenario's own default number of clients.
     pub clients: Option<usize>,
     pub messages: u32,
+    /// search: lines in the store before the server starts.
+    pub lines: u64,
     pub size: usize,
     pub rate: f64,
     pub duration: Duration,
@@ -185,6 +198,7 @@ impl Default for BenchOptions {
         BenchOptions {
             clients: None,
             messages: 200,
+            lines: 1_000_000,
             size: 64,
             rate: 200.0,
             duration: Duration::from_secs(5),
@@ -225,6 +239,7 @@ impl BenchOptions {
         Ok(BenchOptions {
             clients: args.clients,
             messages: args.messages,
+            lines: args.lines,
             size: args.size,
             rate: args.rate,
             duration: seconds(args.duration, "--duration")?,
@@ -243,6 +258,7 @@ impl BenchOptions {
             Case::Fanout => 100,
             Case::Latency | Case::Join { .. } => 1000,
             Case::Idle => 5000,
+            Case::Search => 20,
         })
     }
 }
@@ -355,12 +371,25 @@ impl Runner {
             Some(spawned_tls(workdir.path())?)
         };
         let data_dir = data.then(|| workdir.path().join("data"));
+        let search_dir = workdir.path().join("data");
         for case in cases {
-            if let Some(dir) = &data_dir {
+            // search brings its own filled store, with or without --data.
+            let data_dir = match case {
+                Case::Search => Some(&search_dir),
+                _ => data_dir.as_ref(),
+            };
+            if let Some(dir) = data_dir {
                 spawn::fresh_dir(dir)?;
             }
-            let mut server =
-                spawn::SpawnedServer::start(workdir.path(), plaintext, data_dir.as_deref()).await?;
+            if case == Case::Search {
+                search::prefill(&search_dir, self.opts.lines)?;
+            }
+            let mut server = spawn::SpawnedServer::start(
+                workdir.path(),
+                plaintext,
+                data_dir.map(|d| d.as_path()),
+            )
+            .await?;
             let target = Target {
                 addr: server.addr,
                 more_addrs: Vec::new(),
@@ -374,8 +403,14 @@ impl Runner {
                 result.problems.push(exit);
             }
             server.stop().await;
-            if let Some(dir) = &data_dir {
-                result.notes.push(spawn::store_note(dir, result.seconds));
+            if let Some(dir) = data_dir {
+                // The search scenario stores nothing in its measured phase.
+                let seconds = if case == Case::Search {
+                    0.0
+                } else {
+                    result.seconds
+                };
+                result.notes.push(spawn::store_note(dir, seconds));
             }
             self.report(result)?;
         }

@@ -10,6 +10,7 @@
 //! * [`check`]: the checker (loss, duplicates, damage, one global order);
 //! * [`message`]: nicknames and self-describing message texts;
 //! * [`report`]: results as a table or JSON lines;
+//! * `search`: the search scenario and the store it fills;
 //! * [`spawn`]: the child server and /proc readings.
 //!
 //! Scenarios are bounded in count and time, and a wrong answer fails the
@@ -21,6 +22,7 @@ mod fleet;
 pub mod message;
 pub mod report;
 pub mod scenario;
+mod search;
 pub mod spawn;
 
 use crate::certs::{self, GenOptions};
@@ -59,6 +61,12 @@ pub struct BenchArgs {
     /// folder), one per scenario.
     #[arg(long)]
     pub spawn: bool,
+    /// With --spawn: start the server with `--data` in a fresh folder, so
+    /// the run measures the server with its history store (every line
+    /// committed before it is delivered); the report adds the lines the
+    /// store holds at the end and its size.
+    #[arg(long, requires = "spawn")]
+    pub data: bool,
     /// The running server's process id, for its CPU time and memory (idle
     /// needs it without --spawn).
     #[arg(long, conflicts_with = "spawn")]
@@ -70,12 +78,15 @@ pub struct BenchArgs {
     #[arg(long)]
     pub all: bool,
     /// Clients per scenario. Default: fanout 100, latency 1000, join 1000,
-    /// idle 5000.
+    /// idle 5000, search 20.
     #[arg(long)]
     pub clients: Option<usize>,
-    /// fanout: messages per client.
+    /// fanout: messages per client; search: searches.
     #[arg(long, default_value_t = 200)]
     pub messages: u32,
+    /// search: lines the spawned server's store holds before it starts.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub lines: u64,
     /// Message text size in bytes.
     #[arg(long, default_value_t = 64, value_name = "BYTES")]
     pub size: usize,
@@ -117,6 +128,9 @@ pub enum Scenario {
     Join,
     /// Many idle clients: the server's memory per participant.
     Idle,
+    /// `/search` round trips and newcomers' joins against a store filled
+    /// with --lines lines (needs --spawn).
+    Search,
 }
 
 /// One scenario run as measured: `join` runs twice over TLS.
@@ -126,6 +140,7 @@ pub enum Case {
     Latency,
     Join { resumption: bool },
     Idle,
+    Search,
 }
 
 impl Case {
@@ -136,6 +151,7 @@ impl Case {
             Case::Join { resumption: true } => "join",
             Case::Join { resumption: false } => "join-no-resumption",
             Case::Idle => "idle",
+            Case::Search => "search",
         }
         .to_string()
     }
@@ -152,6 +168,7 @@ impl Case {
             // Nothing to resume without TLS: one plain `join`.
             Scenario::Join => vec![Case::Join { resumption: true }],
             Scenario::Idle => vec![Case::Idle],
+            Scenario::Search => vec![Case::Search],
         }
     }
 }
@@ -162,6 +179,8 @@ pub struct BenchOptions {
     /// Overrides every scenario's own default number of clients.
     pub clients: Option<usize>,
     pub messages: u32,
+    /// search: lines in the store before the server starts.
+    pub lines: u64,
     pub size: usize,
     pub rate: f64,
     pub duration: Duration,
@@ -179,6 +198,7 @@ impl Default for BenchOptions {
         BenchOptions {
             clients: None,
             messages: 200,
+            lines: 1_000_000,
             size: 64,
             rate: 200.0,
             duration: Duration::from_secs(5),
@@ -219,6 +239,7 @@ impl BenchOptions {
         Ok(BenchOptions {
             clients: args.clients,
             messages: args.messages,
+            lines: args.lines,
             size: args.size,
             rate: args.rate,
             duration: seconds(args.duration, "--duration")?,
@@ -237,6 +258,7 @@ impl BenchOptions {
             Case::Fanout => 100,
             Case::Latency | Case::Join { .. } => 1000,
             Case::Idle => 5000,
+            Case::Search => 20,
         })
     }
 }
@@ -302,7 +324,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         results: Vec::with_capacity(cases.len()),
     };
     if args.spawn {
-        runner.run_spawned(cases, args.plaintext).await?;
+        runner.run_spawned(cases, args.plaintext, args.data).await?;
     } else {
         let target = external_target(&args).await?;
         runner.run_against(&target, cases).await?;
@@ -340,7 +362,7 @@ struct Runner {
 
 impl Runner {
     /// Runs each case against its own freshly started server.
-    async fn run_spawned(&mut self, cases: Vec<Case>, plaintext: bool) -> Result<()> {
+    async fn run_spawned(&mut self, cases: Vec<Case>, plaintext: bool, data: bool) -> Result<()> {
         // Declared first, so it is removed after every server using it has stopped.
         let workdir = spawn::Workdir::create()?;
         let tls = if plaintext {
@@ -348,8 +370,26 @@ impl Runner {
         } else {
             Some(spawned_tls(workdir.path())?)
         };
+        let data_dir = data.then(|| workdir.path().join("data"));
+        let search_dir = workdir.path().join("data");
         for case in cases {
-            let mut server = spawn::SpawnedServer::start(workdir.path(), plaintext).await?;
+            // search brings its own filled store, with or without --data.
+            let data_dir = match case {
+                Case::Search => Some(&search_dir),
+                _ => data_dir.as_ref(),
+            };
+            if let Some(dir) = data_dir {
+                spawn::fresh_dir(dir)?;
+            }
+            if case == Case::Search {
+                search::prefill(&search_dir, self.opts.lines)?;
+            }
+            let mut server = spawn::SpawnedServer::start(
+                workdir.path(),
+                plaintext,
+                data_dir.map(|d| d.as_path()),
+            )
+            .await?;
             let target = Target {
                 addr: server.addr,
                 more_addrs: Vec::new(),
@@ -363,6 +403,15 @@ impl Runner {
                 result.problems.push(exit);
             }
             server.stop().await;
+            if let Some(dir) = data_dir {
+                // The search scenario stores nothing in its measured phase.
+                let seconds = if case == Case::Search {
+                    0.0
+                } else {
+                    result.seconds
+                };
+                result.notes.push(spawn::store_note(dir, seconds));
+            }
             self.report(result)?;
         }
         Ok(())

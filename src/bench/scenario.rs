@@ -25,6 +25,7 @@ pub async fn run(target: &Target, case: Case, opts: &BenchOptions) -> Result<Sce
         Case::Latency => latency(target, opts).await,
         Case::Join { resumption } => join(target, resumption, opts).await,
         Case::Idle => idle(target, opts).await,
+        Case::Search => super::search::run(target, opts).await,
     }
 }
 

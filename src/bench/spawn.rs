@@ -85,7 +85,12 @@ pub struct SpawnedServer {
 impl SpawnedServer {
     /// Starts `serve` in `workdir` (whose `certs/` must already hold the
     /// server's certificate unless `plaintext`) and waits until it listens.
-    pub async fn start(workdir: &Path, plaintext: bool) -> Result<SpawnedServer> {
+    /// With `data`, the server keeps its history store in that folder.
+    pub async fn start(
+        workdir: &Path,
+        plaintext: bool,
+        data: Option<&Path>,
+    ) -> Result<SpawnedServer> {
         let exe = std::env::current_exe()
             .context("cannot find this program's executable to spawn the server")?;
         let mut command = Command::new(&exe);
@@ -99,6 +104,9 @@ impl SpawnedServer {
             .kill_on_drop(true);
         if plaintext {
             command.arg("--plaintext");
+        }
+        if let Some(dir) = data {
+            command.arg("--data").arg(dir);
         }
         let mut child = command
             .spawn()
@@ -168,6 +176,39 @@ impl SpawnedServer {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         self.drain.abort();
+    }
+}
+
+/// Removes whatever a previous server left in `dir`, so the next one's
+/// store starts empty (the server makes the folder itself).
+pub fn fresh_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot empty {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What a stopped server's store in `dir` holds, as a report note: lines,
+/// bytes per line, and lines stored per second over a run of `seconds`.
+pub fn store_note(dir: &Path, seconds: f64) -> String {
+    let stats = crate::room::store::Store::open(dir, crate::room::store::Options::default())
+        .and_then(|store| store.stats());
+    match stats {
+        Ok(stats) => {
+            let per_line = stats.bytes.checked_div(stats.lines).unwrap_or(0);
+            let rate = if seconds > 0.0 {
+                format!("{:.0}", stats.lines as f64 / seconds)
+            } else {
+                "n/a".to_owned()
+            };
+            format!(
+                "history store: {} lines, {} bytes ({per_line} bytes/line), {rate} lines stored/s",
+                stats.lines, stats.bytes
+            )
+        }
+        Err(e) => format!("history store: cannot read its stats: {e:#}"),
     }
 }
 

@@ -251,3 +251,73 @@ async fn the_binary_spawns_its_own_server_and_reports_json() {
     assert_eq!(result["expected_deliveries"], 5 * 5 * 20);
     assert!(result["server_cpu_s"].is_number());
 }
+
+#[tokio::test]
+async fn the_binary_spawns_a_server_with_its_history_store() {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_chatroom"))
+            .args(["bench", "--spawn", "--data", "--scenario", "fanout"])
+            .args(["--clients", "5", "--messages", "20", "--json"])
+            .args(["--timeout", "30"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("bench finishes in time")
+    .expect("bench runs");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object per scenario: {stdout}");
+    let result: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["problems"], serde_json::json!([]));
+    assert_eq!(result["deliveries"], 5 * 5 * 20);
+    // Every message was committed before it was delivered: the store holds
+    // them all, and the five joins.
+    let stored = result["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .filter_map(|note| note.as_str()?.strip_prefix("history store: "))
+        .find_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .expect("a note with the store's line count");
+    assert!(stored >= 5 * 20 + 5, "{stored} lines stored");
+}
+
+#[tokio::test]
+async fn the_search_scenario_searches_a_filled_store() {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_chatroom"))
+            .args(["bench", "--spawn", "--scenario", "search"])
+            .args(["--lines", "3000", "--messages", "20", "--clients", "3"])
+            .args(["--json", "--timeout", "30"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("bench finishes in time")
+    .expect("bench runs");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(result["scenario"], "search");
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["latency_us"]["count"], 20, "one sample per search");
+    assert_eq!(result["join_us"]["count"], 3, "one sample per newcomer");
+    let notes = result["notes"].to_string();
+    assert!(
+        notes.contains("history store: 300"),
+        "the 3000 lines and the joins are stored: {notes}"
+    );
+}

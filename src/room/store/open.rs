@@ -57,6 +57,7 @@ CREATE VIRTUAL TABLE lines_fts USING fts5(
     tokenize = 'unicode61 remove_diacritics 2'
 );
 INSERT INTO lines_fts (lines_fts, rank) VALUES ('secure-delete', 1);
+INSERT INTO lines_fts (lines_fts, rank) VALUES ('automerge', 16);
 CREATE TRIGGER lines_indexed AFTER INSERT ON lines WHEN new.kind IN (0, 1) BEGIN
     INSERT INTO lines_fts (rowid, text) VALUES (new.seq, new.text);
 END;

@@ -17,6 +17,7 @@ use chatroom::room::{
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::watch;
 use tokio::time::timeout;
 
 /// What a case asks of its room.
@@ -41,6 +42,12 @@ impl Default for Spec {
 trait Rooms {
     type R: Room;
     async fn room(&self, spec: Spec) -> Self::R;
+    /// What changes when `room`'s list of members may have, for a room
+    /// whose list follows others' news (the cluster's nickname watch);
+    /// `None` for one whose list is right at once.
+    fn changes(&self, _room: &Self::R) -> Option<watch::Receiver<u64>> {
+        None
+    }
 }
 
 struct Local;
@@ -171,6 +178,9 @@ impl Cluster {
 
 impl Rooms for Cluster {
     type R = ClusterRoom;
+    fn changes(&self, room: &ClusterRoom) -> Option<watch::Receiver<u64>> {
+        Some(room.directory_changes())
+    }
     async fn room(&self, spec: Spec) -> ClusterRoom {
         let n = self.rooms.fetch_add(1, Ordering::Relaxed);
         ClusterRoom::connect(ClusterOptions {
@@ -202,12 +212,19 @@ async fn lines(sub: &mut impl Subscription, n: usize) -> Vec<String> {
     got
 }
 
-/// Waits until `check` holds, looking again after each turn of the
-/// runtime's timers (the cluster's directory follows a watch of NATS).
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+/// Waits until `check` holds, looking again after each of `changes` (a
+/// room without them must hold at once).
+async fn eventually(
+    what: &str,
+    mut changes: Option<watch::Receiver<u64>>,
+    mut check: impl FnMut() -> bool,
+) {
     timeout(WAIT, async {
         while !check() {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            match changes.as_mut() {
+                None => panic!("not at once: {what}"),
+                Some(changes) => changes.changed().await.expect("the room is up"),
+            }
         }
     })
     .await
@@ -481,13 +498,16 @@ async fn members_lists_the_first_names_alphabetically_with_the_count<R: Room>(
         subs.push(joins(&room, nick).await);
     }
     let all = ["Alice", "bob", "Carol", "ivan", "kate"].map(String::from);
-    eventually("everybody is listed", || {
+    eventually("everybody is listed", rooms.changes(&room), || {
         room.members(10) == (5, all.to_vec())
     })
     .await;
     assert_eq!(room.members(2), (5, all[..2].to_vec()));
     room.leave("Carol");
-    eventually("Carol is gone", || room.members(10).0 == 4).await;
+    eventually("Carol is gone", rooms.changes(&room), || {
+        room.members(10).0 == 4
+    })
+    .await;
     assert_eq!(
         room.members(10),
         (

@@ -331,6 +331,7 @@ impl ClusterRoom {
                 closed: false,
             }),
             directory: Mutex::new(Directory::default()),
+            directory_changed: watch::channel(0).0,
             queue,
             link,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),

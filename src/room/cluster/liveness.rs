@@ -68,6 +68,8 @@ pub(super) async fn watch_nicknames(shared: Arc<Shared>) {
                             directory.remove(&entry.key);
                         }
                     }
+                    drop(directory);
+                    shared.directory_changed.send_modify(|n| *n += 1);
                 }
             }
             Err(e) => tracing::debug!("cannot watch the nicknames yet: {e}"),

@@ -140,6 +140,8 @@ struct Shared {
     state: Mutex<State>,
     /// Every nickname entry of the room, on every node, as watched.
     directory: Mutex<Directory<Holding>>,
+    /// Counts the changes to `directory`, for whoever waits for one.
+    directory_changed: watch::Sender<u64>,
     queue: mpsc::Sender<Queued>,
     link: Arc<Link>,
     in_flight: Arc<Semaphore>,
@@ -221,6 +223,14 @@ impl ClusterRoom {
         }
         let _ = timeout(REQUEST_TIMEOUT, self.shared.nodes.delete(&self.shared.node)).await;
         let _ = timeout(REQUEST_TIMEOUT, self.shared.client.flush()).await;
+    }
+
+    /// A watch that changes whenever the room's directory (who is here, on
+    /// every node, as [`Room::members`] lists them) has taken in a change of
+    /// the nickname bucket: the event to wait for after a join or a leave on
+    /// another node.
+    pub fn directory_changes(&self) -> watch::Receiver<u64> {
+        self.shared.directory_changed.subscribe()
     }
 
     /// This node's name.

@@ -32,12 +32,10 @@ async fn next(sub: &mut impl Subscription) -> String {
 /// (the list follows the nickname bucket, which each node watches).
 async fn members_become(room: &ClusterRoom, expected: &[&str]) {
     let expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    let mut changes = room.directory_changes();
     tokio::time::timeout(WAIT, async {
-        loop {
-            if room.members(100) == (expected.len(), expected.clone()) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        while room.members(100) != (expected.len(), expected.clone()) {
+            changes.changed().await.expect("the room is up");
         }
     })
     .await

@@ -221,14 +221,14 @@ async fn two_swapped_lines_are_reported_as_reordering() {
     assert_eq!(result.deliveries, result.expected_deliveries);
 }
 
-#[tokio::test]
-async fn the_binary_spawns_its_own_server_and_reports_json() {
+/// Runs `chatroom bench --spawn ARGS --json` (within a minute) and returns
+/// its one JSON object; the run must succeed.
+async fn bench_spawn(args: &[&str]) -> serde_json::Value {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_chatroom"))
-            .args(["bench", "--spawn", "--scenario", "fanout"])
-            .args(["--clients", "5", "--messages", "20", "--json"])
-            .args(["--timeout", "30"])
+            .args(["bench", "--spawn", "--json"])
+            .args(args)
             .kill_on_drop(true)
             .output(),
     )
@@ -243,7 +243,22 @@ async fn the_binary_spawns_its_own_server_and_reports_json() {
     );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "one JSON object per scenario: {stdout}");
-    let result: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+    serde_json::from_str(lines[0]).expect("JSON")
+}
+
+#[tokio::test]
+async fn the_binary_spawns_its_own_server_and_reports_json() {
+    let result = bench_spawn(&[
+        "--scenario",
+        "fanout",
+        "--clients",
+        "5",
+        "--messages",
+        "20",
+        "--timeout",
+        "30",
+    ])
+    .await;
     assert_eq!(result["scenario"], "fanout");
     assert_eq!(result["transport"], "tls");
     assert_eq!(result["ok"], true);
@@ -254,27 +269,18 @@ async fn the_binary_spawns_its_own_server_and_reports_json() {
 
 #[tokio::test]
 async fn the_binary_spawns_a_server_with_its_history_store() {
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_chatroom"))
-            .args(["bench", "--spawn", "--data", "--scenario", "fanout"])
-            .args(["--clients", "5", "--messages", "20", "--json"])
-            .args(["--timeout", "30"])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("bench finishes in time")
-    .expect("bench runs");
-    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
-    assert!(
-        output.status.success(),
-        "bench failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one JSON object per scenario: {stdout}");
-    let result: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+    let result = bench_spawn(&[
+        "--data",
+        "--scenario",
+        "fanout",
+        "--clients",
+        "5",
+        "--messages",
+        "20",
+        "--timeout",
+        "30",
+    ])
+    .await;
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(result["problems"], serde_json::json!([]));
     assert_eq!(result["deliveries"], 5 * 5 * 20);
@@ -292,25 +298,19 @@ async fn the_binary_spawns_a_server_with_its_history_store() {
 
 #[tokio::test]
 async fn the_search_scenario_searches_a_filled_store() {
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_chatroom"))
-            .args(["bench", "--spawn", "--scenario", "search"])
-            .args(["--lines", "3000", "--messages", "20", "--clients", "3"])
-            .args(["--json", "--timeout", "30"])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("bench finishes in time")
-    .expect("bench runs");
-    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
-    assert!(
-        output.status.success(),
-        "bench failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let result = bench_spawn(&[
+        "--scenario",
+        "search",
+        "--lines",
+        "3000",
+        "--messages",
+        "20",
+        "--clients",
+        "3",
+        "--timeout",
+        "30",
+    ])
+    .await;
     assert_eq!(result["scenario"], "search");
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(result["latency_us"]["count"], 20, "one sample per search");

@@ -1,6 +1,7 @@
 //! `serve --data DIR`: the room's public lines on disk, the built binary
 //! with real clients over TLS.
 
+use crate::harness::cli;
 use crate::harness::{Client, Serve, TlsClient, WAIT};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -119,65 +120,6 @@ async fn public_lines_survive_a_restart_and_private_ones_are_never_stored() {
     assert!(all.windows(9).any(|w| w == b"hello bob"));
 }
 
-/// What `chatroom history ARGS --data DIR` writes to stdout; it must
-/// succeed.
-async fn history(data: &Path, args: &[&str]) -> String {
-    let out = tokio::time::timeout(
-        WAIT,
-        tokio::process::Command::new(crate::harness::BIN)
-            .arg("history")
-            .args(args)
-            .arg("--data")
-            .arg(data)
-            .output(),
-    )
-    .await
-    .expect("history in time")
-    .expect("history runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
-/// The stored lines, as `history export` writes them, each as the room
-/// showed it.
-async fn exported(data: &Path) -> Vec<String> {
-    let out = tokio::time::timeout(
-        WAIT,
-        tokio::process::Command::new(crate::harness::BIN)
-            .args(["history", "export", "--data"])
-            .arg(data)
-            .output(),
-    )
-    .await
-    .expect("export in time")
-    .expect("export runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("UTF-8");
-    text.lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
-            let field = |name: &str| v[name].as_str().expect("a string field").to_owned();
-            let (nick, text) = (field("nick"), field("text"));
-            match field("kind").as_str() {
-                "message" => format!("{nick}: {text}"),
-                "action" => format!("* {nick} {text}"),
-                "join" => format!("{nick} joined!"),
-                "leave" if text.is_empty() => format!("{nick} left!"),
-                "leave" => format!("{nick} left! ({text})"),
-                other => panic!("unknown kind {other}"),
-            }
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_in_the_middle_of_a_burst_loses_no_line_anyone_received() {
     const SENDERS: usize = 20;
@@ -211,7 +153,7 @@ async fn a_kill_in_the_middle_of_a_burst_loses_no_line_anyone_received() {
         received.push(line);
     }
 
-    let stored = exported(&data).await;
+    let stored = cli::exported(&data).await;
     let mut last = None;
     for line in &received {
         let at: Vec<usize> = (0..stored.len()).filter(|&i| stored[i] == *line).collect();
@@ -239,7 +181,7 @@ async fn lines_older_than_the_retention_are_gone_after_a_restart() {
     alice.until("alice: remember the zanzibar plan", WAIT).await;
     stop(serve).await;
     assert!(
-        history(&data, &["search", "zanzibar"])
+        cli::history(&data, &["search", "zanzibar"])
             .await
             .ends_with("1 match\n")
     );
@@ -255,10 +197,10 @@ async fn lines_older_than_the_retention_are_gone_after_a_restart() {
     assert!(history_lines.is_empty(), "{history_lines:?}");
     stop(serve).await;
     assert_eq!(
-        history(&data, &["search", "zanzibar"]).await,
+        cli::history(&data, &["search", "zanzibar"]).await,
         "[search] no matches\n"
     );
-    let stored = exported(&data).await;
+    let stored = cli::exported(&data).await;
     assert!(
         !stored
             .iter()

@@ -5,41 +5,11 @@
 //! not trust, or with a credentials file missing, readable by others or
 //! malformed exits non-zero and says why, in one line a user can act on.
 
-use crate::harness::nats::auth::{Account, Operator};
+use crate::harness::nats::auth::{Account, Secured};
 use crate::harness::nats::{node_at, node_refused, path};
 use crate::harness::{Client, NatsServer, Serve, TestCerts};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-
-/// A nats-server trusting one operator with one account (JetStream on),
-/// and a `.creds` file for a user of that account.
-struct Secured {
-    nats: NatsServer,
-    account: Account,
-    creds_dir: tempfile::TempDir,
-}
-
-impl Secured {
-    async fn start() -> Secured {
-        let operator = Operator::new("chat-operator");
-        let account = operator.account("chat");
-        let system = operator.system_account();
-        let nats =
-            NatsServer::start_configured(|dir| operator.server_config(dir, &[&account], &system))
-                .await;
-        let creds_dir = tempfile::tempdir().expect("temp dir");
-        Secured {
-            nats,
-            account,
-            creds_dir,
-        }
-    }
-
-    /// A new user of the trusted account; the path of its `.creds` file.
-    fn creds(&self, user: &str) -> PathBuf {
-        self.account.write_creds(self.creds_dir.path(), user)
-    }
-}
+use std::path::Path;
 
 /// A node named `name` that logs in with `creds`, listening.
 async fn node(certs: &TestCerts, nats: &NatsServer, name: &str, creds: &Path) -> Serve {
@@ -90,7 +60,7 @@ async fn a_user_of_an_untrusted_account_is_refused_and_says_so() {
     let secured = Secured::start().await;
     let certs = TestCerts::new();
     // A well-formed user, signed by an account of another operator.
-    let stranger = Account::untrusted("elsewhere").write_creds(secured.creds_dir.path(), "mallory");
+    let stranger = Account::untrusted("elsewhere").write_creds(secured.creds_dir(), "mallory");
     let stderr = refused(&certs, &secured.nats, &["--cluster-creds", path(&stranger)]).await;
     assert_eq!(
         error_line(&stderr),
@@ -107,7 +77,7 @@ async fn a_user_of_an_untrusted_account_is_refused_and_says_so() {
 async fn a_credentials_file_missing_exposed_or_malformed_is_named() {
     let secured = Secured::start().await;
     let certs = TestCerts::new();
-    let missing = secured.creds_dir.path().join("nobody.creds");
+    let missing = secured.creds_dir().join("nobody.creds");
     let stderr = refused(&certs, &secured.nats, &["--cluster-creds", path(&missing)]).await;
     assert_eq!(
         error_line(&stderr),
@@ -132,7 +102,7 @@ async fn a_credentials_file_missing_exposed_or_malformed_is_named() {
         )
     );
 
-    let garbled = secured.creds_dir.path().join("garbled.creds");
+    let garbled = secured.creds_dir().join("garbled.creds");
     std::fs::write(&garbled, "not a creds file\n").expect("write");
     std::fs::set_permissions(&garbled, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let stderr = refused(&certs, &secured.nats, &["--cluster-creds", path(&garbled)]).await;

@@ -6,11 +6,11 @@
 //! left) and NATS refuses none of their operations; a node of room `lab`
 //! with the credentials of room `other` is refused at start, and says why.
 
-use crate::harness::nats::auth::{Account, Operator};
+use crate::harness::nats::auth::Secured;
 use crate::harness::nats::{TAKEOVER, connect, join, node_at, node_refused, path};
-use crate::harness::{NatsServer, Serve, TestCerts};
+use crate::harness::{Serve, TestCerts};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokio::time::Instant;
 
 /// The permissions file docs/cluster.md shows, for room `lab`.
@@ -49,37 +49,6 @@ fn subjects(permissions: &Value, list: &str) -> Vec<String> {
         .collect()
 }
 
-/// A nats-server in operator mode with one account (JetStream on), and
-/// users of that account.
-struct Secured {
-    nats: NatsServer,
-    account: Account,
-    creds_dir: tempfile::TempDir,
-}
-
-impl Secured {
-    async fn start() -> Secured {
-        let operator = Operator::new("chat-operator");
-        let account = operator.account("chat");
-        let system = operator.system_account();
-        let nats =
-            NatsServer::start_configured(|dir| operator.server_config(dir, &[&account], &system))
-                .await;
-        let creds_dir = tempfile::tempdir().expect("temp dir");
-        Secured {
-            nats,
-            account,
-            creds_dir,
-        }
-    }
-
-    /// A user with the documented permissions of `room`; its `.creds`.
-    fn creds_for(&self, user: &str, room: &str) -> PathBuf {
-        self.account
-            .write_creds_with(self.creds_dir.path(), user, permissions(room))
-    }
-}
-
 /// Node `name` of room `room`, logging in with `creds`, listening.
 async fn node(secured: &Secured, certs: &TestCerts, name: &str, room: &str, creds: &Path) -> Serve {
     let args = [
@@ -97,8 +66,8 @@ async fn node(secured: &Secured, certs: &TestCerts, name: &str, room: &str, cred
 async fn nodes_with_the_documented_permissions_share_the_room() {
     let secured = Secured::start().await;
     let certs = TestCerts::new();
-    let one_creds = secured.creds_for("lab-one", "lab");
-    let two_creds = secured.creds_for("lab-two", "lab");
+    let one_creds = secured.creds_with("lab-one", permissions("lab"));
+    let two_creds = secured.creds_with("lab-two", permissions("lab"));
     let (one, two) = tokio::join!(
         node(&secured, &certs, "one", "lab", &one_creds),
         node(&secured, &certs, "two", "lab", &two_creds),
@@ -165,7 +134,7 @@ async fn nodes_with_the_documented_permissions_share_the_room() {
 async fn a_node_with_another_room_s_credentials_is_refused_and_says_so() {
     let secured = Secured::start().await;
     let certs = TestCerts::new();
-    let other = secured.creds_for("other-one", "other");
+    let other = secured.creds_with("other-one", permissions("other"));
     // They are good credentials, for their own room.
     let own_room = node(&secured, &certs, "one", "other", &other).await;
     let own_log = own_room.kill_and_log().await;

@@ -3,8 +3,9 @@
 //! and the built binary; `/search` and `/history` answer on every node,
 //! and a node that was stopped catches up on return.
 
+use crate::harness::cli;
 use crate::harness::nats::{join, node_with};
-use crate::harness::{BIN, NatsServer, Serve, TestCerts, TlsClient, WAIT};
+use crate::harness::{NatsServer, Serve, TestCerts, TlsClient, WAIT};
 use std::path::Path;
 
 /// The retention line a newcomer gets with the default `--retain`.
@@ -41,51 +42,6 @@ async fn stop(mut node: Serve) {
     assert!(status.success(), "{status:?}");
 }
 
-/// What `chatroom history ARGS --data DIR` writes to stdout; it must
-/// succeed.
-async fn history_command(data: &Path, args: &[&str]) -> String {
-    let out = tokio::time::timeout(
-        WAIT,
-        tokio::process::Command::new(BIN)
-            .arg("history")
-            .args(args)
-            .arg("--data")
-            .arg(data)
-            .output(),
-    )
-    .await
-    .expect("history in time")
-    .expect("history runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
-/// The stored lines in order, as `history export` writes them, each as
-/// the room showed it.
-async fn exported(data: &Path) -> Vec<String> {
-    history_command(data, &["export"])
-        .await
-        .lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
-            let field = |name: &str| v[name].as_str().expect("a string field").to_owned();
-            let (nick, text) = (field("nick"), field("text"));
-            match field("kind").as_str() {
-                "message" => format!("{nick}: {text}"),
-                "action" => format!("* {nick} {text}"),
-                "join" => format!("{nick} joined!"),
-                "leave" if text.is_empty() => format!("{nick} left!"),
-                "leave" => format!("{nick} left! ({text})"),
-                other => panic!("unknown kind {other}"),
-            }
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_line_said_on_one_node_is_found_on_another() {
     let nats = NatsServer::start().await;
@@ -112,7 +68,7 @@ async fn a_line_said_on_one_node_is_found_on_another() {
     );
     bob.expect("[search] 1 match").await;
     // Offline, on node two's files, while it runs.
-    let offline = history_command(&data_two, &["search", "zanzibar"]).await;
+    let offline = cli::history(&data_two, &["search", "zanzibar"]).await;
     assert!(
         offline.contains("Alice: remember the zanzibar plan"),
         "{offline}"
@@ -168,7 +124,7 @@ async fn a_node_back_from_a_stop_has_the_lines_it_missed_once_in_order() {
     // Read while node two runs: the answer above came once the store
     // held every line the node had read, Carol's join included.
     assert_eq!(
-        exported(&data).await,
+        cli::exported(&data).await,
         [
             "Alice joined!",
             "Bob joined!",

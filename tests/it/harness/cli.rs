@@ -223,3 +223,48 @@ impl Running {
         (status.success(), stderr)
     }
 }
+
+/// What `chatroom history ARGS --data DIR` writes to stdout; it must
+/// succeed.
+pub async fn history(data: &Path, args: &[&str]) -> String {
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(BIN)
+            .arg("history")
+            .args(args)
+            .arg("--data")
+            .arg(data)
+            .output(),
+    )
+    .await
+    .expect("history in time")
+    .expect("history runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// The stored lines in order, as `history export` writes them, each as
+/// the room showed it.
+pub async fn exported(data: &Path) -> Vec<String> {
+    history(data, &["export"])
+        .await
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            let field = |name: &str| v[name].as_str().expect("a string field").to_owned();
+            let (nick, text) = (field("nick"), field("text"));
+            match field("kind").as_str() {
+                "message" => format!("{nick}: {text}"),
+                "action" => format!("* {nick} {text}"),
+                "join" => format!("{nick} joined!"),
+                "leave" if text.is_empty() => format!("{nick} left!"),
+                "leave" => format!("{nick} left! ({text})"),
+                other => panic!("unknown kind {other}"),
+            }
+        })
+        .collect()
+}

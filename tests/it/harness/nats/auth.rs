@@ -190,3 +190,46 @@ fn write_private(dir: &Path, name: &str, text: &str) -> PathBuf {
         .expect("write the creds file");
     path
 }
+
+/// A nats-server in operator mode, trusting one operator with one account
+/// (JetStream on), and users of that account with their `.creds` files.
+pub struct Secured {
+    pub nats: super::NatsServer,
+    account: Account,
+    creds_dir: tempfile::TempDir,
+}
+
+impl Secured {
+    pub async fn start() -> Secured {
+        let operator = Operator::new("chat-operator");
+        let account = operator.account("chat");
+        let system = operator.system_account();
+        let nats = super::NatsServer::start_configured(|dir| {
+            operator.server_config(dir, &[&account], &system)
+        })
+        .await;
+        let creds_dir = tempfile::tempdir().expect("temp dir");
+        Secured {
+            nats,
+            account,
+            creds_dir,
+        }
+    }
+
+    /// Where the `.creds` files go.
+    pub fn creds_dir(&self) -> &Path {
+        self.creds_dir.path()
+    }
+
+    /// A new user of the account, allowed everything; its `.creds` file.
+    pub fn creds(&self, user: &str) -> PathBuf {
+        self.account.write_creds(self.creds_dir.path(), user)
+    }
+
+    /// A new user of the account with `permissions` (a user JWT's `pub`,
+    /// `sub` and `resp`); its `.creds` file.
+    pub fn creds_with(&self, user: &str, permissions: Value) -> PathBuf {
+        self.account
+            .write_creds_with(self.creds_dir.path(), user, permissions)
+    }
+}

@@ -15,13 +15,14 @@
 //! mailbox, each join in it fails, and the outage is logged once. The next
 //! batch tries again.
 //!
-//! Between batches, and at least every [`EXPIRY_INTERVAL`], it deletes
-//! the lines older than the room's retention.
+//! Between batches it keeps the store (its [`Upkeep`]): the full-text
+//! index is brought up to date in bulk, after the lines it covers were
+//! delivered, and the lines older than the room's retention are deleted.
 
 use super::backlog::Numbered;
 use super::local::Shared;
 use super::mailbox::Mailbox;
-use super::store::{Entry, Store};
+use super::store::{Entry, Store, Upkeep};
 use crate::protocol;
 use crate::sync::lock;
 use bytes::Bytes;
@@ -30,9 +31,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
-
-/// How often old lines are deleted, at most this long apart.
-pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What a sender is told about a line the store could not take.
 pub const NOT_SENT: &str = "message not sent: the history store is unavailable";
@@ -127,8 +125,7 @@ pub(super) fn spawn(
 
 struct Writer {
     store: Store,
-    retain: Option<Duration>,
-    next_expiry: Instant,
+    upkeep: Upkeep,
     /// Whether the last commit failed: an outage is logged once.
     failing: bool,
 }
@@ -137,28 +134,26 @@ impl Writer {
     fn new(store: Store, retain: Option<Duration>) -> Self {
         Writer {
             store,
-            retain,
-            next_expiry: Instant::now() + EXPIRY_INTERVAL,
+            upkeep: Upkeep::new(retain),
             failing: false,
         }
     }
 
     fn run(mut self, shared: &Shared) {
         loop {
-            if self.retain.is_some() && Instant::now() >= self.next_expiry {
-                self.expire();
-            }
+            self.upkeep.run_due(&mut self.store);
             let Some(batch) = self.take(shared) else {
+                self.upkeep.finish(&mut self.store);
                 return;
             };
-            if !batch.is_empty() {
-                self.commit(shared, batch);
+            if !batch.is_empty() && self.commit(shared, batch) {
+                self.upkeep.committed(&mut self.store);
             }
         }
     }
 
-    /// Waits for lines (or the next expiry) and takes every pending one;
-    /// `None` once the room is gone and nothing is pending.
+    /// Waits for lines (or until upkeep is due) and takes every pending
+    /// one; `None` once the room is gone and nothing is pending.
     fn take(&self, shared: &Shared) -> Option<Vec<Pending>> {
         let mut state = lock(&shared.state);
         loop {
@@ -169,14 +164,14 @@ impl Writer {
             if queue.stop {
                 return None;
             }
-            if self.retain.is_none() {
+            let Some(deadline) = self.upkeep.deadline() else {
                 state = shared
                     .wake
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
                 continue;
-            }
-            let wait = self.next_expiry.saturating_duration_since(Instant::now());
+            };
+            let wait = deadline.saturating_duration_since(Instant::now());
             if wait.is_zero() {
                 return Some(Vec::new());
             }
@@ -189,13 +184,14 @@ impl Writer {
     }
 
     /// Commits `batch` in one transaction, then delivers it; or, if it
-    /// cannot, tells whoever waits on it.
-    fn commit(&mut self, shared: &Shared, mut batch: Vec<Pending>) {
+    /// cannot, tells whoever waits on it. True if it stored lines.
+    fn commit(&mut self, shared: &Shared, mut batch: Vec<Pending>) -> bool {
         let entries: Vec<Entry> = batch.iter_mut().filter_map(|p| p.entry.take()).collect();
-        let result = if entries.is_empty() {
-            Ok(())
-        } else {
+        let stored = !entries.is_empty();
+        let result = if stored {
             self.store.append(&entries)
+        } else {
+            Ok(())
         };
         let mut state = lock(&shared.state);
         match result {
@@ -217,6 +213,7 @@ impl Writer {
                         Waiter::Nobody | Waiter::Said(_) => {}
                     }
                 }
+                stored
             }
             Err(e) => {
                 if !std::mem::replace(&mut self.failing, true) {
@@ -245,26 +242,8 @@ impl Writer {
                         Waiter::Release(mailbox) => drop(mailbox),
                     }
                 }
+                false
             }
         }
     }
-
-    /// Deletes the lines older than the retention.
-    fn expire(&mut self) {
-        self.next_expiry = Instant::now() + EXPIRY_INTERVAL;
-        let Some(retain) = self.retain else {
-            return;
-        };
-        match expire(&mut self.store, retain) {
-            Ok(0) => {}
-            Ok(lines) => tracing::info!(lines, "expired lines past the retention"),
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot expire old lines"),
-        }
-    }
-}
-
-/// Deletes from `store` the lines said more than `retain` ago; how many.
-fn expire(store: &mut Store, retain: Duration) -> anyhow::Result<u64> {
-    let cutoff = OffsetDateTime::now_utc() - retain;
-    store.expire(cutoff)
 }

@@ -235,11 +235,12 @@ async fn a_full_store_refuses_lines_tells_their_senders_and_recovers() {
     let (mut alice, _) = join(&serve, tmp.path(), "alice").await;
     let (mut bob, _) = join(&serve, tmp.path(), "bob").await;
     alice.expect("bob joined!").await;
-    // Lines of distinct words (the full-text index grows with them) until
-    // one is refused.
+    // Lines of 1,500 bytes until one is refused: two fit in a page of the
+    // table, so the page it was refused after has about a thousand bytes
+    // left, room for a short line.
     let mut refused = None;
     for i in 0..2000 {
-        let text: String = (0..100).map(|j| format!("w{i}x{j} ")).collect();
+        let text = format!("w{i:05}x {}", "z".repeat(1492));
         alice.send(&text).await;
         let answer = alice.line().await;
         if answer == NOT_SENT {
@@ -261,7 +262,7 @@ async fn a_full_store_refuses_lines_tells_their_senders_and_recovers() {
     assert!(
         !seen
             .iter()
-            .any(|line| line.contains(&format!("w{refused}x0 ")))
+            .any(|line| line.contains(&format!("w{refused:05}x ")))
     );
     assert!(!seen.iter().any(|line| line.contains("yyy")));
     assert_eq!(seen.len(), refused, "bob got the lines stored, no other");

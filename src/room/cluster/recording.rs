@@ -16,9 +16,8 @@ use super::record::Record;
 use super::{REQUEST_TIMEOUT, Shared};
 use crate::protocol;
 use crate::room::Question;
-use crate::room::durable::EXPIRY_INTERVAL;
 use crate::room::recall::{self, Asked};
-use crate::room::store::{Entry, Kind, Store};
+use crate::room::store::{Entry, Kind, Store, Upkeep};
 use crate::sync::lock;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -189,10 +188,9 @@ impl Shared {
 struct Writer {
     store: Store,
     committed: Arc<watch::Sender<u64>>,
-    retain: Option<Duration>,
+    upkeep: Upkeep,
     /// The last sequence stored: what comes again is not stored twice.
     stored: u64,
-    next_expiry: Instant,
     /// Whether the last commit failed: an outage is logged once.
     failing: bool,
 }
@@ -207,9 +205,8 @@ impl Writer {
         Writer {
             store,
             committed,
-            retain,
+            upkeep: Upkeep::new(retain),
             stored,
-            next_expiry: Instant::now() + EXPIRY_INTERVAL,
             failing: false,
         }
     }
@@ -217,17 +214,20 @@ impl Writer {
     fn run(mut self, runtime: &tokio::runtime::Handle, mut queued: mpsc::Receiver<Entry>) {
         let mut batch: Vec<Entry> = Vec::new();
         loop {
-            if Instant::now() >= self.next_expiry {
-                self.expire();
-            }
+            self.upkeep.run_due(&mut self.store);
             if batch.is_empty() {
-                let wait = self.next_expiry.saturating_duration_since(Instant::now());
+                let wait = self.upkeep.deadline().map_or(Duration::MAX, |due| {
+                    due.saturating_duration_since(Instant::now())
+                });
                 // Made inside the runtime: a timer needs its context.
                 let next =
                     runtime.block_on(async { tokio::time::timeout(wait, queued.recv()).await });
                 match next {
                     Ok(Some(entry)) => batch.push(entry),
-                    Ok(None) => return,
+                    Ok(None) => {
+                        self.upkeep.finish(&mut self.store);
+                        return;
+                    }
                     Err(_) => continue,
                 }
             }
@@ -240,6 +240,9 @@ impl Writer {
             let through = batch.last().map_or(0, |entry| entry.seq);
             batch.retain(|entry| entry.seq > self.stored);
             if self.commit(&batch) {
+                if !batch.is_empty() {
+                    self.upkeep.committed(&mut self.store);
+                }
                 batch.clear();
                 self.committed.send_if_modified(|c| {
                     let later = through > *c;
@@ -275,19 +278,6 @@ impl Writer {
                 }
                 false
             }
-        }
-    }
-
-    /// Deletes the lines older than the retention.
-    fn expire(&mut self) {
-        self.next_expiry = Instant::now() + EXPIRY_INTERVAL;
-        let Some(retain) = self.retain else {
-            return;
-        };
-        match self.store.expire(OffsetDateTime::now_utc() - retain) {
-            Ok(0) => {}
-            Ok(lines) => tracing::info!(lines, "expired lines past the retention"),
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot expire old lines"),
         }
     }
 }

@@ -10,6 +10,13 @@
 //! * [`Store::append`] commits a batch of lines in one transaction (the
 //!   room's writer groups what was said meanwhile), refusing a sequence
 //!   number that is not after the last one stored.
+//! * [`Store::index`] adds the lines committed since it last ran to the
+//!   full-text index, in one transaction. Indexing is kept apart from the
+//!   commits because the index's cost is mostly per transaction, not per
+//!   line (each transaction writes its words as a new segment, which
+//!   later merges rewrite): a room's writer commits small groups, soon,
+//!   and indexes in bulk, later (see [`Upkeep`]). A search loses nothing
+//!   meanwhile: it indexes the lines past the index itself, in memory.
 //! * [`Store::recent`] and [`Store::search`] answer newcomers, `/history`
 //!   and `/search`; [`Store::export`] writes lines for records, from one
 //!   read transaction (a consistent snapshot, while another process
@@ -36,8 +43,10 @@ mod export;
 mod open;
 #[cfg(test)]
 mod tests;
+mod upkeep;
 
 pub use export::Format;
+pub use upkeep::Upkeep;
 
 use crate::protocol;
 use anyhow::{Context, Result, bail};
@@ -47,7 +56,12 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 /// The schema this version writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Most lines [`Store::index`] adds to the full-text index in one
+/// transaction: a writer that catches up on a long tail pauses for a few
+/// tens of milliseconds at a time, not for the whole tail.
+const INDEX_MOST: i64 = 20_000;
 
 /// The most bytes of words [`Store::search`] takes.
 pub const MAX_SEARCH_BYTES: usize = 200;
@@ -306,21 +320,79 @@ impl Store {
         Ok(lines)
     }
 
+    /// Adds to the full-text index the messages and actions stored since
+    /// it last ran, if there are at least `at_least` sequence numbers of
+    /// them (and at most [`INDEX_MOST`] at a time), in one transaction;
+    /// returns how many sequence numbers it covered (0: it did nothing).
+    pub fn index(&mut self, at_least: u64) -> Result<u64> {
+        let run = |conn: &mut Connection| -> Result<u64> {
+            // Where the index ends: before the first line if it holds none.
+            let (last, indexed): (Option<i64>, Option<i64>) = conn.query_row(
+                "SELECT last_seq, coalesce(indexed_seq, (SELECT min(seq) - 1 FROM lines)) \
+                 FROM state",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let (Some(last), Some(from)) = (last, indexed) else {
+                return Ok(0);
+            };
+            let behind = u64::try_from(last - from).unwrap_or(0);
+            if behind == 0 || behind < at_least {
+                return Ok(0);
+            }
+            let through = last.min(from.saturating_add(INDEX_MOST));
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO lines_fts (rowid, text) SELECT seq, text FROM lines \
+                 WHERE seq > ?1 AND seq <= ?2 AND kind IN (0, 1) ORDER BY seq",
+                (from, through),
+            )?;
+            tx.execute("UPDATE state SET indexed_seq = ?1", [through])?;
+            tx.commit()?;
+            Ok(u64::try_from(through - from)?)
+        };
+        run(&mut self.conn).with_context(|| {
+            format!(
+                "cannot update the full-text index of {}",
+                self.path.display()
+            )
+        })
+    }
+
     /// Up to `limit` messages and actions holding every word of `words`,
     /// newest first. The words are taken as plain words: nothing of the
     /// index's query syntax passes through (see [`match_expression`]).
+    ///
+    /// The lines the full-text index does not hold yet (see
+    /// [`Store::index`]) are indexed for this search alone, in a temporary
+    /// table in memory, inside the search's own read transaction: its
+    /// rollback empties the table again, and the stored index and the
+    /// lines past it are read from one snapshot.
     pub fn search(&self, words: &str, limit: usize) -> Result<Vec<Entry>, SearchError> {
         if words.len() > MAX_SEARCH_BYTES {
             return Err(SearchError::TooLong);
         }
         let expression = match_expression(words).ok_or(SearchError::NoWords)?;
-        let sql = format!(
-            "SELECT {COLUMNS} FROM lines WHERE seq IN \
-             (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ?1 ORDER BY rowid DESC LIMIT ?2) \
-             ORDER BY seq DESC"
-        );
-        self.query(&sql, (expression, self::limit(limit)))
-            .map_err(SearchError::Unavailable)
+        let limit = self::limit(limit);
+        let run = || -> rusqlite::Result<Vec<Entry>> {
+            let tx = self.conn.unchecked_transaction()?;
+            tx.execute(
+                "INSERT INTO temp.lines_tail (rowid, text) SELECT seq, text FROM lines \
+                 WHERE seq > coalesce((SELECT indexed_seq FROM state), -1) AND kind IN (0, 1)",
+                [],
+            )?;
+            let sql = format!(
+                "SELECT {COLUMNS} FROM lines WHERE seq IN \
+                 (SELECT rowid FROM (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ?1 \
+                  ORDER BY rowid DESC LIMIT ?2) \
+                  UNION ALL SELECT rowid FROM temp.lines_tail WHERE lines_tail MATCH ?1) \
+                 ORDER BY seq DESC LIMIT ?2"
+            );
+            let mut statement = tx.prepare_cached(&sql)?;
+            let rows = statement.query_map((expression, limit), entry)?;
+            rows.collect()
+        };
+        run().map_err(SearchError::Unavailable)
     }
 
     /// Deletes every line said before `older_than`, its words in the index

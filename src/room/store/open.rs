@@ -26,17 +26,38 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Where the header keeps `PRAGMA user_version` (four bytes, big-endian).
 const USER_VERSION_OFFSET: usize = 60;
 
+/// How the full-text indexes split text into words: one tokenizer for the
+/// stored index and a search's temporary one, so that both find the same.
+macro_rules! tokenizer {
+    () => {
+        "unicode61 remove_diacritics 2"
+    };
+}
+
+/// The temporary index of a search (see [`super::Store::search`]), one
+/// per connection, in memory.
+const TAIL_SCHEMA: &str = concat!(
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.lines_tail USING fts5(text, tokenize = '",
+    tokenizer!(),
+    "');"
+);
+
 /// The schema (version [`SCHEMA_VERSION`]).
 ///
 /// `lines.seq` is the rowid: the table is stored in the room's order.
 /// `kind` is 0 message, 1 action, 2 join, 3 leave. The full-text index
 /// takes its text from `lines` (external content, so each text is stored
-/// once) and is kept in step by triggers, in the same transaction as the
-/// change; its `secure-delete` option makes a delete remove the words from
-/// the index itself rather than mark them deleted. Lines are never changed
-/// once stored. `state` remembers the last sequence ever stored, so that it
-/// survives the expiry of every line.
-const SCHEMA: &str = "
+/// once). It is filled in bulk, apart from the commits of lines (see
+/// [`super::Store::index`]): `state.indexed_seq` is the last sequence it
+/// holds (every message and action up to it is in it; `NULL`: none). A
+/// line deleted from `lines` is deleted from the index by a trigger, in
+/// the same transaction, if the index holds it; the index's
+/// `secure-delete` option makes that remove the words from the index
+/// itself rather than mark them deleted. Lines are never changed once
+/// stored. `state.last_seq` remembers the last sequence ever stored, so
+/// that it survives the expiry of every line.
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE lines (
     seq INTEGER PRIMARY KEY,
     time INTEGER NOT NULL,
@@ -47,26 +68,43 @@ CREATE TABLE lines (
 CREATE INDEX lines_by_time ON lines (time);
 CREATE TABLE state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    last_seq INTEGER
+    last_seq INTEGER,
+    indexed_seq INTEGER
 );
-INSERT INTO state (id, last_seq) VALUES (1, NULL);
+INSERT INTO state (id, last_seq, indexed_seq) VALUES (1, NULL, NULL);
 CREATE VIRTUAL TABLE lines_fts USING fts5(
     text,
     content = 'lines',
     content_rowid = 'seq',
-    tokenize = 'unicode61 remove_diacritics 2'
+    tokenize = '",
+    tokenizer!(),
+    "'
 );
 INSERT INTO lines_fts (lines_fts, rank) VALUES ('secure-delete', 1);
 INSERT INTO lines_fts (lines_fts, rank) VALUES ('automerge', 16);
-CREATE TRIGGER lines_indexed AFTER INSERT ON lines WHEN new.kind IN (0, 1) BEGIN
-    INSERT INTO lines_fts (rowid, text) VALUES (new.seq, new.text);
-END;
-CREATE TRIGGER lines_unindexed AFTER DELETE ON lines WHEN old.kind IN (0, 1) BEGIN
-    INSERT INTO lines_fts (lines_fts, rowid, text) VALUES ('delete', old.seq, old.text);
-END;
 CREATE TRIGGER lines_unchanged BEFORE UPDATE ON lines BEGIN
     SELECT RAISE(ABORT, 'stored lines are never changed');
 END;
+"
+);
+
+/// What the schema's two versions share: the trigger that deletes a line
+/// from the full-text index with the line, if the index holds it.
+const UNINDEX_TRIGGER: &str = "
+CREATE TRIGGER lines_unindexed AFTER DELETE ON lines
+WHEN old.kind IN (0, 1) AND old.seq <= (SELECT indexed_seq FROM state) BEGIN
+    INSERT INTO lines_fts (lines_fts, rowid, text) VALUES ('delete', old.seq, old.text);
+END;
+";
+
+/// From version 1, whose index was filled by a trigger at every insert
+/// (so it holds every line stored), to version 2: the insert trigger goes,
+/// and the index is marked as holding everything up to the last line.
+const UPGRADE_FROM_1: &str = "
+DROP TRIGGER lines_indexed;
+DROP TRIGGER lines_unindexed;
+ALTER TABLE state ADD COLUMN indexed_seq INTEGER;
+UPDATE state SET indexed_seq = last_seq;
 ";
 
 /// Opens (and with `options.create`, makes) the store in `dir`: see
@@ -91,9 +129,20 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<(Connection, PathBuf
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version == 0 {
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN IMMEDIATE; {SCHEMA} {UNINDEX_TRIGGER} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))
         .with_context(|| format!("cannot make a new history store in {}", path.display()))?;
+    } else if version == 1 {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {UPGRADE_FROM_1} {UNINDEX_TRIGGER} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .with_context(|| {
+            format!("cannot upgrade the history store {} from version 1", path.display())
+        })?;
+        tracing::info!(
+            path = %path.display(),
+            "upgraded the history store from schema version 1 to {SCHEMA_VERSION}"
+        );
     }
     configure(&conn, options)
         .with_context(|| format!("cannot set up the history store {}", path.display()))?;
@@ -141,6 +190,10 @@ fn configure(conn: &Connection, options: &Options) -> Result<()> {
     // Deleted lines are overwritten with zeros, not merely unlinked.
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // A search indexes the lines the full-text index does not hold yet in
+    // a temporary table of its own: in memory, never in a file.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.execute_batch(TAIL_SCHEMA)?;
     if let Some(max_bytes) = options.max_bytes {
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
         let pages = max_bytes / u64::try_from(page_size.max(1))?;

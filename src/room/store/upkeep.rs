@@ -35,12 +35,14 @@ pub struct Upkeep {
 
 impl Upkeep {
     /// The first expiry is one interval away: the server expires the
-    /// store once when it starts.
+    /// store once when it starts. The index is due at once: lines stored
+    /// and not indexed before a crash are indexed first.
     pub fn new(retain: Option<Duration>) -> Self {
+        let now = Instant::now();
         Upkeep {
             retain,
-            next_expiry: Instant::now() + EXPIRY_INTERVAL,
-            index_due: None,
+            next_expiry: now + EXPIRY_INTERVAL,
+            index_due: Some(now),
             index_failing: false,
         }
     }
@@ -65,13 +67,19 @@ impl Upkeep {
 
     /// Does whatever is due: the expiry, the index of a quiet room.
     pub fn run_due(&mut self, store: &mut Store) {
-        let now = Instant::now();
+        self.run_due_at(store, Instant::now());
+    }
+
+    /// [`Upkeep::run_due`] as if it were `now`.
+    pub(super) fn run_due_at(&mut self, store: &mut Store, now: Instant) {
         if self.retain.is_some() && now >= self.next_expiry {
+            self.next_expiry = now + EXPIRY_INTERVAL;
             self.expire(store);
         }
         if self.index_due.is_some_and(|due| now >= due) {
-            self.index_due = None;
-            self.index(store, 1);
+            // A long tail is indexed a part at a time, between commits.
+            let covered = self.index(store, 1);
+            self.index_due = (covered > 0).then_some(now);
         }
     }
 
@@ -104,8 +112,7 @@ impl Upkeep {
     }
 
     /// Deletes the lines older than the retention.
-    fn expire(&mut self, store: &mut Store) {
-        self.next_expiry = Instant::now() + EXPIRY_INTERVAL;
+    fn expire(&self, store: &mut Store) {
         let Some(retain) = self.retain else {
             return;
         };

@@ -320,4 +320,3 @@ fn a_store_of_the_first_version_is_upgraded_and_keeps_every_line() {
     drop(store);
     Store::open(&dir, Options::default()).expect("opens again as it is");
 }
-

@@ -243,3 +243,71 @@ fn expired_lines_are_gone_from_answers_and_from_the_files() {
     assert_eq!(stats.oldest, Some(at(100)));
     assert_eq!(stats.newest, Some(at(100)));
 }
+
+/// Sequence numbers the full-text index covers.
+fn indexed(store: &Store) -> Option<i64> {
+    store
+        .conn
+        .query_row("SELECT indexed_seq FROM state", [], |r| r.get(0))
+        .expect("state")
+}
+
+#[test]
+fn a_writer_indexes_a_thousand_lines_at_once_and_a_crash_tail_at_start() {
+    let (_root, _dir, mut store) = new_store();
+    let flood = |from: u64, to: u64| -> Vec<Entry> {
+        (from..to)
+            .map(|seq| entry(seq, 0, Kind::Message, "bob", &format!("w{seq}")))
+            .collect()
+    };
+    // What a crashed server left: stored, never indexed. A writer's
+    // upkeep indexes it first thing.
+    store.append(&flood(1, 11)).expect("append");
+    let mut upkeep = Upkeep::new(None);
+    assert_eq!(indexed(&store), None);
+    upkeep.run_due(&mut store);
+    assert_eq!(indexed(&store), Some(10));
+    // Fewer than a thousand waiting after a commit: not yet.
+    store.append(&flood(11, 1000)).expect("append");
+    upkeep.committed(&mut store);
+    assert_eq!(indexed(&store), Some(10));
+    // A thousand: at once.
+    store.append(&flood(1000, 1011)).expect("append");
+    upkeep.committed(&mut store);
+    assert_eq!(indexed(&store), Some(1010));
+    // The rest when the writer ends.
+    store.append(&flood(1011, 1020)).expect("append");
+    upkeep.committed(&mut store);
+    upkeep.finish(&mut store);
+    assert_eq!(indexed(&store), Some(1019));
+    assert_index_sound(&store);
+}
+
+#[test]
+fn a_writer_expires_old_lines_every_minute_while_it_runs() {
+    let (_root, _dir, mut store) = new_store();
+    let mut upkeep = Upkeep::new(Some(std::time::Duration::from_secs(3600)));
+    let start = std::time::Instant::now();
+    let now = OffsetDateTime::now_utc();
+    let said = |seq: u64, ago: i64, text: &str| Entry {
+        seq,
+        time: now - time::Duration::seconds(ago),
+        kind: Kind::Message,
+        nick: "bob".to_owned(),
+        text: text.to_owned(),
+    };
+    store
+        .append(&[said(1, 7200, "twohoursago"), said(2, 60, "aminuteago")])
+        .expect("append");
+    upkeep.run_due_at(&mut store, start + upkeep::EXPIRY_INTERVAL / 2);
+    assert_eq!(store.stats().expect("stats").lines, 2, "not a minute yet");
+    upkeep.run_due_at(&mut store, start + upkeep::EXPIRY_INTERVAL);
+    assert_eq!(seqs(&store.recent(None, 10).expect("recent")), [2]);
+    assert!(store.search("twohoursago", 20).expect("search").is_empty());
+    store.append(&[said(3, 7200, "latecomer")]).expect("append");
+    upkeep.run_due_at(&mut store, start + upkeep::EXPIRY_INTERVAL * 3 / 2);
+    assert_eq!(store.stats().expect("stats").lines, 2, "the next minute");
+    upkeep.run_due_at(&mut store, start + upkeep::EXPIRY_INTERVAL * 2);
+    assert_eq!(seqs(&store.recent(None, 10).expect("recent")), [2]);
+    assert_index_sound(&store);
+}

@@ -8,7 +8,7 @@
 //! seconds, say, would overflow the first time it is added to the time of
 //! day.
 
-use crate::room::{backlog, cluster};
+use crate::room::{Announce, backlog, cluster};
 use crate::server::admission;
 use crate::server::rate::RateLimit;
 use clap::Command;
@@ -45,6 +45,8 @@ pub const BURST: RangeInclusive<u32> = 1..=10_000_000;
 pub const HISTORY: RangeInclusive<i64> = 0..=1000;
 /// `--retain`, seconds: a second to ten years (or `forever`).
 pub const RETAIN: RangeInclusive<u64> = 1..=3650 * 86_400;
+/// `--announce-up-to`, participants (or `all`).
+pub const ANNOUNCE_UP_TO: RangeInclusive<usize> = 0..=10_000_000;
 /// `--retain` when not given.
 pub const DEFAULT_RETAIN: &str = "30d";
 
@@ -83,6 +85,7 @@ pub fn ranges_in_help(serve: Command) -> Command {
         ("idle_timeout", idle),
         ("backlog", backlog),
         ("history", format!("at most {}", HISTORY.end())),
+        ("announce_up_to", from_to(&ANNOUNCE_UP_TO)),
         ("node_timeout", node_timeout),
     ];
     ranges.into_iter().fold(serve, |serve, (id, range)| {
@@ -197,6 +200,16 @@ pub fn retain(s: &str) -> Result<OrOff<Duration>, String> {
             RETAIN.end() / 86_400
         )),
     }
+}
+
+/// `all`, or a whole number of participants within [`ANNOUNCE_UP_TO`].
+pub fn announce_up_to(s: &str) -> Result<Announce, String> {
+    if s.trim() == "all" {
+        return Ok(Announce::All);
+    }
+    whole(s, &ANNOUNCE_UP_TO)
+        .map(Announce::UpTo)
+        .map_err(|e| format!("expected `all` or a number: {e}"))
 }
 
 /// `off` (`None`), `RATE` or `RATE/BURST`, each within its range.

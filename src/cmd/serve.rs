@@ -2,10 +2,10 @@
 //! server run with them until SIGINT or SIGTERM.
 
 use super::bounds;
-use crate::protocol::{DEFAULT_MAX_LINE, DEFAULT_PORT};
+use crate::protocol::{self, DEFAULT_MAX_LINE, DEFAULT_PORT};
 use crate::room::cluster::{self, ClusterOptions, ClusterRoom, StoreOptions};
 use crate::room::store::{Fsync, Options, Store};
-use crate::room::{LocalRoom, backlog};
+use crate::room::{Announce, LocalRoom, backlog};
 use crate::server::admission;
 use crate::server::per_address;
 use crate::server::rate::{self, RateLimit};
@@ -28,6 +28,8 @@ use time::OffsetDateTime;
 static DEFAULT_HANDSHAKE_TIMEOUT: LazyLock<String> =
     LazyLock::new(|| session::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64().to_string());
 static DEFAULT_RATE: LazyLock<String> = LazyLock::new(|| rate::DEFAULT_RATE.to_string());
+static DEFAULT_ANNOUNCE_UP_TO: LazyLock<String> =
+    LazyLock::new(|| protocol::DEFAULT_ANNOUNCE_UP_TO.to_string());
 static DEFAULT_BACKLOG: LazyLock<String> = LazyLock::new(|| size_text(backlog::DEFAULT_BYTES));
 static DEFAULT_EXEMPT: LazyLock<Vec<String>> = LazyLock::new(|| {
     let exempt = per_address::default_exempt();
@@ -122,6 +124,12 @@ pub struct ServeArgs {
     /// 50 with --data, 0 without.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(bounds::HISTORY))]
     history: Option<u16>,
+    /// Tell everybody of joins and leaves only in rooms of at most N
+    /// participants (in a cluster, the whole room's); in a bigger room only
+    /// the newcomer sees its `joined!`, with a line saying so. `all`:
+    /// announce them at any size.
+    #[arg(long, default_value = DEFAULT_ANNOUNCE_UP_TO.as_str(), value_name = "N|all", value_parser = bounds::announce_up_to)]
+    announce_up_to: Announce,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -214,6 +222,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             Some(store) => {
                 let room = LocalRoom::new(settings.max_participants, settings.backlog)
                     .with_history(settings.history_lines)
+                    .with_announce(settings.announce)
                     .with_store(store, args.data.retain)?;
                 (Some(Arc::new(room)), None)
             }
@@ -293,6 +302,7 @@ impl ServeArgs {
                 },
                 usize::from,
             ),
+            announce: self.announce_up_to,
             shutdown_grace: DEFAULT_GRACE,
             access,
         })
@@ -350,6 +360,7 @@ impl ClusterArgs {
             backlog: settings.backlog,
             history: settings.history_lines,
             max_line: settings.limits.max_line,
+            announce: settings.announce,
             node_timeout: self.node_timeout.unwrap_or(cluster::DEFAULT_NODE_TIMEOUT),
         })
     }

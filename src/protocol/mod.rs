@@ -21,7 +21,10 @@
 //!   `aIice` is taken while `alice` is here. `NICK` and names starting with
 //!   `server` or `error` are reserved, on the skeleton too.
 //! * Joining: everyone (the newcomer included) receives `<nick> joined!`,
-//!   then the newcomer receives `Connected to server!`.
+//!   then the newcomer receives `Connected to server!`. In a room of more
+//!   than `serve --announce-up-to` participants (1,000 by default) only the
+//!   newcomer receives its `joined!`, and after `Connected to server!` the
+//!   line of [`quiet_room_line`]; the others are not told, nor of leaves.
 //! * Chat: every further non-empty line is a message; everyone (the sender
 //!   included) receives `<nick>: <text>`, in one global order. The server
 //!   writes the nickname itself, so nobody can speak as somebody else.
@@ -77,6 +80,18 @@ pub const ALPN_CHAT: &[u8] = b"chat/1";
 
 /// Default port, the lab's.
 pub const DEFAULT_PORT: u16 = 55555;
+
+/// Rooms of up to this many participants tell everybody of joins and
+/// leaves (`serve --announce-up-to`).
+pub const DEFAULT_ANNOUNCE_UP_TO: usize = 1000;
+
+/// What a newcomer to a room of `here` participants, over `up_to`, is told
+/// after `Connected to server!`: that joins and leaves are not announced.
+pub fn quiet_room_line(here: usize, up_to: usize) -> Bytes {
+    Bytes::from(format!(
+        "[room] {here} here; joins and leaves are not announced in rooms over {up_to}\n"
+    ))
+}
 
 /// Default longest line, in bytes, without its terminator.
 pub const DEFAULT_MAX_LINE: usize = 4096;

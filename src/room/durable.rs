@@ -49,7 +49,8 @@ pub(super) struct Queue {
 /// A line waiting to be committed.
 #[derive(Debug)]
 pub(super) struct Pending {
-    /// `None` for nothing to deliver (see [`Waiter::Release`]).
+    /// `None` for nothing to deliver: a join or leave not announced, or
+    /// the release of a mailbox (see [`Waiter::Release`]).
     pub(super) line: Option<Numbered>,
     /// What is stored; `None` for a line that is delivered only (the
     /// server's farewell).
@@ -86,18 +87,19 @@ pub(super) struct Reading {
 }
 
 impl Queue {
-    /// Queues `line`, stored as `entry` made with its sequence, and
+    /// Queues `line` (`None`: stored, shown to nobody, as a join or leave
+    /// not announced), stored as `entry` made with its sequence, and
     /// returns that sequence.
     pub(super) fn push(
         &mut self,
-        line: Bytes,
+        line: Option<Bytes>,
         entry: impl FnOnce(u64, OffsetDateTime) -> Entry,
         waiter: Waiter,
     ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.push(Pending {
-            line: Some(Numbered { seq, bytes: line }),
+            line: line.map(|bytes| Numbered { seq, bytes }),
             entry: Some(entry(seq, OffsetDateTime::now_utc())),
             waiter,
         });

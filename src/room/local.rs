@@ -20,8 +20,8 @@ use super::mailbox::{Inbox, Mailbox, mailbox};
 use super::recall::{self, Asked};
 use super::store::{Entry, Kind, Store};
 use super::{
-    Departure, JoinError, Question, Room, Said, Subscriber, WhisperError, address_private_line,
-    admit,
+    Announce, Departure, JoinError, Question, Room, Said, Subscriber, WhisperError,
+    address_private_line, admit,
 };
 use crate::protocol;
 use crate::sync::lock;
@@ -58,6 +58,8 @@ pub(super) struct State {
     /// The last public lines, for newcomers (`--history`), without a store.
     history: History,
     history_lines: usize,
+    /// Up to which size joins and leaves are announced.
+    announce: Announce,
     /// The ring everybody reads.
     pub(super) lines: Backlog<Numbered>,
     /// Lines waiting for the store's writer, with `--data`.
@@ -83,6 +85,7 @@ impl LocalRoom {
                     members: Directory::default(),
                     history: History::new(0),
                     history_lines: 0,
+                    announce: Announce::default(),
                     lines: Backlog::new(backlog_bytes.max(backlog::MIN_BYTES)),
                     durable: None,
                     shown: HashMap::new(),
@@ -102,6 +105,13 @@ impl LocalRoom {
         state.history = History::new(lines);
         state.history_lines = lines;
         drop(state);
+        self
+    }
+
+    /// Announces joins and leaves as `announce` says (by default, in rooms
+    /// of up to [`protocol::DEFAULT_ANNOUNCE_UP_TO`]).
+    pub fn with_announce(self, announce: Announce) -> Self {
+        self.state().announce = announce;
         self
     }
 
@@ -156,7 +166,7 @@ impl LocalRoom {
             return;
         };
         queue.push(
-            line,
+            Some(line),
             |seq, time| entry(seq, time, kind, nick, text),
             waiter(),
         );
@@ -241,9 +251,20 @@ impl Drop for Unfinished<'_> {
 enum Entered {
     /// Without a store: joined.
     Joined(LocalSubscription),
-    /// With one: its ring reader, inbox, `joined!` sequence, and word from
-    /// the writer once that line is committed.
-    Queued(Box<(Reader<Numbered>, Inbox, u64, oneshot::Receiver<bool>)>),
+    /// With one: waiting for its `joined!` line's commit.
+    Queued(Box<Queued>),
+}
+
+/// A join waiting for the store.
+struct Queued {
+    reader: Reader<Numbered>,
+    inbox: Inbox,
+    /// The sequence of its `joined!` line.
+    start: u64,
+    /// Word from the writer once that line is committed.
+    committed: oneshot::Receiver<bool>,
+    /// Not announced: its `joined!` line and the notice, for it alone.
+    unannounced: Option<[Bytes; 2]>,
 }
 
 impl LocalRoom {
@@ -263,25 +284,37 @@ impl LocalRoom {
         state.members.insert(key.clone(), nick.to_owned(), mailbox);
         let reader = state.lines.subscribe();
         let line = protocol::joined_line(nick);
+        let unannounced = state
+            .announce
+            .quiet(here + 1)
+            .map(|notice| [line.clone(), notice]);
         let Some(queue) = state.durable.as_mut() else {
-            state.lines.push(Numbered {
-                seq: 0,
-                bytes: line,
-            });
             let history = state.history.snapshot();
-            return Ok(Entered::Joined(Subscriber::new(reader, inbox, 0, history)));
+            let Some(own) = unannounced else {
+                state.lines.push(Numbered {
+                    seq: 0,
+                    bytes: line,
+                });
+                return Ok(Entered::Joined(Subscriber::new(reader, inbox, 0, history)));
+            };
+            let lines = own.into_iter().chain(history.iter().cloned()).collect();
+            return Ok(Entered::Joined(Subscriber::unannounced(
+                reader, inbox, 0, lines,
+            )));
         };
         let (committed, is_committed) = oneshot::channel();
         let make = |seq, time| entry(seq, time, Kind::Join, nick, "");
-        let start = queue.push(line, make, Waiter::Join(key, committed));
+        let shown = unannounced.is_none().then_some(line);
+        let start = queue.push(shown, make, Waiter::Join(key, committed));
         drop(state);
         self.shared.wake.notify_one();
-        Ok(Entered::Queued(Box::new((
+        Ok(Entered::Queued(Box::new(Queued {
             reader,
             inbox,
             start,
-            is_committed,
-        ))))
+            committed: is_committed,
+            unannounced,
+        })))
     }
 }
 
@@ -289,7 +322,13 @@ impl Room for LocalRoom {
     type Subscription = LocalSubscription;
 
     async fn join(&self, nick: &str) -> Result<LocalSubscription, JoinError> {
-        let (reader, inbox, start, is_committed) = match self.enter(nick)? {
+        let Queued {
+            reader,
+            inbox,
+            start,
+            committed: is_committed,
+            unannounced,
+        } = match self.enter(nick)? {
             Entered::Joined(subscription) => return Ok(subscription),
             Entered::Queued(queued) => *queued,
         };
@@ -309,7 +348,13 @@ impl Room for LocalRoom {
         let (history, oldest) = self.stored_history(start).await;
         self.state().shown.insert(protocol::nick_key(nick), oldest);
         unfinished.nick = None;
-        Ok(Subscriber::new(reader, inbox, start, history))
+        Ok(match unannounced {
+            None => Subscriber::new(reader, inbox, start, history),
+            Some(own) => {
+                let lines = own.into_iter().chain(history.iter().cloned()).collect();
+                Subscriber::unannounced(reader, inbox, start, lines)
+            }
+        })
     }
 
     fn say(&self, nick: &str, said: Said<'_>) {
@@ -328,16 +373,18 @@ impl Room for LocalRoom {
         let key = protocol::nick_key(nick);
         let mut state = self.state();
         state.shown.remove(&key);
+        let size = state.members.len();
         let Some(member) = state.members.remove(&key) else {
             return;
         };
+        let announced = state.announce.quiet(size).is_none();
         let text = match how {
             Departure::Left => "",
             Departure::Quit(reason) => reason,
         };
         let closed = state.closed;
         let Some(queue) = state.durable.as_mut() else {
-            if !closed {
+            if !closed && announced {
                 let line = how.line(nick);
                 state.lines.push(Numbered {
                     seq: 0,
@@ -357,7 +404,7 @@ impl Room for LocalRoom {
             });
         } else {
             let make = |seq, time| entry(seq, time, Kind::Leave, nick, text);
-            queue.push(how.line(nick), make, release);
+            queue.push(announced.then(|| how.line(nick)), make, release);
         }
         drop(state);
         self.shared.wake.notify_one();

@@ -134,6 +134,10 @@ pub trait Room: Send + Sync + 'static {
     /// Asynchronous because a shared room has to ask its peers whether a
     /// nickname is free; the other operations only hand a line on, and a
     /// shared room can queue it.
+    ///
+    /// In a room too big for its [`Announce`] setting, only the newcomer
+    /// gets its `joined!` line, then the notice [`Announce::quiet`] gives
+    /// (before its history), and nobody is told when it leaves.
     fn join(
         &self,
         nick: &str,
@@ -219,6 +223,35 @@ impl Said<'_> {
         match self {
             Said::Message(text) => protocol::chat_line(nick, text),
             Said::Action(text) => protocol::action_line(nick, text),
+        }
+    }
+}
+
+/// Up to which size a room tells everybody of joins and leaves (`serve
+/// --announce-up-to`): past it, filling a room of N would cost N²/2
+/// deliveries of `joined!` lines, and a reconnect storm as many again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// Every join and leave, at any size.
+    All,
+    /// Only in rooms of at most this many participants.
+    UpTo(usize),
+}
+
+impl Default for Announce {
+    fn default() -> Self {
+        Announce::UpTo(protocol::DEFAULT_ANNOUNCE_UP_TO)
+    }
+}
+
+impl Announce {
+    /// Whether the join or leave of one of `size` participants (counting
+    /// the one who joins or leaves) is told to everybody; if not, what the
+    /// one who joins is told instead.
+    pub fn quiet(self, size: usize) -> Option<Bytes> {
+        match self {
+            Announce::UpTo(up_to) if size > up_to => Some(protocol::quiet_room_line(size, up_to)),
+            _ => None,
         }
     }
 }

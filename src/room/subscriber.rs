@@ -67,7 +67,6 @@ struct Pending {
 }
 
 impl<L: Line> Subscriber<L> {
-    /// Reads `ring` from sequence `start` on (0: all of it), and `inbox`.
     /// Reads `ring` from sequence `start` on (0: all of it), and `inbox`;
     /// `history` (marked lines) comes right after the first line.
     pub fn new(ring: backlog::Reader<L>, inbox: Inbox, start: u64, history: Arc<[Bytes]>) -> Self {
@@ -87,6 +86,21 @@ impl<L: Line> Subscriber<L> {
             history,
             greeted: false,
         }
+    }
+
+    /// A newcomer not announced to the room (see
+    /// [`Announce`](super::Announce)): its own `joined!` line and what
+    /// follows it are `lines`, read first; the ring's lines from `start` on
+    /// come after them.
+    pub fn unannounced(
+        ring: backlog::Reader<L>,
+        inbox: Inbox,
+        start: u64,
+        lines: Arc<[Bytes]>,
+    ) -> Self {
+        let mut subscriber = Subscriber::new(ring, inbox, start, lines);
+        subscriber.greeted = true;
+        subscriber
     }
 
     /// The next history line, once the newcomer has read its `joined!`.

@@ -14,7 +14,7 @@
 use crate::connection::Connection;
 use crate::protocol;
 use crate::room::backlog;
-use crate::room::{LocalRoom, Room};
+use crate::room::{Announce, LocalRoom, Room};
 use crate::server::access::{self, Access, Entry};
 use crate::server::admission::{self, Admission, MAX_REFUSALS_IN_FLIGHT};
 use crate::server::log_limit::{self, LogLimit};
@@ -63,6 +63,8 @@ pub struct Settings {
     pub backlog: usize,
     /// How many recent public lines a newcomer receives (0: none).
     pub history_lines: usize,
+    /// Up to which size the room announces joins and leaves.
+    pub announce: Announce,
     /// How long shutdown waits for sessions to say goodbye.
     pub shutdown_grace: Duration,
     /// Who may join (client certificates, CRL, denied names); `None`:
@@ -84,6 +86,7 @@ impl Settings {
             exempt: per_address::default_exempt(),
             backlog: backlog::DEFAULT_BYTES,
             history_lines: 0,
+            announce: Announce::default(),
             shutdown_grace: shutdown::DEFAULT_GRACE,
             access: None,
         }
@@ -118,7 +121,8 @@ impl Server {
     pub async fn run(self, shutdown: impl Future) -> Result<()> {
         let room = Arc::new(
             LocalRoom::new(self.settings.max_participants, self.settings.backlog)
-                .with_history(self.settings.history_lines),
+                .with_history(self.settings.history_lines)
+                .with_announce(self.settings.announce),
         );
         self.run_with(room, shutdown).await
     }

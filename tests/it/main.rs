@@ -14,6 +14,7 @@ mod admission;
 mod adversarial;
 mod backlog;
 mod bench;
+mod big_rooms;
 mod capture;
 mod cert_tooling;
 mod chat;

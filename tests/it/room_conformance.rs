@@ -12,8 +12,8 @@ use chatroom::room::cluster::{ClusterOptions, ClusterRoom};
 use chatroom::room::mailbox::MAILBOX_LINES;
 use chatroom::room::store::{Options, Store};
 use chatroom::room::{
-    Departure, JoinError, LocalRoom, LocalSubscription, RecvError, Room, Said, Subscription,
-    WhisperError,
+    Announce, Departure, JoinError, LocalRoom, LocalSubscription, RecvError, Room, Said,
+    Subscription, WhisperError,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +26,7 @@ struct Spec {
     max_members: usize,
     backlog: usize,
     history: usize,
+    announce: Announce,
 }
 
 impl Default for Spec {
@@ -34,6 +35,7 @@ impl Default for Spec {
             max_members: 100,
             backlog: 1 << 20,
             history: 0,
+            announce: Announce::All,
         }
     }
 }
@@ -55,7 +57,9 @@ struct Local;
 impl Rooms for Local {
     type R = LocalRoom;
     async fn room(&self, spec: Spec) -> LocalRoom {
-        LocalRoom::new(spec.max_members, spec.backlog).with_history(spec.history)
+        LocalRoom::new(spec.max_members, spec.backlog)
+            .with_history(spec.history)
+            .with_announce(spec.announce)
     }
 }
 
@@ -86,6 +90,7 @@ impl Rooms for Durable {
             Store::open(&self.root.path().join(format!("room{n}")), options).expect("store");
         let room = LocalRoom::new(spec.max_members, spec.backlog)
             .with_history(spec.history)
+            .with_announce(spec.announce)
             .with_store(store, None)
             .expect("the room takes its store");
         Told(room)
@@ -187,6 +192,7 @@ impl Rooms for Cluster {
             max_members: spec.max_members,
             backlog: spec.backlog,
             history: spec.history,
+            announce: spec.announce,
             ..ClusterOptions::new(self.nats.url(), format!("room{n}"), format!("node{n}"))
         })
         .await
@@ -517,6 +523,55 @@ async fn members_lists_the_first_names_alphabetically_with_the_count<R: Room>(
     );
 }
 
+async fn joins_and_leaves_past_the_announced_size_are_told_to_nobody<R: Room>(
+    rooms: impl Rooms<R = R>,
+) {
+    let room = rooms
+        .room(Spec {
+            announce: Announce::UpTo(3),
+            ..Spec::default()
+        })
+        .await;
+    let here = |n: usize| {
+        let room = &room;
+        eventually("the room's size", rooms.changes(room), move || {
+            room.members(10).0 == n
+        })
+    };
+    let mut a = joins(&room, "a").await;
+    let mut b = joins(&room, "b").await;
+    let _c = joins(&room, "c").await;
+    // The size is the whole room's: the newcomer is counted against all
+    // three.
+    here(3).await;
+    let mut d = room.join("d").await.expect("joins");
+    assert_eq!(
+        lines(&mut d, 2).await,
+        [
+            "d joined!\n",
+            "[room] 4 here; joins and leaves are not announced in rooms over 3\n"
+        ]
+    );
+    here(4).await;
+    room.publish("a", "hello");
+    assert_eq!(
+        lines(&mut a, 3).await,
+        ["b joined!\n", "c joined!\n", "a: hello\n"]
+    );
+    assert_eq!(next(&mut d).await, "a: hello\n");
+    // Leaving a room of four is not announced; leaving one of three is.
+    room.leave("d");
+    here(3).await;
+    room.quit("c", "lunch");
+    room.publish("a", "bye");
+    let expected = ["c left! (lunch)\n", "a: bye\n"];
+    assert_eq!(lines(&mut a, 2).await, expected);
+    assert_eq!(
+        lines(&mut b, 4).await,
+        ["c joined!\n", "a: hello\n", "c left! (lunch)\n", "a: bye\n"]
+    );
+}
+
 /// Runs each case once per room.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -559,4 +614,5 @@ conformance!(
     a_newcomer_gets_the_last_public_lines_marked,
     a_subscriber_that_falls_behind_is_told,
     members_lists_the_first_names_alphabetically_with_the_count,
+    joins_and_leaves_past_the_announced_size_are_told_to_nobody,
 );

@@ -33,7 +33,7 @@ async fn serve_with(args: &[&str]) -> (bool, String) {
 
 #[tokio::test]
 async fn settings_out_of_range_are_refused_at_start_with_their_range() {
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--handshake-timeout", "1e19"], "0.1 to 3600"),
         (&["--handshake-timeout", "0"], "0.1 to 3600"),
         (&["--rate-limit", "1e-300"], "0.01 to 1000000"),
@@ -42,6 +42,8 @@ async fn settings_out_of_range_are_refused_at_start_with_their_range() {
         (&["--max-participants", "0"], "1 to 1000000"),
         (&["--backlog", "0"], "must be at least"),
         (&["--joins-per-minute", "0"], "1 to 100000"),
+        (&["--announce-up-to", "some"], "expected `all` or a number"),
+        (&["--announce-up-to", "10000001"], "0 to 10000000"),
         (&["--exempt", "bogus"], "a network like 10.0.0.0/8, or none"),
         (
             &["--exempt", "none", "--exempt", "10.0.0.0/8"],
@@ -73,6 +75,8 @@ async fn serve_help_names_each_range() {
         "RATE 0.01 to 1000000",
         "at most 2592000",
         "at least 64 KiB",
+        "N|all",
+        "0 to 10000000",
     ] {
         assert!(help.contains(range), "--help lacks {range:?}: {help}");
     }

@@ -9,6 +9,7 @@ use super::private::deliver_private;
 use super::publish::{MAX_IN_FLIGHT, OUTGOING_QUEUE, publish_queue};
 use super::recording::{Recording, StoreOptions};
 use super::{ClusterRoom, REQUEST_TIMEOUT, Shared, State};
+use crate::room::Announce;
 use crate::room::backlog::{self, Backlog};
 use crate::room::directory::Directory;
 use crate::sync::lock;
@@ -55,6 +56,9 @@ pub struct ClusterOptions {
     /// The longest text a participant's line may carry (`--max-line`): a
     /// record read from NATS with a longer one is dropped.
     pub max_line: usize,
+    /// Up to which size of the whole room (every node's participants)
+    /// joins and leaves are announced.
+    pub announce: Announce,
     /// How long a node's liveness entry lives without a refresh: a node
     /// silent this long is taken for dead, and its participants announced
     /// as left. The room's setting: the node that makes the room's buckets
@@ -77,6 +81,7 @@ impl ClusterOptions {
             backlog: backlog::DEFAULT_BYTES,
             history: 0,
             max_line: crate::protocol::DEFAULT_MAX_LINE,
+            announce: Announce::default(),
             node_timeout: DEFAULT_NODE_TIMEOUT,
         }
     }
@@ -340,6 +345,7 @@ impl ClusterRoom {
             waiting: AtomicUsize::new(0),
             max_members: opts.max_members,
             max_line: opts.max_line,
+            announce: opts.announce,
             rejected: Mutex::default(),
             recording,
             known: AtomicU64::new(last),

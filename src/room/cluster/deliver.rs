@@ -138,7 +138,7 @@ impl Shared {
         if let Some(recording) = &self.recording {
             recording.keep(seq, info.published, &record).await;
         }
-        if seq <= read.live_from {
+        if seq <= read.live_from || !record.is_shown() {
             return true;
         }
         // Formatted here, into a line of its own (which keeps nothing of

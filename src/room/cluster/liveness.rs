@@ -192,7 +192,11 @@ async fn take_over(shared: &Arc<Shared>) {
             };
             !is_alive
         };
-        let left = Record::departure(&holder.nick, Departure::Left).encode();
+        let quiet = shared
+            .announce
+            .quiet(lock(&shared.directory).len())
+            .is_some();
+        let left = Record::departure(&holder.nick, Departure::Left, quiet).encode();
         if orphan
             && shared
                 .release_nickname(&key, &holder.nick, revision, left)

@@ -159,6 +159,8 @@ struct Shared {
     /// this node: at most `OUTGOING_QUEUE`.
     waiting: AtomicUsize,
     max_members: usize,
+    /// Up to which size of the whole room joins and leaves are announced.
+    announce: super::Announce,
     /// The highest sequence of the room's stream this node knows to be
     /// stored (read from the stream, or acknowledged to it): what a private
     /// line sent now must not overtake.
@@ -378,15 +380,16 @@ impl Room for ClusterRoom {
             state.lines.subscribe()
         };
         let id = format!("joined.{key}.{revision}");
+        // The whole room's size, as this node knows it, the newcomer
+        // included.
+        let size = {
+            let directory = lock(&shared.directory);
+            directory.len() + usize::from(!directory.contains(&key))
+        };
+        let unannounced = shared.announce.quiet(size);
+        let record = Record::joined(nick, unannounced.is_some());
         match shared
-            .publish_stored(
-                &Record::Join {
-                    nick: nick.to_owned(),
-                }
-                .encode(),
-                &id,
-                JOIN_RETRY_FOR,
-            )
+            .publish_stored(&record.encode(), &id, JOIN_RETRY_FOR)
             .await
         {
             Ok(start) => {
@@ -395,7 +398,14 @@ impl Room for ClusterRoom {
                     recording.shown(key, oldest);
                     history.push(protocol::retention_line(recording.retain));
                 }
-                Ok(Subscriber::new(ring, inbox, start, Arc::from(history)))
+                Ok(match unannounced {
+                    None => Subscriber::new(ring, inbox, start, Arc::from(history)),
+                    Some(notice) => {
+                        let own = [protocol::joined_line(nick), notice];
+                        let lines = own.into_iter().chain(history).collect();
+                        Subscriber::unannounced(ring, inbox, start, lines)
+                    }
+                })
             }
             Err(e) => {
                 tracing::warn!(%nick, "cannot announce the newcomer: {e}");
@@ -450,11 +460,16 @@ impl Room for ClusterRoom {
         let Some(revision) = member.revision else {
             return;
         };
+        let quiet = self
+            .shared
+            .announce
+            .quiet(lock(&self.shared.directory).len())
+            .is_some();
         let leave = Queued::Leave {
             key,
             nick: nick.to_owned(),
             revision,
-            payload: Record::departure(nick, how).encode(),
+            payload: Record::departure(nick, how, quiet).encode(),
         };
         if self.shared.queue.try_send(leave).is_err() {
             // The queue is full or gone: the scan for orphans releases the

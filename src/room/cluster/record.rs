@@ -25,14 +25,25 @@ pub(super) enum Record {
     Say { nick: String, text: String },
     /// `* <nick> <text>`.
     Act { nick: String, text: String },
-    /// `<nick> joined!`.
-    Join { nick: String },
-    /// `<nick> left!`, or `<nick> left! (<reason>)`.
+    /// `<nick> joined!`; `quiet`: not announced (the room was too big,
+    /// see [`Announce`](crate::room::Announce)), stored only.
+    Join {
+        nick: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        quiet: bool,
+    },
+    /// `<nick> left!`, or `<nick> left! (<reason>)`; `quiet` as for a join.
     Leave {
         nick: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        quiet: bool,
     },
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 /// A private line on its way to the node of its recipient.
@@ -75,14 +86,33 @@ impl Record {
         }
     }
 
-    pub(super) fn departure(nick: &str, how: Departure<'_>) -> Record {
+    /// A join; `quiet`: not announced.
+    pub(super) fn joined(nick: &str, quiet: bool) -> Record {
+        Record::Join {
+            nick: nick.to_owned(),
+            quiet,
+        }
+    }
+
+    /// A leave; `quiet`: not announced.
+    pub(super) fn departure(nick: &str, how: Departure<'_>, quiet: bool) -> Record {
         Record::Leave {
             nick: nick.to_owned(),
             reason: match how {
                 Departure::Left => None,
                 Departure::Quit(reason) => Some(reason.to_owned()),
             },
+            quiet,
         }
+    }
+
+    /// Whether the room's participants are shown it (a join or leave in a
+    /// room too big to announce them is stored only).
+    pub(super) fn is_shown(&self) -> bool {
+        !matches!(
+            self,
+            Record::Join { quiet: true, .. } | Record::Leave { quiet: true, .. }
+        )
     }
 
     /// The record as published.
@@ -96,8 +126,8 @@ impl Record {
         let record: Record = serde_json::from_slice(payload).map_err(malformed)?;
         let (nick, text) = match &record {
             Record::Say { nick, text } | Record::Act { nick, text } => (nick, Some(text)),
-            Record::Join { nick } => (nick, None),
-            Record::Leave { nick, reason } => (nick, reason.as_ref()),
+            Record::Join { nick, .. } => (nick, None),
+            Record::Leave { nick, reason, .. } => (nick, reason.as_ref()),
         };
         valid_nick(nick)?;
         if let Some(text) = text {
@@ -116,11 +146,14 @@ impl Record {
         match self {
             Record::Say { nick, text } => Said::Message(&protocol::sanitize(text)).line(nick),
             Record::Act { nick, text } => Said::Action(&protocol::sanitize(text)).line(nick),
-            Record::Join { nick } => protocol::joined_line(nick),
-            Record::Leave { nick, reason: None } => Departure::Left.line(nick),
+            Record::Join { nick, .. } => protocol::joined_line(nick),
+            Record::Leave {
+                nick, reason: None, ..
+            } => Departure::Left.line(nick),
             Record::Leave {
                 nick,
                 reason: Some(reason),
+                ..
             } => Departure::Quit(&protocol::sanitize(reason)).line(nick),
         }
     }
@@ -181,7 +214,7 @@ mod tests {
         let read = Record::decode(&said.encode(), 100).expect("valid");
         assert_eq!(read.line(), "alice: hi\n");
         assert!(read.is_public());
-        let quit = Record::departure("bob", Departure::Quit("lunch"));
+        let quit = Record::departure("bob", Departure::Quit("lunch"), false);
         assert_eq!(
             Record::decode(&quit.encode(), 100).expect("valid").line(),
             "bob left! (lunch)\n"

@@ -122,8 +122,8 @@ fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Entry {
     let (kind, nick, text) = match record {
         Record::Say { nick, text } => (Kind::Message, nick, text.as_str()),
         Record::Act { nick, text } => (Kind::Action, nick, text.as_str()),
-        Record::Join { nick } => (Kind::Join, nick, ""),
-        Record::Leave { nick, reason } => (Kind::Leave, nick, reason.as_deref().unwrap_or("")),
+        Record::Join { nick, .. } => (Kind::Join, nick, ""),
+        Record::Leave { nick, reason, .. } => (Kind::Leave, nick, reason.as_deref().unwrap_or("")),
     };
     Entry {
         seq,

@@ -7,13 +7,23 @@ use crate::harness::{NatsServer, WAIT};
 use bytes::Bytes;
 use chatroom::room::WhisperError;
 use chatroom::room::cluster::{ClusterOptions, ClusterRoom};
-use chatroom::room::{Room, Subscription};
+use chatroom::room::{Announce, Room, Subscription};
 
 async fn node(nats: &NatsServer, name: &str, history: usize) -> ClusterRoom {
+    node_announcing(nats, name, history, Announce::All).await
+}
+
+async fn node_announcing(
+    nats: &NatsServer,
+    name: &str,
+    history: usize,
+    announce: Announce,
+) -> ClusterRoom {
     ClusterRoom::connect(ClusterOptions {
         max_members: 100,
         backlog: chatroom::room::backlog::MIN_BYTES,
         history,
+        announce,
         ..ClusterOptions::new(nats.url(), "lab".into(), name.into())
     })
     .await
@@ -105,4 +115,39 @@ async fn a_newcomer_gets_the_last_public_lines_from_the_stream() {
     assert_eq!(next(&mut carol).await, "[history] alice: three\n");
     a.publish("alice", "four");
     assert_eq!(next(&mut carol).await, "alice: four\n");
+}
+
+#[tokio::test]
+async fn joins_past_the_announced_size_count_the_whole_room_across_nodes() {
+    let nats = NatsServer::start().await;
+    let quiet_over_2 = Announce::UpTo(2);
+    let (a, b) = tokio::join!(
+        node_announcing(&nats, "a", 0, quiet_over_2),
+        node_announcing(&nats, "b", 0, quiet_over_2)
+    );
+    let mut alice = a.join("Alice").await.expect("joins");
+    assert_eq!(next(&mut alice).await, "Alice joined!\n");
+    let mut bob = b.join("Bob").await.expect("joins");
+    assert_eq!(next(&mut bob).await, "Bob joined!\n");
+    assert_eq!(next(&mut alice).await, "Bob joined!\n");
+    members_become(&a, &["Alice", "Bob"]).await;
+    // Node a has one participant, the room two: Carol is the third.
+    let mut carol = a.join("Carol").await.expect("joins");
+    assert_eq!(next(&mut carol).await, "Carol joined!\n");
+    assert_eq!(
+        next(&mut carol).await,
+        "[room] 3 here; joins and leaves are not announced in rooms over 2\n"
+    );
+    members_become(&b, &["Alice", "Bob", "Carol"]).await;
+    a.publish("Alice", "hello");
+    // Neither node showed Carol's join to anyone else.
+    assert_eq!(next(&mut alice).await, "Alice: hello\n");
+    assert_eq!(next(&mut bob).await, "Alice: hello\n");
+    assert_eq!(next(&mut carol).await, "Alice: hello\n");
+    // Nor Bob's leave, from a room of three.
+    b.leave("Bob");
+    members_become(&a, &["Alice", "Carol"]).await;
+    a.publish("Alice", "who is here?");
+    assert_eq!(next(&mut alice).await, "Alice: who is here?\n");
+    assert_eq!(next(&mut carol).await, "Alice: who is here?\n");
 }

@@ -6,8 +6,8 @@
 //! missing record breaks the records' numbering, and each ends Alice's
 //! session with nobody reading anything that was not hers.
 
-use crate::harness::cli::{Running, fails};
-use crate::harness::{Client, TestServer, TlsClient, WAIT};
+use crate::harness::cli::{Running, certs_folder, connect_once, fails};
+use crate::harness::{Client, Serve, TestServer, TlsClient, WAIT};
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
@@ -202,5 +202,51 @@ async fn the_relay_refuses_any_address_but_loopback_with_the_reason() {
             stderr.contains("only listens on and connects to this machine"),
             "{stderr}"
         );
+    }
+}
+
+/// The Lab's certificate exercise: through the relay, a client
+/// certificate crosses in the clear in TLS 1.2 (the client's Certificate
+/// message, readable in any capture) and encrypted in TLS 1.3, where the
+/// relay sees nothing after the hellos but application data records.
+#[tokio::test]
+async fn a_client_certificate_crosses_in_the_clear_in_tls_1_2_not_in_1_3() {
+    let tmp = certs_folder(&["alice"]).await;
+    let dir = tmp.path();
+    let serve = Serve::start(dir, &["--client-ca", "certs/ca.pem"]).await;
+    for (version, in_clear) in [("1.2", true), ("1.3", false)] {
+        let mut relay = relay(serve.socket_addr());
+        let via = relay.addr().await.to_string();
+        let args = [
+            "--addr",
+            via.as_str(),
+            "--tls-version",
+            version,
+            "--cert",
+            "certs/clients/alice.pem",
+            "--key",
+            "certs/clients/alice-key.pem",
+        ];
+        let (status, _, stderr) = connect_once(dir, &args, "hello\n", &[]).await;
+        assert!(status.success(), "{stderr}");
+        let seen = relay.until("#1 closed").await;
+        let named = |from: &str, message: &str| {
+            seen.iter().any(|l| {
+                l.starts_with(&format!("#1 {from} > "))
+                    && l.contains("Handshake")
+                    && l.contains(message)
+            })
+        };
+        assert_eq!(
+            named("client", "(Certificate)"),
+            in_clear,
+            "{version}: {seen:?}"
+        );
+        assert_eq!(
+            named("server", "Certificate,"),
+            in_clear,
+            "{version}: {seen:?}"
+        );
+        assert!(named("client", "(ClientHello)"), "{seen:?}");
     }
 }

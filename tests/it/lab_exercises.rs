@@ -250,3 +250,45 @@ async fn a_client_certificate_crosses_in_the_clear_in_tls_1_2_not_in_1_3() {
         assert!(named("client", "(ClientHello)"), "{seen:?}");
     }
 }
+
+/// The answer key's relay table (docs/lab-answers.md): the lengths of
+/// Alice's records and of the server's records to her over TLS 1.3, for
+/// each line it lists, as the relay reports them.
+#[tokio::test]
+async fn the_answer_keys_relay_figures_match_a_run() {
+    let server = TestServer::start().await;
+    let mut relay = relay(server.addr());
+    let mut alice = Client::tls(relay.addr().await, server.client_tls.clone()).await;
+    alice.register("alice").await;
+    let rows = crate::harness::answer_key::rows("the_answer_keys_relay_figures_match_a_run");
+    for (i, row) in rows.iter().enumerate() {
+        let line = match row[0].as_str() {
+            "a line of 1000 x" => "x".repeat(1000),
+            said => said.to_owned(),
+        };
+        alice.send(&line).await;
+        alice.expect(&format!("alice: {line}")).await;
+        // The relay reports each record before passing it on, so its
+        // report of the line Alice just read is written; a command it
+        // does not know is answered after it, and marks the spot.
+        relay.command(&format!("mark-{i}")).await;
+        let seen = relay.until(&format!("\"mark-{i}\"")).await;
+        let length = |from: &str| -> String {
+            let line = seen
+                .iter()
+                .rev()
+                .find(|l| l.starts_with(&format!("#1 {from} > ")))
+                .unwrap_or_else(|| panic!("no record from the {from}: {seen:?}"));
+            line.rsplit(", ")
+                .next()
+                .expect("a length")
+                .trim_end_matches(" bytes")
+                .to_owned()
+        };
+        assert_eq!(
+            (length("client"), length("server")),
+            (row[1].clone(), row[2].clone()),
+            "{row:?}"
+        );
+    }
+}

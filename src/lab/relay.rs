@@ -138,7 +138,13 @@ impl Relay {
     pub async fn run(self) -> Result<()> {
         let mut next_id = 1;
         loop {
-            let (client, peer) = self.listener.accept().await.context("cannot accept")?;
+            let (client, peer) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                // One client gave up before it was accepted: not the
+                // listener's failure.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => return Err(e).context("cannot accept"),
+            };
             let (commands, queued) = mpsc::channel(QUEUED_COMMANDS);
             let id = next_id;
             next_id += 1;

@@ -12,6 +12,8 @@
 //!   measurements of a running server.
 //! * [`client`]: `chatroom connect`, the terminal client: its console
 //!   (keyboard and screen) and its display (time, marks, colours).
+//! * [`lab`]: `chatroom lab relay`, the classroom's man in the middle on
+//!   loopback addresses: it shows and tampers with what passes.
 //! * [`server`]: from an accepted socket to a participant: the listener
 //!   and its admission limits, who may join ([`server::access`]), rate and
 //!   per-address limits, shutdown, and [`server::session`], one
@@ -46,6 +48,7 @@ pub mod certs;
 pub mod client;
 pub mod cmd;
 pub mod connection;
+pub mod lab;
 pub mod protocol;
 pub mod room;
 pub mod server;

@@ -65,6 +65,51 @@ pub fn mode_of(path: &Path) -> Result<u32> {
     Ok(meta.permissions().mode() & 0o7777)
 }
 
+/// For each private key in `keys` that lies in a git work tree without
+/// being ignored, a warning that `git add .` would commit it. A student's
+/// `gen-certs --dir other` inside a clone of the repository makes a CA key
+/// that nothing else stops from being committed.
+///
+/// Asks git itself (`git check-ignore`), so every `.gitignore` and the
+/// user's own excludes count. Without git, or outside a work tree, there
+/// is nothing to say.
+pub fn unignored_in_git(keys: &[&Path]) -> Vec<String> {
+    keys.iter()
+        .filter(|key| is_unignored_in_git(key))
+        .map(|key| {
+            format!(
+                "warning: {} is in a git work tree and not ignored: `git add .` would commit \
+                 this private key; add its folder to .gitignore, or keep certificates outside \
+                 the repository",
+                key.display()
+            )
+        })
+        .collect()
+}
+
+fn is_unignored_in_git(key: &Path) -> bool {
+    let (Some(folder), Some(file)) = (key.parent(), key.file_name()) else {
+        return false;
+    };
+    let folder = if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder
+    };
+    let checked = std::process::Command::new("git")
+        .arg("-C")
+        .arg(folder)
+        .args(["check-ignore", "-q", "--"])
+        .arg(file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    // 0: ignored; 1: in a work tree and not ignored; anything else (128:
+    // not a work tree) or no git at all: nothing to warn about.
+    matches!(checked.map(|status| status.code()), Ok(Some(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,10 +8,12 @@
 //!
 //! The rest of the certificate tooling lives beside this module:
 //! [`issue`] (client and server certificates from the existing CA),
-//! [`revoke`] (the CRL), [`inspect`] (`certs inspect` and `certs list`) and
+//! [`revoke`] (the CRL), [`inspect`] (`certs inspect` and `certs list`),
+//! [`inspect_crl`] (`certs inspect crl.pem`) and
 //! [`keyfile`] (the checks every private key file passes before it is used).
 
 pub mod inspect;
+pub mod inspect_crl;
 pub mod issue;
 pub mod keyfile;
 pub mod lifecycle;

@@ -18,10 +18,16 @@ pub struct CertsArgs {
 enum CertsCommand {
     /// Print what a PEM certificate file says (every certificate in it):
     /// subject, issuer, serial, names, validity and days left, key, usages,
-    /// CA or not, SHA-256 fingerprint.
+    /// CA or not, SHA-256 fingerprint. For a CRL (crl.pem): issuer, this and
+    /// next update, the revoked serials, and whether its signature checks
+    /// against the CA.
     Inspect {
-        /// A PEM file with one or more certificates.
+        /// A PEM file with one or more certificates, or a CRL.
         file: PathBuf,
+        /// The CA to check a CRL's signature against. Default: ca.pem in
+        /// the CRL's folder, when there is one.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// One line per certificate in the folder (CA, server, clients, and
     /// those --force replaced): name, serial, expiry, days left, and valid,
@@ -57,7 +63,10 @@ enum CertsCommand {
 
 pub fn run(args: CertsArgs) -> Result<()> {
     match args.command {
-        CertsCommand::Inspect { file } => print(certs::inspect::inspect(&file)?),
+        CertsCommand::Inspect { file, ca } if certs::inspect_crl::holds_crl(&file)? => {
+            print(certs::inspect_crl::inspect_crl(&file, ca.as_deref())?)
+        }
+        CertsCommand::Inspect { file, .. } => print(certs::inspect::inspect(&file)?),
         CertsCommand::List { dir } => print(certs::inspect::list_table(&dir)?),
         CertsCommand::Revoke { name, serial, dir } => print(certs::revoke::revoke_certificate(
             &dir,

@@ -74,20 +74,36 @@ pub fn run(args: GenCertsArgs) -> Result<()> {
                 },
                 args.days,
             )?;
-            print(report)?;
+            print(&report)?;
+            warn_unignored(&[&report.ca_key, &report.server_key]);
         }
         Some(Issue::Client {
             name,
             dir,
             days,
             force,
-        }) => print(certs::issue::client(&dir, &name, days, force)?)?,
+        }) => {
+            let report = certs::issue::client(&dir, &name, days, force)?;
+            print(&report)?;
+            warn_unignored(&[&report.key]);
+        }
         Some(Issue::Server {
             dir,
             sans,
             days,
             force,
-        }) => print(certs::issue::server(&dir, &sans, days, force)?)?,
+        }) => {
+            let report = certs::issue::server(&dir, &sans, days, force)?;
+            print(&report)?;
+            warn_unignored(&[&report.key]);
+        }
     }
     Ok(())
+}
+
+/// Says on stderr which of the keys just written `git add .` would commit.
+fn warn_unignored(keys: &[&std::path::Path]) {
+    for warning in certs::keyfile::unignored_in_git(keys) {
+        eprintln!("{warning}");
+    }
 }

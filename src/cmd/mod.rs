@@ -8,6 +8,7 @@ mod certs;
 mod connect;
 mod gen_certs;
 mod history;
+mod lab;
 mod serve;
 
 use crate::bench::BenchArgs;
@@ -43,6 +44,8 @@ enum Command {
     Bench(BenchArgs),
     /// Export, search and count a room's lines stored on disk.
     History(history::HistoryArgs),
+    /// The classroom's attacker tools, on this machine only: `lab relay`.
+    Lab(lab::LabArgs),
 }
 
 /// Runs the command line; returns the process's exit code.
@@ -113,6 +116,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => block_on(crate::bench::run(args)),
         Command::History(args) => history::run(args),
+        Command::Lab(args) => block_on(lab::run(args)),
     }
 }
 

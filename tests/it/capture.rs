@@ -5,6 +5,9 @@
 //! the text is readable in plaintext, absent from the TLS capture, and
 //! back once the capture is decrypted with the key log.
 //!
+//! The answer key (docs/lab-answers.md) states these figures for the
+//! teacher; they are checked against the same run.
+//!
 //! Needs tshark; CI installs it. Elsewhere, without tshark, the test says so
 //! and passes, since the rest of the suite does not depend on it.
 
@@ -97,8 +100,9 @@ fn holds(field: &str, value: &str) -> bool {
     field.split(',').any(|v| v == value)
 }
 
-/// Checks one run's report against the files it wrote.
-fn check_run(report: &str, out: &Path, version: &str) {
+/// Checks one run's report against the files it wrote; returns the
+/// length of the records that carry `Alice: Hello everyone!`.
+fn check_run(report: &str, out: &Path, version: &str) -> String {
     let plain = out.join("plaintext.pcapng");
     let tls = out.join("tls.pcapng");
     let keys = out.join("tls-keys.log");
@@ -263,6 +267,72 @@ fn check_run(report: &str, out: &Path, version: &str) {
         );
         assert_eq!(part.matches("Charlie left!").count(), 2, "{report}");
     }
+    expected
+}
+
+/// The text after `label` on the report's line that holds it, up to the
+/// next comma or parenthesis (or the line's end, with `whole`).
+fn reported<'a>(report: &'a str, label: &str, whole: bool) -> &'a str {
+    let rest = report
+        .lines()
+        .find_map(|line| line.split_once(label).map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{report}"));
+    let end = if whole {
+        rest.len()
+    } else {
+        rest.find([',', '(']).unwrap_or(rest.len())
+    };
+    rest[..end].trim()
+}
+
+/// Every figure docs/lab-answers.md states about the capture report,
+/// against this run's `report` and the record length `hello` for each
+/// version (TLS 1.3, then 1.2).
+fn check_answer_key(runs: [(&str, &str); 2]) {
+    let quoted = format!("\"{TEXT}\"");
+    let rows = crate::harness::answer_key::rows(
+        "the_capture_report_matches_what_tshark_reads_in_its_files",
+    );
+    for row in &rows {
+        for (column, (report, hello)) in runs.iter().enumerate() {
+            let label = row[0].replace(&quoted, "Q");
+            let actual = match label.as_str() {
+                "plaintext: Q in raw TCP payloads" => reported(
+                    report,
+                    &format!("plaintext: {quoted} in raw TCP payloads:"),
+                    false,
+                ),
+                "plaintext: of which sent by the server" => {
+                    reported(report, "(sent by the server:", false).trim_end_matches(')')
+                }
+                "tls: Q in raw TCP payloads" => reported(
+                    report,
+                    &format!("tls: {quoted} in raw TCP payloads:"),
+                    false,
+                ),
+                "tls: handshakes" => reported(report, "tls: handshakes:", false),
+                "tls: version" => reported(report, "version:", false),
+                "tls: cipher suite" => reported(report, "cipher suite:", true),
+                "tls: TLS records" => reported(report, "tls: TLS records:", false),
+                "tls: Q after decrypting with tls-keys.log" => reported(
+                    report,
+                    &format!("tls: {quoted} after decrypting with tls-keys.log:"),
+                    false,
+                ),
+                "tls: server certificate readable in the capture" => {
+                    reported(report, "readable in the capture:", false)
+                }
+                "record carrying \"Alice: Hello everyone!\" (bytes)" => hello,
+                other => panic!("the answer key states {other:?}, which no test recomputes"),
+            };
+            let stated = &row[column + 1];
+            assert!(
+                crate::harness::answer_key::matches(stated, actual),
+                "answer key: {} is {stated}, this run: {actual}",
+                row[0]
+            );
+        }
+    }
 }
 
 #[test]
@@ -287,6 +357,8 @@ fn the_capture_report_matches_what_tshark_reads_in_its_files() {
             tls12_run.join().expect("1.2 run"),
         )
     });
-    check_run(&default_report, default_out.path(), "1.3");
-    check_run(&tls12_report, tls12_out.path(), "1.2");
+    let hello13 = check_run(&default_report, default_out.path(), "1.3");
+    let hello12 = check_run(&tls12_report, tls12_out.path(), "1.2");
+    // The teacher's answer key states the same figures.
+    check_answer_key([(&default_report, &hello13), (&tls12_report, &hello12)]);
 }

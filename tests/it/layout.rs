@@ -118,7 +118,7 @@ const LAYERS: [&[&str]; 6] = [
     &["connection", "tls", "certs"],
     &["room"],
     &["server"],
-    &["client", "bench"],
+    &["client", "bench", "lab"],
     &["cmd"],
 ];
 

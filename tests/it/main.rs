@@ -27,6 +27,7 @@ mod history_disk;
 mod history_store;
 mod key_files;
 mod lab_exercises;
+mod lab_handout;
 mod layout;
 mod lookalikes;
 mod mutual_tls_reload;

@@ -75,6 +75,75 @@ async fn a_crl_signed_by_another_key_is_refused_by_list_and_revoke() {
     assert_eq!(std::fs::read(&crl).expect("read"), forged);
 }
 
+/// `certs inspect crl.pem`, the Lab's way to read a CRL: the revoked
+/// serials, and whether the signature checks against the CA: the CA beside
+/// it by default, another CA given with `--ca`, and a forgery that bears
+/// the CA's name but another key's signature.
+#[tokio::test]
+async fn inspect_reads_a_crl_and_says_whether_the_ca_signed_it() {
+    let tmp = certs_folder(&["alice", "bob"]).await;
+    let dir = tmp.path();
+    let revoked = ok(dir, &["certs", "revoke", "bob"]).await;
+    let serial = revoked
+        .split("(serial ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the serial revoked");
+    let report = ok(dir, &["certs", "inspect", "certs/crl.pem"]).await;
+    assert!(
+        report.contains("issuer:       O=chatroom, CN=chatroom local CA"),
+        "{report}"
+    );
+    assert!(report.contains("this update:  20"), "{report}");
+    assert!(report.contains("next update:  20"), "{report}");
+    assert!(
+        report.contains("revoked:      1 certificate(s)"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("  serial {serial}  revoked 20")),
+        "{report}"
+    );
+    assert!(
+        report.contains("signature:    checks against the CA in certs/ca.pem"),
+        "{report}"
+    );
+
+    ok(dir, &["gen-certs", "--dir", "other"]).await;
+    let other = ok(
+        dir,
+        &["certs", "inspect", "certs/crl.pem", "--ca", "other/ca.pem"],
+    )
+    .await;
+    assert!(
+        other.contains("signature:    DOES NOT check against the CA in other/ca.pem"),
+        "{other}"
+    );
+    assert!(other.contains("another CA issued and signed it"), "{other}");
+
+    std::fs::write(dir.join("forged.pem"), forged_crl(dir)).expect("forge");
+    let forged = ok(
+        dir,
+        &["certs", "inspect", "forged.pem", "--ca", "certs/ca.pem"],
+    )
+    .await;
+    assert!(
+        forged.contains("revoked:      0 certificate(s)"),
+        "{forged}"
+    );
+    assert!(
+        forged.contains("DOES NOT check against the CA in certs/ca.pem"),
+        "{forged}"
+    );
+    assert!(forged.contains("signed by another key"), "{forged}");
+    // Without --ca and no ca.pem beside it, nothing is claimed.
+    let unchecked = ok(dir, &["certs", "inspect", "forged.pem"]).await;
+    assert!(
+        unchecked.contains("signature:    not checked"),
+        "{unchecked}"
+    );
+}
+
 #[tokio::test]
 async fn serve_refuses_a_forged_crl_at_start() {
     let tmp = certs_folder(&["alice"]).await;

@@ -7,6 +7,7 @@
 //! fails instead of hanging.
 
 pub mod alone;
+pub mod answer_key;
 pub mod cli;
 pub mod client;
 pub mod nats;

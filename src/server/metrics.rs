@@ -441,3 +441,81 @@ impl Metrics {
 fn gauge_value(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn tls(error: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, error)
+    }
+
+    #[test]
+    fn handshake_errors_are_counted_by_what_went_wrong() {
+        use rustls::{AlertDescription, CertificateError, Error, InvalidMessage};
+        let cases = [
+            (
+                tls(Error::InvalidMessage(InvalidMessage::InvalidContentType)),
+                HandshakeFailure::Protocol,
+            ),
+            (
+                tls(Error::NoCertificatesPresented),
+                HandshakeFailure::ClientCertificate,
+            ),
+            (
+                tls(Error::InvalidCertificate(CertificateError::Revoked)),
+                HandshakeFailure::ClientCertificate,
+            ),
+            (
+                tls(Error::AlertReceived(AlertDescription::UnknownCA)),
+                HandshakeFailure::Alert,
+            ),
+            (
+                io::ErrorKind::UnexpectedEof.into(),
+                HandshakeFailure::Closed,
+            ),
+            (
+                io::ErrorKind::ConnectionReset.into(),
+                HandshakeFailure::Closed,
+            ),
+            (io::ErrorKind::Other.into(), HandshakeFailure::Other),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(HandshakeFailure::of(&error), expected, "{error}");
+        }
+    }
+
+    #[test]
+    fn a_participant_is_counted_while_present_and_its_end_by_reason() {
+        let metrics = Metrics::new();
+        let presence = metrics.joined(Transport::Tcp);
+        metrics.said();
+        metrics.delivered(3);
+        metrics.delivered(0);
+        let text = metrics.encode().expect("encode");
+        assert!(
+            text.contains("chatroom_participants{transport=\"tcp\"} 1\n"),
+            "{text}"
+        );
+        drop(presence);
+        metrics.disconnected(Disconnect::TooSlow);
+        metrics.refused(Refused::Revoked);
+        let text = metrics.encode().expect("encode");
+        for line in [
+            "chatroom_participants{transport=\"tcp\"} 0",
+            "chatroom_joins_total 1",
+            "chatroom_messages_total 1",
+            "chatroom_deliveries_total 3",
+            "chatroom_disconnects_total{reason=\"too_slow\"} 1",
+            "chatroom_disconnects_total{reason=\"quit\"} 0",
+            "chatroom_refusals_total{reason=\"revoked\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(metrics.health(), Ok(()));
+        metrics.stopping();
+        assert_eq!(metrics.health(), Err("shutting down"));
+    }
+}

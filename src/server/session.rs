@@ -213,11 +213,7 @@ where
             return self.close().await;
         };
         tracing::info!(%nick, "joined");
-        let metrics = self.server.metrics;
-        let presence = metrics.joined(self.server.transport);
         let end = self.participate(&nick, subscription).await;
-        drop(presence);
-        metrics.disconnected(end.counted_as());
         tracing::info!(%nick, "left: {}", end.describe());
         self.say_why(end).await;
         self.close().await;
@@ -267,9 +263,12 @@ where
 
     /// A registered participant's part: chats until something ends it (a
     /// reload that refuses it included), then leaves the room, its place
-    /// given back first.
+    /// given back and its end counted first.
     async fn participate(&mut self, nick: &str, subscription: R::Subscription) -> End {
-        // Leave the room however this session ends, panics included.
+        let metrics = self.server.metrics;
+        // Counted, and leaves the room, however this session ends, panics
+        // included.
+        let presence = metrics.joined(self.server.transport);
         let mut membership = Membership {
             room: self.server.room,
             nick,
@@ -284,6 +283,8 @@ where
             }
         };
         self.admission.release_place();
+        drop(presence);
+        metrics.disconnected(end.counted_as());
         if let End::Quit(reason) = &mut end {
             membership.reason = reason.take();
         }

@@ -28,6 +28,7 @@ mod key_files;
 mod lab_exercises;
 mod layout;
 mod lookalikes;
+mod metrics;
 mod mutual_tls_reload;
 mod open_files;
 mod props;

@@ -41,6 +41,7 @@ mod room_conformance;
 mod settings;
 mod shutdown_drain;
 mod socket_limits;
+mod systemd_unit;
 mod terminal;
 mod tls_options;
 mod tls_records;

@@ -442,12 +442,10 @@ async fn join<R: Room>(
             if let Some(source) = source {
                 source.undo_join(Instant::now());
             }
-            if let JoinError::Full = e {
-                Err(NotJoined::last(e).counted(Refused::Limits))
-            } else if let JoinError::Closed = e {
-                Err(NotJoined::last(e))
-            } else {
-                Err(NotJoined::retry(e))
+            match e {
+                JoinError::Full => Err(NotJoined::last(e).counted(Refused::Limits)),
+                JoinError::Closed => Err(NotJoined::last(e)),
+                _ => Err(NotJoined::retry(e)),
             }
         }
     }

@@ -16,8 +16,8 @@
 //!   loopback addresses: it shows and tampers with what passes.
 //! * [`server`]: from an accepted socket to a participant: the listener
 //!   and its admission limits, who may join ([`server::access`]), rate and
-//!   per-address limits, shutdown, and [`server::session`], one
-//!   participant's life.
+//!   per-address limits, shutdown, [`server::session`], one
+//!   participant's life, and [`server::metrics`], what operations watch.
 //! * [`room`]: who is here and the one order of lines, behind the
 //!   [`room::Room`] trait: [`room::LocalRoom`] in this process's memory, or
 //!   [`room::cluster::ClusterRoom`] shared by several servers through NATS

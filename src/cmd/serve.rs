@@ -7,6 +7,7 @@ use crate::room::cluster::{self, ClusterOptions, ClusterRoom, StoreOptions};
 use crate::room::store::{Fsync, Options, Store};
 use crate::room::{Announce, LocalRoom, backlog};
 use crate::server::admission;
+use crate::server::metrics::{self, Metrics};
 use crate::server::per_address;
 use crate::server::rate::{self, RateLimit};
 use crate::server::reload::{self, AccessOptions, CertificateFiles};
@@ -101,6 +102,11 @@ pub struct ServeArgs {
     /// holds, however many participants lag.
     #[arg(long, default_value = DEFAULT_BACKLOG.as_str(), value_name = "SIZE", value_parser = backlog::parse_size)]
     backlog: usize,
+    /// Serve Prometheus metrics (/metrics) and a health check (/healthz)
+    /// over plain HTTP on this address: bind it to localhost or a
+    /// management network, never to the network the participants use.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Require every client to present a certificate signed by this CA
     /// (mutual TLS); a participant's nickname is then its certificate's name.
     #[arg(long, value_name = "FILE")]
@@ -208,15 +214,20 @@ struct ClusterArgs {
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let settings = args.settings()?;
+    let metrics = settings.metrics.clone();
     let store = args.data.open()?;
+    if let Some(store) = &store {
+        metrics.watch_store(store.try_clone()?);
+    }
     let (durable, cluster) = match args.cluster.options(&settings) {
         Some(options) => {
             let store = store.map(|store| StoreOptions {
                 store,
                 retain: args.data.retain,
             });
-            let room = ClusterRoom::connect_recorded(options, store).await?;
-            (None, Some(Arc::new(room)))
+            let room = Arc::new(ClusterRoom::connect_recorded(options, store).await?);
+            metrics.watch_cluster(&room);
+            (None, Some(room))
         }
         None => match store {
             Some(store) => {
@@ -231,6 +242,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let server = Server::bind(args.addr, settings).await?;
     let addr = server.local_addr()?;
+    if let Some(addr) = args.metrics {
+        let metrics_addr = metrics::http::start(addr, metrics).await?;
+        tracing::info!(%metrics_addr, "serving /metrics and /healthz over plain HTTP");
+    }
     let mode = if args.plaintext {
         "plaintext (NO TLS)"
     } else {
@@ -305,6 +320,7 @@ impl ServeArgs {
             announce: self.announce_up_to,
             shutdown_grace: DEFAULT_GRACE,
             access,
+            metrics: Metrics::new(),
         })
     }
 }

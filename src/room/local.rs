@@ -433,6 +433,10 @@ impl Room for LocalRoom {
         self.shared.reading.is_some()
     }
 
+    fn backlog_bytes(&self) -> usize {
+        self.state().lines.bytes()
+    }
+
     fn ask(&self, nick: &str, question: Question<'_>) {
         let Some(reading) = &self.shared.reading else {
             return;

@@ -178,6 +178,12 @@ pub trait Room: Send + Sync + 'static {
         false
     }
 
+    /// The bytes its ring of recent lines holds (see [`backlog::cost`]):
+    /// for the metrics. A room without a ring holds none.
+    fn backlog_bytes(&self) -> usize {
+        0
+    }
+
     /// Answers `/history` or `/search` to `nick` alone, a little later,
     /// through its mailbox. Nothing in a room that is not
     /// [`Room::recorded`].

@@ -18,6 +18,7 @@ use crate::room::{Announce, LocalRoom, Room};
 use crate::server::access::{self, Access, Entry};
 use crate::server::admission::{self, Admission, MAX_REFUSALS_IN_FLIGHT};
 use crate::server::log_limit::{self, LogLimit};
+use crate::server::metrics::{HandshakeFailure, Metrics, Refused, Transport};
 use crate::server::per_address::{self, AddressLimits, Refusal, Sources};
 use crate::server::session::{self, Limits, Session};
 use crate::server::shutdown::{self, Shutdown};
@@ -70,6 +71,8 @@ pub struct Settings {
     /// Who may join (client certificates, CRL, denied names); `None`:
     /// anyone, under any free nickname.
     pub access: Option<Arc<Access>>,
+    /// What the server counts, for `serve --metrics`.
+    pub metrics: Metrics,
 }
 
 impl Settings {
@@ -89,6 +92,7 @@ impl Settings {
             announce: Announce::default(),
             shutdown_grace: shutdown::DEFAULT_GRACE,
             access: None,
+            metrics: Metrics::new(),
         }
     }
 }
@@ -136,6 +140,9 @@ impl Server {
         R::Subscription: Sync,
     {
         let grace = self.settings.shutdown_grace;
+        let metrics = self.settings.metrics.clone();
+        let weak = Arc::downgrade(&room);
+        metrics.watch_backlog(move || weak.upgrade().map(|room| room.backlog_bytes()));
         let (notify_shutdown, _) = broadcast::channel(1);
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut listener = Listener::new(self, room.clone(), notify_shutdown.clone(), done_tx);
@@ -145,6 +152,7 @@ impl Server {
         }
         // No more connections; the tasks hold their own completion senders.
         drop(listener);
+        metrics.stopping();
         room.close(protocol::control_line(protocol::SHUTTING_DOWN));
         // Sessions hold receivers; sending wakes all of them, and tells them
         // until when they may go on writing their last lines.
@@ -256,6 +264,7 @@ where
         let logs = &self.shared.logs;
         // Counted from now until the socket is closed.
         let Ok(socket) = self.sockets.clone().try_acquire_owned() else {
+            self.shared.settings.metrics.refused(Refused::Limits);
             if logs.refused.allow(now) {
                 tracing::warn!(%peer, "refused: as many sockets open as the limits allow");
             }
@@ -263,31 +272,12 @@ where
         };
         let source = match self.sources.admit(peer.ip(), now) {
             Ok(source) => source,
-            Err(Refusal::TooManyAttempts) => {
-                // Before any TLS work: an address that reconnects in a
-                // loop costs an accept and a close.
-                if logs.refused.allow(now) {
-                    tracing::info!(%peer, "refused: too many connection attempts from this address");
-                }
-                return;
-            }
-            Err(Refusal::TooManySources) => {
-                if logs.refused.allow(now) {
-                    tracing::warn!(%peer, "refused: too many addresses to keep track of");
-                }
-                return;
-            }
-            Err(Refusal::TooManyConnections) => {
-                if logs.told.allow(now) {
-                    tracing::info!(%peer, "refused: too many connections from this address");
-                }
-                let reason = "too many connections from your address";
-                return self.refuse(tcp, peer, socket, reason);
-            }
+            Err(refusal) => return self.refuse_source(tcp, peer, socket, refusal),
         };
         // We batch lines ourselves; Nagle would only add delay.
         let _ = tcp.set_nodelay(true);
         let Ok(place) = self.slots.clone().try_acquire_owned() else {
+            self.shared.settings.metrics.refused(Refused::Limits);
             if logs.told.allow(now) {
                 tracing::info!(%peer, "refused: server full");
             }
@@ -304,6 +294,40 @@ where
         );
         // Every line the connection's task logs names its peer.
         tokio::spawn(task.instrument(tracing::info_span!("conn", %peer)));
+    }
+
+    /// Refuses a connection its address's limits do not allow: closed at
+    /// once, or told why.
+    fn refuse_source(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        socket: OwnedSemaphorePermit,
+        refusal: Refusal,
+    ) {
+        self.shared.settings.metrics.refused(Refused::Limits);
+        let (logs, now) = (&self.shared.logs, Instant::now());
+        match refusal {
+            Refusal::TooManyAttempts => {
+                // Before any TLS work: an address that reconnects in a
+                // loop costs an accept and a close.
+                if logs.refused.allow(now) {
+                    tracing::info!(%peer, "refused: too many connection attempts from this address");
+                }
+            }
+            Refusal::TooManySources => {
+                if logs.refused.allow(now) {
+                    tracing::warn!(%peer, "refused: too many addresses to keep track of");
+                }
+            }
+            Refusal::TooManyConnections => {
+                if logs.told.allow(now) {
+                    tracing::info!(%peer, "refused: too many connections from this address");
+                }
+                let reason = "too many connections from your address";
+                self.refuse(tcp, peer, socket, reason);
+            }
+        }
     }
 
     /// Tells a refused newcomer why (after the TLS handshake, so it can
@@ -381,12 +405,18 @@ where
                         shared.boxed_session(stream, &mut shutdown, admission, entry)
                     }
                     Ok(Err(e)) => {
+                        shared
+                            .settings
+                            .metrics
+                            .handshake_failed(HandshakeFailure::of(&e));
                         if shared.logs.handshakes.allow(Instant::now()) {
                             tracing::info!("TLS handshake failed: {e}");
                         }
                         return;
                     }
                     Err(_) => {
+                        let timeout = HandshakeFailure::Timeout;
+                        shared.settings.metrics.handshake_failed(timeout);
                         if shared.logs.handshakes.allow(Instant::now()) {
                             tracing::info!("TLS handshake timed out");
                         }
@@ -427,11 +457,14 @@ where
                     room: &*self.room,
                     limits: &self.settings.limits,
                     refusals: &self.logs.told,
+                    metrics: &self.settings.metrics,
+                    transport: Transport::Tcp,
                 };
                 let entry = entry.map(Box::new);
                 Box::pin(Session::new(conn, server, shutdown, admission, entry).run())
             }
             Err(refusal) => {
+                self.settings.metrics.refused(Refused::of(&refusal));
                 let deadline = admission.deadline();
                 Box::pin(refuse_participant(
                     stream,

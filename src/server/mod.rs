@@ -7,12 +7,14 @@
 //! bucket every participant's lines spend; [`log_limit`] keeps refusals
 //! from flooding the log; [`shutdown`] is the stop signal as each task sees
 //! it (given on SIGINT or SIGTERM); [`reload`] loads the certificate and the access policy at start and
-//! again on SIGHUP.
+//! again on SIGHUP; [`metrics`] counts what operations watch (`serve
+//! --metrics`).
 
 pub mod access;
 pub mod admission;
 mod listener;
 pub mod log_limit;
+pub mod metrics;
 pub mod per_address;
 pub mod rate;
 pub mod reload;

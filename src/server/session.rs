@@ -15,6 +15,7 @@ use crate::room::{JoinError, RecvError, Room};
 use crate::server::access::{self, Entry, NickRefusal, Refusal};
 use crate::server::admission::Admission;
 use crate::server::log_limit::LogLimit;
+use crate::server::metrics::{Disconnect, Metrics, Refused, Transport};
 use crate::server::per_address::SourceHandle;
 use crate::server::rate::RateLimit;
 use crate::server::shutdown::Shutdown;
@@ -98,6 +99,22 @@ impl End {
             End::Quit(_) => "quit".into(),
         }
     }
+
+    /// How `chatroom_disconnects_total` counts it. A peer that closes
+    /// without TLS close_notify has left all the same (many clients just
+    /// close the socket); a room that closed or let the participant go
+    /// stands with a reload's refusal as kicked.
+    fn counted_as(&self) -> Disconnect {
+        match self {
+            End::Closed | End::Quit(_) => Disconnect::Quit,
+            End::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Disconnect::Quit,
+            End::TooSlow => Disconnect::TooSlow,
+            End::Idle => Disconnect::Idle,
+            End::Refused(_) | End::RoomClosed => Disconnect::Kicked,
+            End::Shutdown => Disconnect::Shutdown,
+            End::LineTooLong | End::Io(_) => Disconnect::Error,
+        }
+    }
 }
 
 impl From<ReadError> for End {
@@ -125,6 +142,9 @@ pub(crate) struct Context<'a, R> {
     /// Limits the log lines for peers that never register (anyone can open
     /// connections that stay silent).
     pub(crate) refusals: &'a LogLimit,
+    pub(crate) metrics: &'a Metrics,
+    /// How the participant reaches the server, as the metrics show it.
+    pub(crate) transport: Transport,
 }
 
 // Not derived: a derive would ask `R: Copy`, and only the references are copied.
@@ -212,7 +232,8 @@ where
             admission,
             entry,
         } = self;
-        let nick = register(conn, server.room, entry.as_deref(), admission.source());
+        let source = admission.source();
+        let nick = register(conn, server, entry.as_deref(), source);
         let registered = tokio::select! {
             result = timeout_at(admission.deadline(), nick) => result,
             _ = shutdown.recv() => return None,
@@ -242,9 +263,12 @@ where
 
     /// A registered participant's part: chats until something ends it (a
     /// reload that refuses it included), then leaves the room, its place
-    /// given back first.
+    /// given back and its end counted first.
     async fn participate(&mut self, nick: &str, subscription: R::Subscription) -> End {
-        // Leave the room however this session ends, panics included.
+        let metrics = self.server.metrics;
+        // Counted, and leaves the room, however this session ends, panics
+        // included.
+        let presence = metrics.joined(self.server.transport);
         let mut membership = Membership {
             room: self.server.room,
             nick,
@@ -259,6 +283,8 @@ where
             }
         };
         self.admission.release_place();
+        drop(presence);
+        metrics.disconnected(end.counted_as());
         if let End::Quit(reason) = &mut end {
             membership.reason = reason.take();
         }
@@ -317,7 +343,7 @@ impl<R: Room> Drop for Membership<'_, R> {
 /// session, so that the stop signal can be watched beside it.
 async fn register<S, R>(
     conn: &mut Connection<S>,
-    room: &R,
+    server: &Context<'_, R>,
     entry: Option<&Entry>,
     source: Option<&SourceHandle>,
 ) -> Result<(String, R::Subscription), End>
@@ -329,9 +355,12 @@ where
     for _ in 0..MAX_NICK_ATTEMPTS {
         conn.send(nick_prompt.clone()).await.map_err(End::Io)?;
         let line = conn.read_line().await?.ok_or(End::Closed)?;
-        match join(&line, room, entry, source).await {
+        match join(&line, server.room, entry, source).await {
             Ok(joined) => return Ok(joined),
             Err(refused) => {
+                if let Some(why) = refused.counted {
+                    server.metrics.refused(why);
+                }
                 conn.queue(refused.line);
                 if !refused.may_retry {
                     break;
@@ -348,6 +377,8 @@ where
 struct NotJoined {
     line: Bytes,
     may_retry: bool,
+    /// How `chatroom_refusals_total` counts it, if it does.
+    counted: Option<Refused>,
 }
 
 impl NotJoined {
@@ -355,6 +386,7 @@ impl NotJoined {
         NotJoined {
             line: protocol::error_line(reason),
             may_retry: true,
+            counted: None,
         }
     }
 
@@ -362,6 +394,14 @@ impl NotJoined {
         NotJoined {
             line: protocol::error_line(reason),
             may_retry: false,
+            counted: None,
+        }
+    }
+
+    fn counted(self, why: Refused) -> Self {
+        NotJoined {
+            counted: Some(why),
+            ..self
         }
     }
 }
@@ -382,15 +422,19 @@ async fn join<R: Room>(
     let nick = match entry.map_or(Ok(nick), |entry| entry.admit_nick(nick)) {
         Ok(nick) => nick,
         Err(refusal @ NickRefusal::NotTheCertificates(_)) => return Err(NotJoined::retry(refusal)),
-        Err(NickRefusal::Refused(refusal)) => return Err(NotJoined::last(refusal)),
+        Err(NickRefusal::Refused(refusal)) => {
+            let why = Refused::of(&refusal);
+            return Err(NotJoined::last(refusal).counted(why));
+        }
     };
     if let Some(source) = source
         && let Err(wait) = source.try_join(Instant::now())
     {
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return Err(NotJoined::last(format!(
+        let refused = NotJoined::last(format!(
             "too many joins from your address: try again in {seconds} s"
-        )));
+        ));
+        return Err(refused.counted(Refused::Limits));
     }
     match room.join(nick).await {
         Ok(subscription) => Ok((nick.to_owned(), subscription)),
@@ -398,10 +442,10 @@ async fn join<R: Room>(
             if let Some(source) = source {
                 source.undo_join(Instant::now());
             }
-            if matches!(e, JoinError::Full | JoinError::Closed) {
-                Err(NotJoined::last(e))
-            } else {
-                Err(NotJoined::retry(e))
+            match e {
+                JoinError::Full => Err(NotJoined::last(e).counted(Refused::Limits)),
+                JoinError::Closed => Err(NotJoined::last(e)),
+                _ => Err(NotJoined::retry(e)),
             }
         }
     }

@@ -235,6 +235,12 @@ impl ClusterRoom {
         self.shared.directory_changed.subscribe()
     }
 
+    /// Whether this node's link to NATS is up: while it is down, the room
+    /// refuses joins and lines.
+    pub fn is_linked(&self) -> bool {
+        self.shared.connected_since().is_some()
+    }
+
     /// This node's name.
     pub fn node_name(&self) -> &str {
         &self.shared.node
@@ -517,6 +523,10 @@ impl Room for ClusterRoom {
 
     fn recorded(&self) -> bool {
         self.shared.recording.is_some()
+    }
+
+    fn backlog_bytes(&self) -> usize {
+        self.shared.state().lines.bytes()
     }
 
     /// Answers from this node's own store (see [`recording`]), once it

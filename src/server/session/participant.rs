@@ -142,25 +142,33 @@ where
 
     /// Writes the room's lines, from `first` on, in batches of up to one
     /// TLS record, for as long as each batch leaves a full one waiting.
+    /// Each batch written is counted as delivered at once: one atomic add
+    /// per batch, not per line.
     async fn write_room_lines(&mut self, first: Result<Bytes, RecvError>) -> Result<(), End> {
         self.conn.queue(first?);
+        let mut lines = 1;
         loop {
-            self.fill_batch()?;
+            lines += self.fill_batch()?;
             self.write_out().await?;
+            self.server.metrics.delivered(std::mem::take(&mut lines));
             // What waits now says whether this participant is behind: a full
             // batch (or more) that came while the last one was being
             // written. Then it writes on, its own input unread until it has
             // caught up; with less, the select takes turns again.
             if self.carried.is_none() {
-                self.fill_batch()?;
+                lines += self.fill_batch()?;
             }
             match self.carried.take() {
-                Some(line) if self.conn.queued() == 0 => self.conn.queue(line),
+                Some(line) if self.conn.queued() == 0 => {
+                    self.conn.queue(line);
+                    lines += 1;
+                }
                 // A full batch is queued already; `line` goes after it.
                 Some(line) => self.carried = Some(line),
                 None => {
                     if self.conn.queued() > 0 {
                         self.write_out().await?;
+                        self.server.metrics.delivered(lines);
                     }
                     return Ok(());
                 }
@@ -213,6 +221,7 @@ where
     /// `/quit`, with its reason.
     fn handle_line(&mut self, line: &[u8]) -> Result<u32, End> {
         let (room, nick, conn) = (self.server.room, self.nick, &mut *self.conn);
+        let metrics = self.server.metrics;
         let Ok(text) = std::str::from_utf8(line) else {
             conn.queue(protocol::error_line("invalid UTF-8"));
             return Ok(1);
@@ -221,6 +230,7 @@ where
             Input::Empty => {}
             Input::Message(text) => {
                 tracing::trace!(%nick, bytes = text.len(), "message");
+                metrics.said();
                 room.publish(nick, &text);
             }
             Input::Command(command) => match command {
@@ -232,7 +242,10 @@ where
                     Ok(echo) => conn.queue(echo),
                     Err(e) => conn.queue(protocol::error_line(e)),
                 },
-                Command::Me(text) => room.act(nick, &text),
+                Command::Me(text) => {
+                    metrics.said();
+                    room.act(nick, &text)
+                }
                 Command::Quit(reason) => return Err(End::Quit(reason.map(|r| r.into_owned()))),
                 Command::Help => {
                     let recorded = room.recorded().then_some(protocol::HELP_RECORDED);
@@ -294,18 +307,22 @@ where
     /// more: a batch just over a record would leave as a full record and a
     /// tiny one, each with its own header, tag and encryption. The first
     /// line that does not fit is carried over (nothing is taken while one
-    /// is).
-    fn fill_batch(&mut self) -> Result<(), End> {
+    /// is). Returns how many lines it queued.
+    fn fill_batch(&mut self) -> Result<u64, End> {
+        let mut queued = 0;
         while self.carried.is_none() {
             match self.subscription.try_recv()? {
                 Some(line) if self.conn.queued() + line.len() > BATCH_BYTES => {
                     self.carried = Some(line)
                 }
-                Some(line) => self.conn.queue(line),
+                Some(line) => {
+                    self.conn.queue(line);
+                    queued += 1;
+                }
                 None => break,
             }
         }
-        Ok(())
+        Ok(queued)
     }
 
     /// On shutdown: everything the room said up to its farewell line goes

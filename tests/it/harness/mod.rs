@@ -1,7 +1,8 @@
 //! What the tests share: certificates from the project's own gen-certs in
 //! a temporary folder, the real server on 127.0.0.1:0 ([`TestServer`]), the
 //! tests' chat client ([`client`]), the built binary (`serve` in
-//! [`serve`], its other commands in [`cli`]), a real nats-server and
+//! [`serve`], its other commands in [`cli`]), its metrics endpoint
+//! ([`http`]), a real nats-server and
 //! cluster nodes ([`nats`]), tmux ([`tmux`]) and tests that need a process
 //! of their own ([`alone`]). Every wait has a timeout, so a broken build
 //! fails instead of hanging.
@@ -10,6 +11,7 @@ pub mod alone;
 pub mod answer_key;
 pub mod cli;
 pub mod client;
+pub mod http;
 pub mod nats;
 pub mod serve;
 pub mod tmux;

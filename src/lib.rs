@@ -14,8 +14,9 @@
 //!   (keyboard and screen) and its display (time, marks, colours).
 //! * [`server`]: from an accepted socket to a participant: the listener
 //!   and its admission limits, who may join ([`server::access`]), rate and
-//!   per-address limits, shutdown, and [`server::session`], one
-//!   participant's life.
+//!   per-address limits, shutdown, [`server::session`], one
+//!   participant's life, and [`server::web`], the chat page and its
+//!   WebSocket (the same sessions, over HTTPS).
 //! * [`room`]: who is here and the one order of lines, behind the
 //!   [`room::Room`] trait: [`room::LocalRoom`] in this process's memory, or
 //!   [`room::cluster::ClusterRoom`] shared by several servers through NATS

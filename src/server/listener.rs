@@ -21,6 +21,7 @@ use crate::server::log_limit::{self, LogLimit};
 use crate::server::per_address::{self, AddressLimits, Refusal, Sources};
 use crate::server::session::{self, Limits, Session};
 use crate::server::shutdown::{self, Shutdown};
+use crate::server::web::{self, WebSettings};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use ipnet::IpNet;
@@ -68,6 +69,8 @@ pub struct Settings {
     /// Who may join (client certificates, CRL, denied names); `None`:
     /// anyone, under any free nickname.
     pub access: Option<Arc<Access>>,
+    /// The web port (`serve --web`), if any: it needs TLS.
+    pub web: Option<WebSettings>,
 }
 
 impl Settings {
@@ -86,6 +89,7 @@ impl Settings {
             history_lines: 0,
             shutdown_grace: shutdown::DEFAULT_GRACE,
             access: None,
+            web: None,
         }
     }
 }
@@ -93,6 +97,7 @@ impl Settings {
 /// A bound listener, ready to run.
 pub struct Server {
     listener: TcpListener,
+    web: Option<TcpListener>,
     settings: Settings,
 }
 
@@ -102,7 +107,20 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        Ok(Server { listener, settings })
+        let web = match &settings.web {
+            None => None,
+            Some(_) if settings.tls.is_none() => anyhow::bail!("--web needs TLS"),
+            Some(web) => Some(
+                TcpListener::bind(web.addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (--web)", web.addr))?,
+            ),
+        };
+        Ok(Server {
+            listener,
+            web,
+            settings,
+        })
     }
 
     /// The address actually bound.
@@ -110,6 +128,14 @@ impl Server {
         self.listener
             .local_addr()
             .context("cannot read the listening address")
+    }
+
+    /// The web port's address actually bound, if there is one.
+    pub fn web_addr(&self) -> Result<Option<SocketAddr>> {
+        self.web
+            .as_ref()
+            .map(|web| web.local_addr().context("cannot read the web address"))
+            .transpose()
     }
 
     /// Accepts connections until `shutdown` completes, then says goodbye to
@@ -134,9 +160,21 @@ impl Server {
         let grace = self.settings.shutdown_grace;
         let (notify_shutdown, _) = broadcast::channel(1);
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let mut listener = Listener::new(self, room.clone(), notify_shutdown.clone(), done_tx);
+        let web = self.web;
+        let server = Server { web: None, ..self };
+        let mut listener = Listener::new(server, room.clone(), notify_shutdown.clone(), done_tx);
+        let web = web
+            .zip(listener.gate())
+            .map(|(web, gate)| web::serve(web, gate));
+        let web = async {
+            match web {
+                Some(web) => web.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = listener.accept_loop() => {}
+            _ = web => {}
             _ = shutdown => tracing::info!("shutting down"),
         }
         // No more connections; the tasks hold their own completion senders.
@@ -215,6 +253,28 @@ where
             notify_shutdown,
             done_tx,
         }
+    }
+
+    /// What the web port shares of this listener's counts and sessions.
+    /// `None` without TLS, which the web port needs.
+    fn gate(&self) -> Option<web::Gate> {
+        let settings = &self.shared.settings;
+        Some(web::Gate {
+            sockets: self.sockets.clone(),
+            slots: self.slots.clone(),
+            sources: self.sources.clone(),
+            notify_shutdown: self.notify_shutdown.clone(),
+            done_tx: self.done_tx.clone(),
+            sessions: self.shared.clone(),
+            tls: web::tls_config(settings.tls.as_deref()?),
+            limits: settings.limits.clone(),
+            access: settings.access.clone(),
+            origins: settings
+                .web
+                .iter()
+                .flat_map(|web| web.origins.clone())
+                .collect(),
+        })
     }
 
     async fn accept_loop(&mut self) {
@@ -440,6 +500,25 @@ where
     }
 }
 
+impl<R> web::Sessions for Shared<R>
+where
+    R: Room,
+    R::Subscription: Sync,
+{
+    fn start(self: Arc<Self>, newcomer: web::Newcomer) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let web::Newcomer {
+            socket,
+            admission,
+            entry,
+            mut shutdown,
+        } = newcomer;
+        Box::pin(async move {
+            self.boxed_session(socket, &mut shutdown, admission, entry)
+                .await
+        })
+    }
+}
+
 /// Tells a client the access policy refuses why, and closes. Anyone with a
 /// denied name or a revoked certificate can repeat this at will, so its log
 /// line is limited with the other refusals (`told`).
@@ -500,6 +579,8 @@ fn deadline_after(timeout: Duration) -> Instant {
 /// `bench` against its own server.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The web port's address, with [`Settings::web`].
+    pub web_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -509,12 +590,14 @@ impl RunningServer {
     pub async fn start(addr: SocketAddr, settings: Settings) -> Result<RunningServer> {
         let server = Server::bind(addr, settings).await?;
         let addr = server.local_addr()?;
+        let web_addr = server.web_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
         Ok(RunningServer {
             addr,
+            web_addr,
             stop: Some(stop),
             task,
         })

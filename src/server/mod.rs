@@ -7,7 +7,8 @@
 //! bucket every participant's lines spend; [`log_limit`] keeps refusals
 //! from flooding the log; [`shutdown`] is the stop signal as each task sees
 //! it (given on SIGINT or SIGTERM); [`reload`] loads the certificate and the access policy at start and
-//! again on SIGHUP.
+//! again on SIGHUP; [`web`] is `serve --web`, the browser's door: the chat
+//! page and a WebSocket into the same sessions.
 
 pub mod access;
 pub mod admission;
@@ -18,5 +19,6 @@ pub mod rate;
 pub mod reload;
 pub mod session;
 pub mod shutdown;
+pub mod web;
 
 pub use listener::{RunningServer, Server, Settings};

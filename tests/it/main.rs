@@ -43,3 +43,4 @@ mod socket_limits;
 mod terminal;
 mod tls_options;
 mod tls_records;
+mod web;

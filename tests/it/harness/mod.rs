@@ -7,11 +7,13 @@
 //! fails instead of hanging.
 
 pub mod alone;
+pub mod browser;
 pub mod cli;
 pub mod client;
 pub mod nats;
 pub mod serve;
 pub mod tmux;
+pub mod websocket;
 
 pub use cli::connect_once;
 pub use client::{Client, Dial, TlsClient, local, stuck_reader, tcp, tls_over};

@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod issue;
 pub mod keyfile;
 pub mod lifecycle;
+pub mod p12;
 pub mod revoke;
 
 use anyhow::{Context, Result, bail};

@@ -3,4 +3,5 @@
 //! security headers, TLS only, the TCP port's limits on WebSocket lines).
 
 mod browser;
+mod p12;
 mod port;

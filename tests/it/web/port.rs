@@ -4,7 +4,7 @@
 //! rules in the same room.
 
 use crate::harness::websocket::{self, get, line, register, send, web_tls};
-use crate::harness::{TestServer, WAIT, loopback, tcp};
+use crate::harness::{TestCerts, TestServer, WAIT, loopback, tcp};
 use chatroom::server::web::WebSettings;
 use futures_util::SinkExt;
 use std::net::SocketAddr;
@@ -153,4 +153,50 @@ async fn websocket_frames_over_the_line_limit_or_not_utf8_are_answered_as_on_tcp
     let mut witness = server.join("witness").await;
     witness.send("/list").await;
     witness.expect("[list] 1 here: witness").await;
+}
+
+#[tokio::test]
+async fn with_a_client_ca_the_web_port_asks_for_a_certificate_and_binds_the_nickname() {
+    use chatroom::server::access::{Access, AccessFiles};
+    use chatroom::server::{RunningServer, Settings};
+    let certs = TestCerts::new();
+    let access = Access::load(AccessFiles {
+        client_ca: Some(certs.ca()),
+        ..AccessFiles::default()
+    })
+    .expect("access policy");
+    let (config, _) = chatroom::tls::reloadable_server_config_with(
+        &certs.path(chatroom::certs::SERVER_CERT),
+        &certs.path(chatroom::certs::SERVER_KEY),
+        access.client_verifier(),
+        chatroom::tls::TlsVersion::Any,
+    )
+    .expect("server TLS config");
+    let mut settings = Settings::new(Some(config));
+    settings.access = Some(access);
+    settings.web = Some(WebSettings {
+        addr: loopback(),
+        origins: Vec::new(),
+    });
+    let server = RunningServer::start(loopback(), settings)
+        .await
+        .expect("server starts");
+    let web = server.web_addr.expect("web port");
+    // No certificate: no WebSocket.
+    let anonymous = websocket::open(web, web_tls(&certs.client_tls()), None).await;
+    assert!(anonymous.is_err(), "opened without a client certificate");
+    // alice's certificate: the nickname is alice's, as on the TCP port.
+    let (cert, key) = certs.client("alice");
+    let tls = web_tls(&certs.client_tls_as(&cert, &key));
+    let mut ws = websocket::open(web, tls, None).await.expect("open");
+    assert_eq!(line(&mut ws).await.as_deref(), Some("NICK"));
+    send(&mut ws, "mallory").await;
+    assert_eq!(
+        line(&mut ws).await.as_deref(),
+        Some("ERROR nickname must be \"alice\" (from your certificate)")
+    );
+    assert_eq!(line(&mut ws).await.as_deref(), Some("NICK"));
+    send(&mut ws, "alice").await;
+    assert_eq!(line(&mut ws).await.as_deref(), Some("alice joined!"));
+    server.stop().await.expect("stops");
 }

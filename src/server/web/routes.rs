@@ -19,10 +19,11 @@ const PAGE: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
 const STYLE: &str = include_str!("page/style.css");
 
-/// The WebSocket's read buffer: one default line and its frame header.
-/// Its default (128 KiB) would make every idle browser participant cost
-/// many times a TCP one.
-const READ_BUFFER: usize = 4 * 1024;
+/// The WebSocket's read buffer, kept between frames, like the framer's: a
+/// longer frame grows it for as long as it needs. Its default (128 KiB),
+/// or even 4 KiB, would make an idle browser participant cost more than
+/// one and a half TCP ones (docs/performance.md).
+const READ_BUFFER: usize = 512;
 
 /// The Content-Security-Policy of every response: the page's own files
 /// only, no inline script or style, never in a frame.

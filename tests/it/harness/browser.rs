@@ -13,6 +13,16 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The web address a `serve --web` in `serve` listens on, from its log.
+pub async fn web_addr(serve: &mut super::Serve) -> String {
+    let line = serve.wait_for_log("web client listening").await;
+    line.split("web=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("web address")
+        .to_owned()
+}
+
 /// The base64 SHA-256 of the server certificate's SubjectPublicKeyInfo in
 /// `cert_pem`: what Chromium pins.
 pub fn spki_hash(cert_pem: &Path) -> String {

@@ -3,20 +3,14 @@
 //! errors, hostile text shown as text, and reconnection after a restart.
 
 use crate::harness::Serve;
-use crate::harness::browser::{Browser, Driver, spki_hash};
+use crate::harness::browser::{Browser, Driver, spki_hash, web_addr};
 use crate::harness::cli::Running;
 use std::path::Path;
 
 /// `serve --web` on `web` in `dir`; the web address it listens on.
 async fn serve_web(dir: &Path, web: &str) -> (Serve, String) {
     let mut serve = Serve::start(dir, &["--web", web]).await;
-    let line = serve.wait_for_log("web client listening").await;
-    let addr = line
-        .split("web=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("web address")
-        .to_owned();
+    let addr = web_addr(&mut serve).await;
     (serve, addr)
 }
 

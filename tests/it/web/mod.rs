@@ -3,5 +3,7 @@
 //! security headers, TLS only, the TCP port's limits on WebSocket lines).
 
 mod browser;
+mod fanout;
+mod memory;
 mod p12;
 mod port;

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-async fn web_server(origins: &[&str]) -> (TestServer, SocketAddr) {
+pub(super) async fn web_server(origins: &[&str]) -> (TestServer, SocketAddr) {
     let origins: Vec<String> = origins.iter().map(|o| o.to_string()).collect();
     let server = TestServer::start_with(|settings| {
         settings.web = Some(WebSettings {

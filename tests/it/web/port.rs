@@ -4,7 +4,7 @@
 //! rules in the same room.
 
 use crate::harness::websocket::{self, get, line, register, send, web_tls};
-use crate::harness::{TestCerts, TestServer, WAIT, loopback, tcp};
+use crate::harness::{TestCerts, TestServer, WAIT, loopback, tcp, tls_over};
 use chatroom::server::web::WebSettings;
 use futures_util::SinkExt;
 use std::net::SocketAddr;
@@ -199,4 +199,78 @@ async fn with_a_client_ca_the_web_port_asks_for_a_certificate_and_binds_the_nick
     send(&mut ws, "alice").await;
     assert_eq!(line(&mut ws).await.as_deref(), Some("alice joined!"));
     server.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn the_web_port_presents_the_certificate_a_reload_installs() {
+    use chatroom::server::{RunningServer, Settings};
+    let certs = TestCerts::new();
+    let cert_path = certs.path(chatroom::certs::SERVER_CERT);
+    let (config, certificate) = chatroom::tls::reloadable_server_config_with(
+        &cert_path,
+        &certs.path(chatroom::certs::SERVER_KEY),
+        None,
+        chatroom::tls::TlsVersion::Any,
+    )
+    .expect("config");
+    let mut settings = Settings::new(Some(config));
+    settings.web = Some(WebSettings {
+        addr: loopback(),
+        origins: Vec::new(),
+    });
+    let server = RunningServer::start(loopback(), settings)
+        .await
+        .expect("starts");
+    let web = server.web_addr.expect("web port");
+    // A client config of its own each time: a resumed session would show
+    // the certificate it was made with.
+    let presented = || async {
+        let stream = tls_over(tcp(web).await, web_tls(&certs.client_tls()))
+            .await
+            .expect("TLS");
+        let certs = stream.get_ref().1.peer_certificates().expect("certificate");
+        certs[0].clone()
+    };
+    let first = presented().await;
+    chatroom::certs::generate(&chatroom::certs::GenOptions {
+        dir: certs.dir.path().to_path_buf(),
+        extra_sans: vec!["chat.lan".into()],
+        force: true,
+    })
+    .expect("gen-certs --force");
+    // What SIGHUP does: one reload for both ports.
+    certificate.reload().expect("reload");
+    let on_disk = chatroom::tls::load_certs(&cert_path).expect("new cert")[0].clone();
+    assert_ne!(first, on_disk);
+    assert_eq!(presented().await, on_disk);
+    server.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn web_and_tcp_connections_count_together_against_their_address() {
+    let server = TestServer::start_with(|settings| {
+        settings.exempt = Vec::new();
+        settings.max_per_ip = 1;
+        settings.web = Some(WebSettings {
+            addr: loopback(),
+            origins: Vec::new(),
+        });
+    })
+    .await;
+    let web = server.server.web_addr.expect("web port");
+    let mut ws = websocket::open(web, web_tls(&server.client_tls), None)
+        .await
+        .expect("open");
+    register(&mut ws, "webby").await;
+    // The address's one connection is the WebSocket: TCP is told so.
+    let mut tcp_client = server.connect().await;
+    tcp_client
+        .expect("ERROR too many connections from your address")
+        .await;
+    // And a second WebSocket is closed at accept.
+    let second = websocket::open(web, web_tls(&server.client_tls), None).await;
+    assert!(
+        second.is_err(),
+        "a second connection from the address opened"
+    );
 }

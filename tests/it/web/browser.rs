@@ -145,7 +145,7 @@ async fn screenshot(browser: &Browser) {
 }
 
 #[tokio::test]
-async fn the_nickname_prompt_shows_the_servers_refusal_and_takes_another_name() {
+async fn the_nickname_prompt_shows_the_servers_refusal_and_takes_another_name_and_fits_a_phone() {
     let dir = tempfile::tempdir().expect("dir");
     let (serve, web) = serve_web(dir.path(), "127.0.0.1:0").await;
     let (url, spki) = page(dir.path(), &web);
@@ -174,6 +174,23 @@ async fn the_nickname_prompt_shows_the_servers_refusal_and_takes_another_name() 
         .wait_for("!document.getElementById('chat').hidden")
         .await;
     assert_eq!(bob.line().await, "bobby joined!");
+    // At a phone's width: nothing wider than the screen, the member list
+    // above the transcript, the input line on screen.
+    browser
+        .client
+        .set_window_size(390, 740)
+        .await
+        .expect("resize");
+    let fits = browser
+        .wait_for(
+            "window.innerWidth <= 400 &&
+             document.documentElement.scrollWidth <= window.innerWidth &&
+             document.getElementById('members').getBoundingClientRect().bottom <=
+               document.getElementById('transcript').getBoundingClientRect().top + 1 &&
+             document.getElementById('line').getBoundingClientRect().bottom <= window.innerHeight",
+        )
+        .await;
+    assert_eq!(fits, true);
     let (ok, said) = bob.end().await;
     assert!(ok, "{said}");
 }

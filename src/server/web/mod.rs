@@ -13,7 +13,7 @@
 mod routes;
 mod socket;
 
-pub use socket::Socket;
+pub(crate) use socket::Socket;
 
 use crate::server::access::{self, Access, Entry};
 use crate::server::admission::Admission;
@@ -127,7 +127,12 @@ pub(crate) async fn serve(listener: TcpListener, gate: Gate) {
         let Ok(source) = gate.sources.admit(peer.ip(), Instant::now()) else {
             continue;
         };
-        let task = connection(gate.clone(), router.clone(), tcp, socket, source);
+        let held = Held {
+            socket,
+            source,
+            entry: Ok(None),
+        };
+        let task = connection(gate.clone(), router.clone(), tcp, peer, held);
         let task = task.instrument(tracing::info_span!("web", %peer));
         let handshakes = handshakes.clone();
         tokio::spawn(async move {
@@ -147,8 +152,8 @@ async fn connection(
     gate: Arc<Gate>,
     router: axum::Router,
     tcp: TcpStream,
-    socket: OwnedSemaphorePermit,
-    source: Option<SourceHandle>,
+    peer: SocketAddr,
+    mut held: Held,
 ) -> Result<(), String> {
     let _done = gate.done_tx.clone();
     let mut shutdown = Shutdown::new(gate.notify_shutdown.subscribe());
@@ -164,14 +169,10 @@ async fn connection(
         Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
         Err(_) => return Err("TLS handshake timed out".into()),
     };
-    let entry = access::admit(gate.access.as_ref(), stream.get_ref().1.peer_certificates());
+    held.entry = access::admit(gate.access.as_ref(), stream.get_ref().1.peer_certificates());
     let conn = Conn {
-        peer: stream.get_ref().0.peer_addr().map_err(|e| e.to_string())?,
-        held: Arc::new(Mutex::new(Some(Held {
-            socket,
-            source,
-            entry,
-        }))),
+        peer,
+        held: Arc::new(Mutex::new(Some(held))),
     };
     let service = hyper::service::service_fn(move |mut request| {
         request.extensions_mut().insert(conn.clone());

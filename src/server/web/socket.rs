@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const FILLER: [u8; 256] = [b'x'; 256];
 
 /// A WebSocket read and written as a stream of lines.
-pub struct Socket {
+pub(crate) struct Socket {
     ws: WebSocket,
     /// What is left of the last frame read, to hand out.
     reading: Bytes,

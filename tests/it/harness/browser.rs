@@ -37,7 +37,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// One chromedriver and the browsers it runs; killed when dropped.
 pub struct Driver {
-    _child: Child,
+    child: Child,
     url: String,
 }
 
@@ -58,6 +58,8 @@ impl Driver {
             .arg("--port=0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            // A group of its own, with the browsers it starts: see `Drop`.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver runs (Debian: apt-get install chromium chromium-driver)");
@@ -79,7 +81,7 @@ impl Driver {
         // Keep reading its output so that it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
         Some(Driver {
-            _child: child,
+            child,
             url: format!("http://127.0.0.1:{port}"),
         })
     }
@@ -93,6 +95,8 @@ impl Driver {
             "--disable-gpu".to_owned(),
             "--disable-dev-shm-usage".to_owned(),
             "--no-first-run".to_owned(),
+            "--disable-breakpad".to_owned(),
+            "--disable-crash-reporter".to_owned(),
             "--window-size=820,560".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
             format!("--ignore-certificate-errors-spki-list={spki}"),
@@ -118,6 +122,17 @@ impl Driver {
         Browser {
             client,
             _profile: profile,
+        }
+    }
+}
+
+impl Drop for Driver {
+    /// A test that ends before closing its browsers (a failed assertion)
+    /// would leave them running: the whole group goes with the driver.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            // SAFETY: kill(2) on a process group this driver leads.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
     }
 }
@@ -150,6 +165,11 @@ impl Browser {
             Ok(value) => value,
             Err(e) => panic!("not in time: {condition}: {e}"),
         }
+    }
+
+    /// Ends the browser (chromedriver stops it and waits for it).
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(WAIT, self.client.close()).await;
     }
 
     /// The value of the JavaScript expression `expression`.

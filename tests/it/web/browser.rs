@@ -129,6 +129,8 @@ async fn two_browsers_and_a_terminal_client_share_one_transcript_and_hostile_tex
             "an alert opened"
         );
     }
+    alice.close().await;
+    bob.close().await;
     let (ok, said) = carol.end().await;
     assert!(ok, "{said}");
 }
@@ -191,6 +193,7 @@ async fn the_nickname_prompt_shows_the_servers_refusal_and_takes_another_name_an
         )
         .await;
     assert_eq!(fits, true);
+    browser.close().await;
     let (ok, said) = bob.end().await;
     assert!(ok, "{said}");
 }
@@ -229,6 +232,7 @@ async fn the_page_reconnects_after_the_server_restarts() {
     browser.until_shown("carol joined!").await;
     browser.type_into("line", "back again").await;
     assert_eq!(carol.line().await, "alice: back again");
+    browser.close().await;
     let (ok, said) = carol.end().await;
     assert!(ok, "{said}");
 }

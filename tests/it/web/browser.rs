@@ -236,3 +236,24 @@ async fn the_page_reconnects_after_the_server_restarts() {
     let (ok, said) = carol.end().await;
     assert!(ok, "{said}");
 }
+
+#[tokio::test]
+async fn the_browser_trusts_the_pinned_key_only() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_serve, web) = serve_web(dir.path(), "127.0.0.1:0").await;
+    let (url, _) = page(dir.path(), &web);
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    // Another key's pin: the certificate is an error again, as without
+    // the pin, and the page never runs.
+    let other = tempfile::tempdir().expect("dir");
+    crate::harness::cli::ok(other.path(), &["gen-certs"]).await;
+    let wrong = spki_hash(&other.path().join("certs/server.pem"));
+    let browser = driver.open(&url, &wrong).await;
+    let page = browser
+        .eval("document.getElementById('join') === null && !document.title.includes('chatroom')")
+        .await;
+    assert_eq!(page, true, "the page loaded under another key's pin");
+    browser.close().await;
+}

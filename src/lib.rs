@@ -17,7 +17,9 @@
 //! * [`server`]: from an accepted socket to a participant: the listener
 //!   and its admission limits, who may join ([`server::access`]), rate and
 //!   per-address limits, shutdown, [`server::session`], one
-//!   participant's life, and [`server::metrics`], what operations watch.
+//!   participant's life, [`server::metrics`], what operations watch, and
+//!   [`server::web`], the chat page and its WebSocket (the same sessions,
+//!   over HTTPS).
 //! * [`room`]: who is here and the one order of lines, behind the
 //!   [`room::Room`] trait: [`room::LocalRoom`] in this process's memory, or
 //!   [`room::cluster::ClusterRoom`] shared by several servers through NATS

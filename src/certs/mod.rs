@@ -17,6 +17,7 @@ pub mod inspect_crl;
 pub mod issue;
 pub mod keyfile;
 pub mod lifecycle;
+pub mod p12;
 pub mod revoke;
 
 use anyhow::{Context, Result, bail};

@@ -13,6 +13,7 @@ use crate::server::rate::{self, RateLimit};
 use crate::server::reload::{self, AccessOptions, CertificateFiles};
 use crate::server::session::{self, Limits};
 use crate::server::shutdown::{DEFAULT_GRACE, stop_signal};
+use crate::server::web::WebSettings;
 use crate::server::{Server, Settings};
 use crate::tls::TlsVersion;
 use anyhow::Result;
@@ -138,6 +139,22 @@ pub struct ServeArgs {
     announce_up_to: Announce,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    web: WebArgs,
+}
+
+/// The browser's door: HTTPS with the chat page and its WebSocket.
+#[derive(Args, Debug)]
+struct WebArgs {
+    /// Also serve the chat page and its WebSocket (/chat) over HTTPS on
+    /// this address, with the same certificate, limits and room. Off by
+    /// default.
+    #[arg(long, value_name = "ADDR")]
+    web: Option<SocketAddr>,
+    /// Another origin whose pages may open the WebSocket (besides the
+    /// page's own), as browsers send it: https://HOST[:PORT]. Repeatable.
+    #[arg(long, value_name = "ORIGIN", requires = "web")]
+    web_origin: Vec<String>,
 }
 
 /// The room's lines on disk.
@@ -252,6 +269,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "TLS"
     };
     tracing::info!(%addr, mode, "listening");
+    if let Some(web) = server.web_addr()? {
+        tracing::info!(%web, "web client listening");
+    }
     match cluster {
         None => match durable {
             None => server.run(stop_signal()).await,
@@ -273,6 +293,9 @@ impl ServeArgs {
         // Checked before anything is written (certificates on a first start).
         let exempt = exemptions(&self.exempt)?;
         let backlog = bounds::backlog(self.backlog, self.max_line)?;
+        if self.plaintext && self.web.web.is_some() {
+            anyhow::bail!("--web needs TLS: it cannot be used with --plaintext");
+        }
         if self.plaintext && self.client_ca.is_some() {
             anyhow::bail!("--client-ca needs TLS: it cannot be used with --plaintext");
         }
@@ -321,6 +344,10 @@ impl ServeArgs {
             shutdown_grace: DEFAULT_GRACE,
             access,
             metrics: Metrics::new(),
+            web: self.web.web.map(|addr| WebSettings {
+                addr,
+                origins: self.web.web_origin.clone(),
+            }),
         })
     }
 }

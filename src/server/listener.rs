@@ -22,6 +22,7 @@ use crate::server::metrics::{HandshakeFailure, Metrics, Refused, Transport};
 use crate::server::per_address::{self, AddressLimits, Refusal, Sources};
 use crate::server::session::{self, Limits, Session};
 use crate::server::shutdown::{self, Shutdown};
+use crate::server::web::{self, WebSettings};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use ipnet::IpNet;
@@ -73,6 +74,8 @@ pub struct Settings {
     pub access: Option<Arc<Access>>,
     /// What the server counts, for `serve --metrics`.
     pub metrics: Metrics,
+    /// The web port (`serve --web`), if any: it needs TLS.
+    pub web: Option<WebSettings>,
 }
 
 impl Settings {
@@ -93,6 +96,7 @@ impl Settings {
             shutdown_grace: shutdown::DEFAULT_GRACE,
             access: None,
             metrics: Metrics::new(),
+            web: None,
         }
     }
 }
@@ -100,6 +104,7 @@ impl Settings {
 /// A bound listener, ready to run.
 pub struct Server {
     listener: TcpListener,
+    web: Option<TcpListener>,
     settings: Settings,
 }
 
@@ -109,7 +114,20 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        Ok(Server { listener, settings })
+        let web = match &settings.web {
+            None => None,
+            Some(_) if settings.tls.is_none() => anyhow::bail!("--web needs TLS"),
+            Some(web) => Some(
+                TcpListener::bind(web.addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (--web)", web.addr))?,
+            ),
+        };
+        Ok(Server {
+            listener,
+            web,
+            settings,
+        })
     }
 
     /// The address actually bound.
@@ -117,6 +135,14 @@ impl Server {
         self.listener
             .local_addr()
             .context("cannot read the listening address")
+    }
+
+    /// The web port's address actually bound, if there is one.
+    pub fn web_addr(&self) -> Result<Option<SocketAddr>> {
+        self.web
+            .as_ref()
+            .map(|web| web.local_addr().context("cannot read the web address"))
+            .transpose()
     }
 
     /// Accepts connections until `shutdown` completes, then says goodbye to
@@ -145,9 +171,21 @@ impl Server {
         metrics.watch_backlog(move || weak.upgrade().map(|room| room.backlog_bytes()));
         let (notify_shutdown, _) = broadcast::channel(1);
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let mut listener = Listener::new(self, room.clone(), notify_shutdown.clone(), done_tx);
+        let web = self.web;
+        let server = Server { web: None, ..self };
+        let mut listener = Listener::new(server, room.clone(), notify_shutdown.clone(), done_tx);
+        let web = web
+            .zip(listener.gate())
+            .map(|(web, gate)| web::serve(web, gate));
+        let web = async {
+            match web {
+                Some(web) => web.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = listener.accept_loop() => {}
+            _ = web => {}
             _ = shutdown => tracing::info!("shutting down"),
         }
         // No more connections; the tasks hold their own completion senders.
@@ -227,6 +265,28 @@ where
             notify_shutdown,
             done_tx,
         }
+    }
+
+    /// What the web port shares of this listener's counts and sessions.
+    /// `None` without TLS, which the web port needs.
+    fn gate(&self) -> Option<web::Gate> {
+        let settings = &self.shared.settings;
+        Some(web::Gate {
+            sockets: self.sockets.clone(),
+            slots: self.slots.clone(),
+            sources: self.sources.clone(),
+            notify_shutdown: self.notify_shutdown.clone(),
+            done_tx: self.done_tx.clone(),
+            sessions: self.shared.clone(),
+            tls: web::tls_config(settings.tls.as_deref()?),
+            limits: settings.limits.clone(),
+            access: settings.access.clone(),
+            origins: settings
+                .web
+                .iter()
+                .flat_map(|web| web.origins.clone())
+                .collect(),
+        })
     }
 
     async fn accept_loop(&mut self) {
@@ -386,9 +446,13 @@ where
         let _done = done;
         let access = shared.settings.access.as_ref();
         let session = match &shared.tls {
-            None => {
-                shared.boxed_session(tcp, &mut shutdown, admission, access::admit(access, None))
-            }
+            None => shared.boxed_session(
+                tcp,
+                Transport::Tcp,
+                &mut shutdown,
+                admission,
+                access::admit(access, None),
+            ),
             Some(acceptor) => {
                 // Boxed, so that its state is freed once the handshake is done.
                 let handshake = Box::pin(tokio::time::timeout_at(
@@ -402,7 +466,13 @@ where
                 match stream {
                     Ok(Ok(stream)) => {
                         let entry = access::admit(access, stream.get_ref().1.peer_certificates());
-                        shared.boxed_session(stream, &mut shutdown, admission, entry)
+                        shared.boxed_session(
+                            stream,
+                            Transport::Tcp,
+                            &mut shutdown,
+                            admission,
+                            entry,
+                        )
                     }
                     Ok(Err(e)) => {
                         shared
@@ -443,6 +513,7 @@ where
     fn boxed_session<'a, S>(
         &'a self,
         stream: S,
+        transport: Transport,
         shutdown: &'a mut Shutdown,
         admission: Admission,
         entry: Result<Option<Entry>, access::Refusal>,
@@ -458,7 +529,7 @@ where
                     limits: &self.settings.limits,
                     refusals: &self.logs.told,
                     metrics: &self.settings.metrics,
-                    transport: Transport::Tcp,
+                    transport,
                 };
                 let entry = entry.map(Box::new);
                 Box::pin(Session::new(conn, server, shutdown, admission, entry).run())
@@ -474,6 +545,25 @@ where
                 ))
             }
         }
+    }
+}
+
+impl<R> web::Sessions for Shared<R>
+where
+    R: Room,
+    R::Subscription: Sync,
+{
+    fn start(self: Arc<Self>, newcomer: web::Newcomer) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let web::Newcomer {
+            socket,
+            admission,
+            entry,
+            mut shutdown,
+        } = newcomer;
+        Box::pin(async move {
+            self.boxed_session(socket, Transport::Web, &mut shutdown, admission, entry)
+                .await
+        })
     }
 }
 
@@ -537,6 +627,8 @@ fn deadline_after(timeout: Duration) -> Instant {
 /// `bench` against its own server.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The web port's address, with [`Settings::web`].
+    pub web_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -546,12 +638,14 @@ impl RunningServer {
     pub async fn start(addr: SocketAddr, settings: Settings) -> Result<RunningServer> {
         let server = Server::bind(addr, settings).await?;
         let addr = server.local_addr()?;
+        let web_addr = server.web_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
         Ok(RunningServer {
             addr,
+            web_addr,
             stop: Some(stop),
             task,
         })

@@ -33,14 +33,17 @@ type Label = [(&'static str, &'static str); 1];
 pub enum Transport {
     /// TLS (or plaintext) over TCP: `chatroom connect`, and the lab's clients.
     Tcp,
+    /// A WebSocket on the web port (`serve --web`): the browser page.
+    Web,
 }
 
 impl Transport {
-    const ALL: [Transport; 1] = [Transport::Tcp];
+    const ALL: [Transport; 2] = [Transport::Tcp, Transport::Web];
 
     fn label(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
+            Transport::Web => "web",
         }
     }
 }

@@ -8,7 +8,8 @@
 //! from flooding the log; [`shutdown`] is the stop signal as each task sees
 //! it (given on SIGINT or SIGTERM); [`reload`] loads the certificate and the access policy at start and
 //! again on SIGHUP; [`metrics`] counts what operations watch (`serve
-//! --metrics`).
+//! --metrics`); [`web`] is `serve --web`, the browser's door: the chat
+//! page and a WebSocket into the same sessions.
 
 pub mod access;
 pub mod admission;
@@ -20,5 +21,6 @@ pub mod rate;
 pub mod reload;
 pub mod session;
 pub mod shutdown;
+pub mod web;
 
 pub use listener::{RunningServer, Server, Settings};

@@ -47,3 +47,4 @@ mod systemd_unit;
 mod terminal;
 mod tls_options;
 mod tls_records;
+mod web;

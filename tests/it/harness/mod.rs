@@ -9,12 +9,14 @@
 
 pub mod alone;
 pub mod answer_key;
+pub mod browser;
 pub mod cli;
 pub mod client;
 pub mod http;
 pub mod nats;
 pub mod serve;
 pub mod tmux;
+pub mod websocket;
 
 pub use cli::connect_once;
 pub use client::{Client, Dial, TlsClient, local, stuck_reader, tcp, tls_over};

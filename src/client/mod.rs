@@ -5,6 +5,10 @@
 //! (or piped into) stdin. It treats the server as untrusted too: every
 //! received line is sanitized before it reaches the terminal, so no byte
 //! from the network can move the cursor, retitle the window or clear it.
+//!
+//! Once in the room, it comes back by itself after a lost connection, as
+//! the same nickname (`reconnect.rs` says when and how soon), starting from
+//! one of several `--addr` nodes picked at random (`dial.rs`).
 
 pub mod console;
 mod dial;
@@ -65,7 +69,7 @@ type Connection = ServerConnection<Box<dyn Stream>>;
 
 /// Runs the client until stdin ends, the user quits or the server ends it
 /// for good; after a lost connection it comes back by itself (see
-/// [`reconnect`]) unless told not to. Errors are one-line explanations for
+/// `reconnect.rs`) unless told not to. Errors are one-line explanations for
 /// the user.
 pub async fn run(mut opts: ConnectOptions) -> Result<()> {
     let config = tls_config(&mut opts)?;

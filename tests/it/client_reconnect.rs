@@ -211,3 +211,59 @@ async fn clients_given_two_nodes_spread_over_both() {
         "{joined_one} and {joined_two}"
     );
 }
+
+/// Answers one connection of a stand-in server: `NICK`, the nickname
+/// (which must be `alice`), then `reply`; returns the stream.
+async fn answer(listener: &tokio::net::TcpListener, reply: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut tcp, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("the client comes in time")
+        .expect("accept");
+    tcp.write_all(b"NICK\n").await.expect("write");
+    let mut nick = [0u8; 6];
+    tcp.read_exact(&mut nick).await.expect("nick");
+    assert_eq!(&nick, b"alice\n");
+    tcp.write_all(reply.as_bytes()).await.expect("write");
+    tcp
+}
+
+/// The nickname still held by the lost session is retried, not given up;
+/// a kick ends the client. A stand-in server (plaintext), to hold the
+/// nickname and kick exactly when the test says, which the real one
+/// cannot be made to do on cue.
+#[tokio::test]
+async fn a_nickname_still_taken_is_retried_and_a_kick_is_final() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    let args = ["connect", "--addr", &addr, "--plaintext", "--nick", "alice"];
+    let mut alice = Running::start(tmp.path(), &args);
+    let welcome = "alice joined!\nConnected to server!\n";
+    let first = answer(&listener, welcome).await;
+    assert_eq!(alice.line().await, "alice joined!");
+    assert_eq!(alice.line().await, "Connected to server!");
+    drop(first);
+    let taken = answer(&listener, "ERROR nickname \"alice\" is taken\nNICK\n").await;
+    let mut back = answer(&listener, welcome).await;
+    drop(taken);
+    assert_eq!(alice.line().await, "alice joined!");
+    assert_eq!(alice.line().await, "Connected to server!");
+    tokio::io::AsyncWriteExt::write_all(&mut back, b"ERROR kicked: enough\n")
+        .await
+        .expect("write");
+    drop(back);
+    assert_eq!(alice.line().await, "ERROR kicked: enough");
+    let (ok, said) = alice.ends().await;
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("the server refused: nickname \"alice\" is taken; reconnecting in "),
+        "{said}"
+    );
+    assert!(
+        said.trim_end().ends_with("connection closed by the server"),
+        "{said}"
+    );
+}

@@ -7,6 +7,9 @@
 //! typing is printed above the line being typed, which stays intact and
 //! editable, instead of being broken in two as the lab's client did.
 //!
+//! A line the user typed is taken off the screen once sent: the server's
+//! echo shows it, in the room's order, with the user's own mark.
+//!
 //! The editor blocks, so it runs on a thread of its own and reads exactly
 //! one line per request: the client asks for the nickname, then waits for
 //! the server's verdict before it asks for anything else.
@@ -145,6 +148,22 @@ impl Console {
     }
 }
 
+/// Takes a chat line the editor just gave back off the screen: the editor
+/// leaves it where it was typed, and the server's echo (`<nick>: <text>`,
+/// marked as the user's own) is what shows it, once, in the room's order,
+/// as IRC clients do. Called on the editor's thread before the line goes
+/// anywhere, so nothing printed because of it can be erased instead.
+fn erase_typed(line: &str) {
+    use unicode_width::UnicodeWidthStr;
+    let columns = crate::client::display::terminal_width();
+    // The editor leaves the cursor below the line's last row; a line that
+    // fills its last row exactly has the cursor one row further down.
+    let rows = line.width() / columns + 1;
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}\r", "\x1b[1A\x1b[2K".repeat(rows));
+    let _ = out.flush();
+}
+
 /// The line editor, on its own thread.
 pub struct Terminal {
     prompts: mpsc::UnboundedSender<String>,
@@ -191,6 +210,9 @@ impl Terminal {
                 while let Some(prompt) = prompt_rx.blocking_recv() {
                     let answer = match editor.readline(&prompt) {
                         Ok(line) => {
+                            if prompt.is_empty() {
+                                erase_typed(&line);
+                            }
                             // Up-arrow recall, for this session only.
                             let _ = editor.add_history_entry(line.as_str());
                             Ok(Some(line))

@@ -5,17 +5,25 @@
 //! (or piped into) stdin. It treats the server as untrusted too: every
 //! received line is sanitized before it reaches the terminal, so no byte
 //! from the network can move the cursor, retitle the window or clear it.
+//!
+//! Once in the room, it comes back by itself after a lost connection, as
+//! the same nickname (`reconnect.rs` says when and how soon), starting from
+//! one of several `--addr` nodes picked at random (`dial.rs`).
 
 pub mod console;
+mod dial;
 pub mod display;
 mod lines;
+mod reconnect;
 
 use crate::protocol::{self, ERROR_PREFIX};
 use crate::tls;
 use anyhow::{Context, Result, anyhow, bail};
 use console::Console;
+use dial::Dialer;
 use lines::{Received, ServerConnection};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -42,6 +50,8 @@ pub struct ConnectOptions {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// TLS versions to allow.
     pub tls_version: tls::TlsVersion,
+    /// Whether to come back by itself after a lost connection.
+    pub reconnect: bool,
 }
 
 /// The host part of `host:port` or `[v6]:port`.
@@ -50,10 +60,73 @@ pub fn host_of(addr: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-/// Runs the client until stdin ends or the server closes. Errors are
-/// one-line explanations for the user.
+/// Any stream to the server: TLS or, with `--plaintext`, TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+/// The connection to the server, whatever it runs over.
+type Connection = ServerConnection<Box<dyn Stream>>;
+
+/// Runs the client until stdin ends, the user quits or the server ends it
+/// for good; after a lost connection it comes back by itself (see
+/// `reconnect.rs`) unless told not to. Errors are one-line explanations for
+/// the user.
 pub async fn run(mut opts: ConnectOptions) -> Result<()> {
-    let config = match (&opts.client_cert, opts.plaintext) {
+    let config = tls_config(&mut opts)?;
+    let mut dialer = Dialer::new(&opts.addr);
+    let (tcp, addr) = dialer.connect(true).await?;
+    if opts.plaintext {
+        eprintln!(
+            "warning: --plaintext: everything you send and receive can be read on the network"
+        );
+    } else if let Some(path) = tls::key_log_file()? {
+        eprintln!("warning: {}", tls::key_log_warning(&path));
+    }
+    let conn = secure(tcp, &addr, &opts, config.as_ref(), true)
+        .await
+        .map_err(|(e, _)| e)?;
+    let mut console = Console::open()?;
+    let (conn, nick) = register(conn, opts.nick.clone(), &mut console)
+        .await
+        .map_err(|(e, _)| e)?;
+    let mut session = Joined { conn, nick };
+    loop {
+        let (why, failed) = match chat(&mut session.conn, &mut console).await {
+            Ended::Left => return Ok(()),
+            Ended::Over(result) => return result,
+            Ended::Lost { why, failed } => (why, failed),
+        };
+        if !opts.reconnect {
+            console.finish(&why).await;
+            return if failed { Err(anyhow!(why)) } else { Ok(()) };
+        }
+        match come_back(
+            &mut dialer,
+            &opts,
+            config.as_ref(),
+            &session.nick,
+            &mut console,
+            why,
+        )
+        .await?
+        {
+            Some(again) => session = again,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// A session past `Connected to server!`, and the nickname it joined as.
+struct Joined {
+    conn: Connection,
+    nick: String,
+}
+
+/// The TLS configuration `opts` asks for (none for `--plaintext`); with a
+/// client certificate and no `--nick`, sets the nickname to the
+/// certificate's.
+fn tls_config(opts: &mut ConnectOptions) -> Result<Option<Arc<rustls::ClientConfig>>> {
+    Ok(match (&opts.client_cert, opts.plaintext) {
         (Some(_), true) => bail!("--cert and --key need TLS: they cannot be used with --plaintext"),
         (Some((cert, key)), false) => {
             let config = tls::client_config_with(&opts.ca, opts.tls_version, Some((cert, key)))?;
@@ -66,55 +139,119 @@ pub async fn run(mut opts: ConnectOptions) -> Result<()> {
         }
         (None, false) => Some(tls::client_config_with(&opts.ca, opts.tls_version, None)?),
         (None, true) => None,
-    };
-    let (tcp, addr) = connect_any(&opts.addr).await?;
+    })
+}
+
+/// Whether a failed attempt may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Yes,
+    No,
+}
+
+/// `tcp` as a connection to the server: through the TLS handshake unless
+/// `--plaintext`. With `first`, tells on stderr whom it talks to.
+async fn secure(
+    tcp: TcpStream,
+    addr: &str,
+    opts: &ConnectOptions,
+    config: Option<&Arc<rustls::ClientConfig>>,
+    first: bool,
+) -> Result<Connection, (anyhow::Error, Retry)> {
     let _ = tcp.set_nodelay(true);
-    if opts.plaintext {
-        eprintln!(
-            "warning: --plaintext: everything you send and receive can be read on the network"
-        );
-        return chat(ServerConnection::new(tcp, MAX_SERVER_LINE), &opts).await;
-    }
-    if let Some(path) = tls::key_log_file()? {
-        eprintln!("warning: {}", tls::key_log_warning(&path));
-    }
-    let config = config.context("no TLS configuration for a TLS connection")?;
+    let Some(config) = config else {
+        return Ok(ServerConnection::new(Box::new(tcp), MAX_SERVER_LINE));
+    };
     let name = opts
         .server_name
         .clone()
         .unwrap_or_else(|| host_of(addr).to_owned());
-    let server_name = tls::server_name(&name)?;
-    let stream = tokio_rustls::TlsConnector::from(config)
+    let server_name = tls::server_name(&name).map_err(|e| (e, Retry::No))?;
+    let stream = tokio_rustls::TlsConnector::from(config.clone())
         .connect(server_name, tcp)
         .await
-        .map_err(|e| anyhow!(tls::explain_handshake_error(&e, &opts.ca, &name)))?;
-    warn_if_expiring(&stream);
-    eprintln!("{}", describe_session(addr, &name, stream.get_ref().1));
-    chat(ServerConnection::new(stream, MAX_SERVER_LINE), &opts).await
+        .map_err(|e| {
+            let retry = if reconnect::is_tls_failure(&e) {
+                Retry::No
+            } else {
+                Retry::Yes
+            };
+            (
+                anyhow!(tls::explain_handshake_error(&e, &opts.ca, &name)),
+                retry,
+            )
+        })?;
+    if first {
+        warn_if_expiring(&stream);
+        eprintln!("{}", describe_session(addr, &name, stream.get_ref().1));
+    }
+    Ok(ServerConnection::new(Box::new(stream), MAX_SERVER_LINE))
 }
 
-/// Connects to the first of the comma-separated addresses that answers,
-/// trying them in order (the nodes of one room, say).
-async fn connect_any(addrs: &str) -> Result<(TcpStream, &str)> {
-    let mut tried = Vec::new();
-    for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        match TcpStream::connect(addr).await {
-            Ok(tcp) => return Ok((tcp, addr)),
-            Err(e) => {
-                if addrs.contains(',') {
-                    eprintln!("cannot connect to {addr}: {e}; trying the next address");
-                }
-                tried.push(format!("{addr} ({e})"));
+/// After a lost connection (`why`): waits with backoff and tries again,
+/// as `nick`, until back in the room (`Some`), the user leaves meanwhile
+/// (`None`), or a final refusal or too many attempts end it (`Err`).
+async fn come_back(
+    dialer: &mut Dialer,
+    opts: &ConnectOptions,
+    config: Option<&Arc<rustls::ClientConfig>>,
+    nick: &str,
+    console: &mut Console,
+    why: String,
+) -> Result<Option<Joined>> {
+    let mut why = why;
+    for attempt in 1..=reconnect::MAX_ATTEMPTS {
+        let delay = reconnect::delay(attempt, dial::random_u64());
+        console.notice(&format!(
+            "{}; reconnecting in {} s (attempt {attempt})",
+            protocol::sanitize(&why),
+            reconnect::seconds(delay)
+        ));
+        if !wait_or_leave(delay, console).await? {
+            return Ok(None);
+        }
+        let tried = tokio::time::timeout(reconnect::ATTEMPT_TIMEOUT, async {
+            let (tcp, addr) = dialer.connect(false).await.map_err(|e| (e, Retry::Yes))?;
+            let conn = secure(tcp, &addr, opts, config, false).await?;
+            register(conn, Some(nick.to_owned()), console).await
+        })
+        .await;
+        match tried {
+            Ok(Ok((conn, nick))) => return Ok(Some(Joined { conn, nick })),
+            Ok(Err((e, Retry::No))) => {
+                console.finish(&e.to_string()).await;
+                return Err(e);
             }
+            Ok(Err((e, Retry::Yes))) => why = e.to_string(),
+            Err(_) => why = "no answer in time".to_owned(),
         }
     }
-    match tried.as_slice() {
-        [] => bail!("no server address given"),
-        [one] => bail!("cannot connect to {one}: is the server running there?"),
-        all => bail!(
-            "cannot connect to any of {}: are the servers running there?",
-            all.join(", ")
-        ),
+    let given_up = anyhow!(
+        "gave up reconnecting after {} attempts: {}",
+        reconnect::MAX_ATTEMPTS,
+        protocol::sanitize(&why)
+    );
+    console.finish(&given_up.to_string()).await;
+    Err(given_up)
+}
+
+/// Waits `delay` while the connection is down; what the user types
+/// meanwhile is not sent (and they are told so), `/quit` or the end of
+/// input ends the wait and the client (`false`).
+async fn wait_or_leave(delay: std::time::Duration, console: &mut Console) -> Result<bool> {
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return Ok(true),
+            typed = console.next_line() => match typed? {
+                Some(text) if protocol::is_quit(&text) => {
+                    console.finish("you left the room").await;
+                    return Ok(false);
+                }
+                Some(_) => console.notice("not connected: that line was not sent"),
+                None => return Ok(false),
+            },
+        }
     }
 }
 
@@ -151,31 +288,62 @@ pub fn describe_session(addr: &str, name: &str, tls: &rustls::ClientConnection) 
     text
 }
 
-async fn chat<S>(mut conn: ServerConnection<S>, opts: &ConnectOptions) -> Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut console = Console::open()?;
-    register(&mut conn, opts, &mut console).await?;
+/// How a session with the server ended.
+enum Ended {
+    /// The user left: end of input, or `/quit` and the server's close.
+    Left,
+    /// For good, already told to the user: the client ends with this.
+    Over(Result<()>),
+    /// The connection was lost, as `why` says. Without reconnecting, the
+    /// client ends saying so, with an error if `failed`.
+    Lost { why: String, failed: bool },
+}
+
+/// Chats until the session ends.
+async fn chat(conn: &mut Connection, console: &mut Console) -> Ended {
+    match chat_lines(conn, console).await {
+        Ok(ended) => ended,
+        Err(e) => Ended::Over(Err(e)),
+    }
+}
+
+async fn chat_lines(conn: &mut Connection, console: &mut Console) -> Result<Ended> {
     // Set once the user typed `/quit`: the server's close is then expected.
     let mut quitting = false;
+    // Set while the last line from the server was a refusal that ends this
+    // participant's stay for good (kicked, revoked, ...).
+    let mut put_out = false;
     loop {
         tokio::select! {
             line = conn.read_line() => match line {
-                Ok(Some(Received::Line(line))) => console.print(&protocol::sanitize_bytes(&line))?,
+                Ok(Some(Received::Line(line))) => {
+                    let text = protocol::sanitize_bytes(&line);
+                    put_out = text
+                        .strip_prefix(ERROR_PREFIX)
+                        .is_some_and(reconnect::is_final_refusal);
+                    console.print(&text)?;
+                }
                 Ok(Some(Received::Skipped(bytes))) => console.notice(&skipped_notice(bytes)),
                 Ok(None) | Err(_) if quitting => {
                     console.finish("you left the room").await;
-                    return Ok(());
+                    return Ok(Ended::Left);
+                }
+                Ok(None) if put_out => {
+                    console.finish("connection closed by the server").await;
+                    return Ok(Ended::Over(Ok(())));
                 }
                 Ok(None) => {
-                    console.finish("connection closed by the server").await;
-                    return Ok(());
+                    let why = "connection closed by the server".to_owned();
+                    return Ok(Ended::Lost { why, failed: false });
                 }
-                Err(e) => {
+                Err(e) if put_out || reconnect::is_tls_failure(&e) => {
                     let err = connection_lost(e);
                     console.finish(&err.to_string()).await;
-                    return Err(err);
+                    return Ok(Ended::Over(Err(err)));
+                }
+                Err(e) => {
+                    let why = connection_lost(e).to_string();
+                    return Ok(Ended::Lost { why, failed: true });
                 }
             },
             // After `/quit`, only the server's close is awaited.
@@ -184,12 +352,15 @@ where
                     quitting |= protocol::is_quit(&text);
                     let mut line = text.into_bytes();
                     line.push(b'\n');
-                    conn.send(&line).await.context("cannot send to the server")?;
+                    if let Err(e) = conn.send(&line).await {
+                        let why = format!("cannot send to the server: {e}");
+                        return Ok(Ended::Lost { why, failed: true });
+                    }
                 }
                 None => {
                     // End of input: close cleanly (close_notify) and go.
                     conn.shutdown().await.context("cannot close the connection cleanly")?;
-                    return Ok(());
+                    return Ok(Ended::Left);
                 }
             },
         }
@@ -197,15 +368,16 @@ where
 }
 
 /// Answers `NICK` until the server says `Connected to server!`, printing
-/// what it says on the way.
-async fn register<S>(
-    conn: &mut ServerConnection<S>,
-    opts: &ConnectOptions,
+/// what it says on the way; returns the connection and the nickname it
+/// joined as. With `nick` (from `--nick`, a certificate, or the session
+/// being resumed), a refusal ends the attempt; without, the user is asked
+/// again.
+async fn register(
+    mut conn: Connection,
+    nick: Option<String>,
     console: &mut Console,
-) -> Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<(Connection, String), (anyhow::Error, Retry)> {
+    let mut joined_as = None;
     loop {
         let line = match conn.read_line().await {
             Ok(Some(Received::Line(line))) => line,
@@ -213,31 +385,54 @@ where
                 console.notice(&skipped_notice(bytes));
                 continue;
             }
-            Ok(None) => bail!("the server closed the connection before we joined"),
-            Err(e) => return Err(connection_lost(e)),
+            Ok(None) => {
+                let e = anyhow!("the server closed the connection before we joined");
+                return Err((e, Retry::Yes));
+            }
+            Err(e) => {
+                let retry = if reconnect::is_tls_failure(&e) {
+                    Retry::No
+                } else {
+                    Retry::Yes
+                };
+                return Err((connection_lost(e), retry));
+            }
         };
         let text = protocol::sanitize_bytes(&line);
         if text == protocol::NICK {
-            let nick = match &opts.nick {
+            let chosen = match &nick {
                 Some(nick) => nick.clone(),
-                None => match console.ask("Choose your nickname: ").await? {
-                    Some(nick) => nick.trim().to_owned(),
-                    None => bail!("no nickname given (end of input)"),
+                None => match console.ask("Choose your nickname: ").await {
+                    Ok(Some(nick)) => nick.trim().to_owned(),
+                    Ok(None) => {
+                        return Err((anyhow!("no nickname given (end of input)"), Retry::No));
+                    }
+                    Err(e) => return Err((e, Retry::No)),
                 },
             };
-            conn.send(format!("{nick}\n").as_bytes())
-                .await
-                .context("cannot send the nickname")?;
-            console.set_own_nick(&nick);
+            if let Err(e) = conn.send(format!("{chosen}\n").as_bytes()).await {
+                return Err((anyhow!("cannot send the nickname: {e}"), Retry::Yes));
+            }
+            console.set_own_nick(&chosen);
+            joined_as = Some(chosen);
         } else if let Some(reason) = text.strip_prefix(ERROR_PREFIX) {
-            if opts.nick.is_some() {
-                bail!("the server refused: {reason}");
+            if nick.is_some() {
+                // Only when resuming a session may a refusal be retried
+                // (its old session may not be gone yet); the first one ends
+                // the client whatever it says.
+                let retry = if reconnect::is_final_refusal(reason) {
+                    Retry::No
+                } else {
+                    Retry::Yes
+                };
+                return Err((anyhow!("the server refused: {reason}"), retry));
             }
             eprintln!("the server refused: {reason}");
         } else {
-            console.print(&text)?;
+            console.print(&text).map_err(|e| (e, Retry::No))?;
             if text == protocol::CONNECTED {
-                return Ok(());
+                let nick = joined_as.or(nick).unwrap_or_default();
+                return Ok((conn, nick));
             }
         }
     }

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct ConnectArgs {
     /// Server address, host:port; several, comma-separated (the nodes of
-    /// one room), are tried in order until one accepts the connection.
+    /// one room): one is picked at random, then the others in turn until
+    /// one accepts the connection.
     #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"))]
     addr: String,
     /// The CA certificate to trust (and the only one).
@@ -36,6 +37,10 @@ pub struct ConnectArgs {
     /// TLS versions to allow: any (1.3 preferred, 1.2 allowed), 1.2 or 1.3.
     #[arg(long, value_enum, default_value_t = TlsVersion::Any, value_name = "VERSION")]
     tls_version: TlsVersion,
+    /// Do not reconnect after a lost connection: end, as after a final
+    /// refusal.
+    #[arg(long)]
+    no_reconnect: bool,
 }
 
 pub async fn run(args: ConnectArgs) -> Result<()> {
@@ -47,6 +52,7 @@ pub async fn run(args: ConnectArgs) -> Result<()> {
         plaintext: args.plaintext,
         client_cert: args.cert.zip(args.key),
         tls_version: args.tls_version,
+        reconnect: !args.no_reconnect,
     })
     .await
 }

@@ -313,9 +313,10 @@ async fn serve_refuses_missing_or_exposed_key_files() {
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
 
-/// A client whose server goes away ends at once, though its stdin (a pipe
-/// nobody closes) still has a read waiting: that read must not keep the
-/// process alive. The same when the server refuses it at once.
+/// A client whose server goes away ends at once (with `--no-reconnect`),
+/// though its stdin (a pipe nobody closes) still has a read waiting: that
+/// read must not keep the process alive. The same when the server refuses
+/// it at once.
 #[tokio::test]
 async fn a_client_ends_when_its_server_goes_though_its_stdin_stays_open() {
     let tmp = tempfile::tempdir().expect("temp");
@@ -323,7 +324,14 @@ async fn a_client_ends_when_its_server_goes_though_its_stdin_stays_open() {
     let client = |nick: &str| {
         crate::harness::cli::Running::start(
             tmp.path(),
-            &["connect", "--addr", &serve.addr, "--nick", nick],
+            &[
+                "connect",
+                "--no-reconnect",
+                "--addr",
+                &serve.addr,
+                "--nick",
+                nick,
+            ],
         )
     };
     let (_, stderr) = client("alice").ends().await;

@@ -20,6 +20,7 @@ mod cert_tooling;
 mod chat;
 mod cli;
 mod client_certs;
+mod client_reconnect;
 mod cluster;
 mod commands;
 mod demo;

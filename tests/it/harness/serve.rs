@@ -31,9 +31,19 @@ impl Serve {
     /// (`SSLKEYLOGFILE`, say), and without any it would inherit from the
     /// test's own environment under the names in `envs`.
     pub async fn start_env(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Serve {
+        Self::start_at(dir, "127.0.0.1:0", extra, envs).await
+    }
+
+    /// [`Serve::start`] on `addr`: the address of a server stopped before,
+    /// to start it again where its clients knew it.
+    pub async fn start_on(dir: &Path, addr: &str, extra: &[&str]) -> Serve {
+        Self::start_at(dir, addr, extra, &[]).await
+    }
+
+    async fn start_at(dir: &Path, addr: &str, extra: &[&str], envs: &[(&str, &str)]) -> Serve {
         let mut command = Command::new(BIN);
         command
-            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(["serve", "--addr", addr])
             .args(extra)
             .current_dir(dir)
             .env("RUST_LOG", "info")

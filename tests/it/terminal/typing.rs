@@ -20,7 +20,11 @@ async fn typing_survives_incoming_lines_and_the_terminal_is_restored() {
         return;
     };
     let serve = Serve::start(dir, &[]).await;
-    let client = format!("{BIN} connect --addr {}; echo EXIT=$?", serve.addr);
+    // Without reconnecting, so that the server's end is the client's.
+    let client = format!(
+        "{BIN} connect --no-reconnect --addr {}; echo EXIT=$?",
+        serve.addr
+    );
     tmux.keys(&[&client, "Enter"]);
 
     tmux.wait_until("the nickname prompt", |s| {
@@ -105,6 +109,61 @@ async fn typing_survives_incoming_lines_and_the_terminal_is_restored() {
         "Enter",
     ]);
     tmux.wait_until("echo on", |s| s.lines().any(|l| l == "echo-lines=1"))
+        .await;
+    let _ = serve.kill_and_log().await;
+}
+
+/// A sent line shows once, as the server's echo marked as one's own, not
+/// also as typed; when the server restarts, the client says so and is back
+/// in the room without a keystroke, its line editor still working.
+#[tokio::test]
+async fn a_sent_line_shows_once_and_a_restart_needs_no_keystroke() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let dir = tmp.path();
+    let Some(tmux) = Tmux::start("echo", dir, 100, 30) else {
+        return;
+    };
+    let serve = Serve::start(dir, &[]).await;
+    let client = format!(
+        "NO_COLOR=1 {BIN} connect --addr {} --nick alice; echo EXIT=$?",
+        serve.addr
+    );
+    tmux.keys(&[&client, "Enter"]);
+    tmux.wait_until("the welcome", |s| s.contains("Connected to server!"))
+        .await;
+    tmux.keys(&["hello", "Enter"]);
+    let screen = tmux
+        .wait_until("the echo", |s| s.contains("alice: hello"))
+        .await;
+    assert_eq!(screen.matches("hello").count(), 1, "{screen}");
+    assert!(screen.lines().all(|row| row.trim() != "hello"), "{screen}");
+    // A long line, wrapped by the editor over two rows, goes whole too.
+    let long = "x".repeat(150);
+    tmux.keys(&[&long, "Enter"]);
+    let screen = tmux
+        .wait_until("the long echo", |s| s.contains("alice: xxxx"))
+        .await;
+    assert!(
+        screen.lines().all(|row| !row.starts_with("xxxx")),
+        "{screen}"
+    );
+
+    let addr = serve.addr.clone();
+    let _ = serve.kill_and_log().await;
+    tmux.wait_until("the notice", |s| s.contains("reconnecting in"))
+        .await;
+    let serve = Serve::start_on(dir, &addr, &[]).await;
+    tmux.wait_until("the second welcome", |s| {
+        s.matches("Connected to server!").count() == 2
+    })
+    .await;
+    tmux.keys(&["again", "Enter"]);
+    let screen = tmux
+        .wait_until("the echo", |s| s.contains("alice: again"))
+        .await;
+    assert_eq!(screen.matches("again").count(), 1, "{screen}");
+    tmux.keys(&["/quit", "Enter"]);
+    tmux.wait_until("a clean exit", |s| s.lines().any(|l| l == "EXIT=0"))
         .await;
     let _ = serve.kill_and_log().await;
 }

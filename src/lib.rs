@@ -11,7 +11,8 @@
 //! * [`bench`](mod@crate::bench): `chatroom bench`, load and correctness
 //!   measurements of a running server.
 //! * [`client`]: `chatroom connect`, the terminal client: its console
-//!   (keyboard and screen) and its display (time, marks, colours).
+//!   (keyboard and screen), its display (time, marks, colours), and its
+//!   way back after a lost connection (a node among several, backoff).
 //! * [`lab`]: `chatroom lab relay`, the classroom's man in the middle on
 //!   loopback addresses: it shows and tampers with what passes.
 //! * [`server`]: from an accepted socket to a participant: the listener

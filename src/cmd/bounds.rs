@@ -47,6 +47,10 @@ pub const HISTORY: RangeInclusive<i64> = 0..=1000;
 pub const RETAIN: RangeInclusive<u64> = 1..=3650 * 86_400;
 /// `--announce-up-to`, participants (or `all`).
 pub const ANNOUNCE_UP_TO: RangeInclusive<usize> = 0..=10_000_000;
+/// `--max-channels`.
+pub const MAX_CHANNELS: RangeInclusive<usize> = 0..=100_000;
+/// `--max-joined`.
+pub const MAX_JOINED: RangeInclusive<usize> = 0..=1000;
 /// `--retain` when not given.
 pub const DEFAULT_RETAIN: &str = "30d";
 
@@ -86,6 +90,8 @@ pub fn ranges_in_help(serve: Command) -> Command {
         ("backlog", backlog),
         ("history", format!("at most {}", HISTORY.end())),
         ("announce_up_to", from_to(&ANNOUNCE_UP_TO)),
+        ("max_channels", from_to(&MAX_CHANNELS)),
+        ("max_joined", from_to(&MAX_JOINED)),
         ("node_timeout", node_timeout),
     ];
     ranges.into_iter().fold(serve, |serve, (id, range)| {
@@ -200,6 +206,14 @@ pub fn retain(s: &str) -> Result<OrOff<Duration>, String> {
             RETAIN.end() / 86_400
         )),
     }
+}
+
+pub fn max_channels(s: &str) -> Result<usize, String> {
+    whole(s, &MAX_CHANNELS)
+}
+
+pub fn max_joined(s: &str) -> Result<usize, String> {
+    whole(s, &MAX_JOINED)
 }
 
 /// `all`, or a whole number of participants within [`ANNOUNCE_UP_TO`].

@@ -5,7 +5,7 @@ use super::bounds;
 use crate::protocol::{self, DEFAULT_MAX_LINE, DEFAULT_PORT};
 use crate::room::cluster::{self, ClusterOptions, ClusterRoom, StoreOptions};
 use crate::room::store::{Fsync, Options, Store};
-use crate::room::{Announce, LocalRoom, backlog};
+use crate::room::{Announce, LocalRoom, backlog, channels};
 use crate::server::admission;
 use crate::server::metrics::{self, Metrics};
 use crate::server::per_address;
@@ -137,6 +137,12 @@ pub struct ServeArgs {
     /// announce them at any size.
     #[arg(long, default_value = DEFAULT_ANNOUNCE_UP_TO.as_str(), value_name = "N|all", value_parser = bounds::announce_up_to)]
     announce_up_to: Announce,
+    /// The most channels at once besides #lobby (`/join #NAME` makes one).
+    #[arg(long, default_value_t = channels::DEFAULT_MAX_CHANNELS, value_name = "N", value_parser = bounds::max_channels)]
+    max_channels: usize,
+    /// The most channels one participant may be in besides #lobby.
+    #[arg(long, default_value_t = channels::DEFAULT_MAX_JOINED, value_name = "N", value_parser = bounds::max_joined)]
+    max_joined: usize,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -341,6 +347,8 @@ impl ServeArgs {
                 usize::from,
             ),
             announce: self.announce_up_to,
+            max_channels: self.max_channels,
+            max_joined: self.max_joined,
             shutdown_grace: DEFAULT_GRACE,
             access,
             metrics: Metrics::new(),

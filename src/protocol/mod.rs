@@ -47,7 +47,8 @@
 //!
 //! | command | effect |
 //! |---|---|
-//! | `/list` | one line to the asker only: `[list] N here: a, b, c` (sorted; at most [`LIST_MAX`] names, then `and K more`) |
+//! | `/list` | one line to the asker only: `[list] N here: a, b, c` (sorted; at most [`LIST_MAX`] names, then `and K more`), of the asker's current channel |
+//! | `/join #NAME`, `/part [#NAME]`, `/rooms` | channels: see [`channels`] and docs/protocol.md |
 //! | `/msg NICK TEXT` | `[private] <from> -> <to>: TEXT` to NICK only, and the same line back to the sender; an unknown NICK gets `ERROR no such nickname "NICK"` |
 //! | `/me TEXT` | `* <nick> TEXT` to everyone |
 //! | `/quit [REASON]` | leave; the others receive `<nick> left!` or `<nick> left! (REASON)` |
@@ -65,11 +66,15 @@
 //! bracketed prefixes `[private]`, `[history]`, `[list]`, `[help]` and
 //! `ERROR ` are the server's alone.
 
+pub mod channels;
 mod framing;
 mod recorded;
 
 pub use framing::{FrameError, LineFramer, READ_CHUNK};
-pub use recorded::{HELP_RECORDED, RECALL_DEFAULT, RECALL_MAX, retention_line};
+pub use recorded::{
+    HELP_RECORDED, RECALL_DEFAULT, RECALL_MAX, SEARCH_MAX, SEARCH_PREFIX, retention_line,
+    search_line, search_summary,
+};
 
 use bytes::{Bytes, BytesMut};
 use std::borrow::Cow;
@@ -189,38 +194,6 @@ pub fn history_line(line: &[u8]) -> Bytes {
     marked.freeze()
 }
 
-/// Prefix of a line `/search` found, and of its summary.
-pub const SEARCH_PREFIX: &str = "[search] ";
-
-/// Most lines one search shows.
-pub const SEARCH_MAX: usize = 20;
-
-/// `[search] YYYY-MM-DD HH:MM <line>`: a line a search found, said at
-/// `when` (shown in UTC), `line` terminated as the room showed it.
-pub fn search_line(when: time::OffsetDateTime, line: &[u8]) -> Bytes {
-    let when = when.to_offset(time::UtcOffset::UTC);
-    let stamp = format!(
-        "{SEARCH_PREFIX}{} {:02}:{:02} ",
-        when.date(),
-        when.hour(),
-        when.minute()
-    );
-    let mut marked = BytesMut::with_capacity(stamp.len() + line.len());
-    marked.extend_from_slice(stamp.as_bytes());
-    marked.extend_from_slice(line);
-    marked.freeze()
-}
-
-/// The line after a search's results: `[search] N matches` (`1 match`),
-/// or `[search] no matches`.
-pub fn search_summary(found: usize) -> Bytes {
-    match found {
-        0 => control_line(&format!("{SEARCH_PREFIX}no matches")),
-        1 => control_line(&format!("{SEARCH_PREFIX}1 match")),
-        n => control_line(&format!("{SEARCH_PREFIX}{n} matches")),
-    }
-}
-
 /// Most names a `/list` reply spells out; beyond, it says how many more.
 pub const LIST_MAX: usize = 200;
 
@@ -236,8 +209,11 @@ pub fn list_line(total: usize, first: &[String]) -> Bytes {
 }
 
 /// The `/help` reply, one line per command.
-pub const HELP: [&str; 6] = [
-    "[help] /list: who is here",
+pub const HELP: [&str; 9] = [
+    "[help] /list: who is here (in your current channel)",
+    "[help] /join #NAME: join a channel (made if new) and speak there",
+    "[help] /part [#NAME]: leave a channel (default: the current one)",
+    "[help] /rooms: the channels, and how many are in each",
     "[help] /msg NICK TEXT: a private message to NICK only",
     "[help] /me TEXT: an action, shown as * NICK TEXT",
     "[help] /quit [REASON]: leave, telling the others why",
@@ -273,6 +249,12 @@ pub enum Command<'a> {
     History(usize),
     /// `/search WORDS`.
     Search(Cow<'a, str>),
+    /// `/join #NAME` (the name as typed: checked by whoever acts on it).
+    Join(&'a str),
+    /// `/part [#NAME]`: without a name, the current channel.
+    Part(Option<&'a str>),
+    /// `/rooms`.
+    Rooms,
     /// A known command without what it needs; the text is the usage.
     Usage(&'static str),
     /// Any other command word.
@@ -323,6 +305,16 @@ fn parse_command(rest: &str) -> Command<'_> {
     }
     match word.to_ascii_lowercase().as_str() {
         "list" => Command::List,
+        "rooms" => Command::Rooms,
+        "join" => match args.split_whitespace().collect::<Vec<_>>()[..] {
+            [name] => Command::Join(name),
+            _ => Command::Usage("usage: /join #NAME"),
+        },
+        "part" => match args.split_whitespace().collect::<Vec<_>>()[..] {
+            [] => Command::Part(None),
+            [name] => Command::Part(Some(name)),
+            _ => Command::Usage("usage: /part [#NAME]"),
+        },
         "help" => Command::Help,
         "me" => match clean(args) {
             Some(text) => Command::Me(text),

@@ -1,8 +1,8 @@
 //! The texts of a server that keeps its lines on disk (`serve --data`):
 //! what newcomers are told about it, and its two commands.
 
-use super::HISTORY_PREFIX;
-use bytes::Bytes;
+use super::{HISTORY_PREFIX, control_line};
+use bytes::{Bytes, BytesMut};
 
 /// The `/help` lines of a server that keeps its lines on disk (`serve
 /// --data`), after [`HELP`](super::HELP)'s.
@@ -36,6 +36,38 @@ pub fn retention_line(retain: Option<std::time::Duration>) -> Bytes {
     Bytes::from(format!(
         "{HISTORY_PREFIX}this room keeps its lines {how_long}\n"
     ))
+}
+
+/// Prefix of a line `/search` found, and of its summary.
+pub const SEARCH_PREFIX: &str = "[search] ";
+
+/// Most lines one search shows.
+pub const SEARCH_MAX: usize = 20;
+
+/// `[search] YYYY-MM-DD HH:MM <line>`: a line a search found, said at
+/// `when` (shown in UTC), `line` terminated as the room showed it.
+pub fn search_line(when: time::OffsetDateTime, line: &[u8]) -> Bytes {
+    let when = when.to_offset(time::UtcOffset::UTC);
+    let stamp = format!(
+        "{SEARCH_PREFIX}{} {:02}:{:02} ",
+        when.date(),
+        when.hour(),
+        when.minute()
+    );
+    let mut marked = BytesMut::with_capacity(stamp.len() + line.len());
+    marked.extend_from_slice(stamp.as_bytes());
+    marked.extend_from_slice(line);
+    marked.freeze()
+}
+
+/// The line after a search's results: `[search] N matches` (`1 match`),
+/// or `[search] no matches`.
+pub fn search_summary(found: usize) -> Bytes {
+    match found {
+        0 => control_line(&format!("{SEARCH_PREFIX}no matches")),
+        1 => control_line(&format!("{SEARCH_PREFIX}1 match")),
+        n => control_line(&format!("{SEARCH_PREFIX}{n} matches")),
+    }
 }
 
 #[cfg(test)]

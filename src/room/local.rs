@@ -49,7 +49,17 @@ pub(super) struct Shared {
     /// How newcomers read the store, with `--data`.
     reading: Option<Reading>,
     max_members: usize,
+    /// What every line starts with: a channel's name and a space (none in
+    /// the lobby).
+    prefix: Option<Bytes>,
+    /// The bound of a channel's ring, in bytes.
+    channel_backlog: usize,
 }
+
+/// A channel's ring holds by default this share of the lobby's: a server
+/// of a thousand channels, each with a reader stuck at its worst, holds
+/// sixteen times the lobby's bound, not a thousand times.
+pub const CHANNEL_BACKLOG_SHARE: usize = 64;
 
 #[derive(Debug)]
 pub(super) struct State {
@@ -94,6 +104,8 @@ impl LocalRoom {
                 wake: Condvar::new(),
                 reading: None,
                 max_members,
+                prefix: None,
+                channel_backlog: backlog_bytes / CHANNEL_BACKLOG_SHARE,
             }),
             writer: None,
         }
@@ -106,6 +118,32 @@ impl LocalRoom {
         state.history_lines = lines;
         drop(state);
         self
+    }
+
+    /// Bounds the rings of its channels ([`Room::open_channel`]) to
+    /// `bytes` (by default a [`CHANNEL_BACKLOG_SHARE`]th of its own). Call
+    /// it before the room is shared.
+    pub fn with_channel_backlog(mut self, bytes: usize) -> anyhow::Result<Self> {
+        let shared = Arc::get_mut(&mut self.shared).context("the room is shared already")?;
+        shared.channel_backlog = bytes;
+        Ok(self)
+    }
+
+    /// Makes this room the channel `name` (already valid by
+    /// [`protocol::channels::validate_channel`]): every line it shows starts
+    /// with the name and a space. Call it before the room is shared.
+    pub fn with_channel(mut self, name: &str) -> anyhow::Result<Self> {
+        let shared = Arc::get_mut(&mut self.shared).context("the room is shared already")?;
+        shared.prefix = Some(protocol::channels::channel_prefix(name));
+        Ok(self)
+    }
+
+    /// `line` as this room shows it: with its channel's name in front.
+    fn shown(&self, line: Bytes) -> Bytes {
+        match &self.shared.prefix {
+            None => line,
+            Some(prefix) => protocol::channels::in_channel(prefix, &line),
+        }
     }
 
     /// Announces joins and leaves as `announce` says (by default, in rooms
@@ -283,7 +321,7 @@ impl LocalRoom {
         let (mailbox, inbox) = mailbox();
         state.members.insert(key.clone(), nick.to_owned(), mailbox);
         let reader = state.lines.subscribe();
-        let line = protocol::joined_line(nick);
+        let line = self.shown(protocol::joined_line(nick));
         let unannounced = state
             .announce
             .quiet(here + 1)
@@ -366,7 +404,7 @@ impl Room for LocalRoom {
         // only with a store: without one, a message costs no more than it
         // takes to put it in the ring.
         let waiter = || Waiter::Said(protocol::nick_key(nick));
-        self.emit(said.line(nick), kind, nick, text, waiter);
+        self.emit(self.shown(said.line(nick)), kind, nick, text, waiter);
     }
 
     fn depart(&self, nick: &str, how: Departure<'_>) {
@@ -385,7 +423,7 @@ impl Room for LocalRoom {
         let closed = state.closed;
         let Some(queue) = state.durable.as_mut() else {
             if !closed && announced {
-                let line = how.line(nick);
+                let line = self.shown(how.line(nick));
                 state.lines.push(Numbered {
                     seq: 0,
                     bytes: line,
@@ -404,7 +442,7 @@ impl Room for LocalRoom {
             });
         } else {
             let make = |seq, time| entry(seq, time, Kind::Leave, nick, text);
-            queue.push(announced.then(|| how.line(nick)), make, release);
+            queue.push(announced.then(|| self.shown(how.line(nick))), make, release);
         }
         drop(state);
         self.shared.wake.notify_one();
@@ -427,6 +465,20 @@ impl Room for LocalRoom {
     fn members(&self, max: usize) -> (usize, Vec<String>) {
         let state = self.state();
         (state.members.len(), state.members.first(max))
+    }
+
+    /// A room like this one (its limits, its [`Announce`] setting), for
+    /// the channel `name`, its ring bounded as
+    /// [`LocalRoom::with_channel_backlog`] says; none beside a room that
+    /// keeps its lines on disk.
+    fn open_channel(&self, name: &str) -> Result<LocalRoom, &'static str> {
+        if self.shared.reading.is_some() {
+            return Err("with --data yet");
+        }
+        LocalRoom::new(self.shared.max_members, self.shared.channel_backlog)
+            .with_announce(self.state().announce)
+            .with_channel(name)
+            .map_err(|_| "just now")
     }
 
     fn recorded(&self) -> bool {

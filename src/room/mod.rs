@@ -23,10 +23,13 @@
 //! * [`directory`]: who is here by name, found in any case and lookalike,
 //!   listed in alphabetical order at a cost of O(listed).
 //! * [`history`]: the last public lines, for newcomers (`--history`).
+//! * [`channels`]: channels beside the room (`/join #ops`), each a room
+//!   of the same kind ([`Room::open_channel`]) with its own order.
 //! * [`store`]: the room's public lines on disk (SQLite), with search,
 //!   retention and export.
 
 pub mod backlog;
+pub mod channels;
 pub mod cluster;
 mod directory;
 mod durable;
@@ -37,7 +40,7 @@ mod recall;
 pub mod store;
 mod subscriber;
 
-pub use local::{LocalRoom, LocalSubscription};
+pub use local::{CHANNEL_BACKLOG_SHARE, LocalRoom, LocalSubscription};
 pub use subscriber::Subscriber;
 
 use crate::protocol::{self, NickError};
@@ -171,6 +174,19 @@ pub trait Room: Send + Sync + 'static {
     /// participants: after it, nobody joins here and nothing more is
     /// announced (not even who leaves).
     fn close(&self, farewell: Bytes);
+
+    /// A new, empty channel beside this room, of its kind, named `name`
+    /// (already valid by [`protocol::channels::validate_channel`]): every
+    /// line it shows starts with the name. A room that has no channels
+    /// says why (the text follows "channels are not available on this
+    /// server").
+    fn open_channel(&self, name: &str) -> Result<Self, &'static str>
+    where
+        Self: Sized,
+    {
+        let _ = name;
+        Err("of this kind")
+    }
 
     /// Whether the room keeps its lines on disk (`serve --data`), and so
     /// answers [`Room::ask`].

@@ -13,8 +13,8 @@
 
 use crate::connection::Connection;
 use crate::protocol;
-use crate::room::backlog;
-use crate::room::{Announce, LocalRoom, Room};
+use crate::room::channels::{self, Channels};
+use crate::room::{Announce, LocalRoom, Room, backlog};
 use crate::server::access::{self, Access, Entry};
 use crate::server::admission::{self, Admission, MAX_REFUSALS_IN_FLIGHT};
 use crate::server::log_limit::{self, LogLimit};
@@ -67,6 +67,10 @@ pub struct Settings {
     pub history_lines: usize,
     /// Up to which size the room announces joins and leaves.
     pub announce: Announce,
+    /// Channels at once besides `#lobby` (`--max-channels`).
+    pub max_channels: usize,
+    /// Channels one participant may join besides `#lobby` (`--max-joined`).
+    pub max_joined: usize,
     /// How long shutdown waits for sessions to say goodbye.
     pub shutdown_grace: Duration,
     /// Who may join (client certificates, CRL, denied names); `None`:
@@ -93,12 +97,22 @@ impl Settings {
             backlog: backlog::DEFAULT_BYTES,
             history_lines: 0,
             announce: Announce::default(),
+            max_channels: channels::DEFAULT_MAX_CHANNELS,
+            max_joined: channels::DEFAULT_MAX_JOINED,
             shutdown_grace: shutdown::DEFAULT_GRACE,
             access: None,
             metrics: Metrics::new(),
             web: None,
         }
     }
+}
+
+/// The bound of a channel's ring: a share of the lobby's
+/// `--backlog`, yet room for four of the longest lines, as the lobby's.
+fn channel_backlog(settings: &Settings) -> usize {
+    let share = settings.backlog / crate::room::CHANNEL_BACKLOG_SHARE;
+    let longest = 4 * (settings.limits.max_line + backlog::LINE_OVERHEAD);
+    share.max(longest).min(settings.backlog)
 }
 
 /// A bound listener, ready to run.
@@ -149,12 +163,12 @@ impl Server {
     /// everybody and returns once every connection is closed (or the grace
     /// period is over).
     pub async fn run(self, shutdown: impl Future) -> Result<()> {
-        let room = Arc::new(
-            LocalRoom::new(self.settings.max_participants, self.settings.backlog)
-                .with_history(self.settings.history_lines)
-                .with_announce(self.settings.announce),
-        );
-        self.run_with(room, shutdown).await
+        let settings = &self.settings;
+        let room = LocalRoom::new(settings.max_participants, settings.backlog)
+            .with_history(settings.history_lines)
+            .with_announce(settings.announce)
+            .with_channel_backlog(channel_backlog(settings))?;
+        self.run_with(Arc::new(room), shutdown).await
     }
 
     /// Like [`Server::run`], with a room made by the caller (one shared by
@@ -222,6 +236,7 @@ struct Listener<R> {
 /// them: each task holds one reference to it.
 struct Shared<R> {
     room: Arc<R>,
+    channels: Channels<R>,
     settings: Settings,
     tls: Option<TlsAcceptor>,
     logs: Logs,
@@ -257,6 +272,7 @@ where
                 messages: settings.limits.rate,
             })),
             shared: Arc::new(Shared {
+                channels: Channels::new(room.clone(), settings.max_channels, settings.max_joined),
                 room,
                 tls: settings.tls.clone().map(TlsAcceptor::from),
                 settings,
@@ -526,6 +542,7 @@ where
                 let conn = Connection::new(stream, self.settings.limits.max_line);
                 let server = session::Context {
                     room: &*self.room,
+                    channels: &self.channels,
                     limits: &self.settings.limits,
                     refusals: &self.logs.told,
                     metrics: &self.settings.metrics,

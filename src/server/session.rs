@@ -11,6 +11,7 @@ mod participant;
 
 use crate::connection::{Connection, ReadError};
 use crate::protocol::{self, FrameError, MAX_NICK_ATTEMPTS, NickError};
+use crate::room::channels::Channels;
 use crate::room::{JoinError, RecvError, Room};
 use crate::server::access::{self, Entry, NickRefusal, Refusal};
 use crate::server::admission::Admission;
@@ -138,6 +139,8 @@ impl From<RecvError> for End {
 /// What a session uses of the server: the same for every session.
 pub(crate) struct Context<'a, R> {
     pub(crate) room: &'a R,
+    /// The channels besides the room (`/join`).
+    pub(crate) channels: &'a Channels<R>,
     pub(crate) limits: &'a Limits,
     /// Limits the log lines for peers that never register (anyone can open
     /// connections that stay silent).
@@ -277,10 +280,15 @@ where
         let mut entry = self.entry.take();
         let mut end = {
             let mut participant = Participant::new(self, nick, subscription);
-            tokio::select! {
+            let end = tokio::select! {
                 end = participant.chat() => end,
                 refusal = access::refused(&mut entry, nick) => End::Refused(refusal),
+            };
+            if let End::Quit(reason) = &end {
+                participant.quitting(reason.clone());
             }
+            // Dropped here: it leaves its channels before the lobby.
+            end
         };
         self.admission.release_place();
         drop(presence);

@@ -24,10 +24,9 @@ async fn list_help_me_and_unknown_commands() {
         lines
     };
     assert_eq!(help, chatroom::protocol::HELP);
-    for (line, command) in help
-        .iter()
-        .zip(["/list", "/msg", "/me", "/quit", "/help", "//"])
-    {
+    for (line, command) in help.iter().zip([
+        "/list", "/join", "/part", "/rooms", "/msg", "/me", "/quit", "/help", "//",
+    ]) {
         assert!(line.starts_with(&format!("[help] {command}")), "{line}");
     }
 

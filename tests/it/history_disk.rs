@@ -401,7 +401,7 @@ async fn history_and_search_answer_the_asker_from_the_store() {
     let help = bob
         .until("[help] //TEXT: send a message that starts with /", WAIT)
         .await;
-    assert_eq!(help.len(), 5, "{help:?}");
+    assert_eq!(help.len(), chatroom::protocol::HELP.len() - 1, "{help:?}");
     let more = [bob.line().await, bob.line().await];
     assert!(more[0].starts_with("[help] /history [N]"), "{more:?}");
     assert!(more[1].starts_with("[help] /search WORDS"), "{more:?}");

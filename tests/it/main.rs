@@ -17,6 +17,7 @@ mod bench;
 mod big_rooms;
 mod capture;
 mod cert_tooling;
+mod channels;
 mod chat;
 mod cli;
 mod client_certs;

@@ -521,6 +521,10 @@ impl Room for ClusterRoom {
         (directory.len(), directory.first(max))
     }
 
+    fn open_channel(&self, _name: &str) -> Result<ClusterRoom, &'static str> {
+        Err("with --cluster yet")
+    }
+
     fn recorded(&self) -> bool {
         self.shared.recording.is_some()
     }

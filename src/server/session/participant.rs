@@ -13,7 +13,8 @@
 use super::{Context, End, LAST_WORDS, Session};
 use crate::connection::{BATCH_BYTES, Connection, ReadError};
 use crate::protocol::{self, Command, Input};
-use crate::room::{Question, RecvError, Room, Subscription};
+use crate::room::channels::Joined;
+use crate::room::{Question, RecvError, Room};
 use crate::server::per_address::Pace;
 use crate::server::shutdown::Shutdown;
 use bytes::Bytes;
@@ -40,7 +41,8 @@ pub(super) struct Participant<'s, S, R: Room> {
     server: Context<'s, R>,
     shutdown: &'s mut Shutdown,
     nick: &'s str,
-    subscription: R::Subscription,
+    /// Its reading of the lobby and of the channels it joined.
+    subscription: Joined<'s, R>,
     pace: Pace<'s>,
     /// While set, the peer is over its rate and its socket is not read.
     paused_until: Option<Instant>,
@@ -80,7 +82,7 @@ where
             server: *server,
             shutdown,
             nick,
-            subscription,
+            subscription: Joined::new(subscription, server.channels, nick),
             pace: Pace::new(server.limits.rate, admission.source(), Instant::now()),
             paused_until: None,
             idle_deadline: None,
@@ -186,7 +188,7 @@ where
         let mut next = Some(first);
         let mut handled = 0;
         while let Some(line) = next.take() {
-            let cost = self.handle_line(&line)?;
+            let cost = self.handle_line(&line).await?;
             // Every line costs a token: commands and refused lines make the
             // server work and reply just as messages do.
             for _ in 0..cost {
@@ -219,14 +221,22 @@ where
     /// Acts on one line from the participant, queueing the replies meant
     /// for it alone; returns what it costs of the rate, in lines. `Err` on
     /// `/quit`, with its reason.
-    fn handle_line(&mut self, line: &[u8]) -> Result<u32, End> {
-        let (room, nick, conn) = (self.server.room, self.nick, &mut *self.conn);
-        let metrics = self.server.metrics;
+    async fn handle_line(&mut self, line: &[u8]) -> Result<u32, End> {
         let Ok(text) = std::str::from_utf8(line) else {
-            conn.queue(protocol::error_line("invalid UTF-8"));
+            self.conn.queue(protocol::error_line("invalid UTF-8"));
             return Ok(1);
         };
-        match protocol::parse_input(text) {
+        let input = protocol::parse_input(text);
+        if let Input::Command(command @ (Command::Join(_) | Command::Part(_) | Command::Rooms)) =
+            input
+        {
+            self.channel_command(command).await;
+            return Ok(1);
+        }
+        let (room, nick, conn) = (self.subscription.current(), self.nick, &mut *self.conn);
+        let lobby = self.server.room;
+        let metrics = self.server.metrics;
+        match input {
             Input::Empty => {}
             Input::Message(text) => {
                 tracing::trace!(%nick, bytes = text.len(), "message");
@@ -238,7 +248,7 @@ where
                     let (total, first) = room.members(protocol::LIST_MAX);
                     conn.queue(protocol::list_line(total, &first));
                 }
-                Command::Msg { to, text } => match room.whisper(nick, to, &text) {
+                Command::Msg { to, text } => match lobby.whisper(nick, to, &text) {
                     Ok(echo) => conn.queue(echo),
                     Err(e) => conn.queue(protocol::error_line(e)),
                 },
@@ -248,15 +258,15 @@ where
                 }
                 Command::Quit(reason) => return Err(End::Quit(reason.map(|r| r.into_owned()))),
                 Command::Help => {
-                    let recorded = room.recorded().then_some(protocol::HELP_RECORDED);
+                    let recorded = lobby.recorded().then_some(protocol::HELP_RECORDED);
                     for help in protocol::HELP.iter().chain(recorded.iter().flatten()) {
                         conn.queue(protocol::control_line(help));
                     }
                 }
                 // Answered through the mailbox, once read from the store.
-                Command::History(n) if room.recorded() => room.ask(nick, Question::History(n)),
-                Command::Search(words) if room.recorded() => {
-                    room.ask(nick, Question::Search(&words));
+                Command::History(n) if lobby.recorded() => lobby.ask(nick, Question::History(n)),
+                Command::Search(words) if lobby.recorded() => {
+                    lobby.ask(nick, Question::Search(&words));
                     return Ok(SEARCH_COST);
                 }
                 Command::History(_) | Command::Search(_) => {
@@ -264,9 +274,28 @@ where
                 }
                 Command::Usage(usage) => conn.queue(protocol::error_line(usage)),
                 Command::Unknown => conn.queue(protocol::error_line("unknown command")),
+                Command::Join(_) | Command::Part(_) | Command::Rooms => {}
             },
         }
         Ok(1)
+    }
+
+    /// `/join`, `/part`, `/rooms`: answered to this participant alone.
+    async fn channel_command(&mut self, command: Command<'_>) {
+        let answer = match command {
+            Command::Join(name) => self.subscription.join(name).await,
+            Command::Part(name) => self.subscription.part(name).map(|line| vec![line]),
+            _ => Ok(self.subscription.rooms()),
+        };
+        match answer {
+            Ok(lines) => lines.into_iter().for_each(|line| self.conn.queue(line)),
+            Err(refused) => self.conn.queue(protocol::error_line(refused)),
+        }
+    }
+
+    /// Before the participant goes: the reason its channels are told.
+    pub(super) fn quitting(&mut self, reason: Option<String>) {
+        self.subscription.quitting(reason);
     }
 
     /// Writes what is queued (see [`Participant::flush`]). A stop signal
@@ -353,9 +382,9 @@ where
 /// The room's next line for this session: the one carried over from the
 /// last batch, or else the next from the room. Cancel-safe: the carried line
 /// is only taken when this future is polled, and then it is ready at once.
-async fn next_room_line<Sub: Subscription>(
+async fn next_room_line<R: Room>(
     carried: &mut Option<Bytes>,
-    subscription: &mut Sub,
+    subscription: &mut Joined<'_, R>,
 ) -> Result<Bytes, RecvError> {
     match carried.take() {
         Some(line) => Ok(line),

@@ -1,0 +1,357 @@
+//! Channels beside the default room: `/join #ops`, `/part`, `/rooms`.
+//!
+//! The default room is the channel `#lobby`: every participant is in it
+//! from its join to its leave, and its lines carry no prefix. Every other
+//! channel is a room of its own, of the lobby's kind ([`Room::open_channel`]),
+//! with its own order of lines and its own members, whose lines all start
+//! with its name: a line said in one never shows up in another.
+//!
+//! * [`Channels`]: the server's channels by name (compared on the
+//!   lookalike skeleton, so `#0ps` is `#ops`), made on the first join and
+//!   forgotten once the last member has left; at most `--max-channels`.
+//! * [`Joined`]: one participant's channels, its current one (where its
+//!   plain lines go) and its reading of all of them as one
+//!   [`Subscription`]: the lobby's lines and each channel's, each in its
+//!   own order. Dropping it leaves every channel it holds.
+
+use super::{Departure, JoinError, RecvError, Room, Subscription};
+use crate::protocol::channels::{self as names, LOBBY};
+use crate::sync::lock;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+/// The default `--max-channels`: channels at once besides `#lobby`.
+pub const DEFAULT_MAX_CHANNELS: usize = 1000;
+
+/// The default `--max-joined`: channels one participant may be in besides
+/// `#lobby`.
+pub const DEFAULT_MAX_JOINED: usize = 20;
+
+/// Most channels `/rooms` names; beyond, it says how many more.
+pub const ROOMS_MAX: usize = 200;
+
+/// Why a channel command did nothing; the text is what the asker is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    #[error("{}", names::BAD_CHANNEL_NAME)]
+    Name,
+    #[error("this server has {0} channels, the most it keeps: join one of them (/rooms)")]
+    TooManyChannels(usize),
+    #[error("you are in {0} channels, the most one may join: /part one first")]
+    TooManyJoined(usize),
+    #[error("{LOBBY} cannot be left: /quit leaves the server")]
+    Lobby,
+    #[error("you are not in {0}")]
+    NotIn(String),
+    /// The room has no channels ([`Room::open_channel`] says why).
+    #[error("channels are not available on this server {0}")]
+    Unavailable(&'static str),
+    #[error("{0}")]
+    Join(JoinError),
+}
+
+/// The server's channels besides `#lobby`.
+pub struct Channels<R> {
+    lobby: Arc<R>,
+    max_channels: usize,
+    max_joined: usize,
+    by_key: Mutex<BTreeMap<String, Channel<R>>>,
+}
+
+struct Channel<R> {
+    /// As its first member spelled it.
+    name: Arc<str>,
+    room: Arc<R>,
+    /// Members, and joins under way: the channel is forgotten at 0.
+    holders: usize,
+}
+
+impl<R: Room> Channels<R> {
+    pub fn new(lobby: Arc<R>, max_channels: usize, max_joined: usize) -> Self {
+        Channels {
+            lobby,
+            max_channels,
+            max_joined,
+            by_key: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A place in channel `name` (made if new): its name as spelled by its
+    /// first member, its key, and its room.
+    fn hold(&self, name: &str) -> Result<(Arc<str>, String, Arc<R>), ChannelError> {
+        let key = names::channel_key(name);
+        let mut by_key = lock(&self.by_key);
+        if let Some(channel) = by_key.get_mut(&key) {
+            channel.holders += 1;
+            return Ok((channel.name.clone(), key, channel.room.clone()));
+        }
+        if by_key.len() >= self.max_channels {
+            return Err(ChannelError::TooManyChannels(self.max_channels));
+        }
+        let room = Arc::new(
+            self.lobby
+                .open_channel(name)
+                .map_err(ChannelError::Unavailable)?,
+        );
+        let name: Arc<str> = Arc::from(name);
+        let channel = Channel {
+            name: name.clone(),
+            room: room.clone(),
+            holders: 1,
+        };
+        by_key.insert(key.clone(), channel);
+        Ok((name, key, room))
+    }
+
+    /// Gives back a place [`Channels::hold`] took; the last one forgets
+    /// the channel.
+    fn release(&self, key: &str) {
+        let mut by_key = lock(&self.by_key);
+        if let Some(channel) = by_key.get_mut(key) {
+            channel.holders = channel.holders.saturating_sub(1);
+            if channel.holders == 0 {
+                by_key.remove(key);
+            }
+        }
+    }
+
+    /// The channels with how many are in each, `#lobby` first, the others
+    /// in order of their keys; at most `max`, and how many there are.
+    pub fn list(&self, max: usize) -> (Vec<(Arc<str>, usize)>, usize) {
+        let by_key = lock(&self.by_key);
+        let lobby = (Arc::from(LOBBY), self.lobby.members(0).0);
+        let others = by_key
+            .values()
+            .map(|channel| (channel.name.clone(), channel.room.members(0).0));
+        let listed = std::iter::once(lobby).chain(others).take(max).collect();
+        (listed, by_key.len() + 1)
+    }
+}
+
+/// One channel a participant is in.
+struct InChannel<R: Room> {
+    name: Arc<str>,
+    key: String,
+    room: Arc<R>,
+    subscription: R::Subscription,
+}
+
+/// One participant's channels: see the module doc.
+pub struct Joined<'c, R: Room> {
+    lobby: R::Subscription,
+    channels: &'c Channels<R>,
+    nick: &'c str,
+    /// Channels besides `#lobby`, in the order joined.
+    joined: Vec<InChannel<R>>,
+    /// Where plain lines go: an index in `joined`, or `None` for `#lobby`.
+    current: Option<usize>,
+    /// Whose lines are read first next: no channel starves the others.
+    turn: usize,
+    /// The `/quit` reason every channel is told, once it is known.
+    reason: Option<String>,
+}
+
+impl<'c, R: Room> Joined<'c, R> {
+    /// A participant in `#lobby` only, reading it through `lobby`.
+    pub fn new(lobby: R::Subscription, channels: &'c Channels<R>, nick: &'c str) -> Self {
+        Joined {
+            lobby,
+            channels,
+            nick,
+            joined: Vec::new(),
+            current: None,
+            turn: 0,
+            reason: None,
+        }
+    }
+
+    /// The room plain lines, `/me` and `/list` go to.
+    pub fn current(&self) -> &R {
+        match self.current {
+            Some(at) => &self.joined[at].room,
+            None => &self.channels.lobby,
+        }
+    }
+
+    /// `/join NAME`: joins the channel (made if new) and makes it the
+    /// current one; of a channel already joined, only the latter. Returns
+    /// the lines for the asker: its own `joined!` line in the channel (read
+    /// here, so that it comes before the reply) and the reply.
+    pub async fn join(&mut self, name: &str) -> Result<Vec<Bytes>, ChannelError> {
+        let name = names::validate_channel(name).map_err(|_| ChannelError::Name)?;
+        if names::is_lobby(name) {
+            self.current = None;
+            let here = self.channels.lobby.members(0).0;
+            return Ok(vec![names::join_line(LOBBY, here)]);
+        }
+        let key = names::channel_key(name);
+        if let Some(at) = self.joined.iter().position(|c| c.key == key) {
+            self.current = Some(at);
+            let channel = &self.joined[at];
+            return Ok(vec![names::join_line(
+                &channel.name,
+                channel.room.members(0).0,
+            )]);
+        }
+        if self.joined.len() >= self.channels.max_joined {
+            return Err(ChannelError::TooManyJoined(self.channels.max_joined));
+        }
+        let (name, key, room) = self.channels.hold(name)?;
+        let mut subscription = match room.join(self.nick).await {
+            Ok(subscription) => subscription,
+            Err(e) => {
+                self.channels.release(&key);
+                return Err(ChannelError::Join(e));
+            }
+        };
+        // Its own `joined!` first, as every member sees it, then the reply.
+        let joined = subscription.recv().await;
+        let here = room.members(0).0;
+        self.joined.push(InChannel {
+            name: name.clone(),
+            key,
+            room,
+            subscription,
+        });
+        self.current = Some(self.joined.len() - 1);
+        let joined = joined.map_err(|_| ChannelError::Join(JoinError::Closed))?;
+        Ok(vec![joined, names::join_line(&name, here)])
+    }
+
+    /// `/part [NAME]`: leaves the channel (the current one by default);
+    /// the current channel falls back to `#lobby`. Returns the reply.
+    pub fn part(&mut self, name: Option<&str>) -> Result<Bytes, ChannelError> {
+        let at = match name {
+            None => self.current.ok_or(ChannelError::Lobby)?,
+            Some(name) => {
+                let name = names::validate_channel(name).map_err(|_| ChannelError::Name)?;
+                if names::is_lobby(name) {
+                    return Err(ChannelError::Lobby);
+                }
+                let key = names::channel_key(name);
+                self.joined
+                    .iter()
+                    .position(|c| c.key == key)
+                    .ok_or_else(|| ChannelError::NotIn(name.to_owned()))?
+            }
+        };
+        let channel = self.joined.remove(at);
+        self.leave(&channel, Departure::Left);
+        self.current = match self.current {
+            Some(current) if current == at => None,
+            Some(current) if current > at => Some(current - 1),
+            other => other,
+        };
+        Ok(names::part_line(&channel.name, self.current_name()))
+    }
+
+    /// The current channel's name.
+    pub fn current_name(&self) -> &str {
+        self.current.map_or(LOBBY, |at| &self.joined[at].name)
+    }
+
+    /// `/rooms`: one line per channel, the current one marked.
+    pub fn rooms(&self) -> Vec<Bytes> {
+        let (listed, total) = self.channels.list(ROOMS_MAX);
+        let current = self.current_name();
+        let mut lines: Vec<Bytes> = listed
+            .iter()
+            .map(|(name, here)| {
+                let is_current = names::channel_key(name) == names::channel_key(current);
+                names::rooms_line(name, *here, is_current)
+            })
+            .collect();
+        if total > listed.len() {
+            lines.push(names::rooms_more_line(total - listed.len()));
+        }
+        lines
+    }
+
+    /// What every channel is told when this participant leaves the
+    /// server: `left!`, with this reason.
+    pub fn quitting(&mut self, reason: Option<String>) {
+        self.reason = reason;
+    }
+
+    fn leave(&self, channel: &InChannel<R>, how: Departure<'_>) {
+        channel.room.depart(self.nick, how);
+        self.channels.release(&channel.key);
+    }
+}
+
+impl<R: Room> Drop for Joined<'_, R> {
+    /// Leaves every channel, however the session ends.
+    fn drop(&mut self) {
+        let how = match &self.reason {
+            Some(reason) => Departure::Quit(reason),
+            None => Departure::Left,
+        };
+        for channel in &self.joined {
+            self.leave(channel, how);
+        }
+    }
+}
+
+type Recv<'a> = Pin<Box<dyn Future<Output = Result<Bytes, RecvError>> + Send + 'a>>;
+
+/// The participant's reading of the lobby and its channels, as one
+/// [`Subscription`] reads one room: each channel's lines in its order.
+impl<R: Room> Joined<'_, R> {
+    /// The next line of any of them, waiting for one.
+    pub async fn recv(&mut self) -> Result<Bytes, RecvError> {
+        if self.joined.is_empty() {
+            return self.lobby.recv().await;
+        }
+        let start = self.turn;
+        self.turn = self.turn.wrapping_add(1);
+        let mut waiting: Vec<Recv<'_>> = std::iter::once(Box::pin(self.lobby.recv()) as Recv<'_>)
+            .chain(
+                self.joined
+                    .iter_mut()
+                    .map(|c| Box::pin(c.subscription.recv()) as Recv<'_>),
+            )
+            .collect();
+        let count = waiting.len();
+        // Every subscription's `recv` is cancel-safe: the ones that lose
+        // lose no line.
+        std::future::poll_fn(|cx| {
+            for k in 0..count {
+                if let Poll::Ready(line) = waiting[(start + k) % count].as_mut().poll(cx) {
+                    return Poll::Ready(line);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next line of any of them, if one is ready now.
+    pub fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
+        if self.joined.is_empty() {
+            return self.lobby.try_recv();
+        }
+        let start = self.turn;
+        self.turn = self.turn.wrapping_add(1);
+        let count = self.joined.len() + 1;
+        for k in 0..count {
+            let at = (start + k) % count;
+            let line = match at {
+                0 => self.lobby.try_recv()?,
+                _ => self.joined[at - 1].subscription.try_recv()?,
+            };
+            if line.is_some() {
+                return Ok(line);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether any of them finds this participant too far behind.
+    pub fn is_lagging(&self) -> bool {
+        self.lobby.is_lagging() || self.joined.iter().any(|c| c.subscription.is_lagging())
+    }
+}

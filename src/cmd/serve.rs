@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// again on SIGHUP.
     #[arg(long, value_name = "FILE")]
     deny_file: Option<PathBuf>,
+    /// The client-certificate names that are operators (one per line, `#`
+    /// comments), read again on SIGHUP; they may /kick. Needs --client-ca.
+    #[arg(long, value_name = "FILE", requires = "client_ca")]
+    operators: Option<PathBuf>,
     #[command(flatten)]
     cluster: ClusterArgs,
     /// How many of the room's last messages and actions a newcomer
@@ -310,6 +314,7 @@ impl ServeArgs {
             crl: self.crl.clone(),
             deny: self.deny.clone(),
             deny_file: self.deny_file.clone(),
+            operators: self.operators.clone(),
         })?;
         let tls = if self.plaintext {
             reload::plaintext(access.clone())?;

@@ -49,6 +49,7 @@
 //! |---|---|
 //! | `/list` | one line to the asker only: `[list] N here: a, b, c` (sorted; at most [`LIST_MAX`] names, then `and K more`), of the asker's current channel |
 //! | `/join #NAME`, `/part [#NAME]`, `/rooms` | channels: see [`channels`] and docs/protocol.md |
+//! | `/kick NICK [REASON]` | operators only: see [`moderation`] and docs/protocol.md |
 //! | `/msg NICK TEXT` | `[private] <from> -> <to>: TEXT` to NICK only, and the same line back to the sender; an unknown NICK gets `ERROR no such nickname "NICK"` |
 //! | `/me TEXT` | `* <nick> TEXT` to everyone |
 //! | `/quit [REASON]` | leave; the others receive `<nick> left!` or `<nick> left! (REASON)` |
@@ -68,6 +69,7 @@
 
 pub mod channels;
 mod framing;
+pub mod moderation;
 mod recorded;
 
 pub use framing::{FrameError, LineFramer, READ_CHUNK};
@@ -255,6 +257,11 @@ pub enum Command<'a> {
     Part(Option<&'a str>),
     /// `/rooms`.
     Rooms,
+    /// `/kick NICK [REASON]` (operators only).
+    Kick {
+        nick: &'a str,
+        reason: Option<Cow<'a, str>>,
+    },
     /// A known command without what it needs; the text is the usage.
     Usage(&'static str),
     /// Any other command word.
@@ -306,6 +313,17 @@ fn parse_command(rest: &str) -> Command<'_> {
     match word.to_ascii_lowercase().as_str() {
         "list" => Command::List,
         "rooms" => Command::Rooms,
+        "kick" => match args.trim_start().split_once(char::is_whitespace) {
+            _ if args.trim().is_empty() => Command::Usage("usage: /kick NICK [REASON]"),
+            Some((nick, reason)) => Command::Kick {
+                nick,
+                reason: clean(reason),
+            },
+            None => Command::Kick {
+                nick: args.trim(),
+                reason: None,
+            },
+        },
         "join" => match args.split_whitespace().collect::<Vec<_>>()[..] {
             [name] => Command::Join(name),
             _ => Command::Usage("usage: /join #NAME"),

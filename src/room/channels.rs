@@ -119,6 +119,27 @@ impl<R: Room> Channels<R> {
         }
     }
 
+    /// Puts `nick` out of the server's room (see [`Room::put_out`]) and of
+    /// every channel it is in, each told `how`; false if it is not here.
+    pub fn put_out(
+        &self,
+        nick: &str,
+        told: Bytes,
+        how: Departure<'_>,
+    ) -> Result<bool, &'static str> {
+        let rooms: Vec<Arc<R>> = lock(&self.by_key)
+            .values()
+            .map(|c| c.room.clone())
+            .collect();
+        if !self.lobby.put_out(nick, told, how)? {
+            return Ok(false);
+        }
+        for room in rooms {
+            room.depart(nick, how);
+        }
+        Ok(true)
+    }
+
     /// The channels with how many are in each, `#lobby` first, the others
     /// in order of their keys; at most `max`, and how many there are.
     pub fn list(&self, max: usize) -> (Vec<(Arc<str>, usize)>, usize) {
@@ -281,6 +302,18 @@ impl<'c, R: Room> Joined<'c, R> {
         channel.room.depart(self.nick, how);
         self.channels.release(&channel.key);
     }
+
+    /// A channel whose room closed this participant's subscription (it was
+    /// put out of it): forgotten, the rest read on.
+    fn closed(&mut self, at: usize) {
+        let channel = self.joined.remove(at);
+        self.channels.release(&channel.key);
+        self.current = match self.current {
+            Some(current) if current == at => None,
+            Some(current) if current > at => Some(current - 1),
+            other => other,
+        };
+    }
 }
 
 impl<R: Room> Drop for Joined<'_, R> {
@@ -303,9 +336,20 @@ type Recv<'a> = Pin<Box<dyn Future<Output = Result<Bytes, RecvError>> + Send + '
 impl<R: Room> Joined<'_, R> {
     /// The next line of any of them, waiting for one.
     pub async fn recv(&mut self) -> Result<Bytes, RecvError> {
-        if self.joined.is_empty() {
-            return self.lobby.recv().await;
+        loop {
+            if self.joined.is_empty() {
+                return self.lobby.recv().await;
+            }
+            match self.recv_any().await {
+                (at, Err(RecvError::Closed)) if at > 0 => self.closed(at - 1),
+                (_, line) => return line,
+            }
         }
+    }
+
+    /// The next line of any of them, and whose (0: the lobby's, then
+    /// `joined`'s in order).
+    async fn recv_any(&mut self) -> (usize, Result<Bytes, RecvError>) {
         let start = self.turn;
         self.turn = self.turn.wrapping_add(1);
         let mut waiting: Vec<Recv<'_>> = std::iter::once(Box::pin(self.lobby.recv()) as Recv<'_>)
@@ -320,8 +364,9 @@ impl<R: Room> Joined<'_, R> {
         // lose no line.
         std::future::poll_fn(|cx| {
             for k in 0..count {
-                if let Poll::Ready(line) = waiting[(start + k) % count].as_mut().poll(cx) {
-                    return Poll::Ready(line);
+                let at = (start + k) % count;
+                if let Poll::Ready(line) = waiting[at].as_mut().poll(cx) {
+                    return Poll::Ready((at, line));
                 }
             }
             Poll::Pending
@@ -341,7 +386,13 @@ impl<R: Room> Joined<'_, R> {
             let at = (start + k) % count;
             let line = match at {
                 0 => self.lobby.try_recv()?,
-                _ => self.joined[at - 1].subscription.try_recv()?,
+                _ => match self.joined[at - 1].subscription.try_recv() {
+                    Err(RecvError::Closed) => {
+                        self.closed(at - 1);
+                        return self.try_recv();
+                    }
+                    line => line?,
+                },
             };
             if line.is_some() {
                 return Ok(line);

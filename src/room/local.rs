@@ -356,6 +356,56 @@ impl LocalRoom {
     }
 }
 
+impl LocalRoom {
+    /// Removes `nick` and tells those who stay `how` it left; `told`, if
+    /// any, is the last line its mailbox gives it, before it closes. False
+    /// if `nick` is not here.
+    fn remove(&self, nick: &str, how: Departure<'_>, told: Option<Bytes>) -> bool {
+        let key = protocol::nick_key(nick);
+        let mut state = self.state();
+        state.shown.remove(&key);
+        let size = state.members.len();
+        let Some(member) = state.members.remove(&key) else {
+            return false;
+        };
+        if let Some(told) = told {
+            let after = state.durable.as_ref().map_or(0, Queue::last_seq);
+            member.value.put(after, told);
+        }
+        // As its owner spelled it, whoever spelled it otherwise (`/kick B0B`).
+        let nick = member.nick.as_str();
+        let announced = state.announce.quiet(size).is_none();
+        let closed = state.closed;
+        let Some(queue) = state.durable.as_mut() else {
+            if !closed && announced {
+                let line = self.shown(how.line(nick));
+                state.lines.push(Numbered {
+                    seq: 0,
+                    bytes: line,
+                });
+            }
+            return true;
+        };
+        let release = Waiter::Release(member.value);
+        if closed {
+            // Nothing is announced; the mailbox closes after the lines
+            // said before, the farewell included.
+            queue.pending.push(Pending {
+                line: None,
+                entry: None,
+                waiter: release,
+            });
+        } else {
+            let text = how.text();
+            let make = |seq, time| entry(seq, time, Kind::Leave, nick, &text);
+            queue.push(announced.then(|| self.shown(how.line(nick))), make, release);
+        }
+        drop(state);
+        self.shared.wake.notify_one();
+        true
+    }
+}
+
 impl Room for LocalRoom {
     type Subscription = LocalSubscription;
 
@@ -408,44 +458,11 @@ impl Room for LocalRoom {
     }
 
     fn depart(&self, nick: &str, how: Departure<'_>) {
-        let key = protocol::nick_key(nick);
-        let mut state = self.state();
-        state.shown.remove(&key);
-        let size = state.members.len();
-        let Some(member) = state.members.remove(&key) else {
-            return;
-        };
-        let announced = state.announce.quiet(size).is_none();
-        let text = match how {
-            Departure::Left => "",
-            Departure::Quit(reason) => reason,
-        };
-        let closed = state.closed;
-        let Some(queue) = state.durable.as_mut() else {
-            if !closed && announced {
-                let line = self.shown(how.line(nick));
-                state.lines.push(Numbered {
-                    seq: 0,
-                    bytes: line,
-                });
-            }
-            return;
-        };
-        let release = Waiter::Release(member.value);
-        if closed {
-            // Nothing is announced; the mailbox closes after the lines
-            // said before, the farewell included.
-            queue.pending.push(Pending {
-                line: None,
-                entry: None,
-                waiter: release,
-            });
-        } else {
-            let make = |seq, time| entry(seq, time, Kind::Leave, nick, text);
-            queue.push(announced.then(|| self.shown(how.line(nick))), make, release);
-        }
-        drop(state);
-        self.shared.wake.notify_one();
+        self.remove(nick, how, None);
+    }
+
+    fn put_out(&self, nick: &str, told: Bytes, how: Departure<'_>) -> Result<bool, &'static str> {
+        Ok(self.remove(nick, how, Some(told)))
     }
 
     fn whisper(&self, from: &str, to: &str, text: &str) -> Result<Bytes, WhisperError> {

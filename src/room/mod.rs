@@ -170,6 +170,16 @@ pub trait Room: Send + Sync + 'static {
     /// owners spelled them (`/list`). Costs O(`max`), not O(room).
     fn members(&self, max: usize) -> (usize, Vec<String>);
 
+    /// Puts `nick` out of the room: `told` is the last line it receives,
+    /// then its subscription ends (as when the room closes); those who stay
+    /// are told `how` it left. False if `nick` is not here. A room that
+    /// cannot put anyone out says why (the text follows "not available on
+    /// this server").
+    fn put_out(&self, nick: &str, told: Bytes, how: Departure<'_>) -> Result<bool, &'static str> {
+        let _ = (nick, told, how);
+        Err("with --cluster yet")
+    }
+
     /// Sends `farewell` as the room's last line to this server's
     /// participants: after it, nobody joins here and nothing more is
     /// announced (not even who leaves).
@@ -294,6 +304,12 @@ pub enum Departure<'a> {
     Left,
     /// It said `/quit REASON`: `<nick> left! (REASON)`.
     Quit(&'a str),
+    /// An operator put it out (`/kick`): `<nick> was kicked by <by>`, or
+    /// `... (REASON)`.
+    Kicked {
+        by: &'a str,
+        reason: Option<&'a str>,
+    },
 }
 
 impl Departure<'_> {
@@ -302,6 +318,21 @@ impl Departure<'_> {
         match self {
             Departure::Left => protocol::left_line(nick),
             Departure::Quit(reason) => protocol::left_line_because(nick, reason),
+            Departure::Kicked { by, reason } => protocol::moderation::kicked_line(nick, by, reason),
+        }
+    }
+
+    /// What a store keeps as the leave's text: the `/quit` reason, or who
+    /// kicked it and why.
+    pub fn text(self) -> String {
+        match self {
+            Departure::Left => String::new(),
+            Departure::Quit(reason) => reason.to_owned(),
+            Departure::Kicked { by, reason: None } => format!("kicked by {by}"),
+            Departure::Kicked {
+                by,
+                reason: Some(reason),
+            } => format!("kicked by {by}: {reason}"),
         }
     }
 }

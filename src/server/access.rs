@@ -40,6 +40,9 @@ pub struct AccessFiles {
     pub deny: Vec<String>,
     /// A file of names refused at join, one per line (`#` comments).
     pub deny_file: Option<PathBuf>,
+    /// A file of the client-certificate names that are operators, one per
+    /// line (`#` comments); needs `client_ca`.
+    pub operators: Option<PathBuf>,
 }
 
 /// One loaded policy: all its parts come from one reload.
@@ -47,6 +50,8 @@ struct Policy {
     verifier: Option<Arc<dyn ClientCertVerifier>>,
     /// Nickname keys.
     deny: HashSet<String>,
+    /// Nickname keys of the certificate names that are operators.
+    operators: HashSet<String>,
     /// How many serials the CRL lists (for the log).
     revoked: usize,
 }
@@ -59,14 +64,15 @@ impl Prepared {
     pub fn summary(&self) -> String {
         let p = &self.0;
         format!(
-            "client certificates {}, {} revoked, {} denied names",
+            "client certificates {}, {} revoked, {} denied names, {} operators",
             if p.verifier.is_some() {
                 "required"
             } else {
                 "off"
             },
             p.revoked,
-            p.deny.len()
+            p.deny.len(),
+            p.operators.len()
         )
     }
 }
@@ -140,6 +146,14 @@ impl Access {
 
     fn current(&self) -> Arc<Policy> {
         crate::sync::read(&self.policy).clone()
+    }
+
+    /// Whether `nick` is an operator under the policy in force now: a
+    /// participant joined under its client certificate's name, listed in
+    /// `--operators`. Without client certificates nobody is: a right
+    /// bound to a chosen nickname could be taken by choosing it.
+    pub fn is_operator(&self, nick: &str) -> bool {
+        self.requires_certificates() && self.current().operators.contains(&nick_key(nick))
     }
 
     /// The verifier for the server's TLS config: always the current
@@ -402,11 +416,22 @@ fn load_policy(files: &AccessFiles) -> Result<Policy> {
         deny.insert(nick_key(name));
     }
     if let Some(path) = &files.deny_file {
-        deny.extend(read_deny_file(path)?);
+        deny.extend(read_names(path, "--deny-file")?);
     }
+    let operators = match &files.operators {
+        Some(path) if files.client_ca.is_none() => bail!(
+            "--operators {} needs --client-ca: an operator is whoever holds a client \
+             certificate with a listed name, and without client certificates anyone could \
+             take an operator's nickname",
+            path.display()
+        ),
+        Some(path) => read_names(path, "--operators")?.into_iter().collect(),
+        None => HashSet::new(),
+    };
     Ok(Policy {
         verifier,
         deny,
+        operators,
         revoked,
     })
 }
@@ -438,9 +463,11 @@ fn warn_if_due(crl: &std::path::Path, next_update: Option<time::OffsetDateTime>)
     }
 }
 
-fn read_deny_file(path: &Path) -> Result<Vec<String>> {
+/// The names in a file of names (`--deny-file`, `--operators`: one per
+/// line, `#` comments), as nickname keys.
+fn read_names(path: &Path, option: &str) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read --deny-file {}", path.display()))?;
+        .with_context(|| format!("cannot read {option} {}", path.display()))?;
     Ok(text
         .lines()
         .map(|line| line.split('#').next().unwrap_or("").trim())

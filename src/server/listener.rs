@@ -543,6 +543,7 @@ where
                 let server = session::Context {
                     room: &*self.room,
                     channels: &self.channels,
+                    access: self.settings.access.as_deref(),
                     limits: &self.settings.limits,
                     refusals: &self.logs.told,
                     metrics: &self.settings.metrics,

@@ -34,6 +34,8 @@ pub struct AccessOptions {
     pub crl: Option<PathBuf>,
     pub deny: Vec<String>,
     pub deny_file: Option<PathBuf>,
+    /// Client-certificate names that are operators (needs `client_ca`).
+    pub operators: Option<PathBuf>,
 }
 
 /// Loads the access policy `options` ask for; `None` when they restrict
@@ -44,8 +46,10 @@ pub fn access_policy(options: AccessOptions) -> Result<Option<Arc<Access>>> {
         crl,
         deny,
         deny_file,
+        operators,
     } = options;
-    if client_ca.is_none() && crl.is_none() && deny.is_empty() && deny_file.is_none() {
+    let restricts = client_ca.is_some() || crl.is_some() || !deny.is_empty();
+    if !restricts && deny_file.is_none() && operators.is_none() {
         return Ok(None);
     }
     let crl_if_present = match (&client_ca, &crl) {
@@ -62,6 +66,7 @@ pub fn access_policy(options: AccessOptions) -> Result<Option<Arc<Access>>> {
         crl_if_present,
         deny,
         deny_file,
+        operators,
     })?;
     tracing::info!("access: {}", access.prepare()?.summary());
     Ok(Some(access))

@@ -13,7 +13,7 @@ use crate::connection::{Connection, ReadError};
 use crate::protocol::{self, FrameError, MAX_NICK_ATTEMPTS, NickError};
 use crate::room::channels::Channels;
 use crate::room::{JoinError, RecvError, Room};
-use crate::server::access::{self, Entry, NickRefusal, Refusal};
+use crate::server::access::{self, Access, Entry, NickRefusal, Refusal};
 use crate::server::admission::Admission;
 use crate::server::log_limit::LogLimit;
 use crate::server::metrics::{Disconnect, Metrics, Refused, Transport};
@@ -141,6 +141,8 @@ pub(crate) struct Context<'a, R> {
     pub(crate) room: &'a R,
     /// The channels besides the room (`/join`).
     pub(crate) channels: &'a Channels<R>,
+    /// Who may join, and who is an operator; `None`: anyone, nobody.
+    pub(crate) access: Option<&'a Access>,
     pub(crate) limits: &'a Limits,
     /// Limits the log lines for peers that never register (anyone can open
     /// connections that stay silent).

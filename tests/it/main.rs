@@ -35,6 +35,7 @@ mod lookalikes;
 mod metrics;
 mod mutual_tls_reload;
 mod open_files;
+mod operators;
 mod props;
 mod quiet_start;
 mod reconnect_flood;

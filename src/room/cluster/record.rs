@@ -100,7 +100,7 @@ impl Record {
             nick: nick.to_owned(),
             reason: match how {
                 Departure::Left => None,
-                Departure::Quit(reason) => Some(reason.to_owned()),
+                Departure::Quit(_) | Departure::Kicked { .. } => Some(how.text()),
             },
             quiet,
         }

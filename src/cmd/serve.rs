@@ -125,7 +125,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     deny_file: Option<PathBuf>,
     /// The client-certificate names that are operators (one per line, `#`
-    /// comments), read again on SIGHUP; they may /kick. Needs --client-ca.
+    /// comments), read again on SIGHUP; they may /kick, /ban, /mute,
+    /// /unmute and set /topic. Needs --client-ca.
     #[arg(long, value_name = "FILE", requires = "client_ca")]
     operators: Option<PathBuf>,
     #[command(flatten)]

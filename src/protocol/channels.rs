@@ -6,7 +6,7 @@
 //! (`#ops alice: deploy done`), so they can never be taken for a lobby
 //! line: none of those starts with `#`.
 
-use super::{control_line, nick_key};
+use super::{Command, control_line, nick_key};
 use bytes::{Bytes, BytesMut};
 
 /// The default room's name.
@@ -30,6 +30,21 @@ pub fn validate_channel(name: &str) -> Result<&str, &'static str> {
         return Err(BAD_CHANNEL_NAME);
     }
     Ok(name)
+}
+
+/// `/join`, `/part`, `/rooms` (`word` in lower case), or `None` for
+/// another command word.
+pub(super) fn parse<'a>(word: &str, args: &'a str) -> Option<Command<'a>> {
+    let args: Vec<&str> = args.split_whitespace().collect();
+    Some(match (word, &args[..]) {
+        ("rooms", _) => Command::Rooms,
+        ("join", [name]) => Command::Join(name),
+        ("join", _) => Command::Usage("usage: /join #NAME"),
+        ("part", []) => Command::Part(None),
+        ("part", [name]) => Command::Part(Some(name)),
+        ("part", _) => Command::Usage("usage: /part [#NAME]"),
+        _ => return None,
+    })
 }
 
 /// What two channel names are compared on: the lookalike skeleton

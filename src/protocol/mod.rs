@@ -49,7 +49,7 @@
 //! |---|---|
 //! | `/list` | one line to the asker only: `[list] N here: a, b, c` (sorted; at most [`LIST_MAX`] names, then `and K more`), of the asker's current channel |
 //! | `/join #NAME`, `/part [#NAME]`, `/rooms` | channels: see [`channels`] and docs/protocol.md |
-//! | `/kick NICK [REASON]` | operators only: see [`moderation`] and docs/protocol.md |
+//! | `/kick`, `/ban`, `/mute`, `/unmute`, `/topic` | operators only: see [`moderation`] and docs/protocol.md |
 //! | `/msg NICK TEXT` | `[private] <from> -> <to>: TEXT` to NICK only, and the same line back to the sender; an unknown NICK gets `ERROR no such nickname "NICK"` |
 //! | `/me TEXT` | `* <nick> TEXT` to everyone |
 //! | `/quit [REASON]` | leave; the others receive `<nick> left!` or `<nick> left! (REASON)` |
@@ -257,11 +257,22 @@ pub enum Command<'a> {
     Part(Option<&'a str>),
     /// `/rooms`.
     Rooms,
-    /// `/kick NICK [REASON]` (operators only).
+    /// `/kick NICK [REASON]`, or with `ban`, `/ban NICK [REASON]`.
     Kick {
         nick: &'a str,
         reason: Option<Cow<'a, str>>,
+        ban: bool,
     },
+    /// `/mute NICK DURATION`; the duration, and as typed.
+    Mute {
+        nick: &'a str,
+        duration: std::time::Duration,
+        typed: &'a str,
+    },
+    /// `/unmute NICK`.
+    Unmute(&'a str),
+    /// `/topic TEXT`.
+    Topic(Cow<'a, str>),
     /// A known command without what it needs; the text is the usage.
     Usage(&'static str),
     /// Any other command word.
@@ -302,37 +313,12 @@ pub fn is_quit(line: &str) -> bool {
 fn parse_command(rest: &str) -> Command<'_> {
     let rest = rest.trim_start();
     let (word, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-    // A text argument: sanitized, trimmed, and absent when nothing is left.
-    fn clean(s: &str) -> Option<Cow<'_, str>> {
-        match sanitize(s.trim()) {
-            Cow::Borrowed(b) if !b.is_empty() => Some(Cow::Borrowed(b)),
-            Cow::Owned(o) if !o.trim().is_empty() => Some(Cow::Owned(o.trim().to_owned())),
-            _ => None,
-        }
+    let word = word.to_ascii_lowercase();
+    if let Some(command) = channels::parse(&word, args).or_else(|| moderation::parse(&word, args)) {
+        return command;
     }
-    match word.to_ascii_lowercase().as_str() {
+    match word.as_str() {
         "list" => Command::List,
-        "rooms" => Command::Rooms,
-        "kick" => match args.trim_start().split_once(char::is_whitespace) {
-            _ if args.trim().is_empty() => Command::Usage("usage: /kick NICK [REASON]"),
-            Some((nick, reason)) => Command::Kick {
-                nick,
-                reason: clean(reason),
-            },
-            None => Command::Kick {
-                nick: args.trim(),
-                reason: None,
-            },
-        },
-        "join" => match args.split_whitespace().collect::<Vec<_>>()[..] {
-            [name] => Command::Join(name),
-            _ => Command::Usage("usage: /join #NAME"),
-        },
-        "part" => match args.split_whitespace().collect::<Vec<_>>()[..] {
-            [] => Command::Part(None),
-            [name] => Command::Part(Some(name)),
-            _ => Command::Usage("usage: /part [#NAME]"),
-        },
         "help" => Command::Help,
         "me" => match clean(args) {
             Some(text) => Command::Me(text),
@@ -359,6 +345,15 @@ fn parse_command(rest: &str) -> Command<'_> {
             }
         }
         _ => Command::Unknown,
+    }
+}
+
+/// A text argument: sanitized, trimmed, and absent when nothing is left.
+fn clean(s: &str) -> Option<Cow<'_, str>> {
+    match sanitize(s.trim()) {
+        Cow::Borrowed(b) if !b.is_empty() => Some(Cow::Borrowed(b)),
+        Cow::Owned(o) if !o.trim().is_empty() => Some(Cow::Owned(o.trim().to_owned())),
+        _ => None,
     }
 }
 

@@ -60,12 +60,19 @@ pub struct Channels<R> {
     max_channels: usize,
     max_joined: usize,
     by_key: Mutex<BTreeMap<String, Channel<R>>>,
+    /// `#lobby`'s topic.
+    lobby_topic: Mutex<Option<String>>,
+    /// Each participant's current channel (by nick key and channel key),
+    /// for those not in `#lobby`: where what is said about it goes.
+    current_of: Mutex<std::collections::HashMap<String, String>>,
 }
 
 struct Channel<R> {
     /// As its first member spelled it.
     name: Arc<str>,
     room: Arc<R>,
+    /// Set by an operator (`/topic`); forgotten with the channel.
+    topic: Option<String>,
     /// Members, and joins under way: the channel is forgotten at 0.
     holders: usize,
 }
@@ -77,7 +84,71 @@ impl<R: Room> Channels<R> {
             max_channels,
             max_joined,
             by_key: Mutex::new(BTreeMap::new()),
+            lobby_topic: Mutex::new(None),
+            current_of: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Sends a line about `nick` (`line` as the lobby shows it) to the
+    /// members of its current channel, in that channel's form.
+    pub fn notice_about(&self, nick: &str, line: &[u8]) -> Result<(), &'static str> {
+        let current = lock(&self.current_of)
+            .get(&crate::protocol::nick_key(nick))
+            .cloned();
+        let channel = current.and_then(|key| {
+            let by_key = lock(&self.by_key);
+            by_key.get(&key).map(|c| (c.name.clone(), c.room.clone()))
+        });
+        match channel {
+            None => self.lobby.notice(Bytes::copy_from_slice(line)),
+            Some((name, room)) => {
+                room.notice(names::in_channel(&names::channel_prefix(&name), line))
+            }
+        }
+    }
+
+    /// Sets the topic of the channel `current` (`None`: `#lobby`) and tells
+    /// its members, `[topic] #name: TEXT set by <by>`.
+    pub fn set_topic(
+        &self,
+        current: Option<&str>,
+        topic: &str,
+        by: &str,
+    ) -> Result<(), &'static str> {
+        use crate::protocol::moderation::topic_set_line;
+        let Some(name) = current else {
+            *lock(&self.lobby_topic) = Some(topic.to_owned());
+            return self.lobby.notice(topic_set_line(LOBBY, topic, by));
+        };
+        let room = {
+            let mut by_key = lock(&self.by_key);
+            let Some(channel) = by_key.get_mut(&names::channel_key(name)) else {
+                return Ok(());
+            };
+            channel.topic = Some(topic.to_owned());
+            channel.room.clone()
+        };
+        room.notice(topic_set_line(name, topic, by))
+    }
+
+    /// The topic of `#lobby` (`None`) or of the channel `name`, if set.
+    fn topic(&self, name: Option<&str>) -> Option<String> {
+        match name {
+            None => lock(&self.lobby_topic).clone(),
+            Some(name) => lock(&self.by_key)
+                .get(&names::channel_key(name))
+                .and_then(|c| c.topic.clone()),
+        }
+    }
+
+    /// Remembers `nick`'s current channel (`None`: `#lobby`).
+    fn set_current(&self, nick: &str, channel: Option<&str>) {
+        let mut current_of = lock(&self.current_of);
+        let key = crate::protocol::nick_key(nick);
+        match channel {
+            None => current_of.remove(&key),
+            Some(name) => current_of.insert(key, names::channel_key(name)),
+        };
     }
 
     /// A place in channel `name` (made if new): its name as spelled by its
@@ -101,6 +172,7 @@ impl<R: Room> Channels<R> {
         let channel = Channel {
             name: name.clone(),
             room: room.clone(),
+            topic: None,
             holders: 1,
         };
         by_key.insert(key.clone(), channel);
@@ -205,18 +277,16 @@ impl<'c, R: Room> Joined<'c, R> {
     pub async fn join(&mut self, name: &str) -> Result<Vec<Bytes>, ChannelError> {
         let name = names::validate_channel(name).map_err(|_| ChannelError::Name)?;
         if names::is_lobby(name) {
-            self.current = None;
+            self.make_current(None);
             let here = self.channels.lobby.members(0).0;
-            return Ok(vec![names::join_line(LOBBY, here)]);
+            return Ok(self.with_topic(names::join_line(LOBBY, here)));
         }
         let key = names::channel_key(name);
         if let Some(at) = self.joined.iter().position(|c| c.key == key) {
-            self.current = Some(at);
+            self.make_current(Some(at));
             let channel = &self.joined[at];
-            return Ok(vec![names::join_line(
-                &channel.name,
-                channel.room.members(0).0,
-            )]);
+            let line = names::join_line(&channel.name, channel.room.members(0).0);
+            return Ok(self.with_topic(line));
         }
         if self.joined.len() >= self.channels.max_joined {
             return Err(ChannelError::TooManyJoined(self.channels.max_joined));
@@ -238,9 +308,33 @@ impl<'c, R: Room> Joined<'c, R> {
             room,
             subscription,
         });
-        self.current = Some(self.joined.len() - 1);
+        self.make_current(Some(self.joined.len() - 1));
         let joined = joined.map_err(|_| ChannelError::Join(JoinError::Closed))?;
-        Ok(vec![joined, names::join_line(&name, here)])
+        let mut lines = vec![joined];
+        lines.extend(self.with_topic(names::join_line(&name, here)));
+        Ok(lines)
+    }
+
+    /// `reply`, then the current channel's topic if it has one.
+    fn with_topic(&self, reply: Bytes) -> Vec<Bytes> {
+        let name = self.current.map(|at| &*self.joined[at].name);
+        let topic = self.channels.topic(name);
+        let topic =
+            topic.map(|topic| crate::protocol::moderation::topic_line(self.current_name(), &topic));
+        std::iter::once(reply).chain(topic).collect()
+    }
+
+    /// Makes `at` (an index in `joined`; `None`: `#lobby`) the current
+    /// channel, and tells the server's channels.
+    fn make_current(&mut self, at: Option<usize>) {
+        self.current = at;
+        let name = at.map(|at| &*self.joined[at].name);
+        self.channels.set_current(self.nick, name);
+    }
+
+    /// The current channel, `None` for `#lobby`: where `/topic` goes.
+    pub fn current_channel(&self) -> Option<&str> {
+        self.current.map(|at| &*self.joined[at].name)
     }
 
     /// `/part [NAME]`: leaves the channel (the current one by default);
@@ -262,11 +356,7 @@ impl<'c, R: Room> Joined<'c, R> {
         };
         let channel = self.joined.remove(at);
         self.leave(&channel, Departure::Left);
-        self.current = match self.current {
-            Some(current) if current == at => None,
-            Some(current) if current > at => Some(current - 1),
-            other => other,
-        };
+        self.after_removing(at);
         Ok(names::part_line(&channel.name, self.current_name()))
     }
 
@@ -308,11 +398,18 @@ impl<'c, R: Room> Joined<'c, R> {
     fn closed(&mut self, at: usize) {
         let channel = self.joined.remove(at);
         self.channels.release(&channel.key);
-        self.current = match self.current {
+        self.after_removing(at);
+    }
+
+    /// The current channel once `joined[at]` is gone: `#lobby` if it was
+    /// that one.
+    fn after_removing(&mut self, at: usize) {
+        let current = match self.current {
             Some(current) if current == at => None,
             Some(current) if current > at => Some(current - 1),
             other => other,
         };
+        self.make_current(current);
     }
 }
 
@@ -325,6 +422,9 @@ impl<R: Room> Drop for Joined<'_, R> {
         };
         for channel in &self.joined {
             self.leave(channel, how);
+        }
+        if self.current.is_some() {
+            self.channels.set_current(self.nick, None);
         }
     }
 }

@@ -180,6 +180,14 @@ pub trait Room: Send + Sync + 'static {
         Err("with --cluster yet")
     }
 
+    /// Sends `line` (a line of the server's, already formatted) to
+    /// everyone in the room's order, as the server's own; it is not
+    /// stored. A room that cannot says why.
+    fn notice(&self, line: Bytes) -> Result<(), &'static str> {
+        let _ = line;
+        Err("with --cluster yet")
+    }
+
     /// Sends `farewell` as the room's last line to this server's
     /// participants: after it, nobody joins here and nothing more is
     /// announced (not even who leaves).

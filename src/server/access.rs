@@ -156,6 +156,42 @@ impl Access {
         self.requires_certificates() && self.current().operators.contains(&nick_key(nick))
     }
 
+    /// Adds `name` to the `--deny-file`, with `comment` beside it, and to
+    /// the policy in force: `name` is refused from now on, also after a
+    /// restart, until someone takes it out of the file. Refused without a
+    /// deny file.
+    pub fn ban(&self, name: &str, comment: &str) -> Result<()> {
+        use std::io::Write;
+        let path = self.deny_file()?;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open --deny-file {}", path.display()))?;
+        writeln!(file, "{name}  # {comment}")
+            .with_context(|| format!("cannot write --deny-file {}", path.display()))?;
+        // The policy in force, with the name denied: the next reload reads
+        // it from the file. Nobody is told of a change: the one banned is
+        // put out by the caller already, with the reason.
+        let mut policy = crate::sync::write(&self.policy);
+        let mut deny = policy.deny.clone();
+        deny.insert(nick_key(name));
+        *policy = Arc::new(Policy {
+            verifier: policy.verifier.clone(),
+            deny,
+            operators: policy.operators.clone(),
+            revoked: policy.revoked,
+        });
+        Ok(())
+    }
+
+    /// The `--deny-file` bans go to; refused without one.
+    pub fn deny_file(&self) -> Result<&Path> {
+        self.files
+            .deny_file
+            .as_deref()
+            .context("/ban needs --deny-file: the server has no file to keep the name in")
+    }
+
     /// The verifier for the server's TLS config: always the current
     /// policy's. `None` without `--client-ca`.
     pub fn client_verifier(self: &Arc<Self>) -> Option<Arc<dyn ClientCertVerifier>> {

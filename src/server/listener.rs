@@ -19,6 +19,7 @@ use crate::server::access::{self, Access, Entry};
 use crate::server::admission::{self, Admission, MAX_REFUSALS_IN_FLIGHT};
 use crate::server::log_limit::{self, LogLimit};
 use crate::server::metrics::{HandshakeFailure, Metrics, Refused, Transport};
+use crate::server::moderation::Moderation;
 use crate::server::per_address::{self, AddressLimits, Refusal, Sources};
 use crate::server::session::{self, Limits, Session};
 use crate::server::shutdown::{self, Shutdown};
@@ -237,6 +238,7 @@ struct Listener<R> {
 struct Shared<R> {
     room: Arc<R>,
     channels: Channels<R>,
+    moderation: Moderation,
     settings: Settings,
     tls: Option<TlsAcceptor>,
     logs: Logs,
@@ -273,6 +275,7 @@ where
             })),
             shared: Arc::new(Shared {
                 channels: Channels::new(room.clone(), settings.max_channels, settings.max_joined),
+                moderation: Moderation::default(),
                 room,
                 tls: settings.tls.clone().map(TlsAcceptor::from),
                 settings,
@@ -544,6 +547,7 @@ where
                     room: &*self.room,
                     channels: &self.channels,
                     access: self.settings.access.as_deref(),
+                    moderation: &self.moderation,
                     limits: &self.settings.limits,
                     refusals: &self.logs.told,
                     metrics: &self.settings.metrics,

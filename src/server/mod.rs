@@ -16,6 +16,7 @@ pub mod admission;
 mod listener;
 pub mod log_limit;
 pub mod metrics;
+pub mod moderation;
 pub mod per_address;
 pub mod rate;
 pub mod reload;

@@ -17,6 +17,7 @@ use crate::server::access::{self, Access, Entry, NickRefusal, Refusal};
 use crate::server::admission::Admission;
 use crate::server::log_limit::LogLimit;
 use crate::server::metrics::{Disconnect, Metrics, Refused, Transport};
+use crate::server::moderation::Moderation;
 use crate::server::per_address::SourceHandle;
 use crate::server::rate::RateLimit;
 use crate::server::shutdown::Shutdown;
@@ -143,6 +144,8 @@ pub(crate) struct Context<'a, R> {
     pub(crate) channels: &'a Channels<R>,
     /// Who may join, and who is an operator; `None`: anyone, nobody.
     pub(crate) access: Option<&'a Access>,
+    /// Who is muted.
+    pub(crate) moderation: &'a Moderation,
     pub(crate) limits: &'a Limits,
     /// Limits the log lines for peers that never register (anyone can open
     /// connections that stay silent).

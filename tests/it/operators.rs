@@ -3,7 +3,7 @@
 //! refused, an operator's right gone at a reload, and `--operators`
 //! refused without client certificates.
 
-use crate::harness::{Client, TestCerts, TlsClient, loopback};
+use crate::harness::{Client, TestCerts, TlsClient, WAIT, loopback};
 use chatroom::certs;
 use chatroom::server::access::{Access, AccessFiles};
 use chatroom::server::{RunningServer, Settings};
@@ -14,6 +14,15 @@ use std::sync::Arc;
 /// A server with client certificates from `certs`' CA and the operators
 /// listed in the file it returns.
 async fn start(certs: &TestCerts, operators: &[&str]) -> (RunningServer, Arc<Access>, PathBuf) {
+    start_denying(certs, operators, None).await
+}
+
+/// [`start`], with a `--deny-file` too.
+async fn start_denying(
+    certs: &TestCerts,
+    operators: &[&str],
+    deny_file: Option<PathBuf>,
+) -> (RunningServer, Arc<Access>, PathBuf) {
     let file = certs.path("operators.txt");
     let mut listed = String::from("# who may /kick\n");
     for name in operators {
@@ -24,6 +33,7 @@ async fn start(certs: &TestCerts, operators: &[&str]) -> (RunningServer, Arc<Acc
         client_ca: Some(certs.ca()),
         crl_if_present: Some(certs.path(certs::CRL)),
         operators: Some(file.clone()),
+        deny_file,
         ..AccessFiles::default()
     })
     .expect("access policy");
@@ -58,7 +68,7 @@ async fn an_operator_kicks_from_the_room_and_every_channel_and_nobody_else_can()
     let mut bob = join(&server, &certs, "bob").await;
     let mut carol = join(&server, &certs, "carol").await;
     let mut dave = join(&server, &certs, "dave").await;
-    alice.until("dave joined!", crate::harness::WAIT).await;
+    alice.until("dave joined!", WAIT).await;
     carol.expect("dave joined!").await;
     for client in [&mut alice, &mut bob] {
         client.send("/join #ops").await;
@@ -66,16 +76,22 @@ async fn an_operator_kicks_from_the_room_and_every_channel_and_nobody_else_can()
     alice.expect("#ops alice joined!").await;
     alice.expect("[join] #ops: 1 here").await;
     alice.expect("#ops bob joined!").await;
-    bob.until("[join] #ops: 2 here", crate::harness::WAIT).await;
+    bob.until("[join] #ops: 2 here", WAIT).await;
 
     // Not an operator: nothing happens.
     carol.send("/kick bob").await;
     carol.expect("ERROR not an operator").await;
     // An operator cannot put out another.
     alice.send("/kick dave").await;
-    alice.expect("ERROR an operator cannot be kicked").await;
+    alice
+        .expect("ERROR an operator cannot be kicked, banned or muted")
+        .await;
     alice.send("/kick nobody").await;
     alice.expect("ERROR no such nickname \"nobody\"").await;
+    alice.send("/ban bob").await;
+    alice
+        .expect("ERROR /ban needs --deny-file: the server has no file to keep the name in")
+        .await;
 
     // Found as nicknames are, spelled as its owner does.
     alice.send("/kick B0B spamming the channel").await;
@@ -150,4 +166,117 @@ async fn operators_need_client_certificates() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--client-ca"), "{stderr}");
+}
+
+#[tokio::test]
+async fn mute_unmute_topic_and_ban_as_an_operator_and_not_otherwise() {
+    let certs = TestCerts::new();
+    let deny_file = certs.path("denied.txt");
+    std::fs::write(&deny_file, "# banned names\n").expect("deny file");
+    let (server, _access, operators) =
+        start_denying(&certs, &["alice"], Some(deny_file.clone())).await;
+    let mut alice = join(&server, &certs, "alice").await;
+    let mut bob = join(&server, &certs, "bob").await;
+    let mut carol = join(&server, &certs, "carol").await;
+    alice.until("carol joined!", WAIT).await;
+    bob.expect("carol joined!").await;
+    for (command, refusal) in [
+        ("/mute bob 10m", "ERROR not an operator"),
+        ("/topic mine now", "ERROR not an operator"),
+        ("/ban bob", "ERROR not an operator"),
+        ("/unmute bob", "ERROR not an operator"),
+    ] {
+        carol.send(command).await;
+        carol.expect(refusal).await;
+    }
+
+    alice.send("/mute bob 10m").await;
+    let answer = alice.until("bob was muted by alice for 10m", WAIT).await;
+    assert!(
+        answer
+            .iter()
+            .any(|l| l.starts_with("[mute] bob is muted until ")),
+        "{answer:?}"
+    );
+    bob.expect("bob was muted by alice for 10m").await;
+    bob.send("let me speak").await;
+    let refused = bob.line().await;
+    assert!(
+        refused.starts_with("ERROR you are muted until "),
+        "{refused}"
+    );
+    assert!(refused.ends_with(" UTC"), "{refused}");
+    // Channel commands still work; speaking in a channel does not.
+    for client in [&mut alice, &mut bob] {
+        client.send("/join #ops").await;
+    }
+    alice.until("#ops bob joined!", WAIT).await;
+    bob.until("[join] #ops: 2 here", WAIT).await;
+    bob.send("in #ops then").await;
+    assert!(bob.line().await.starts_with("ERROR you are muted until "));
+    // Lifted: said where bob is now.
+    alice.send("/unmute bob").await;
+    alice.expect("[mute] bob may speak again").await;
+    alice.expect("#ops bob was unmuted by alice").await;
+    bob.expect("#ops bob was unmuted by alice").await;
+    bob.send("thanks").await;
+    bob.expect("#ops bob: thanks").await;
+    alice.expect("#ops bob: thanks").await;
+
+    // A topic for #ops: its members see it set, a newcomer sees it.
+    alice.send(&format!("/topic {}", "x".repeat(301))).await;
+    alice.expect("ERROR a topic is at most 300 bytes").await;
+    alice.send("/topic deploy at noon").await;
+    alice.expect("[topic] set for #ops").await;
+    alice
+        .expect("[topic] #ops: deploy at noon set by alice")
+        .await;
+    bob.expect("[topic] #ops: deploy at noon set by alice")
+        .await;
+    carol.send("/join #ops").await;
+    // (She saw bob's mute in the lobby, where he was then.)
+    let before = carol.until("#ops carol joined!", WAIT).await;
+    assert_eq!(before, ["bob was muted by alice for 10m"]);
+    carol.expect("[join] #ops: 3 here").await;
+    carol.expect("[topic] #ops: deploy at noon").await;
+
+    // A ban puts out, keeps the name in --deny-file, and holds.
+    alice.send("/ban carol trolling").await;
+    let last = carol.until_closed().await;
+    assert_eq!(
+        last.last().map(String::as_str),
+        Some("ERROR kicked by alice: trolling"),
+        "{last:?}"
+    );
+    alice.until("[ban] carol is out", WAIT).await;
+    let denied = std::fs::read_to_string(&deny_file).expect("deny file");
+    assert!(
+        denied
+            .lines()
+            .any(|l| l.starts_with("carol  # banned by alice on ") && l.ends_with(": trolling")),
+        "{denied}"
+    );
+    assert_refused(&server, &certs, "carol").await;
+    // After a restart, from the file.
+    let (again, _access, _) = start_denying(&certs, &["alice"], Some(deny_file.clone())).await;
+    assert_refused(&again, &certs, "carol").await;
+    drop(operators);
+}
+
+/// `name`'s certificate no longer joins: the server says why and closes.
+async fn assert_refused(server: &RunningServer, certs: &TestCerts, name: &str) {
+    let (cert, key) = certs.issued(name);
+    assert!(
+        cert.exists() && key.exists(),
+        "{name}'s certificate was issued"
+    );
+    let mut client = Client::tls(server.addr, certs.client_tls_as(&cert, &key)).await;
+    let lines = client.until_closed().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("ERROR access denied for \"{name}\"")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l == "NICK"), "{lines:?}");
 }

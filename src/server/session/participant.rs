@@ -10,11 +10,13 @@
 //! falls further behind than the ring holds is disconnected with
 //! `ERROR disconnected: too slow` instead of skipping lines.
 
+mod moderate;
+
 use super::{Context, End, LAST_WORDS, Session};
 use crate::connection::{BATCH_BYTES, Connection, ReadError};
 use crate::protocol::{self, Command, Input};
 use crate::room::channels::Joined;
-use crate::room::{Departure, Question, RecvError, Room};
+use crate::room::{Question, RecvError, Room};
 use crate::server::per_address::Pace;
 use crate::server::shutdown::Shutdown;
 use bytes::Bytes;
@@ -233,9 +235,20 @@ where
             self.channel_command(command).await;
             return Ok(1);
         }
-        if let Input::Command(Command::Kick { nick, reason }) = input {
-            let answer = self.kick(nick, reason.as_deref());
+        if let Input::Command(
+            command @ (Command::Kick { .. }
+            | Command::Mute { .. }
+            | Command::Unmute(_)
+            | Command::Topic(_)),
+        ) = input
+        {
+            let answer = self.moderate(command);
             self.conn.queue(answer);
+            return Ok(1);
+        }
+        if let Input::Message(_) | Input::Command(Command::Me(_)) = &input
+            && self.refused_as_muted()
+        {
             return Ok(1);
         }
         let (room, nick, conn) = (self.subscription.current(), self.nick, &mut *self.conn);
@@ -279,10 +292,27 @@ where
                 }
                 Command::Usage(usage) => conn.queue(protocol::error_line(usage)),
                 Command::Unknown => conn.queue(protocol::error_line("unknown command")),
-                Command::Join(_) | Command::Part(_) | Command::Rooms | Command::Kick { .. } => {}
+                Command::Join(_)
+                | Command::Part(_)
+                | Command::Rooms
+                | Command::Kick { .. }
+                | Command::Mute { .. }
+                | Command::Unmute(_)
+                | Command::Topic(_) => {}
             },
         }
         Ok(1)
+    }
+
+    /// Whether this participant is muted now; if so, it is told until when.
+    fn refused_as_muted(&mut self) -> bool {
+        let Some(until) = self.server.moderation.muted_until(self.nick) else {
+            return false;
+        };
+        let now = time::OffsetDateTime::now_utc();
+        self.conn
+            .queue(protocol::moderation::muted_error(until, now));
+        true
     }
 
     /// `/join`, `/part`, `/rooms`: answered to this participant alone.
@@ -295,34 +325,6 @@ where
         match answer {
             Ok(lines) => lines.into_iter().for_each(|line| self.conn.queue(line)),
             Err(refused) => self.conn.queue(protocol::error_line(refused)),
-        }
-    }
-
-    /// `/kick NICK [REASON]`: puts NICK out of the server, if this
-    /// participant is an operator now (its certificate's name in
-    /// `--operators`, as the policy in force says) and NICK is not one.
-    /// Returns the answer to the asker.
-    fn kick(&self, victim: &str, reason: Option<&str>) -> Bytes {
-        let (by, access) = (self.nick, self.server.access);
-        // Typed by the asker, and said back to it: no control character.
-        let victim = &*protocol::sanitize(victim);
-        if !access.is_some_and(|access| access.is_operator(by)) {
-            return protocol::error_line(protocol::moderation::NOT_AN_OPERATOR);
-        }
-        if access.is_some_and(|access| access.is_operator(victim)) {
-            return protocol::error_line("an operator cannot be kicked");
-        }
-        let told = protocol::moderation::kicked_error(by, reason);
-        let how = Departure::Kicked { by, reason };
-        match self.server.channels.put_out(victim, told, how) {
-            Ok(true) => {
-                tracing::info!(target: "audit", op = by, action = "kick", whom = victim, reason);
-                protocol::control_line(&format!("[kick] {victim} is out"))
-            }
-            Ok(false) => protocol::error_line(format!("no such nickname \"{victim}\"")),
-            Err(why) => {
-                protocol::error_line(format!("/kick is not available on this server {why}"))
-            }
         }
     }
 

@@ -87,6 +87,16 @@ impl TestCerts {
         (report.cert, report.key)
     }
 
+    /// Client NAME's certificate and key, issued by an earlier
+    /// [`TestCerts::client`].
+    pub fn issued(&self, name: &str) -> (PathBuf, PathBuf) {
+        let clients = self.dir.path().join("clients");
+        (
+            clients.join(format!("{name}.pem")),
+            clients.join(format!("{name}-key.pem")),
+        )
+    }
+
     /// A client config that pins this CA and presents `cert`/`key`.
     pub fn client_tls_as(&self, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
         tls::client_config_with(&self.ca(), tls::TlsVersion::Any, Some((cert, key)))

@@ -1,0 +1,119 @@
+//! An operator's commands (`/kick`, `/ban`, `/mute`, `/unmute`, `/topic`):
+//! each checked against the access policy in force now, answered to the
+//! operator, told to whom it concerns, and logged under the target
+//! `audit`.
+
+use super::Participant;
+use crate::protocol::moderation::{self, MAX_TOPIC, NOT_AN_OPERATOR};
+use crate::protocol::{self, Command};
+use crate::room::{Departure, Room};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<S, R> Participant<'_, S, R>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Room,
+{
+    /// Acts on an operator's command; returns the answer to the asker.
+    pub(super) fn moderate(&self, command: Command<'_>) -> Bytes {
+        let access = self.server.access;
+        if !access.is_some_and(|access| access.is_operator(self.nick)) {
+            return protocol::error_line(NOT_AN_OPERATOR);
+        }
+        let is_operator = |nick: &str| access.is_some_and(|access| access.is_operator(nick));
+        match command {
+            Command::Kick { nick, .. } | Command::Mute { nick, .. } if is_operator(nick) => {
+                protocol::error_line("an operator cannot be kicked, banned or muted")
+            }
+            Command::Kick { nick, reason, ban } => self.kick(nick, reason.as_deref(), ban),
+            Command::Mute {
+                nick,
+                duration,
+                typed,
+            } => {
+                let nick = &*protocol::sanitize(nick);
+                let line = moderation::muted_line(nick, self.nick, typed);
+                if let Err(why) = self.server.channels.notice_about(nick, &line) {
+                    return unavailable("/mute", why);
+                }
+                let until = self.server.moderation.mute(nick, duration);
+                self.audit("mute", nick, Some(typed));
+                let until = moderation::until_text(until, time::OffsetDateTime::now_utc());
+                protocol::control_line(&format!("[mute] {nick} is muted until {until}"))
+            }
+            Command::Unmute(nick) => {
+                let nick = &*protocol::sanitize(nick);
+                if !self.server.moderation.unmute(nick) {
+                    return protocol::error_line(format!("\"{nick}\" is not muted"));
+                }
+                self.audit("unmute", nick, None);
+                let line = moderation::unmuted_line(nick, self.nick);
+                let _ = self.server.channels.notice_about(nick, &line);
+                protocol::control_line(&format!("[mute] {nick} may speak again"))
+            }
+            Command::Topic(topic) if topic.len() > MAX_TOPIC => {
+                protocol::error_line(format!("a topic is at most {MAX_TOPIC} bytes"))
+            }
+            Command::Topic(topic) => {
+                let channel = self.subscription.current_channel();
+                let set = self.server.channels.set_topic(channel, &topic, self.nick);
+                self.audit("topic", self.subscription.current_name(), Some(&topic));
+                match set {
+                    Ok(()) => protocol::control_line(&format!(
+                        "[topic] set for {}",
+                        self.subscription.current_name()
+                    )),
+                    Err(why) => unavailable("/topic", why),
+                }
+            }
+            _ => protocol::error_line("unknown command"),
+        }
+    }
+
+    /// `/kick` (and `/ban`, which first keeps the name in `--deny-file`):
+    /// puts NICK out of the server, the room and every channel told.
+    fn kick(&self, victim: &str, reason: Option<&str>, ban: bool) -> Bytes {
+        let by = self.nick;
+        // Typed by the asker, and said back to it: no control character.
+        let victim = &*protocol::sanitize(victim);
+        let access = self.server.access;
+        if ban && let Some(Err(e)) = access.map(|access| access.deny_file()) {
+            return protocol::error_line(e);
+        }
+        // Put out first: the reload a ban makes would otherwise put it out
+        // as merely denied.
+        let told = moderation::kicked_error(by, reason);
+        let how = Departure::Kicked { by, reason };
+        let action = if ban { "ban" } else { "kick" };
+        let answer = match self.server.channels.put_out(victim, told, how) {
+            Ok(true) => protocol::control_line(&format!("[{action}] {victim} is out")),
+            // A ban holds for the next join all the same.
+            Ok(false) if ban => protocol::control_line(&format!("[ban] {victim} is banned")),
+            Ok(false) => return protocol::error_line(format!("no such nickname \"{victim}\"")),
+            Err(why) => return unavailable(&format!("/{action}"), why),
+        };
+        self.audit(action, victim, reason);
+        if let Some(access) = access.filter(|_| ban) {
+            let date = time::OffsetDateTime::now_utc().date();
+            let comment = match reason {
+                Some(reason) => format!("banned by {by} on {date}: {reason}"),
+                None => format!("banned by {by} on {date}"),
+            };
+            if let Err(e) = access.ban(victim, &comment) {
+                tracing::warn!(error = format!("{e:#}"), "cannot ban {victim}");
+                return protocol::error_line(format!("{victim} is out, but not banned: {e:#}"));
+            }
+        }
+        answer
+    }
+
+    /// The audit log's line for an operator's action.
+    fn audit(&self, action: &str, whom: &str, detail: Option<&str>) {
+        tracing::info!(target: "audit", op = self.nick, action, whom, detail);
+    }
+}
+
+fn unavailable(command: &str, why: &str) -> Bytes {
+    protocol::error_line(format!("{command} is not available on this server {why}"))
+}

@@ -337,7 +337,6 @@ async fn channels_get_a_tab_each_with_its_own_transcript_an_unread_marker_and_ke
     alice
         .until_in_tab("#ops", "[private] carol -> alice: psst")
         .await;
-    screenshot(&bob).await;
 
     // Alt+Left: the lobby's tab, read; the server's current channel and
     // the member list follow it.
@@ -358,6 +357,13 @@ async fn channels_get_a_tab_each_with_its_own_transcript_an_unread_marker_and_ke
     until_members(&alice, "alice,bob").await;
     alice.type_into("line", "yes").await;
     bob.until_in_tab("#ops", "#ops alice: yes").await;
+    screenshot(&bob).await;
+    // Alt+PageUp and Alt+PageDown, the same.
+    alt(&bob, Key::PageUp).await;
+    bob.until_on_tab("#lobby").await;
+    bob.until_unread("#lobby", 0).await;
+    alt(&bob, Key::PageDown).await;
+    bob.until_on_tab("#ops").await;
 
     // The close button leaves the channel (`/part`): the tab goes, and
     // alice sees bob leave in her #ops tab.

@@ -373,8 +373,8 @@ function renderMembers(total) {
   $("where").textContent = state.tabs.get(state.shown).name;
 }
 
-// Channels' names compare as the server folds them for the page's needs:
-// in any case (the server sends the spelling of the channel's first member).
+// A tab's key: the channel's name in lower case. The page only ever names
+// a channel as the server spells it, so finer folding is the server's.
 function key(name) {
   return name.toLowerCase();
 }

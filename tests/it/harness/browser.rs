@@ -216,6 +216,70 @@ impl Browser {
         serde_json::from_value(lines).expect("lines")
     }
 
+    /// The lines (as the server sent them) in the transcript of the tab of
+    /// `channel`; none if there is no such tab.
+    pub async fn tab_lines(&self, channel: &str) -> Vec<String> {
+        let lines = self
+            .eval(&format!(
+                "[...({panel})?.querySelectorAll('.line') ?? []].map(l => l.dataset.raw)",
+                panel = panel(channel)
+            ))
+            .await;
+        serde_json::from_value(lines).expect("lines")
+    }
+
+    /// Waits until the tab of `channel` shows `line`.
+    pub async fn until_in_tab(&self, channel: &str, line: &str) {
+        let line = serde_json::to_string(line).expect("JSON");
+        self.wait_for(&format!(
+            "[...({panel})?.querySelectorAll('.line') ?? []].some(l => l.dataset.raw === {line})",
+            panel = panel(channel)
+        ))
+        .await;
+    }
+
+    /// Waits until the tab of `channel` is the one on screen (and the
+    /// only transcript shown).
+    pub async fn until_on_tab(&self, channel: &str) {
+        self.wait_for(&format!(
+            "[...document.querySelectorAll('#transcript .panel')]
+               .filter(p => !p.hidden).map(p => p.dataset.channel).join() === {channel}
+             && {tab}?.querySelector('[role=tab]').getAttribute('aria-selected') === 'true'",
+            channel = serde_json::to_string(channel).expect("JSON"),
+            tab = tab(channel)
+        ))
+        .await;
+    }
+
+    /// Waits until the unread marker of the tab of `channel` says
+    /// `count` (0: no marker).
+    pub async fn until_unread(&self, channel: &str, count: u32) {
+        self.wait_for(&format!(
+            "(t => (t.classList.contains('unread') ? Number(t.querySelector('.unread-count').textContent) : 0) === {count}
+               && t.querySelector('.unread-count').hidden === ({count} === 0))({}) || null",
+            tab(channel)
+        ))
+        .await;
+    }
+
+    /// Keys pressed where the focus is (fantoccini's `Key`s as chars for
+    /// modifiers and arrows; a modifier holds until the end of `keys`).
+    pub async fn press(&self, keys: &str) {
+        let focused = self.client.active_element().await.expect("focus");
+        focused.send_keys(keys).await.expect("keys");
+    }
+
+    /// Clicks the element `css` selects.
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
     /// Waits until the transcript shows `line`.
     pub async fn until_shown(&self, line: &str) {
         let line = serde_json::to_string(line).expect("JSON");
@@ -224,4 +288,22 @@ impl Browser {
         ))
         .await;
     }
+}
+
+/// A JavaScript expression: the transcript of the tab of `channel`, or
+/// undefined.
+fn panel(channel: &str) -> String {
+    let channel = serde_json::to_string(channel).expect("JSON");
+    format!(
+        "[...document.querySelectorAll('#transcript .panel')].find(p => p.dataset.channel === {channel})"
+    )
+}
+
+/// A JavaScript expression: the tab of `channel` in the tab bar, or
+/// undefined.
+fn tab(channel: &str) -> String {
+    let channel = serde_json::to_string(channel).expect("JSON");
+    format!(
+        "[...document.querySelectorAll('#tabs .tab')].find(t => t.dataset.channel === {channel})"
+    )
 }

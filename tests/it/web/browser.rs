@@ -1,10 +1,12 @@
 //! The chat page in headless Chromium against the built `serve --web`:
 //! browsers and a terminal client in one room, the nickname prompt's
-//! errors, hostile text shown as text, and reconnection after a restart.
+//! errors, hostile text shown as text, reconnection after a restart, and
+//! a tab per channel.
 
 use crate::harness::Serve;
 use crate::harness::browser::{Browser, Driver, spki_hash, web_addr};
 use crate::harness::cli::Running;
+use fantoccini::key::Key;
 use std::path::Path;
 
 /// `serve --web` on `web` in `dir`; the web address it listens on.
@@ -87,7 +89,6 @@ async fn two_browsers_and_a_terminal_client_share_one_transcript_and_hostile_tex
           .some(l => l.dataset.raw === '[private] alice -> bob: see you at the lab')",
     )
     .await;
-    screenshot(&bob).await;
 
     let payloads = [
         "<img src=x onerror=alert(1)>",
@@ -256,4 +257,188 @@ async fn the_browser_trusts_the_pinned_key_only() {
         .await;
     assert_eq!(page, true, "the page loaded under another key's pin");
     browser.close().await;
+}
+
+/// Waits until the member list reads `names` (comma-separated, sorted).
+async fn until_members(browser: &Browser, names: &str) {
+    let names = serde_json::to_string(names).expect("JSON");
+    browser
+        .wait_for(&format!(
+            "[...document.querySelectorAll('#member-list .member')].map(b => b.textContent).join() === {names}"
+        ))
+        .await;
+}
+
+/// Alt and an arrow, where the focus is: the previous or next tab.
+async fn alt(browser: &Browser, arrow: Key) {
+    browser
+        .press(&format!("{}{}", char::from(Key::Alt), char::from(arrow)))
+        .await;
+}
+
+#[tokio::test]
+async fn channels_get_a_tab_each_with_its_own_transcript_an_unread_marker_and_keys() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (serve, web) = serve_web(dir.path(), "127.0.0.1:0").await;
+    let (url, spki) = page(dir.path(), &web);
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let (alice, bob) = tokio::join!(driver.open(&url, &spki), driver.open(&url, &spki));
+    alice.join("alice").await;
+    bob.join("bob").await;
+    let mut carol = terminal(dir.path(), &serve, "carol").await;
+    for browser in [&alice, &bob] {
+        browser.until_in_tab("#lobby", "carol joined!").await;
+    }
+
+    // `/join` typed opens the channel's tab and shows it, after #lobby.
+    alice.type_into("line", "/join #ops").await;
+    alice.until_on_tab("#ops").await;
+    alice.until_in_tab("#ops", "[join] #ops: 1 here").await;
+    bob.type_into("line", "/join #ops").await;
+    bob.until_on_tab("#ops").await;
+    alice.until_in_tab("#ops", "#ops bob joined!").await;
+    let tabs = alice
+        .eval("[...document.querySelectorAll('#tabs .tab')].map(t => t.dataset.channel)")
+        .await;
+    assert_eq!(tabs, serde_json::json!(["#lobby", "#ops"]));
+    until_members(&alice, "alice,bob").await;
+
+    // A line of #ops: in both #ops tabs, without the channel's name, and
+    // in no lobby tab; carol, not in #ops, never gets it.
+    bob.type_into("line", "deploy done").await;
+    for browser in [&alice, &bob] {
+        browser.until_in_tab("#ops", "#ops bob: deploy done").await;
+        // Its text after the time.
+        let shown = browser
+            .eval(
+                "(l => l.textContent.slice(l.firstChild.textContent.length))([...document.querySelectorAll('#transcript .line')]
+                   .find(l => l.dataset.raw === '#ops bob: deploy done'))",
+            )
+            .await;
+        assert_eq!(shown, "bob: deploy done");
+    }
+    carol.type_line("lunch?").await;
+    assert_eq!(carol.line().await, "carol: lunch?");
+    for browser in [&alice, &bob] {
+        browser.until_in_tab("#lobby", "carol: lunch?").await;
+        // Said while #ops is on screen: the lobby's tab is marked.
+        browser.until_unread("#lobby", 1).await;
+        browser.until_unread("#ops", 0).await;
+        let ops = browser.tab_lines("#ops").await;
+        assert!(!ops.iter().any(|l| l.contains("lunch")), "{ops:?}");
+        let lobby = browser.tab_lines("#lobby").await;
+        assert!(!lobby.iter().any(|l| l.contains("deploy")), "{lobby:?}");
+    }
+    // A private line goes to the tab on screen.
+    carol.type_line("/msg alice psst").await;
+    assert_eq!(carol.line().await, "[private] carol -> alice: psst");
+    alice
+        .until_in_tab("#ops", "[private] carol -> alice: psst")
+        .await;
+
+    // Alt+Left: the lobby's tab, read; the server's current channel and
+    // the member list follow it.
+    alt(&alice, Key::Left).await;
+    alice.until_on_tab("#lobby").await;
+    alice.until_unread("#lobby", 0).await;
+    until_members(&alice, "alice,bob,carol").await;
+    alice.type_into("line", "back in the lobby").await;
+    assert_eq!(carol.line().await, "alice: back in the lobby");
+    bob.until_in_tab("#lobby", "alice: back in the lobby").await;
+    // A line in #ops while alice reads the lobby marks #ops; Alt+Right
+    // goes back there and reads it.
+    bob.type_into("line", "still there?").await;
+    alice.until_unread("#ops", 1).await;
+    alt(&alice, Key::Right).await;
+    alice.until_on_tab("#ops").await;
+    alice.until_unread("#ops", 0).await;
+    until_members(&alice, "alice,bob").await;
+    alice.type_into("line", "yes").await;
+    bob.until_in_tab("#ops", "#ops alice: yes").await;
+    screenshot(&bob).await;
+    // Alt+PageUp and Alt+PageDown, the same.
+    alt(&bob, Key::PageUp).await;
+    bob.until_on_tab("#lobby").await;
+    bob.until_unread("#lobby", 0).await;
+    alt(&bob, Key::PageDown).await;
+    bob.until_on_tab("#ops").await;
+
+    // The close button leaves the channel (`/part`): the tab goes, and
+    // alice sees bob leave in her #ops tab.
+    bob.click(".tab[data-channel='#ops'] .tab-close").await;
+    bob.until_on_tab("#lobby").await;
+    bob.until_in_tab("#lobby", "[part] #ops: you left it; now in #lobby")
+        .await;
+    assert_eq!(bob.tab_lines("#ops").await, Vec::<String>::new());
+    alice.until_in_tab("#ops", "#ops bob left!").await;
+    until_members(&alice, "alice").await;
+    // `/part` typed in a tab leaves it too.
+    alice.type_into("line", "/part").await;
+    alice.until_on_tab("#lobby").await;
+    alice
+        .wait_for("document.querySelectorAll('#tabs .tab').length === 1")
+        .await;
+    alice.close().await;
+    bob.close().await;
+    let (ok, said) = carol.end().await;
+    assert!(ok, "{said}");
+}
+
+#[tokio::test]
+async fn after_a_reconnect_the_page_joins_its_channels_again_and_says_so() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (serve, web) = serve_web(dir.path(), "127.0.0.1:0").await;
+    let (url, spki) = page(dir.path(), &web);
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let browser = driver.open(&url, &spki).await;
+    browser.join("alice").await;
+    for channel in ["#ops", "#dev"] {
+        browser.type_into("line", &format!("/join {channel}")).await;
+        browser.until_on_tab(channel).await;
+    }
+    // A click on a tab switches to it.
+    browser.click(".tab[data-channel='#ops'] [role=tab]").await;
+    browser.until_on_tab("#ops").await;
+    let _ = serve.kill_and_log().await;
+    browser
+        .wait_for("document.getElementById('status').dataset.state === 'reconnecting'")
+        .await;
+    let (serve, _) = serve_web(dir.path(), &web).await;
+    // Back as alice, in both channels again, #ops on screen and current.
+    browser
+        .wait_for(
+            "document.getElementById('status').dataset.state === 'online' &&
+             ['#ops', '#dev'].every(c => [...document.querySelectorAll('#transcript .panel')]
+               .find(p => p.dataset.channel === c)
+               .querySelectorAll(`.line[data-raw='${c} alice joined!']`).length === 2)",
+        )
+        .await;
+    browser.until_on_tab("#ops").await;
+    let said = browser
+        .wait_for(
+            "(said => said.length === 2 && said)([...document.querySelectorAll('.panel .line.local')]
+               .map(l => l.textContent.slice(l.firstChild.textContent.length)))",
+        )
+        .await;
+    assert_eq!(
+        said,
+        serde_json::json!([
+            "Reconnected: joining #dev, #ops again",
+            "Reconnected: joining #dev, #ops again"
+        ])
+    );
+    let mut carol = terminal(dir.path(), &serve, "carol").await;
+    carol.type_line("/join #ops").await;
+    assert_eq!(carol.line().await, "#ops carol joined!");
+    assert_eq!(carol.line().await, "[join] #ops: 2 here");
+    browser.until_in_tab("#ops", "#ops carol joined!").await;
+    browser.type_into("line", "back in ops").await;
+    assert_eq!(carol.line().await, "#ops alice: back in ops");
+    browser.close().await;
+    let (ok, said) = carol.end().await;
+    assert!(ok, "{said}");
 }

@@ -280,3 +280,24 @@ async fn assert_refused(server: &RunningServer, certs: &TestCerts, name: &str) {
     );
     assert!(!lines.iter().any(|l| l == "NICK"), "{lines:?}");
 }
+
+#[tokio::test]
+async fn an_operator_whose_certificate_is_revoked_loses_the_right_with_the_room() {
+    let certs = TestCerts::new();
+    let (server, access, _file) = start(&certs, &["alice"]).await;
+    let mut alice = join(&server, &certs, "alice").await;
+    let mut bob = join(&server, &certs, "bob").await;
+    alice.expect("bob joined!").await;
+    certs::revoke::revoke(&certs.path(""), "alice").expect("certs revoke alice");
+    access.install(access.prepare().expect("the new CRL loads"));
+    // Put out at once, before it could use the right again.
+    alice.expect("ERROR certificate revoked").await;
+    assert_eq!(alice.next_line().await, None, "then disconnected");
+    bob.expect("alice left!").await;
+    // Still listed in --operators, yet its certificate no longer joins.
+    let (cert, key) = certs.issued("alice");
+    if let Ok(mut again) = Client::try_tls(server.addr, certs.client_tls_as(&cert, &key)).await {
+        let lines = again.until_closed().await;
+        assert!(!lines.iter().any(|l| l == "NICK"), "{lines:?}");
+    }
+}

@@ -32,13 +32,14 @@ pub const DEFAULT_WIDTH: usize = 80;
 
 /// What a line from the server is, as the client tells them apart. Nobody
 /// but the server can produce any kind but [`Kind::Chat`] and
-/// [`Kind::Action`], which always carry the sender's nickname first.
+/// [`Kind::Action`], which always carry the sender's nickname first (after
+/// its channel's name, in a channel).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind<'a> {
     /// `<nick>: <text>`.
-    Chat { nick: &'a str },
+    Chat { nick: &'a str, at: usize },
     /// `* <nick> <text>`.
-    Action { nick: &'a str },
+    Action { nick: &'a str, at: usize },
     /// `[private] <from> -> <to>: <text>`.
     Private,
     /// `ERROR <reason>`.
@@ -72,16 +73,22 @@ pub fn classify(line: &str) -> Kind<'_> {
     if line.starts_with(HISTORY_PREFIX) {
         return Kind::History;
     }
+    // A channel's lines carry its name first (`#ops alice: hi`).
+    let at = line
+        .split_once(' ')
+        .filter(|(name, _)| protocol::channels::validate_channel(name).is_ok())
+        .map_or(0, |(name, _)| name.len() + 1);
+    let line = &line[at..];
     if let Some(rest) = line.strip_prefix("* ")
         && let Some((nick, _)) = rest.split_once(' ')
         && is_nick(nick)
     {
-        return Kind::Action { nick };
+        return Kind::Action { nick, at };
     }
     if let Some((nick, _)) = line.split_once(": ")
         && is_nick(nick)
     {
-        return Kind::Chat { nick };
+        return Kind::Chat { nick, at };
     }
     Kind::Server
 }
@@ -161,7 +168,7 @@ impl Display {
         let line = line.replace('\t', " ");
         let kind = classify(&line);
         let (stamp, mark) = match &kind {
-            Kind::Chat { nick } | Kind::Action { nick } if self.is_own(nick) => (time, '>'),
+            Kind::Chat { nick, .. } | Kind::Action { nick, .. } if self.is_own(nick) => (time, '>'),
             Kind::Chat { .. } | Kind::Action { .. } => (time, ' '),
             Kind::Private => (time, 'P'),
             Kind::Error => (time, '!'),
@@ -191,7 +198,7 @@ impl Display {
 
     fn mark_style(&self, kind: &Kind<'_>) -> Style {
         match kind {
-            Kind::Chat { nick } | Kind::Action { nick } if self.is_own(nick) => {
+            Kind::Chat { nick, .. } | Kind::Action { nick, .. } if self.is_own(nick) => {
                 Style::new().effects(Effects::BOLD)
             }
             Kind::Private => Style::new()
@@ -215,8 +222,8 @@ impl Display {
         };
         // Where the nickname is in the line, if it has one.
         let nick_span = match kind {
-            Kind::Chat { nick } => Some((0, nick.len(), *nick)),
-            Kind::Action { nick } => Some((2, 2 + nick.len(), *nick)),
+            Kind::Chat { nick, at } => Some((*at, at + nick.len(), *nick)),
+            Kind::Action { nick, at } => Some((at + 2, at + 2 + nick.len(), *nick)),
             _ => None,
         };
         let mut pos = start;
@@ -311,8 +318,37 @@ mod tests {
 
     #[test]
     fn lines_are_told_apart() {
-        assert_eq!(classify("alice: hi"), Kind::Chat { nick: "alice" });
-        assert_eq!(classify("* alice waves"), Kind::Action { nick: "alice" });
+        assert_eq!(
+            classify("alice: hi"),
+            Kind::Chat {
+                nick: "alice",
+                at: 0
+            }
+        );
+        assert_eq!(
+            classify("* alice waves"),
+            Kind::Action {
+                nick: "alice",
+                at: 0
+            }
+        );
+        // In a channel, after its name.
+        assert_eq!(
+            classify("#ops alice: hi"),
+            Kind::Chat {
+                nick: "alice",
+                at: 5
+            }
+        );
+        assert_eq!(
+            classify("#ops * alice waves"),
+            Kind::Action {
+                nick: "alice",
+                at: 5
+            }
+        );
+        assert_eq!(classify("#ops alice joined!"), Kind::Server);
+        assert_eq!(classify("#Ops alice: hi"), Kind::Server);
         assert_eq!(classify("[private] a -> b: x"), Kind::Private);
         assert_eq!(classify("ERROR unknown command"), Kind::Error);
         assert_eq!(classify("[history] alice: hi"), Kind::History);

@@ -411,10 +411,12 @@ impl Reader {
         }
         // A server with a history store replays the room's recent lines to
         // a newcomer, marked: they were said before this client joined, so
-        // they are not deliveries of this run.
+        // they are not deliveries of this run. A newcomer to a room too big
+        // to announce joins is told so (`[room] N here; ...`).
         if line.ends_with(b" joined!")
             || line.ends_with(b" left!")
             || line.starts_with(protocol::HISTORY_PREFIX.as_bytes())
+            || line.starts_with(QUIET_ROOM_PREFIX)
         {
             return Ok(0);
         }
@@ -447,6 +449,9 @@ impl Reader {
         shared.wake.notify_one();
     }
 }
+
+/// How [`protocol::quiet_room_line`] starts.
+const QUIET_ROOM_PREFIX: &[u8] = b"[room] ";
 
 fn looks_like_nick(nick: &[u8]) -> bool {
     std::str::from_utf8(nick).is_ok_and(|nick| protocol::validate_nickname(nick).is_ok())
@@ -574,5 +579,15 @@ fn failed(sent: u32, reason: String) -> SenderReport {
     SenderReport {
         sent,
         error: Some(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knows_the_quiet_room_notice() {
+        assert!(protocol::quiet_room_line(1001, 1000).starts_with(QUIET_ROOM_PREFIX));
     }
 }

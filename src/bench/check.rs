@@ -9,7 +9,13 @@
 //! order; two clients that saw the same messages in a different order end
 //! with different chains. That costs a few bits per message instead of the
 //! whole sequence.
+//!
+//! With channels ([`ChannelPlan`]) each client is to get the lines of the
+//! senders in its channel only, every line of another channel it gets is
+//! counted as crossed, and the order is compared among the members of each
+//! channel: one order per channel.
 
+use super::channels::ChannelPlan;
 use super::message::{Stamp, mix};
 use std::fmt;
 
@@ -23,10 +29,15 @@ pub struct ReceiverLog {
     /// a hostile line cannot make one grow without limit.
     max_messages: u32,
     ended: usize,
+    /// How many senders' last messages it waits for: those of its channel.
+    awaited: usize,
     /// Well-formed messages from this run's senders, duplicates included.
     pub messages: u64,
     pub corrupt: u64,
     pub corrupt_sample: Option<String>,
+    /// Lines of a channel it is not in.
+    pub crossed: u64,
+    pub crossed_sample: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,10 +66,23 @@ impl ReceiverLog {
             chain: 0,
             max_messages,
             ended: 0,
+            awaited: senders,
             messages: 0,
             corrupt: 0,
             corrupt_sample: None,
+            crossed: 0,
+            crossed_sample: None,
         }
+    }
+
+    /// The log of a client that is to get the lines of the senders of its
+    /// own channel only, as `plan` says.
+    pub fn in_channel(mut self, plan: ChannelPlan) -> Self {
+        let client = self.client;
+        self.awaited = (0..self.senders.len())
+            .filter(|&sender| plan.receives(client, sender))
+            .count();
+        self
     }
 
     /// Records a message; one from an unknown sender or with an impossible
@@ -99,9 +123,17 @@ impl ReceiverLog {
         }
     }
 
-    /// Whether every sender's last message has arrived.
+    /// Records a line from a channel this client is not in.
+    pub fn record_crossed(&mut self, sample: impl FnOnce() -> String) {
+        self.crossed += 1;
+        if self.crossed_sample.is_none() {
+            self.crossed_sample = Some(sample());
+        }
+    }
+
+    /// Whether every awaited sender's last message has arrived.
     pub fn all_ended(&self) -> bool {
-        self.ended == self.senders.len()
+        self.ended >= self.awaited
     }
 }
 
@@ -130,6 +162,12 @@ pub enum Problem {
         orders: usize,
         largest_group: usize,
         others: Vec<usize>,
+    },
+    /// Lines of a channel the client is not in reached it.
+    Crossed {
+        client: usize,
+        count: u64,
+        sample: String,
     },
     /// The client lost its connection or was told to go.
     Disconnected { client: usize, reason: String },
@@ -166,6 +204,15 @@ impl fmt::Display for Problem {
                 f,
                 "corruption: client {client} got {count} damaged line(s), e.g. {sample:?}"
             ),
+            Problem::Crossed {
+                client,
+                count,
+                sample,
+            } => write!(
+                f,
+                "crossed: client {client} got {count} line(s) of a channel it is not in, e.g. \
+                 {sample:?}"
+            ),
             Problem::OrderDiverged {
                 orders,
                 largest_group,
@@ -187,16 +234,27 @@ impl fmt::Display for Problem {
 }
 
 /// The verdict over every client's log: `sent[s]` is how many messages
-/// sender `s` sent. Clients whose own record is already wrong are left out
-/// of the order comparison, where they would only repeat what was found.
+/// sender `s` sent, and every client is to get them all.
 pub fn verify(logs: &[ReceiverLog], sent: &[u32]) -> Vec<Problem> {
+    verify_channels(logs, sent, ChannelPlan::Lobby)
+}
+
+/// The verdict over every client's log, each client to get the messages
+/// of the senders of its channel (`plan`). Clients whose own record is
+/// already wrong are left out of the order comparison, where they would
+/// only repeat what was found.
+pub fn verify_channels(logs: &[ReceiverLog], sent: &[u32], plan: ChannelPlan) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let mut clean: Vec<(u64, usize)> = Vec::new();
+    let mut clean: Vec<(Option<usize>, u64, usize)> = Vec::new();
     for log in logs {
         let before = problems.len();
         let (mut missing, mut missing_from, mut extra, mut backwards) = (0u64, 0usize, 0u64, 0u64);
         for (sender, track) in log.senders.iter().enumerate() {
-            let expected = u64::from(sent.get(sender).copied().unwrap_or(0));
+            let expected = if plan.receives(log.client, sender) {
+                u64::from(sent.get(sender).copied().unwrap_or(0))
+            } else {
+                0
+            };
             let distinct = u64::from(track.distinct);
             if distinct < expected {
                 missing += expected - distinct;
@@ -233,15 +291,27 @@ pub fn verify(logs: &[ReceiverLog], sent: &[u32]) -> Vec<Problem> {
                 sample: log.corrupt_sample.clone().unwrap_or_default(),
             });
         }
+        if log.crossed > 0 {
+            problems.push(Problem::Crossed {
+                client: log.client,
+                count: log.crossed,
+                sample: log.crossed_sample.clone().unwrap_or_default(),
+            });
+        }
         if problems.len() == before {
-            clean.push((log.chain, log.client));
+            clean.push((plan.channel_of(log.client), log.chain, log.client));
         }
     }
-    problems.extend(compare_orders(&clean));
+    clean.sort_by_key(|&(channel, _, client)| (channel, client));
+    for channel in clean.chunk_by(|a, b| a.0 == b.0) {
+        let chains: Vec<(u64, usize)> = channel.iter().map(|&(_, c, client)| (c, client)).collect();
+        problems.extend(compare_orders(&chains));
+    }
     problems
 }
 
-/// Groups clean clients by their hash chain: one group means one order.
+/// Groups clean clients (of one channel) by their hash chain: one group
+/// means one order.
 fn compare_orders(chains: &[(u64, usize)]) -> Option<Problem> {
     let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
     for &(chain, client) in chains {
@@ -331,5 +401,51 @@ mod tests {
             others: vec![4]
         }));
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn with_channels_each_channel_has_its_own_order() {
+        // Clients 0 and 2 in channel 0 (sender 0), 1 and 3 in channel 1
+        // (sender 1); the two channels' orders are unrelated.
+        let plan = ChannelPlan::Split(2);
+        let log = |client: usize, order: &[(usize, u32)]| {
+            let mut log = ReceiverLog::new(client, 2, 100).in_channel(plan);
+            for &(sender, seq) in order {
+                log.record(sender, stamp(seq, seq == 2));
+            }
+            log
+        };
+        let zero = [(0, 0), (0, 1), (0, 2)];
+        let one = [(1, 0), (1, 1), (1, 2)];
+        let logs = [log(0, &zero), log(1, &one), log(2, &zero), log(3, &one)];
+        assert!(logs.iter().all(ReceiverLog::all_ended));
+        assert_eq!(verify_channels(&logs, &[3, 3], plan), vec![]);
+        assert!(
+            !verify(&logs, &[3, 3]).is_empty(),
+            "one room wants them all"
+        );
+
+        let mut crossed = log(2, &zero);
+        crossed.record_crossed(|| "#bench1 x".into());
+        let lost = log(3, &[(1, 0), (1, 2)]);
+        let logs = [log(0, &zero), log(1, &one), crossed, lost];
+        let problems = verify_channels(&logs, &[3, 3], plan);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(matches!(
+            problems[0],
+            Problem::Crossed {
+                client: 2,
+                count: 1,
+                ..
+            }
+        ));
+        assert!(matches!(
+            problems[1],
+            Problem::Lost {
+                client: 3,
+                missing: 1,
+                ..
+            }
+        ));
     }
 }

@@ -7,6 +7,7 @@
 //! if one is disconnected as too slow, that is the server's result to
 //! report, not the bench's doing.
 
+use super::channels::{self, ChannelPlan};
 use super::check::{Delivery, ReceiverLog};
 use super::message::{self, NickScheme, Stamp};
 use crate::protocol::{self, LineFramer};
@@ -130,15 +131,14 @@ pub async fn join(
     })
 }
 
-async fn expect_line(
+/// The next line from the server during a join.
+async fn read_line(
     stream: &mut BoxStream,
     framer: &mut LineFramer,
-    nick: &str,
-    expected: &str,
-) -> Result<(), JoinError> {
-    let line = loop {
+) -> Result<bytes::Bytes, JoinError> {
+    loop {
         match framer.next_line() {
-            Ok(Some(line)) => break line,
+            Ok(Some(line)) => return Ok(line),
             Ok(None) => {}
             Err(e) => return Err(JoinError::Io(e.to_string())),
         }
@@ -147,26 +147,85 @@ async fn expect_line(
             Ok(_) => {}
             Err(e) => return Err(JoinError::Io(e.to_string())),
         }
-    };
+    }
+}
+
+async fn expect_line(
+    stream: &mut BoxStream,
+    framer: &mut LineFramer,
+    nick: &str,
+    expected: &str,
+) -> Result<(), JoinError> {
+    let line = read_line(stream, framer).await?;
     if line == expected.as_bytes() {
         return Ok(());
     }
-    let text = protocol::sanitize_bytes(&line);
+    Err(refused_or_unexpected(&line, nick))
+}
+
+fn refused_or_unexpected(line: &[u8], nick: &str) -> JoinError {
+    let text = protocol::sanitize_bytes(line);
     match text.strip_prefix(protocol::ERROR_PREFIX) {
-        Some(reason) => Err(JoinError::Refused {
+        Some(reason) => JoinError::Refused {
             nick: nick.to_owned(),
             reason: reason.to_owned(),
-        }),
-        None => Err(JoinError::Unexpected(text)),
+        },
+        None => JoinError::Unexpected(text),
     }
+}
+
+/// `/join`s each of `channels` in turn (the last one stays the current
+/// one), each time waiting for the server's `[join] NAME: N here`, all
+/// within `limit`. The lines that may come before an answer (others'
+/// joins and leaves, room notices) are passed over: nobody sends messages
+/// before every client has joined.
+pub async fn enter_channels(
+    joined: &mut Joined,
+    nick: &str,
+    channels: &[String],
+    limit: Duration,
+) -> Result<(), JoinError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    for channel in channels {
+        let enter = async {
+            let command = format!("/join {channel}\n");
+            let io = |e: std::io::Error| JoinError::Io(e.to_string());
+            joined
+                .stream
+                .write_all(command.as_bytes())
+                .await
+                .map_err(io)?;
+            joined.stream.flush().await.map_err(io)?;
+            let answer = format!("[join] {channel}: ");
+            loop {
+                let line = read_line(&mut joined.stream, &mut joined.framer).await?;
+                if line.starts_with(answer.as_bytes()) {
+                    return Ok(());
+                }
+                let passing = line.ends_with(b" joined!")
+                    || line.ends_with(b" left!")
+                    || line.starts_with(b"[");
+                if !passing {
+                    return Err(refused_or_unexpected(&line, nick));
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, enter)
+            .await
+            .map_err(|_| JoinError::TimedOut("channel joins"))??;
+    }
+    Ok(())
 }
 
 /// What every reader of one scenario run shares.
 #[derive(Debug)]
 pub struct Shared {
     pub nicks: NickScheme,
-    /// Clients `0..senders` send; every client receives from all of them.
+    /// Clients `0..senders` send; every client receives from all of them,
+    /// or, with channels, from those of its channel.
     pub senders: usize,
+    /// Which channels the clients join, and whose lines each receives.
+    pub plan: ChannelPlan,
     /// No sender sends more than this many messages.
     pub max_messages: u32,
     pub size: usize,
@@ -186,6 +245,7 @@ impl Shared {
         Shared {
             nicks: NickScheme::new(),
             senders,
+            plan: ChannelPlan::Lobby,
             max_messages,
             size,
             epoch: Instant::now(),
@@ -194,6 +254,12 @@ impl Shared {
             finished: AtomicUsize::new(0),
             wake: Notify::new(),
         }
+    }
+
+    /// The same, its clients in channels as `plan` says.
+    pub fn with_plan(mut self, plan: ChannelPlan) -> Self {
+        self.plan = plan;
+        self
     }
 
     pub fn now_us(&self) -> u64 {
@@ -242,7 +308,8 @@ pub fn spawn_reader(
     tokio::spawn(async move {
         let mut reader = Reader {
             client,
-            log: ReceiverLog::new(client, shared.senders, shared.max_messages),
+            log: ReceiverLog::new(client, shared.senders, shared.max_messages)
+                .in_channel(shared.plan),
             latencies_us: Vec::new(),
             finished: false,
             own_echo,
@@ -304,6 +371,16 @@ impl Reader {
     /// Handles one line; `Ok(1)` for a message of this run, `Ok(0)` for
     /// anything harmless, `Err` when the server ended this client.
     fn handle(&mut self, line: &[u8], now_us: u64, shared: &Shared) -> Result<u64, ReaderEnd> {
+        let (channel, line) = match shared.plan {
+            ChannelPlan::Lobby => (None, line),
+            plan => match channels::split_prefix(line) {
+                Some((channel, rest)) if plan.may_hear(self.client, channel) => (channel, rest),
+                _ => {
+                    self.log.record_crossed(|| excerpt(line));
+                    return Ok(0);
+                }
+            },
+        };
         // A nickname holds no ':', so the first one ends it.
         if let Some(split) =
             memchr::memchr(b':', line).filter(|&at| line.get(at + 1) == Some(&b' '))
@@ -312,6 +389,14 @@ impl Reader {
             // One of ours (the common case, checked first: it is cheap), or
             // somebody else chatting on a shared server.
             if let Some(sender) = shared.nicks.index_of(nick) {
+                // Said in another channel than the sender's, or heard by a
+                // client that is not to hear it.
+                if channel != shared.plan.channel_of(sender)
+                    || !shared.plan.receives(self.client, sender)
+                {
+                    self.log.record_crossed(|| excerpt(line));
+                    return Ok(0);
+                }
                 self.message(sender, text, line, now_us, shared);
                 return Ok(1);
             }
@@ -326,10 +411,12 @@ impl Reader {
         }
         // A server with a history store replays the room's recent lines to
         // a newcomer, marked: they were said before this client joined, so
-        // they are not deliveries of this run.
+        // they are not deliveries of this run. A newcomer to a room too big
+        // to announce joins is told so (`[room] N here; ...`).
         if line.ends_with(b" joined!")
             || line.ends_with(b" left!")
             || line.starts_with(protocol::HISTORY_PREFIX.as_bytes())
+            || line.starts_with(QUIET_ROOM_PREFIX)
         {
             return Ok(0);
         }
@@ -362,6 +449,9 @@ impl Reader {
         shared.wake.notify_one();
     }
 }
+
+/// How [`protocol::quiet_room_line`] starts.
+const QUIET_ROOM_PREFIX: &[u8] = b"[room] ";
 
 fn looks_like_nick(nick: &[u8]) -> bool {
     std::str::from_utf8(nick).is_ok_and(|nick| protocol::validate_nickname(nick).is_ok())
@@ -489,5 +579,15 @@ fn failed(sent: u32, reason: String) -> SenderReport {
     SenderReport {
         sent,
         error: Some(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knows_the_quiet_room_notice() {
+        assert!(protocol::quiet_room_line(1001, 1000).starts_with(QUIET_ROOM_PREFIX));
     }
 }

@@ -283,9 +283,17 @@ impl Joiner<'_> {
         let addr = self.target.addr_for(index);
         let (tls, shared, stop) = (self.tls.clone(), self.shared.clone(), self.stop.clone());
         async move {
-            let joined = client::join(addr, tls.as_ref(), &nick, limit)
+            let started = Instant::now();
+            let mut joined = client::join(addr, tls.as_ref(), &nick, limit)
                 .await
-                .map_err(|e| (index, nick, e))?;
+                .map_err(|e| (index, nick.clone(), e))?;
+            let channels = shared.plan.to_join(index);
+            if !channels.is_empty() {
+                let left = limit.saturating_sub(started.elapsed());
+                client::enter_channels(&mut joined, &nick, &channels, left)
+                    .await
+                    .map_err(|e| (index, nick, e))?;
+            }
             let (read, write) = tokio::io::split(joined.stream);
             let (echo_tx, own_echo) = watch::channel(0);
             let reader = client::spawn_reader(index, read, joined.framer, shared, echo_tx, stop);

@@ -5,6 +5,8 @@
 //! This module holds the options, the choice of scenarios and the run that
 //! prints one report per scenario; the parts live in:
 //! * [`scenario`]: running each scenario and judging it;
+//! * [`channels`]: which channels the clients join (`--channels`,
+//!   `--channels-each`) and whose lines each is to get;
 //! * `fleet`: one scenario's clients, joined, sending and reading;
 //! * [`client`]: the load-generating connections (join, read, send);
 //! * [`check`]: the checker (loss, duplicates, damage, one global order);
@@ -16,6 +18,7 @@
 //! Scenarios are bounded in count and time, and a wrong answer fails the
 //! run however fast it was.
 
+pub mod channels;
 pub mod check;
 pub mod client;
 mod fleet;
@@ -103,6 +106,18 @@ pub struct BenchArgs {
     /// limit). Default: 2048 / clients, between 4 and 256.
     #[arg(long)]
     pub window: Option<u32>,
+    /// fanout: split the clients into N channels (`#bench0` ...; client i
+    /// in channel i mod N), each client's lines going to its channel only;
+    /// every line must reach every member of its channel and nobody else.
+    /// Total deliveries are messages x clients x clients / N: for the same
+    /// total as a one-room run, give N times its --messages.
+    #[arg(long, value_name = "N")]
+    pub channels: Option<usize>,
+    /// idle: every client also joins the same K channels (then goes back
+    /// to #lobby): the server's memory per channel membership (a server
+    /// lets one join at most its --max-joined, 20 by default).
+    #[arg(long, value_name = "K")]
+    pub channels_each: Option<usize>,
     /// Clients joining at once.
     #[arg(long, default_value_t = 100)]
     pub concurrency: usize,
@@ -187,6 +202,11 @@ pub struct BenchOptions {
     pub senders: usize,
     pub window: Option<u32>,
     pub concurrency: usize,
+    /// fanout: the clients split into this many channels (`None`: all in
+    /// one room, `#lobby`).
+    pub channels: Option<usize>,
+    /// idle: channels every client joins besides `#lobby`.
+    pub channels_each: usize,
     pub stall_timeout: Duration,
     pub timeout: Duration,
     /// Draw progress bars on stderr.
@@ -205,6 +225,8 @@ impl Default for BenchOptions {
             senders: 10,
             window: None,
             concurrency: 100,
+            channels: None,
+            channels_each: 0,
             stall_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(300),
             progress: false,
@@ -236,6 +258,16 @@ impl BenchOptions {
         if args.clients == Some(0) {
             bail!("--clients must be at least 1");
         }
+        if args.channels == Some(0) {
+            bail!("--channels must be at least 1");
+        }
+        let chosen = chosen_cases(args);
+        if args.channels.is_some() && !chosen.contains(&Case::Fanout) {
+            bail!("--channels is for the fanout scenario (--scenario fanout)");
+        }
+        if args.channels_each.is_some() && !chosen.contains(&Case::Idle) {
+            bail!("--channels-each is for the idle scenario (--scenario idle)");
+        }
         Ok(BenchOptions {
             clients: args.clients,
             messages: args.messages,
@@ -246,6 +278,8 @@ impl BenchOptions {
             senders: args.senders,
             window: args.window,
             concurrency: args.concurrency,
+            channels: args.channels,
+            channels_each: args.channels_each.unwrap_or(0),
             stall_timeout: seconds(args.stall_timeout, "--stall-timeout")?,
             timeout: seconds(args.timeout, "--timeout")?,
             progress: std::io::stderr().is_terminal(),

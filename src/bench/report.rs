@@ -36,6 +36,14 @@ pub struct ScenarioResult {
     pub server_rss_before_bytes: Option<u64>,
     pub server_rss_after_bytes: Option<u64>,
     pub server_rss_per_participant_bytes: Option<f64>,
+    /// fanout with `--channels`: how many channels the clients were split
+    /// into.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
+    /// idle with `--channels-each`: the channels every client joined
+    /// besides `#lobby`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels_each: Option<usize>,
     /// Server CPU time (user + system) during the measured phase.
     pub server_cpu_s: Option<f64>,
     /// This bench process's CPU time during the measured phase: on a small
@@ -69,6 +77,8 @@ impl ScenarioResult {
             server_rss_before_bytes: None,
             server_rss_after_bytes: None,
             server_rss_per_participant_bytes: None,
+            channels: None,
+            channels_each: None,
             server_cpu_s: None,
             bench_cpu_s: None,
             ok: true,
@@ -174,6 +184,15 @@ impl Table {
             "clients",
             format!("{} ({} sending)", result.clients, result.senders),
         );
+        if let Some(n) = result.channels {
+            self.row("channels", format!("{n}, each client in one"));
+        }
+        if let Some(k) = result.channels_each {
+            self.row(
+                "channels",
+                format!("{k} besides #lobby, every client in each"),
+            );
+        }
         if result.messages_sent == 0 {
             return;
         }

@@ -5,6 +5,7 @@
 //! Every wait has a limit (see the `fleet` module): a run that hits
 //! one fails with a sentence saying which, instead of hanging.
 
+use super::channels::ChannelPlan;
 use super::check::{self, Problem};
 use super::client::{self, Pace, ReaderEnd, ReaderReport, Shared, TlsTarget};
 use super::fleet::{Fleet, JOIN_TIMEOUT, JoinStats, Traffic, Waited};
@@ -32,7 +33,8 @@ pub async fn run(target: &Target, case: Case, opts: &BenchOptions) -> Result<Sce
 async fn fanout(target: &Target, opts: &BenchOptions) -> Result<ScenarioResult> {
     let deadline = Instant::now() + opts.timeout;
     let clients = opts.clients_for(Case::Fanout);
-    let shared = Arc::new(Shared::new(clients, opts.messages, opts.size));
+    let plan = opts.channels.map_or(ChannelPlan::Lobby, ChannelPlan::Split);
+    let shared = Arc::new(Shared::new(clients, opts.messages, opts.size).with_plan(plan));
     let mut fleet =
         Fleet::assemble(target, target.tls.clone(), &shared, clients, opts, deadline).await?;
     let window = opts.window.unwrap_or_else(|| default_window(clients));
@@ -54,7 +56,16 @@ async fn fanout(target: &Target, opts: &BenchOptions) -> Result<ScenarioResult> 
     } else {
         format!("each sender kept at most {window} of its own messages in flight (--window)")
     });
-    judge(&mut result, target, opts, &reports, &traffic);
+    if let Some(n) = opts.channels {
+        result.channels = Some(n);
+        result.notes.push(format!(
+            "{clients} clients in {n} channel(s) of {} to {}, each sending to its own; every \
+             line checked to reach its channel's members and nobody else",
+            clients / n,
+            clients.div_ceil(n)
+        ));
+    }
+    judge(&mut result, target, opts, &reports, &traffic, plan);
     if !target.spawned && result.seconds > 0.0 {
         let per_sender = f64::from(opts.messages) / result.seconds;
         if per_sender < 15.0 {
@@ -99,7 +110,14 @@ async fn latency(target: &Target, opts: &BenchOptions) -> Result<ScenarioResult>
         opts.rate,
         opts.duration.as_secs_f64()
     ));
-    judge(&mut result, target, opts, &reports, &traffic);
+    judge(
+        &mut result,
+        target,
+        opts,
+        &reports,
+        &traffic,
+        ChannelPlan::Lobby,
+    );
     Ok(result)
 }
 
@@ -132,7 +150,14 @@ async fn join(target: &Target, resumption: bool, opts: &BenchOptions) -> Result<
     let mut result = base_result(target, Case::Join { resumption }, clients, 1, opts, cpu);
     record_joins(&mut result, &joins, target);
     record_check(&mut result, &shared, &traffic);
-    judge(&mut result, target, opts, &reports, &traffic);
+    judge(
+        &mut result,
+        target,
+        opts,
+        &reports,
+        &traffic,
+        ChannelPlan::Lobby,
+    );
     Ok(result)
 }
 
@@ -147,7 +172,10 @@ async fn idle(target: &Target, opts: &BenchOptions) -> Result<ScenarioResult> {
     })?;
     warm_up(target, deadline).await?;
     let before = spawn::rss_bytes(pid)?;
-    let shared = Arc::new(Shared::new(1, 1, opts.size));
+    // Every client joins the same channels, then goes back to `#lobby`,
+    // where the check message goes.
+    let plan = ChannelPlan::Each(opts.channels_each);
+    let shared = Arc::new(Shared::new(1, 1, opts.size).with_plan(plan));
     let cpu = CpuMeter::start(Some(pid));
     let mut fleet =
         Fleet::assemble(target, target.tls.clone(), &shared, clients, opts, deadline).await?;
@@ -166,7 +194,15 @@ async fn idle(target: &Target, opts: &BenchOptions) -> Result<ScenarioResult> {
     result.server_rss_after_bytes = Some(after);
     result.server_rss_per_participant_bytes =
         Some(after.saturating_sub(before) as f64 / clients as f64);
-    judge(&mut result, target, opts, &reports, &traffic);
+    if opts.channels_each > 0 {
+        result.channels_each = Some(opts.channels_each);
+        result.notes.push(format!(
+            "every client joined the same {} channel(s) besides #lobby, then went back to \
+             #lobby; memory per participant includes its channel memberships",
+            opts.channels_each
+        ));
+    }
+    judge(&mut result, target, opts, &reports, &traffic, plan);
     Ok(result)
 }
 
@@ -244,7 +280,12 @@ fn record_traffic(
 fn record_check(result: &mut ScenarioResult, shared: &Shared, traffic: &Traffic) {
     result.messages_sent = traffic.sent.iter().map(|&n| u64::from(n)).sum();
     result.deliveries = shared.deliveries.load(Ordering::Relaxed);
-    result.expected_deliveries = result.messages_sent * result.clients as u64;
+    result.expected_deliveries = traffic
+        .sent
+        .iter()
+        .enumerate()
+        .map(|(sender, &n)| u64::from(n) * shared.plan.audience(sender, result.clients))
+        .sum();
 }
 
 fn record_joins(result: &mut ScenarioResult, joins: &JoinStats, target: &Target) {
@@ -267,6 +308,7 @@ fn judge(
     opts: &BenchOptions,
     reports: &[ReaderReport],
     traffic: &Traffic,
+    plan: ChannelPlan,
 ) {
     let mut problems = Vec::new();
     let mut clean = Vec::with_capacity(reports.len());
@@ -293,7 +335,7 @@ fn judge(
             reason: reason.clone(),
         });
     }
-    problems.extend(check::verify(&clean, &traffic.sent));
+    problems.extend(check::verify_channels(&clean, &traffic.sent, plan));
     let hint = if target.spawned {
         ""
     } else {

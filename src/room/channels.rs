@@ -225,12 +225,18 @@ impl<R: Room> Channels<R> {
     }
 }
 
-/// One channel a participant is in.
+/// One channel a participant is in. A participant may be in many, so it
+/// keeps no more than it needs: its key is made from its name when asked.
 struct InChannel<R: Room> {
     name: Arc<str>,
-    key: String,
     room: Arc<R>,
     subscription: R::Subscription,
+}
+
+impl<R: Room> InChannel<R> {
+    fn key(&self) -> String {
+        names::channel_key(&self.name)
+    }
 }
 
 /// One participant's channels: see the module doc.
@@ -282,7 +288,7 @@ impl<'c, R: Room> Joined<'c, R> {
             return Ok(self.with_topic(names::join_line(LOBBY, here)));
         }
         let key = names::channel_key(name);
-        if let Some(at) = self.joined.iter().position(|c| c.key == key) {
+        if let Some(at) = self.joined.iter().position(|c| c.key() == key) {
             self.make_current(Some(at));
             let channel = &self.joined[at];
             let line = names::join_line(&channel.name, channel.room.members(0).0);
@@ -292,6 +298,7 @@ impl<'c, R: Room> Joined<'c, R> {
             return Err(ChannelError::TooManyJoined(self.channels.max_joined));
         }
         let (name, key, room) = self.channels.hold(name)?;
+        debug_assert_eq!(names::channel_key(&name), key);
         let mut subscription = match room.join(self.nick).await {
             Ok(subscription) => subscription,
             Err(e) => {
@@ -302,9 +309,11 @@ impl<'c, R: Room> Joined<'c, R> {
         // Its own `joined!` first, as every member sees it, then the reply.
         let joined = subscription.recv().await;
         let here = room.members(0).0;
+        // One slot more, not twice as many: a participant in 20 channels
+        // holds 20 slots, not 32.
+        self.joined.reserve_exact(1);
         self.joined.push(InChannel {
             name: name.clone(),
-            key,
             room,
             subscription,
         });
@@ -350,7 +359,7 @@ impl<'c, R: Room> Joined<'c, R> {
                 let key = names::channel_key(name);
                 self.joined
                     .iter()
-                    .position(|c| c.key == key)
+                    .position(|c| c.key() == key)
                     .ok_or_else(|| ChannelError::NotIn(name.to_owned()))?
             }
         };
@@ -390,14 +399,14 @@ impl<'c, R: Room> Joined<'c, R> {
 
     fn leave(&self, channel: &InChannel<R>, how: Departure<'_>) {
         channel.room.depart(self.nick, how);
-        self.channels.release(&channel.key);
+        self.channels.release(&channel.key());
     }
 
     /// A channel whose room closed this participant's subscription (it was
     /// put out of it): forgotten, the rest read on.
     fn closed(&mut self, at: usize) {
         let channel = self.joined.remove(at);
-        self.channels.release(&channel.key);
+        self.channels.release(&channel.key());
         self.after_removing(at);
     }
 

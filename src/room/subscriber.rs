@@ -154,7 +154,13 @@ impl<L: Line> Subscription for Subscriber<L> {
             if let Some(line) = self.due() {
                 return Ok(line);
             }
-            let held_until = self.held.as_ref().map(|held| held.1 + HOLD_LIMIT);
+            // Made (and boxed) only while a private line is held: a
+            // participant waits in every room it is in, one wait per
+            // channel, and each wait would otherwise carry a timer.
+            let mut hold = self
+                .held
+                .as_ref()
+                .map(|held| Box::pin(sleep_until(held.1 + HOLD_LIMIT)));
             // Room lines first, so that a private line goes once the lines
             // waiting before it are out. Every branch is cancel-safe.
             tokio::select! {
@@ -174,7 +180,7 @@ impl<L: Line> Subscription for Subscriber<L> {
                     // put out (see `ClusterRoom`'s kick), or it left.
                     None => return Err(RecvError::Closed),
                 },
-                _ = sleep_until(held_until.unwrap_or_else(Instant::now)), if held_until.is_some() => {
+                _ = async { if let Some(hold) = hold.as_mut() { hold.await } }, if hold.is_some() => {
                     if let Some(held) = self.held.take() {
                         return Ok(held.0.line);
                     }

@@ -321,3 +321,50 @@ async fn the_search_scenario_searches_a_filled_store() {
         "the 3000 lines and the joins are stored: {notes}"
     );
 }
+
+#[tokio::test]
+async fn the_fanout_splits_its_clients_into_channels() {
+    let result = bench_spawn(&[
+        "--scenario",
+        "fanout",
+        "--clients",
+        "10",
+        "--channels",
+        "4",
+        "--messages",
+        "20",
+        "--timeout",
+        "30",
+    ])
+    .await;
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["problems"], serde_json::json!([]));
+    assert_eq!(result["channels"], 4);
+    assert_eq!(result["messages_sent"], 10 * 20);
+    // 10 clients in 4 channels of 3, 3, 2 and 2 members: each line reaches
+    // its own channel's members, and nobody else (a crossed line fails the
+    // run).
+    let expected = 20 * (3 * 3 + 3 * 3 + 2 * 2 + 2 * 2);
+    assert_eq!(result["expected_deliveries"], expected);
+    assert_eq!(result["deliveries"], expected);
+}
+
+#[tokio::test]
+async fn the_idle_scenario_joins_every_client_to_channels() {
+    let result = bench_spawn(&[
+        "--scenario",
+        "idle",
+        "--clients",
+        "10",
+        "--channels-each",
+        "3",
+        "--timeout",
+        "30",
+    ])
+    .await;
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["channels_each"], 3);
+    // The check message, said in #lobby once everybody is back there.
+    assert_eq!(result["deliveries"], 10);
+    assert!(result["server_rss_per_participant_bytes"].is_number());
+}

@@ -65,9 +65,11 @@
 //! bracketed prefixes `[private]`, `[history]`, `[list]`, `[help]` and
 //! `ERROR ` are the server's alone.
 
+mod announcement;
 mod framing;
 mod recorded;
 
+pub use announcement::is_announcement;
 pub use framing::{FrameError, LineFramer, READ_CHUNK};
 pub use recorded::{HELP_RECORDED, RECALL_DEFAULT, RECALL_MAX, retention_line};
 

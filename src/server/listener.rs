@@ -448,17 +448,26 @@ where
         let session = match &shared.tls {
             None => shared.boxed_session(
                 tcp,
-                Transport::Tcp,
+                (Transport::Tcp, false),
                 &mut shutdown,
                 admission,
                 access::admit(access, None),
             ),
             Some(acceptor) => {
+                // Without an access policy nobody is refused once the
+                // handshake is done, so the first `NICK` is handed to rustls
+                // now: it goes out once the handshake is complete (not as
+                // half-RTT data, which rustls only sends when told to), in
+                // the same write as the session tickets.
+                let prompted = access.is_none();
+                let accept = acceptor.accept_with(tcp, |tls| {
+                    if prompted {
+                        let prompt = protocol::control_line(protocol::NICK);
+                        let _ = std::io::Write::write_all(&mut tls.writer(), &prompt);
+                    }
+                });
                 // Boxed, so that its state is freed once the handshake is done.
-                let handshake = Box::pin(tokio::time::timeout_at(
-                    admission.deadline(),
-                    acceptor.accept(tcp),
-                ));
+                let handshake = Box::pin(tokio::time::timeout_at(admission.deadline(), accept));
                 let stream = tokio::select! {
                     stream = handshake => stream,
                     _ = shutdown.recv() => return,
@@ -466,13 +475,8 @@ where
                 match stream {
                     Ok(Ok(stream)) => {
                         let entry = access::admit(access, stream.get_ref().1.peer_certificates());
-                        shared.boxed_session(
-                            stream,
-                            Transport::Tcp,
-                            &mut shutdown,
-                            admission,
-                            entry,
-                        )
+                        let transport = (Transport::Tcp, prompted);
+                        shared.boxed_session(stream, transport, &mut shutdown, admission, entry)
                     }
                     Ok(Err(e)) => {
                         shared
@@ -509,11 +513,12 @@ where
     /// exactly for it. Not an `async fn`: that would keep room for `stream`
     /// in the caller's task for as long as the session lasts. This way a
     /// connection's task stays small, and idle participants are what a big
-    /// room is mostly made of.
+    /// room is mostly made of. `transport` says how the participant
+    /// reaches the server, and whether the first `NICK` went out already.
     fn boxed_session<'a, S>(
         &'a self,
         stream: S,
-        transport: Transport,
+        (transport, prompted): (Transport, bool),
         shutdown: &'a mut Shutdown,
         admission: Admission,
         entry: Result<Option<Entry>, access::Refusal>,
@@ -530,6 +535,7 @@ where
                     refusals: &self.logs.told,
                     metrics: &self.settings.metrics,
                     transport,
+                    prompted,
                 };
                 let entry = entry.map(Box::new);
                 Box::pin(Session::new(conn, server, shutdown, admission, entry).run())
@@ -561,7 +567,8 @@ where
             mut shutdown,
         } = newcomer;
         Box::pin(async move {
-            self.boxed_session(socket, Transport::Web, &mut shutdown, admission, entry)
+            let transport = (Transport::Web, false);
+            self.boxed_session(socket, transport, &mut shutdown, admission, entry)
                 .await
         })
     }

@@ -38,7 +38,9 @@ const STALL_CHECK: Duration = Duration::from_millis(250);
 /// filling up (a reconnect storm, say) would otherwise cost every
 /// participant one write per join: this way it costs at most one per pace,
 /// with the joins in between in one batch. What people say is never held
-/// up by more than this, and only right after such a write.
+/// up by more than this, and only right after such a write. Short, since
+/// the room's backlog must hold what the room says meanwhile, as it does
+/// for a participant the scheduler leaves waiting for a moment.
 const ANNOUNCEMENT_PACE: Duration = Duration::from_millis(20);
 
 /// A registered participant while it chats: the parts of its session it
@@ -355,7 +357,8 @@ where
     /// Queues one of the room's lines, noting whether it is more than a
     /// join or a leave.
     fn queue_room_line(&mut self, line: Bytes) {
-        self.urgent |= !protocol::is_announcement(&line);
+        // Once one line is more, the others need no look.
+        self.urgent = self.urgent || !protocol::is_announcement(&line);
         self.conn.queue(line);
     }
 

@@ -448,26 +448,17 @@ where
         let session = match &shared.tls {
             None => shared.boxed_session(
                 tcp,
-                (Transport::Tcp, false),
+                Transport::Tcp,
                 &mut shutdown,
                 admission,
                 access::admit(access, None),
             ),
             Some(acceptor) => {
-                // Without an access policy nobody is refused once the
-                // handshake is done, so the first `NICK` is handed to rustls
-                // now: it goes out once the handshake is complete (not as
-                // half-RTT data, which rustls only sends when told to), in
-                // the same write as the session tickets.
-                let prompted = access.is_none();
-                let accept = acceptor.accept_with(tcp, |tls| {
-                    if prompted {
-                        let prompt = protocol::control_line(protocol::NICK);
-                        let _ = std::io::Write::write_all(&mut tls.writer(), &prompt);
-                    }
-                });
                 // Boxed, so that its state is freed once the handshake is done.
-                let handshake = Box::pin(tokio::time::timeout_at(admission.deadline(), accept));
+                let handshake = Box::pin(tokio::time::timeout_at(
+                    admission.deadline(),
+                    acceptor.accept(tcp),
+                ));
                 let stream = tokio::select! {
                     stream = handshake => stream,
                     _ = shutdown.recv() => return,
@@ -475,8 +466,13 @@ where
                 match stream {
                     Ok(Ok(stream)) => {
                         let entry = access::admit(access, stream.get_ref().1.peer_certificates());
-                        let transport = (Transport::Tcp, prompted);
-                        shared.boxed_session(stream, transport, &mut shutdown, admission, entry)
+                        shared.boxed_session(
+                            stream,
+                            Transport::Tcp,
+                            &mut shutdown,
+                            admission,
+                            entry,
+                        )
                     }
                     Ok(Err(e)) => {
                         shared
@@ -513,12 +509,11 @@ where
     /// exactly for it. Not an `async fn`: that would keep room for `stream`
     /// in the caller's task for as long as the session lasts. This way a
     /// connection's task stays small, and idle participants are what a big
-    /// room is mostly made of. `transport` says how the participant
-    /// reaches the server, and whether the first `NICK` went out already.
+    /// room is mostly made of.
     fn boxed_session<'a, S>(
         &'a self,
         stream: S,
-        (transport, prompted): (Transport, bool),
+        transport: Transport,
         shutdown: &'a mut Shutdown,
         admission: Admission,
         entry: Result<Option<Entry>, access::Refusal>,
@@ -535,7 +530,6 @@ where
                     refusals: &self.logs.told,
                     metrics: &self.settings.metrics,
                     transport,
-                    prompted,
                 };
                 let entry = entry.map(Box::new);
                 Box::pin(Session::new(conn, server, shutdown, admission, entry).run())
@@ -567,8 +561,7 @@ where
             mut shutdown,
         } = newcomer;
         Box::pin(async move {
-            let transport = (Transport::Web, false);
-            self.boxed_session(socket, transport, &mut shutdown, admission, entry)
+            self.boxed_session(socket, Transport::Web, &mut shutdown, admission, entry)
                 .await
         })
     }

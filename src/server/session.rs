@@ -145,10 +145,6 @@ pub(crate) struct Context<'a, R> {
     pub(crate) metrics: &'a Metrics,
     /// How the participant reaches the server, as the metrics show it.
     pub(crate) transport: Transport,
-    /// Whether the first `NICK` went out already, with the TLS handshake's
-    /// last flight (see [`crate::server::listener`]): one write fewer per
-    /// join.
-    pub(crate) prompted: bool,
 }
 
 // Not derived: a derive would ask `R: Copy`, and only the references are copied.
@@ -356,10 +352,8 @@ where
     R: Room,
 {
     let nick_prompt = protocol::control_line(protocol::NICK);
-    for attempt in 0..MAX_NICK_ATTEMPTS {
-        if attempt > 0 || !server.prompted {
-            conn.send(nick_prompt.clone()).await.map_err(End::Io)?;
-        }
+    for _ in 0..MAX_NICK_ATTEMPTS {
+        conn.send(nick_prompt.clone()).await.map_err(End::Io)?;
         let line = conn.read_line().await?.ok_or(End::Closed)?;
         match join(&line, server.room, entry, source).await {
             Ok(joined) => return Ok(joined),

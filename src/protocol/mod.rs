@@ -67,11 +67,13 @@
 //! bracketed prefixes `[private]`, `[history]`, `[list]`, `[help]` and
 //! `ERROR ` are the server's alone.
 
+mod announcement;
 pub mod channels;
 mod framing;
 pub mod moderation;
 mod recorded;
 
+pub use announcement::is_announcement;
 pub use framing::{FrameError, LineFramer, READ_CHUNK};
 pub use recorded::{
     HELP_RECORDED, RECALL_DEFAULT, RECALL_MAX, SEARCH_MAX, SEARCH_PREFIX, retention_line,

@@ -103,7 +103,11 @@ async fn an_operator_kicks_from_the_room_and_every_channel_and_nobody_else_can()
         Some("ERROR kicked by alice: spamming the channel"),
         "{last:?}"
     );
-    assert!(last.len() <= 3, "{last:?}");
+    assert!(
+        last.iter()
+            .all(|l| l.ends_with(" joined!") || l.contains("kicked by alice")),
+        "{last:?}"
+    );
     let mut seen = vec![alice.line().await, alice.line().await, alice.line().await];
     seen.sort();
     assert_eq!(

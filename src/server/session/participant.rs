@@ -36,6 +36,16 @@ const SEARCH_COST: u32 = 5;
 /// fallen too far behind.
 const STALL_CHECK: Duration = Duration::from_millis(250);
 
+/// How long the room's lines wait after a write that held only joins and
+/// leaves. Each write costs a system call and a TLS record, and a room
+/// filling up (a reconnect storm, say) would otherwise cost every
+/// participant one write per join: this way it costs at most one per pace,
+/// with the joins in between in one batch. What people say is never held
+/// up by more than this, and only right after such a write. Short, since
+/// the room's backlog must hold what the room says meanwhile, as it does
+/// for a participant the scheduler leaves waiting for a moment.
+const ANNOUNCEMENT_PACE: Duration = Duration::from_millis(20);
+
 /// A registered participant while it chats: the parts of its session it
 /// uses, and its own state.
 pub(super) struct Participant<'s, S, R: Room> {
@@ -60,6 +70,12 @@ pub(super) struct Participant<'s, S, R: Room> {
     /// ready at once, so reading always resumes. Otherwise reading and
     /// writing take turns at random (no `biased`): neither starves the other.
     carried: Option<Bytes>,
+    /// While set, after a write of joins and leaves only, the room's lines
+    /// wait (see [`ANNOUNCEMENT_PACE`]); the peer's own input ends the wait.
+    room_rests_until: Option<Instant>,
+    /// Whether the room's lines written since the last rest held anything
+    /// but joins and leaves.
+    urgent: bool,
 }
 
 impl<'s, S, R> Participant<'s, S, R>
@@ -89,6 +105,8 @@ where
             paused_until: None,
             idle_deadline: None,
             carried: None,
+            room_rests_until: None,
+            urgent: false,
         }
     }
 
@@ -99,15 +117,20 @@ where
         }
         loop {
             let reading = self.paused_until.is_none() && self.carried.is_none();
-            // One timer for both deadlines: each costs an idle session as
+            let listening = self.room_rests_until.is_none() || self.carried.is_some();
+            // One timer for every deadline: each costs an idle session as
             // much memory as it is kept in.
             let timer = earliest(self.paused_until, self.idle_deadline);
+            let timer = earliest(timer, self.room_rests_until);
             let turn = tokio::select! {
                 _ = self.shutdown.recv() => Err(self.drain_for_shutdown().await),
-                line = next_room_line(&mut self.carried, &mut self.subscription) => {
+                line = next_room_line(&mut self.carried, &mut self.subscription), if listening => {
                     self.write_room_lines(line).await
                 }
-                read = self.conn.read_line(), if reading => self.read_lines(read).await,
+                read = self.conn.read_line(), if reading => {
+                    self.room_rests_until = None;
+                    self.read_lines(read).await
+                }
                 _ = sleep_until_some(timer), if timer.is_some() => self.timer_fired(),
             };
             if let Err(end) = turn {
@@ -149,7 +172,7 @@ where
     /// Each batch written is counted as delivered at once: one atomic add
     /// per batch, not per line.
     async fn write_room_lines(&mut self, first: Result<Bytes, RecvError>) -> Result<(), End> {
-        self.conn.queue(first?);
+        self.queue_room_line(first?);
         let mut lines = 1;
         loop {
             lines += self.fill_batch()?;
@@ -164,7 +187,7 @@ where
             }
             match self.carried.take() {
                 Some(line) if self.conn.queued() == 0 => {
-                    self.conn.queue(line);
+                    self.queue_room_line(line);
                     lines += 1;
                 }
                 // A full batch is queued already; `line` goes after it.
@@ -173,6 +196,9 @@ where
                     if self.conn.queued() > 0 {
                         self.write_out().await?;
                         self.server.metrics.delivered(lines);
+                    }
+                    if !std::mem::take(&mut self.urgent) {
+                        self.room_rests_until = Some(later(Instant::now(), ANNOUNCEMENT_PACE));
                     }
                     return Ok(());
                 }
@@ -216,6 +242,9 @@ where
         }
         if self.paused_until.is_some_and(|until| until <= now) {
             self.paused_until = self.pace.resume(now).map(|wait| later(now, wait));
+        }
+        if self.room_rests_until.is_some_and(|until| until <= now) {
+            self.room_rests_until = None;
         }
         Ok(())
     }
@@ -380,13 +409,21 @@ where
                     self.carried = Some(line)
                 }
                 Some(line) => {
-                    self.conn.queue(line);
+                    self.queue_room_line(line);
                     queued += 1;
                 }
                 None => break,
             }
         }
         Ok(queued)
+    }
+
+    /// Queues one of the room's lines, noting whether it is more than a
+    /// join or a leave.
+    fn queue_room_line(&mut self, line: Bytes) {
+        // Once one line is more, the others need no look.
+        self.urgent = self.urgent || !protocol::is_announcement(&line);
+        self.conn.queue(line);
     }
 
     /// On shutdown: everything the room said up to its farewell line goes

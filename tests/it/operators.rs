@@ -1,13 +1,13 @@
 //! Operators bound to client certificates (`serve --client-ca ...
-//! --operators FILE`): `/kick` over real mutual TLS, a non-operator
-//! refused, an operator's right gone at a reload, and `--operators`
-//! refused without client certificates.
+//! --operators FILE`): `/kick`, `/ban`, `/mute`, `/unmute` and `/topic`
+//! over real mutual TLS, a non-operator refused, an operator's right gone
+//! at a reload or with its certificate, and `--operators` refused without
+//! client certificates.
 
-use crate::harness::{Client, TestCerts, TlsClient, WAIT, loopback};
+use crate::harness::{Client, TestCerts, TlsClient, WAIT, start_with_access};
 use chatroom::certs;
+use chatroom::server::RunningServer;
 use chatroom::server::access::{Access, AccessFiles};
-use chatroom::server::{RunningServer, Settings};
-use chatroom::tls;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -29,27 +29,12 @@ async fn start_denying(
         listed.push_str(&format!("{name}\n"));
     }
     std::fs::write(&file, listed).expect("operators file");
-    let access = Access::load(AccessFiles {
-        client_ca: Some(certs.ca()),
-        crl_if_present: Some(certs.path(certs::CRL)),
+    let files = AccessFiles {
         operators: Some(file.clone()),
         deny_file,
         ..AccessFiles::default()
-    })
-    .expect("access policy");
-    let (config, _) = tls::reloadable_server_config_with(
-        &certs.path(certs::SERVER_CERT),
-        &certs.path(certs::SERVER_KEY),
-        access.client_verifier(),
-        tls::TlsVersion::Any,
-    )
-    .expect("server TLS config");
-    let mut settings = Settings::new(Some(config));
-    settings.limits.rate = None;
-    settings.access = Some(access.clone());
-    let server = RunningServer::start(loopback(), settings)
-        .await
-        .expect("server starts");
+    };
+    let (server, access) = start_with_access(certs, files).await;
     (server, access, file)
 }
 

@@ -175,12 +175,27 @@ pub async fn start_mutual_tls(
     certs: &TestCerts,
     deny: &[&str],
 ) -> (RunningServer, Arc<chatroom::server::access::Access>) {
+    start_with_access(
+        certs,
+        chatroom::server::access::AccessFiles {
+            deny: deny.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// [`start_mutual_tls`] with the rest of the access policy in `files`
+/// (its client CA and CRL are `certs`').
+pub async fn start_with_access(
+    certs: &TestCerts,
+    files: chatroom::server::access::AccessFiles,
+) -> (RunningServer, Arc<chatroom::server::access::Access>) {
     use chatroom::server::access::{Access, AccessFiles};
     let access = Access::load(AccessFiles {
         client_ca: Some(certs.ca()),
         crl_if_present: Some(certs.path(certs::CRL)),
-        deny: deny.iter().map(|d| d.to_string()).collect(),
-        ..AccessFiles::default()
+        ..files
     })
     .expect("access policy");
     let (config, _) = tls::reloadable_server_config_with(

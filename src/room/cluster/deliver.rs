@@ -1,7 +1,7 @@
 //! Reading the room's stream: every line in the global order, into this
 //! node's ring; and a newcomer's history, read back from the stream.
 
-use super::record::Record;
+use super::record::{Record, line_number};
 use super::{REQUEST_TIMEOUT, Shared, StoredLine};
 use crate::protocol;
 use async_nats::jetstream::{self, consumer, stream};
@@ -92,6 +92,22 @@ pub(super) async fn deliver(
     }
 }
 
+/// The sequence a participant's ring numbers a line of the stream's
+/// message `seq` with: the message's own for its last line, the one before
+/// for the lines before it. A private line waits until its recipient has
+/// read the sequence its sender's node knew of (see
+/// [`Subscriber`](crate::room::Subscriber)): it must not slip in between
+/// the lines of one message. And a newcomer, who sees what comes after its
+/// own `joined!` (sequence J), sees every line of a message after J, since
+/// J is at most one before it.
+fn line_seq(seq: u64, last_of_message: bool) -> u64 {
+    if last_of_message {
+        seq
+    } else {
+        seq.saturating_sub(1)
+    }
+}
+
 /// Where [`deliver`] is in the stream.
 struct Reading {
     /// The last sequence read.
@@ -126,8 +142,8 @@ impl Shared {
         }
         read.last = seq;
         self.known.fetch_max(seq, Ordering::AcqRel);
-        let record = match Record::decode(&message.payload, self.max_line) {
-            Ok(record) => record,
+        let records = match Record::decode_message(&message.payload, self.max_line) {
+            Ok(records) => records,
             Err(why) => {
                 self.reject(why);
                 return true;
@@ -136,31 +152,44 @@ impl Shared {
         // Not waiting for the commit: the stream holds the line already,
         // and a node that stops before committing it reads it again.
         if let Some(recording) = &self.recording {
-            recording.keep(seq, info.published, &record).await;
+            recording.keep(seq, info.published, &records).await;
         }
-        if seq <= read.live_from || !record.is_shown() {
+        if seq <= read.live_from {
             return true;
         }
-        // Formatted here, into a line of its own (which keeps nothing of
+        // Formatted here, into lines of their own (which keep nothing of
         // the client's read buffer alive).
-        let bytes = record.line();
+        let last = records.len() - 1;
+        let lines: Vec<StoredLine> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, record)| record.is_shown())
+            .map(|(i, record)| StoredLine {
+                seq: line_seq(seq, i == last),
+                bytes: record.line(),
+            })
+            .collect();
         let state = self.state();
         if state.closed {
             return false;
         }
         // No receivers is fine: nobody here to tell.
-        state.lines.push(StoredLine { seq, bytes });
+        for line in lines {
+            state.lines.push(line);
+        }
         true
     }
 
     /// The last [`Shared::history`] public lines before sequence `before`,
     /// marked as history, oldest first, read from the stream (within a
     /// bounded look back and time; fewer, or none, otherwise); and the
-    /// sequence of the oldest (`before` if none).
+    /// oldest one's number in a node's store ([`line_number`]; that of
+    /// `before`'s first line if none), where its `/history` goes on.
     pub(super) async fn read_history(&self, before: u64) -> (Vec<Bytes>, u64) {
         let wanted = self.history;
+        let none = line_number(before, 0);
         if wanted == 0 || before <= 1 {
-            return (Vec::new(), before);
+            return (Vec::new(), none);
         }
         let from = before
             .saturating_sub(HISTORY_SCAN.saturating_mul(wanted as u64))
@@ -184,32 +213,34 @@ impl Shared {
                 if seq >= before {
                     break;
                 }
-                match Record::decode(&message.payload, self.max_line) {
-                    Ok(record) if record.is_public() => {
-                        if kept.len() == wanted {
-                            kept.pop_front();
-                        }
-                        kept.push_back((seq, protocol::history_line(&record.line())));
+                // What does not decode was counted once already, when the
+                // stream was read live.
+                let records = Record::decode_message(&message.payload, self.max_line);
+                for (i, record) in records.iter().flatten().enumerate() {
+                    if !record.is_public() {
+                        continue;
                     }
-                    Ok(_) => {}
-                    // Counted once already, when the stream was read live.
-                    Err(_) => {}
+                    if kept.len() == wanted {
+                        kept.pop_front();
+                    }
+                    let line = protocol::history_line(&record.line());
+                    kept.push_back((line_number(seq, i), line));
                 }
             }
             anyhow::Ok(kept)
         };
         match timeout(REQUEST_TIMEOUT, read).await {
             Ok(Ok(kept)) => {
-                let oldest = kept.front().map_or(before, |(seq, _)| *seq);
+                let oldest = kept.front().map_or(none, |(n, _)| *n);
                 (kept.into_iter().map(|(_, line)| line).collect(), oldest)
             }
             Ok(Err(e)) => {
                 tracing::warn!("no history for a newcomer: {e:#}");
-                (Vec::new(), before)
+                (Vec::new(), none)
             }
             Err(_) => {
                 tracing::warn!("no history for a newcomer: timed out");
-                (Vec::new(), before)
+                (Vec::new(), none)
             }
         }
     }

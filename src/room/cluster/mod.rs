@@ -6,7 +6,9 @@
 //!
 //! * **Order.** Every line (messages, `joined!`, `left!`) is published to
 //!   one stream per room, `CHAT_<room>`; the stream's sequence number is the
-//!   one global order. Each node reads the stream with one ordered consumer
+//!   one global order. A sender's lines that wait behind its message in
+//!   flight go out together, in one message, keeping their order. Each
+//!   node reads the stream with one ordered consumer
 //!   and hands each line to its participants through a local ring of shared
 //!   [`Bytes`], as [`LocalRoom`](crate::room::LocalRoom) does. Every publish
 //!   carries a `Nats-Msg-Id`, so a retried publish is stored once.
@@ -69,10 +71,10 @@ use async_nats::jetstream::{Context as JetStream, kv, stream};
 use bytes::Bytes;
 use connect::Link;
 use liveness::Liveness;
-use publish::{JOIN_RETRY_FOR, OUTGOING_QUEUE, Queued, SenderWork};
+use publish::{JOIN_RETRY_FOR, OUTGOING_QUEUE, Queued, SenderQueue};
 use record::{PrivateRecord, Record, Rejected};
 use recording::Recording;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -146,13 +148,15 @@ struct Shared {
     link: Arc<Link>,
     in_flight: Arc<Semaphore>,
     /// Per sender (nickname key) with lines being published, what waits
-    /// behind the one in flight. A sender's lines are published one after
-    /// another by one task, so that a line published again after a lost
-    /// acknowledgement cannot land after a later line of the same sender;
-    /// different senders' tasks run side by side, each holding one permit
-    /// at a time, so a sender that floods fills its own queue, not the
-    /// node's.
-    senders: Mutex<HashMap<String, VecDeque<SenderWork>>>,
+    /// behind the message in flight. A sender's messages are published one
+    /// after another by one task, so that a message published again after
+    /// a lost acknowledgement cannot land after a later one of the same
+    /// sender; what waits behind one goes out together in the next (see
+    /// `record::batch`), so a sender with many lines waiting costs a
+    /// fraction of a message per line. Different senders' tasks run side
+    /// by side, each holding one permit at a time, so a sender that floods
+    /// fills its own queue, not the node's.
+    senders: Mutex<HashMap<String, SenderQueue>>,
     /// How many sender tasks run (see `Flush`).
     sending: watch::Sender<usize>,
     /// Participants' lines accepted and not yet stored or given up, on

@@ -1,9 +1,10 @@
 //! Publishing this node's lines to the room's stream: one queue for the
-//! node, one task per sender with lines on their way, a bound on the
+//! node, one task per sender with lines on their way (those waiting behind
+//! the one in flight go out together, in one message), a bound on the
 //! publishes in flight, and publishing again (under the same message id,
 //! so a line is stored once) until the stream acknowledges.
 
-use super::record::PrivateRecord;
+use super::record::{BYTES_PER_RECORD, LINES_PER_RECORD, PrivateRecord, batch};
 use super::{REQUEST_TIMEOUT, Shared};
 use crate::sync::lock;
 use anyhow::{Result, bail};
@@ -33,9 +34,10 @@ pub(super) const OUTGOING_QUEUE: usize = 65_536;
 /// Publishes awaiting their acknowledgement on one node at once.
 pub(super) const MAX_IN_FLIGHT: usize = 4096;
 
-/// Lines one participant may have waiting behind its line in flight (they
-/// are published one at a time); beyond that its lines are refused. The
-/// rate limit keeps a participant far below it.
+/// Lines one participant may have waiting behind its first line in flight
+/// (whether they wait in its queue or go out in the same message);
+/// beyond that its lines are refused. The rate limit keeps a participant
+/// far below it.
 const SENDER_QUEUE: usize = 256;
 
 pub(super) enum Queued {
@@ -62,6 +64,16 @@ pub(super) enum Queued {
     },
     /// Answers once everything queued before it is stored (or given up).
     Flush(oneshot::Sender<()>),
+}
+
+/// One sender's work waiting for its task (see [`Shared::senders`]).
+#[derive(Default)]
+pub(super) struct SenderQueue {
+    /// In the order the sender did it.
+    waiting: VecDeque<SenderWork>,
+    /// Lines taken from `waiting` into the message in flight, beyond its
+    /// first: they still count against [`SENDER_QUEUE`].
+    taken: usize,
 }
 
 /// What a sender's task does next, in the order the sender did it.
@@ -168,21 +180,51 @@ impl Shared {
     /// beyond what a sender may have waiting is refused (the sender is told).
     pub(super) fn queue_for_sender(self: &Arc<Self>, sender: String, work: SenderWork) {
         let mut senders = lock(&self.senders);
-        if let Some(waiting) = senders.get_mut(&sender) {
-            if !matches!(work, SenderWork::Leave { .. }) && waiting.len() >= SENDER_QUEUE {
+        if let Some(queue) = senders.get_mut(&sender) {
+            let outstanding = queue.waiting.len() + queue.taken;
+            if !matches!(work, SenderWork::Leave { .. }) && outstanding >= SENDER_QUEUE {
                 drop(senders);
                 if matches!(work, SenderWork::Line { .. }) {
                     self.waiting.fetch_sub(1, Ordering::AcqRel);
                 }
                 return self.refuse_because(&sender, "too many of your lines are waiting");
             }
-            waiting.push_back(work);
+            queue.waiting.push_back(work);
             return;
         }
-        senders.insert(sender.clone(), VecDeque::new());
+        senders.insert(sender.clone(), SenderQueue::default());
         drop(senders);
         self.sending.send_modify(|count| *count += 1);
         tokio::spawn(publish_for_sender(self.clone(), sender, work));
+    }
+
+    /// `first`, with the lines `sender` has waiting right behind it, as one
+    /// message of the stream (see [`batch`]: at most [`LINES_PER_RECORD`]
+    /// lines and [`BYTES_PER_RECORD`] bytes), and how many lines it holds.
+    /// They keep their order, and are stored together or not at all.
+    fn with_lines_waiting(&self, sender: &str, first: Bytes) -> (Bytes, usize) {
+        let mut records = vec![first];
+        let mut bytes = records[0].len();
+        let mut senders = lock(&self.senders);
+        let Some(queue) = senders.get_mut(sender) else {
+            return (records.swap_remove(0), 1);
+        };
+        while records.len() < LINES_PER_RECORD {
+            match queue.waiting.front() {
+                Some(SenderWork::Line { payload, .. })
+                    if bytes + payload.len() + 2 <= BYTES_PER_RECORD =>
+                {
+                    bytes += payload.len() + 1;
+                    if let Some(SenderWork::Line { payload, .. }) = queue.waiting.pop_front() {
+                        records.push(payload);
+                    }
+                }
+                _ => break,
+            }
+        }
+        queue.taken = records.len() - 1;
+        drop(senders);
+        (batch(&records), records.len())
     }
 
     /// Deletes the nickname entry `key` if it is still at `revision`, and
@@ -230,15 +272,18 @@ async fn publish_for_sender(shared: Arc<Shared>, sender: String, first: SenderWo
     while let Some(work) = next.take() {
         match work {
             SenderWork::Line { payload, id } => {
+                let (payload, lines) = shared.with_lines_waiting(&sender, payload);
                 // The semaphore is never closed; if it were, publishing on
                 // without a permit beats leaving the queue unserved.
                 let permit = shared.in_flight.clone().acquire_owned().await.ok();
                 if let Err(e) = shared.publish_stored(&payload, &id, RETRY_FOR).await {
-                    tracing::warn!("a line could not be stored: {e}");
-                    shared.refuse(&sender);
+                    tracing::warn!(lines, "lines could not be stored: {e}");
+                    for _ in 0..lines {
+                        shared.refuse(&sender);
+                    }
                 }
                 drop(permit);
-                shared.waiting.fetch_sub(1, Ordering::AcqRel);
+                shared.waiting.fetch_sub(lines, Ordering::AcqRel);
             }
             SenderWork::Private { to, record } => {
                 shared.send_private(&sender, &to, record).await;
@@ -254,7 +299,10 @@ async fn publish_for_sender(shared: Arc<Shared>, sender: String, first: SenderWo
             }
         }
         let mut senders = lock(&shared.senders);
-        next = senders.get_mut(&sender).and_then(VecDeque::pop_front);
+        next = senders.get_mut(&sender).and_then(|queue| {
+            queue.taken = 0;
+            queue.waiting.pop_front()
+        });
         if next.is_none() {
             senders.remove(&sender);
         }

@@ -124,7 +124,14 @@ impl Record {
     /// Reads a record published to the room, checked: see the module doc.
     pub(super) fn decode(payload: &[u8], max_line: usize) -> Result<Record, Rejected> {
         let record: Record = serde_json::from_slice(payload).map_err(malformed)?;
-        let (nick, text) = match &record {
+        record.check(max_line)?;
+        Ok(record)
+    }
+
+    /// Whether its parts are what a node would have written: a nickname a
+    /// join accepts, a text within the line limit.
+    fn check(&self, max_line: usize) -> Result<(), Rejected> {
+        let (nick, text) = match self {
             Record::Say { nick, text } | Record::Act { nick, text } => (nick, Some(text)),
             Record::Join { nick, .. } => (nick, None),
             Record::Leave { nick, reason, .. } => (nick, reason.as_ref()),
@@ -133,7 +140,24 @@ impl Record {
         if let Some(text) = text {
             within_limit(text, max_line)?;
         }
-        Ok(record)
+        Ok(())
+    }
+
+    /// Reads one message of the room's stream: a record, or several lines
+    /// of one sender published together ([`batch`]), each checked as
+    /// [`Record::decode`] checks it; all of them, or none.
+    pub(super) fn decode_message(payload: &[u8], max_line: usize) -> Result<Vec<Record>, Rejected> {
+        if payload.first() != Some(&b'[') {
+            return Ok(vec![Record::decode(payload, max_line)?]);
+        }
+        let records: Vec<Record> = serde_json::from_slice(payload).map_err(malformed)?;
+        if !(2..=LINES_PER_RECORD).contains(&records.len()) {
+            return Err(Rejected::Malformed("not a batch of lines"));
+        }
+        for record in &records {
+            record.check(max_line)?;
+        }
+        Ok(records)
     }
 
     /// Whether it is a participant's public line: what history is made of.
@@ -156,6 +180,62 @@ impl Record {
                 ..
             } => Departure::Quit(&protocol::sanitize(reason)).line(nick),
         }
+    }
+}
+
+/// Most lines one message of the stream carries: a sender's lines waiting
+/// behind the one in flight go out together, up to this many.
+pub(super) const LINES_PER_RECORD: usize = 64;
+
+/// Most bytes of records one message of the stream carries (well under
+/// NATS's default payload limit of 1 MiB).
+pub(super) const BYTES_PER_RECORD: usize = 64 * 1024;
+
+/// Several encoded records in one message of the stream, in their order: a
+/// JSON array of them. One message costs NATS and every node about as much
+/// as one line, so a sender that has many lines waiting (a paste, a
+/// flood) costs a fraction of that per line.
+pub(super) fn batch(records: &[Bytes]) -> Bytes {
+    if let [one] = records {
+        return one.clone();
+    }
+    let len = records.iter().map(|r| r.len() + 1).sum::<usize>() + 1;
+    let mut out = Vec::with_capacity(len);
+    out.push(b'[');
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(record);
+    }
+    out.push(b']');
+    Bytes::from(out)
+}
+
+/// How many numbers each message of the stream spans in a node's store
+/// (`--data`), which numbers every line: the `i`th line of message `seq`
+/// is stored as `seq * LINE_NUMBERS_PER_MESSAGE + i` ([`line_number`]),
+/// so the store keeps the stream's order, one number per line, and knows
+/// from its last number where in the stream it stopped.
+pub(super) const LINE_NUMBERS_PER_MESSAGE: u64 = 1 << 20;
+
+/// The number a node's store gives the `index`th line of the stream's
+/// message `seq`.
+pub(super) fn line_number(seq: u64, index: usize) -> u64 {
+    seq.saturating_mul(LINE_NUMBERS_PER_MESSAGE)
+        .saturating_add(index as u64)
+}
+
+/// The message of the stream a store's line number `n` belongs to. A store
+/// filled by a node that numbered each line with its message's own
+/// sequence (one line per message) holds numbers below
+/// [`LINE_NUMBERS_PER_MESSAGE`]: those are the message's sequence itself,
+/// and every line stored after them is numbered above them.
+pub(super) fn message_of(n: u64) -> u64 {
+    if n < LINE_NUMBERS_PER_MESSAGE {
+        n
+    } else {
+        n / LINE_NUMBERS_PER_MESSAGE
     }
 }
 
@@ -246,6 +326,58 @@ mod tests {
             let err = Record::decode(payload, 10).expect_err("rejected");
             assert!(err.to_string().contains(why), "{err} for {payload:?}");
         }
+    }
+
+    #[test]
+    fn several_lines_in_one_message_are_checked_each_and_kept_in_order() {
+        let lines = [
+            Record::said("alice", Said::Message("one")).encode(),
+            Record::said("alice", Said::Action("waves")).encode(),
+            Record::said("alice", Said::Message("three")).encode(),
+        ];
+        let read = Record::decode_message(&batch(&lines), 100).expect("valid");
+        let shown: Vec<Bytes> = read.iter().map(Record::line).collect();
+        assert_eq!(shown, ["alice: one\n", "* alice waves\n", "alice: three\n"]);
+        // One line goes as a record of its own, as it always has.
+        assert_eq!(batch(&lines[..1]), lines[0]);
+        assert_eq!(
+            Record::decode_message(&lines[0], 100).expect("valid").len(),
+            1
+        );
+
+        // One bad part drops the whole message; so do empty, nested and
+        // oversized batches.
+        let too_many = format!(
+            "[{}]",
+            vec![r#"{"kind":"say","nick":"bob","text":"x"}"#; LINES_PER_RECORD + 1].join(",")
+        );
+        for (payload, why) in [
+            (
+                &br#"[{"kind":"say","nick":"bob","text":"x"},{"kind":"say","nick":"Server","text":"x"}]"#[..],
+                "nickname",
+            ),
+            (br#"[{"kind":"say","nick":"bob","text":"x"}]"#, "batch"),
+            (br#"[]"#, "batch"),
+            (br#"[[{"kind":"say","nick":"bob","text":"x"}],{"kind":"say","nick":"bob","text":"x"}]"#, "kind"),
+            (br#"[{"kind":"say","nick":"bob","text":"x"}"#, "cut short"),
+            (too_many.as_bytes(), "batch"),
+        ] {
+            let err = Record::decode_message(payload, 10).expect_err("rejected");
+            assert!(err.to_string().contains(why), "{err} for {payload:?}");
+        }
+    }
+
+    #[test]
+    fn a_store_numbers_each_line_of_a_message_and_finds_the_message_again() {
+        let numbers: Vec<u64> = (0..3).map(|i| line_number(7, i)).collect();
+        assert!(numbers.windows(2).all(|w| w[0] + 1 == w[1]));
+        assert!(numbers.iter().all(|&n| message_of(n) == 7));
+        // Before the next message's lines, whatever their count.
+        assert!(line_number(7, LINES_PER_RECORD) < line_number(8, 0));
+        // A store numbered one line per message, by its sequence: its last
+        // number is the message itself, and what comes next is after it.
+        assert_eq!(message_of(5000), 5000);
+        assert!(line_number(5001, 0) > 5000);
     }
 
     #[test]

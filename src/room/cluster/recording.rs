@@ -3,16 +3,17 @@
 //! already reads, so `/history` and `/search` answer on every node.
 //!
 //! The deliver loop hands each checked record, in the stream's order and
-//! with the stream's sequence, to a writer thread that owns the [`Store`]
+//! numbered from the stream's sequence (see `record::line_number`: a
+//! message may hold several lines), to a writer thread that owns the [`Store`]
 //! and appends in batches. A node does not wait for its own commit before
 //! delivering a line: JetStream holds every line durably before any node
 //! reads it, so a line a node has not committed yet is still in the
 //! stream, and a node that stops before committing it reads it again on
-//! its next start (from the store's last sequence on). The stream stays
+//! its next start (from the message of the store's last line on). The stream stays
 //! the source of the room's order; a sequence it no longer keeps (its own
 //! retention) is skipped, and said once in the log.
 
-use super::record::Record;
+use super::record::{Record, line_number, message_of};
 use super::{REQUEST_TIMEOUT, Shared};
 use crate::protocol;
 use crate::room::Question;
@@ -50,15 +51,15 @@ pub struct StoreOptions {
 pub(super) struct Recording {
     /// To the writer.
     entries: mpsc::Sender<Entry>,
-    /// The last sequence handed to the writer.
+    /// The last line number handed to the writer.
     handed: AtomicU64,
-    /// The last sequence the writer is done with (stored, or stored
+    /// The last line number the writer is done with (stored, or stored
     /// before).
     committed: Arc<watch::Sender<u64>>,
     /// A connection of its own for newcomers' questions.
     pub(super) reader: Arc<Mutex<Store>>,
     pub(super) retain: Option<Duration>,
-    /// The sequence of the oldest line each participant of this node (by
+    /// The line number of the oldest line each participant of this node (by
     /// nick key) was shown, where its next `/history` ends.
     pub(super) shown: Mutex<HashMap<String, u64>>,
 }
@@ -74,11 +75,12 @@ impl Recording {
         let StoreOptions { store, retain } = options;
         let reader = store.try_clone()?;
         let last = store.last_seq()?.unwrap_or(0);
-        if last > stream_last {
+        let read_from = message_of(last);
+        if read_from > stream_last {
             // Its sequences are not this stream's: what the stream numbers
             // up to `last` is not stored again.
             tracing::warn!(
-                stored = last,
+                stored = read_from,
                 stream = stream_last,
                 "this node's store holds lines past the end of the room's stream (was the \
                  stream made again?): the stream's lines up to the store's last are not stored"
@@ -100,15 +102,19 @@ impl Recording {
             retain,
             shown: Mutex::default(),
         };
-        Ok((recording, last.min(stream_last)))
+        Ok((recording, read_from.min(stream_last)))
     }
 
-    /// Hands the line `seq` of the stream, published at `time`, to the
-    /// writer; waits while the writer is [`QUEUE`] lines behind.
-    pub(super) async fn keep(&self, seq: u64, time: OffsetDateTime, record: &Record) {
-        // The writer ends only with the process.
-        let _ = self.entries.send(entry(seq, time, record)).await;
-        self.handed.store(seq, Ordering::Release);
+    /// Hands the lines of the stream's message `seq`, published at `time`,
+    /// to the writer, numbered by [`line_number`]; waits while the writer
+    /// is [`QUEUE`] lines behind.
+    pub(super) async fn keep(&self, seq: u64, time: OffsetDateTime, records: &[Record]) {
+        for (i, record) in records.iter().enumerate() {
+            let n = line_number(seq, i);
+            // The writer ends only with the process.
+            let _ = self.entries.send(entry(n, time, record)).await;
+            self.handed.store(n, Ordering::Release);
+        }
     }
 
     /// Where `/history` of participant `key` ends, from now on.
@@ -189,7 +195,7 @@ struct Writer {
     store: Store,
     committed: Arc<watch::Sender<u64>>,
     upkeep: Upkeep,
-    /// The last sequence stored: what comes again is not stored twice.
+    /// The last line number stored: what comes again is not stored twice.
     stored: u64,
     /// Whether the last commit failed: an outage is logged once.
     failing: bool,

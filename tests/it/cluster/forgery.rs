@@ -2,7 +2,8 @@
 //! writes to the room's NATS subjects and buckets: a raw NATS client, as a
 //! user with a foothold on NATS would use, publishes finished lines, escape
 //! sequences, a line far over the limit, a nickname entry holding a line
-//! break, and private payloads. Every participant gets only lines its node
+//! break, messages of several lines with a forged one among them, and
+//! private payloads. Every participant gets only lines its node
 //! formatted itself from checked parts: nothing merges, nothing reads like
 //! the server's own, nothing raw reaches a terminal.
 
@@ -78,6 +79,15 @@ async fn lines_published_to_the_room_by_anyone_else_are_checked_and_formatted_by
     )
     .await;
     publish(&js, r#"{"kind":"say","nick":"Server","text":"restarting"}"#).await;
+    // Several lines in one message, one of them forged: none is shown.
+    publish(
+        &js,
+        r#"[{"kind":"say","nick":"bob","text":"one"},{"kind":"say","nick":"Server","text":"restarting"}]"#,
+    )
+    .await;
+    // More lines than a node puts in one message.
+    let many = vec![r#"{"kind":"say","nick":"bob","text":"x"}"#; 65].join(",");
+    publish(&js, format!("[{many}]")).await;
     // A well-formed record: it reads as what bob said (a NATS user can
     // post under any nickname), on one line, with escapes and direction
     // controls stripped.

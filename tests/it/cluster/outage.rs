@@ -4,8 +4,9 @@
 //! then takes the others for dead), one node's link cut for longer than its liveness lasts, a
 //! line lost on its way to NATS, which must neither vanish silently nor
 //! land after its sender's next line, a line whose acknowledgement is lost
-//! (published again, stored once), and a sender flooding a stalled link,
-//! whose own queue is bounded.
+//! (published again, stored once, with the burst behind it sent in a few
+//! messages), and a sender flooding a stalled link, whose own queue is
+//! bounded.
 
 use crate::harness::nats::relay::Relay;
 use crate::harness::nats::{NODE_TIMEOUT, TAKEOVER, connect, join, node, node_args, node_at};
@@ -245,6 +246,46 @@ async fn a_line_whose_acknowledgement_is_lost_is_stored_once() {
     let within = Duration::from_secs(30);
     assert_eq!(alice.until("Bob: after", within).await, ["Bob: once"]);
     assert_eq!(bob.until("Bob: after", within).await, ["Bob: once"]);
+}
+
+#[tokio::test]
+async fn a_burst_goes_out_in_a_few_messages_in_order_once_though_an_acknowledgement_is_lost() {
+    let mut relayed = Relayed::start().await;
+    let Relayed {
+        relay,
+        alice,
+        bob,
+        _nats: nats,
+        ..
+    } = &mut relayed;
+
+    // The acknowledgement of Bob's first line never reaches his node, which
+    // publishes it again; the rest of his burst waits behind it meanwhile.
+    relay.lose_next("\"stream\":\"CHAT_");
+    const SENT: usize = 200;
+    for i in 0..SENT {
+        bob.send(&format!("line {i}")).await;
+    }
+    relay.lost(WAIT).await;
+    let last = format!("Bob: line {}", SENT - 1);
+    let expected: Vec<String> = (0..SENT - 1).map(|i| format!("Bob: line {i}")).collect();
+    let within = Duration::from_secs(30);
+    assert_eq!(alice.until(&last, within).await, expected);
+    assert_eq!(bob.until(&last, within).await, expected);
+
+    // What waited went out together: the room's stream holds the two
+    // joins and a few messages of up to 64 lines, not one message per
+    // line.
+    let client = async_nats::connect(nats.url()).await.expect("connects");
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("CHAT_lobby")
+        .await
+        .expect("the room's stream");
+    let messages = stream.info().await.expect("stream info").state.messages;
+    assert!(
+        (2 + (SENT as u64).div_ceil(64)..=20).contains(&messages),
+        "{messages} messages for {SENT} lines"
+    );
 }
 
 #[tokio::test]

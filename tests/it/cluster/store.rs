@@ -1,12 +1,15 @@
 //! `serve --cluster --data DIR`: each node keeps its own store of the
 //! room's lines, filled from the room's stream, with a real nats-server
 //! and the built binary; `/search` and `/history` answer on every node,
-//! and a node that was stopped catches up on return.
+//! and a node that was stopped catches up on return; a burst sent as a
+//! few messages of several lines is stored line by line, once.
 
 use crate::harness::cli;
-use crate::harness::nats::{join, node_with};
+use crate::harness::nats::relay::Relay;
+use crate::harness::nats::{join, node_at, node_with};
 use crate::harness::{NatsServer, Serve, TestCerts, TlsClient, WAIT};
 use std::path::Path;
+use std::time::Duration;
 
 /// The retention line a newcomer gets with the default `--retain`.
 const KEPT_30_DAYS: &str = "[history] this room keeps its lines for 30 days";
@@ -139,4 +142,53 @@ async fn a_node_back_from_a_stop_has_the_lines_it_missed_once_in_order() {
     // Nothing more came with the answer: the next line is this one.
     carol.send("and now").await;
     carol.expect("Carol: and now").await;
+}
+
+#[tokio::test]
+async fn a_burst_sent_as_a_few_messages_is_stored_line_by_line_once_across_a_restart() {
+    let nats = NatsServer::start().await;
+    let relay = Relay::to(&nats).await;
+    let certs = TestCerts::new();
+    let tmp = tempfile::tempdir().expect("temp");
+    let data = tmp.path().join("one");
+    let args = [
+        "--data",
+        data.to_str().expect("UTF-8 path"),
+        "--history",
+        "0",
+    ];
+    let one = node_at(&certs, &relay.url(), "one", &args).await;
+    let (mut alice, _) = join_recorded(&certs, &one, "Alice").await;
+
+    // The first line's acknowledgement is lost: the rest of the burst
+    // waits behind it, and goes out several lines to a message.
+    relay.lose_next("\"stream\":\"CHAT_");
+    const SENT: usize = 150;
+    for i in 0..SENT {
+        alice.send(&format!("line {i}")).await;
+    }
+    relay.lost(WAIT).await;
+    let last = format!("Alice: line {}", SENT - 1);
+    alice.until(&last, Duration::from_secs(30)).await;
+    let mut expected = vec!["Alice joined!".to_owned()];
+    expected.extend((0..SENT).map(|i| format!("Alice: line {i}")));
+    stop(one).await;
+    expected.push("Alice left!".to_owned());
+    assert_eq!(cli::exported(&data).await, expected);
+
+    // Back from a stop, the node reads the stream on from where its store
+    // ends: nothing stored twice, and `/history` pages through the lines
+    // of one message as through any others.
+    let one = node_at(&certs, &relay.url(), "one", &args).await;
+    let (mut bob, _) = join_recorded(&certs, &one, "Bob").await;
+    bob.send("/history 3").await;
+    for i in SENT - 3..SENT {
+        bob.expect(&format!("[history] Alice: line {i}")).await;
+    }
+    bob.send("/history 2").await;
+    for i in SENT - 5..SENT - 3 {
+        bob.expect(&format!("[history] Alice: line {i}")).await;
+    }
+    expected.push("Bob joined!".to_owned());
+    assert_eq!(cli::exported(&data).await, expected);
 }

@@ -5,8 +5,8 @@
 //! line lost on its way to NATS, which must neither vanish silently nor
 //! land after its sender's next line, a line whose acknowledgement is lost
 //! (published again, stored once, with the burst behind it sent in a few
-//! messages), and a sender flooding a stalled link, whose own queue is
-//! bounded.
+//! messages), a burst cut by a restart of NATS, and a sender flooding a
+//! stalled link, whose own queue is bounded.
 
 use crate::harness::nats::relay::Relay;
 use crate::harness::nats::{NODE_TIMEOUT, TAKEOVER, connect, join, node, node_args, node_at};
@@ -101,6 +101,62 @@ async fn a_nats_restart_loses_nothing_silently_and_duplicates_nothing() {
     // The outage is logged once per node, not once per attempt.
     let log = one.kill_and_log().await;
     assert_eq!(log.matches("lost the NATS connection").count(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn a_burst_cut_by_a_nats_restart_arrives_in_order_once_and_what_is_not_sent_is_told() {
+    let mut nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (one, mut two) = tokio::join!(node(&certs, &nats, "one"), node(&certs, &nats, "two"));
+    let mut alice = join(&certs, &one, "Alice").await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+
+    // Bob's burst, NATS going while its lines are on their way, a few more
+    // lines (fewer than the notices a participant's mailbox holds: each is
+    // refused at once), and NATS back.
+    const BEFORE: usize = 200;
+    const SENT: usize = BEFORE + 30;
+    for i in 0..BEFORE {
+        bob.send(&format!("line {i}")).await;
+    }
+    alice.expect("Bob: line 0").await;
+    nats.stop().await;
+    two.wait_for_log("lost the NATS connection").await;
+    for i in BEFORE..SENT {
+        bob.send(&format!("line {i}")).await;
+    }
+    nats.restart().await;
+    two.wait_for_log("NATS connection restored").await;
+    bob.send("end").await;
+
+    // Every line arrives once, in the order sent, the same everywhere, or
+    // its sender is told it was not sent.
+    let within = Duration::from_secs(40);
+    let mut alice_saw = vec!["Bob: line 0".to_owned()];
+    alice_saw.extend(alice.until("Bob: end", within).await);
+    let bob_saw = bob.until("Bob: end", within).await;
+    let (refused, bob_chat): (Vec<String>, Vec<String>) = bob_saw
+        .into_iter()
+        .partition(|line| line.starts_with("ERROR message not sent: "));
+    assert_eq!(bob_chat, alice_saw);
+    let numbers: Vec<usize> = alice_saw
+        .iter()
+        .map(|line| {
+            line.strip_prefix("Bob: line ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("not one of Bob's lines: {line}"))
+        })
+        .collect();
+    let mut sent_order = numbers.clone();
+    sent_order.dedup();
+    sent_order.sort_unstable();
+    assert_eq!(numbers, sent_order, "in the order sent, once each");
+    assert_eq!(
+        numbers.len() + refused.len(),
+        SENT,
+        "{numbers:?} {refused:?}"
+    );
 }
 
 #[tokio::test]

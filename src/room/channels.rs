@@ -14,7 +14,7 @@
 //!   [`Subscription`]: the lobby's lines and each channel's, each in its
 //!   own order. Dropping it leaves every channel it holds.
 
-use super::{Departure, JoinError, RecvError, Room, Subscription};
+use super::{Departure, JoinError, Notice, RecvError, Room, Subscription};
 use crate::protocol::channels::{self as names, LOBBY};
 use crate::sync::lock;
 use bytes::Bytes;
@@ -89,21 +89,16 @@ impl<R: Room> Channels<R> {
         }
     }
 
-    /// Sends a line about `nick` (`line` as the lobby shows it) to the
-    /// members of its current channel, in that channel's form.
-    pub fn notice_about(&self, nick: &str, line: &[u8]) -> Result<(), &'static str> {
+    /// Sends `notice`, about `nick`, to the members of its current
+    /// channel.
+    pub fn notice_about(&self, nick: &str, notice: Notice<'_>) -> Result<(), &'static str> {
         let current = lock(&self.current_of)
             .get(&crate::protocol::nick_key(nick))
             .cloned();
-        let channel = current.and_then(|key| {
-            let by_key = lock(&self.by_key);
-            by_key.get(&key).map(|c| (c.name.clone(), c.room.clone()))
-        });
-        match channel {
-            None => self.lobby.notice(Bytes::copy_from_slice(line)),
-            Some((name, room)) => {
-                room.notice(names::in_channel(&names::channel_prefix(&name), line))
-            }
+        let room = current.and_then(|key| lock(&self.by_key).get(&key).map(|c| c.room.clone()));
+        match room {
+            None => self.lobby.notice(notice),
+            Some(room) => room.notice(notice),
         }
     }
 
@@ -115,10 +110,11 @@ impl<R: Room> Channels<R> {
         topic: &str,
         by: &str,
     ) -> Result<(), &'static str> {
-        use crate::protocol::moderation::topic_set_line;
+        let notice = Notice::Topic { text: topic, by };
         let Some(name) = current else {
+            self.lobby.notice(notice)?;
             *lock(&self.lobby_topic) = Some(topic.to_owned());
-            return self.lobby.notice(topic_set_line(LOBBY, topic, by));
+            return Ok(());
         };
         let room = {
             let mut by_key = lock(&self.by_key);
@@ -128,16 +124,25 @@ impl<R: Room> Channels<R> {
             channel.topic = Some(topic.to_owned());
             channel.room.clone()
         };
-        room.notice(topic_set_line(name, topic, by))
+        room.notice(notice)
     }
 
-    /// The topic of `#lobby` (`None`) or of the channel `name`, if set.
+    /// The topic of `#lobby` (`None`) or of the channel `name`, if set:
+    /// the room's own, if it keeps one (shared with other servers).
     fn topic(&self, name: Option<&str>) -> Option<String> {
         match name {
-            None => lock(&self.lobby_topic).clone(),
-            Some(name) => lock(&self.by_key)
-                .get(&names::channel_key(name))
-                .and_then(|c| c.topic.clone()),
+            None => self
+                .lobby
+                .topic()
+                .or_else(|| lock(&self.lobby_topic).clone()),
+            Some(name) => {
+                let (room, topic) = {
+                    let by_key = lock(&self.by_key);
+                    let channel = by_key.get(&names::channel_key(name))?;
+                    (channel.room.clone(), channel.topic.clone())
+                };
+                room.topic().or(topic)
+            }
         }
     }
 
@@ -149,6 +154,8 @@ impl<R: Room> Channels<R> {
             None => current_of.remove(&key),
             Some(name) => current_of.insert(key, names::channel_key(name)),
         };
+        drop(current_of);
+        self.lobby.moved(nick, channel);
     }
 
     /// A place in channel `name` (made if new): its name as spelled by its
@@ -193,7 +200,7 @@ impl<R: Room> Channels<R> {
 
     /// Puts `nick` out of the server's room (see [`Room::put_out`]) and of
     /// every channel it is in, each told `how`; false if it is not here.
-    pub fn put_out(
+    pub async fn put_out(
         &self,
         nick: &str,
         told: Bytes,
@@ -203,7 +210,7 @@ impl<R: Room> Channels<R> {
             .values()
             .map(|c| c.room.clone())
             .collect();
-        if !self.lobby.put_out(nick, told, how)? {
+        if !self.lobby.put_out(nick, told, how).await? {
             return Ok(false);
         }
         for room in rooms {
@@ -213,15 +220,29 @@ impl<R: Room> Channels<R> {
     }
 
     /// The channels with how many are in each, `#lobby` first, the others
-    /// in order of their keys; at most `max`, and how many there are.
+    /// in order of their keys (those of this server, and those the room
+    /// knows of elsewhere); at most `max`, and how many there are.
     pub fn list(&self, max: usize) -> (Vec<(Arc<str>, usize)>, usize) {
-        let by_key = lock(&self.by_key);
+        let mut all: BTreeMap<String, (Arc<str>, usize)> = lock(&self.by_key)
+            .iter()
+            .map(|(key, channel)| {
+                (
+                    key.clone(),
+                    (channel.name.clone(), channel.room.members(0).0),
+                )
+            })
+            .collect();
+        for (name, here) in self.lobby.channels_elsewhere() {
+            all.entry(names::channel_key(&name))
+                .or_insert_with(|| (Arc::from(name), here));
+        }
         let lobby = (Arc::from(LOBBY), self.lobby.members(0).0);
-        let others = by_key
-            .values()
-            .map(|channel| (channel.name.clone(), channel.room.members(0).0));
-        let listed = std::iter::once(lobby).chain(others).take(max).collect();
-        (listed, by_key.len() + 1)
+        let total = all.len() + 1;
+        let listed = std::iter::once(lobby)
+            .chain(all.into_values())
+            .take(max)
+            .collect();
+        (listed, total)
     }
 }
 

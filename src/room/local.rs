@@ -20,7 +20,7 @@ use super::mailbox::{Inbox, Mailbox, mailbox};
 use super::recall::{self, Asked};
 use super::store::{Entry, Kind, Store};
 use super::{
-    Announce, Departure, JoinError, Question, Room, Said, Subscriber, WhisperError,
+    Announce, Departure, JoinError, Notice, Question, Room, Said, Subscriber, WhisperError,
     address_private_line, admit,
 };
 use crate::protocol;
@@ -52,6 +52,8 @@ pub(super) struct Shared {
     /// What every line starts with: a channel's name and a space (none in
     /// the lobby).
     prefix: Option<Bytes>,
+    /// The channel's name (none for the lobby).
+    name: Option<Box<str>>,
     /// The bound of a channel's ring, in bytes.
     channel_backlog: usize,
 }
@@ -105,6 +107,7 @@ impl LocalRoom {
                 reading: None,
                 max_members,
                 prefix: None,
+                name: None,
                 channel_backlog: backlog_bytes / CHANNEL_BACKLOG_SHARE,
             }),
             writer: None,
@@ -135,6 +138,7 @@ impl LocalRoom {
     pub fn with_channel(mut self, name: &str) -> anyhow::Result<Self> {
         let shared = Arc::get_mut(&mut self.shared).context("the room is shared already")?;
         shared.prefix = Some(protocol::channels::channel_prefix(name));
+        shared.name = Some(name.into());
         Ok(self)
     }
 
@@ -461,13 +465,19 @@ impl Room for LocalRoom {
         self.remove(nick, how, None);
     }
 
-    fn put_out(&self, nick: &str, told: Bytes, how: Departure<'_>) -> Result<bool, &'static str> {
+    async fn put_out(
+        &self,
+        nick: &str,
+        told: Bytes,
+        how: Departure<'_>,
+    ) -> Result<bool, &'static str> {
         Ok(self.remove(nick, how, Some(told)))
     }
 
     /// In the ring after the lines said before it; with a store, delivered
     /// once those are committed, and not stored itself (as the farewell).
-    fn notice(&self, line: Bytes) -> Result<(), &'static str> {
+    fn notice(&self, notice: Notice<'_>) -> Result<(), &'static str> {
+        let line = notice.line(self.shared.name.as_deref());
         let mut state = self.state();
         if state.closed {
             return Ok(());

@@ -75,6 +75,59 @@ pub const STORE_UNAVAILABLE: &str = "the history store is unavailable";
 /// cannot reach them.
 pub const UNAVAILABLE: &str = "the room is unavailable";
 
+/// What a room without operators' commands answers them.
+pub const NO_OPERATORS: &str = "operators' commands are not available on this server";
+
+/// Whether a participant of this server may not be put out: an operator.
+pub type Protected = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// A line of the server's about the room, which the room formats as its
+/// members read it ([`Room::notice`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice<'a> {
+    /// `<nick> was muted by <by> for <duration>`.
+    Muted {
+        nick: &'a str,
+        by: &'a str,
+        duration: &'a str,
+    },
+    /// `<nick> was unmuted by <by>`.
+    Unmuted { nick: &'a str, by: &'a str },
+    /// `[topic] #name: TEXT set by <by>`.
+    Topic { text: &'a str, by: &'a str },
+}
+
+impl Notice<'_> {
+    /// The line as the members of channel `channel` read it (`None`: the
+    /// lobby, whose lines carry no prefix).
+    pub fn line(self, channel: Option<&str>) -> Bytes {
+        use protocol::moderation::{muted_line, topic_set_line, unmuted_line};
+        let plain = match self {
+            Notice::Muted { nick, by, duration } => muted_line(nick, by, duration),
+            Notice::Unmuted { nick, by } => unmuted_line(nick, by),
+            Notice::Topic { text, by } => {
+                return topic_set_line(channel.unwrap_or(protocol::channels::LOBBY), text, by);
+            }
+        };
+        match channel {
+            None => plain,
+            Some(name) => {
+                protocol::channels::in_channel(&protocol::channels::channel_prefix(name), &plain)
+            }
+        }
+    }
+}
+
+/// A mute an operator gives ([`Room::mute`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mute<'a> {
+    pub nick: &'a str,
+    pub by: &'a str,
+    pub until: time::OffsetDateTime,
+    /// The duration as the operator typed it (`10m`).
+    pub typed: &'a str,
+}
+
 /// Why a private message was not delivered. The texts are what the sender
 /// is told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,20 +225,77 @@ pub trait Room: Send + Sync + 'static {
 
     /// Puts `nick` out of the room: `told` is the last line it receives,
     /// then its subscription ends (as when the room closes); those who stay
-    /// are told `how` it left. False if `nick` is not here. A room that
-    /// cannot put anyone out says why (the text follows "not available on
-    /// this server").
-    fn put_out(&self, nick: &str, told: Bytes, how: Departure<'_>) -> Result<bool, &'static str> {
+    /// are told `how` it left, in the room and in every channel of the
+    /// room's kind it is in on its server. False if `nick` is not here. A
+    /// room shared with other servers puts out a participant of another
+    /// server there, and waits for its answer. Refused with the text the
+    /// operator is told.
+    fn put_out(
+        &self,
+        nick: &str,
+        told: Bytes,
+        how: Departure<'_>,
+    ) -> impl Future<Output = Result<bool, &'static str>> + Send {
         let _ = (nick, told, how);
-        Err("with --cluster yet")
+        std::future::ready(Err(NO_OPERATORS))
     }
 
-    /// Sends `line` (a line of the server's, already formatted) to
-    /// everyone in the room's order, as the server's own; it is not
+    /// Sends `notice` (the server's own line, which the room formats as
+    /// its members read it) to everyone in the room's order; it is not
     /// stored. A room that cannot says why.
-    fn notice(&self, line: Bytes) -> Result<(), &'static str> {
-        let _ = line;
-        Err("with --cluster yet")
+    fn notice(&self, notice: Notice<'_>) -> Result<(), &'static str> {
+        let _ = notice;
+        Err(UNAVAILABLE)
+    }
+
+    /// Mutes `nick` until `until` on every server of a room shared with
+    /// others: each refuses its lines meanwhile ([`Room::muted_until`]),
+    /// and the server of `nick` tells its current channel. `None` for a
+    /// room whose server keeps the mutes itself.
+    fn mute(&self, mute: Mute<'_>) -> Option<Result<(), &'static str>> {
+        let _ = mute;
+        None
+    }
+
+    /// Lifts `nick`'s mute on every server of a room shared with others,
+    /// told as [`Room::mute`] tells; whether it was muted. `None` for a
+    /// room whose server keeps the mutes itself.
+    fn unmute(&self, nick: &str, by: &str) -> Option<Result<bool, &'static str>> {
+        let _ = (nick, by);
+        None
+    }
+
+    /// Until when `nick` is muted, for a room that keeps the mutes itself
+    /// ([`Room::mute`]).
+    fn muted_until(&self, nick: &str) -> Option<time::OffsetDateTime> {
+        let _ = nick;
+        None
+    }
+
+    /// The topic the room keeps itself (shared with other servers), if it
+    /// keeps one and it is set.
+    fn topic(&self) -> Option<String> {
+        None
+    }
+
+    /// Learns that `nick`, a participant of this server, has `channel` as
+    /// its current channel now (`None`: `#lobby`): where a room shared
+    /// with other servers tells what concerns it.
+    fn moved(&self, nick: &str, channel: Option<&str>) {
+        let _ = (nick, channel);
+    }
+
+    /// Learns who may not be put out ([`Room::put_out`]) when another
+    /// server asks: the operators of this server.
+    fn protect(&self, protected: Protected) {
+        let _ = protected;
+    }
+
+    /// The channels a room shared with other servers knows of that have
+    /// no member on this server, with how many are in each (on every
+    /// server), in order of their keys.
+    fn channels_elsewhere(&self) -> Vec<(String, usize)> {
+        Vec::new()
     }
 
     /// Sends `farewell` as the room's last line to this server's

@@ -170,6 +170,8 @@ impl<R: Room> Channels<R> {
         if by_key.len() >= self.max_channels {
             return Err(ChannelError::TooManyChannels(self.max_channels));
         }
+        let spelled = self.lobby.channel_spelling(name);
+        let name = spelled.as_deref().unwrap_or(name);
         let room = Arc::new(
             self.lobby
                 .open_channel(name)

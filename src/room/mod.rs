@@ -291,6 +291,13 @@ pub trait Room: Send + Sync + 'static {
         let _ = protected;
     }
 
+    /// How a room shared with other servers spells the channel `name`
+    /// (as its first member did, on whichever server), if it has it.
+    fn channel_spelling(&self, name: &str) -> Option<String> {
+        let _ = name;
+        None
+    }
+
     /// The channels a room shared with other servers knows of that have
     /// no member on this server, with how many are in each (on every
     /// server), in order of their keys.

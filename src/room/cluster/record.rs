@@ -12,8 +12,8 @@
 //! functions a single server uses. What does not pass is dropped and
 //! counted ([`Rejected`]), never shown.
 
-use crate::protocol;
-use crate::room::{Departure, Said};
+use crate::protocol::{self, moderation};
+use crate::room::{Departure, Notice, Said};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,70 @@ pub(super) enum Record {
         #[serde(default, skip_serializing_if = "is_false")]
         quiet: bool,
     },
+    /// `<nick> was kicked by <by>`, or `... (<reason>)`: a leave an
+    /// operator made.
+    Kick {
+        nick: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// `<nick> was muted by <by> for <duration>`.
+    Muted {
+        nick: String,
+        by: String,
+        duration: String,
+    },
+    /// `<nick> was unmuted by <by>`.
+    Unmuted { nick: String, by: String },
+    /// `[topic] #name: <text> set by <by>`.
+    Topic { by: String, text: String },
+}
+
+/// What every node of the room applies, read from the room's orders
+/// subject: mutes hold on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "order", rename_all = "lowercase", deny_unknown_fields)]
+pub(super) enum Order {
+    /// `nick` is muted until `until` (Unix seconds, UTC), `typed` being the
+    /// duration as the operator `by` typed it; `node`: the operator's.
+    Mute {
+        nick: String,
+        by: String,
+        until: i64,
+        typed: String,
+        node: String,
+    },
+    /// `nick`'s mute is lifted by `by`, on node `node`.
+    Unmute {
+        nick: String,
+        by: String,
+        node: String,
+    },
+}
+
+/// An operator's `/kick` of a participant of another node, sent to that
+/// node (as a private line is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KickRecord {
+    /// The nickname key of the one put out.
+    pub(super) kick: String,
+    /// The operator.
+    pub(super) by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) reason: Option<String>,
+}
+
+/// A channel member's entry in the nickname bucket, under
+/// `ch.<channel key>.<nickname key>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Membership {
+    pub(super) node: String,
+    pub(super) nick: String,
+    /// The channel's name as its first member on that node spelled it.
+    pub(super) channel: String,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -69,6 +133,8 @@ pub(super) enum Rejected {
     Nickname,
     #[error("a text longer than the line limit")]
     TooLong,
+    #[error("a channel name no channel could have")]
+    Channel,
 }
 
 impl Record {
@@ -106,6 +172,38 @@ impl Record {
         }
     }
 
+    /// A leave as a channel records it: a kick as such, seen by everyone
+    /// as on one server.
+    pub(super) fn departed(nick: &str, how: Departure<'_>, quiet: bool) -> Record {
+        match how {
+            Departure::Kicked { by, reason } => Record::Kick {
+                nick: nick.to_owned(),
+                by: by.to_owned(),
+                reason: reason.map(str::to_owned),
+            },
+            how => Record::departure(nick, how, quiet),
+        }
+    }
+
+    /// The record of a server's notice.
+    pub(super) fn notice(notice: Notice<'_>) -> Record {
+        match notice {
+            Notice::Muted { nick, by, duration } => Record::Muted {
+                nick: nick.to_owned(),
+                by: by.to_owned(),
+                duration: duration.to_owned(),
+            },
+            Notice::Unmuted { nick, by } => Record::Unmuted {
+                nick: nick.to_owned(),
+                by: by.to_owned(),
+            },
+            Notice::Topic { text, by } => Record::Topic {
+                by: by.to_owned(),
+                text: text.to_owned(),
+            },
+        }
+    }
+
     /// Whether the room's participants are shown it (a join or leave in a
     /// room too big to announce them is stored only).
     pub(super) fn is_shown(&self) -> bool {
@@ -132,11 +230,31 @@ impl Record {
     /// join accepts, a text within the line limit.
     fn check(&self, max_line: usize) -> Result<(), Rejected> {
         let (nick, text) = match self {
-            Record::Say { nick, text } | Record::Act { nick, text } => (nick, Some(text)),
-            Record::Join { nick, .. } => (nick, None),
-            Record::Leave { nick, reason, .. } => (nick, reason.as_ref()),
+            Record::Say { nick, text } | Record::Act { nick, text } => (Some(nick), Some(text)),
+            Record::Join { nick, .. } => (Some(nick), None),
+            Record::Leave { nick, reason, .. } => (Some(nick), reason.as_ref()),
+            Record::Kick { nick, by, reason } => {
+                valid_nick(by)?;
+                (Some(nick), reason.as_ref())
+            }
+            Record::Muted { nick, by, duration } => {
+                valid_nick(by)?;
+                moderation::mute_duration(duration).ok_or(Rejected::Malformed("a mute"))?;
+                (Some(nick), None)
+            }
+            Record::Unmuted { nick, by } => {
+                valid_nick(by)?;
+                (Some(nick), None)
+            }
+            Record::Topic { by, text } => {
+                valid_nick(by)?;
+                within_limit(text, moderation::MAX_TOPIC)?;
+                (None, Some(text))
+            }
         };
-        valid_nick(nick)?;
+        if let Some(nick) = nick {
+            valid_nick(nick)?;
+        }
         if let Some(text) = text {
             within_limit(text, max_line)?;
         }
@@ -165,7 +283,38 @@ impl Record {
         matches!(self, Record::Say { .. } | Record::Act { .. })
     }
 
-    /// The line participants read, formatted here, from checked parts.
+    /// The line participants read, formatted here, from checked parts;
+    /// `channel`: the channel's name, or `None` in the lobby.
+    pub(super) fn line_in(&self, channel: Option<&str>) -> Bytes {
+        let plain = match self {
+            Record::Kick { nick, by, reason } => {
+                let reason = reason.as_deref().map(protocol::sanitize);
+                Departure::Kicked {
+                    by,
+                    reason: reason.as_deref(),
+                }
+                .line(nick)
+            }
+            Record::Muted { nick, by, duration } => {
+                return Notice::Muted { nick, by, duration }.line(channel);
+            }
+            Record::Unmuted { nick, by } => return Notice::Unmuted { nick, by }.line(channel),
+            Record::Topic { by, text } => {
+                let text = protocol::sanitize(text);
+                return Notice::Topic { text: &text, by }.line(channel);
+            }
+            other => other.line(),
+        };
+        match channel {
+            None => plain,
+            Some(name) => {
+                protocol::channels::in_channel(&protocol::channels::channel_prefix(name), &plain)
+            }
+        }
+    }
+
+    /// The line participants read in the lobby, formatted here, from
+    /// checked parts.
     pub(super) fn line(&self) -> Bytes {
         match self {
             Record::Say { nick, text } => Said::Message(&protocol::sanitize(text)).line(nick),
@@ -179,6 +328,7 @@ impl Record {
                 reason: Some(reason),
                 ..
             } => Departure::Quit(&protocol::sanitize(reason)).line(nick),
+            other => other.line_in(None),
         }
     }
 }
@@ -237,6 +387,98 @@ pub(super) fn message_of(n: u64) -> u64 {
     } else {
         n / LINE_NUMBERS_PER_MESSAGE
     }
+}
+
+impl Order {
+    pub(super) fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Reads an order, checked: valid nicknames and node name, a known
+    /// duration, a mute no longer than any operator may give.
+    pub(super) fn decode(payload: &[u8]) -> Result<Order, Rejected> {
+        let order: Order = serde_json::from_slice(payload).map_err(malformed)?;
+        let (nick, by, node) = match &order {
+            Order::Mute {
+                nick,
+                by,
+                until,
+                typed,
+                node,
+            } => {
+                let latest = time::OffsetDateTime::now_utc() + moderation::MAX_MUTE;
+                if moderation::mute_duration(typed).is_none()
+                    || *until > latest.unix_timestamp() + 60
+                {
+                    return Err(Rejected::Malformed("a mute"));
+                }
+                (nick, by, node)
+            }
+            Order::Unmute { nick, by, node } => (nick, by, node),
+        };
+        valid_nick(nick)?;
+        valid_nick(by)?;
+        super::connect::validate_node_name(node).map_err(|_| Rejected::Malformed("a node name"))?;
+        Ok(order)
+    }
+}
+
+impl KickRecord {
+    pub(super) fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Reads a kick, checked: a nickname key, a valid operator's
+    /// nickname, a reason within the line limit.
+    pub(super) fn decode(payload: &[u8], max_line: usize) -> Result<KickRecord, Rejected> {
+        let record: KickRecord = serde_json::from_slice(payload).map_err(malformed)?;
+        valid_nick(&record.by)?;
+        if record.kick.is_empty()
+            || record.kick.len() > protocol::MAX_NICK_LEN
+            || protocol::nick_key(&record.kick) != record.kick
+        {
+            return Err(Rejected::Nickname);
+        }
+        if let Some(reason) = &record.reason {
+            within_limit(reason, max_line)?;
+        }
+        Ok(record)
+    }
+}
+
+impl Membership {
+    /// A channel member's entry under `ch.<channel>.<nick>`, checked: a
+    /// valid nickname and node, a valid channel name, both under their own
+    /// keys. Returns the channel key too.
+    pub(super) fn decode(key: &str, value: &[u8]) -> Result<(String, Membership), Rejected> {
+        let entry: Membership = serde_json::from_slice(value).map_err(malformed)?;
+        valid_nick(&entry.nick)?;
+        super::connect::validate_node_name(&entry.node)
+            .map_err(|_| Rejected::Malformed("a node name"))?;
+        protocol::channels::validate_channel(&entry.channel).map_err(|_| Rejected::Channel)?;
+        let channel = channel_token(&entry.channel);
+        if key != format!("ch.{channel}.{}", protocol::nick_key(&entry.nick)) {
+            return Err(Rejected::Malformed("not a channel entry"));
+        }
+        Ok((channel, entry))
+    }
+}
+
+/// A channel's key as it goes in subjects and bucket keys: its lookalike
+/// skeleton without the `#` (`a-z`, `0-9`, `_` only).
+pub(super) fn channel_token(name: &str) -> String {
+    protocol::channels::channel_key(name)
+        .trim_start_matches('#')
+        .to_owned()
+}
+
+/// Whether `token` is a channel's key as [`channel_token`] makes them.
+pub(super) fn is_channel_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= protocol::channels::MAX_CHANNEL_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl PrivateRecord {

@@ -106,13 +106,17 @@ impl Recording {
     }
 
     /// Hands the lines of the stream's message `seq`, published at `time`,
-    /// to the writer, numbered by [`line_number`]; waits while the writer
-    /// is [`QUEUE`] lines behind.
+    /// to the writer, numbered by [`line_number`] (a notice, which is no
+    /// line of the transcript, is not kept); waits while the writer is
+    /// [`QUEUE`] lines behind.
     pub(super) async fn keep(&self, seq: u64, time: OffsetDateTime, records: &[Record]) {
         for (i, record) in records.iter().enumerate() {
             let n = line_number(seq, i);
+            let Some(entry) = entry(n, time, record) else {
+                continue;
+            };
             // The writer ends only with the process.
-            let _ = self.entries.send(entry(n, time, record)).await;
+            let _ = self.entries.send(entry).await;
             self.handed.store(n, Ordering::Release);
         }
     }
@@ -123,21 +127,32 @@ impl Recording {
     }
 }
 
-/// What is stored of a record: its parts as they were shown.
-fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Entry {
+/// What is stored of a record: its parts as they were shown; nothing of
+/// a server's notice.
+fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Option<Entry> {
+    let kicked;
     let (kind, nick, text) = match record {
         Record::Say { nick, text } => (Kind::Message, nick, text.as_str()),
         Record::Act { nick, text } => (Kind::Action, nick, text.as_str()),
         Record::Join { nick, .. } => (Kind::Join, nick, ""),
         Record::Leave { nick, reason, .. } => (Kind::Leave, nick, reason.as_deref().unwrap_or("")),
+        Record::Kick { nick, by, reason } => {
+            let how = crate::room::Departure::Kicked {
+                by,
+                reason: reason.as_deref(),
+            };
+            kicked = how.text();
+            (Kind::Leave, nick, kicked.as_str())
+        }
+        Record::Muted { .. } | Record::Unmuted { .. } | Record::Topic { .. } => return None,
     };
-    Entry {
+    Some(Entry {
         seq,
         time,
         kind,
         nick: nick.clone(),
         text: protocol::sanitize(text).into_owned(),
-    }
+    })
 }
 
 impl Shared {

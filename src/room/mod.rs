@@ -225,11 +225,11 @@ pub trait Room: Send + Sync + 'static {
 
     /// Puts `nick` out of the room: `told` is the last line it receives,
     /// then its subscription ends (as when the room closes); those who stay
-    /// are told `how` it left, in the room and in every channel of the
-    /// room's kind it is in on its server. False if `nick` is not here. A
-    /// room shared with other servers puts out a participant of another
-    /// server there, and waits for its answer. Refused with the text the
-    /// operator is told.
+    /// are told `how` it left. False if `nick` is not here. A room shared
+    /// with other servers puts out a participant of another server there
+    /// (out of its channels on that server too, which this server's
+    /// [`channels::Channels`] does not hold), and waits for its answer.
+    /// Refused with the text the operator is told.
     fn put_out(
         &self,
         nick: &str,

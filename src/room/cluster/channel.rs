@@ -109,9 +109,11 @@ struct Listed {
 }
 
 impl Registry {
+    /// Channels whose rings hold `backlog` bytes each (at least the
+    /// smallest ring).
     pub(super) fn new(backlog: usize) -> Registry {
         Registry {
-            backlog,
+            backlog: backlog.max(crate::room::backlog::MIN_BYTES),
             open: Mutex::default(),
             listed: Mutex::default(),
             topics: Mutex::default(),
@@ -161,7 +163,7 @@ impl Registry {
         let open = lock(&self.open);
         lock(&self.listed)
             .iter()
-            .filter(|(token, _)| !open.get(*token).is_some_and(|c| c.strong_count() > 0))
+            .filter(|(token, _)| open.get(*token).is_none_or(|c| c.strong_count() == 0))
             .map(|(_, listed)| (listed.name.clone(), listed.members.len()))
             .collect()
     }

@@ -321,15 +321,12 @@ impl ClusterRoom {
             None => (None, last),
         };
         let lines_stream = opened.lines.clone();
-        let has_channels = opened.has_channels();
         let shared = Arc::new(Shared {
             node: opts.node_name.clone(),
             channel_subjects: format!("{}.ch.", opened.subject),
             orders_subject: format!("{}.orders", opened.subject),
-            has_channels,
-            channels: Registry::new(
-                (opts.backlog / crate::room::CHANNEL_BACKLOG_SHARE).max(backlog::MIN_BYTES),
-            ),
+            has_channels: opened.has_channels(&opts.room),
+            channels: Registry::new(opts.backlog / crate::room::CHANNEL_BACKLOG_SHARE),
             orders: Orders::default(),
             subject: opened.subject,
             private_prefix,
@@ -368,14 +365,6 @@ impl ClusterRoom {
         tokio::spawn(watch_nicknames(shared.clone()));
         tokio::spawn(keep_alive(shared.clone()));
         tracing::info!(node = %opts.node_name, room = %opts.room, "joined the cluster");
-        if !has_channels {
-            tracing::warn!(
-                "the room's stream CHAT_{} takes only the subject {}: it has no channels and \
-                 no operators' mutes (see docs/cluster.md to add their subjects)",
-                opts.room,
-                shared.subject
-            );
-        }
         Ok(ClusterRoom {
             shared,
             channel: None,
@@ -453,11 +442,20 @@ struct Opened {
 impl Opened {
     /// Whether the room's stream takes the channels' and orders'
     /// subjects: one made by hand, or before there were channels, may not.
-    fn has_channels(&self) -> bool {
+    fn has_channels(&self, room: &str) -> bool {
         let subjects = &self.lines.cached_info().config.subjects;
-        stream_subjects(&self.subject)
+        let has = stream_subjects(&self.subject)
             .iter()
-            .all(|wanted| subjects.contains(wanted))
+            .all(|wanted| subjects.contains(wanted));
+        if !has {
+            tracing::warn!(
+                "the room's stream CHAT_{room} does not take the subjects {}.orders and {}.ch.*: \
+                 it has no channels and no operators' mutes (see docs/cluster.md)",
+                self.subject,
+                self.subject
+            );
+        }
+        has
     }
 
     async fn open(js: &jetstream::Context, opts: &ClusterOptions) -> Result<Opened> {

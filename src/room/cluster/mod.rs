@@ -359,6 +359,12 @@ impl Shared {
         }
     }
 
+    /// The whole room's size, as this node knows it, once `key` is in it.
+    fn size_with(&self, key: &str) -> usize {
+        let directory = lock(&self.directory);
+        directory.len() + usize::from(!directory.contains(key))
+    }
+
     /// Claims `key` for `nick` of this node in the nickname bucket; the
     /// entry's revision, or why the join is refused.
     async fn claim(&self, key: &str, nick: &str) -> Result<u64, JoinError> {
@@ -430,13 +436,7 @@ impl Room for ClusterRoom {
             state.lines.subscribe()
         };
         let id = format!("joined.{key}.{revision}");
-        // The whole room's size, as this node knows it, the newcomer
-        // included.
-        let size = {
-            let directory = lock(&shared.directory);
-            directory.len() + usize::from(!directory.contains(&key))
-        };
-        let unannounced = shared.announce.quiet(size);
+        let unannounced = shared.announce.quiet(shared.size_with(&key));
         let record = Record::joined(nick, unannounced.is_some());
         match shared
             .publish_stored(&record.encode(), &id, JOIN_RETRY_FOR)

@@ -579,11 +579,17 @@ impl Room for ClusterRoom {
         }
     }
 
+    /// An order every node applies; in a room whose stream has no orders'
+    /// subject, this node's server keeps the mute.
     fn mute(&self, mute: Mute<'_>) -> Option<Result<(), &'static str>> {
-        Some(self.give_order(self.mute_order(mute)))
+        let shared = self.shared.has_channels;
+        shared.then(|| self.give_order(self.mute_order(mute)))
     }
 
     fn unmute(&self, nick: &str, by: &str) -> Option<Result<bool, &'static str>> {
+        if !self.shared.has_channels {
+            return None;
+        }
         if self.shared.orders.muted_until(nick).is_none() {
             return Some(Ok(false));
         }

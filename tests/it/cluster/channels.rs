@@ -87,6 +87,13 @@ async fn channels_keep_one_order_across_nodes_and_count_both() {
         joined,
         ("#dev dave joined!".into(), "[join] #dev: 1 here".into())
     );
+    // A channel with members on the other node only is listed too.
+    let rooms = [
+        "[rooms] #lobby 4 here",
+        "[rooms] #dev 1 here",
+        "[rooms] #ops 2 here (current)",
+    ];
+    ask_until(&mut alice, "/rooms", &rooms).await;
     let joined = join_channel(&mut carol, "#dev").await;
     assert_eq!(
         joined,

@@ -623,6 +623,95 @@ mod tests {
     }
 
     #[test]
+    fn operators_records_are_checked_and_formatted_for_their_channel() {
+        let kick = Record::departed(
+            "bob",
+            Departure::Kicked {
+                by: "alice",
+                reason: Some("spam\u{1b}[2J"),
+            },
+            false,
+        );
+        let read = Record::decode(&kick.encode(), 100).expect("valid");
+        assert_eq!(read.line(), "bob was kicked by alice (spam[2J)\n");
+        assert_eq!(
+            read.line_in(Some("#ops")),
+            "#ops bob was kicked by alice (spam[2J)\n"
+        );
+        let topic = Record::notice(Notice::Topic {
+            text: "deploy",
+            by: "alice",
+        });
+        let read = Record::decode(&topic.encode(), 100).expect("valid");
+        assert_eq!(
+            read.line_in(Some("#ops")),
+            "[topic] #ops: deploy set by alice\n"
+        );
+        assert_eq!(read.line(), "[topic] #lobby: deploy set by alice\n");
+        for (payload, why) in [
+            (
+                &br#"{"kind":"kick","nick":"bob","by":"Server"}"#[..],
+                "nickname",
+            ),
+            (
+                br#"{"kind":"muted","nick":"bob","by":"alice","duration":"8d"}"#,
+                "mute",
+            ),
+            (
+                br#"{"kind":"topic","by":"alice","text":"xxxxxxxxxxx"}"#,
+                "limit",
+            ),
+        ] {
+            let err = Record::decode(payload, 10).expect_err("rejected");
+            assert!(err.to_string().contains(why), "{err} for {payload:?}");
+        }
+    }
+
+    #[test]
+    fn orders_kicks_and_memberships_are_checked() {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mute = |until: i64, typed: &str, node: &str| Order::Mute {
+            nick: "bob".into(),
+            by: "alice".into(),
+            until,
+            typed: typed.into(),
+            node: node.into(),
+        };
+        assert!(Order::decode(&mute(now + 600, "10m", "one").encode()).is_ok());
+        for forged in [
+            mute(now + 8 * 86_400, "10m", "one"),
+            mute(now, "forever", "one"),
+            mute(now, "10m", "a b"),
+        ] {
+            assert!(Order::decode(&forged.encode()).is_err(), "{forged:?}");
+        }
+        let kick = KickRecord {
+            kick: "bob".into(),
+            by: "alice".into(),
+            reason: None,
+        };
+        assert!(KickRecord::decode(&kick.encode(), 10).is_ok());
+        let not_a_key = KickRecord {
+            kick: "Bob".into(),
+            ..kick
+        };
+        assert!(KickRecord::decode(&not_a_key.encode(), 10).is_err());
+        let entry = br##"{"node":"one","nick":"B0b","channel":"#0ps"}"##;
+        let (token, read) = Membership::decode("ch.ops.bob", entry).expect("valid");
+        assert_eq!((token.as_str(), read.nick.as_str()), ("ops", "B0b"));
+        for (key, value) in [
+            ("ch.ops.eve", &entry[..]),
+            ("ch.dev.bob", &entry[..]),
+            (
+                "ch.ops.bob",
+                br##"{"node":"one","nick":"B0b","channel":"ops"}"##,
+            ),
+        ] {
+            assert!(Membership::decode(key, value).is_err(), "{key}");
+        }
+    }
+
+    #[test]
     fn a_private_record_is_checked_and_formatted_for_its_recipient() {
         let record = PrivateRecord {
             after: 7,

@@ -1,9 +1,10 @@
 //! Channels and operators on two nodes of one room: each channel one order
 //! for its members on both nodes, no line crossing channels, `/rooms` and
 //! `/list` counting both nodes; a kick, a mute and a topic given on one
-//! node holding on the other.
+//! node holding on the other; a killed node's members leaving its
+//! channels.
 
-use crate::harness::nats::{addr, join, node_with, path};
+use crate::harness::nats::{TAKEOVER, addr, join, node_with, path};
 use crate::harness::{Client, NatsServer, Serve, TestCerts, TlsClient, WAIT};
 use tokio::time::{Instant, timeout_at};
 
@@ -301,4 +302,41 @@ async fn an_operator_on_one_node_kicks_mutes_and_sets_topics_on_the_other() {
             .any(|l| l.starts_with("carol  # banned by alice")),
         "{denied}"
     );
+}
+
+#[tokio::test]
+async fn a_killed_node_s_members_leave_its_channels() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (one, mut two) = tokio::join!(
+        node_with(&certs, &nats, "one", &[]),
+        node_with(&certs, &nats, "two", &[])
+    );
+    let mut alice = join(&certs, &one, "alice").await;
+    let mut bob = join(&certs, &two, "bob").await;
+    alice.expect("bob joined!").await;
+    join_channel(&mut alice, "#ops").await;
+    let joined = join_channel(&mut bob, "#ops").await;
+    assert_eq!(joined.1, "[join] #ops: 2 here");
+    alice.expect("#ops bob joined!").await;
+
+    two.child.start_kill().expect("kill -9");
+    let killed = Instant::now();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let left = TAKEOVER.saturating_sub(killed.elapsed());
+        let line = tokio::time::timeout(left, alice.line())
+            .await
+            .expect("bob's leaves in time");
+        seen.push(line);
+    }
+    seen.sort();
+    assert_eq!(seen, ["#ops bob left!", "bob left!"]);
+    ask_until(&mut alice, "/list", &["[list] 1 here: alice"]).await;
+    ask_until(
+        &mut alice,
+        "/rooms",
+        &["[rooms] #lobby 1 here", "[rooms] #ops 1 here (current)"],
+    )
+    .await;
 }

@@ -22,9 +22,10 @@
 //! the lobby, by a task per sender with something to publish; a join waits
 //! in that queue too, so that a `/part` and a `/join` again come in order.
 
+use super::beside::{Membership, channel_token};
 use super::liveness::node_is_alive;
 use super::publish::{JOIN_RETRY_FOR, OUTGOING_QUEUE};
-use super::record::{Membership, Record, channel_token};
+use super::record::Record;
 use super::{ClusterSubscription, Holding, Member, REQUEST_TIMEOUT, Shared, StoredLine};
 use crate::protocol;
 use crate::room::backlog::Backlog;

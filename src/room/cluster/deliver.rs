@@ -1,7 +1,8 @@
 //! Reading the room's stream: every line in the global order, into this
 //! node's ring; and a newcomer's history, read back from the stream.
 
-use super::record::{Order, Record, Rejected, is_channel_token, line_number};
+use super::beside::{Order, is_channel_token};
+use super::record::{Record, Rejected, line_number};
 use super::{REQUEST_TIMEOUT, Shared, StoredLine};
 use crate::protocol;
 use async_nats::jetstream::{self, consumer, stream};

@@ -36,6 +36,11 @@
 //!   lines in a store of its own, filled from the stream in its order and
 //!   caught up from the stream on start; `/history` and `/search` answer
 //!   from it (see `recording`).
+//! * **Channels** are subjects of the room's stream, `chat.<room>.ch.<key>`,
+//!   read by the same consumer into a ring per channel, their members
+//!   entries of the nickname bucket (see `channel`).
+//! * **Operators' actions** apply where they must: a kick on the node of
+//!   the one put out, a mute on every node (see `orders`).
 //!
 //! Limits keep their per-node meaning: the participant limit counts this
 //! node's participants, and the ring bounds how far each may fall behind.
@@ -44,9 +49,12 @@
 //! texts), `publish` (the outgoing queue and per-sender publishing),
 //! `deliver` (reading the stream in order, and history), `liveness` (node
 //! entries, the nickname watch, taking over a dead node's nicknames),
-//! [`private`] (lines for one participant on any node) and `recording`
-//! (this node's store).
+//! [`private`] (lines for one participant on any node), `recording`
+//! (this node's store), `channel` (channels), `orders` (operators'
+//! kicks and mutes), `record` and `beside` (what nodes put in NATS, and
+//! how a node checks it).
 
+mod beside;
 mod channel;
 pub mod connect;
 mod deliver;
@@ -70,11 +78,12 @@ use super::{
 use crate::protocol;
 use crate::sync::lock;
 use async_nats::jetstream::{Context as JetStream, kv, stream};
+use beside::Order;
 use bytes::Bytes;
 use connect::Link;
 use liveness::Liveness;
 use publish::{JOIN_RETRY_FOR, OUTGOING_QUEUE, Queued, SenderQueue};
-use record::{Order, PrivateRecord, Record, Rejected};
+use record::{PrivateRecord, Record, Rejected};
 use recording::Recording;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -613,7 +622,7 @@ impl Room for ClusterRoom {
         let mut current = lock(&self.shared.orders.current);
         match channel {
             None => current.remove(&protocol::nick_key(nick)),
-            Some(name) => current.insert(protocol::nick_key(nick), record::channel_token(name)),
+            Some(name) => current.insert(protocol::nick_key(nick), beside::channel_token(name)),
         };
     }
 
@@ -622,7 +631,7 @@ impl Room for ClusterRoom {
     }
 
     fn channel_spelling(&self, name: &str) -> Option<String> {
-        self.shared.channels.spelling(&record::channel_token(name))
+        self.shared.channels.spelling(&beside::channel_token(name))
     }
 
     fn channels_elsewhere(&self) -> Vec<(String, usize)> {

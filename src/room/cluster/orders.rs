@@ -11,7 +11,8 @@
 //!   own table; the node of the one muted tells its current channel (the
 //!   operator's node tells the lobby if the one muted is nowhere).
 
-use super::record::{KickRecord, Order, Record};
+use super::beside::{KickRecord, Order};
+use super::record::Record;
 use super::{ClusterRoom, REQUEST_TIMEOUT, Shared};
 use crate::protocol::{self, moderation};
 use crate::room::{Departure, Mute, Notice, Protected, UNAVAILABLE};

@@ -19,7 +19,8 @@
 //! queue for that answer (a round trip to the other node, at most
 //! `REQUEST_TIMEOUT`), so that they too keep their order.
 
-use super::record::{KickRecord, PrivateRecord};
+use super::beside::KickRecord;
+use super::record::PrivateRecord;
 use super::{REQUEST_TIMEOUT, Shared};
 use crate::protocol;
 use crate::room::WhisperError;

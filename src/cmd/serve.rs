@@ -262,6 +262,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 let room = LocalRoom::new(settings.max_participants, settings.backlog)
                     .with_history(settings.history_lines)
                     .with_announce(settings.announce)
+                    .with_channel_backlog(settings.channel_backlog())?
                     .with_store(store, args.data.retain)?;
                 (Some(Arc::new(room)), None)
             }

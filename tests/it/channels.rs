@@ -3,7 +3,7 @@
 //! line crossing into another, names folded as nicknames are, limits, and
 //! leaving the server leaving every channel.
 
-use crate::harness::{Serve, TestServer, TlsClient, WAIT};
+use crate::harness::{TestServer, TlsClient, WAIT};
 
 /// Sends `/join NAME` and reads the answer to the asker.
 async fn join(client: &mut TlsClient, name: &str) -> String {
@@ -225,23 +225,4 @@ async fn the_limits_refuse_with_a_clear_error() {
     );
     // A channel already there may still be joined.
     assert_eq!(join(&mut alice, "#two").await, "#two alice joined!");
-}
-
-#[tokio::test]
-async fn a_server_that_keeps_its_lines_on_disk_has_no_channels_yet() {
-    let tmp = tempfile::tempdir().expect("temp");
-    let data = tmp.path().join("data");
-    let serve = Serve::start(tmp.path(), &["--data", data.to_str().expect("UTF-8")]).await;
-    let config = chatroom::tls::client_config(&tmp.path().join("certs/ca.pem")).expect("CA");
-    let mut alice = crate::harness::Client::tls(serve.socket_addr(), config).await;
-    alice.register("alice").await;
-    alice
-        .until("[history] this room keeps its lines for 30 days", WAIT)
-        .await;
-    alice.send("/join #ops").await;
-    alice
-        .expect("ERROR channels are not available on this server with --data yet")
-        .await;
-    alice.send("still in the lobby").await;
-    alice.expect("alice: still in the lobby").await;
 }

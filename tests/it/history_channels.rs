@@ -195,3 +195,79 @@ async fn an_emptied_channel_keeps_its_lines_and_gives_them_after_a_restart() {
     let ops = exported(&data, &["--channel", "#ops"]).await;
     assert!(ops.iter().all(|(_, c)| c == "#ops"), "{ops:?}");
 }
+
+/// Joins as `name`, presenting its client certificate from `dir`.
+async fn join_as(serve: &Serve, dir: &Path, name: &str) -> TlsClient {
+    let mut client = cli::as_client(dir, serve.socket_addr(), name).await;
+    client.register(name).await;
+    client.until(KEPT, WAIT).await;
+    client
+}
+
+#[tokio::test]
+async fn operators_actions_are_stored_as_moderation_where_they_were_shown() {
+    let tmp = cli::certs_folder(&["olga", "mallory", "eve"]).await;
+    let dir = tmp.path();
+    std::fs::write(dir.join("operators.txt"), "olga\n").expect("operators");
+    std::fs::write(dir.join("denied.txt"), "# banned\n").expect("deny file");
+    let data = dir.join("data");
+    let args = [
+        "--client-ca",
+        "certs/ca.pem",
+        "--operators",
+        "operators.txt",
+        "--deny-file",
+        "denied.txt",
+        "--data",
+        data.to_str().expect("UTF-8 path"),
+    ];
+    let serve = Serve::start(dir, &args).await;
+    let mut olga = join_as(&serve, dir, "olga").await;
+    let mut mallory = join_as(&serve, dir, "mallory").await;
+    let mut eve = join_as(&serve, dir, "eve").await;
+    join_channel(&mut olga, "#ops", "[join] #ops: 1 here").await;
+    join_channel(&mut mallory, "#ops", "[join] #ops: 2 here").await;
+    olga.send("/topic release day").await;
+    olga.until("[topic] set for #ops", WAIT).await;
+    olga.send("/mute eve 10m").await;
+    eve.until("eve was muted by olga for 10m", WAIT).await;
+    olga.send("/unmute eve").await;
+    eve.until("eve was unmuted by olga", WAIT).await;
+    olga.send("/kick mallory spam").await;
+    olga.until("[kick] mallory is out", WAIT).await;
+    mallory.until_closed().await;
+    olga.send("/ban ghost").await;
+    olga.until("[ban] ghost is banned", WAIT).await;
+    eve.until("mallory was kicked by olga (spam)", WAIT).await;
+    eve.send("/search spam").await;
+    eve.expect("[search] no matches").await;
+    stop(serve).await;
+
+    let export = cli::history(&data, &["export"]).await;
+    let moderation: Vec<[String; 5]> = export
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("JSON"))
+        .filter(|v| v["kind"] == "moderation")
+        .map(|v| {
+            let field = |name: &str| v[name].as_str().expect("a string field").to_owned();
+            ["channel", "action", "nick", "whom", "text"].map(field)
+        })
+        .collect();
+    let expected: Vec<[String; 5]> = [
+        ["#ops", "topic", "olga", "", "release day"],
+        ["#lobby", "mute", "olga", "eve", "10m"],
+        ["#lobby", "unmute", "olga", "eve", ""],
+        // Kicked out of the room and of #ops: said, and stored, in both.
+        ["#lobby", "kick", "olga", "mallory", "spam"],
+        ["#ops", "kick", "olga", "mallory", "spam"],
+        ["#lobby", "ban", "olga", "ghost", ""],
+    ]
+    .into_iter()
+    .map(|row| row.map(str::to_owned))
+    .collect();
+    assert_eq!(moderation, expected, "{export}");
+    assert!(
+        !export.contains("kicked by"),
+        "a kick is no leave: {export}"
+    );
+}

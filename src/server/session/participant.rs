@@ -310,8 +310,7 @@ where
                         conn.queue(protocol::control_line(help));
                     }
                 }
-                // Answered through the mailbox, once read from the store,
-                // from the current channel's lines alone.
+                // From the current channel's stored lines, by its mailbox.
                 Command::History(n) if room.recorded() => room.ask(nick, Question::History(n)),
                 Command::Search(words) if room.recorded() => {
                     room.ask(nick, Question::Search(&words));

@@ -356,15 +356,16 @@ END;
 PRAGMA user_version = 2;
 ";
 
-#[test]
-fn a_store_of_the_second_version_is_upgraded_and_keeps_every_line_in_the_lobby() {
+/// A store of `schema` in `DIR`, holding the morning, made as its version
+/// made it (then `then`); returns its folder and DIR.
+fn old_store(schema: &str, then: &str) -> (tempfile::TempDir, PathBuf) {
     let root = tempfile::tempdir().expect("temp");
     let dir = root.path().join("data");
     fs::create_dir(&dir).expect("mkdir");
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod");
     let database = dir.join("history.sqlite3");
     let old = Connection::open(&database).expect("sqlite");
-    old.execute_batch(SCHEMA_2).expect("version 2");
+    old.execute_batch(schema).expect("the old schema");
     for line in morning() {
         old.execute(
             "INSERT INTO lines (seq, time, kind, nick, text) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -378,16 +379,21 @@ fn a_store_of_the_second_version_is_upgraded_and_keeps_every_line_in_the_lobby()
         )
         .expect("insert");
     }
+    old.execute_batch(then).expect("state");
+    drop(old);
+    fs::set_permissions(&database, fs::Permissions::from_mode(0o600)).expect("chmod");
+    (root, dir)
+}
+
+#[test]
+fn a_store_of_the_second_version_is_upgraded_and_keeps_every_line_in_the_lobby() {
     // The index holds the first four lines; 5 to 7 wait for it.
-    old.execute_batch(
+    let (_root, dir) = old_store(
+        SCHEMA_2,
         "INSERT INTO lines_fts (rowid, text) SELECT seq, text FROM lines \
          WHERE seq <= 4 AND kind IN (0, 1); \
          UPDATE state SET last_seq = 7, indexed_seq = 4;",
-    )
-    .expect("state");
-    drop(old);
-    fs::set_permissions(&database, fs::Permissions::from_mode(0o600)).expect("chmod");
-
+    );
     let mut store = Store::open(&dir, creating()).expect("upgraded");
     let version: i64 = store
         .conn

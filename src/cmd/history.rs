@@ -1,4 +1,5 @@
-//! `chatroom history`: the room's lines stored on disk, offline
+//! `chatroom history`: the lines of the room and its channels stored on
+//! disk, offline
 //! ([`crate::room::store`]): export them for records, search them, count
 //! them. Each opens the store as it is (never creates one) and reads.
 
@@ -19,8 +20,8 @@ pub struct HistoryArgs {
 
 #[derive(Subcommand, Debug)]
 enum HistoryCommand {
-    /// Write the stored lines in the room's order to stdout: one JSON
-    /// object per line (seq, time, kind, nick, text, channel; and action,
+    /// Write the stored lines in their order (each channel's own) to
+    /// stdout: one JSON object per line (seq, time, kind, nick, text, channel; and action,
     /// whom for an operator's action, kind moderation), or CSV. Reads one
     /// consistent snapshot, also while a server writes.
     Export {
@@ -41,7 +42,8 @@ enum HistoryCommand {
         format: ExportFormat,
     },
     /// The newest stored messages and actions (up to 20) holding every one
-    /// of WORDS, as `/search` shows them, then how many.
+    /// of WORDS, of every channel (or of --channel's), as `/search` shows
+    /// them, then how many.
     Search {
         #[command(flatten)]
         data: Data,

@@ -226,3 +226,31 @@ async fn the_limits_refuse_with_a_clear_error() {
     // A channel already there may still be joined.
     assert_eq!(join(&mut alice, "#two").await, "#two alice joined!");
 }
+
+#[tokio::test]
+async fn with_history_a_newcomer_to_a_channel_gets_that_channels_last_lines() {
+    let server = TestServer::start_with(|settings| settings.history_lines = 2).await;
+    let mut alice = server.join("alice").await;
+    assert_eq!(join(&mut alice, "#ops").await, "#ops alice joined!");
+    alice.expect("[join] #ops: 1 here").await;
+    for line in ["one", "two", "three"] {
+        alice.send(line).await;
+        alice.expect(&format!("#ops alice: {line}")).await;
+    }
+    alice.send("/join #lobby").await;
+    alice.expect("[join] #lobby: 1 here").await;
+    alice.send("in the lobby").await;
+    alice.expect("alice: in the lobby").await;
+    let mut bob = server.join("bob").await;
+    bob.expect("[history] alice: in the lobby").await;
+    assert_eq!(join(&mut bob, "#0ps").await, "#ops bob joined!");
+    bob.expect("[join] #ops: 2 here").await;
+    bob.expect("[history] #ops alice: two").await;
+    bob.expect("[history] #ops alice: three").await;
+    bob.send("/join #dev").await;
+    bob.expect("#dev bob joined!").await;
+    bob.expect("[join] #dev: 1 here").await;
+    // Nothing of #ops or the lobby: the next line is bob's own.
+    bob.send("first in dev").await;
+    bob.expect("#dev bob: first in dev").await;
+}

@@ -203,11 +203,13 @@ pub trait Room: Send + Sync + 'static {
     /// announced (not even who leaves).
     fn close(&self, farewell: Bytes);
 
-    /// A new, empty channel beside this room, of its kind, named `name`
-    /// (already valid by [`protocol::channels::validate_channel`]): every
-    /// line it shows starts with the name. A room that has no channels
-    /// says why (the text follows "channels are not available on this
-    /// server").
+    /// A new channel beside this room, of its kind, named `name` (already
+    /// valid by [`protocol::channels::validate_channel`]), with nobody in
+    /// it: every line it shows starts with the name. A room that keeps its
+    /// lines on disk keeps the channel's there too, and gives its
+    /// newcomers the channel's lines stored before (under any lookalike
+    /// spelling of its name). A room that has no channels says why (the
+    /// text follows "channels are not available on this server").
     fn open_channel(&self, name: &str) -> Result<Self, &'static str>
     where
         Self: Sized,
@@ -229,7 +231,8 @@ pub trait Room: Send + Sync + 'static {
     }
 
     /// Answers `/history` or `/search` to `nick` alone, a little later,
-    /// through its mailbox. Nothing in a room that is not
+    /// through its mailbox, from this room's own stored lines (a channel's
+    /// from the channel's). Nothing in a room that is not
     /// [`Room::recorded`].
     fn ask(&self, nick: &str, question: Question<'_>) {
         let _ = (nick, question);

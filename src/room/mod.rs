@@ -25,8 +25,8 @@
 //! * [`history`]: the last public lines, for newcomers (`--history`).
 //! * [`channels`]: channels beside the room (`/join #ops`), each a room
 //!   of the same kind ([`Room::open_channel`]) with its own order.
-//! * [`store`]: the room's public lines on disk (SQLite), with search,
-//!   retention and export.
+//! * [`store`]: the public lines of the room and its channels on disk
+//!   (SQLite), with search, retention and export.
 
 pub mod backlog;
 pub mod channels;
@@ -188,16 +188,28 @@ pub trait Room: Send + Sync + 'static {
         Err("with --cluster yet")
     }
 
+    /// Tells everyone of an operator's action `act` as [`Room::notice`]
+    /// does, with `line` (none: nobody is told, as of a ban of someone
+    /// absent); a room that keeps its lines on disk stores it, as a line
+    /// of kind [`store::Kind::Moderation`], before anyone reads `line`. A
+    /// room that cannot says why.
+    fn moderated(&self, line: Option<Bytes>, act: Moderation<'_>) -> Result<(), &'static str> {
+        let _ = act;
+        line.map_or(Ok(()), |line| self.notice(line))
+    }
+
     /// Sends `farewell` as the room's last line to this server's
     /// participants: after it, nobody joins here and nothing more is
     /// announced (not even who leaves).
     fn close(&self, farewell: Bytes);
 
-    /// A new, empty channel beside this room, of its kind, named `name`
-    /// (already valid by [`protocol::channels::validate_channel`]): every
-    /// line it shows starts with the name. A room that has no channels
-    /// says why (the text follows "channels are not available on this
-    /// server").
+    /// A new channel beside this room, of its kind, named `name` (already
+    /// valid by [`protocol::channels::validate_channel`]), with nobody in
+    /// it: every line it shows starts with the name. A room that keeps its
+    /// lines on disk keeps the channel's there too, and gives its
+    /// newcomers the channel's lines stored before (under any lookalike
+    /// spelling of its name). A room that has no channels says why (the
+    /// text follows "channels are not available on this server").
     fn open_channel(&self, name: &str) -> Result<Self, &'static str>
     where
         Self: Sized,
@@ -219,7 +231,8 @@ pub trait Room: Send + Sync + 'static {
     }
 
     /// Answers `/history` or `/search` to `nick` alone, a little later,
-    /// through its mailbox. Nothing in a room that is not
+    /// through its mailbox, from this room's own stored lines (a channel's
+    /// from the channel's). Nothing in a room that is not
     /// [`Room::recorded`].
     fn ask(&self, nick: &str, question: Question<'_>) {
         let _ = (nick, question);
@@ -305,6 +318,19 @@ pub enum Question<'a> {
     Search(&'a str),
 }
 
+/// An operator's action, as a room that keeps its lines stores it
+/// ([`Room::moderated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moderation<'a> {
+    pub action: store::Action,
+    /// The operator.
+    pub by: &'a str,
+    /// Whom it concerns; empty for a topic.
+    pub whom: &'a str,
+    /// The reason, the duration as typed, or the topic; empty for none.
+    pub detail: &'a str,
+}
+
 /// How a participant left the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Departure<'a> {
@@ -312,11 +338,12 @@ pub enum Departure<'a> {
     Left,
     /// It said `/quit REASON`: `<nick> left! (REASON)`.
     Quit(&'a str),
-    /// An operator put it out (`/kick`): `<nick> was kicked by <by>`, or
-    /// `... (REASON)`.
+    /// An operator put it out (`/kick`, or `/ban`: `ban`): `<nick> was
+    /// kicked by <by>`, or `... (REASON)`.
     Kicked {
         by: &'a str,
         reason: Option<&'a str>,
+        ban: bool,
     },
 }
 
@@ -326,20 +353,26 @@ impl Departure<'_> {
         match self {
             Departure::Left => protocol::left_line(nick),
             Departure::Quit(reason) => protocol::left_line_because(nick, reason),
-            Departure::Kicked { by, reason } => protocol::moderation::kicked_line(nick, by, reason),
+            Departure::Kicked { by, reason, .. } => {
+                protocol::moderation::kicked_line(nick, by, reason)
+            }
         }
     }
 
-    /// What a store keeps as the leave's text: the `/quit` reason, or who
-    /// kicked it and why.
+    /// The leave's text: the `/quit` reason, or who kicked it and why (a
+    /// room that keeps its lines stores a kick as an operator's action
+    /// instead, [`store::Kind::Moderation`]).
     pub fn text(self) -> String {
         match self {
             Departure::Left => String::new(),
             Departure::Quit(reason) => reason.to_owned(),
-            Departure::Kicked { by, reason: None } => format!("kicked by {by}"),
+            Departure::Kicked {
+                by, reason: None, ..
+            } => format!("kicked by {by}"),
             Departure::Kicked {
                 by,
                 reason: Some(reason),
+                ..
             } => format!("kicked by {by}: {reason}"),
         }
     }

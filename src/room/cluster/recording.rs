@@ -131,13 +131,13 @@ fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Entry {
         Record::Join { nick, .. } => (Kind::Join, nick, ""),
         Record::Leave { nick, reason, .. } => (Kind::Leave, nick, reason.as_deref().unwrap_or("")),
     };
-    Entry {
+    Entry::new(
         seq,
         time,
         kind,
-        nick: nick.clone(),
-        text: protocol::sanitize(text).into_owned(),
-    }
+        nick.clone(),
+        protocol::sanitize(text).into_owned(),
+    )
 }
 
 impl Shared {

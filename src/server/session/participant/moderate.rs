@@ -6,7 +6,8 @@
 use super::Participant;
 use crate::protocol::moderation::{self, MAX_TOPIC, NOT_AN_OPERATOR};
 use crate::protocol::{self, Command};
-use crate::room::{Departure, Room};
+use crate::room::store::Action;
+use crate::room::{Departure, Moderation, Room};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -34,7 +35,8 @@ where
             } => {
                 let nick = &*protocol::sanitize(nick);
                 let line = moderation::muted_line(nick, self.nick, typed);
-                if let Err(why) = self.server.channels.notice_about(nick, &line) {
+                let act = self.act(Action::Mute, nick, typed);
+                if let Err(why) = self.server.channels.notice_about(nick, &line, act) {
                     return unavailable("/mute", why);
                 }
                 let until = self.server.moderation.mute(nick, duration);
@@ -49,7 +51,8 @@ where
                 }
                 self.audit("unmute", nick, None);
                 let line = moderation::unmuted_line(nick, self.nick);
-                let _ = self.server.channels.notice_about(nick, &line);
+                let act = self.act(Action::Unmute, nick, "");
+                let _ = self.server.channels.notice_about(nick, &line, act);
                 protocol::control_line(&format!("[mute] {nick} may speak again"))
             }
             Command::Topic(topic) if topic.len() > MAX_TOPIC => {
@@ -84,12 +87,19 @@ where
         // Put out first: the reload a ban makes would otherwise put it out
         // as merely denied.
         let told = moderation::kicked_error(by, reason);
-        let how = Departure::Kicked { by, reason };
+        let how = Departure::Kicked { by, reason, ban };
         let action = if ban { "ban" } else { "kick" };
         let answer = match self.server.channels.put_out(victim, told, how) {
             Ok(true) => protocol::control_line(&format!("[{action}] {victim} is out")),
-            // A ban holds for the next join all the same.
-            Ok(false) if ban => protocol::control_line(&format!("[ban] {victim} is banned")),
+            // A ban holds for the next join all the same; nobody is told,
+            // and it is stored all the same.
+            Ok(false) if ban => {
+                let act = self.act(Action::Ban, victim, reason.unwrap_or(""));
+                if let Err(why) = self.server.room.moderated(None, act) {
+                    return unavailable("/ban", why);
+                }
+                protocol::control_line(&format!("[ban] {victim} is banned"))
+            }
             Ok(false) => return protocol::error_line(format!("no such nickname \"{victim}\"")),
             Err(why) => return unavailable(&format!("/{action}"), why),
         };
@@ -106,6 +116,16 @@ where
             }
         }
         answer
+    }
+
+    /// This operator's `action` on `whom`, for a store.
+    fn act<'a>(&'a self, action: Action, whom: &'a str, detail: &'a str) -> Moderation<'a> {
+        Moderation {
+            action,
+            by: self.nick,
+            whom,
+            detail,
+        }
     }
 
     /// The audit log's line for an operator's action.

@@ -99,11 +99,11 @@ pub(super) async fn run(target: &Target, opts: &BenchOptions) -> Result<Scenario
     let shared = Arc::new(Shared::new(1, 1, opts.size).named(nicks, Clock::wall()));
     let rss_before = target.server_pid.and_then(|pid| spawn::rss_bytes(pid).ok());
     let cpu = CpuMeter::start(target.server_pid);
-    let started = Instant::now();
+    let started_us = shared.now_us();
     let mut fleet =
         Fleet::assemble(target, target.tls.clone(), &shared, clients, opts, deadline).await?;
-    let here = fleet.await_room(part.total, opts, deadline).await?;
-    let fill = started.elapsed();
+    let listed = fleet.await_room(part.total, opts, deadline).await?;
+    let full_us = shared.now_us();
     let rss_after = target.server_pid.and_then(|pid| spawn::rss_bytes(pid).ok());
     let traffic = if part.broadcast {
         fleet.check_message(opts, deadline).await
@@ -123,9 +123,27 @@ pub(super) async fn run(target: &Target, opts: &BenchOptions) -> Result<Scenario
     scenario::record_check(&mut result, &shared, &traffic);
     result.latency_us = report::percentiles(reports.iter().map(|r| r.latencies_us.as_slice()));
     result.broadcast_s = result.latency_us.map(|p| p.max as f64 / 1e6);
-    result.room_size = Some(here);
+    result.room_size = listed;
     result.room_total = Some(part.total);
-    result.fill_s = Some(fill.as_secs_f64());
+    // Learned from the line itself: it was sent once the room was full.
+    let sent_us = result.latency_us.map(|p| {
+        let last = shared
+            .last_delivery_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        last.saturating_sub(p.max)
+    });
+    let full_us = match listed {
+        Some(_) => Some(full_us),
+        None => sent_us,
+    };
+    result.fill_s = full_us.map(|full| full.saturating_sub(started_us) as f64 / 1e6);
+    if listed.is_none() {
+        result.notes.push(
+            "the line came before /list counted the whole room here: the room was full when \
+             it was sent, which is when it counts as full"
+                .to_owned(),
+        );
+    }
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         result.server_rss_before_bytes = Some(before);
         result.server_rss_after_bytes = Some(after);

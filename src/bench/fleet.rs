@@ -30,7 +30,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// How often the wait for a full room asks `/list`: a few lines a second
 /// at most, well under a server's default rate limit.
-const LIST_EVERY: Duration = Duration::from_millis(500);
+const LIST_EVERY: Duration = Duration::from_millis(250);
 
 /// How long one `/list` may take to be answered.
 const LIST_WAIT: Duration = Duration::from_secs(10);
@@ -289,23 +289,30 @@ impl Fleet {
     }
 
     /// Asks `/list` (one question at a time, [`LIST_EVERY`] apart) until
-    /// the room holds `total`; the count then. Fails when the room stops
-    /// growing for `stall_timeout` or the deadline passes.
+    /// the room holds `total`; the count then. `None` if every reader has
+    /// its messages first: another process saw the room full and sent its
+    /// line (after which its clients may already be leaving). Fails when
+    /// the room stops growing for `stall_timeout` or the deadline passes.
     pub(super) async fn await_room(
         &mut self,
         total: usize,
         opts: &BenchOptions,
         deadline: Instant,
-    ) -> Result<usize> {
+    ) -> Result<Option<usize>> {
         let progress = Progress::new(opts.progress, total as u64, "room");
         let (mut last, mut last_change) = (0, Instant::now());
+        let clients = self.members.len();
         loop {
+            if self.shared.finished.load(Ordering::Relaxed) >= clients {
+                progress.finish();
+                return Ok(None);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let here = self.ask_list(LIST_WAIT.min(left)).await?;
             progress.set(here as u64);
             if here >= total {
                 progress.finish();
-                return Ok(here);
+                return Ok(Some(here));
             }
             let now = Instant::now();
             if here != last {
@@ -323,7 +330,10 @@ impl Fleet {
                     opts.timeout
                 );
             }
-            tokio::time::sleep(LIST_EVERY).await;
+            tokio::select! {
+                _ = self.shared.wake.notified() => {}
+                _ = tokio::time::sleep(LIST_EVERY) => {}
+            }
         }
     }
 

@@ -316,7 +316,11 @@ impl Table {
                 self.row("room", format!("{size} here of {total} expected"))
             }
             (Some(size), None) => self.row("room", format!("{size} here")),
-            _ => {}
+            (None, Some(total)) => self.row(
+                "room",
+                format!("{total} expected, full when the line was sent"),
+            ),
+            (None, None) => {}
         }
         if let Some(fill) = result.fill_s {
             self.row("room full after", format!("{fill:.3} s"));

@@ -97,14 +97,15 @@ pub(super) async fn run(target: &Target, opts: &BenchOptions) -> Result<Scenario
         None => NickScheme::new(),
     };
     let shared = Arc::new(Shared::new(1, 1, opts.size).named(nicks, Clock::wall()));
-    let rss_before = target.server_pid.and_then(|pid| spawn::rss_bytes(pid).ok());
+    let rss = |pid: u32| spawn::rss_bytes(pid).ok();
+    let rss_before = target.server_pid.and_then(rss);
     let cpu = CpuMeter::start(target.server_pid);
     let started_us = shared.now_us();
     let mut fleet =
         Fleet::assemble(target, target.tls.clone(), &shared, clients, opts, deadline).await?;
     let listed = fleet.await_room(part.total, opts, deadline).await?;
     let full_us = shared.now_us();
-    let rss_after = target.server_pid.and_then(|pid| spawn::rss_bytes(pid).ok());
+    let rss_after = target.server_pid.and_then(rss);
     let traffic = if part.broadcast {
         fleet.check_message(opts, deadline).await
     } else {
@@ -123,45 +124,13 @@ pub(super) async fn run(target: &Target, opts: &BenchOptions) -> Result<Scenario
     scenario::record_check(&mut result, &shared, &traffic);
     result.latency_us = report::percentiles(reports.iter().map(|r| r.latencies_us.as_slice()));
     result.broadcast_s = result.latency_us.map(|p| p.max as f64 / 1e6);
-    result.room_size = listed;
-    result.room_total = Some(part.total);
-    // Learned from the line itself: it was sent once the room was full.
-    let sent_us = result.latency_us.map(|p| {
-        let last = shared
-            .last_delivery_us
-            .load(std::sync::atomic::Ordering::Relaxed);
-        last.saturating_sub(p.max)
-    });
-    let full_us = match listed {
-        Some(_) => Some(full_us),
-        None => sent_us,
-    };
-    result.fill_s = full_us.map(|full| full.saturating_sub(started_us) as f64 / 1e6);
-    if listed.is_none() {
-        result.notes.push(
-            "the line came before /list counted the whole room here: the room was full when \
-             it was sent, which is when it counts as full"
-                .to_owned(),
-        );
-    }
+    record_room(&mut result, &shared, &part, listed, started_us..full_us);
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         result.server_rss_before_bytes = Some(before);
         result.server_rss_after_bytes = Some(after);
         result.server_rss_per_participant_bytes =
             Some(after.saturating_sub(before) as f64 / clients as f64);
     }
-    result.notes.push(format!(
-        "clients {} to {} of a room of {}{}; the line's time is on this machine's wall clock, \
-         from its sending to each client's receipt",
-        part.first,
-        part.first + clients - 1,
-        part.total,
-        if part.broadcast {
-            ", this process sent the line"
-        } else {
-            ", another process sent the line"
-        },
-    ));
     scenario::judge(
         &mut result,
         target,
@@ -171,4 +140,46 @@ pub(super) async fn run(target: &Target, opts: &BenchOptions) -> Result<Scenario
         ChannelPlan::Lobby,
     );
     Ok(result)
+}
+
+/// The room's size as `/list` told it (`listed`), and how long it took
+/// to be full: from this process's start until `/list` said so (the end
+/// of `filling`), or until the line was sent if it came first (the line is
+/// sent once the room is full).
+fn record_room(
+    result: &mut ScenarioResult,
+    shared: &Shared,
+    part: &RoomPart,
+    listed: Option<usize>,
+    filling: std::ops::Range<u64>,
+) {
+    result.room_size = listed;
+    result.room_total = Some(part.total);
+    let sent_us = result.latency_us.map(|p| {
+        let last = shared
+            .last_delivery_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        last.saturating_sub(p.max)
+    });
+    let full_us = match listed {
+        Some(_) => Some(filling.end),
+        None => sent_us,
+    };
+    result.fill_s = full_us.map(|full| full.saturating_sub(filling.start) as f64 / 1e6);
+    if listed.is_none() {
+        result.notes.push(
+            "the line came before /list counted the whole room here: the room was full when \
+             it was sent, which is when it counts as full"
+                .to_owned(),
+        );
+    }
+    let clients = result.clients;
+    result.notes.push(format!(
+        "clients {} to {} of a room of {}, {} process sent the line; its time is on this \
+         machine's wall clock, from its sending to each client's receipt",
+        part.first,
+        part.first + clients.saturating_sub(1),
+        part.total,
+        if part.broadcast { "this" } else { "another" },
+    ));
 }

@@ -484,6 +484,44 @@ mod tests {
 "
         );
 
+        let mut rejoin = ScenarioResult::new("rejoin".into(), "tls", true);
+        rejoin.clients = 20;
+        rejoin.senders = 1;
+        rejoin.cut = Some("restart");
+        rejoin.back_s = Some(0.75);
+        rejoin.attempts = Some(23);
+        rejoin.retried = Some(3);
+        rejoin.retried_nick_taken = Some(1);
+        rejoin.room_size = Some(20);
+        let text = table(&rejoin);
+        for row in [
+            "  cut                    restart\n",
+            "  all back after         0.750 s\n",
+            "  attempts               23 (3 refused or failed and retried, 1 of them for a \
+             nickname still held)\n",
+            "  room                   20 here\n",
+            "  check                  OK: every client came back once, and got every message once\n",
+        ] {
+            assert!(text.contains(row), "{row:?} in:\n{text}");
+        }
+        let mut big = ScenarioResult::new("big".into(), "tls", false);
+        big.room_total = Some(50_000);
+        big.fill_s = Some(61.5);
+        big.broadcast_s = Some(0.25);
+        let text = table(&big);
+        assert!(
+            text.contains("  room                   50000 expected, full when the line was sent\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  room full after        61.500 s\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  line reached all in    0.250 s\n"),
+            "{text}"
+        );
+
         let mut bare = ScenarioResult::new("join".into(), "plaintext", false);
         bare.clients = 5;
         bare.senders = 1;

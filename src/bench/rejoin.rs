@@ -72,13 +72,9 @@ pub(super) async fn come_back(
             Ok(joined) => return Ok((joined, tries)),
             Err(e) => e,
         };
-        match &error {
-            JoinError::Refused { reason, .. } if reconnect::is_final_refusal(reason) => {
-                return Err(error);
-            }
-            JoinError::Handshake(e) if reconnect::is_tls_failure(e) => return Err(error),
-            JoinError::Refused { reason, .. } if reason.ends_with(" is taken") => tries.taken += 1,
-            _ => {}
+        match after(&error) {
+            After::GiveUp => return Err(error),
+            After::Again { taken } => tries.taken += u64::from(taken),
         }
         tries.failed += 1;
         last = error.to_string();
@@ -87,6 +83,27 @@ pub(super) async fn come_back(
         attempts: tries.attempts,
         last,
     })
+}
+
+/// What comes after a failed attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum After {
+    /// A final refusal, by the terminal client's rule.
+    GiveUp,
+    /// Another attempt; `taken` when the nickname was still held (by the
+    /// session that was cut, not yet gone).
+    Again { taken: bool },
+}
+
+fn after(error: &JoinError) -> After {
+    match error {
+        JoinError::Refused { reason, .. } if reconnect::is_final_refusal(reason) => After::GiveUp,
+        JoinError::Handshake(e) if reconnect::is_tls_failure(e) => After::GiveUp,
+        JoinError::Refused { reason, .. } => After::Again {
+            taken: reason.ends_with(" is taken"),
+        },
+        _ => After::Again { taken: false },
+    }
 }
 
 /// Runs the scenario against `target`; `server` is the server the bench
@@ -221,5 +238,44 @@ impl Storm<'_> {
         )
         .await?;
         Ok((fleet, cpu.read()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::NickError;
+
+    fn refused(reason: String) -> JoinError {
+        JoinError::Refused {
+            nick: "bob".into(),
+            reason,
+        }
+    }
+
+    #[test]
+    fn a_nickname_still_held_or_a_server_still_down_is_tried_again() {
+        let taken = refused(NickError::Taken("bob".into()).to_string());
+        assert_eq!(after(&taken), After::Again { taken: true });
+        let down = JoinError::Connect(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(after(&down), After::Again { taken: false });
+        assert_eq!(after(&JoinError::Closed), After::Again { taken: false });
+        let full = refused("server full".into());
+        assert_eq!(after(&full), After::Again { taken: false });
+    }
+
+    #[test]
+    fn a_refusal_of_the_person_or_a_tls_failure_ends_the_way_back() {
+        assert_eq!(after(&refused("banned".into())), After::GiveUp);
+        let tls = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::General("bad certificate".into()),
+        );
+        assert_eq!(after(&JoinError::Handshake(tls)), After::GiveUp);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            after(&JoinError::Handshake(reset)),
+            After::Again { taken: false }
+        );
     }
 }

@@ -95,7 +95,9 @@ for i in "${!node_pids[@]}"; do
     def r(n): . * n | round / n;
     def kib: . / 1024 | r(10);
     if .clients == 0 then "\($node): FAILED: \(.problems | join("; "))" else
-    "\($node): \(.clients) participants (room: \(.room_size // "?") of \(.room_total)); " +
+    "\($node): \(.clients) participants (room: " +
+    "\(if .room_size then "\(.room_size) of \(.room_total) by /list"
+        else "\(.room_total), full when the line was sent" end)); " +
     "joined in \(.seconds | r(1000)) s, room full after \(.fill_s // 0 | r(1000)) s; " +
     "line reached all in \(.broadcast_s // 0 | r(1000)) s; " +
     "RSS \(.server_rss_after_bytes // 0 | . / 1048576 | r(10)) MiB, " +

@@ -436,33 +436,43 @@ async fn bench_run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// One room on two `serve --cluster` nodes, filled by two bench processes
-/// of 10 clients each, one per node; the first sends the line, and every
-/// client of both must get it exactly once.
-#[tokio::test]
-async fn two_bench_processes_fill_one_room_on_two_nodes() {
-    use crate::harness::TestCerts;
-    use crate::harness::nats::{NatsServer, node};
-    let nats = NatsServer::start().await;
-    let certs = TestCerts::new();
-    let nodes = [
-        node(&certs, &nats, "n1").await,
-        node(&certs, &nats, "n2").await,
-    ];
-    let ca = certs.ca();
-    let ca = ca.to_str().expect("UTF-8 path");
-    let pids: Vec<String> = nodes
-        .iter()
-        .map(|n| n.child.id().expect("node runs").to_string())
-        .collect();
-    let part = |i: usize| -> Vec<String> {
+/// The nodes of one cluster room on a fresh nats-server, and the
+/// certificates their clients trust.
+struct TwoNodes {
+    _nats: crate::harness::nats::NatsServer,
+    certs: crate::harness::TestCerts,
+    nodes: [crate::harness::serve::Serve; 2],
+}
+
+impl TwoNodes {
+    async fn start() -> TwoNodes {
+        use crate::harness::nats::{NatsServer, node};
+        let nats = NatsServer::start().await;
+        let certs = crate::harness::TestCerts::new();
+        let nodes = [
+            node(&certs, &nats, "n1").await,
+            node(&certs, &nats, "n2").await,
+        ];
+        TwoNodes {
+            _nats: nats,
+            certs,
+            nodes,
+        }
+    }
+
+    /// `bench --scenario big` for the clients `10 * i ..` of a room of 20
+    /// on node `i`, as run `run`; the first process sends the line.
+    fn part(&self, i: usize, run: &str) -> Vec<String> {
+        let node = &self.nodes[i];
+        let pid = node.child.id().expect("node runs").to_string();
+        let ca = self.certs.ca().to_str().expect("UTF-8 path").to_owned();
         let mut args: Vec<String> = [
             "--addr",
-            &nodes[i].addr,
+            &node.addr,
             "--ca",
-            ca,
+            &ca,
             "--server-pid",
-            &pids[i],
+            &pid,
             "--scenario",
             "big",
             "--total",
@@ -470,9 +480,9 @@ async fn two_bench_processes_fill_one_room_on_two_nodes() {
             "--clients",
             "10",
             "--run",
-            "tbig",
+            run,
             "--stall-timeout",
-            "10",
+            "5",
             "--timeout",
             "20",
             "--json",
@@ -485,12 +495,26 @@ async fn two_bench_processes_fill_one_room_on_two_nodes() {
             args.push("--broadcast".to_owned());
         }
         args
-    };
-    let (first, second) = (part(0), part(1));
-    let first: Vec<&str> = first.iter().map(String::as_str).collect();
-    let second: Vec<&str> = second.iter().map(String::as_str).collect();
-    let runs = tokio::join!(bench_run(&first), bench_run(&second));
-    for (i, (ok, stdout, stderr)) in [runs.0, runs.1].into_iter().enumerate() {
+    }
+
+    /// Runs both parts at once: the first as run `first`, the second as
+    /// run `second`.
+    async fn run(&self, first: &str, second: &str) -> [(bool, String, String); 2] {
+        let (first, second) = (self.part(0, first), self.part(1, second));
+        let first: Vec<&str> = first.iter().map(String::as_str).collect();
+        let second: Vec<&str> = second.iter().map(String::as_str).collect();
+        let runs = tokio::join!(bench_run(&first), bench_run(&second));
+        [runs.0, runs.1]
+    }
+}
+
+/// One room on two `serve --cluster` nodes, filled by two bench processes
+/// of 10 clients each, one per node; the first sends the line, and every
+/// client of both must get it exactly once.
+#[tokio::test]
+async fn two_bench_processes_fill_one_room_on_two_nodes() {
+    let cluster = TwoNodes::start().await;
+    for (i, (ok, stdout, stderr)) in cluster.run("tbig", "tbig").await.into_iter().enumerate() {
         assert!(ok, "bench {i} failed: {stdout}\n{stderr}");
         let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
         assert_eq!(result["scenario"], "big");
@@ -507,6 +531,23 @@ async fn two_bench_processes_fill_one_room_on_two_nodes() {
         assert!(result["server_rss_after_bytes"].is_u64(), "{result}");
         assert_eq!(result["senders"], u64::from(i == 0));
     }
+}
+
+/// A process of another run (another numbering of nicknames) does not
+/// take the room's line for the one it waits for: it fails, saying so.
+#[tokio::test]
+async fn a_process_that_never_gets_the_line_fails() {
+    let cluster = TwoNodes::start().await;
+    let [(sent, ..), (ok, stdout, stderr)] = cluster.run("tbig", "tother").await;
+    assert!(sent, "the process that sends the line has it");
+    assert!(!ok, "{stdout}\n{stderr}");
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(result["ok"], false);
+    assert_eq!(result["deliveries"], 0, "{result}");
+    assert!(
+        result["problems"].to_string().contains("stalled"),
+        "{result}"
+    );
 }
 
 #[tokio::test]

@@ -643,8 +643,9 @@ fn raise_open_files(clients: usize) -> Result<String> {
     if limit < needed {
         bail!(
             "{clients} clients need about {needed} open files, but this process may open only \
-             {limit} (its hard limit): raise it (ulimit -Hn, or LimitNOFILE) or use fewer \
-             --clients"
+             {limit} (its hard limit): raise it (ulimit -Hn, or LimitNOFILE), use fewer \
+             --clients, or fill one room from several bench processes (--scenario big \
+             --total)"
         );
     }
     Ok(format!(

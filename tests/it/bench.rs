@@ -597,6 +597,12 @@ async fn the_new_scenarios_refuse_what_cannot_work() {
             &["--scenario", "fanout", "--cut", "connections", "--spawn"][..],
             "--cut is for",
         ),
+        // More clients than any process may open files: refused before
+        // anything starts (Linux caps the open-files limit below 2^31).
+        (
+            &["--scenario", "rejoin", "--clients", "4000000000", "--spawn"][..],
+            "open files, but this process may open only",
+        ),
     ] {
         let (ok, _, stderr) = bench_run(args).await;
         assert!(!ok, "{args:?} must fail");

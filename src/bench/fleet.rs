@@ -121,6 +121,7 @@ impl Fleet {
     /// deadline.
     pub(super) async fn reassemble(
         target: &Target,
+        tls: Option<TlsTarget>,
         shared: &Arc<Shared>,
         clients: usize,
         opts: &BenchOptions,
@@ -130,7 +131,7 @@ impl Fleet {
         let (stop, stop_rx) = watch::channel(false);
         let joiner = Joiner {
             target,
-            tls: target.tls.clone(),
+            tls,
             shared,
             stop: stop_rx,
             cut: Some(cut),

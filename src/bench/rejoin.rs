@@ -161,7 +161,10 @@ pub(super) async fn run(
         "every client came back as `chatroom connect` does (its jittered backoff before \
          each attempt), all at once; the server's CPU is {}",
         match cut {
-            Cut::Restart => "the restarted server's, from its start until all were back",
+            Cut::Restart => {
+                "the restarted server's, from its start until all were back; every handshake \
+                 back is a full one (the old server's tickets mean nothing to the new one)"
+            }
             Cut::Connections => "from the cut until all were back",
         }
     ));
@@ -181,6 +184,22 @@ fn check_room(result: &mut ScenarioResult, target: &Target, here: usize, clients
     result.problems.push(format!(
         "back: /list counts {here} in the room after the storm, for {clients} clients"
     ));
+}
+
+/// `tls` with no session to resume: the bench's clients share one
+/// session cache, where a client coming back to a restarted server would
+/// find the tickets the new server gave the clients back before it, which
+/// no real client holds (its own ticket is the old server's, which the new
+/// one cannot read).
+fn without_resumption(tls: Option<&TlsTarget>) -> Option<TlsTarget> {
+    tls.map(|tls| {
+        let mut config = (*tls.config).clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        TlsTarget {
+            config: Arc::new(config),
+            server_name: tls.server_name.clone(),
+        }
+    })
 }
 
 fn left(deadline: Instant) -> Duration {
@@ -208,6 +227,7 @@ impl Storm<'_> {
         fleet.finish().await;
         let back = Fleet::reassemble(
             self.target,
+            without_resumption(self.target.tls.as_ref()),
             self.shared,
             self.clients,
             self.opts,
@@ -230,6 +250,7 @@ impl Storm<'_> {
         fleet.finish().await;
         let fleet = Fleet::reassemble(
             self.target,
+            self.target.tls.clone(),
             self.shared,
             self.clients,
             self.opts,

@@ -393,6 +393,10 @@ async fn the_rejoin_scenario_brings_everybody_back_after_a_restart() {
     );
     assert!(result["retried_nick_taken"].is_u64());
     assert!(result["server_cpu_s"].is_number());
+    assert_eq!(
+        result["resumed_handshakes"], 0,
+        "a restarted server resumes nobody's session: {result}"
+    );
 }
 
 #[tokio::test]

@@ -67,6 +67,8 @@ pub enum JoinError {
     Unexpected(String),
     #[error("cannot talk to the server during the join: {0}")]
     Io(String),
+    #[error("gave up coming back after {attempts} attempt(s); the last: {last}")]
+    GaveUp { attempts: u64, last: String },
 }
 
 /// Connects, handshakes and registers as `nick`, all within `limit`.
@@ -229,15 +231,67 @@ pub struct Shared {
     /// No sender sends more than this many messages.
     pub max_messages: u32,
     pub size: usize,
-    /// The zero of every timestamp in the messages.
-    pub epoch: Instant,
+    /// What every timestamp in the messages counts from.
+    pub clock: Clock,
     /// Messages of this run received, all clients together.
     pub deliveries: AtomicU64,
-    /// Microseconds since `epoch` of the latest delivery.
+    /// Microseconds on `clock` of the latest delivery.
     pub last_delivery_us: AtomicU64,
     /// Readers that have every sender's last message, or have ended.
     pub finished: AtomicUsize,
     pub wake: Notify,
+    /// The answers to `/list` the clients got: how many, and the last
+    /// one's count.
+    pub listed: watch::Sender<Listed>,
+}
+
+/// What `/list` said last (`[list] N here: ...`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Listed {
+    /// Answers so far.
+    pub answers: u64,
+    /// The room's size in the last answer.
+    pub here: usize,
+}
+
+/// Where message timestamps count from: a moment of this process, or,
+/// for a run of several processes on one machine, the wall clock, so that
+/// a line's time on the way can be read by a process that did not send it.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+    /// Microseconds of the zero before `epoch`.
+    offset_us: u64,
+}
+
+impl Clock {
+    /// Counting from now.
+    pub fn local() -> Clock {
+        Clock {
+            epoch: Instant::now(),
+            offset_us: 0,
+        }
+    }
+
+    /// Counting from the Unix epoch, as the system clock tells it.
+    pub fn wall() -> Clock {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Clock {
+            epoch: Instant::now(),
+            offset_us: now.as_micros() as u64,
+        }
+    }
+
+    pub fn now_us(&self) -> u64 {
+        self.us_at(Instant::now())
+    }
+
+    /// `at` in microseconds on this clock.
+    pub fn us_at(&self, at: Instant) -> u64 {
+        self.offset_us + at.saturating_duration_since(self.epoch).as_micros() as u64
+    }
 }
 
 impl Shared {
@@ -248,12 +302,20 @@ impl Shared {
             plan: ChannelPlan::Lobby,
             max_messages,
             size,
-            epoch: Instant::now(),
+            clock: Clock::local(),
             deliveries: AtomicU64::new(0),
             last_delivery_us: AtomicU64::new(0),
             finished: AtomicUsize::new(0),
             wake: Notify::new(),
+            listed: watch::Sender::new(Listed::default()),
         }
+    }
+
+    /// The same, its nicknames from `nicks` and its timestamps on `clock`.
+    pub fn named(mut self, nicks: NickScheme, clock: Clock) -> Self {
+        self.nicks = nicks;
+        self.clock = clock;
+        self
     }
 
     /// The same, its clients in channels as `plan` says.
@@ -263,7 +325,7 @@ impl Shared {
     }
 
     pub fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+        self.clock.now_us()
     }
 }
 
@@ -409,6 +471,13 @@ impl Reader {
         {
             return Err(ReaderEnd::Told(protocol::sanitize_bytes(line)));
         }
+        if let Some(here) = listed_count(line) {
+            shared.listed.send_modify(|listed| {
+                listed.answers += 1;
+                listed.here = here;
+            });
+            return Ok(0);
+        }
         // A server with a history store replays the room's recent lines to
         // a newcomer, marked: they were said before this client joined, so
         // they are not deliveries of this run. A newcomer to a room too big
@@ -452,6 +521,16 @@ impl Reader {
 
 /// How [`protocol::quiet_room_line`] starts.
 const QUIET_ROOM_PREFIX: &[u8] = b"[room] ";
+
+/// The count in an answer to `/list` (`[list] N here: ...`).
+fn listed_count(line: &[u8]) -> Option<usize> {
+    let rest = line.strip_prefix(b"[list] ")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 || !rest[digits..].starts_with(b" here") {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
 
 fn looks_like_nick(nick: &[u8]) -> bool {
     std::str::from_utf8(nick).is_ok_and(|nick| protocol::validate_nickname(nick).is_ok())
@@ -498,8 +577,8 @@ pub struct Sender {
     pub count: u32,
     pub pace: Pace,
     pub size: usize,
-    /// The run's zero for message timestamps.
-    pub epoch: Instant,
+    /// What message timestamps count from.
+    pub clock: Clock,
     /// How many of its own messages its reader has seen come back.
     pub own_echo: watch::Receiver<u32>,
     pub stop: watch::Receiver<bool>,
@@ -557,7 +636,7 @@ impl Sender {
                         }
                     }
                 }
-                Ok(self.epoch.elapsed().as_micros() as u64)
+                Ok(self.clock.now_us())
             }
             Pace::Fixed { first_at, interval } => {
                 let due = first_at + interval * seq;
@@ -565,7 +644,7 @@ impl Sender {
                     _ = self.stop.wait_for(|stopped| *stopped) => return Err(stopped(seq)),
                     _ = tokio::time::sleep_until(due.into()) => {}
                 }
-                Ok(due.saturating_duration_since(self.epoch).as_micros() as u64)
+                Ok(self.clock.us_at(due))
             }
         }
     }
@@ -589,5 +668,16 @@ mod tests {
     #[test]
     fn knows_the_quiet_room_notice() {
         assert!(protocol::quiet_room_line(1001, 1000).starts_with(QUIET_ROOM_PREFIX));
+    }
+
+    #[test]
+    fn reads_the_count_of_a_list_answer() {
+        let names = ["a".to_string(), "b".to_string()];
+        assert_eq!(
+            listed_count(&protocol::list_line(50_000, &names)),
+            Some(50_000)
+        );
+        assert_eq!(listed_count(b"[list] here"), None);
+        assert_eq!(listed_count(b"[lists] 3 here"), None);
     }
 }

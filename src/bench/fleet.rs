@@ -9,7 +9,7 @@
 use super::check::ReceiverLog;
 use super::client::{self, BoxStream, Pace, ReaderEnd, ReaderReport, Shared, TlsTarget};
 use super::{BenchOptions, Target};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,6 +28,13 @@ const WIND_DOWN: Duration = Duration::from_secs(10);
 /// How often waits look at the counters when nothing wakes them sooner.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How often the wait for a full room asks `/list`: a few lines a second
+/// at most, well under a server's default rate limit.
+const LIST_EVERY: Duration = Duration::from_millis(250);
+
+/// How long one `/list` may take to be answered.
+const LIST_WAIT: Duration = Duration::from_secs(10);
+
 /// One joined client as the fleet holds it.
 struct Member {
     /// Lent to the client's sender task while it sends.
@@ -43,6 +50,21 @@ pub(super) struct JoinStats {
     pub(super) join_us: Vec<u32>,
     pub(super) resumed: usize,
     pub(super) elapsed: Duration,
+    /// Coming back after a cut: each client's time from the cut to its
+    /// `joined!`, and the attempts of all together.
+    pub(super) back_us: Vec<u32>,
+    pub(super) tries: Tries,
+}
+
+/// The attempts of clients coming back after a cut.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Tries {
+    pub(super) attempts: u64,
+    /// Attempts refused or failed, and tried again.
+    pub(super) failed: u64,
+    /// Of those, refused because the nickname was still taken (by the
+    /// session that was cut, not yet gone).
+    pub(super) taken: u64,
 }
 
 /// Every client of one scenario, joined, each with its reader running.
@@ -88,7 +110,47 @@ impl Fleet {
             tls,
             shared,
             stop: stop_rx,
+            cut: None,
         };
+        Self::gather(joiner, stop, clients, opts, deadline).await
+    }
+
+    /// Brings back `clients` clients (as `shared`'s nicknames) after their
+    /// connections were cut at `cut`: all at once, each after the
+    /// terminal client's backoff and trying again as it does, until the
+    /// deadline.
+    pub(super) async fn reassemble(
+        target: &Target,
+        tls: Option<TlsTarget>,
+        shared: &Arc<Shared>,
+        clients: usize,
+        opts: &BenchOptions,
+        deadline: Instant,
+        cut: Instant,
+    ) -> Result<Fleet> {
+        let (stop, stop_rx) = watch::channel(false);
+        let joiner = Joiner {
+            target,
+            tls,
+            shared,
+            stop: stop_rx,
+            cut: Some(cut),
+        };
+        let all_at_once = BenchOptions {
+            concurrency: clients,
+            ..opts.clone()
+        };
+        Self::gather(joiner, stop, clients, &all_at_once, deadline).await
+    }
+
+    async fn gather(
+        joiner: Joiner<'_>,
+        stop: watch::Sender<bool>,
+        clients: usize,
+        opts: &BenchOptions,
+        deadline: Instant,
+    ) -> Result<Fleet> {
+        let shared = joiner.shared;
         let mut roster = Roster::new(clients, opts.progress);
         let mut tasks = JoinSet::new();
         let started = Instant::now();
@@ -104,7 +166,11 @@ impl Fleet {
                         roster.done
                     );
                 }
-                tasks.spawn(joiner.join(next, JOIN_TIMEOUT.min(left)));
+                let limit = match joiner.cut {
+                    None => JOIN_TIMEOUT.min(left),
+                    Some(_) => left,
+                };
+                tasks.spawn(joiner.join(next, limit));
                 next += 1;
             }
             let Some(finished) = tasks.join_next().await else {
@@ -145,7 +211,7 @@ impl Fleet {
                 count,
                 pace,
                 size: self.shared.size,
-                epoch: self.shared.epoch,
+                clock: self.shared.clock,
                 own_echo: self.members[index].own_echo.clone(),
                 stop: self.stop.subscribe(),
             };
@@ -193,6 +259,83 @@ impl Fleet {
     ) -> Traffic {
         self.traffic(vec![(1, Pace::Window(0))], opts, deadline)
             .await
+    }
+
+    /// Client 0 asks `/list`; the room's size in the answer, within
+    /// `limit`.
+    pub(super) async fn ask_list(&mut self, limit: Duration) -> Result<usize> {
+        use tokio::io::AsyncWriteExt;
+        let mut listed = self.shared.listed.subscribe();
+        let before = listed.borrow_and_update().answers;
+        let write = self
+            .members
+            .first_mut()
+            .and_then(|member| member.write.as_mut())
+            .ok_or_else(|| anyhow!("no client to ask /list"))?;
+        let ask = async {
+            write.write_all(b"/list\n").await?;
+            write.flush().await
+        };
+        let answer = async {
+            ask.await.context("cannot send /list")?;
+            let listed = listed
+                .wait_for(|listed| listed.answers > before)
+                .await
+                .context("the readers ended")?;
+            Ok::<_, anyhow::Error>(listed.here)
+        };
+        tokio::time::timeout(limit, answer)
+            .await
+            .map_err(|_| anyhow!("no answer to /list within {limit:?}"))?
+    }
+
+    /// Asks `/list` (one question at a time, [`LIST_EVERY`] apart) until
+    /// the room holds `total`; the count then. `None` if every reader has
+    /// its messages first: another process saw the room full and sent its
+    /// line (after which its clients may already be leaving). Fails when
+    /// the room stops growing for `stall_timeout` or the deadline passes.
+    pub(super) async fn await_room(
+        &mut self,
+        total: usize,
+        opts: &BenchOptions,
+        deadline: Instant,
+    ) -> Result<Option<usize>> {
+        let progress = Progress::new(opts.progress, total as u64, "room");
+        let (mut last, mut last_change) = (0, Instant::now());
+        let clients = self.members.len();
+        loop {
+            if self.shared.finished.load(Ordering::Relaxed) >= clients {
+                progress.finish();
+                return Ok(None);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let here = self.ask_list(LIST_WAIT.min(left)).await?;
+            progress.set(here as u64);
+            if here >= total {
+                progress.finish();
+                return Ok(Some(here));
+            }
+            let now = Instant::now();
+            if here != last {
+                (last, last_change) = (here, now);
+            } else if now.duration_since(last_change) >= opts.stall_timeout {
+                bail!(
+                    "the room stopped growing at {here} of {total} for {:?} (--stall-timeout)",
+                    opts.stall_timeout
+                );
+            }
+            if now + LIST_EVERY >= deadline {
+                bail!(
+                    "the scenario's time limit ({:?}, --timeout) ran out with {here} of {total} \
+                     in the room",
+                    opts.timeout
+                );
+            }
+            tokio::select! {
+                _ = self.shared.wake.notified() => {}
+                _ = tokio::time::sleep(LIST_EVERY) => {}
+            }
+        }
     }
 
     async fn await_readers(&self, opts: &BenchOptions, deadline: Instant) -> Waited {
@@ -258,6 +401,8 @@ struct Joiner<'a> {
     tls: Option<TlsTarget>,
     shared: &'a Arc<Shared>,
     stop: watch::Receiver<bool>,
+    /// When coming back: when the connections were cut.
+    cut: Option<Instant>,
 }
 
 /// A client that joined, with its reader running, and how long it took.
@@ -267,6 +412,8 @@ struct NewMember {
     handshake: Duration,
     joined: Duration,
     resumed: bool,
+    /// Coming back: from the cut to its `joined!`, and its attempts.
+    back: Option<(Duration, Tries)>,
 }
 
 /// A client that could not join: its index, nickname and why.
@@ -282,11 +429,18 @@ impl Joiner<'_> {
         let nick = self.shared.nicks.nick(index);
         let addr = self.target.addr_for(index);
         let (tls, shared, stop) = (self.tls.clone(), self.shared.clone(), self.stop.clone());
+        let cut = self.cut;
         async move {
             let started = Instant::now();
-            let mut joined = client::join(addr, tls.as_ref(), &nick, limit)
-                .await
-                .map_err(|e| (index, nick.clone(), e))?;
+            let (joined, back) = match cut {
+                None => (client::join(addr, tls.as_ref(), &nick, limit).await, None),
+                Some(cut) => match super::rejoin::come_back(addr, tls.as_ref(), &nick, limit).await
+                {
+                    Ok((joined, tries)) => (Ok(joined), Some((cut.elapsed(), tries))),
+                    Err(e) => (Err(e), None),
+                },
+            };
+            let mut joined = joined.map_err(|e| (index, nick.clone(), e))?;
             let channels = shared.plan.to_join(index);
             if !channels.is_empty() {
                 let left = limit.saturating_sub(started.elapsed());
@@ -307,6 +461,7 @@ impl Joiner<'_> {
                 handshake: joined.handshake,
                 joined: joined.joined,
                 resumed: joined.resumed,
+                back,
             })
         }
     }
@@ -352,6 +507,12 @@ impl Roster {
         self.joins.handshake_us.push(micros(new.handshake));
         self.joins.join_us.push(micros(new.joined));
         self.joins.resumed += usize::from(new.resumed);
+        if let Some((back, tries)) = new.back {
+            self.joins.back_us.push(micros(back));
+            self.joins.tries.attempts += tries.attempts;
+            self.joins.tries.failed += tries.failed;
+            self.joins.tries.taken += tries.taken;
+        }
         self.done += 1;
         self.progress.set(self.done as u64);
         Ok(())

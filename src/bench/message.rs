@@ -18,10 +18,13 @@ const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// The nicknames of one scenario run: `b`, a run-unique token, `x`, then the
 /// client's index (e.g. `bk3z9qx12`). The token keeps two runs against the
 /// same server (or a run and a previous run's departing clients) from
-/// colliding on a nickname.
+/// colliding on a nickname. Several bench processes filling one room
+/// share a token ([`NickScheme::shared`]) and number their clients apart.
 #[derive(Debug, Clone)]
 pub struct NickScheme {
     prefix: String,
+    /// The number of client 0: clients are numbered from here.
+    first: usize,
 }
 
 impl NickScheme {
@@ -39,15 +42,38 @@ impl NickScheme {
             token /= 36;
         }
         prefix.push('x');
-        NickScheme { prefix }
+        NickScheme { prefix, first: 0 }
+    }
+
+    /// The scheme of one run of several bench processes: the token `run`
+    /// (1 to 8 lowercase letters or digits) given to each, this process's
+    /// client 0 being number `first` of the whole run.
+    pub fn shared(run: &str, first: usize) -> Result<Self, String> {
+        let valid = (1..=8).contains(&run.len())
+            && run
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !valid {
+            return Err(format!(
+                "the run's token {:?} must be 1 to 8 lowercase letters or digits",
+                crate::protocol::sanitize(run)
+            ));
+        }
+        if first > 999_999_999 {
+            return Err("the first client's number must be below 1,000,000,000".into());
+        }
+        Ok(NickScheme {
+            prefix: format!("b{run}x"),
+            first,
+        })
     }
 
     pub fn nick(&self, index: usize) -> String {
-        format!("{}{index}", self.prefix)
+        format!("{}{}", self.prefix, self.first + index)
     }
 
-    /// The client index behind one of this run's nicknames; `None` for
-    /// anybody else's.
+    /// The number behind one of this run's nicknames (the client's index
+    /// when the process numbers from 0); `None` for anybody else's.
     pub fn index_of(&self, nick: &[u8]) -> Option<usize> {
         let digits = nick.strip_prefix(self.prefix.as_bytes())?;
         if digits.is_empty() || digits.len() > 9 {
@@ -203,5 +229,14 @@ mod tests {
         assert_eq!(scheme.index_of(nick.as_bytes()), Some(1234));
         assert_eq!(scheme.index_of(b"alice"), None);
         assert_ne!(NickScheme::new().nick(0), scheme.nick(0));
+
+        let second = NickScheme::shared("r1", 500).expect("valid token");
+        assert_eq!(second.nick(0), "br1x500");
+        let first = NickScheme::shared("r1", 0).expect("valid token");
+        assert_eq!(first.index_of(second.nick(7).as_bytes()), Some(507));
+        assert_eq!(second.index_of(b"br1x0"), Some(0), "one numbering");
+        assert!(NickScheme::shared("R1", 0).is_err());
+        assert!(NickScheme::shared("", 0).is_err());
+        assert!(NickScheme::shared("123456789", 0).is_err());
     }
 }

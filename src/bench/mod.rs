@@ -13,16 +13,21 @@
 //! * [`message`]: nicknames and self-describing message texts;
 //! * [`report`]: results as a table or JSON lines;
 //! * `search`: the search scenario and the store it fills;
+//! * `rejoin`: every connection cut at once, and everybody back;
+//! * `big`: one room filled by several bench processes, and one line to
+//!   all;
 //! * [`spawn`]: the child server and /proc readings.
 //!
 //! Scenarios are bounded in count and time, and a wrong answer fails the
 //! run however fast it was.
 
+mod big;
 pub mod channels;
 pub mod check;
 pub mod client;
 mod fleet;
 pub mod message;
+mod rejoin;
 pub mod report;
 pub mod scenario;
 mod search;
@@ -32,8 +37,10 @@ use crate::certs::{self, GenOptions};
 use crate::protocol::DEFAULT_PORT;
 use crate::tls;
 use anyhow::{Context, Result, anyhow, bail};
+pub use big::RoomPart;
 use clap::{ArgGroup, Args, ValueEnum};
 pub use client::TlsTarget;
+pub use rejoin::Cut;
 pub use report::ScenarioResult;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -81,7 +88,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub all: bool,
     /// Clients per scenario. Default: fanout 100, latency 1000, join 1000,
-    /// idle 5000, search 20.
+    /// idle 5000, search 20, rejoin 1000, big --total.
     #[arg(long)]
     pub clients: Option<usize>,
     /// fanout: messages per client; search: searches.
@@ -127,6 +134,30 @@ pub struct BenchArgs {
     /// Fail a scenario that takes longer than this in all.
     #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
     pub timeout: f64,
+    /// rejoin: how every connection is cut: `restart` (kill the spawned
+    /// server and start it again on the same port; needs --spawn, and is
+    /// its default) or `connections` (the bench closes them all; the
+    /// default without --spawn).
+    #[arg(long, value_enum)]
+    pub cut: Option<Cut>,
+    /// big: the whole room's size, all bench processes together (default:
+    /// --clients, one process).
+    #[arg(long, value_name = "N")]
+    pub total: Option<usize>,
+    /// big: the token every bench process of one room is given (1 to 8
+    /// lowercase letters or digits), so that they share one numbering of
+    /// nicknames; needed with several processes.
+    #[arg(long, value_name = "TOKEN")]
+    pub run: Option<String>,
+    /// big: the number of this process's first client in the whole room
+    /// (its nicknames are numbered from it).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub first_client: usize,
+    /// big: this process's first client sends the line every participant
+    /// must get, once the room is full (one process of the room, with
+    /// --first-client 0; implied with one process).
+    #[arg(long)]
+    pub broadcast: bool,
     /// One JSON object per scenario, one per line, instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -146,6 +177,13 @@ pub enum Scenario {
     /// `/search` round trips and newcomers' joins against a store filled
     /// with --lines lines (needs --spawn).
     Search,
+    /// Every connection cut at once (--cut), then everybody back with the
+    /// terminal client's backoff: time until all are back, attempts.
+    Rejoin,
+    /// One room of --total filled by one or several bench processes (one
+    /// per node), then one line to everybody: time to fill, memory per
+    /// participant, time for the line to reach all.
+    Big,
 }
 
 /// One scenario run as measured: `join` runs twice over TLS.
@@ -156,6 +194,8 @@ pub enum Case {
     Join { resumption: bool },
     Idle,
     Search,
+    Rejoin,
+    Big,
 }
 
 impl Case {
@@ -167,6 +207,8 @@ impl Case {
             Case::Join { resumption: false } => "join-no-resumption",
             Case::Idle => "idle",
             Case::Search => "search",
+            Case::Rejoin => "rejoin",
+            Case::Big => "big",
         }
         .to_string()
     }
@@ -184,6 +226,8 @@ impl Case {
             Scenario::Join => vec![Case::Join { resumption: true }],
             Scenario::Idle => vec![Case::Idle],
             Scenario::Search => vec![Case::Search],
+            Scenario::Rejoin => vec![Case::Rejoin],
+            Scenario::Big => vec![Case::Big],
         }
     }
 }
@@ -211,6 +255,12 @@ pub struct BenchOptions {
     pub timeout: Duration,
     /// Draw progress bars on stderr.
     pub progress: bool,
+    /// rejoin: how the connections are cut (`None`: the default for where
+    /// the server is).
+    pub cut: Option<Cut>,
+    /// big: this process's part of the room (`None`: the whole room, of
+    /// `clients`, this process's alone).
+    pub room: Option<RoomPart>,
 }
 
 impl Default for BenchOptions {
@@ -230,6 +280,8 @@ impl Default for BenchOptions {
             stall_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(300),
             progress: false,
+            cut: None,
+            room: None,
         }
     }
 }
@@ -268,6 +320,13 @@ impl BenchOptions {
         if args.channels_each.is_some() && !chosen.contains(&Case::Idle) {
             bail!("--channels-each is for the idle scenario (--scenario idle)");
         }
+        if args.cut.is_some() && !chosen.contains(&Case::Rejoin) {
+            bail!("--cut is for the rejoin scenario (--scenario rejoin)");
+        }
+        if args.cut == Some(Cut::Restart) && !args.spawn {
+            bail!("--cut restart restarts the server the bench started: add --spawn");
+        }
+        let room = big::part_from_args(args, chosen.contains(&Case::Big))?;
         Ok(BenchOptions {
             clients: args.clients,
             messages: args.messages,
@@ -283,6 +342,8 @@ impl BenchOptions {
             stall_timeout: seconds(args.stall_timeout, "--stall-timeout")?,
             timeout: seconds(args.timeout, "--timeout")?,
             progress: std::io::stderr().is_terminal(),
+            cut: args.cut,
+            room,
         })
     }
 
@@ -293,6 +354,8 @@ impl BenchOptions {
             Case::Latency | Case::Join { .. } => 1000,
             Case::Idle => 5000,
             Case::Search => 20,
+            Case::Rejoin => 1000,
+            Case::Big => self.room.as_ref().map_or(1000, |room| room.total),
         })
     }
 }
@@ -431,7 +494,14 @@ impl Runner {
                 server_pid: Some(server.pid),
                 spawned: true,
             };
-            let mut result = self.measure(&target, case).await;
+            let mut result = match case {
+                // rejoin restarts this server (--cut restart).
+                Case::Rejoin => {
+                    let run = rejoin::run(&target, &self.opts, Some(&mut server)).await;
+                    self.outcome(&target, case, run)
+                }
+                _ => self.measure(&target, case).await,
+            };
             if let Some(exit) = server.exited() {
                 result.ok = false;
                 result.problems.push(exit);
@@ -463,16 +533,19 @@ impl Runner {
     /// Runs one case; one that could not run is a failed result, so the
     /// cases after it still run.
     async fn measure(&self, target: &Target, case: Case) -> ScenarioResult {
-        run_scenario(target, case, &self.opts)
-            .await
-            .unwrap_or_else(|e| {
-                ScenarioResult::failed(
-                    case.name(),
-                    target.transport(),
-                    target.spawned,
-                    format!("{e:#}"),
-                )
-            })
+        let run = run_scenario(target, case, &self.opts).await;
+        self.outcome(target, case, run)
+    }
+
+    fn outcome(&self, target: &Target, case: Case, run: Result<ScenarioResult>) -> ScenarioResult {
+        run.unwrap_or_else(|e| {
+            ScenarioResult::failed(
+                case.name(),
+                target.transport(),
+                target.spawned,
+                format!("{e:#}"),
+            )
+        })
     }
 
     fn report(&mut self, mut result: ScenarioResult) -> Result<()> {
@@ -570,8 +643,9 @@ fn raise_open_files(clients: usize) -> Result<String> {
     if limit < needed {
         bail!(
             "{clients} clients need about {needed} open files, but this process may open only \
-             {limit} (its hard limit): raise it (ulimit -Hn, or LimitNOFILE) or use fewer \
-             --clients"
+             {limit} (its hard limit): raise it (ulimit -Hn, or LimitNOFILE), use fewer \
+             --clients, or fill one room from several bench processes (--scenario big \
+             --total)"
         );
     }
     Ok(format!(

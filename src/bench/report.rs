@@ -44,6 +44,39 @@ pub struct ScenarioResult {
     /// besides `#lobby`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channels_each: Option<usize>,
+    /// rejoin: how the connections were cut (`restart`, `connections`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut: Option<&'static str>,
+    /// rejoin: from the cut until every client was back in the room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub back_s: Option<f64>,
+    /// rejoin: each client's time from the cut to its own `joined!`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub back_us: Option<Percentiles>,
+    /// rejoin: connection attempts, all clients together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u64>,
+    /// rejoin: attempts that were refused or failed, and tried again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retried: Option<u64>,
+    /// rejoin: of those, refused because the nickname was still held by
+    /// the session that was cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retried_nick_taken: Option<u64>,
+    /// rejoin, big: the room's size as `/list` told it at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_size: Option<usize>,
+    /// big: the size the room was to reach, all bench processes together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_total: Option<usize>,
+    /// big: from this process's first join until the room had
+    /// `room_total`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fill_s: Option<f64>,
+    /// big: from the sending of the one line until the last of this
+    /// process's clients had it (the wall clock of this machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadcast_s: Option<f64>,
     /// Server CPU time (user + system) during the measured phase.
     pub server_cpu_s: Option<f64>,
     /// This bench process's CPU time during the measured phase: on a small
@@ -79,6 +112,16 @@ impl ScenarioResult {
             server_rss_per_participant_bytes: None,
             channels: None,
             channels_each: None,
+            cut: None,
+            back_s: None,
+            back_us: None,
+            attempts: None,
+            retried: None,
+            retried_nick_taken: None,
+            room_size: None,
+            room_total: None,
+            fill_s: None,
+            broadcast_s: None,
             server_cpu_s: None,
             bench_cpu_s: None,
             ok: true,
@@ -144,6 +187,7 @@ pub fn table(result: &ScenarioResult) -> String {
     table.traffic(result);
     table.rates(result);
     table.distributions(result);
+    table.room(result);
     table.resources(result);
     table.verdict(result);
     table.out
@@ -249,6 +293,43 @@ impl Table {
         }
     }
 
+    /// rejoin's way back and big's room.
+    fn room(&mut self, result: &ScenarioResult) {
+        if let Some(cut) = result.cut {
+            self.row("cut", cut.to_owned());
+        }
+        if let Some(back) = result.back_s {
+            self.row("all back after", format!("{back:.3} s"));
+        }
+        if let Some(p) = &result.back_us {
+            self.row("each back after", format_percentiles(p));
+        }
+        if let (Some(attempts), Some(retried)) = (result.attempts, result.retried) {
+            let taken = result.retried_nick_taken.unwrap_or(0);
+            self.row(
+                "attempts",
+                format!("{attempts} ({retried} refused or failed and retried, {taken} of them for a nickname still held)"),
+            );
+        }
+        match (result.room_size, result.room_total) {
+            (Some(size), Some(total)) => {
+                self.row("room", format!("{size} here of {total} expected"))
+            }
+            (Some(size), None) => self.row("room", format!("{size} here")),
+            (None, Some(total)) => self.row(
+                "room",
+                format!("{total} expected, full when the line was sent"),
+            ),
+            (None, None) => {}
+        }
+        if let Some(fill) = result.fill_s {
+            self.row("room full after", format!("{fill:.3} s"));
+        }
+        if let Some(broadcast) = result.broadcast_s {
+            self.row("line reached all in", format!("{broadcast:.3} s"));
+        }
+    }
+
     /// Memory and CPU time of the server, and CPU time of the bench.
     fn resources(&mut self, result: &ScenarioResult) {
         if let (Some(before), Some(after)) = (
@@ -277,6 +358,8 @@ impl Table {
     fn verdict(&mut self, result: &ScenarioResult) {
         let verdict = if result.ok && result.scenario == "search" {
             "OK: every search was answered, and found what the store holds".to_string()
+        } else if result.ok && result.scenario == "rejoin" {
+            "OK: every client came back once, and got every message once".to_string()
         } else if result.ok {
             "OK: every client got every message once, intact, in one order".to_string()
         } else {
@@ -399,6 +482,44 @@ mod tests {
   note: first note
   note: second note
 "
+        );
+
+        let mut rejoin = ScenarioResult::new("rejoin".into(), "tls", true);
+        rejoin.clients = 20;
+        rejoin.senders = 1;
+        rejoin.cut = Some("restart");
+        rejoin.back_s = Some(0.75);
+        rejoin.attempts = Some(23);
+        rejoin.retried = Some(3);
+        rejoin.retried_nick_taken = Some(1);
+        rejoin.room_size = Some(20);
+        let text = table(&rejoin);
+        for row in [
+            "  cut                    restart\n",
+            "  all back after         0.750 s\n",
+            "  attempts               23 (3 refused or failed and retried, 1 of them for a \
+             nickname still held)\n",
+            "  room                   20 here\n",
+            "  check                  OK: every client came back once, and got every message once\n",
+        ] {
+            assert!(text.contains(row), "{row:?} in:\n{text}");
+        }
+        let mut big = ScenarioResult::new("big".into(), "tls", false);
+        big.room_total = Some(50_000);
+        big.fill_s = Some(61.5);
+        big.broadcast_s = Some(0.25);
+        let text = table(&big);
+        assert!(
+            text.contains("  room                   50000 expected, full when the line was sent\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  room full after        61.500 s\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  line reached all in    0.250 s\n"),
+            "{text}"
         );
 
         let mut bare = ScenarioResult::new("join".into(), "plaintext", false);

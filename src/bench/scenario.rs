@@ -27,6 +27,8 @@ pub async fn run(target: &Target, case: Case, opts: &BenchOptions) -> Result<Sce
         Case::Join { resumption } => join(target, resumption, opts).await,
         Case::Idle => idle(target, opts).await,
         Case::Search => super::search::run(target, opts).await,
+        Case::Rejoin => super::rejoin::run(target, opts, None).await,
+        Case::Big => super::big::run(target, opts).await,
     }
 }
 
@@ -246,7 +248,7 @@ fn default_window(clients: usize) -> u32 {
     (2048 / clients.max(1)).clamp(4, 256) as u32
 }
 
-fn base_result(
+pub(super) fn base_result(
     target: &Target,
     case: Case,
     clients: usize,
@@ -263,7 +265,7 @@ fn base_result(
     result
 }
 
-fn record_traffic(
+pub(super) fn record_traffic(
     result: &mut ScenarioResult,
     shared: &Shared,
     traffic: &Traffic,
@@ -277,7 +279,7 @@ fn record_traffic(
     result.latency_us = report::percentiles(reports.iter().map(|r| r.latencies_us.as_slice()));
 }
 
-fn record_check(result: &mut ScenarioResult, shared: &Shared, traffic: &Traffic) {
+pub(super) fn record_check(result: &mut ScenarioResult, shared: &Shared, traffic: &Traffic) {
     result.messages_sent = traffic.sent.iter().map(|&n| u64::from(n)).sum();
     result.deliveries = shared.deliveries.load(Ordering::Relaxed);
     result.expected_deliveries = traffic
@@ -288,7 +290,7 @@ fn record_check(result: &mut ScenarioResult, shared: &Shared, traffic: &Traffic)
         .sum();
 }
 
-fn record_joins(result: &mut ScenarioResult, joins: &JoinStats, target: &Target) {
+pub(super) fn record_joins(result: &mut ScenarioResult, joins: &JoinStats, target: &Target) {
     result.seconds = joins.elapsed.as_secs_f64();
     if result.seconds > 0.0 {
         result.joins_per_s = Some(result.clients as f64 / result.seconds);
@@ -302,7 +304,7 @@ fn record_joins(result: &mut ScenarioResult, joins: &JoinStats, target: &Target)
 
 /// The verdict: how each reader ended, what the checker found, and whether
 /// the run completed.
-fn judge(
+pub(super) fn judge(
     result: &mut ScenarioResult,
     target: &Target,
     opts: &BenchOptions,
@@ -373,20 +375,20 @@ fn judge(
 
 /// CPU time of the server (if its pid is known) and of this process over
 /// a phase.
-struct CpuMeter {
+pub(super) struct CpuMeter {
     server: Option<(u32, f64)>,
     bench: Option<f64>,
 }
 
 impl CpuMeter {
-    fn start(server_pid: Option<u32>) -> CpuMeter {
+    pub(super) fn start(server_pid: Option<u32>) -> CpuMeter {
         CpuMeter {
             server: server_pid.and_then(|pid| Some((pid, spawn::cpu_seconds(pid).ok()?))),
             bench: spawn::cpu_seconds(std::process::id()).ok(),
         }
     }
 
-    fn read(&self) -> CpuTimes {
+    pub(super) fn read(&self) -> CpuTimes {
         CpuTimes {
             server: self
                 .server
@@ -399,7 +401,7 @@ impl CpuMeter {
 }
 
 /// CPU seconds spent over a phase; `None` where it could not be read.
-struct CpuTimes {
-    server: Option<f64>,
-    bench: Option<f64>,
+pub(super) struct CpuTimes {
+    pub(super) server: Option<f64>,
+    pub(super) bench: Option<f64>,
 }

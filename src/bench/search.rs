@@ -37,16 +37,18 @@ pub fn prefill(dir: &Path, lines: u64) -> Result<()> {
     while seq <= lines {
         let end = (seq + BATCH).min(lines + 1);
         let batch: Vec<Entry> = (seq..end)
-            .map(|i| Entry {
-                seq: i,
-                time: now - time::Duration::milliseconds(i64::try_from(lines - i).unwrap_or(0)),
-                kind: Kind::Message,
-                nick: format!("user{}", i % 200),
-                text: format!(
-                    "line {i} about topic{} and word{}, with some ordinary chat text",
-                    i % TOPICS,
-                    i % 97
-                ),
+            .map(|i| {
+                Entry::new(
+                    i,
+                    now - time::Duration::milliseconds(i64::try_from(lines - i).unwrap_or(0)),
+                    Kind::Message,
+                    format!("user{}", i % 200),
+                    format!(
+                        "line {i} about topic{} and word{}, with some ordinary chat text",
+                        i % TOPICS,
+                        i % 97
+                    ),
+                )
             })
             .collect();
         store

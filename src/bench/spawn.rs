@@ -80,6 +80,16 @@ pub struct SpawnedServer {
     pub pid: u32,
     log_tail: Arc<Mutex<VecDeque<String>>>,
     drain: tokio::task::JoinHandle<()>,
+    /// How it was started, to start it again.
+    how: Launch,
+}
+
+/// Where and how a spawned server runs.
+#[derive(Debug, Clone)]
+struct Launch {
+    workdir: PathBuf,
+    plaintext: bool,
+    data: Option<PathBuf>,
 }
 
 impl SpawnedServer {
@@ -91,21 +101,50 @@ impl SpawnedServer {
         plaintext: bool,
         data: Option<&Path>,
     ) -> Result<SpawnedServer> {
+        let how = Launch {
+            workdir: workdir.to_owned(),
+            plaintext,
+            data: data.map(Path::to_owned),
+        };
+        Self::launch(how, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Kills it (SIGKILL: its connections end as in a crash) and waits
+    /// until it is gone.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        self.drain.abort();
+    }
+
+    /// Starts it again, killed or not, on the same address, in the same
+    /// folder (the same certificates and store) and with the same options;
+    /// returns once the new one listens.
+    pub async fn start_again(&mut self) -> Result<()> {
+        self.kill().await;
+        *self = Self::launch(self.how.clone(), self.addr)
+            .await
+            .context("cannot start the server again")?;
+        Ok(())
+    }
+
+    async fn launch(how: Launch, addr: SocketAddr) -> Result<SpawnedServer> {
         let exe = std::env::current_exe()
             .context("cannot find this program's executable to spawn the server")?;
         let mut command = Command::new(&exe);
         command
-            .args(["serve", "--addr", "127.0.0.1:0", "--rate-limit", "off"])
-            .current_dir(workdir)
+            .args(["serve", "--rate-limit", "off", "--addr"])
+            .arg(addr.to_string())
+            .current_dir(&how.workdir)
             .env("RUST_LOG", SERVER_LOG_FILTER)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if plaintext {
+        if how.plaintext {
             command.arg("--plaintext");
         }
-        if let Some(dir) = data {
+        if let Some(dir) = &how.data {
             command.arg("--data").arg(dir);
         }
         let mut child = command
@@ -157,6 +196,7 @@ impl SpawnedServer {
             pid,
             log_tail,
             drain,
+            how,
         })
     }
 
@@ -173,9 +213,7 @@ impl SpawnedServer {
     }
 
     pub async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
-        self.drain.abort();
+        self.kill().await;
     }
 }
 

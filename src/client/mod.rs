@@ -7,14 +7,15 @@
 //! from the network can move the cursor, retitle the window or clear it.
 //!
 //! Once in the room, it comes back by itself after a lost connection, as
-//! the same nickname (`reconnect.rs` says when and how soon), starting from
-//! one of several `--addr` nodes picked at random (`dial.rs`).
+//! the same nickname (`reconnect.rs` says when and how soon; `chatroom
+//! bench --scenario rejoin` comes back by the same rule), starting from one
+//! of several `--addr` nodes picked at random (`dial.rs`).
 
 pub mod console;
 mod dial;
 pub mod display;
 mod lines;
-mod reconnect;
+pub(crate) mod reconnect;
 
 use crate::protocol::{self, ERROR_PREFIX};
 use crate::tls;
@@ -201,7 +202,7 @@ async fn come_back(
 ) -> Result<Option<Joined>> {
     let mut why = why;
     for attempt in 1..=reconnect::MAX_ATTEMPTS {
-        let delay = reconnect::delay(attempt, dial::random_u64());
+        let delay = reconnect::next_delay(attempt);
         console.notice(&format!(
             "{}; reconnecting in {} s (attempt {attempt})",
             protocol::sanitize(&why),

@@ -31,8 +31,15 @@ pub(crate) const MAX_ATTEMPTS: u32 = 30;
 /// How long one attempt (connection, handshake and joining) may take.
 pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The delay before attempt `attempt` (from 1) after a lost connection,
+/// drawn at random: what every client that comes back waits, the terminal
+/// client and the bench's `rejoin` scenario alike.
+pub(crate) fn next_delay(attempt: u32) -> Duration {
+    delay(attempt, super::dial::random_u64())
+}
+
 /// The delay before attempt `attempt` (from 1), given a random `sample`.
-pub(crate) fn delay(attempt: u32, sample: u64) -> Duration {
+fn delay(attempt: u32, sample: u64) -> Duration {
     let doublings = attempt.saturating_sub(1).min(16);
     let base = FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY);
     // A factor in [0.5, 1.5), in thousandths.

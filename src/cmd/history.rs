@@ -1,4 +1,5 @@
-//! `chatroom history`: the room's lines stored on disk, offline
+//! `chatroom history`: the lines of the room and its channels stored on
+//! disk, offline
 //! ([`crate::room::store`]): export them for records, search them, count
 //! them. Each opens the store as it is (never creates one) and reads.
 
@@ -19,12 +20,15 @@ pub struct HistoryArgs {
 
 #[derive(Subcommand, Debug)]
 enum HistoryCommand {
-    /// Write the stored lines in the room's order to stdout: one JSON
-    /// object per line (seq, time, kind, nick, text), or CSV. Reads one
+    /// Write the stored lines in their order (each channel's own) to
+    /// stdout: one JSON object per line (seq, time, kind, nick, text, channel; and action,
+    /// whom for an operator's action, kind moderation), or CSV. Reads one
     /// consistent snapshot, also while a server writes.
     Export {
         #[command(flatten)]
         data: Data,
+        #[command(flatten)]
+        channel: ChannelArg,
         /// Only lines said at or after TIME: RFC 3339
         /// (2026-03-01T09:30:00Z) or a date (2026-03-01, its midnight UTC).
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -38,10 +42,13 @@ enum HistoryCommand {
         format: ExportFormat,
     },
     /// The newest stored messages and actions (up to 20) holding every one
-    /// of WORDS, as `/search` shows them, then how many.
+    /// of WORDS, of every channel (or of --channel's), as `/search` shows
+    /// them, then how many.
     Search {
         #[command(flatten)]
         data: Data,
+        #[command(flatten)]
+        channel: ChannelArg,
         /// Plain words (at most 200 bytes in all); quotes, `*`, `:` and the
         /// like are taken as text.
         #[arg(required = true, num_args = 1..)]
@@ -62,6 +69,15 @@ struct Data {
     dir: PathBuf,
 }
 
+#[derive(Args, Debug)]
+struct ChannelArg {
+    /// Only the lines of this channel (#lobby: the room itself), its name
+    /// folded as the server folds it (#0ps is #ops). Default: every
+    /// channel's.
+    #[arg(long = "channel", value_name = "NAME", value_parser = parse_channel)]
+    name: Option<String>,
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy)]
 enum ExportFormat {
     /// One JSON object per line.
@@ -74,11 +90,16 @@ pub fn run(args: HistoryArgs) -> Result<()> {
     let written = match args.command {
         HistoryCommand::Export {
             data,
+            channel,
             since,
             until,
             format,
-        } => export(&data.dir, since, until, format),
-        HistoryCommand::Search { data, words } => search(&data.dir, &words.join(" ")),
+        } => export(&data.dir, since, until, channel.name.as_deref(), format),
+        HistoryCommand::Search {
+            data,
+            channel,
+            words,
+        } => search(&data.dir, channel.name.as_deref(), &words.join(" ")),
         HistoryCommand::Stats { data } => {
             let stats = open(&data.dir)?.stats()?;
             writeln!(io::stdout().lock(), "{stats}").map_err(anyhow::Error::from)
@@ -99,6 +120,7 @@ fn export(
     dir: &Path,
     since: Option<OffsetDateTime>,
     until: Option<OffsetDateTime>,
+    channel: Option<&str>,
     format: ExportFormat,
 ) -> Result<()> {
     if let (Some(since), Some(until)) = (since, until)
@@ -112,13 +134,13 @@ fn export(
     };
     let store = open(dir)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
-    store.export(since, until, format, &mut out)?;
+    store.export(since, until, channel, format, &mut out)?;
     out.flush().context("cannot write to stdout")
 }
 
-fn search(dir: &Path, words: &str) -> Result<()> {
+fn search(dir: &Path, channel: Option<&str>, words: &str) -> Result<()> {
     let store = open(dir)?;
-    let found = match store.search(words, protocol::SEARCH_MAX) {
+    let found = match store.search_in(channel, words, protocol::SEARCH_MAX) {
         Ok(found) => found,
         Err(SearchError::Unavailable(err)) => {
             return Err(err).with_context(|| format!("cannot search {}", store.path().display()));
@@ -139,6 +161,13 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
+}
+
+/// A channel's name as the server takes it (`#` then a-z, 0-9, _ and -).
+fn parse_channel(s: &str) -> Result<String, String> {
+    protocol::channels::validate_channel(s)
+        .map(str::to_owned)
+        .map_err(str::to_owned)
 }
 
 /// RFC 3339, or a date `YYYY-MM-DD` (its first instant, UTC).

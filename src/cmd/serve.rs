@@ -132,8 +132,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// How many of the room's last messages and actions a newcomer
-    /// receives on joining, each marked `[history] `; 0 for none. Default:
-    /// 50 with --data, 0 without.
+    /// receives on joining, each marked `[history] ` (and a newcomer to a
+    /// channel, of that channel's); 0 for none. Default: 50 with --data, 0
+    /// without.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(bounds::HISTORY))]
     history: Option<u16>,
     /// Tell everybody of joins and leaves only in rooms of at most N
@@ -171,12 +172,13 @@ struct WebArgs {
 /// The room's lines on disk.
 #[derive(Args, Debug)]
 struct DataArgs {
-    /// Keep the room's public lines (never private ones) in a SQLite
-    /// database in this folder, made 0700 if missing: they survive a
-    /// restart, newcomers get their history from it, and no line reaches
-    /// anyone before it is stored. Without it, the room lives in memory.
-    /// With --cluster, this node keeps its own copy of the room's lines,
-    /// filled from the room's stream.
+    /// Keep the public lines of the room and its channels (never private
+    /// ones), operators' actions included, in a SQLite database in this
+    /// folder, made 0700 if missing: they survive a restart (a channel's
+    /// also once it is empty), newcomers get their history from it, and no
+    /// line reaches anyone before it is stored. Without it, the room lives
+    /// in memory. With --cluster, this node keeps its own copy of the
+    /// room's lines, filled from the room's stream.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// How long stored lines are kept: a whole number with s, m, h or d,
@@ -262,6 +264,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 let room = LocalRoom::new(settings.max_participants, settings.backlog)
                     .with_history(settings.history_lines)
                     .with_announce(settings.announce)
+                    .with_channel_backlog(settings.channel_backlog())?
                     .with_store(store, args.data.retain)?;
                 (Some(Arc::new(room)), None)
             }

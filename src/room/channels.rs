@@ -8,13 +8,17 @@
 //!
 //! * [`Channels`]: the server's channels by name (compared on the
 //!   lookalike skeleton, so `#0ps` is `#ops`), made on the first join and
-//!   forgotten once the last member has left; at most `--max-channels`.
+//!   forgotten once the last member has left, topic included; at most
+//!   `--max-channels`. A room that keeps its lines on disk keeps a
+//!   channel's lines beyond that: whoever opens it again, also after a
+//!   restart, gets its history.
 //! * [`Joined`]: one participant's channels, its current one (where its
 //!   plain lines go) and its reading of all of them as one
 //!   [`Subscription`]: the lobby's lines and each channel's, each in its
 //!   own order. Dropping it leaves every channel it holds.
 
-use super::{Departure, JoinError, Notice, RecvError, Room, Subscription};
+use super::store::Action;
+use super::{Departure, JoinError, Moderation, RecvError, Room, Subscription};
 use crate::protocol::channels::{self as names, LOBBY};
 use crate::sync::lock;
 use bytes::Bytes;
@@ -89,32 +93,55 @@ impl<R: Room> Channels<R> {
         }
     }
 
-    /// Sends `notice`, about `nick`, to the members of its current
-    /// channel.
-    pub fn notice_about(&self, nick: &str, notice: Notice<'_>) -> Result<(), &'static str> {
+    /// Sends a line about `nick` (`line` as the lobby shows it), an
+    /// operator's action `act`, to the members of its current channel, in
+    /// that channel's form ([`Room::moderated`]: stored there, with a
+    /// store).
+    pub fn notice_about(
+        &self,
+        nick: &str,
+        line: &[u8],
+        act: Moderation<'_>,
+    ) -> Result<(), &'static str> {
         let current = lock(&self.current_of)
             .get(&crate::protocol::nick_key(nick))
             .cloned();
-        let room = current.and_then(|key| lock(&self.by_key).get(&key).map(|c| c.room.clone()));
-        match room {
-            None => self.lobby.notice(notice),
-            Some(room) => room.notice(notice),
+        let channel = current.and_then(|key| {
+            let by_key = lock(&self.by_key);
+            by_key.get(&key).map(|c| (c.name.clone(), c.room.clone()))
+        });
+        match channel {
+            None => self
+                .lobby
+                .moderated(Some(Bytes::copy_from_slice(line)), act),
+            Some((name, room)) => {
+                let line = names::in_channel(&names::channel_prefix(&name), line);
+                room.moderated(Some(line), act)
+            }
         }
     }
 
     /// Sets the topic of the channel `current` (`None`: `#lobby`) and tells
-    /// its members, `[topic] #name: TEXT set by <by>`.
+    /// its members, `[topic] #name: TEXT set by <by>` ([`Room::moderated`]:
+    /// stored in that channel, with a store).
     pub fn set_topic(
         &self,
         current: Option<&str>,
         topic: &str,
         by: &str,
     ) -> Result<(), &'static str> {
-        let notice = Notice::Topic { text: topic, by };
+        use crate::protocol::moderation::topic_set_line;
+        let act = Moderation {
+            action: Action::Topic,
+            by,
+            whom: "",
+            detail: topic,
+        };
         let Some(name) = current else {
-            self.lobby.notice(notice)?;
             *lock(&self.lobby_topic) = Some(topic.to_owned());
-            return Ok(());
+            return self
+                .lobby
+                .moderated(Some(topic_set_line(LOBBY, topic, by)), act);
         };
         let room = {
             let mut by_key = lock(&self.by_key);
@@ -124,7 +151,7 @@ impl<R: Room> Channels<R> {
             channel.topic = Some(topic.to_owned());
             channel.room.clone()
         };
-        room.notice(notice)
+        room.moderated(Some(topic_set_line(name, topic, by)), act)
     }
 
     /// The topic of `#lobby` (`None`) or of the channel `name`, if set:

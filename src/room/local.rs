@@ -6,32 +6,35 @@
 //! subscription start exactly at its own announcement, and a newcomer's
 //! history end exactly where its live lines begin.
 //!
-//! With a store ([`LocalRoom::with_store`]) each public line is numbered
-//! under that lock and queued for the room's [`durable`] writer, which
-//! puts it in the ring once it is committed: a participant's subscription
-//! starts at its own `joined!` line's number, and its history is read from
-//! the store, from before that number.
+//! With a store ([`LocalRoom::with_store`]) each public line is queued
+//! under that lock in the [`durable`] journal the room shares with its
+//! channels, which numbers it; the store's writer puts it in the ring once
+//! it is committed: a participant's subscription starts at its own
+//! `joined!` line's number, and its history is read from the store, from
+//! before that number, in its channel ([`recorded`]).
 
 use super::backlog::{self, Backlog, Numbered, Reader};
 use super::directory::Directory;
-use super::durable::{self, Pending, Queue, Reading, Waiter};
+use super::durable::{self, Journal, Reading, Waiter};
 use super::history::History;
 use super::mailbox::{Inbox, Mailbox, mailbox};
-use super::recall::{self, Asked};
 use super::store::{Entry, Kind, Store};
 use super::{
-    Announce, Departure, JoinError, Notice, Question, Room, Said, Subscriber, WhisperError,
+    Announce, Departure, JoinError, Moderation, Question, Room, Said, Subscriber, WhisperError,
     address_private_line, admit,
 };
 use crate::protocol;
+use crate::protocol::channels::LOBBY;
 use crate::sync::lock;
 use anyhow::Context;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
+
+mod recorded;
 
 /// A room held in this process's memory.
 #[derive(Debug)]
@@ -44,16 +47,17 @@ pub struct LocalRoom {
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) state: Mutex<State>,
-    /// Wakes the writer when lines are pending.
-    pub(super) wake: Condvar,
+    /// Where its public lines go to be stored, with `--data`: one journal
+    /// for the room and its channels.
+    journal: Option<Arc<Journal>>,
     /// How newcomers read the store, with `--data`.
     reading: Option<Reading>,
     max_members: usize,
+    /// Its channel's name ([`LOBBY`] for the room itself), as stored.
+    channel: Arc<str>,
     /// What every line starts with: a channel's name and a space (none in
     /// the lobby).
     prefix: Option<Bytes>,
-    /// The channel's name (none for the lobby).
-    name: Option<Box<str>>,
     /// The bound of a channel's ring, in bytes.
     channel_backlog: usize,
 }
@@ -74,8 +78,9 @@ pub(super) struct State {
     announce: Announce,
     /// The ring everybody reads.
     pub(super) lines: Backlog<Numbered>,
-    /// Lines waiting for the store's writer, with `--data`.
-    pub(super) durable: Option<Queue>,
+    /// With `--data`: the sequence of this room's last line queued for the
+    /// store; a private line or a notice said now goes after it.
+    last_seq: u64,
     /// With `--data`: the sequence of the oldest line each participant
     /// (by nick key) was shown, where its next `/history` ends.
     shown: HashMap<String, u64>,
@@ -99,15 +104,15 @@ impl LocalRoom {
                     history_lines: 0,
                     announce: Announce::default(),
                     lines: Backlog::new(backlog_bytes.max(backlog::MIN_BYTES)),
-                    durable: None,
+                    last_seq: 0,
                     shown: HashMap::new(),
                     closed: false,
                 }),
-                wake: Condvar::new(),
+                journal: None,
                 reading: None,
                 max_members,
+                channel: Arc::from(LOBBY),
                 prefix: None,
-                name: None,
                 channel_backlog: backlog_bytes / CHANNEL_BACKLOG_SHARE,
             }),
             writer: None,
@@ -138,7 +143,7 @@ impl LocalRoom {
     pub fn with_channel(mut self, name: &str) -> anyhow::Result<Self> {
         let shared = Arc::get_mut(&mut self.shared).context("the room is shared already")?;
         shared.prefix = Some(protocol::channels::channel_prefix(name));
-        shared.name = Some(name.into());
+        shared.channel = Arc::from(name);
         Ok(self)
     }
 
@@ -163,19 +168,17 @@ impl LocalRoom {
     pub fn with_store(mut self, store: Store, retain: Option<Duration>) -> anyhow::Result<Self> {
         let reader = store.try_clone()?;
         let next_seq = store.last_seq()?.map_or(1, |last| last + 1);
+        let journal = Arc::new(Journal::new(next_seq));
         let shared = Arc::get_mut(&mut self.shared).context("the room has a store already")?;
         let state = shared.state.get_mut().unwrap_or_else(|e| e.into_inner());
         state.history = History::new(0);
-        state.durable = Some(Queue {
-            next_seq,
-            ..Queue::default()
-        });
         shared.reading = Some(Reading {
             reader: Arc::new(Mutex::new(reader)),
             history: state.history_lines,
             retain,
         });
-        self.writer = Some(durable::spawn(self.shared.clone(), store, retain)?);
+        shared.journal = Some(journal.clone());
+        self.writer = Some(durable::spawn(journal, store, retain)?);
         Ok(self)
     }
 
@@ -197,7 +200,7 @@ impl LocalRoom {
         if state.closed {
             return;
         }
-        let Some(queue) = state.durable.as_mut() else {
+        let Some(journal) = &self.shared.journal else {
             if matches!(kind, Kind::Message | Kind::Action) {
                 state.history.push(&line);
             }
@@ -207,54 +210,44 @@ impl LocalRoom {
             });
             return;
         };
-        queue.push(
-            Some(line),
-            |seq, time| entry(seq, time, kind, nick, text),
-            waiter(),
-        );
-        drop(state);
-        self.shared.wake.notify_one();
+        let entry = self.entry(kind, nick, text);
+        self.queue(journal, &mut state, Some(line), entry, waiter());
     }
 
-    /// The history a newcomer whose `joined!` is line `start` gets: the
-    /// stored lines before it, and how long the room keeps them; and the
-    /// sequence of the oldest line in it (`start` if none).
-    async fn stored_history(&self, start: u64) -> (Arc<[Bytes]>, u64) {
-        let Some(reading) = &self.shared.reading else {
-            return (Arc::from([]), start);
-        };
-        let (reader, n) = (reading.reader.clone(), reading.history);
-        let read = tokio::task::spawn_blocking(move || lock(&reader).recent(Some(start), n));
-        let mut oldest = start;
-        let mut lines: Vec<Bytes> = match read.await {
-            Ok(Ok(entries)) => {
-                oldest = entries.first().map_or(start, |e| e.seq);
-                entries
-                    .iter()
-                    .map(|e| protocol::history_line(&e.line()))
-                    .collect()
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = format!("{e:#}"), "cannot read the room's history");
-                Vec::new()
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the room's history");
-                Vec::new()
-            }
-        };
-        lines.push(protocol::retention_line(reading.retain));
-        (Arc::from(lines), oldest)
+    /// Queues `line` (`None`: stored, shown to nobody) of this room in
+    /// `journal`, stored as `entry`, under the room's lock (`state`);
+    /// returns its sequence.
+    fn queue(
+        &self,
+        journal: &Journal,
+        state: &mut State,
+        line: Option<Bytes>,
+        entry: Entry,
+        waiter: Waiter,
+    ) -> u64 {
+        let seq = journal.push(&self.shared, line, entry, waiter);
+        state.last_seq = seq;
+        seq
     }
-}
 
-fn entry(seq: u64, time: time::OffsetDateTime, kind: Kind, nick: &str, text: &str) -> Entry {
-    Entry {
-        seq,
-        time,
-        kind,
-        nick: nick.to_owned(),
-        text: text.to_owned(),
+    /// Queues `line` of this room in `journal`, delivered after the lines
+    /// queued before it and not stored.
+    fn queue_unstored(&self, journal: &Journal, line: Option<Numbered>, waiter: Waiter) {
+        journal.push_unstored(&self.shared, line, waiter);
+    }
+
+    /// What is stored of a line of this room, not concerning anybody else;
+    /// the journal numbers and times it.
+    fn entry(&self, kind: Kind, nick: &str, text: &str) -> Entry {
+        Entry {
+            seq: 0,
+            time: time::OffsetDateTime::UNIX_EPOCH,
+            channel: self.shared.channel.to_string(),
+            kind,
+            nick: nick.to_owned(),
+            text: text.to_owned(),
+            whom: String::new(),
+        }
     }
 }
 
@@ -264,10 +257,9 @@ impl Drop for LocalRoom {
         let Some(writer) = self.writer.take() else {
             return;
         };
-        if let Some(queue) = self.state().durable.as_mut() {
-            queue.stop = true;
+        if let Some(journal) = &self.shared.journal {
+            journal.stop();
         }
-        self.shared.wake.notify_one();
         if writer.join().is_err() {
             tracing::error!("the history store's writer failed");
         }
@@ -330,7 +322,7 @@ impl LocalRoom {
             .announce
             .quiet(here + 1)
             .map(|notice| [line.clone(), notice]);
-        let Some(queue) = state.durable.as_mut() else {
+        let Some(journal) = &self.shared.journal else {
             let history = state.history.snapshot();
             let Some(own) = unannounced else {
                 state.lines.push(Numbered {
@@ -345,11 +337,16 @@ impl LocalRoom {
             )));
         };
         let (committed, is_committed) = oneshot::channel();
-        let make = |seq, time| entry(seq, time, Kind::Join, nick, "");
+        let entry = self.entry(Kind::Join, nick, "");
         let shown = unannounced.is_none().then_some(line);
-        let start = queue.push(shown, make, Waiter::Join(key, committed));
+        let start = self.queue(
+            journal,
+            &mut state,
+            shown,
+            entry,
+            Waiter::Join(key, committed),
+        );
         drop(state);
-        self.shared.wake.notify_one();
         Ok(Entered::Queued(Box::new(Queued {
             reader,
             inbox,
@@ -373,14 +370,13 @@ impl LocalRoom {
             return false;
         };
         if let Some(told) = told {
-            let after = state.durable.as_ref().map_or(0, Queue::last_seq);
-            member.value.put(after, told);
+            member.value.put(state.last_seq, told);
         }
         // As its owner spelled it, whoever spelled it otherwise (`/kick B0B`).
         let nick = member.nick.as_str();
         let announced = state.announce.quiet(size).is_none();
         let closed = state.closed;
-        let Some(queue) = state.durable.as_mut() else {
+        let Some(journal) = &self.shared.journal else {
             if !closed && announced {
                 let line = self.shown(how.line(nick));
                 state.lines.push(Numbered {
@@ -394,18 +390,12 @@ impl LocalRoom {
         if closed {
             // Nothing is announced; the mailbox closes after the lines
             // said before, the farewell included.
-            queue.pending.push(Pending {
-                line: None,
-                entry: None,
-                waiter: release,
-            });
+            self.queue_unstored(journal, None, release);
         } else {
-            let text = how.text();
-            let make = |seq, time| entry(seq, time, Kind::Leave, nick, &text);
-            queue.push(announced.then(|| self.shown(how.line(nick))), make, release);
+            let entry = self.departure_entry(nick, how);
+            let line = announced.then(|| self.shown(how.line(nick)));
+            self.queue(journal, &mut state, line, entry, release);
         }
-        drop(state);
-        self.shared.wake.notify_one();
         true
     }
 }
@@ -476,28 +466,31 @@ impl Room for LocalRoom {
 
     /// In the ring after the lines said before it; with a store, delivered
     /// once those are committed, and not stored itself (as the farewell).
-    fn notice(&self, notice: Notice<'_>) -> Result<(), &'static str> {
-        let line = notice.line(self.shared.name.as_deref());
-        let mut state = self.state();
+    fn notice(&self, line: Bytes) -> Result<(), &'static str> {
+        let state = self.state();
         if state.closed {
             return Ok(());
         }
-        match state.durable.as_mut() {
+        match &self.shared.journal {
             None => state.lines.push(Numbered {
                 seq: 0,
                 bytes: line,
             }),
-            Some(queue) => {
-                let seq = queue.last_seq();
-                queue.pending.push(Pending {
-                    line: Some(Numbered { seq, bytes: line }),
-                    entry: None,
-                    waiter: Waiter::Nobody,
-                });
-                drop(state);
-                self.shared.wake.notify_one();
+            Some(journal) => {
+                let line = Numbered {
+                    seq: state.last_seq,
+                    bytes: line,
+                };
+                self.queue_unstored(journal, Some(line), Waiter::Nobody);
             }
         }
+        Ok(())
+    }
+
+    /// As [`Room::notice`]; with a store, `line` is stored as `act`, and
+    /// delivered once it is committed.
+    fn moderated(&self, line: Option<Bytes>, act: Moderation<'_>) -> Result<(), &'static str> {
+        self.moderate(line, act);
         Ok(())
     }
 
@@ -506,7 +499,7 @@ impl Room for LocalRoom {
         let found = state.members.find(to);
         let (line, deliver) = address_private_line(from, to, found.map(|n| n.nick.as_str()), text)?;
         // After the public lines said before it, committed or not yet.
-        let after = state.durable.as_ref().map_or(0, Queue::last_seq);
+        let after = state.last_seq;
         if let Some(recipient) = found.filter(|_| deliver)
             && !recipient.value.put(after, line.clone())
         {
@@ -520,18 +513,11 @@ impl Room for LocalRoom {
         (state.members.len(), state.members.first(max))
     }
 
-    /// A room like this one (its limits, its [`Announce`] setting), for
-    /// the channel `name`, its ring bounded as
-    /// [`LocalRoom::with_channel_backlog`] says; none beside a room that
-    /// keeps its lines on disk.
+    /// A room like this one (its limits, its [`Announce`] and history
+    /// settings, its store), for the channel `name`, its ring bounded as
+    /// [`LocalRoom::with_channel_backlog`] says.
     fn open_channel(&self, name: &str) -> Result<LocalRoom, &'static str> {
-        if self.shared.reading.is_some() {
-            return Err("with --data yet");
-        }
-        LocalRoom::new(self.shared.max_members, self.shared.channel_backlog)
-            .with_announce(self.state().announce)
-            .with_channel(name)
-            .map_err(|_| "just now")
+        self.channel_room(name).map_err(|_| "just now")
     }
 
     fn recorded(&self) -> bool {
@@ -543,38 +529,7 @@ impl Room for LocalRoom {
     }
 
     fn ask(&self, nick: &str, question: Question<'_>) {
-        let Some(reading) = &self.shared.reading else {
-            return;
-        };
-        let key = protocol::nick_key(nick);
-        let asked = match question {
-            Question::History(n) => {
-                let Some(&before) = self.state().shown.get(&key) else {
-                    return;
-                };
-                Asked::History { n, before }
-            }
-            Question::Search(words) => Asked::Search(words.to_owned()),
-        };
-        let (shared, reader) = (self.shared.clone(), reading.reader.clone());
-        tokio::task::spawn_blocking(move || {
-            let (lines, oldest) = recall::answer(&reader, &asked);
-            let mut state = lock(&shared.state);
-            if let Some(oldest) = oldest
-                && let Some(shown) = state.shown.get_mut(&key)
-            {
-                *shown = (*shown).min(oldest);
-            }
-            if let Some(asker) = state.members.get(&key) {
-                // A participant that lets its mailbox fill is not reading:
-                // the rest of its answer is not kept for it.
-                for chunk in recall::chunks(lines) {
-                    if !asker.value.put(0, chunk) {
-                        break;
-                    }
-                }
-            }
-        });
+        self.ask_store(nick, question);
     }
 
     fn close(&self, farewell: Bytes) {
@@ -588,17 +543,9 @@ impl Room for LocalRoom {
             seq: u64::MAX,
             bytes: farewell,
         };
-        match state.durable.as_mut() {
+        match &self.shared.journal {
             None => state.lines.push(line),
-            Some(queue) => {
-                queue.pending.push(Pending {
-                    line: Some(line),
-                    entry: None,
-                    waiter: Waiter::Nobody,
-                });
-                drop(state);
-                self.shared.wake.notify_one();
-            }
+            Some(journal) => self.queue_unstored(journal, Some(line), Waiter::Nobody),
         }
     }
 }

@@ -25,8 +25,8 @@
 //! * [`history`]: the last public lines, for newcomers (`--history`).
 //! * [`channels`]: channels beside the room (`/join #ops`), each a room
 //!   of the same kind ([`Room::open_channel`]) with its own order.
-//! * [`store`]: the room's public lines on disk (SQLite), with search,
-//!   retention and export.
+//! * [`store`]: the public lines of the room and its channels on disk
+//!   (SQLite), with search, retention and export.
 
 pub mod backlog;
 pub mod channels;
@@ -80,43 +80,6 @@ pub const NO_OPERATORS: &str = "operators' commands are not available on this se
 
 /// Whether a participant of this server may not be put out: an operator.
 pub type Protected = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
-
-/// A line of the server's about the room, which the room formats as its
-/// members read it ([`Room::notice`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Notice<'a> {
-    /// `<nick> was muted by <by> for <duration>`.
-    Muted {
-        nick: &'a str,
-        by: &'a str,
-        duration: &'a str,
-    },
-    /// `<nick> was unmuted by <by>`.
-    Unmuted { nick: &'a str, by: &'a str },
-    /// `[topic] #name: TEXT set by <by>`.
-    Topic { text: &'a str, by: &'a str },
-}
-
-impl Notice<'_> {
-    /// The line as the members of channel `channel` read it (`None`: the
-    /// lobby, whose lines carry no prefix).
-    pub fn line(self, channel: Option<&str>) -> Bytes {
-        use protocol::moderation::{muted_line, topic_set_line, unmuted_line};
-        let plain = match self {
-            Notice::Muted { nick, by, duration } => muted_line(nick, by, duration),
-            Notice::Unmuted { nick, by } => unmuted_line(nick, by),
-            Notice::Topic { text, by } => {
-                return topic_set_line(channel.unwrap_or(protocol::channels::LOBBY), text, by);
-            }
-        };
-        match channel {
-            None => plain,
-            Some(name) => {
-                protocol::channels::in_channel(&protocol::channels::channel_prefix(name), &plain)
-            }
-        }
-    }
-}
 
 /// A mute an operator gives ([`Room::mute`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,11 +203,13 @@ pub trait Room: Send + Sync + 'static {
         std::future::ready(Err(NO_OPERATORS))
     }
 
-    /// Sends `notice` (the server's own line, which the room formats as
-    /// its members read it) to everyone in the room's order; it is not
-    /// stored. A room that cannot says why.
-    fn notice(&self, notice: Notice<'_>) -> Result<(), &'static str> {
-        let _ = notice;
+    /// Sends `line` (a line of the server's, already formatted) to
+    /// everyone in the room's order, as the server's own; it is not
+    /// stored. A room that cannot says why (a room shared with other
+    /// servers ships no finished line: it tells operators' actions from
+    /// their parts, [`Room::moderated`]).
+    fn notice(&self, line: Bytes) -> Result<(), &'static str> {
+        let _ = line;
         Err(UNAVAILABLE)
     }
 
@@ -305,16 +270,30 @@ pub trait Room: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Tells everyone of an operator's action `act` as [`Room::notice`]
+    /// does, with `line` (none: nobody is told, as of a ban of someone
+    /// absent); a room that keeps its lines on disk stores it, as a line
+    /// of kind [`store::Kind::Moderation`], before anyone reads `line`. A
+    /// room shared with other servers tells a mute, an unmute or a topic
+    /// from `act`'s parts instead, on every server (a kick shows as its
+    /// departure, [`Room::put_out`]). A room that cannot says why.
+    fn moderated(&self, line: Option<Bytes>, act: Moderation<'_>) -> Result<(), &'static str> {
+        let _ = act;
+        line.map_or(Ok(()), |line| self.notice(line))
+    }
+
     /// Sends `farewell` as the room's last line to this server's
     /// participants: after it, nobody joins here and nothing more is
     /// announced (not even who leaves).
     fn close(&self, farewell: Bytes);
 
-    /// A new, empty channel beside this room, of its kind, named `name`
-    /// (already valid by [`protocol::channels::validate_channel`]): every
-    /// line it shows starts with the name. A room that has no channels
-    /// says why (the text follows "channels are not available on this
-    /// server").
+    /// A new channel beside this room, of its kind, named `name` (already
+    /// valid by [`protocol::channels::validate_channel`]), with nobody in
+    /// it: every line it shows starts with the name. A room that keeps its
+    /// lines on disk keeps the channel's there too, and gives its
+    /// newcomers the channel's lines stored before (under any lookalike
+    /// spelling of its name). A room that has no channels says why (the
+    /// text follows "channels are not available on this server").
     fn open_channel(&self, name: &str) -> Result<Self, &'static str>
     where
         Self: Sized,
@@ -336,7 +315,8 @@ pub trait Room: Send + Sync + 'static {
     }
 
     /// Answers `/history` or `/search` to `nick` alone, a little later,
-    /// through its mailbox. Nothing in a room that is not
+    /// through its mailbox, from this room's own stored lines (a channel's
+    /// from the channel's). Nothing in a room that is not
     /// [`Room::recorded`].
     fn ask(&self, nick: &str, question: Question<'_>) {
         let _ = (nick, question);
@@ -422,6 +402,19 @@ pub enum Question<'a> {
     Search(&'a str),
 }
 
+/// An operator's action, as a room that keeps its lines stores it
+/// ([`Room::moderated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moderation<'a> {
+    pub action: store::Action,
+    /// The operator.
+    pub by: &'a str,
+    /// Whom it concerns; empty for a topic.
+    pub whom: &'a str,
+    /// The reason, the duration as typed, or the topic; empty for none.
+    pub detail: &'a str,
+}
+
 /// How a participant left the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Departure<'a> {
@@ -429,11 +422,12 @@ pub enum Departure<'a> {
     Left,
     /// It said `/quit REASON`: `<nick> left! (REASON)`.
     Quit(&'a str),
-    /// An operator put it out (`/kick`): `<nick> was kicked by <by>`, or
-    /// `... (REASON)`.
+    /// An operator put it out (`/kick`, or `/ban`: `ban`): `<nick> was
+    /// kicked by <by>`, or `... (REASON)`.
     Kicked {
         by: &'a str,
         reason: Option<&'a str>,
+        ban: bool,
     },
 }
 
@@ -443,20 +437,26 @@ impl Departure<'_> {
         match self {
             Departure::Left => protocol::left_line(nick),
             Departure::Quit(reason) => protocol::left_line_because(nick, reason),
-            Departure::Kicked { by, reason } => protocol::moderation::kicked_line(nick, by, reason),
+            Departure::Kicked { by, reason, .. } => {
+                protocol::moderation::kicked_line(nick, by, reason)
+            }
         }
     }
 
-    /// What a store keeps as the leave's text: the `/quit` reason, or who
-    /// kicked it and why.
+    /// The leave's text: the `/quit` reason, or who kicked it and why (a
+    /// room that keeps its lines stores a kick as an operator's action
+    /// instead, [`store::Kind::Moderation`]).
     pub fn text(self) -> String {
         match self {
             Departure::Left => String::new(),
             Departure::Quit(reason) => reason.to_owned(),
-            Departure::Kicked { by, reason: None } => format!("kicked by {by}"),
+            Departure::Kicked {
+                by, reason: None, ..
+            } => format!("kicked by {by}"),
             Departure::Kicked {
                 by,
                 reason: Some(reason),
+                ..
             } => format!("kicked by {by}: {reason}"),
         }
     }

@@ -5,6 +5,7 @@
 use super::store::{SearchError, Store};
 use crate::connection::BATCH_BYTES;
 use crate::protocol;
+use crate::protocol::channels::LOBBY;
 use crate::sync::lock;
 use bytes::{Bytes, BytesMut};
 use std::sync::Mutex;
@@ -18,17 +19,26 @@ pub(super) enum Asked {
     Search(String),
 }
 
-/// The answer's lines, and for `/history` the sequence of the oldest line
-/// it shows.
+/// The answer's lines in `#lobby`, and for `/history` the sequence of
+/// the oldest line it shows.
 pub(super) fn answer(reader: &Mutex<Store>, asked: &Asked) -> (Vec<Bytes>, Option<u64>) {
+    answer_in(reader, LOBBY, asked)
+}
+
+/// [`answer`] from the lines of `channel` alone, as the channel shows them.
+pub(super) fn answer_in(
+    reader: &Mutex<Store>,
+    channel: &str,
+    asked: &Asked,
+) -> (Vec<Bytes>, Option<u64>) {
     let store = lock(reader);
     match asked {
-        Asked::History { n, before } => match store.recent(Some(*before), *n) {
+        Asked::History { n, before } => match store.recent(channel, Some(*before), *n) {
             Ok(entries) => {
                 let oldest = entries.first().map(|e| e.seq);
                 let lines = entries
                     .iter()
-                    .map(|e| protocol::history_line(&e.line()))
+                    .map(|e| protocol::history_line(&e.line_in(channel)))
                     .collect();
                 (lines, oldest)
             }
@@ -37,11 +47,11 @@ pub(super) fn answer(reader: &Mutex<Store>, asked: &Asked) -> (Vec<Bytes>, Optio
                 (vec![unavailable()], None)
             }
         },
-        Asked::Search(words) => match store.search(words, protocol::SEARCH_MAX) {
+        Asked::Search(words) => match store.search_in(Some(channel), words, protocol::SEARCH_MAX) {
             Ok(found) => {
                 let mut lines: Vec<Bytes> = found
                     .iter()
-                    .map(|e| protocol::search_line(e.time, &e.line()))
+                    .map(|e| protocol::search_line(e.time, &e.line_in(channel)))
                     .collect();
                 lines.push(protocol::search_summary(found.len()));
                 (lines, None)

@@ -108,12 +108,14 @@ impl Settings {
     }
 }
 
-/// The bound of a channel's ring: a share of the lobby's
-/// `--backlog`, yet room for four of the longest lines, as the lobby's.
-fn channel_backlog(settings: &Settings) -> usize {
-    let share = settings.backlog / crate::room::CHANNEL_BACKLOG_SHARE;
-    let longest = 4 * (settings.limits.max_line + backlog::LINE_OVERHEAD);
-    share.max(longest).min(settings.backlog)
+impl Settings {
+    /// The bound of a channel's ring: a share of the lobby's `--backlog`,
+    /// yet room for four of the longest lines, as the lobby's.
+    pub fn channel_backlog(&self) -> usize {
+        let share = self.backlog / crate::room::CHANNEL_BACKLOG_SHARE;
+        let longest = 4 * (self.limits.max_line + backlog::LINE_OVERHEAD);
+        share.max(longest).min(self.backlog)
+    }
 }
 
 /// A bound listener, ready to run.
@@ -168,7 +170,7 @@ impl Server {
         let room = LocalRoom::new(settings.max_participants, settings.backlog)
             .with_history(settings.history_lines)
             .with_announce(settings.announce)
-            .with_channel_backlog(channel_backlog(settings))?;
+            .with_channel_backlog(settings.channel_backlog())?;
         self.run_with(Arc::new(room), shutdown).await
     }
 

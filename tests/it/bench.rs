@@ -368,3 +368,252 @@ async fn the_idle_scenario_joins_every_client_to_channels() {
     assert_eq!(result["deliveries"], 10);
     assert!(result["server_rss_per_participant_bytes"].is_number());
 }
+
+#[tokio::test]
+async fn the_rejoin_scenario_brings_everybody_back_after_a_restart() {
+    let result = bench_spawn(&["--scenario", "rejoin", "--clients", "20", "--timeout", "20"]).await;
+    assert_eq!(result["scenario"], "rejoin");
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["problems"], serde_json::json!([]));
+    assert_eq!(result["cut"], "restart", "the default with --spawn");
+    // Every client back once: /list counts each of them, and the one
+    // message said afterwards reaches each exactly once.
+    assert_eq!(result["room_size"], 20);
+    assert_eq!(result["deliveries"], 20);
+    assert_eq!(result["expected_deliveries"], 20);
+    assert_eq!(result["back_us"]["count"], 20, "one time back per client");
+    let back = result["back_s"].as_f64().expect("back_s");
+    assert!(back > 0.0, "{result}");
+    let attempts = result["attempts"].as_u64().expect("attempts");
+    let retried = result["retried"].as_u64().expect("retried");
+    assert_eq!(
+        attempts,
+        20 + retried,
+        "each client's last attempt is its way back"
+    );
+    assert!(result["retried_nick_taken"].is_u64());
+    assert!(result["server_cpu_s"].is_number());
+    assert_eq!(
+        result["resumed_handshakes"], 0,
+        "a restarted server resumes nobody's session: {result}"
+    );
+}
+
+#[tokio::test]
+async fn the_rejoin_scenario_can_cut_the_connections_instead() {
+    let result = bench_spawn(&[
+        "--scenario",
+        "rejoin",
+        "--cut",
+        "connections",
+        "--clients",
+        "20",
+        "--timeout",
+        "20",
+    ])
+    .await;
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["cut"], "connections");
+    assert_eq!(result["room_size"], 20);
+    assert_eq!(result["deliveries"], 20);
+    assert_eq!(result["back_us"]["count"], 20);
+}
+
+/// Runs `chatroom bench ARGS` (within `WAIT`) and returns whether it
+/// succeeded, its stdout and its stderr.
+async fn bench_run(args: &[&str]) -> (bool, String, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_chatroom"))
+            .arg("bench")
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("bench finishes in time")
+    .expect("bench runs");
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).expect("UTF-8"),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The nodes of one cluster room on a fresh nats-server, and the
+/// certificates their clients trust.
+struct TwoNodes {
+    _nats: crate::harness::nats::NatsServer,
+    certs: crate::harness::TestCerts,
+    nodes: [crate::harness::serve::Serve; 2],
+}
+
+impl TwoNodes {
+    async fn start() -> TwoNodes {
+        use crate::harness::nats::{NatsServer, node};
+        let nats = NatsServer::start().await;
+        let certs = crate::harness::TestCerts::new();
+        let nodes = [
+            node(&certs, &nats, "n1").await,
+            node(&certs, &nats, "n2").await,
+        ];
+        TwoNodes {
+            _nats: nats,
+            certs,
+            nodes,
+        }
+    }
+
+    /// `bench --scenario big` for the clients `10 * i ..` of a room of 20
+    /// on node `i`, as run `run`; the first process sends the line.
+    fn part(&self, i: usize, run: &str) -> Vec<String> {
+        let node = &self.nodes[i];
+        let pid = node.child.id().expect("node runs").to_string();
+        let ca = self.certs.ca().to_str().expect("UTF-8 path").to_owned();
+        let mut args: Vec<String> = [
+            "--addr",
+            &node.addr,
+            "--ca",
+            &ca,
+            "--server-pid",
+            &pid,
+            "--scenario",
+            "big",
+            "--total",
+            "20",
+            "--clients",
+            "10",
+            "--run",
+            run,
+            "--stall-timeout",
+            "5",
+            "--timeout",
+            "20",
+            "--json",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(["--first-client".to_owned(), (10 * i).to_string()]);
+        if i == 0 {
+            args.push("--broadcast".to_owned());
+        }
+        args
+    }
+
+    /// Runs both parts at once: the first as run `first`, the second as
+    /// run `second`.
+    async fn run(&self, first: &str, second: &str) -> [(bool, String, String); 2] {
+        let (first, second) = (self.part(0, first), self.part(1, second));
+        let first: Vec<&str> = first.iter().map(String::as_str).collect();
+        let second: Vec<&str> = second.iter().map(String::as_str).collect();
+        let runs = tokio::join!(bench_run(&first), bench_run(&second));
+        [runs.0, runs.1]
+    }
+}
+
+/// One room on two `serve --cluster` nodes, filled by two bench processes
+/// of 10 clients each, one per node; the first sends the line, and every
+/// client of both must get it exactly once.
+#[tokio::test]
+async fn two_bench_processes_fill_one_room_on_two_nodes() {
+    let cluster = TwoNodes::start().await;
+    for (i, (ok, stdout, stderr)) in cluster.run("tbig", "tbig").await.into_iter().enumerate() {
+        assert!(ok, "bench {i} failed: {stdout}\n{stderr}");
+        let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        assert_eq!(result["scenario"], "big");
+        assert_eq!(result["ok"], true, "{result}");
+        assert_eq!(result["problems"], serde_json::json!([]));
+        assert_eq!(result["clients"], 10);
+        assert_eq!(result["room_total"], 20);
+        // Every client of this process got the one line, once.
+        assert_eq!(result["deliveries"], 10, "{result}");
+        assert_eq!(result["expected_deliveries"], 10);
+        assert_eq!(result["latency_us"]["count"], 10);
+        assert!(result["broadcast_s"].is_number(), "{result}");
+        assert!(result["fill_s"].is_number(), "{result}");
+        assert!(result["server_rss_after_bytes"].is_u64(), "{result}");
+        assert_eq!(result["senders"], u64::from(i == 0));
+    }
+}
+
+/// A process of another run (another numbering of nicknames) does not
+/// take the room's line for the one it waits for: it fails, saying so.
+#[tokio::test]
+async fn a_process_that_never_gets_the_line_fails() {
+    let cluster = TwoNodes::start().await;
+    let [(sent, ..), (ok, stdout, stderr)] = cluster.run("tbig", "tother").await;
+    assert!(sent, "the process that sends the line has it");
+    assert!(!ok, "{stdout}\n{stderr}");
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(result["ok"], false);
+    assert_eq!(result["deliveries"], 0, "{result}");
+    assert!(
+        result["problems"].to_string().contains("stalled"),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn the_new_scenarios_refuse_what_cannot_work() {
+    for (args, said) in [
+        (
+            &[
+                "--scenario",
+                "big",
+                "--total",
+                "20",
+                "--clients",
+                "10",
+                "--spawn",
+            ][..],
+            "needs the same --run TOKEN",
+        ),
+        (
+            &[
+                "--scenario",
+                "big",
+                "--total",
+                "20",
+                "--clients",
+                "10",
+                "--run",
+                "x",
+                "--first-client",
+                "10",
+                "--broadcast",
+                "--spawn",
+            ][..],
+            "--first-client 0",
+        ),
+        (
+            &[
+                "--scenario",
+                "rejoin",
+                "--cut",
+                "restart",
+                "--addr",
+                "127.0.0.1:9",
+            ][..],
+            "add --spawn",
+        ),
+        (
+            &["--scenario", "fanout", "--cut", "connections", "--spawn"][..],
+            "--cut is for",
+        ),
+        // More clients than any process may open files: refused before
+        // anything starts (Linux caps the open-files limit below 2^31).
+        (
+            &["--scenario", "rejoin", "--clients", "4000000000", "--spawn"][..],
+            "open files, but this process may open only",
+        ),
+    ] {
+        let (ok, _, stderr) = bench_run(args).await;
+        assert!(!ok, "{args:?} must fail");
+        let stderr = stderr.replace("\n", " ");
+        assert!(
+            stderr.contains(&said.replace("\n", " ")),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! line crossing into another, names folded as nicknames are, limits, and
 //! leaving the server leaving every channel.
 
-use crate::harness::{Serve, TestServer, TlsClient, WAIT};
+use crate::harness::{TestServer, TlsClient, WAIT};
 
 /// Sends `/join NAME` and reads the answer to the asker.
 async fn join(client: &mut TlsClient, name: &str) -> String {
@@ -228,20 +228,29 @@ async fn the_limits_refuse_with_a_clear_error() {
 }
 
 #[tokio::test]
-async fn a_server_that_keeps_its_lines_on_disk_has_no_channels_yet() {
-    let tmp = tempfile::tempdir().expect("temp");
-    let data = tmp.path().join("data");
-    let serve = Serve::start(tmp.path(), &["--data", data.to_str().expect("UTF-8")]).await;
-    let config = chatroom::tls::client_config(&tmp.path().join("certs/ca.pem")).expect("CA");
-    let mut alice = crate::harness::Client::tls(serve.socket_addr(), config).await;
-    alice.register("alice").await;
-    alice
-        .until("[history] this room keeps its lines for 30 days", WAIT)
-        .await;
-    alice.send("/join #ops").await;
-    alice
-        .expect("ERROR channels are not available on this server with --data yet")
-        .await;
-    alice.send("still in the lobby").await;
-    alice.expect("alice: still in the lobby").await;
+async fn with_history_a_newcomer_to_a_channel_gets_that_channels_last_lines() {
+    let server = TestServer::start_with(|settings| settings.history_lines = 2).await;
+    let mut alice = server.join("alice").await;
+    assert_eq!(join(&mut alice, "#ops").await, "#ops alice joined!");
+    alice.expect("[join] #ops: 1 here").await;
+    for line in ["one", "two", "three"] {
+        alice.send(line).await;
+        alice.expect(&format!("#ops alice: {line}")).await;
+    }
+    alice.send("/join #lobby").await;
+    alice.expect("[join] #lobby: 1 here").await;
+    alice.send("in the lobby").await;
+    alice.expect("alice: in the lobby").await;
+    let mut bob = server.join("bob").await;
+    bob.expect("[history] alice: in the lobby").await;
+    assert_eq!(join(&mut bob, "#0ps").await, "#ops bob joined!");
+    bob.expect("[join] #ops: 2 here").await;
+    bob.expect("[history] #ops alice: two").await;
+    bob.expect("[history] #ops alice: three").await;
+    bob.send("/join #dev").await;
+    bob.expect("#dev bob joined!").await;
+    bob.expect("[join] #dev: 1 here").await;
+    // Nothing of #ops or the lobby: the next line is bob's own.
+    bob.send("first in dev").await;
+    bob.expect("#dev bob: first in dev").await;
 }

@@ -2,7 +2,7 @@
 //! store on disk that the test fills through the library.
 
 use crate::harness::{BIN, WAIT};
-use chatroom::room::store::{Entry, Kind, Options, Store};
+use chatroom::room::store::{Action, Entry, Kind, Options, Store};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use time::OffsetDateTime;
@@ -12,13 +12,8 @@ use tokio::process::Command;
 const NEW_YEAR: i64 = 1_767_225_600;
 
 fn entry(seq: u64, seconds: i64, kind: Kind, nick: &str, text: &str) -> Entry {
-    Entry {
-        seq,
-        time: OffsetDateTime::from_unix_timestamp(NEW_YEAR + seconds).expect("time"),
-        kind,
-        nick: nick.to_owned(),
-        text: text.to_owned(),
-    }
+    let time = OffsetDateTime::from_unix_timestamp(NEW_YEAR + seconds).expect("time");
+    Entry::new(seq, time, kind, nick, text)
 }
 
 /// A store in a fresh folder, holding a morning in the room.
@@ -74,15 +69,15 @@ async fn export_writes_exact_jsonl_and_csv_in_order_between_the_times() {
     assert_eq!(
         jsonl,
         concat!(
-            r#"{"seq":1,"time":"2026-01-01T00:00:00.000Z","kind":"join","nick":"alice","text":""}"#,
+            r##"{"seq":1,"time":"2026-01-01T00:00:00.000Z","kind":"join","nick":"alice","text":"","channel":"#lobby"}"##,
             "\n",
-            r#"{"seq":2,"time":"2026-01-01T00:01:01.000Z","kind":"message","nick":"alice","text":"deploy at noon, ok?"}"#,
+            r##"{"seq":2,"time":"2026-01-01T00:01:01.000Z","kind":"message","nick":"alice","text":"deploy at noon, ok?","channel":"#lobby"}"##,
             "\n",
-            r#"{"seq":3,"time":"2026-01-01T01:00:00.000Z","kind":"action","nick":"bob","text":"starts the \"deploy\""}"#,
+            r##"{"seq":3,"time":"2026-01-01T01:00:00.000Z","kind":"action","nick":"bob","text":"starts the \"deploy\"","channel":"#lobby"}"##,
             "\n",
-            r#"{"seq":4,"time":"2026-01-01T01:01:00.000Z","kind":"message","nick":"eve","text":"deploy \u001b[31mred\u202e"}"#,
+            r##"{"seq":4,"time":"2026-01-01T01:01:00.000Z","kind":"message","nick":"eve","text":"deploy \u001b[31mred\u202e","channel":"#lobby"}"##,
             "\n",
-            r#"{"seq":5,"time":"2026-01-01T02:00:00.000Z","kind":"leave","nick":"bob","text":"lunch"}"#,
+            r##"{"seq":5,"time":"2026-01-01T02:00:00.000Z","kind":"leave","nick":"bob","text":"lunch","channel":"#lobby"}"##,
             "\n",
         )
     );
@@ -103,9 +98,9 @@ async fn export_writes_exact_jsonl_and_csv_in_order_between_the_times() {
     );
     assert_eq!(
         csv,
-        "seq,time,kind,nick,text\r\n\
-         2,2026-01-01T00:01:01.000Z,message,alice,\"deploy at noon, ok?\"\r\n\
-         3,2026-01-01T01:00:00.000Z,action,bob,\"starts the \"\"deploy\"\"\"\r\n"
+        "seq,time,kind,nick,text,channel,action,whom\r\n\
+         2,2026-01-01T00:01:01.000Z,message,alice,\"deploy at noon, ok?\",#lobby,,\r\n\
+         3,2026-01-01T01:00:00.000Z,action,bob,\"starts the \"\"deploy\"\"\",#lobby,,\r\n"
     );
     let later = stdout(&history(&dir, &["export", "--since", "2026-01-02"]).await);
     assert_eq!(later, "");
@@ -219,6 +214,118 @@ async fn export_works_while_another_connection_holds_a_write_transaction() {
     assert_eq!(after.lines().count(), 6);
     assert!(after.ends_with(
         "{\"seq\":6,\"time\":\"2026-01-01T04:00:00.000Z\",\"kind\":\"message\",\"nick\":\"mallory\",\
-         \"text\":\"not committed yet\"}\n"
+         \"text\":\"not committed yet\",\"channel\":\"#lobby\"}\n"
     ));
+}
+
+/// Lines of `#lobby` and two channels (the first spelled `#ops`, then a
+/// lookalike), and an operator's actions among them.
+fn with_channels() -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().expect("temp");
+    let dir = root.path().join("data");
+    let options = Options {
+        create: true,
+        ..Options::default()
+    };
+    let mut store = Store::open(&dir, options).expect("open");
+    let in_channel = |channel: &str, entry: Entry| Entry {
+        channel: channel.to_owned(),
+        ..entry
+    };
+    let moderation = |seq, channel: &str, action, whom: &str, text: &str| Entry {
+        whom: whom.to_owned(),
+        ..in_channel(
+            channel,
+            entry(seq, 100, Kind::Moderation(action), "olga", text),
+        )
+    };
+    store
+        .append(&[
+            entry(1, 0, Kind::Message, "alice", "deploy in the lobby"),
+            in_channel("#ops", entry(2, 10, Kind::Message, "bob", "deploy in ops")),
+            in_channel(
+                "#dev",
+                entry(3, 20, Kind::Message, "carol", "deploy in dev"),
+            ),
+            in_channel("#0ps", entry(4, 30, Kind::Action, "bob", "deploys")),
+            moderation(5, "#ops", Action::Kick, "mallory", "spam, again"),
+            moderation(6, "#lobby", Action::Mute, "eve", "10m"),
+            moderation(7, "#dev", Action::Topic, "", "release \"2.0\""),
+        ])
+        .expect("append");
+    (root, dir)
+}
+
+#[tokio::test]
+async fn export_says_each_lines_channel_filters_by_folded_name_and_shows_moderation() {
+    let (_root, dir) = with_channels();
+    let all = stdout(&history(&dir, &["export"]).await);
+    let parsed: Vec<serde_json::Value> = all
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    let channels: Vec<&str> = parsed
+        .iter()
+        .map(|v| v["channel"].as_str().expect("a channel on every line"))
+        .collect();
+    // A channel is named as first stored: `#0ps` is `#ops`.
+    assert_eq!(
+        channels,
+        ["#lobby", "#ops", "#dev", "#ops", "#ops", "#lobby", "#dev"]
+    );
+    assert_eq!(
+        all.lines().nth(4),
+        Some(
+            r##"{"seq":5,"time":"2026-01-01T00:01:40.000Z","kind":"moderation","nick":"olga","text":"spam, again","channel":"#ops","action":"kick","whom":"mallory"}"##
+        )
+    );
+    assert_eq!(
+        parsed[0].get("action"),
+        None,
+        "only an operator's action has one"
+    );
+
+    let ops = stdout(&history(&dir, &["export", "--channel", "#0ps"]).await);
+    let seqs: Vec<u64> = ops
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("JSON")["seq"]
+                .as_u64()
+                .expect("seq")
+        })
+        .collect();
+    assert_eq!(seqs, [2, 4, 5]);
+    let lobby = stdout(&history(&dir, &["export", "--channel", "#l0bby", "--format", "csv"]).await);
+    assert_eq!(
+        lobby,
+        "seq,time,kind,nick,text,channel,action,whom\r\n\
+         1,2026-01-01T00:00:00.000Z,message,alice,deploy in the lobby,#lobby,,\r\n\
+         6,2026-01-01T00:01:40.000Z,moderation,olga,10m,#lobby,mute,eve\r\n"
+    );
+    let dev = stdout(&history(&dir, &["export", "--channel", "#dev", "--format", "csv"]).await);
+    assert!(
+        dev.ends_with(
+            "7,2026-01-01T00:01:40.000Z,moderation,olga,\"release \"\"2.0\"\"\",#dev,topic,\r\n"
+        ),
+        "{dev}"
+    );
+    let nothing = stdout(&history(&dir, &["export", "--channel", "#nowhere"]).await);
+    assert_eq!(nothing, "");
+    let bad = history(&dir, &["export", "--channel", "ops"]).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("channel name must be #"));
+
+    // A search finds messages and actions of one channel, or of all.
+    let found = stdout(&history(&dir, &["search", "--channel", "#0ps", "deploy"]).await);
+    assert_eq!(
+        found,
+        "[search] 2026-01-01 00:00 #ops bob: deploy in ops\n[search] 1 match\n"
+    );
+    let everywhere = stdout(&history(&dir, &["search", "deploy"]).await);
+    assert!(everywhere.ends_with("[search] 3 matches\n"), "{everywhere}");
+    let spam = stdout(&history(&dir, &["search", "spam"]).await);
+    assert_eq!(
+        spam, "[search] no matches\n",
+        "an operator's reason is not searched"
+    );
 }

@@ -25,6 +25,7 @@ mod client_reconnect;
 mod cluster;
 mod commands;
 mod demo;
+mod history_channels;
 mod history_disk;
 mod history_store;
 mod key_files;

@@ -667,6 +667,7 @@ async fn channels_have_their_own_lines_members_and_topic<R: Room>(rooms: impl Ro
     let how = Departure::Kicked {
         by: "alice",
         reason: Some("spam"),
+        ban: false,
     };
     assert_eq!(channels.put_out("carol", told, how).await, Ok(true));
     assert_eq!(

@@ -42,6 +42,10 @@ pub(super) struct KickRecord {
     pub(super) by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) reason: Option<String>,
+    /// A `/ban` (put out as a kick; the name is banned where the operator
+    /// acted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) ban: bool,
 }
 
 /// A channel member's entry in the nickname bucket, under
@@ -173,6 +177,7 @@ mod tests {
             kick: "bob".into(),
             by: "alice".into(),
             reason: None,
+            ban: false,
         };
         assert!(KickRecord::decode(&kick.encode(), 10).is_ok());
         let not_a_key = KickRecord {

@@ -31,7 +31,7 @@ use crate::protocol;
 use crate::room::backlog::Backlog;
 use crate::room::directory::Directory;
 use crate::room::mailbox::mailbox;
-use crate::room::{Departure, JoinError, Notice, Said, Subscriber, UNAVAILABLE, admit};
+use crate::room::{Departure, JoinError, Moderation, Said, Subscriber, UNAVAILABLE, admit};
 use crate::sync::lock;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -466,17 +466,21 @@ impl Channel {
         self.queue(shared, key, Work::Line { payload, id });
     }
 
-    /// Sends this node's `notice` to the channel's members on every node.
-    pub(super) fn notice(
+    /// Tells the channel's members on every node of this node's operator's
+    /// action `act` (if it is told as such: see [`Record::acted`]).
+    pub(super) fn moderated(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
-        notice: Notice<'_>,
+        act: Moderation<'_>,
     ) -> Result<(), &'static str> {
+        let Some(record) = Record::acted(act) else {
+            return Ok(());
+        };
         if shared.connected_since().is_none() {
             return Err(UNAVAILABLE);
         }
         shared.waiting.fetch_add(1, Ordering::AcqRel);
-        let payload = Record::notice(notice).encode();
+        let payload = record.encode();
         let id = shared.next_message_id();
         self.queue(shared, SERVER.to_owned(), Work::Line { payload, id });
         Ok(())

@@ -72,8 +72,8 @@ use super::backlog::{self, Backlog};
 use super::directory::Directory;
 use super::mailbox::{Mailbox, mailbox};
 use super::{
-    Departure, JoinError, Mute, Notice, Protected, Question, Room, Said, Subscriber, UNAVAILABLE,
-    WhisperError, address_private_line, admit,
+    Departure, JoinError, Moderation, Mute, Protected, Question, Room, Said, Subscriber,
+    UNAVAILABLE, WhisperError, address_private_line, admit,
 };
 use crate::protocol;
 use crate::sync::lock;
@@ -581,10 +581,13 @@ impl Room for ClusterRoom {
         }
     }
 
-    fn notice(&self, notice: Notice<'_>) -> Result<(), &'static str> {
+    /// Told from `act`'s parts on every node (`line` is this node's
+    /// own formatting, which no record carries).
+    fn moderated(&self, line: Option<Bytes>, act: Moderation<'_>) -> Result<(), &'static str> {
+        let _ = line;
         match &self.channel {
-            Some(channel) => channel.notice(&self.shared, notice),
-            None => self.shared.lobby_notice(notice),
+            Some(channel) => channel.moderated(&self.shared, act),
+            None => self.shared.lobby_moderated(act),
         }
     }
 
@@ -642,7 +645,7 @@ impl Room for ClusterRoom {
     /// under a subject of its own (see [`channel`]).
     fn open_channel(&self, name: &str) -> Result<ClusterRoom, &'static str> {
         if self.shared.recording.is_some() {
-            return Err("with --data yet");
+            return Err("with --cluster --data yet");
         }
         if !self.shared.has_channels {
             return Err("in this room: its stream was made without the channels' subjects");

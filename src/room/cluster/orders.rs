@@ -15,7 +15,8 @@ use super::beside::{KickRecord, Order};
 use super::record::Record;
 use super::{ClusterRoom, REQUEST_TIMEOUT, Shared};
 use crate::protocol::{self, moderation};
-use crate::room::{Departure, Mute, Notice, Protected, UNAVAILABLE};
+use crate::room::store::Action;
+use crate::room::{Departure, Moderation, Mute, Protected, UNAVAILABLE};
 use crate::sync::lock;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -133,7 +134,7 @@ impl ClusterRoom {
         let node = lock(&shared.directory)
             .get(&key)
             .map(|named| named.value.node.clone());
-        let (Some(node), Departure::Kicked { by, reason }) = (node, how) else {
+        let (Some(node), Departure::Kicked { by, reason, ban }) = (node, how) else {
             return Ok(false);
         };
         if node == shared.node || shared.connected_since().is_none() {
@@ -143,6 +144,7 @@ impl ClusterRoom {
             kick: key,
             by: by.to_owned(),
             reason: reason.map(str::to_owned),
+            ban,
         };
         let subject = format!("{}.{node}", shared.private_prefix);
         match timeout(
@@ -216,6 +218,7 @@ impl Shared {
         let how = Departure::Kicked {
             by: &kick.by,
             reason,
+            ban: kick.ban,
         };
         if self.put_out_here(&kick.kick, told, how) {
             PUT_OUT
@@ -236,32 +239,20 @@ impl Shared {
             } => {
                 let until = OffsetDateTime::from_unix_timestamp(until).ok();
                 self.orders.set(&nick, until);
-                let notice = Notice::Muted {
-                    nick: &nick,
-                    by: &by,
-                    duration: &typed,
-                };
-                self.tell_about(&nick, &node, notice);
+                self.tell_about(&node, act(Action::Mute, &by, &nick, &typed));
             }
             Order::Unmute { nick, by, node } => {
                 self.orders.set(&nick, None);
-                self.tell_about(
-                    &nick,
-                    &node,
-                    Notice::Unmuted {
-                        nick: &nick,
-                        by: &by,
-                    },
-                );
+                self.tell_about(&node, act(Action::Unmute, &by, &nick, ""));
             }
         }
     }
 
-    /// Tells `notice`, about `nick`, to its current channel if it is a
+    /// Tells `act`, about its `whom`, to its current channel if it is a
     /// participant of this node; to the lobby, if it is nowhere and the
     /// order came from this node (`node`).
-    fn tell_about(self: &Arc<Self>, nick: &str, node: &str, notice: Notice<'_>) {
-        let key = protocol::nick_key(nick);
+    fn tell_about(self: &Arc<Self>, node: &str, act: Moderation<'_>) {
+        let key = protocol::nick_key(act.whom);
         let here = (self.state().members.get(&key)).is_some_and(|m| m.revision.is_some());
         if !here && (node != self.node || lock(&self.directory).contains(&key)) {
             return;
@@ -274,23 +265,37 @@ impl Shared {
                 .find(|c| c.token == token)
         });
         let told = match channel {
-            Some(channel) => channel.notice(self, notice),
-            None => self.lobby_notice(notice),
+            Some(channel) => channel.moderated(self, act),
+            None => self.lobby_moderated(act),
         };
         if let Err(why) = told {
             tracing::warn!("a mute's notice was not sent: {why}");
         }
     }
 
-    /// Sends this node's `notice` to the lobby, on every node.
-    pub(super) fn lobby_notice(&self, notice: Notice<'_>) -> Result<(), &'static str> {
+    /// Tells the lobby, on every node, of this node's operator's action
+    /// `act` (if it is told as such: see [`Record::acted`]).
+    pub(super) fn lobby_moderated(&self, act: Moderation<'_>) -> Result<(), &'static str> {
+        let Some(record) = Record::acted(act) else {
+            return Ok(());
+        };
         if self.connected_since().is_none() {
             return Err(UNAVAILABLE);
         }
         let line = super::publish::Queued::Line {
-            payload: Record::notice(notice).encode(),
+            payload: record.encode(),
             from: None,
         };
         self.queue.try_send(line).map_err(|_| UNAVAILABLE)
+    }
+}
+
+/// An operator's action, as a store and [`Record::acted`] take it.
+fn act<'a>(action: Action, by: &'a str, whom: &'a str, detail: &'a str) -> Moderation<'a> {
+    Moderation {
+        action,
+        by,
+        whom,
+        detail,
     }
 }

@@ -13,7 +13,8 @@
 //! counted ([`Rejected`]), never shown.
 
 use crate::protocol::{self, moderation};
-use crate::room::{Departure, Notice, Said};
+use crate::room::store::Action;
+use crate::room::{Departure, Moderation, Said};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,9 @@ pub(super) enum Record {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// A `/ban` (shown as a kick).
+        #[serde(default, skip_serializing_if = "is_false")]
+        ban: bool,
     },
     /// `<nick> was muted by <by> for <duration>`.
     Muted {
@@ -130,32 +134,34 @@ impl Record {
     /// as on one server.
     pub(super) fn departed(nick: &str, how: Departure<'_>, quiet: bool) -> Record {
         match how {
-            Departure::Kicked { by, reason } => Record::Kick {
+            Departure::Kicked { by, reason, ban } if !quiet => Record::Kick {
                 nick: nick.to_owned(),
                 by: by.to_owned(),
                 reason: reason.map(str::to_owned),
+                ban,
             },
             how => Record::departure(nick, how, quiet),
         }
     }
 
-    /// The record of a server's notice.
-    pub(super) fn notice(notice: Notice<'_>) -> Record {
-        match notice {
-            Notice::Muted { nick, by, duration } => Record::Muted {
-                nick: nick.to_owned(),
-                by: by.to_owned(),
-                duration: duration.to_owned(),
+    /// The record of an operator's action that is told as such (a mute,
+    /// an unmute, a topic); none for a kick or a ban, told by the
+    /// departure they make.
+    pub(super) fn acted(act: Moderation<'_>) -> Option<Record> {
+        let (nick, by) = (act.whom.to_owned(), act.by.to_owned());
+        Some(match act.action {
+            Action::Mute => Record::Muted {
+                nick,
+                by,
+                duration: act.detail.to_owned(),
             },
-            Notice::Unmuted { nick, by } => Record::Unmuted {
-                nick: nick.to_owned(),
-                by: by.to_owned(),
+            Action::Unmute => Record::Unmuted { nick, by },
+            Action::Topic => Record::Topic {
+                by,
+                text: act.detail.to_owned(),
             },
-            Notice::Topic { text, by } => Record::Topic {
-                by: by.to_owned(),
-                text: text.to_owned(),
-            },
-        }
+            Action::Kick | Action::Ban => return None,
+        })
     }
 
     /// Whether the room's participants are shown it (a join or leave in a
@@ -187,7 +193,9 @@ impl Record {
             Record::Say { nick, text } | Record::Act { nick, text } => (Some(nick), Some(text)),
             Record::Join { nick, .. } => (Some(nick), None),
             Record::Leave { nick, reason, .. } => (Some(nick), reason.as_ref()),
-            Record::Kick { nick, by, reason } => {
+            Record::Kick {
+                nick, by, reason, ..
+            } => {
                 valid_nick(by)?;
                 (Some(nick), reason.as_ref())
             }
@@ -241,21 +249,17 @@ impl Record {
     /// `channel`: the channel's name, or `None` in the lobby.
     pub(super) fn line_in(&self, channel: Option<&str>) -> Bytes {
         let plain = match self {
-            Record::Kick { nick, by, reason } => {
+            Record::Kick {
+                nick, by, reason, ..
+            } => {
                 let reason = reason.as_deref().map(protocol::sanitize);
-                Departure::Kicked {
-                    by,
-                    reason: reason.as_deref(),
-                }
-                .line(nick)
+                moderation::kicked_line(nick, by, reason.as_deref())
             }
-            Record::Muted { nick, by, duration } => {
-                return Notice::Muted { nick, by, duration }.line(channel);
-            }
-            Record::Unmuted { nick, by } => return Notice::Unmuted { nick, by }.line(channel),
+            Record::Muted { nick, by, duration } => moderation::muted_line(nick, by, duration),
+            Record::Unmuted { nick, by } => moderation::unmuted_line(nick, by),
             Record::Topic { by, text } => {
-                let text = protocol::sanitize(text);
-                return Notice::Topic { text: &text, by }.line(channel);
+                let name = channel.unwrap_or(protocol::channels::LOBBY);
+                return moderation::topic_set_line(name, &protocol::sanitize(text), by);
             }
             other => other.line(),
         };
@@ -491,6 +495,7 @@ mod tests {
             Departure::Kicked {
                 by: "alice",
                 reason: Some("spam\u{1b}[2J"),
+                ban: false,
             },
             false,
         );
@@ -500,10 +505,13 @@ mod tests {
             read.line_in(Some("#ops")),
             "#ops bob was kicked by alice (spam[2J)\n"
         );
-        let topic = Record::notice(Notice::Topic {
-            text: "deploy",
+        let topic = Record::acted(Moderation {
+            action: Action::Topic,
             by: "alice",
-        });
+            whom: "",
+            detail: "deploy",
+        })
+        .expect("a topic is told");
         let read = Record::decode(&topic.encode(), 100).expect("valid");
         assert_eq!(
             read.line_in(Some("#ops")),

@@ -18,7 +18,7 @@ use super::{REQUEST_TIMEOUT, Shared};
 use crate::protocol;
 use crate::room::Question;
 use crate::room::recall::{self, Asked};
-use crate::room::store::{Entry, Kind, Store, Upkeep};
+use crate::room::store::{Action, Entry, Kind, Store, Upkeep};
 use crate::sync::lock;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -106,17 +106,13 @@ impl Recording {
     }
 
     /// Hands the lines of the stream's message `seq`, published at `time`,
-    /// to the writer, numbered by [`line_number`] (a notice, which is no
-    /// line of the transcript, is not kept); waits while the writer is
-    /// [`QUEUE`] lines behind.
+    /// to the writer, numbered by [`line_number`]; waits while the writer
+    /// is [`QUEUE`] lines behind.
     pub(super) async fn keep(&self, seq: u64, time: OffsetDateTime, records: &[Record]) {
         for (i, record) in records.iter().enumerate() {
             let n = line_number(seq, i);
-            let Some(entry) = entry(n, time, record) else {
-                continue;
-            };
             // The writer ends only with the process.
-            let _ = self.entries.send(entry).await;
+            let _ = self.entries.send(entry(n, time, record)).await;
             self.handed.store(n, Ordering::Release);
         }
     }
@@ -127,32 +123,46 @@ impl Recording {
     }
 }
 
-/// What is stored of a record: its parts as they were shown; nothing of
-/// a server's notice.
-fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Option<Entry> {
-    let kicked;
-    let (kind, nick, text) = match record {
-        Record::Say { nick, text } => (Kind::Message, nick, text.as_str()),
-        Record::Act { nick, text } => (Kind::Action, nick, text.as_str()),
-        Record::Join { nick, .. } => (Kind::Join, nick, ""),
-        Record::Leave { nick, reason, .. } => (Kind::Leave, nick, reason.as_deref().unwrap_or("")),
-        Record::Kick { nick, by, reason } => {
-            let how = crate::room::Departure::Kicked {
-                by,
-                reason: reason.as_deref(),
-            };
-            kicked = how.text();
-            (Kind::Leave, nick, kicked.as_str())
+/// What is stored of a record: its parts as they were shown; an
+/// operator's action as one server with a store keeps it (kind
+/// `moderation`: the operator, whom it concerns, the reason, duration or
+/// topic).
+fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Entry {
+    let (kind, nick, text, whom) = match record {
+        Record::Say { nick, text } => (Kind::Message, nick, text.as_str(), ""),
+        Record::Act { nick, text } => (Kind::Action, nick, text.as_str(), ""),
+        Record::Join { nick, .. } => (Kind::Join, nick, "", ""),
+        Record::Leave { nick, reason, .. } => {
+            (Kind::Leave, nick, reason.as_deref().unwrap_or(""), "")
         }
-        Record::Muted { .. } | Record::Unmuted { .. } | Record::Topic { .. } => return None,
+        Record::Kick {
+            nick,
+            by,
+            reason,
+            ban,
+        } => {
+            let action = if *ban { Action::Ban } else { Action::Kick };
+            let reason = reason.as_deref().unwrap_or("");
+            (Kind::Moderation(action), by, reason, nick.as_str())
+        }
+        Record::Muted { nick, by, duration } => (
+            Kind::Moderation(Action::Mute),
+            by,
+            duration.as_str(),
+            nick.as_str(),
+        ),
+        Record::Unmuted { nick, by } => (Kind::Moderation(Action::Unmute), by, "", nick.as_str()),
+        Record::Topic { by, text } => (Kind::Moderation(Action::Topic), by, text.as_str(), ""),
     };
-    Some(Entry {
+    let mut entry = Entry::new(
         seq,
         time,
         kind,
-        nick: nick.clone(),
-        text: protocol::sanitize(text).into_owned(),
-    })
+        nick.clone(),
+        protocol::sanitize(text).into_owned(),
+    );
+    entry.whom = whom.to_owned();
+    entry
 }
 
 impl Shared {

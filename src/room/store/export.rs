@@ -1,8 +1,15 @@
 //! The formats of [`super::Store::export`]: one JSON object per line, or
 //! CSV. Both carry the fields `seq`, `time` (RFC 3339, UTC, to the
-//! millisecond), `kind`, `nick` and `text`, in that order.
+//! millisecond), `kind`, `nick`, `text` and `channel` (`#lobby` for the
+//! room itself), in that order; an operator's action (kind `moderation`)
+//! has two more, `action` (kick, ban, mute, unmute, topic) and `whom`
+//! (the participant it concerns; empty for a topic), and its `nick` is the
+//! operator, its `text` the reason, the duration or the topic. CSV has
+//! those two columns on every row, empty but for moderation. The fields
+//! added over time come last, so that columns read by position keep their
+//! place.
 
-use super::Entry;
+use super::{Entry, Kind};
 use crate::protocol;
 use std::io::{self, Write};
 use time::{OffsetDateTime, UtcOffset};
@@ -25,12 +32,16 @@ impl Format {
     pub(super) fn header(self, out: &mut impl Write) -> io::Result<()> {
         match self {
             Format::Jsonl => Ok(()),
-            Format::Csv => out.write_all(b"seq,time,kind,nick,text\r\n"),
+            Format::Csv => out.write_all(b"seq,time,kind,nick,text,channel,action,whom\r\n"),
         }
     }
 
     pub(super) fn write(self, entry: &Entry, out: &mut impl Write) -> io::Result<()> {
         let time = rfc3339(entry.time);
+        let action = match entry.kind {
+            Kind::Moderation(action) => Some(action.as_str()),
+            _ => None,
+        };
         match self {
             Format::Jsonl => {
                 let mut line = format!(
@@ -41,14 +52,27 @@ impl Format {
                 json_string(&entry.nick, &mut line);
                 line.push_str(",\"text\":");
                 json_string(&entry.text, &mut line);
+                line.push_str(",\"channel\":");
+                json_string(&entry.channel, &mut line);
+                if let Some(action) = action {
+                    line.push_str(&format!(",\"action\":\"{action}\",\"whom\":"));
+                    json_string(&entry.whom, &mut line);
+                }
                 line.push_str("}\n");
                 out.write_all(line.as_bytes())
             }
             Format::Csv => {
                 let nick = csv_field(&entry.nick);
                 let text = csv_field(&entry.text);
+                let channel = csv_field(&entry.channel);
+                let whom = csv_field(&entry.whom);
                 let kind = entry.kind.as_str();
-                write!(out, "{},{time},{kind},{nick},{text}\r\n", entry.seq)
+                let action = action.unwrap_or("");
+                write!(
+                    out,
+                    "{},{time},{kind},{nick},{text},{channel},{action},{whom}\r\n",
+                    entry.seq
+                )
             }
         }
     }

@@ -2,14 +2,18 @@
 //! own (DIR/history.sqlite3, in WAL mode), with a full-text index over
 //! messages and actions, retention and export.
 //!
-//! What is stored is every public line in the room's order, each with its
-//! sequence number (the room's order), time (UTC, to the millisecond),
-//! [`Kind`], nickname and text: an [`Entry`]. There is no way to store a
-//! private line: [`Kind`] has no such kind.
+//! What is stored is every public line of the room and of its channels,
+//! each with its sequence number, time (UTC, to the millisecond), channel,
+//! [`Kind`], nickname and text: an [`Entry`]. One sequence numbers the
+//! lines of every channel, in the order they were committed, which is each
+//! channel's own order: a channel's lines are those of its sequence
+//! numbers, in theirs. An operator's action is a line of its own kind
+//! ([`Kind::Moderation`]). There is no way to store a private line:
+//! [`Kind`] has no such kind.
 //!
 //! * [`Store::append`] commits a batch of lines in one transaction (the
-//!   room's writer groups what was said meanwhile), refusing a sequence
-//!   number that is not after the last one stored.
+//!   writer groups what was said meanwhile, in any channel), refusing a
+//!   sequence number that is not after the last one stored.
 //! * [`Store::index`] adds the lines committed since it last ran to the
 //!   full-text index, in one transaction. Indexing is kept apart from the
 //!   commits because the index's cost is mostly per transaction, not per
@@ -17,10 +21,11 @@
 //!   later merges rewrite): a room's writer commits small groups, soon,
 //!   and indexes in bulk, later (see [`Upkeep`]). A search loses nothing
 //!   meanwhile: it indexes the lines past the index itself, in memory.
-//! * [`Store::recent`] and [`Store::search`] answer newcomers, `/history`
-//!   and `/search`; [`Store::export`] writes lines for records, from one
-//!   read transaction (a consistent snapshot, while another process
-//!   writes).
+//! * [`Store::recent`] and [`Store::search_in`] answer newcomers,
+//!   `/history` and `/search`, from one channel's messages and actions;
+//!   [`Store::export`] writes lines (of every kind, of one channel or all)
+//!   for records, from one read transaction (a consistent snapshot, while
+//!   another process writes).
 //! * [`Store::expire`] deletes old lines; the deleted text is overwritten
 //!   in the files (`secure_delete`, the index's own `secure-delete`, and a
 //!   checkpoint that truncates the write-ahead log).
@@ -39,24 +44,27 @@
 //! A `Store` is one connection, for one thread at a time; another thread
 //! takes its own with [`Store::try_clone`].
 
+mod entry;
 mod export;
 mod open;
 #[cfg(test)]
 mod tests;
 mod upkeep;
 
+pub use entry::{Action, Entry, Kind};
 pub use export::Format;
 pub use upkeep::Upkeep;
 
 use crate::protocol;
+use crate::protocol::channels::channel_key;
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use rusqlite::{Connection, Row, TransactionBehavior};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 /// The schema this version writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Most lines [`Store::index`] adds to the full-text index in one
 /// transaction: a writer that catches up on a long tail pauses for a few
@@ -65,77 +73,6 @@ const INDEX_MOST: i64 = 20_000;
 
 /// The most bytes of words [`Store::search`] takes.
 pub const MAX_SEARCH_BYTES: usize = 200;
-
-/// What a stored line is. Private lines are not one of them: they are
-/// never stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `<nick>: <text>`.
-    Message,
-    /// `* <nick> <text>` (`/me`).
-    Action,
-    /// `<nick> joined!`; no text.
-    Join,
-    /// `<nick> left!`, or `<nick> left! (<text>)` after `/quit <text>`.
-    Leave,
-}
-
-impl Kind {
-    /// Its name in exports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Message => "message",
-            Kind::Action => "action",
-            Kind::Join => "join",
-            Kind::Leave => "leave",
-        }
-    }
-
-    fn code(self) -> i64 {
-        match self {
-            Kind::Message => 0,
-            Kind::Action => 1,
-            Kind::Join => 2,
-            Kind::Leave => 3,
-        }
-    }
-
-    fn from_code(code: i64) -> Option<Kind> {
-        [Kind::Message, Kind::Action, Kind::Join, Kind::Leave]
-            .into_iter()
-            .find(|kind| kind.code() == code)
-    }
-}
-
-/// One public line of the room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Its place in the room's order.
-    pub seq: u64,
-    /// When it was said, in UTC; stored to the millisecond.
-    pub time: OffsetDateTime,
-    pub kind: Kind,
-    pub nick: String,
-    /// Empty for a join and for a leave without a reason.
-    pub text: String,
-}
-
-impl Entry {
-    /// The line as the room showed it, terminated, without the characters
-    /// [`protocol::sanitize`] drops (the room never lets them in, but the
-    /// file could have been changed by hand).
-    pub fn line(&self) -> Bytes {
-        let nick = protocol::sanitize(&self.nick);
-        let text = protocol::sanitize(&self.text);
-        match self.kind {
-            Kind::Message => protocol::chat_line(&nick, &text),
-            Kind::Action => protocol::action_line(&nick, &text),
-            Kind::Join => protocol::joined_line(&nick),
-            Kind::Leave if text.is_empty() => protocol::left_line(&nick),
-            Kind::Leave => protocol::left_line_because(&nick, &text),
-        }
-    }
-}
 
 /// How hard a commit is made durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -201,12 +138,19 @@ pub enum SearchError {
     Unavailable(#[source] rusqlite::Error),
 }
 
-/// One room's history on disk.
+/// One room's history on disk, its channels' included.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
     options: Options,
+    /// The ids of the channels this connection stored lines in, by name
+    /// as given.
+    channel_ids: HashMap<String, i64>,
 }
+
+/// Most channel ids a connection remembers; past it, it forgets them all
+/// and asks again.
+const CHANNEL_IDS_KEPT: usize = 4096;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -214,8 +158,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Columns of `lines` as [`entry`] reads them.
-const COLUMNS: &str = "seq, time, kind, nick, text";
+/// Columns of [`NAMED`] as [`entry`] reads them.
+const COLUMNS: &str = "seq, time, kind, nick, text, name, whom";
+
+/// The lines with their channels' names.
+const NAMED: &str = "lines JOIN channels ON channels.id = lines.channel";
+
+/// The id of the channel whose folded name is the parameter `?N`.
+macro_rules! channel_id {
+    ($n:literal) => {
+        concat!("(SELECT id FROM channels WHERE key = ?", $n, ")")
+    };
+}
 
 impl Store {
     /// Opens the store in `dir` (with `options.create`, making DIR 0700
@@ -231,6 +185,7 @@ impl Store {
             conn,
             path,
             options,
+            channel_ids: HashMap::new(),
         })
     }
 
@@ -242,6 +197,7 @@ impl Store {
             conn: open::reconnect(&self.path, &self.options)?,
             path: self.path.clone(),
             options: self.options.clone(),
+            channel_ids: HashMap::new(),
         })
     }
 
@@ -270,13 +226,18 @@ impl Store {
     }
 
     fn write_batch(&mut self, lines: &[Entry]) -> Result<()> {
+        // Ids of channels first stored in this batch are remembered only
+        // once it is committed: a rolled back batch takes them back.
+        let mut made: HashMap<String, i64> = HashMap::new();
+        let known = &self.channel_ids;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut last: Option<i64> = tx.query_row("SELECT last_seq FROM state", [], |r| r.get(0))?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO lines (seq, time, kind, nick, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO lines (seq, time, kind, nick, text, channel, whom) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for line in lines {
                 let seq = i64::try_from(line.seq)
@@ -285,12 +246,25 @@ impl Store {
                     bail!("line {seq} is not after line {last}, the last one stored");
                 }
                 let time = millis(line.time)?;
-                insert.execute((seq, time, line.kind.code(), &line.nick, &line.text))?;
+                let channel = match known.get(&line.channel).or(made.get(&line.channel)) {
+                    Some(&id) => id,
+                    None => {
+                        let id = stored_channel(&tx, &line.channel)?;
+                        made.insert(line.channel.clone(), id);
+                        id
+                    }
+                };
+                let (nick, text) = (&line.nick, &line.text);
+                insert.execute((seq, time, line.kind.code(), nick, text, channel, &line.whom))?;
                 last = Some(seq);
             }
         }
         tx.execute("UPDATE state SET last_seq = ?1", [last])?;
         tx.commit()?;
+        if self.channel_ids.len() + made.len() > CHANNEL_IDS_KEPT {
+            self.channel_ids.clear();
+        }
+        self.channel_ids.extend(made);
         Ok(())
     }
 
@@ -305,16 +279,18 @@ impl Store {
             .context("a negative sequence number is stored")
     }
 
-    /// The last `n` messages and actions before sequence `before` (or the
-    /// very last ones), oldest first: a newcomer's history, `/history`.
-    pub fn recent(&self, before: Option<u64>, n: usize) -> Result<Vec<Entry>> {
+    /// The last `n` messages and actions of `channel` (any spelling of its
+    /// name) before sequence `before` (or the very last ones), oldest
+    /// first: a newcomer's history, `/history`.
+    pub fn recent(&self, channel: &str, before: Option<u64>, n: usize) -> Result<Vec<Entry>> {
         let before = before.map_or(i64::MAX, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
         let sql = format!(
-            "SELECT {COLUMNS} FROM lines WHERE seq < ?1 AND kind IN (0, 1) \
-             ORDER BY seq DESC LIMIT ?2"
+            "SELECT {COLUMNS} FROM {NAMED} WHERE lines.channel = {} AND seq < ?1 \
+             AND kind IN (0, 1) ORDER BY seq DESC LIMIT ?2",
+            channel_id!(3)
         );
         let mut lines = self
-            .query(&sql, (before, limit(n)))
+            .query(&sql, (before, limit(n), channel_key(channel)))
             .with_context(|| format!("cannot read {}", self.path.display()))?;
         lines.reverse();
         Ok(lines)
@@ -359,37 +335,68 @@ impl Store {
         })
     }
 
-    /// Up to `limit` messages and actions holding every word of `words`,
+    /// Up to `limit` messages and actions of any channel holding every
+    /// word of `words`, newest first: [`Store::search_in`] every channel.
+    pub fn search(&self, words: &str, limit: usize) -> Result<Vec<Entry>, SearchError> {
+        self.search_in(None, words, limit)
+    }
+
+    /// Up to `limit` messages and actions of `channel` (any spelling of
+    /// its name; `None`: of every channel) holding every word of `words`,
     /// newest first. The words are taken as plain words: nothing of the
     /// index's query syntax passes through (see [`match_expression`]).
+    /// Joins, leaves and operators' actions are not searched.
     ///
     /// The lines the full-text index does not hold yet (see
     /// [`Store::index`]) are indexed for this search alone, in a temporary
     /// table in memory, inside the search's own read transaction: its
     /// rollback empties the table again, and the stored index and the
     /// lines past it are read from one snapshot.
-    pub fn search(&self, words: &str, limit: usize) -> Result<Vec<Entry>, SearchError> {
+    pub fn search_in(
+        &self,
+        channel: Option<&str>,
+        words: &str,
+        limit: usize,
+    ) -> Result<Vec<Entry>, SearchError> {
         if words.len() > MAX_SEARCH_BYTES {
             return Err(SearchError::TooLong);
         }
         let expression = match_expression(words).ok_or(SearchError::NoWords)?;
         let limit = self::limit(limit);
+        let key = channel.map(channel_key);
+        // The newest matches of the index, of the channel asked: the index
+        // gives them newest first, each looked up in `lines` for its
+        // channel (CROSS JOIN: the index stays the outer loop).
+        let indexed = match key {
+            None => "SELECT rowid FROM lines_fts WHERE lines_fts MATCH ?1",
+            Some(_) => concat!(
+                "SELECT lines_fts.rowid AS rowid FROM lines_fts CROSS JOIN lines \
+                 ON lines.seq = lines_fts.rowid WHERE lines_fts MATCH ?1 AND lines.channel = ",
+                channel_id!(3)
+            ),
+        };
         let run = || -> rusqlite::Result<Vec<Entry>> {
             let tx = self.conn.unchecked_transaction()?;
             tx.execute(
-                "INSERT INTO temp.lines_tail (rowid, text) SELECT seq, text FROM lines \
-                 WHERE seq > coalesce((SELECT indexed_seq FROM state), -1) AND kind IN (0, 1)",
-                [],
+                concat!(
+                    "INSERT INTO temp.lines_tail (rowid, text) SELECT seq, text FROM lines \
+                     WHERE seq > coalesce((SELECT indexed_seq FROM state), -1) \
+                     AND kind IN (0, 1) AND (?1 IS NULL OR channel = ",
+                    channel_id!(1),
+                    ")"
+                ),
+                [&key],
             )?;
             let sql = format!(
-                "SELECT {COLUMNS} FROM lines WHERE seq IN \
-                 (SELECT rowid FROM (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ?1 \
-                  ORDER BY rowid DESC LIMIT ?2) \
+                "SELECT {COLUMNS} FROM {NAMED} WHERE seq IN \
+                 (SELECT rowid FROM ({indexed} ORDER BY rowid DESC LIMIT ?2) \
                   UNION ALL SELECT rowid FROM temp.lines_tail WHERE lines_tail MATCH ?1) \
-                 ORDER BY seq DESC LIMIT ?2"
+                 AND (?3 IS NULL OR lines.channel = {}) \
+                 ORDER BY seq DESC LIMIT ?2",
+                channel_id!(3)
             );
             let mut statement = tx.prepare_cached(&sql)?;
-            let rows = statement.query_map((expression, limit), entry)?;
+            let rows = statement.query_map((expression, limit, &key), entry)?;
             rows.collect()
         };
         run().map_err(SearchError::Unavailable)
@@ -459,23 +466,27 @@ impl Store {
     }
 
     /// Writes the lines said from `since` (included) to `until` (excluded)
-    /// to `out` in the room's order, as `format` says, and returns how
-    /// many. Reads one snapshot: lines stored meanwhile, by this process
-    /// or another, are not half in it.
+    /// in `channel` (any spelling of its name; `None`: in every channel)
+    /// to `out` in the store's order (each channel's), as `format` says,
+    /// and returns how many. Reads one snapshot: lines stored meanwhile,
+    /// by this process or another, are not half in it.
     pub fn export(
         &self,
         since: Option<OffsetDateTime>,
         until: Option<OffsetDateTime>,
+        channel: Option<&str>,
         format: Format,
         out: &mut impl std::io::Write,
     ) -> Result<u64> {
         let since = since.map(millis).transpose()?.unwrap_or(i64::MIN);
         let until = until.map(millis).transpose()?.unwrap_or(i64::MAX);
+        let key = channel.map(channel_key);
         let tx = self.conn.unchecked_transaction()?;
         let mut statement = tx.prepare(&format!(
-            "SELECT {COLUMNS} FROM lines WHERE time >= ?1 AND time < ?2 ORDER BY seq"
+            "SELECT {COLUMNS} FROM {NAMED} WHERE time >= ?1 AND time < ?2 \
+             AND (?3 IS NULL OR channels.key = ?3) ORDER BY seq"
         ))?;
-        let mut rows = statement.query((since, until))?;
+        let mut rows = statement.query((since, until, key))?;
         let mut count = 0;
         format.header(out)?;
         while let Some(row) = rows
@@ -530,10 +541,33 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<Entry> {
     Ok(Entry {
         seq: u64::try_from(seq).map_err(|_| invalid(0, "negative sequence number"))?,
         time: from_millis(time).map_err(|_| invalid(1, "time out of range"))?,
+        channel: row.get(5)?,
         kind: Kind::from_code(kind).ok_or_else(|| invalid(2, "unknown kind of line"))?,
         nick: row.get(3)?,
         text: row.get(4)?,
+        whom: row.get(6)?,
     })
+}
+
+/// The id of the channel `name` (valid by
+/// [`protocol::channels::validate_channel`]), stored first if it is new
+/// (under this spelling, which exports show from then on).
+fn stored_channel(conn: &Connection, name: &str) -> Result<i64> {
+    if protocol::channels::validate_channel(name).is_err() {
+        bail!(
+            "channel name {:?} is not valid",
+            protocol::sanitize(name).into_owned()
+        );
+    }
+    let key = channel_key(name);
+    conn.execute(
+        "INSERT INTO channels (key, name) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+        (&key, name),
+    )?;
+    let id = conn.query_row("SELECT id FROM channels WHERE key = ?1", [&key], |r| {
+        r.get(0)
+    })?;
+    Ok(id)
 }
 
 /// Milliseconds since 1970 (UTC), as stored.

@@ -9,6 +9,7 @@
 
 use super::{Fsync, Options, SCHEMA_VERSION};
 use crate::certs::keyfile;
+use crate::protocol::channels::{LOBBY, channel_key};
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags};
 use std::fs::{DirBuilder, OpenOptions};
@@ -44,28 +45,27 @@ const TAIL_SCHEMA: &str = concat!(
 
 /// The schema (version [`SCHEMA_VERSION`]).
 ///
-/// `lines.seq` is the rowid: the table is stored in the room's order.
-/// `kind` is 0 message, 1 action, 2 join, 3 leave. The full-text index
-/// takes its text from `lines` (external content, so each text is stored
-/// once). It is filled in bulk, apart from the commits of lines (see
-/// [`super::Store::index`]): `state.indexed_seq` is the last sequence it
-/// holds (every message and action up to it is in it; `NULL`: none). A
-/// line deleted from `lines` is deleted from the index by a trigger, in
-/// the same transaction, if the index holds it; the index's
+/// `lines.seq` is the rowid: the table is stored in the order lines were
+/// said, one sequence for the whole store; each channel's lines are in
+/// its own order within it. `lines.channel` is the channel a line was said
+/// in (`channels.id`; 0 is `#lobby`), and `channels.key` its name folded as
+/// the server folds it ([`crate::protocol::channels::channel_key`]), with
+/// `name` as first stored. `kind` is 0 message, 1 action, 2 join, 3 leave,
+/// and 4 to 8 an operator's action (kick, ban, mute, unmute, topic), whose
+/// operator is `nick`, whose participant is `whom` (empty otherwise) and
+/// whose reason, duration or topic is `text`. The full-text index takes its
+/// text from `lines` (external content, so each text is stored once). It
+/// holds messages and actions only, and is filled in bulk, apart from the
+/// commits of lines (see [`super::Store::index`]): `state.indexed_seq` is
+/// the last sequence it holds (every message and action up to it is in it;
+/// `NULL`: none). A line deleted from `lines` is deleted from the index by
+/// a trigger, in the same transaction, if the index holds it; the index's
 /// `secure-delete` option makes that remove the words from the index
 /// itself rather than mark them deleted. Lines are never changed once
 /// stored. `state.last_seq` remembers the last sequence ever stored, so
 /// that it survives the expiry of every line.
 const SCHEMA: &str = concat!(
     "
-CREATE TABLE lines (
-    seq INTEGER PRIMARY KEY,
-    time INTEGER NOT NULL,
-    kind INTEGER NOT NULL CHECK (kind BETWEEN 0 AND 3),
-    nick TEXT NOT NULL,
-    text TEXT NOT NULL
-);
-CREATE INDEX lines_by_time ON lines (time);
 CREATE TABLE state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     last_seq INTEGER,
@@ -82,15 +82,40 @@ CREATE VIRTUAL TABLE lines_fts USING fts5(
 );
 INSERT INTO lines_fts (lines_fts, rank) VALUES ('secure-delete', 1);
 INSERT INTO lines_fts (lines_fts, rank) VALUES ('automerge', 16);
-CREATE TRIGGER lines_unchanged BEFORE UPDATE ON lines BEGIN
-    SELECT RAISE(ABORT, 'stored lines are never changed');
-END;
 "
 );
 
-/// What the schema's two versions share: the trigger that deletes a line
-/// from the full-text index with the line, if the index holds it.
-const UNINDEX_TRIGGER: &str = "
+/// The tables of lines and channels, made new in version 3 (a store of
+/// version 2 has its lines copied into them: see [`UPGRADE_FROM_2`]). The
+/// `#lobby` row is inserted apart, with its key.
+const LINES: &str = "
+CREATE TABLE channels (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL
+);
+CREATE TABLE lines (
+    seq INTEGER PRIMARY KEY,
+    time INTEGER NOT NULL,
+    kind INTEGER NOT NULL CHECK (kind BETWEEN 0 AND 8),
+    nick TEXT NOT NULL,
+    text TEXT NOT NULL,
+    channel INTEGER NOT NULL DEFAULT 0 REFERENCES channels (id),
+    whom TEXT NOT NULL DEFAULT ''
+);
+";
+
+/// What every version since 3 has on `lines`, made after its rows are
+/// there: the indexes by time (expiry, export) and by channel (a channel's
+/// history and search), the trigger that keeps stored lines unchanged, and
+/// the one that deletes a line from the full-text index with the line, if
+/// the index holds it.
+const LINES_AFTER: &str = "
+CREATE INDEX lines_by_time ON lines (time);
+CREATE INDEX lines_by_channel ON lines (channel);
+CREATE TRIGGER lines_unchanged BEFORE UPDATE ON lines BEGIN
+    SELECT RAISE(ABORT, 'stored lines are never changed');
+END;
 CREATE TRIGGER lines_unindexed AFTER DELETE ON lines
 WHEN old.kind IN (0, 1) AND old.seq <= (SELECT indexed_seq FROM state) BEGIN
     INSERT INTO lines_fts (lines_fts, rowid, text) VALUES ('delete', old.seq, old.text);
@@ -105,6 +130,25 @@ DROP TRIGGER lines_indexed;
 DROP TRIGGER lines_unindexed;
 ALTER TABLE state ADD COLUMN indexed_seq INTEGER;
 UPDATE state SET indexed_seq = last_seq;
+";
+
+/// From version 2 (one room, `kind` 0 to 3) to version 3: SQLite cannot
+/// change a table's checks in place, so the lines are copied into the new
+/// table, every one as it was and in `#lobby`, under the same sequence
+/// numbers: the full-text index, keyed by them, stays as it is. Dropping
+/// the old table drops its triggers and indexes, made again after.
+const UPGRADE_FROM_2: &str = "
+ALTER TABLE lines RENAME TO lines_v2;
+DROP TRIGGER IF EXISTS lines_unchanged;
+DROP TRIGGER IF EXISTS lines_unindexed;
+DROP INDEX IF EXISTS lines_by_time;
+";
+
+/// After [`LINES`] in an upgrade from version 2.
+const COPY_FROM_2: &str = "
+INSERT INTO lines (seq, time, kind, nick, text)
+    SELECT seq, time, kind, nick, text FROM lines_v2 ORDER BY seq;
+DROP TABLE lines_v2;
 ";
 
 /// Opens (and with `options.create`, makes) the store in `dir`: see
@@ -127,26 +171,52 @@ pub(super) fn open(dir: &Path, options: &Options) -> Result<(Connection, PathBuf
     let conn = connect(&path)?;
     check_database(&conn, &path)?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if version == 0 {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA} {UNINDEX_TRIGGER} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))
-        .with_context(|| format!("cannot make a new history store in {}", path.display()))?;
-    } else if version == 1 {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {UPGRADE_FROM_1} {UNINDEX_TRIGGER} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))
-        .with_context(|| {
-            format!("cannot upgrade the history store {} from version 1", path.display())
+    if version < SCHEMA_VERSION {
+        make_or_upgrade(&conn, version).with_context(|| match version {
+            0 => format!("cannot make a new history store in {}", path.display()),
+            _ => format!(
+                "cannot upgrade the history store {} from version {version}",
+                path.display()
+            ),
         })?;
-        tracing::info!(
-            path = %path.display(),
-            "upgraded the history store from schema version 1 to {SCHEMA_VERSION}"
-        );
+        if version > 0 {
+            tracing::info!(
+                path = %path.display(),
+                "upgraded the history store from schema version {version} to {SCHEMA_VERSION}, \
+                 every line kept"
+            );
+        }
     }
     configure(&conn, options)
         .with_context(|| format!("cannot set up the history store {}", path.display()))?;
     Ok((conn, path))
+}
+
+/// Makes the schema in an empty database (`version` 0), or brings one of
+/// an older version to [`SCHEMA_VERSION`], in one transaction: all or
+/// nothing.
+fn make_or_upgrade(conn: &Connection, version: i64) -> Result<()> {
+    // The pages of a table dropped in an upgrade are overwritten, as those
+    // of expired lines are: no copy of a line outlives its expiry in them.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    match version {
+        0 => tx.execute_batch(SCHEMA)?,
+        1 => tx.execute_batch(&format!("{UPGRADE_FROM_1} {UPGRADE_FROM_2}"))?,
+        _ => tx.execute_batch(UPGRADE_FROM_2)?,
+    }
+    tx.execute_batch(LINES)?;
+    tx.execute(
+        "INSERT INTO channels (id, key, name) VALUES (0, ?1, ?2)",
+        (channel_key(LOBBY), LOBBY),
+    )?;
+    if version > 0 {
+        tx.execute_batch(COPY_FROM_2)?;
+    }
+    tx.execute_batch(LINES_AFTER)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// Another connection to a database [`open`] has checked.

@@ -310,10 +310,10 @@ where
                         conn.queue(protocol::control_line(help));
                     }
                 }
-                // Answered through the mailbox, once read from the store.
-                Command::History(n) if lobby.recorded() => lobby.ask(nick, Question::History(n)),
-                Command::Search(words) if lobby.recorded() => {
-                    lobby.ask(nick, Question::Search(&words));
+                // From the current channel's stored lines, by its mailbox.
+                Command::History(n) if room.recorded() => room.ask(nick, Question::History(n)),
+                Command::Search(words) if room.recorded() => {
+                    room.ask(nick, Question::Search(&words));
                     return Ok(SEARCH_COST);
                 }
                 Command::History(_) | Command::Search(_) => {

@@ -442,3 +442,38 @@ async fn after_a_reconnect_the_page_joins_its_channels_again_and_says_so() {
     let (ok, said) = carol.end().await;
     assert!(ok, "{said}");
 }
+
+#[tokio::test]
+async fn a_channels_history_goes_to_its_tab() {
+    let dir = tempfile::tempdir().expect("dir");
+    // In memory: a channel's history lasts while the channel does.
+    let mut serve = Serve::start(dir.path(), &["--web", "127.0.0.1:0", "--history", "5"]).await;
+    let web = web_addr(&mut serve).await;
+    let (url, spki) = page(dir.path(), &web);
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let mut carol = terminal(dir.path(), &serve, "carol").await;
+    carol.type_line("/join #ops").await;
+    assert_eq!(carol.line().await, "#ops carol joined!");
+    assert_eq!(carol.line().await, "[join] #ops: 1 here");
+    carol.type_line("deploy done").await;
+    assert_eq!(carol.line().await, "#ops carol: deploy done");
+    carol.type_line("/join #lobby").await;
+    assert_eq!(carol.line().await, "[join] #lobby: 1 here");
+    carol.type_line("lunch?").await;
+    assert_eq!(carol.line().await, "carol: lunch?");
+    let alice = driver.open(&url, &spki).await;
+    alice.join("alice").await;
+    alice
+        .until_in_tab("#lobby", "[history] carol: lunch?")
+        .await;
+    alice.type_into("line", "/join #ops").await;
+    alice.until_on_tab("#ops").await;
+    alice
+        .until_in_tab("#ops", "[history] #ops carol: deploy done")
+        .await;
+    let lobby = alice.tab_lines("#lobby").await;
+    assert!(!lobby.iter().any(|l| l.contains("#ops")), "{lobby:?}");
+    alice.close().await;
+}

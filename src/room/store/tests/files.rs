@@ -320,3 +320,133 @@ fn a_store_of_the_first_version_is_upgraded_and_keeps_every_line() {
     drop(store);
     Store::open(&dir, Options::default()).expect("opens again as it is");
 }
+
+/// The second version's schema, as its stores were made: one room, the
+/// full-text index filled in bulk up to `state.indexed_seq`.
+const SCHEMA_2: &str = "
+CREATE TABLE lines (
+    seq INTEGER PRIMARY KEY,
+    time INTEGER NOT NULL,
+    kind INTEGER NOT NULL CHECK (kind BETWEEN 0 AND 3),
+    nick TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX lines_by_time ON lines (time);
+CREATE TABLE state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_seq INTEGER,
+    indexed_seq INTEGER
+);
+INSERT INTO state (id, last_seq, indexed_seq) VALUES (1, NULL, NULL);
+CREATE VIRTUAL TABLE lines_fts USING fts5(
+    text,
+    content = 'lines',
+    content_rowid = 'seq',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO lines_fts (lines_fts, rank) VALUES ('secure-delete', 1);
+INSERT INTO lines_fts (lines_fts, rank) VALUES ('automerge', 16);
+CREATE TRIGGER lines_unchanged BEFORE UPDATE ON lines BEGIN
+    SELECT RAISE(ABORT, 'stored lines are never changed');
+END;
+CREATE TRIGGER lines_unindexed AFTER DELETE ON lines
+WHEN old.kind IN (0, 1) AND old.seq <= (SELECT indexed_seq FROM state) BEGIN
+    INSERT INTO lines_fts (lines_fts, rowid, text) VALUES ('delete', old.seq, old.text);
+END;
+PRAGMA user_version = 2;
+";
+
+/// A store of `schema` in `DIR`, holding the morning, made as its version
+/// made it (then `then`); returns its folder and DIR.
+fn old_store(schema: &str, then: &str) -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().expect("temp");
+    let dir = root.path().join("data");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let database = dir.join("history.sqlite3");
+    let old = Connection::open(&database).expect("sqlite");
+    old.execute_batch(schema).expect("the old schema");
+    for line in morning() {
+        old.execute(
+            "INSERT INTO lines (seq, time, kind, nick, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+            (
+                i64::try_from(line.seq).expect("seq"),
+                millis(line.time).expect("time"),
+                line.kind.code(),
+                &line.nick,
+                &line.text,
+            ),
+        )
+        .expect("insert");
+    }
+    old.execute_batch(then).expect("state");
+    drop(old);
+    fs::set_permissions(&database, fs::Permissions::from_mode(0o600)).expect("chmod");
+    (root, dir)
+}
+
+#[test]
+fn a_store_of_the_second_version_is_upgraded_and_keeps_every_line_in_the_lobby() {
+    // The index holds the first four lines; 5 to 7 wait for it.
+    let (_root, dir) = old_store(
+        SCHEMA_2,
+        "INSERT INTO lines_fts (rowid, text) SELECT seq, text FROM lines \
+         WHERE seq <= 4 AND kind IN (0, 1); \
+         UPDATE state SET last_seq = 7, indexed_seq = 4;",
+    );
+    let mut store = Store::open(&dir, creating()).expect("upgraded");
+    let version: i64 = store
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, SCHEMA_VERSION);
+    // Every line, as it was, in #lobby; the index where it was.
+    let mut out = Vec::new();
+    store
+        .export(None, None, None, Format::Jsonl, &mut out)
+        .expect("export");
+    let exported: Vec<serde_json::Value> = String::from_utf8(out)
+        .expect("UTF-8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    assert_eq!(exported.len(), morning().len());
+    for (line, stored) in morning().iter().zip(&exported) {
+        assert_eq!(stored["seq"], line.seq);
+        assert_eq!(stored["kind"], line.kind.as_str());
+        assert_eq!(stored["nick"], line.nick.as_str());
+        assert_eq!(stored["text"], line.text.as_str());
+        assert_eq!(stored["channel"], LOBBY);
+    }
+    assert_index_sound(&store);
+    assert_morning_found(&store);
+    assert_eq!(
+        store.index(1).expect("index"),
+        3,
+        "the tail is indexed next"
+    );
+    assert_index_sound(&store);
+    assert_morning_found(&store);
+    assert_eq!(
+        seqs(&store.recent(LOBBY, None, 10).expect("recent")),
+        [2, 4, 5]
+    );
+    // The upgraded store takes lines of channels and operators' actions.
+    let kick = Entry {
+        channel: "#ops".to_owned(),
+        whom: "mallory".to_owned(),
+        ..entry(8, 70, Kind::Moderation(Action::Kick), "olga", "spam")
+    };
+    store.append(std::slice::from_ref(&kick)).expect("append");
+    let mut out = Vec::new();
+    store
+        .export(None, None, Some("#0ps"), Format::Jsonl, &mut out)
+        .expect("export");
+    assert!(String::from_utf8_lossy(&out).contains("\"action\":\"kick\",\"whom\":\"mallory\""));
+    assert_eq!(kick.line(), "#ops mallory was kicked by olga (spam)\n");
+    assert_eq!(store.expire(at(35)).expect("expire"), 4);
+    assert_index_sound(&store);
+    drop(store);
+    let again = Store::open(&dir, Options::default()).expect("opens again as it is");
+    assert_eq!(again.stats().expect("stats").lines, 4);
+}

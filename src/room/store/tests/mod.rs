@@ -3,6 +3,8 @@
 //! files, their checks and upgrades in `files`.
 
 use super::*;
+use crate::protocol::channels::LOBBY;
+use bytes::Bytes;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
@@ -17,13 +19,7 @@ pub(super) fn at(seconds: i64) -> OffsetDateTime {
 }
 
 pub(super) fn entry(seq: u64, seconds: i64, kind: Kind, nick: &str, text: &str) -> Entry {
-    Entry {
-        seq,
-        time: at(seconds),
-        kind,
-        nick: nick.to_owned(),
-        text: text.to_owned(),
-    }
+    Entry::new(seq, at(seconds), kind, nick, text)
 }
 
 pub(super) fn creating() -> Options {
@@ -83,11 +79,14 @@ fn lines_come_back_in_order_after_a_reopen() {
     let store = Store::open(&dir, Options::default()).expect("reopen");
     assert_eq!(store.last_seq().expect("last"), Some(7));
     // Messages and actions only, oldest first.
-    let recent = store.recent(None, 2).expect("recent");
+    let recent = store.recent(LOBBY, None, 2).expect("recent");
     assert_eq!(recent, [morning()[3].clone(), morning()[4].clone()]);
-    assert_eq!(seqs(&store.recent(Some(5), 10).expect("recent")), [2, 4]);
     assert_eq!(
-        seqs(&store.recent(Some(2), 10).expect("recent")),
+        seqs(&store.recent(LOBBY, Some(5), 10).expect("recent")),
+        [2, 4]
+    );
+    assert_eq!(
+        seqs(&store.recent(LOBBY, Some(2), 10).expect("recent")),
         [] as [u64; 0]
     );
     let lines: Vec<Bytes> = morning().iter().map(Entry::line).collect();
@@ -121,7 +120,7 @@ fn a_sequence_not_after_the_last_refuses_the_whole_batch() {
     );
     // Nothing of the refused batches is stored.
     assert_eq!(store.last_seq().expect("last"), Some(3));
-    assert_eq!(seqs(&store.recent(None, 10).expect("recent")), [2]);
+    assert_eq!(seqs(&store.recent(LOBBY, None, 10).expect("recent")), [2]);
     // A sequence beyond SQLite's integers is refused, not wrapped.
     let err = store
         .append(&[entry(u64::MAX, 0, Kind::Message, "a", "x")])
@@ -147,7 +146,7 @@ fn exports_are_exact_jsonl_and_csv_in_order_within_the_times() {
     let export = |since, until, format| {
         let mut out = Vec::new();
         let n = store
-            .export(since, until, format, &mut out)
+            .export(since, until, None, format, &mut out)
             .expect("export");
         (n, String::from_utf8(out).expect("UTF-8"))
     };
@@ -156,16 +155,16 @@ fn exports_are_exact_jsonl_and_csv_in_order_within_the_times() {
     assert_eq!(
         jsonl,
         "{\"seq\":5,\"time\":\"2026-01-01T00:00:40.000Z\",\"kind\":\"message\",\"nick\":\"bob\",\
-         \"text\":\"the café is \\\"closed\\\"\"}\n\
+         \"text\":\"the café is \\\"closed\\\"\",\"channel\":\"#lobby\"}\n\
          {\"seq\":6,\"time\":\"2026-01-01T00:00:50.000Z\",\"kind\":\"leave\",\"nick\":\"bob\",\
-         \"text\":\"deploy time\"}\n"
+         \"text\":\"deploy time\",\"channel\":\"#lobby\"}\n"
     );
     let (n, jsonl) = export(Some(at(70)), None, Format::Jsonl);
     assert_eq!(n, 1);
     assert_eq!(
         jsonl,
         "{\"seq\":8,\"time\":\"2026-01-01T00:01:10.250Z\",\"kind\":\"message\",\"nick\":\"eve\",\
-         \"text\":\"a, \\\\b\\u001b[31m\\u202e\\udb40\\udc41\"}\n"
+         \"text\":\"a, \\\\b\\u001b[31m\\u202e\\udb40\\udc41\",\"channel\":\"#lobby\"}\n"
     );
     let parsed: serde_json::Value = serde_json::from_str(jsonl.trim()).expect("JSON");
     assert_eq!(parsed["text"], lines[7].text.as_str());
@@ -173,18 +172,16 @@ fn exports_are_exact_jsonl_and_csv_in_order_within_the_times() {
     assert_eq!(n, 2);
     assert_eq!(
         csv,
-        "seq,time,kind,nick,text\r\n\
-         1,2026-01-01T00:00:00.000Z,join,alice,\r\n\
-         2,2026-01-01T00:00:10.000Z,message,alice,\"good morning, deploy at noon\"\r\n"
+        "seq,time,kind,nick,text,channel,action,whom\r\n\
+         1,2026-01-01T00:00:00.000Z,join,alice,,#lobby,,\r\n\
+         2,2026-01-01T00:00:10.000Z,message,alice,\"good morning, deploy at noon\",#lobby,,\r\n"
     );
     let (_, csv) = export(Some(at(40)), None, Format::Csv);
+    assert!(csv.contains(
+        "\r\n5,2026-01-01T00:00:40.000Z,message,bob,\"the café is \"\"closed\"\"\",#lobby,,\r\n"
+    ));
     assert!(
-        csv.contains(
-            "\r\n5,2026-01-01T00:00:40.000Z,message,bob,\"the café is \"\"closed\"\"\"\r\n"
-        )
-    );
-    assert!(
-        csv.ends_with("\r\n8,2026-01-01T00:01:10.250Z,message,eve,\"a, \\b[31m\"\r\n"),
+        csv.ends_with("\r\n8,2026-01-01T00:01:10.250Z,message,eve,\"a, \\b[31m\",#lobby,,\r\n"),
         "{csv}"
     );
     let (n, all) = export(None, None, Format::Jsonl);
@@ -210,7 +207,7 @@ fn an_export_reads_one_snapshot_while_another_connection_writes() {
     let mut out = Vec::new();
     assert_eq!(
         reader
-            .export(None, None, Format::Csv, &mut out)
+            .export(None, None, None, Format::Csv, &mut out)
             .expect("export"),
         7
     );
@@ -218,7 +215,7 @@ fn an_export_reads_one_snapshot_while_another_connection_writes() {
     tx.commit().expect("commit");
     assert_eq!(
         reader
-            .export(None, None, Format::Csv, &mut Vec::new())
+            .export(None, None, None, Format::Csv, &mut Vec::new())
             .expect("export"),
         8
     );

@@ -220,10 +220,10 @@ fn expired_lines_are_gone_from_answers_and_from_the_files() {
             .expect("search")
             .is_empty()
     );
-    assert_eq!(store.recent(None, 1000).expect("recent").len(), 397);
+    assert_eq!(store.recent(LOBBY, None, 1000).expect("recent").len(), 397);
     let mut out = Vec::new();
     store
-        .export(None, None, Format::Jsonl, &mut out)
+        .export(None, None, None, Format::Jsonl, &mut out)
         .expect("export");
     assert!(!String::from_utf8_lossy(&out).contains("zanzibar"));
     assert!(store.checkpoint().expect("checkpoint"));
@@ -289,12 +289,14 @@ fn a_writer_expires_old_lines_every_minute_while_it_runs() {
     let mut upkeep = Upkeep::new(Some(std::time::Duration::from_secs(3600)));
     let start = std::time::Instant::now();
     let now = OffsetDateTime::now_utc();
-    let said = |seq: u64, ago: i64, text: &str| Entry {
-        seq,
-        time: now - time::Duration::seconds(ago),
-        kind: Kind::Message,
-        nick: "bob".to_owned(),
-        text: text.to_owned(),
+    let said = |seq: u64, ago: i64, text: &str| {
+        Entry::new(
+            seq,
+            now - time::Duration::seconds(ago),
+            Kind::Message,
+            "bob",
+            text,
+        )
     };
     store
         .append(&[said(1, 7200, "twohoursago"), said(2, 60, "aminuteago")])
@@ -302,12 +304,68 @@ fn a_writer_expires_old_lines_every_minute_while_it_runs() {
     upkeep.run_due_at(&mut store, start + upkeep::EXPIRY_INTERVAL / 2);
     assert_eq!(store.stats().expect("stats").lines, 2, "not a minute yet");
     upkeep.run_due_at(&mut store, start + upkeep::EXPIRY_INTERVAL);
-    assert_eq!(seqs(&store.recent(None, 10).expect("recent")), [2]);
+    assert_eq!(seqs(&store.recent(LOBBY, None, 10).expect("recent")), [2]);
     assert!(store.search("twohoursago", 20).expect("search").is_empty());
     store.append(&[said(3, 7200, "latecomer")]).expect("append");
     upkeep.run_due_at(&mut store, start + upkeep::EXPIRY_INTERVAL * 3 / 2);
     assert_eq!(store.stats().expect("stats").lines, 2, "the next minute");
     upkeep.run_due_at(&mut store, start + upkeep::EXPIRY_INTERVAL * 2);
-    assert_eq!(seqs(&store.recent(None, 10).expect("recent")), [2]);
+    assert_eq!(seqs(&store.recent(LOBBY, None, 10).expect("recent")), [2]);
     assert_index_sound(&store);
+}
+
+#[test]
+fn each_channel_has_its_own_history_and_search_indexed_or_not() {
+    let (_root, _dir, mut store) = new_store();
+    let said = |seq, channel: &str, text: &str| Entry {
+        channel: channel.to_owned(),
+        ..entry(seq, 0, Kind::Message, "bob", text)
+    };
+    let lines = [
+        said(1, LOBBY, "deploy lobby one"),
+        said(2, "#ops", "deploy ops one"),
+        said(3, "#dev", "deploy dev one"),
+        said(4, "#0ps", "deploy ops two"),
+        said(5, LOBBY, "deploy lobby two"),
+        Entry {
+            whom: "eve".to_owned(),
+            kind: Kind::Moderation(Action::Mute),
+            ..said(6, "#ops", "deploy reason")
+        },
+    ];
+    store.append(&lines).expect("append");
+    for indexed in [false, true] {
+        if indexed {
+            assert_eq!(store.index(1).expect("index"), 6);
+        }
+        let found = |channel| seqs(&store.search_in(channel, "deploy", 20).expect("search"));
+        assert_eq!(found(Some("#ops")), [4, 2], "indexed: {indexed}");
+        assert_eq!(found(Some("#l0bby")), [5, 1], "indexed: {indexed}");
+        assert_eq!(found(Some("#dev")), [3], "indexed: {indexed}");
+        assert_eq!(found(Some("#none")), [] as [u64; 0], "indexed: {indexed}");
+        assert_eq!(found(None), [5, 4, 3, 2, 1], "indexed: {indexed}");
+        // The newest of a channel, however many newer lines others have.
+        let newest = store.search_in(Some("#dev"), "deploy", 1).expect("search");
+        assert_eq!(seqs(&newest), [3]);
+        assert_eq!(newest[0].line(), "#dev bob: deploy dev one\n");
+    }
+    assert_eq!(
+        seqs(&store.recent("#ops", None, 10).expect("recent")),
+        [2, 4]
+    );
+    assert_eq!(
+        seqs(&store.recent("#ops", Some(4), 10).expect("recent")),
+        [2]
+    );
+    assert_eq!(seqs(&store.recent(LOBBY, None, 1).expect("recent")), [5]);
+    let ops = store.recent("#0ps", None, 10).expect("recent");
+    assert_eq!(ops[1].channel, "#ops", "named as first stored");
+    assert_index_sound(&store);
+    // A channel name the server would refuse is refused, and nothing of
+    // its batch is stored.
+    let err = store
+        .append(&[said(7, LOBBY, "fine"), said(8, "ops", "bad")])
+        .expect_err("refused");
+    assert!(format!("{err:#}").contains("not valid"), "{err:#}");
+    assert_eq!(store.last_seq().expect("last"), Some(6));
 }

@@ -6,7 +6,8 @@
 use super::Participant;
 use crate::protocol::moderation::{self, MAX_TOPIC, NOT_AN_OPERATOR};
 use crate::protocol::{self, Command};
-use crate::room::{Departure, Mute, Notice, Room};
+use crate::room::store::Action;
+use crate::room::{Departure, Moderation, Mute, Room};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -68,12 +69,9 @@ where
             Some(Err(why)) => return unavailable("/mute", why),
             Some(Ok(())) => until,
             None => {
-                let notice = Notice::Muted {
-                    nick,
-                    by,
-                    duration: typed,
-                };
-                if let Err(why) = self.server.channels.notice_about(nick, notice) {
+                let line = moderation::muted_line(nick, by, typed);
+                let act = self.act(Action::Mute, nick, typed);
+                if let Err(why) = self.server.channels.notice_about(nick, &line, act) {
                     return unavailable("/mute", why);
                 }
                 self.server.moderation.mute(nick, duration)
@@ -93,7 +91,9 @@ where
             None => {
                 let lifted = self.server.moderation.unmute(nick);
                 if lifted {
-                    let _ = (self.server.channels).notice_about(nick, Notice::Unmuted { nick, by });
+                    let line = moderation::unmuted_line(nick, by);
+                    let act = self.act(Action::Unmute, nick, "");
+                    let _ = self.server.channels.notice_about(nick, &line, act);
                 }
                 lifted
             }
@@ -118,12 +118,19 @@ where
         // Put out first: the reload a ban makes would otherwise put it out
         // as merely denied.
         let told = moderation::kicked_error(by, reason);
-        let how = Departure::Kicked { by, reason };
+        let how = Departure::Kicked { by, reason, ban };
         let action = if ban { "ban" } else { "kick" };
         let answer = match self.server.channels.put_out(victim, told, how).await {
             Ok(true) => protocol::control_line(&format!("[{action}] {victim} is out")),
-            // A ban holds for the next join all the same.
-            Ok(false) if ban => protocol::control_line(&format!("[ban] {victim} is banned")),
+            // A ban holds for the next join all the same; nobody is told,
+            // and it is stored all the same.
+            Ok(false) if ban => {
+                let act = self.act(Action::Ban, victim, reason.unwrap_or(""));
+                if let Err(why) = self.server.room.moderated(None, act) {
+                    return unavailable("/ban", why);
+                }
+                protocol::control_line(&format!("[ban] {victim} is banned"))
+            }
             Ok(false) => return protocol::error_line(format!("no such nickname \"{victim}\"")),
             Err(why) => return protocol::error_line(why),
         };
@@ -140,6 +147,16 @@ where
             }
         }
         answer
+    }
+
+    /// This operator's `action` on `whom`, for a store.
+    fn act<'a>(&'a self, action: Action, whom: &'a str, detail: &'a str) -> Moderation<'a> {
+        Moderation {
+            action,
+            by: self.nick,
+            whom,
+            detail,
+        }
     }
 
     /// The audit log's line for an operator's action.

@@ -15,6 +15,8 @@ const NAME = "#[A-Za-z0-9_-]{1,32}";
 // Every line of a channel other than #lobby starts with its name; nicknames
 // hold no `#`, so nothing else does.
 const IN_CHANNEL = new RegExp(`^(${NAME}) (.*)$`, "s");
+// A channel's history, `[history] #ops alice: hi`: to that channel's tab.
+const HISTORY_IN_CHANNEL = new RegExp(`^\\[history\\] (${NAME}) (.*)$`, "s");
 const JOIN_ANSWER = new RegExp(`^\\[join\\] (${NAME}): \\d+ here$`);
 const PART_ANSWER = new RegExp(`^\\[part\\] (${NAME}): you left it; now in (${NAME})$`);
 // The refusals of a `/join`: a tab the page joins again may get one.
@@ -110,6 +112,7 @@ function received(line) {
   if ((m = line.match(JOIN_ANSWER))) return joinAnswer(m[1], line);
   if ((m = line.match(PART_ANSWER))) return partAnswer(m[1], m[2], line);
   if ((m = line.match(IN_CHANNEL))) return show(line, m[1], m[2]);
+  if ((m = line.match(HISTORY_IN_CHANNEL))) return show(line, m[1], `[history] ${m[2]}`);
   if (JOIN_REFUSED.test(line) && state.quietJoins.length > 0) return joinRefused(line);
   // The lobby's own lines (messages, actions, joins, leaves, history, the
   // big room's notice) go to its tab; the answers to the asker (private

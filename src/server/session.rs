@@ -449,7 +449,10 @@ async fn join<R: Room>(
         ));
         return Err(refused.counted(Refused::Limits));
     }
-    match room.join(nick).await {
+    // Boxed: a room's join can be a large future (a cluster's asks NATS
+    // several things), and unboxed its state would stay in every session's
+    // own future for the session's whole life.
+    match Box::pin(room.join(nick)).await {
         Ok(subscription) => Ok((nick.to_owned(), subscription)),
         Err(e) => {
             if let Some(source) = source {

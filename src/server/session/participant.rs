@@ -349,7 +349,8 @@ where
     /// `/join`, `/part`, `/rooms`: answered to this participant alone.
     async fn channel_command(&mut self, command: Command<'_>) {
         let answer = match command {
-            Command::Join(name) => self.subscription.join(name).await,
+            // Boxed, as the join to the server's room is (see `join`).
+            Command::Join(name) => Box::pin(self.subscription.join(name)).await,
             Command::Part(name) => self.subscription.part(name).map(|line| vec![line]),
             _ => Ok(self.subscription.rooms()),
         };

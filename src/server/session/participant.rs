@@ -271,7 +271,6 @@ where
             | Command::Topic(_)),
         ) = input
         {
-            // Boxed, as a join is: a kick may wait for another node's answer.
             let answer = Box::pin(self.moderate(command)).await;
             self.conn.queue(answer);
             return Ok(1);

@@ -17,6 +17,9 @@ where
     R: Room,
 {
     /// Acts on an operator's command; returns the answer to the asker.
+    /// Boxed by its caller, as a join is: a kick may wait for another
+    /// node's answer, and would otherwise make every session's future
+    /// that much larger.
     pub(super) async fn moderate(&mut self, command: Command<'_>) -> Bytes {
         let access = self.server.access;
         if !access.is_some_and(|access| access.is_operator(self.nick)) {

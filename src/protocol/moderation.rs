@@ -101,6 +101,9 @@ pub fn topic_line(channel: &str, topic: &str) -> Bytes {
     control_line(&format!("[topic] {channel}: {topic}"))
 }
 
+/// What an operator is told when it tries to put out or mute another.
+pub const OPERATOR_PROTECTED: &str = "an operator cannot be kicked, banned or muted";
+
 /// What a non-operator is told when it tries an operator's command.
 pub const NOT_AN_OPERATOR: &str = "not an operator";
 

@@ -154,13 +154,22 @@ impl<R: Room> Channels<R> {
         room.moderated(Some(topic_set_line(name, topic, by)), act)
     }
 
-    /// The topic of `#lobby` (`None`) or of the channel `name`, if set.
+    /// The topic of `#lobby` (`None`) or of the channel `name`, if set:
+    /// the room's own, if it keeps one (shared with other servers).
     fn topic(&self, name: Option<&str>) -> Option<String> {
         match name {
-            None => lock(&self.lobby_topic).clone(),
-            Some(name) => lock(&self.by_key)
-                .get(&names::channel_key(name))
-                .and_then(|c| c.topic.clone()),
+            None => self
+                .lobby
+                .topic()
+                .or_else(|| lock(&self.lobby_topic).clone()),
+            Some(name) => {
+                let (room, topic) = {
+                    let by_key = lock(&self.by_key);
+                    let channel = by_key.get(&names::channel_key(name))?;
+                    (channel.room.clone(), channel.topic.clone())
+                };
+                room.topic().or(topic)
+            }
         }
     }
 
@@ -172,6 +181,8 @@ impl<R: Room> Channels<R> {
             None => current_of.remove(&key),
             Some(name) => current_of.insert(key, names::channel_key(name)),
         };
+        drop(current_of);
+        self.lobby.moved(nick, channel);
     }
 
     /// A place in channel `name` (made if new): its name as spelled by its
@@ -186,6 +197,8 @@ impl<R: Room> Channels<R> {
         if by_key.len() >= self.max_channels {
             return Err(ChannelError::TooManyChannels(self.max_channels));
         }
+        let spelled = self.lobby.channel_spelling(name);
+        let name = spelled.as_deref().unwrap_or(name);
         let room = Arc::new(
             self.lobby
                 .open_channel(name)
@@ -216,7 +229,7 @@ impl<R: Room> Channels<R> {
 
     /// Puts `nick` out of the server's room (see [`Room::put_out`]) and of
     /// every channel it is in, each told `how`; false if it is not here.
-    pub fn put_out(
+    pub async fn put_out(
         &self,
         nick: &str,
         told: Bytes,
@@ -226,7 +239,7 @@ impl<R: Room> Channels<R> {
             .values()
             .map(|c| c.room.clone())
             .collect();
-        if !self.lobby.put_out(nick, told, how)? {
+        if !self.lobby.put_out(nick, told, how).await? {
             return Ok(false);
         }
         for room in rooms {
@@ -236,15 +249,29 @@ impl<R: Room> Channels<R> {
     }
 
     /// The channels with how many are in each, `#lobby` first, the others
-    /// in order of their keys; at most `max`, and how many there are.
+    /// in order of their keys (those of this server, and those the room
+    /// knows of elsewhere); at most `max`, and how many there are.
     pub fn list(&self, max: usize) -> (Vec<(Arc<str>, usize)>, usize) {
-        let by_key = lock(&self.by_key);
+        let mut all: BTreeMap<String, (Arc<str>, usize)> = lock(&self.by_key)
+            .iter()
+            .map(|(key, channel)| {
+                (
+                    key.clone(),
+                    (channel.name.clone(), channel.room.members(0).0),
+                )
+            })
+            .collect();
+        for (name, here) in self.lobby.channels_elsewhere() {
+            all.entry(names::channel_key(&name))
+                .or_insert_with(|| (Arc::from(name), here));
+        }
         let lobby = (Arc::from(LOBBY), self.lobby.members(0).0);
-        let others = by_key
-            .values()
-            .map(|channel| (channel.name.clone(), channel.room.members(0).0));
-        let listed = std::iter::once(lobby).chain(others).take(max).collect();
-        (listed, by_key.len() + 1)
+        let total = all.len() + 1;
+        let listed = std::iter::once(lobby)
+            .chain(all.into_values())
+            .take(max)
+            .collect();
+        (listed, total)
     }
 }
 

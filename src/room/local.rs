@@ -455,7 +455,12 @@ impl Room for LocalRoom {
         self.remove(nick, how, None);
     }
 
-    fn put_out(&self, nick: &str, told: Bytes, how: Departure<'_>) -> Result<bool, &'static str> {
+    async fn put_out(
+        &self,
+        nick: &str,
+        told: Bytes,
+        how: Departure<'_>,
+    ) -> Result<bool, &'static str> {
         Ok(self.remove(nick, how, Some(told)))
     }
 

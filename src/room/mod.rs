@@ -75,6 +75,22 @@ pub const STORE_UNAVAILABLE: &str = "the history store is unavailable";
 /// cannot reach them.
 pub const UNAVAILABLE: &str = "the room is unavailable";
 
+/// What a room without operators' commands answers them.
+pub const NO_OPERATORS: &str = "operators' commands are not available on this server";
+
+/// Whether a participant of this server may not be put out: an operator.
+pub type Protected = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// A mute an operator gives ([`Room::mute`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mute<'a> {
+    pub nick: &'a str,
+    pub by: &'a str,
+    pub until: time::OffsetDateTime,
+    /// The duration as the operator typed it (`10m`).
+    pub typed: &'a str,
+}
+
 /// Why a private message was not delivered. The texts are what the sender
 /// is told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,27 +188,95 @@ pub trait Room: Send + Sync + 'static {
 
     /// Puts `nick` out of the room: `told` is the last line it receives,
     /// then its subscription ends (as when the room closes); those who stay
-    /// are told `how` it left. False if `nick` is not here. A room that
-    /// cannot put anyone out says why (the text follows "not available on
-    /// this server").
-    fn put_out(&self, nick: &str, told: Bytes, how: Departure<'_>) -> Result<bool, &'static str> {
+    /// are told `how` it left. False if `nick` is not here. A room shared
+    /// with other servers puts out a participant of another server there
+    /// (out of its channels on that server too, which this server's
+    /// [`channels::Channels`] does not hold), and waits for its answer.
+    /// Refused with the text the operator is told.
+    fn put_out(
+        &self,
+        nick: &str,
+        told: Bytes,
+        how: Departure<'_>,
+    ) -> impl Future<Output = Result<bool, &'static str>> + Send {
         let _ = (nick, told, how);
-        Err("with --cluster yet")
+        std::future::ready(Err(NO_OPERATORS))
     }
 
     /// Sends `line` (a line of the server's, already formatted) to
     /// everyone in the room's order, as the server's own; it is not
-    /// stored. A room that cannot says why.
+    /// stored. A room that cannot says why (a room shared with other
+    /// servers ships no finished line: it tells operators' actions from
+    /// their parts, [`Room::moderated`]).
     fn notice(&self, line: Bytes) -> Result<(), &'static str> {
         let _ = line;
-        Err("with --cluster yet")
+        Err(UNAVAILABLE)
+    }
+
+    /// Mutes `nick` until `until` on every server of a room shared with
+    /// others: each refuses its lines meanwhile ([`Room::muted_until`]),
+    /// and the server of `nick` tells its current channel. `None` for a
+    /// room whose server keeps the mutes itself.
+    fn mute(&self, mute: Mute<'_>) -> Option<Result<(), &'static str>> {
+        let _ = mute;
+        None
+    }
+
+    /// Lifts `nick`'s mute on every server of a room shared with others,
+    /// told as [`Room::mute`] tells; whether it was muted. `None` for a
+    /// room whose server keeps the mutes itself.
+    fn unmute(&self, nick: &str, by: &str) -> Option<Result<bool, &'static str>> {
+        let _ = (nick, by);
+        None
+    }
+
+    /// Until when `nick` is muted, for a room that keeps the mutes itself
+    /// ([`Room::mute`]).
+    fn muted_until(&self, nick: &str) -> Option<time::OffsetDateTime> {
+        let _ = nick;
+        None
+    }
+
+    /// The topic the room keeps itself (shared with other servers), if it
+    /// keeps one and it is set.
+    fn topic(&self) -> Option<String> {
+        None
+    }
+
+    /// Learns that `nick`, a participant of this server, has `channel` as
+    /// its current channel now (`None`: `#lobby`): where a room shared
+    /// with other servers tells what concerns it.
+    fn moved(&self, nick: &str, channel: Option<&str>) {
+        let _ = (nick, channel);
+    }
+
+    /// Learns who may not be put out ([`Room::put_out`]) when another
+    /// server asks: the operators of this server.
+    fn protect(&self, protected: Protected) {
+        let _ = protected;
+    }
+
+    /// How a room shared with other servers spells the channel `name`
+    /// (as its first member did, on whichever server), if it has it.
+    fn channel_spelling(&self, name: &str) -> Option<String> {
+        let _ = name;
+        None
+    }
+
+    /// The channels a room shared with other servers knows of that have
+    /// no member on this server, with how many are in each (on every
+    /// server), in order of their keys.
+    fn channels_elsewhere(&self) -> Vec<(String, usize)> {
+        Vec::new()
     }
 
     /// Tells everyone of an operator's action `act` as [`Room::notice`]
     /// does, with `line` (none: nobody is told, as of a ban of someone
     /// absent); a room that keeps its lines on disk stores it, as a line
     /// of kind [`store::Kind::Moderation`], before anyone reads `line`. A
-    /// room that cannot says why.
+    /// room shared with other servers tells a mute, an unmute or a topic
+    /// from `act`'s parts instead, on every server (a kick shows as its
+    /// departure, [`Room::put_out`]). A room that cannot says why.
     fn moderated(&self, line: Option<Bytes>, act: Moderation<'_>) -> Result<(), &'static str> {
         let _ = act;
         line.map_or(Ok(()), |line| self.notice(line))

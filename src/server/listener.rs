@@ -263,6 +263,9 @@ where
                 .max_participants
                 .saturating_add(MAX_REFUSALS_IN_FLIGHT),
         );
+        if let Some(access) = settings.access.clone() {
+            room.protect(Arc::new(move |nick: &str| access.is_operator(nick)));
+        }
         Listener {
             listener: server.listener,
             slots: Arc::new(Semaphore::new(settings.max_participants)),

@@ -2,12 +2,14 @@
 //! room held in one server's memory ([`LocalRoom`]), once against the same
 //! room keeping its lines in a store on disk (`serve --data`), and once
 //! against the room shared through a real nats-server ([`ClusterRoom`]),
-//! through the [`Room`] and [`Subscription`] traits the sessions use. A
-//! difference between them is a bug in one of them.
+//! through the [`Room`] and [`Subscription`] traits the sessions use (and,
+//! for channels, which the room on disk has not, through the [`Channels`]
+//! the sessions use). A difference between them is a bug in one of them.
 
 use crate::harness::{NatsServer, WAIT};
 use bytes::Bytes;
 use chatroom::room::backlog;
+use chatroom::room::channels::{Channels, Joined};
 use chatroom::room::cluster::{ClusterOptions, ClusterRoom};
 use chatroom::room::mailbox::MAILBOX_LINES;
 use chatroom::room::store::{Options, Store};
@@ -571,6 +573,146 @@ async fn joins_and_leaves_past_the_announced_size_are_told_to_nobody<R: Room>(
         ["c joined!\n", "a: hello\n", "c left! (lunch)\n", "a: bye\n"]
     );
 }
+
+/// The next line of a participant's channels, waiting for it.
+async fn heard<R: Room>(joined: &mut Joined<'_, R>) -> String {
+    let line = timeout(WAIT, joined.recv())
+        .await
+        .expect("a line in time")
+        .expect("a line");
+    String::from_utf8(line.to_vec()).expect("UTF-8")
+}
+
+/// The next `n` lines, sorted: lines of different channels have no order
+/// between them.
+async fn heard_sorted<R: Room>(joined: &mut Joined<'_, R>, n: usize) -> Vec<String> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        got.push(heard(joined).await);
+    }
+    got.sort();
+    got
+}
+
+fn texts(lines: Vec<Bytes>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|line| String::from_utf8(line.to_vec()).expect("UTF-8"))
+        .collect()
+}
+
+async fn channels_have_their_own_lines_members_and_topic<R: Room>(rooms: impl Rooms<R = R>) {
+    let room = Arc::new(rooms.room(Spec::default()).await);
+    let channels = Channels::new(room.clone(), 10, 10);
+    let mut alice = Joined::new(joins(&*room, "alice").await, &channels, "alice");
+    let mut bob = Joined::new(joins(&*room, "bob").await, &channels, "bob");
+    assert_eq!(heard(&mut alice).await, "bob joined!\n");
+    let joined = alice.join("#ops").await.expect("joins #ops");
+    assert_eq!(
+        texts(joined),
+        ["#ops alice joined!\n", "[join] #ops: 1 here\n"]
+    );
+    // A lookalike name is the same channel, spelled as its first member did.
+    let joined = bob.join("#0ps").await.expect("joins #ops");
+    assert_eq!(
+        texts(joined),
+        ["#ops bob joined!\n", "[join] #ops: 2 here\n"]
+    );
+    assert_eq!(heard(&mut alice).await, "#ops bob joined!\n");
+
+    alice.current().publish("alice", "hi");
+    room.publish("bob", "in the lobby");
+    let both = ["#ops alice: hi\n", "bob: in the lobby\n"];
+    assert_eq!(heard_sorted(&mut alice, 2).await, both);
+    assert_eq!(heard_sorted(&mut bob, 2).await, both);
+
+    channels
+        .set_topic(Some("#ops"), "deploy at noon", "alice")
+        .expect("topic set");
+    for joined in [&mut alice, &mut bob] {
+        assert_eq!(
+            heard(joined).await,
+            "[topic] #ops: deploy at noon set by alice\n"
+        );
+    }
+    let mut carol = Joined::new(joins(&*room, "carol").await, &channels, "carol");
+    for joined in [&mut alice, &mut bob] {
+        assert_eq!(heard(joined).await, "carol joined!\n");
+    }
+    let joined = carol.join("#ops").await.expect("joins #ops");
+    assert_eq!(
+        texts(joined),
+        [
+            "#ops carol joined!\n",
+            "[join] #ops: 3 here\n",
+            "[topic] #ops: deploy at noon\n"
+        ]
+    );
+    for joined in [&mut alice, &mut bob] {
+        assert_eq!(heard(joined).await, "#ops carol joined!\n");
+    }
+
+    let part = bob.part(None).expect("leaves #ops");
+    assert_eq!(part, "[part] #ops: you left it; now in #lobby\n");
+    assert_eq!(heard(&mut alice).await, "#ops bob left!\n");
+    let ops = alice.current();
+    let two = ["alice", "carol"].map(String::from).to_vec();
+    eventually("bob is gone from #ops", rooms.changes(&room), || {
+        ops.members(10) == (2, two.clone())
+    })
+    .await;
+
+    // Put out of the room and of its channel, each told.
+    let told = Bytes::from_static(b"ERROR kicked by alice: spam\n");
+    let how = Departure::Kicked {
+        by: "alice",
+        reason: Some("spam"),
+        ban: false,
+    };
+    assert_eq!(channels.put_out("carol", told, how).await, Ok(true));
+    assert_eq!(
+        heard_sorted(&mut alice, 2).await,
+        [
+            "#ops carol was kicked by alice (spam)\n",
+            "carol was kicked by alice (spam)\n"
+        ]
+    );
+    // Its last line says why (after what was said before it).
+    while heard(&mut carol).await != "ERROR kicked by alice: spam\n" {}
+    // Then at most the lines about it, and the end.
+    loop {
+        match timeout(WAIT, carol.recv()).await.expect("the end in time") {
+            Ok(line) => assert!(line.ends_with(b"kicked by alice (spam)\n"), "{line:?}"),
+            Err(end) => break assert_eq!(end, RecvError::Closed),
+        }
+    }
+}
+
+/// Runs each channel case once per room that has channels.
+macro_rules! conformance_channels {
+    ($($case:ident),* $(,)?) => {
+        mod channels {
+            mod local {
+                $(
+                    #[tokio::test]
+                    async fn $case() {
+                        super::super::$case(super::super::Local).await
+                    }
+                )*
+            }
+            mod cluster {
+                $(
+                    #[tokio::test]
+                    async fn $case() {
+                        super::super::$case(super::super::Cluster::start().await).await
+                    }
+                )*
+            }
+        }
+    };
+}
+
+conformance_channels!(channels_have_their_own_lines_members_and_topic);
 
 /// Runs each case once per room.
 macro_rules! conformance {

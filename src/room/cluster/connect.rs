@@ -3,8 +3,10 @@
 //! texts a user reads when it fails), and opening the room's stream and
 //! buckets.
 
+use super::channel::Registry;
 use super::deliver::deliver;
 use super::liveness::{Liveness, keep_alive, watch_nicknames};
+use super::orders::Orders;
 use super::private::deliver_private;
 use super::publish::{MAX_IN_FLIGHT, OUTGOING_QUEUE, publish_queue};
 use super::recording::{Recording, StoreOptions};
@@ -321,6 +323,11 @@ impl ClusterRoom {
         let lines_stream = opened.lines.clone();
         let shared = Arc::new(Shared {
             node: opts.node_name.clone(),
+            channel_subjects: format!("{}.ch.", opened.subject),
+            orders_subject: format!("{}.orders", opened.subject),
+            has_channels: opened.has_channels(&opts.room),
+            channels: Registry::new(opts.backlog / crate::room::CHANNEL_BACKLOG_SHARE),
+            orders: Orders::default(),
             subject: opened.subject,
             private_prefix,
             lines_stream: opened.lines,
@@ -358,7 +365,10 @@ impl ClusterRoom {
         tokio::spawn(watch_nicknames(shared.clone()));
         tokio::spawn(keep_alive(shared.clone()));
         tracing::info!(node = %opts.node_name, room = %opts.room, "joined the cluster");
-        Ok(ClusterRoom { shared })
+        Ok(ClusterRoom {
+            shared,
+            channel: None,
+        })
     }
 }
 
@@ -408,6 +418,16 @@ async fn nats_client(opts: &ClusterOptions, link: &Arc<Link>) -> Result<async_na
         .map_err(|e| connect_error(e, opts))
 }
 
+/// The subjects of the room's stream, `subject` being the lobby's: the
+/// lobby's, the operators' orders, and one per channel (see `channel`).
+fn stream_subjects(subject: &str) -> Vec<String> {
+    vec![
+        subject.to_owned(),
+        format!("{subject}.orders"),
+        format!("{subject}.ch.*"),
+    ]
+}
+
 /// The room's stream and buckets, open, with this node announced in them.
 struct Opened {
     subject: String,
@@ -420,13 +440,31 @@ struct Opened {
 }
 
 impl Opened {
+    /// Whether the room's stream takes the channels' and orders'
+    /// subjects: one made by hand, or before there were channels, may not.
+    fn has_channels(&self, room: &str) -> bool {
+        let subjects = &self.lines.cached_info().config.subjects;
+        let has = stream_subjects(&self.subject)
+            .iter()
+            .all(|wanted| subjects.contains(wanted));
+        if !has {
+            tracing::warn!(
+                "the room's stream CHAT_{room} does not take the subjects {}.orders and {}.ch.*: \
+                 it has no channels and no operators' mutes (see docs/cluster.md)",
+                self.subject,
+                self.subject
+            );
+        }
+        has
+    }
+
     async fn open(js: &jetstream::Context, opts: &ClusterOptions) -> Result<Opened> {
         let subject = format!("chat.{}", opts.room);
         let mut lines = open_stream(
             js,
             stream::Config {
                 name: format!("CHAT_{}", opts.room),
-                subjects: vec![subject.clone()],
+                subjects: stream_subjects(&subject),
                 max_messages: STREAM_MAX_MESSAGES,
                 discard: stream::DiscardPolicy::Old,
                 storage: stream::StorageType::File,

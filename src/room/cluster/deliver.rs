@@ -1,7 +1,8 @@
 //! Reading the room's stream: every line in the global order, into this
 //! node's ring; and a newcomer's history, read back from the stream.
 
-use super::record::{Record, line_number};
+use super::beside::{Order, is_channel_token};
+use super::record::{Record, Rejected, line_number};
 use super::{REQUEST_TIMEOUT, Shared, StoredLine};
 use crate::protocol;
 use async_nats::jetstream::{self, consumer, stream};
@@ -38,9 +39,10 @@ pub(super) async fn deliver(
     };
     let mut restored = shared.link.restored.subscribe();
     loop {
+        // Every subject of the stream: the lobby's, its channels' and the
+        // orders'.
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: shared.subject.clone(),
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: read.last + 1,
                 },
@@ -121,7 +123,7 @@ struct Reading {
 impl Shared {
     /// Takes one message of the room's stream: to the store, if this node
     /// keeps one, and to the ring; false once the room is closed.
-    async fn take(&self, message: &jetstream::Message, read: &mut Reading) -> bool {
+    async fn take(self: &Arc<Self>, message: &jetstream::Message, read: &mut Reading) -> bool {
         let Ok(info) = message.info() else {
             return true;
         };
@@ -141,6 +143,12 @@ impl Shared {
             );
         }
         read.last = seq;
+        if message.subject.as_str() != self.subject {
+            if seq > read.live_from {
+                self.take_beside(message.subject.as_str(), seq, &message.payload);
+            }
+            return !self.state().closed;
+        }
         self.known.fetch_max(seq, Ordering::AcqRel);
         let records = match Record::decode_message(&message.payload, self.max_line) {
             Ok(records) => records,
@@ -149,6 +157,11 @@ impl Shared {
                 return true;
             }
         };
+        for record in &records {
+            if let Record::Topic { text, .. } = record {
+                self.channels.set_topic("", text);
+            }
+        }
         // Not waiting for the commit: the stream holds the line already,
         // and a node that stops before committing it reads it again.
         if let Some(recording) = &self.recording {
@@ -178,6 +191,25 @@ impl Shared {
             state.lines.push(line);
         }
         true
+    }
+
+    /// Takes a record of a channel's subject, or an order.
+    fn take_beside(self: &Arc<Self>, subject: &str, seq: u64, payload: &[u8]) {
+        if subject == self.orders_subject {
+            match Order::decode(payload) {
+                Ok(order) => self.take_order(order),
+                Err(why) => self.reject(why),
+            }
+            return;
+        }
+        let token = subject.strip_prefix(self.channel_subjects.as_str());
+        let Some(token) = token.filter(|token| is_channel_token(token)) else {
+            return self.reject(Rejected::Channel);
+        };
+        match Record::decode(payload, self.max_line) {
+            Ok(record) => self.take_channel_record(token, seq, &record),
+            Err(why) => self.reject(why),
+        }
     }
 
     /// The last [`Shared::history`] public lines before sequence `before`,

@@ -5,6 +5,7 @@
 //! entry expired. After an outage of its own, a node first checks that its
 //! participants still hold their nicknames.
 
+use super::channel::take_over_channels;
 use super::record::Record;
 use super::{Holder, Holding, REQUEST_TIMEOUT, Shared};
 use crate::room::Departure;
@@ -46,12 +47,20 @@ pub(super) async fn watch_nicknames(shared: Arc<Shared>) {
         match shared.nicks.watch_with_history(">").await {
             Ok(mut watch) => {
                 lock(&shared.directory).clear();
+                shared.channels.clear();
                 loop {
                     let entry = tokio::select! {
                         entry = watch.next() => entry,
                         _ = restored.changed() => break,
                     };
                     let Some(Ok(entry)) = entry else { break };
+                    if entry.key.starts_with("ch.") {
+                        let put = (entry.operation == kv::Operation::Put)
+                            .then_some((&entry.value[..], entry.revision));
+                        shared.channels.watched(&shared, &entry.key, put);
+                        shared.directory_changed.send_modify(|n| *n += 1);
+                        continue;
+                    }
                     let mut directory = lock(&shared.directory);
                     match entry.operation {
                         kv::Operation::Put => match Holder::decode(&entry.key, &entry.value) {
@@ -177,20 +186,7 @@ async fn take_over(shared: &Arc<Shared>) {
                 None => true,
             }
         } else {
-            let known = alive.get(&holder.node).copied();
-            let is_alive = match known {
-                Some(is_alive) => is_alive,
-                None => match timeout(REQUEST_TIMEOUT, shared.nodes.get(&holder.node)).await {
-                    Ok(Ok(entry)) => {
-                        let is_alive = entry.is_some();
-                        alive.insert(holder.node.clone(), is_alive);
-                        is_alive
-                    }
-                    // Cannot tell: judge it another time.
-                    _ => true,
-                },
-            };
-            !is_alive
+            !node_is_alive(shared, &mut alive, &holder.node).await
         };
         let quiet = shared
             .announce
@@ -208,5 +204,26 @@ async fn take_over(shared: &Arc<Shared>) {
                 "released a nickname whose node is gone"
             );
         }
+    }
+    take_over_channels(shared, &mut alive).await;
+}
+
+/// Whether `node`'s liveness entry is there (asked once per scan: `alive`
+/// keeps the answers); true when it cannot tell, to judge it another time.
+pub(super) async fn node_is_alive(
+    shared: &Shared,
+    alive: &mut HashMap<String, bool>,
+    node: &str,
+) -> bool {
+    if let Some(is_alive) = alive.get(node) {
+        return *is_alive;
+    }
+    match timeout(REQUEST_TIMEOUT, shared.nodes.get(node)).await {
+        Ok(Ok(entry)) => {
+            let is_alive = entry.is_some();
+            alive.insert(node.to_owned(), is_alive);
+            is_alive
+        }
+        _ => true,
     }
 }

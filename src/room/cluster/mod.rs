@@ -36,6 +36,11 @@
 //!   lines in a store of its own, filled from the stream in its order and
 //!   caught up from the stream on start; `/history` and `/search` answer
 //!   from it (see `recording`).
+//! * **Channels** are subjects of the room's stream, `chat.<room>.ch.<key>`,
+//!   read by the same consumer into a ring per channel, their members
+//!   entries of the nickname bucket (see `channel`).
+//! * **Operators' actions** apply where they must: a kick on the node of
+//!   the one put out, a mute on every node (see `orders`).
 //!
 //! Limits keep their per-node meaning: the participant limit counts this
 //! node's participants, and the ring bounds how far each may fall behind.
@@ -44,12 +49,17 @@
 //! texts), `publish` (the outgoing queue and per-sender publishing),
 //! `deliver` (reading the stream in order, and history), `liveness` (node
 //! entries, the nickname watch, taking over a dead node's nicknames),
-//! [`private`] (lines for one participant on any node) and `recording`
-//! (this node's store).
+//! [`private`] (lines for one participant on any node), `recording`
+//! (this node's store), `channel` (channels), `orders` (operators'
+//! kicks and mutes), `record` and `beside` (what nodes put in NATS, and
+//! how a node checks it).
 
+mod beside;
+mod channel;
 pub mod connect;
 mod deliver;
 mod liveness;
+mod orders;
 pub mod private;
 mod publish;
 mod record;
@@ -62,12 +72,13 @@ use super::backlog::{self, Backlog};
 use super::directory::Directory;
 use super::mailbox::{Mailbox, mailbox};
 use super::{
-    Departure, JoinError, Question, Room, Said, Subscriber, UNAVAILABLE, WhisperError,
-    address_private_line, admit,
+    Departure, JoinError, Moderation, Mute, Protected, Question, Room, Said, Subscriber,
+    UNAVAILABLE, WhisperError, address_private_line, admit,
 };
 use crate::protocol;
 use crate::sync::lock;
 use async_nats::jetstream::{Context as JetStream, kv, stream};
+use beside::Order;
 use bytes::Bytes;
 use connect::Link;
 use liveness::Liveness;
@@ -122,9 +133,12 @@ struct Holding {
 /// A line of the room, with its place in the global order.
 pub type StoredLine = backlog::Numbered;
 
-/// The room as one node sees it.
+/// The room as one node sees it, or one of its channels
+/// ([`Room::open_channel`]).
 pub struct ClusterRoom {
     shared: Arc<Shared>,
+    /// The channel, for a channel's room.
+    channel: Option<Arc<channel::Channel>>,
 }
 
 struct Shared {
@@ -132,6 +146,17 @@ struct Shared {
     subject: String,
     /// Where lines for one participant of a node go: `<prefix>.<node>`.
     private_prefix: String,
+    /// What a channel's subject starts with: `chat.<room>.ch.`.
+    channel_subjects: String,
+    /// Where operators' orders go: `chat.<room>.orders`.
+    orders_subject: String,
+    /// Whether the room's stream takes the channels' and orders' subjects
+    /// (one made before it had channels does not).
+    has_channels: bool,
+    /// The room's channels, on this node and on every node.
+    channels: channel::Registry,
+    /// The operators' orders this node applies.
+    orders: orders::Orders,
     lines_stream: stream::Stream,
     history: usize,
     js: JetStream,
@@ -322,6 +347,33 @@ impl Shared {
         }
     }
 
+    /// Tells the others how `nick` (key `key`, its entry at `revision`),
+    /// no longer a participant of this node, left, once its nickname is
+    /// free.
+    fn leave_lobby(&self, key: &str, nick: &str, revision: u64, how: Departure<'_>) {
+        if let Some(recording) = &self.recording {
+            lock(&recording.shown).remove(key);
+        }
+        let quiet = self.announce.quiet(lock(&self.directory).len()).is_some();
+        let leave = Queued::Leave {
+            key: key.to_owned(),
+            nick: nick.to_owned(),
+            revision,
+            payload: Record::departed(nick, how, quiet).encode(),
+        };
+        if self.queue.try_send(leave).is_err() {
+            // The queue is full or gone: the scan for orphans releases the
+            // nickname instead (it is ours and nobody here holds it).
+            tracing::warn!(%nick, "leave queued for the next scan");
+        }
+    }
+
+    /// The whole room's size, as this node knows it, once `key` is in it.
+    fn size_with(&self, key: &str) -> usize {
+        let directory = lock(&self.directory);
+        directory.len() + usize::from(!directory.contains(key))
+    }
+
     /// Claims `key` for `nick` of this node in the nickname bucket; the
     /// entry's revision, or why the join is refused.
     async fn claim(&self, key: &str, nick: &str) -> Result<u64, JoinError> {
@@ -351,6 +403,9 @@ impl Room for ClusterRoom {
     type Subscription = ClusterSubscription;
 
     async fn join(&self, nick: &str) -> Result<ClusterSubscription, JoinError> {
+        if let Some(channel) = &self.channel {
+            return channel.join(&self.shared, nick).await;
+        }
         let shared = &self.shared;
         let key = protocol::nick_key(nick);
         let (mailbox, inbox) = mailbox();
@@ -390,13 +445,7 @@ impl Room for ClusterRoom {
             state.lines.subscribe()
         };
         let id = format!("joined.{key}.{revision}");
-        // The whole room's size, as this node knows it, the newcomer
-        // included.
-        let size = {
-            let directory = lock(&shared.directory);
-            directory.len() + usize::from(!directory.contains(&key))
-        };
-        let unannounced = shared.announce.quiet(size);
+        let unannounced = shared.announce.quiet(shared.size_with(&key));
         let record = Record::joined(nick, unannounced.is_some());
         match shared
             .publish_stored(&record.encode(), &id, JOIN_RETRY_FOR)
@@ -434,6 +483,9 @@ impl Room for ClusterRoom {
     /// everyone, in the room's order and history; if it cannot be
     /// published, its sender is told so.
     fn say(&self, nick: &str, said: Said<'_>) {
+        if let Some(channel) = &self.channel {
+            return channel.say(&self.shared, nick, said);
+        }
         let key = protocol::nick_key(nick);
         if self.shared.state().closed {
             return;
@@ -460,6 +512,10 @@ impl Room for ClusterRoom {
     /// Removes `nick` of this node and tells the others how it left, once
     /// its nickname is free.
     fn depart(&self, nick: &str, how: Departure<'_>) {
+        if let Some(channel) = &self.channel {
+            channel.depart(&self.shared, nick, how);
+            return;
+        }
         let key = protocol::nick_key(nick);
         if let Some(recording) = &self.shared.recording {
             lock(&recording.shown).remove(&key);
@@ -470,22 +526,7 @@ impl Room for ClusterRoom {
         let Some(revision) = member.revision else {
             return;
         };
-        let quiet = self
-            .shared
-            .announce
-            .quiet(lock(&self.shared.directory).len())
-            .is_some();
-        let leave = Queued::Leave {
-            key,
-            nick: nick.to_owned(),
-            revision,
-            payload: Record::departure(nick, how, quiet).encode(),
-        };
-        if self.shared.queue.try_send(leave).is_err() {
-            // The queue is full or gone: the scan for orphans releases the
-            // nickname instead (it is ours and nobody here holds it).
-            tracing::warn!(%nick, "leave queued for the next scan");
-        }
+        self.shared.leave_lobby(&key, nick, revision, how);
     }
 
     /// The private line goes through its sender's queue, after the lines
@@ -518,15 +559,101 @@ impl Room for ClusterRoom {
         Ok(line)
     }
 
-    /// Everybody in the room on every node, from the nickname bucket as
-    /// watched.
+    /// Everybody in the room (or the channel) on every node, from the
+    /// nickname bucket as watched.
     fn members(&self, max: usize) -> (usize, Vec<String>) {
+        if let Some(channel) = &self.channel {
+            return self.shared.channels.members(&channel.token, max);
+        }
         let directory = lock(&self.shared.directory);
         (directory.len(), directory.first(max))
     }
 
-    fn open_channel(&self, _name: &str) -> Result<ClusterRoom, &'static str> {
-        Err("with --cluster yet")
+    async fn put_out(
+        &self,
+        nick: &str,
+        told: Bytes,
+        how: Departure<'_>,
+    ) -> Result<bool, &'static str> {
+        match &self.channel {
+            Some(channel) => Ok(channel.depart(&self.shared, nick, how)),
+            None => self.put_out_anywhere(nick, told, how).await,
+        }
+    }
+
+    /// Told from `act`'s parts on every node (`line` is this node's
+    /// own formatting, which no record carries).
+    fn moderated(&self, line: Option<Bytes>, act: Moderation<'_>) -> Result<(), &'static str> {
+        let _ = line;
+        match &self.channel {
+            Some(channel) => channel.moderated(&self.shared, act),
+            None => self.shared.lobby_moderated(act),
+        }
+    }
+
+    /// An order every node applies; in a room whose stream has no orders'
+    /// subject, this node's server keeps the mute.
+    fn mute(&self, mute: Mute<'_>) -> Option<Result<(), &'static str>> {
+        let shared = self.shared.has_channels;
+        shared.then(|| self.give_order(self.mute_order(mute)))
+    }
+
+    fn unmute(&self, nick: &str, by: &str) -> Option<Result<bool, &'static str>> {
+        if !self.shared.has_channels {
+            return None;
+        }
+        if self.shared.orders.muted_until(nick).is_none() {
+            return Some(Ok(false));
+        }
+        let (nick, by, node) = (nick.to_owned(), by.to_owned(), self.shared.node.clone());
+        Some(
+            self.give_order(Order::Unmute { nick, by, node })
+                .map(|()| true),
+        )
+    }
+
+    fn muted_until(&self, nick: &str) -> Option<time::OffsetDateTime> {
+        self.shared.orders.muted_until(nick)
+    }
+
+    fn topic(&self) -> Option<String> {
+        let token = self.channel.as_ref().map_or("", |c| c.token.as_str());
+        self.shared.channels.topic(token)
+    }
+
+    fn moved(&self, nick: &str, channel: Option<&str>) {
+        let mut current = lock(&self.shared.orders.current);
+        match channel {
+            None => current.remove(&protocol::nick_key(nick)),
+            Some(name) => current.insert(protocol::nick_key(nick), beside::channel_token(name)),
+        };
+    }
+
+    fn protect(&self, protected: Protected) {
+        *lock(&self.shared.orders.protected) = Some(protected);
+    }
+
+    fn channel_spelling(&self, name: &str) -> Option<String> {
+        self.shared.channels.spelling(&beside::channel_token(name))
+    }
+
+    fn channels_elsewhere(&self) -> Vec<(String, usize)> {
+        self.shared.channels.elsewhere()
+    }
+
+    /// The channel `name` on this node: its lines in the room's stream
+    /// under a subject of its own (see [`channel`]).
+    fn open_channel(&self, name: &str) -> Result<ClusterRoom, &'static str> {
+        if self.shared.recording.is_some() {
+            return Err("with --cluster --data yet");
+        }
+        if !self.shared.has_channels {
+            return Err("in this room: its stream was made without the channels' subjects");
+        }
+        Ok(ClusterRoom {
+            shared: self.shared.clone(),
+            channel: Some(self.shared.open_channel(name)),
+        })
     }
 
     fn recorded(&self) -> bool {
@@ -546,6 +673,9 @@ impl Room for ClusterRoom {
     /// Says `farewell` to this node's participants only: the room goes on
     /// on the other nodes, which hear this node's participants leave.
     fn close(&self, farewell: Bytes) {
+        if let Some(channel) = &self.channel {
+            return channel.close();
+        }
         let mut state = self.shared.state();
         if !state.closed {
             state.lines.push(StoredLine {

@@ -19,6 +19,7 @@
 //! queue for that answer (a round trip to the other node, at most
 //! `REQUEST_TIMEOUT`), so that they too keep their order.
 
+use super::beside::KickRecord;
 use super::record::PrivateRecord;
 use super::{REQUEST_TIMEOUT, Shared};
 use crate::protocol;
@@ -110,18 +111,23 @@ impl Shared {
 /// answers whether each was taken.
 pub(super) async fn deliver_private(shared: Arc<Shared>, mut inbox: async_nats::Subscriber) {
     while let Some(message) = inbox.next().await {
-        let record = match PrivateRecord::decode(&message.payload, shared.max_line) {
-            Ok(record) => record,
-            Err(why) => {
-                shared.reject(why);
-                continue;
+        let answer = match PrivateRecord::decode(&message.payload, shared.max_line) {
+            Ok(record) => {
+                let after = shared.bounded_after(record.after).await;
+                match shared.state().members.get(&record.to) {
+                    Some(member) if member.tell_after(after, record.line(&member.nick)) => TAKEN,
+                    Some(_) => NOT_READING,
+                    None => NOT_HERE,
+                }
             }
-        };
-        let after = shared.bounded_after(record.after).await;
-        let answer = match shared.state().members.get(&record.to) {
-            Some(member) if member.tell_after(after, record.line(&member.nick)) => TAKEN,
-            Some(_) => NOT_READING,
-            None => NOT_HERE,
+            // An operator's kick from another node comes the same way.
+            Err(why) => match KickRecord::decode(&message.payload, shared.max_line) {
+                Ok(kick) => shared.kicked_from_elsewhere(&kick),
+                Err(_) => {
+                    shared.reject(why);
+                    continue;
+                }
+            },
         };
         if let Some(reply) = message.reply
             && let Err(e) = shared

@@ -116,13 +116,28 @@ impl Shared {
         id: &str,
         patience: Duration,
     ) -> Result<u64> {
+        self.publish_stored_to(&self.subject, payload, id, patience)
+            .await
+    }
+
+    /// [`Shared::publish_stored`] to `subject`: the lobby's, a channel's or
+    /// the orders'. Only the lobby's sequences are what a private line
+    /// waits for (see `private`).
+    pub(super) async fn publish_stored_to(
+        &self,
+        subject: &str,
+        payload: &Bytes,
+        id: &str,
+        patience: Duration,
+    ) -> Result<u64> {
         let give_up = Instant::now() + patience;
         let mut backoff = Duration::from_millis(100);
         loop {
             if self.connected_since().is_some() {
                 let publish = publish_message(payload, id);
-                match self.js.send_publish(self.subject.clone(), publish).await {
+                match self.js.send_publish(subject.to_owned(), publish).await {
                     Ok(ack) => match ack.await {
+                        Ok(ack) if subject != self.subject => return Ok(ack.sequence),
                         Ok(ack) => {
                             self.known.fetch_max(ack.sequence, Ordering::AcqRel);
                             return Ok(ack.sequence);

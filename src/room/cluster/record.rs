@@ -12,8 +12,9 @@
 //! functions a single server uses. What does not pass is dropped and
 //! counted ([`Rejected`]), never shown.
 
-use crate::protocol;
-use crate::room::{Departure, Said};
+use crate::protocol::{self, moderation};
+use crate::room::store::Action;
+use crate::room::{Departure, Moderation, Said};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,27 @@ pub(super) enum Record {
         #[serde(default, skip_serializing_if = "is_false")]
         quiet: bool,
     },
+    /// `<nick> was kicked by <by>`, or `... (<reason>)`: a leave an
+    /// operator made.
+    Kick {
+        nick: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// A `/ban` (shown as a kick).
+        #[serde(default, skip_serializing_if = "is_false")]
+        ban: bool,
+    },
+    /// `<nick> was muted by <by> for <duration>`.
+    Muted {
+        nick: String,
+        by: String,
+        duration: String,
+    },
+    /// `<nick> was unmuted by <by>`.
+    Unmuted { nick: String, by: String },
+    /// `[topic] #name: <text> set by <by>`.
+    Topic { by: String, text: String },
 }
 
 fn is_false(value: &bool) -> bool {
@@ -69,6 +91,8 @@ pub(super) enum Rejected {
     Nickname,
     #[error("a text longer than the line limit")]
     TooLong,
+    #[error("a channel name no channel could have")]
+    Channel,
 }
 
 impl Record {
@@ -106,6 +130,40 @@ impl Record {
         }
     }
 
+    /// A leave as a channel records it: a kick as such, seen by everyone
+    /// as on one server.
+    pub(super) fn departed(nick: &str, how: Departure<'_>, quiet: bool) -> Record {
+        match how {
+            Departure::Kicked { by, reason, ban } if !quiet => Record::Kick {
+                nick: nick.to_owned(),
+                by: by.to_owned(),
+                reason: reason.map(str::to_owned),
+                ban,
+            },
+            how => Record::departure(nick, how, quiet),
+        }
+    }
+
+    /// The record of an operator's action that is told as such (a mute,
+    /// an unmute, a topic); none for a kick or a ban, told by the
+    /// departure they make.
+    pub(super) fn acted(act: Moderation<'_>) -> Option<Record> {
+        let (nick, by) = (act.whom.to_owned(), act.by.to_owned());
+        Some(match act.action {
+            Action::Mute => Record::Muted {
+                nick,
+                by,
+                duration: act.detail.to_owned(),
+            },
+            Action::Unmute => Record::Unmuted { nick, by },
+            Action::Topic => Record::Topic {
+                by,
+                text: act.detail.to_owned(),
+            },
+            Action::Kick | Action::Ban => return None,
+        })
+    }
+
     /// Whether the room's participants are shown it (a join or leave in a
     /// room too big to announce them is stored only).
     pub(super) fn is_shown(&self) -> bool {
@@ -132,11 +190,33 @@ impl Record {
     /// join accepts, a text within the line limit.
     fn check(&self, max_line: usize) -> Result<(), Rejected> {
         let (nick, text) = match self {
-            Record::Say { nick, text } | Record::Act { nick, text } => (nick, Some(text)),
-            Record::Join { nick, .. } => (nick, None),
-            Record::Leave { nick, reason, .. } => (nick, reason.as_ref()),
+            Record::Say { nick, text } | Record::Act { nick, text } => (Some(nick), Some(text)),
+            Record::Join { nick, .. } => (Some(nick), None),
+            Record::Leave { nick, reason, .. } => (Some(nick), reason.as_ref()),
+            Record::Kick {
+                nick, by, reason, ..
+            } => {
+                valid_nick(by)?;
+                (Some(nick), reason.as_ref())
+            }
+            Record::Muted { nick, by, duration } => {
+                valid_nick(by)?;
+                moderation::mute_duration(duration).ok_or(Rejected::Malformed("a mute"))?;
+                (Some(nick), None)
+            }
+            Record::Unmuted { nick, by } => {
+                valid_nick(by)?;
+                (Some(nick), None)
+            }
+            Record::Topic { by, text } => {
+                valid_nick(by)?;
+                within_limit(text, moderation::MAX_TOPIC)?;
+                (None, Some(text))
+            }
         };
-        valid_nick(nick)?;
+        if let Some(nick) = nick {
+            valid_nick(nick)?;
+        }
         if let Some(text) = text {
             within_limit(text, max_line)?;
         }
@@ -165,7 +245,34 @@ impl Record {
         matches!(self, Record::Say { .. } | Record::Act { .. })
     }
 
-    /// The line participants read, formatted here, from checked parts.
+    /// The line participants read, formatted here, from checked parts;
+    /// `channel`: the channel's name, or `None` in the lobby.
+    pub(super) fn line_in(&self, channel: Option<&str>) -> Bytes {
+        let plain = match self {
+            Record::Kick {
+                nick, by, reason, ..
+            } => {
+                let reason = reason.as_deref().map(protocol::sanitize);
+                moderation::kicked_line(nick, by, reason.as_deref())
+            }
+            Record::Muted { nick, by, duration } => moderation::muted_line(nick, by, duration),
+            Record::Unmuted { nick, by } => moderation::unmuted_line(nick, by),
+            Record::Topic { by, text } => {
+                let name = channel.unwrap_or(protocol::channels::LOBBY);
+                return moderation::topic_set_line(name, &protocol::sanitize(text), by);
+            }
+            other => other.line(),
+        };
+        match channel {
+            None => plain,
+            Some(name) => {
+                protocol::channels::in_channel(&protocol::channels::channel_prefix(name), &plain)
+            }
+        }
+    }
+
+    /// The line participants read in the lobby, formatted here, from
+    /// checked parts.
     pub(super) fn line(&self) -> Bytes {
         match self {
             Record::Say { nick, text } => Said::Message(&protocol::sanitize(text)).line(nick),
@@ -179,6 +286,7 @@ impl Record {
                 reason: Some(reason),
                 ..
             } => Departure::Quit(&protocol::sanitize(reason)).line(nick),
+            other => other.line_in(None),
         }
     }
 }
@@ -266,7 +374,7 @@ pub(super) fn valid_nick(nick: &str) -> Result<(), Rejected> {
     }
 }
 
-fn within_limit(text: &str, max_line: usize) -> Result<(), Rejected> {
+pub(super) fn within_limit(text: &str, max_line: usize) -> Result<(), Rejected> {
     if text.len() > max_line {
         return Err(Rejected::TooLong);
     }
@@ -275,7 +383,7 @@ fn within_limit(text: &str, max_line: usize) -> Result<(), Rejected> {
 
 /// The kind of a decoding error, without the input it quotes: a rejected
 /// record's text must not reach the log either.
-fn malformed(e: serde_json::Error) -> Rejected {
+pub(super) fn malformed(e: serde_json::Error) -> Rejected {
     Rejected::Malformed(match e.classify() {
         serde_json::error::Category::Io => "unreadable",
         serde_json::error::Category::Syntax => "not JSON",
@@ -378,6 +486,55 @@ mod tests {
         // number is the message itself, and what comes next is after it.
         assert_eq!(message_of(5000), 5000);
         assert!(line_number(5001, 0) > 5000);
+    }
+
+    #[test]
+    fn operators_records_are_checked_and_formatted_for_their_channel() {
+        let kick = Record::departed(
+            "bob",
+            Departure::Kicked {
+                by: "alice",
+                reason: Some("spam\u{1b}[2J"),
+                ban: false,
+            },
+            false,
+        );
+        let read = Record::decode(&kick.encode(), 100).expect("valid");
+        assert_eq!(read.line(), "bob was kicked by alice (spam[2J)\n");
+        assert_eq!(
+            read.line_in(Some("#ops")),
+            "#ops bob was kicked by alice (spam[2J)\n"
+        );
+        let topic = Record::acted(Moderation {
+            action: Action::Topic,
+            by: "alice",
+            whom: "",
+            detail: "deploy",
+        })
+        .expect("a topic is told");
+        let read = Record::decode(&topic.encode(), 100).expect("valid");
+        assert_eq!(
+            read.line_in(Some("#ops")),
+            "[topic] #ops: deploy set by alice\n"
+        );
+        assert_eq!(read.line(), "[topic] #lobby: deploy set by alice\n");
+        for (payload, why) in [
+            (
+                &br#"{"kind":"kick","nick":"bob","by":"Server"}"#[..],
+                "nickname",
+            ),
+            (
+                br#"{"kind":"muted","nick":"bob","by":"alice","duration":"8d"}"#,
+                "mute",
+            ),
+            (
+                br#"{"kind":"topic","by":"alice","text":"xxxxxxxxxxx"}"#,
+                "limit",
+            ),
+        ] {
+            let err = Record::decode(payload, 10).expect_err("rejected");
+            assert!(err.to_string().contains(why), "{err} for {payload:?}");
+        }
     }
 
     #[test]

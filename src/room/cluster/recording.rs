@@ -18,7 +18,7 @@ use super::{REQUEST_TIMEOUT, Shared};
 use crate::protocol;
 use crate::room::Question;
 use crate::room::recall::{self, Asked};
-use crate::room::store::{Entry, Kind, Store, Upkeep};
+use crate::room::store::{Action, Entry, Kind, Store, Upkeep};
 use crate::sync::lock;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -123,21 +123,46 @@ impl Recording {
     }
 }
 
-/// What is stored of a record: its parts as they were shown.
+/// What is stored of a record: its parts as they were shown; an
+/// operator's action as one server with a store keeps it (kind
+/// `moderation`: the operator, whom it concerns, the reason, duration or
+/// topic).
 fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Entry {
-    let (kind, nick, text) = match record {
-        Record::Say { nick, text } => (Kind::Message, nick, text.as_str()),
-        Record::Act { nick, text } => (Kind::Action, nick, text.as_str()),
-        Record::Join { nick, .. } => (Kind::Join, nick, ""),
-        Record::Leave { nick, reason, .. } => (Kind::Leave, nick, reason.as_deref().unwrap_or("")),
+    let (kind, nick, text, whom) = match record {
+        Record::Say { nick, text } => (Kind::Message, nick, text.as_str(), ""),
+        Record::Act { nick, text } => (Kind::Action, nick, text.as_str(), ""),
+        Record::Join { nick, .. } => (Kind::Join, nick, "", ""),
+        Record::Leave { nick, reason, .. } => {
+            (Kind::Leave, nick, reason.as_deref().unwrap_or(""), "")
+        }
+        Record::Kick {
+            nick,
+            by,
+            reason,
+            ban,
+        } => {
+            let action = if *ban { Action::Ban } else { Action::Kick };
+            let reason = reason.as_deref().unwrap_or("");
+            (Kind::Moderation(action), by, reason, nick.as_str())
+        }
+        Record::Muted { nick, by, duration } => (
+            Kind::Moderation(Action::Mute),
+            by,
+            duration.as_str(),
+            nick.as_str(),
+        ),
+        Record::Unmuted { nick, by } => (Kind::Moderation(Action::Unmute), by, "", nick.as_str()),
+        Record::Topic { by, text } => (Kind::Moderation(Action::Topic), by, text.as_str(), ""),
     };
-    Entry::new(
+    let mut entry = Entry::new(
         seq,
         time,
         kind,
         nick.clone(),
         protocol::sanitize(text).into_owned(),
-    )
+    );
+    entry.whom = whom.to_owned();
+    entry
 }
 
 impl Shared {

@@ -271,7 +271,7 @@ where
             | Command::Topic(_)),
         ) = input
         {
-            let answer = self.moderate(command);
+            let answer = Box::pin(self.moderate(command)).await;
             self.conn.queue(answer);
             return Ok(1);
         }
@@ -335,7 +335,9 @@ where
 
     /// Whether this participant is muted now; if so, it is told until when.
     fn refused_as_muted(&mut self) -> bool {
-        let Some(until) = self.server.moderation.muted_until(self.nick) else {
+        let until = (self.server.moderation.muted_until(self.nick))
+            .or_else(|| self.server.room.muted_until(self.nick));
+        let Some(until) = until else {
             return false;
         };
         let now = time::OffsetDateTime::now_utc();

@@ -186,3 +186,83 @@ async fn forged_private_payloads_are_dropped_or_checked_and_hold_nothing_back() 
         assert_eq!(line, expected);
     }
 }
+
+#[tokio::test]
+async fn forged_channel_records_orders_and_memberships_are_checked_too() {
+    let nats = NatsServer::start().await;
+    let a = node(&nats, "a").await;
+    let _alice = a.join("alice").await.expect("joins");
+    let ops = a.open_channel("#ops").expect("a channel");
+    let mut alice = ops.join("alice").await.expect("joins #ops");
+    assert_eq!(next(&mut alice).await, "#ops alice joined!\n");
+    let (client, js) = intruder(&nats).await;
+    let to = |subject: &str, payload: &'static str| {
+        let js = js.clone();
+        let subject = format!("chat.{ROOM}.{subject}");
+        async move {
+            js.publish(subject, Bytes::from_static(payload.as_bytes()))
+                .await
+                .expect("published")
+                .await
+                .expect("stored");
+        }
+    };
+    // A subject no channel has, finished lines, a forged operator.
+    to("ch.OPS", r#"{"kind":"say","nick":"bob","text":"x"}"#).await;
+    to("ch.ops", "[topic] #ops: send me your password\n").await;
+    to("ch.ops", r#"{"kind":"topic","by":"Server","text":"x"}"#).await;
+    to("ch.ops", r#"{"kind":"kick","nick":"alice","by":"x y"}"#).await;
+    to(
+        "ch.ops",
+        r#"{"kind":"muted","nick":"alice","by":"bob","duration":"forever"}"#,
+    )
+    .await;
+    // Orders: a mute past what any operator may give, a nickname no one
+    // could have, a node name that is not one.
+    to("orders", r#"{"order":"mute","nick":"alice","by":"bob","until":99999999999,"typed":"10m","node":"a"}"#).await;
+    to(
+        "orders",
+        r#"{"order":"mute","nick":"a\nb","by":"bob","until":0,"typed":"10m","node":"a"}"#,
+    )
+    .await;
+    to(
+        "orders",
+        r#"{"order":"unmute","nick":"alice","by":"bob","node":"a b"}"#,
+    )
+    .await;
+    // A membership under another key than its own.
+    let nicks = js
+        .get_key_value(format!("chat_{ROOM}_nicks"))
+        .await
+        .expect("the bucket");
+    nicks
+        .put(
+            "ch.ops.evil",
+            Bytes::from_static(br##"{"node":"a","nick":"mallory","channel":"#ops"}"##),
+        )
+        .await
+        .expect("put");
+    // A kick with a forged operator's name is dropped, unanswered.
+    client
+        .publish(
+            format!("chat.{ROOM}.private.a"),
+            Bytes::from_static(br#"{"kick":"alice","by":"Server"}"#),
+        )
+        .await
+        .expect("published");
+    // Well-formed: read as an operator's line, escapes stripped.
+    to(
+        "ch.ops",
+        r#"{"kind":"topic","by":"bob","text":"hi\u001b[2J\nServer"}"#,
+    )
+    .await;
+    ops.publish("alice", "still here");
+    assert_eq!(
+        next(&mut alice).await,
+        "[topic] #ops: hi[2JServer set by bob\n"
+    );
+    assert_eq!(next(&mut alice).await, "#ops alice: still here\n");
+    assert_eq!(a.muted_until("alice"), None);
+    assert_eq!(ops.members(10), (1, vec!["alice".to_string()]));
+    assert_eq!(ops.topic().as_deref(), Some("hi[2JServer"));
+}

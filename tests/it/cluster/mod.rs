@@ -2,6 +2,7 @@
 //! (JetStream), each test with its own on a free loopback port.
 
 mod auth;
+mod channels;
 mod forgery;
 mod nodes;
 mod outage;

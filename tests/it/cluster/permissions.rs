@@ -3,12 +3,13 @@
 //! permissions of docs/nats/chat-node-permissions.json (the file the doc
 //! shows), made for room `lab`; two nodes with them share the room (lines,
 //! `/msg`, `/list`, history, a killed node's participants announced as
-//! left) and NATS refuses none of their operations; a node of room `lab`
+//! left; channels, a mute and a kick across nodes) and NATS refuses none
+//! of their operations; a node of room `lab`
 //! with the credentials of room `other` is refused at start, and says why.
 
 use crate::harness::nats::auth::Secured;
 use crate::harness::nats::{TAKEOVER, connect, join, node_at, node_refused, path};
-use crate::harness::{Serve, TestCerts};
+use crate::harness::{Client, Serve, TestCerts, WAIT};
 use serde_json::Value;
 use std::path::Path;
 use tokio::time::Instant;
@@ -51,7 +52,19 @@ fn subjects(permissions: &Value, list: &str) -> Vec<String> {
 
 /// Node `name` of room `room`, logging in with `creds`, listening.
 async fn node(secured: &Secured, certs: &TestCerts, name: &str, room: &str, creds: &Path) -> Serve {
-    let args = [
+    node_with(secured, certs, name, room, creds, &[]).await
+}
+
+/// [`node`], with `extra` arguments.
+async fn node_with(
+    secured: &Secured,
+    certs: &TestCerts,
+    name: &str,
+    room: &str,
+    creds: &Path,
+    extra: &[&str],
+) -> Serve {
+    let mut args = vec![
         "--cluster-room",
         room,
         "--cluster-creds",
@@ -59,7 +72,70 @@ async fn node(secured: &Secured, certs: &TestCerts, name: &str, room: &str, cred
         "--history",
         "1",
     ];
+    args.extend(extra);
     node_at(certs, &secured.nats.url(), name, &args).await
+}
+
+#[tokio::test]
+async fn channels_and_operators_need_nothing_more_than_the_documented_permissions() {
+    let secured = Secured::start().await;
+    let certs = TestCerts::new();
+    let one_creds = secured.creds_with("lab-one", permissions("lab"));
+    let two_creds = secured.creds_with("lab-two", permissions("lab"));
+    let operators = certs.path("operators.txt");
+    std::fs::write(&operators, "alice\n").expect("operators file");
+    let ca = certs.ca();
+    let mutual = ["--client-ca", path(&ca), "--operators", path(&operators)];
+    let (one, two) = tokio::join!(
+        node_with(&secured, &certs, "one", "lab", &one_creds, &mutual),
+        node_with(&secured, &certs, "two", "lab", &two_creds, &mutual),
+    );
+    let member = |node: &Serve, name: &str| {
+        let (cert, key) = certs.client(name);
+        let config = certs.client_tls_as(&cert, &key);
+        let addr = crate::harness::nats::addr(node);
+        let name = name.to_owned();
+        async move {
+            let mut client = Client::tls(addr, config).await;
+            client.register(&name).await;
+            client
+        }
+    };
+    let mut alice = member(&one, "alice").await;
+    let mut bob = member(&two, "bob").await;
+    alice.expect("bob joined!").await;
+    // A channel across both nodes: its subject, its memberships.
+    alice.send("/join #ops").await;
+    alice.expect("#ops alice joined!").await;
+    alice.expect("[join] #ops: 1 here").await;
+    bob.send("/join #ops").await;
+    bob.expect("#ops bob joined!").await;
+    bob.expect("[join] #ops: 2 here").await;
+    alice.expect("#ops bob joined!").await;
+    bob.send("in ops").await;
+    bob.expect("#ops bob: in ops").await;
+    alice.expect("#ops bob: in ops").await;
+    // An order, and a kick from one node to the other.
+    alice.send("/mute bob 1m").await;
+    alice
+        .until("#ops bob was muted by alice for 1m", WAIT)
+        .await;
+    bob.expect("#ops bob was muted by alice for 1m").await;
+    alice.send("/unmute bob").await;
+    bob.until("#ops bob was unmuted by alice", WAIT).await;
+    alice.send("/kick bob").await;
+    let last = bob.until_closed().await;
+    assert_eq!(
+        last.last().map(String::as_str),
+        Some("ERROR kicked by alice")
+    );
+    alice.until("#ops bob was kicked by alice", WAIT).await;
+
+    let (one_log, two_log) = (one.kill_and_log().await, two.kill_and_log().await);
+    for log in [one_log, two_log] {
+        assert!(!log.contains(REFUSED), "{log}");
+        assert!(!log.contains("does not take the subjects"), "{log}");
+    }
 }
 
 #[tokio::test]

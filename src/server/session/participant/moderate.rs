@@ -7,7 +7,7 @@ use super::Participant;
 use crate::protocol::moderation::{self, MAX_TOPIC, NOT_AN_OPERATOR};
 use crate::protocol::{self, Command};
 use crate::room::store::Action;
-use crate::room::{Departure, Moderation, Room};
+use crate::room::{Departure, Moderation, Mute, Room};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -17,7 +17,10 @@ where
     R: Room,
 {
     /// Acts on an operator's command; returns the answer to the asker.
-    pub(super) fn moderate(&self, command: Command<'_>) -> Bytes {
+    /// Boxed by its caller, as a join is: a kick may wait for another
+    /// node's answer, and would otherwise make every session's future
+    /// that much larger.
+    pub(super) async fn moderate(&mut self, command: Command<'_>) -> Bytes {
         let access = self.server.access;
         if !access.is_some_and(|access| access.is_operator(self.nick)) {
             return protocol::error_line(NOT_AN_OPERATOR);
@@ -25,36 +28,15 @@ where
         let is_operator = |nick: &str| access.is_some_and(|access| access.is_operator(nick));
         match command {
             Command::Kick { nick, .. } | Command::Mute { nick, .. } if is_operator(nick) => {
-                protocol::error_line("an operator cannot be kicked, banned or muted")
+                protocol::error_line(moderation::OPERATOR_PROTECTED)
             }
-            Command::Kick { nick, reason, ban } => self.kick(nick, reason.as_deref(), ban),
+            Command::Kick { nick, reason, ban } => self.kick(nick, reason.as_deref(), ban).await,
             Command::Mute {
                 nick,
                 duration,
                 typed,
-            } => {
-                let nick = &*protocol::sanitize(nick);
-                let line = moderation::muted_line(nick, self.nick, typed);
-                let act = self.act(Action::Mute, nick, typed);
-                if let Err(why) = self.server.channels.notice_about(nick, &line, act) {
-                    return unavailable("/mute", why);
-                }
-                let until = self.server.moderation.mute(nick, duration);
-                self.audit("mute", nick, Some(typed));
-                let until = moderation::until_text(until, time::OffsetDateTime::now_utc());
-                protocol::control_line(&format!("[mute] {nick} is muted until {until}"))
-            }
-            Command::Unmute(nick) => {
-                let nick = &*protocol::sanitize(nick);
-                if !self.server.moderation.unmute(nick) {
-                    return protocol::error_line(format!("\"{nick}\" is not muted"));
-                }
-                self.audit("unmute", nick, None);
-                let line = moderation::unmuted_line(nick, self.nick);
-                let act = self.act(Action::Unmute, nick, "");
-                let _ = self.server.channels.notice_about(nick, &line, act);
-                protocol::control_line(&format!("[mute] {nick} may speak again"))
-            }
+            } => self.mute(&protocol::sanitize(nick), duration, typed),
+            Command::Unmute(nick) => self.unmute(&protocol::sanitize(nick)),
             Command::Topic(topic) if topic.len() > MAX_TOPIC => {
                 protocol::error_line(format!("a topic is at most {MAX_TOPIC} bytes"))
             }
@@ -74,9 +56,61 @@ where
         }
     }
 
+    /// `/mute`: kept by the room, if it keeps mutes (shared with other
+    /// servers), or else by this server; told to NICK's current channel.
+    fn mute(&self, nick: &str, duration: std::time::Duration, typed: &str) -> Bytes {
+        let now = time::OffsetDateTime::now_utc();
+        let until = now + duration;
+        let by = self.nick;
+        let mute = Mute {
+            nick,
+            by,
+            until,
+            typed,
+        };
+        let until = match self.server.room.mute(mute) {
+            Some(Err(why)) => return unavailable("/mute", why),
+            Some(Ok(())) => until,
+            None => {
+                let line = moderation::muted_line(nick, by, typed);
+                let act = self.act(Action::Mute, nick, typed);
+                if let Err(why) = self.server.channels.notice_about(nick, &line, act) {
+                    return unavailable("/mute", why);
+                }
+                self.server.moderation.mute(nick, duration)
+            }
+        };
+        self.audit("mute", nick, Some(typed));
+        let until = moderation::until_text(until, now);
+        protocol::control_line(&format!("[mute] {nick} is muted until {until}"))
+    }
+
+    /// `/unmute`, where `/mute` keeps its mutes.
+    fn unmute(&self, nick: &str) -> Bytes {
+        let by = self.nick;
+        let lifted = match self.server.room.unmute(nick, by) {
+            Some(Err(why)) => return unavailable("/unmute", why),
+            Some(Ok(lifted)) => lifted,
+            None => {
+                let lifted = self.server.moderation.unmute(nick);
+                if lifted {
+                    let line = moderation::unmuted_line(nick, by);
+                    let act = self.act(Action::Unmute, nick, "");
+                    let _ = self.server.channels.notice_about(nick, &line, act);
+                }
+                lifted
+            }
+        };
+        if !lifted {
+            return protocol::error_line(format!("\"{nick}\" is not muted"));
+        }
+        self.audit("unmute", nick, None);
+        protocol::control_line(&format!("[mute] {nick} may speak again"))
+    }
+
     /// `/kick` (and `/ban`, which first keeps the name in `--deny-file`):
     /// puts NICK out of the server, the room and every channel told.
-    fn kick(&self, victim: &str, reason: Option<&str>, ban: bool) -> Bytes {
+    async fn kick(&mut self, victim: &str, reason: Option<&str>, ban: bool) -> Bytes {
         let by = self.nick;
         // Typed by the asker, and said back to it: no control character.
         let victim = &*protocol::sanitize(victim);
@@ -89,7 +123,7 @@ where
         let told = moderation::kicked_error(by, reason);
         let how = Departure::Kicked { by, reason, ban };
         let action = if ban { "ban" } else { "kick" };
-        let answer = match self.server.channels.put_out(victim, told, how) {
+        let answer = match self.server.channels.put_out(victim, told, how).await {
             Ok(true) => protocol::control_line(&format!("[{action}] {victim} is out")),
             // A ban holds for the next join all the same; nobody is told,
             // and it is stored all the same.
@@ -101,7 +135,7 @@ where
                 protocol::control_line(&format!("[ban] {victim} is banned"))
             }
             Ok(false) => return protocol::error_line(format!("no such nickname \"{victim}\"")),
-            Err(why) => return unavailable(&format!("/{action}"), why),
+            Err(why) => return protocol::error_line(why),
         };
         self.audit(action, victim, reason);
         if let Some(access) = access.filter(|_| ban) {
@@ -135,5 +169,5 @@ where
 }
 
 fn unavailable(command: &str, why: &str) -> Bytes {
-    protocol::error_line(format!("{command} is not available on this server {why}"))
+    protocol::error_line(format!("{command} not done: {why}"))
 }

@@ -1,0 +1,342 @@
+//! Channels and operators on two nodes of one room: each channel one order
+//! for its members on both nodes, no line crossing channels, `/rooms` and
+//! `/list` counting both nodes; a kick, a mute and a topic given on one
+//! node holding on the other; a killed node's members leaving its
+//! channels.
+
+use crate::harness::nats::{TAKEOVER, addr, join, node_with, path};
+use crate::harness::{Client, NatsServer, Serve, TestCerts, TlsClient, WAIT};
+use tokio::time::{Instant, timeout_at};
+
+/// Sends `/join NAME` and reads the answer to the asker: its `joined!` line
+/// in the channel, then the `[join]` line.
+async fn join_channel(client: &mut TlsClient, name: &str) -> (String, String) {
+    client.send(&format!("/join {name}")).await;
+    (client.line().await, client.line().await)
+}
+
+/// Sends `command` until its first answer is `wanted` (what other nodes
+/// tell by their buckets comes a little later): fails after [`WAIT`].
+async fn ask_until(client: &mut TlsClient, command: &str, wanted: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        client.send(command).await;
+        last.clear();
+        for _ in 0..wanted.len() {
+            last.push(client.line().await);
+        }
+        if last == wanted {
+            return;
+        }
+    }
+    panic!("{command}: {last:?}, not {wanted:?}");
+}
+
+/// Reads `client`'s lines until it has `n` starting with `kind`; fails on
+/// a line of any channel but `member_of`.
+async fn transcript(client: &mut TlsClient, member_of: &str, kind: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let line = timeout_at(deadline, client.line())
+            .await
+            .expect("the channel's lines in time");
+        assert!(
+            !line.starts_with('#') || line.starts_with(member_of),
+            "{line:?} reached a member of {member_of} only"
+        );
+        if line.starts_with(kind) {
+            seen.push(line);
+        }
+    }
+    seen
+}
+
+async fn say_lines(client: &mut TlsClient, tag: &str, n: usize) {
+    let burst: String = (0..n).map(|i| format!("{tag}{i}\n")).collect();
+    client.send_raw(burst.as_bytes()).await;
+}
+
+#[tokio::test]
+async fn channels_keep_one_order_across_nodes_and_count_both() {
+    const EACH: usize = 30;
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (one, two) = tokio::join!(
+        node_with(&certs, &nats, "one", &[]),
+        node_with(&certs, &nats, "two", &[])
+    );
+    let mut alice = join(&certs, &one, "alice").await;
+    let mut carol = join(&certs, &one, "carol").await;
+    let mut bob = join(&certs, &two, "bob").await;
+    let mut dave = join(&certs, &two, "dave").await;
+    for client in [&mut alice, &mut carol, &mut bob] {
+        client.until("dave joined!", WAIT).await;
+    }
+    let joined = join_channel(&mut alice, "#ops").await;
+    assert_eq!(
+        joined,
+        ("#ops alice joined!".into(), "[join] #ops: 1 here".into())
+    );
+    // On the other node, spelled otherwise: the same channel.
+    let joined = join_channel(&mut bob, "#0ps").await;
+    assert_eq!(joined.1, "[join] #ops: 2 here", "{joined:?}");
+    alice.expect("#ops bob joined!").await;
+    let joined = join_channel(&mut dave, "#dev").await;
+    assert_eq!(
+        joined,
+        ("#dev dave joined!".into(), "[join] #dev: 1 here".into())
+    );
+    // A channel with members on the other node only is listed too.
+    let rooms = [
+        "[rooms] #lobby 4 here",
+        "[rooms] #dev 1 here",
+        "[rooms] #ops 2 here (current)",
+    ];
+    ask_until(&mut alice, "/rooms", &rooms).await;
+    let joined = join_channel(&mut carol, "#dev").await;
+    assert_eq!(
+        joined,
+        ("#dev carol joined!".into(), "[join] #dev: 2 here".into())
+    );
+    dave.expect("#dev carol joined!").await;
+
+    ask_until(&mut alice, "/list", &["[list] 2 here: alice, bob"]).await;
+    let rooms = [
+        "[rooms] #lobby 4 here",
+        "[rooms] #dev 2 here",
+        "[rooms] #ops 2 here (current)",
+    ];
+    ask_until(&mut alice, "/rooms", &rooms).await;
+    let rooms = [
+        "[rooms] #lobby 4 here",
+        "[rooms] #dev 2 here (current)",
+        "[rooms] #ops 2 here",
+    ];
+    ask_until(&mut dave, "/rooms", &rooms).await;
+
+    // Everyone at once, each in its channel, on both nodes.
+    tokio::join!(
+        say_lines(&mut alice, "a", EACH),
+        say_lines(&mut bob, "b", EACH),
+        say_lines(&mut carol, "c", EACH),
+        say_lines(&mut dave, "d", EACH),
+    );
+    let (ops_one, ops_two, dev_one, dev_two) = tokio::join!(
+        transcript(&mut alice, "#ops ", "#ops ", 2 * EACH),
+        transcript(&mut bob, "#ops ", "#ops ", 2 * EACH),
+        transcript(&mut carol, "#dev ", "#dev ", 2 * EACH),
+        transcript(&mut dave, "#dev ", "#dev ", 2 * EACH),
+    );
+    assert_eq!(ops_one, ops_two, "one order in #ops on both nodes");
+    assert_eq!(dev_one, dev_two, "one order in #dev on both nodes");
+    for (lines, tags) in [
+        (&ops_one, ["alice: a", "bob: b"]),
+        (&dev_one, ["carol: c", "dave: d"]),
+    ] {
+        for tag in tags {
+            let mine: Vec<&String> = lines.iter().filter(|l| l.contains(tag)).collect();
+            let said: Vec<String> = (0..EACH).map(|i| format!("{tag}{i}")).collect();
+            let mine: Vec<&str> = mine
+                .iter()
+                .map(|l| l.split_once(' ').expect("prefix").1)
+                .collect();
+            assert_eq!(mine, said, "{tag}'s lines in the order said");
+        }
+    }
+
+    // Leaving a channel on one node is seen on the other, and counted.
+    bob.send("/part").await;
+    bob.expect("[part] #ops: you left it; now in #lobby").await;
+    alice.expect("#ops bob left!").await;
+    ask_until(&mut alice, "/list", &["[list] 1 here: alice"]).await;
+    // A node that leaves takes its members out of its channels.
+    one.signal("TERM").await;
+    dave.until("#dev carol left!", WAIT).await;
+    ask_until(&mut dave, "/list", &["[list] 1 here: dave"]).await;
+}
+
+/// Node `name` with client certificates from `certs`' CA, `operators` its
+/// operators, and a deny file.
+async fn operators_node(
+    certs: &TestCerts,
+    nats: &NatsServer,
+    name: &str,
+    operators: &[&str],
+) -> Serve {
+    let file = certs.path(&format!("operators-{name}.txt"));
+    std::fs::write(&file, operators.join("\n") + "\n").expect("operators file");
+    let deny = certs.path(&format!("denied-{name}.txt"));
+    std::fs::write(&deny, "# banned\n").expect("deny file");
+    let ca = certs.ca();
+    let args = [
+        "--client-ca",
+        path(&ca),
+        "--operators",
+        path(&file),
+        "--deny-file",
+        path(&deny),
+    ];
+    node_with(certs, nats, name, &args).await
+}
+
+/// `name` joins `node` with its own client certificate.
+async fn member(certs: &TestCerts, node: &Serve, name: &str) -> TlsClient {
+    let (cert, key) = certs.client(name);
+    let mut client = Client::tls(addr(node), certs.client_tls_as(&cert, &key)).await;
+    client.register(name).await;
+    client
+}
+
+#[tokio::test]
+async fn an_operator_on_one_node_kicks_mutes_and_sets_topics_on_the_other() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    // Erin is an operator on node two only: node two protects her.
+    let (one, two) = tokio::join!(
+        operators_node(&certs, &nats, "one", &["alice"]),
+        operators_node(&certs, &nats, "two", &["alice", "erin"]),
+    );
+    let mut alice = member(&certs, &one, "alice").await;
+    let mut carol = member(&certs, &one, "carol").await;
+    let mut bob = member(&certs, &two, "bob").await;
+    let mut erin = member(&certs, &two, "erin").await;
+    for client in [&mut alice, &mut carol, &mut bob] {
+        client.until("erin joined!", WAIT).await;
+    }
+    join_channel(&mut alice, "#ops").await;
+    let joined = join_channel(&mut bob, "#ops").await;
+    assert_eq!(joined.1, "[join] #ops: 2 here");
+    alice.expect("#ops bob joined!").await;
+
+    // A mute on node one holds for bob on node two, told in his channel.
+    alice.send("/mute bob 10m").await;
+    let answer = alice
+        .until("#ops bob was muted by alice for 10m", WAIT)
+        .await;
+    assert!(
+        answer
+            .iter()
+            .any(|l| l.starts_with("[mute] bob is muted until ")),
+        "{answer:?}"
+    );
+    bob.expect("#ops bob was muted by alice for 10m").await;
+    bob.send("let me speak").await;
+    let refused = bob.line().await;
+    assert!(
+        refused.starts_with("ERROR you are muted until "),
+        "{refused}"
+    );
+    assert!(refused.ends_with(" UTC"), "{refused}");
+    alice.send("/unmute bob").await;
+    alice.expect("[mute] bob may speak again").await;
+    alice.expect("#ops bob was unmuted by alice").await;
+    bob.expect("#ops bob was unmuted by alice").await;
+    bob.send("thanks").await;
+    bob.expect("#ops bob: thanks").await;
+    alice.expect("#ops bob: thanks").await;
+
+    // A topic set on node one, seen on node two, and by a later joiner
+    // there.
+    alice.send("/topic deploy at noon").await;
+    alice.expect("[topic] set for #ops").await;
+    alice
+        .expect("[topic] #ops: deploy at noon set by alice")
+        .await;
+    bob.expect("[topic] #ops: deploy at noon set by alice")
+        .await;
+    let (_, _) = join_channel(&mut erin, "#ops").await;
+    erin.expect("[topic] #ops: deploy at noon").await;
+    alice.expect("#ops erin joined!").await;
+    bob.expect("#ops erin joined!").await;
+
+    // Node two knows erin is an operator: not put out.
+    alice.send("/kick erin").await;
+    alice
+        .expect("ERROR an operator cannot be kicked, banned or muted")
+        .await;
+    // Bob, on node two, is put out by alice on node one.
+    alice.send("/kick bob spamming").await;
+    let last = bob.until_closed().await;
+    assert_eq!(
+        last.last().map(String::as_str),
+        Some("ERROR kicked by alice: spamming"),
+        "{last:?}"
+    );
+    let mut seen = vec![alice.line().await, alice.line().await, alice.line().await];
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "#ops bob was kicked by alice (spamming)",
+            "[kick] bob is out",
+            "bob was kicked by alice (spamming)",
+        ]
+    );
+    carol.expect("bob was kicked by alice (spamming)").await;
+    let mut seen = vec![erin.line().await, erin.line().await];
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "#ops bob was kicked by alice (spamming)",
+            "bob was kicked by alice (spamming)"
+        ]
+    );
+    ask_until(&mut alice, "/list", &["[list] 2 here: alice, erin"]).await;
+
+    // A ban from node one puts carol out and keeps her name in node one's
+    // deny file.
+    alice.send("/ban carol trolling").await;
+    let last = carol.until_closed().await;
+    assert_eq!(
+        last.last().map(String::as_str),
+        Some("ERROR kicked by alice: trolling")
+    );
+    alice.until("[ban] carol is out", WAIT).await;
+    let denied = std::fs::read_to_string(certs.path("denied-one.txt")).expect("deny file");
+    assert!(
+        denied
+            .lines()
+            .any(|l| l.starts_with("carol  # banned by alice")),
+        "{denied}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_node_s_members_leave_its_channels() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let (one, mut two) = tokio::join!(
+        node_with(&certs, &nats, "one", &[]),
+        node_with(&certs, &nats, "two", &[])
+    );
+    let mut alice = join(&certs, &one, "alice").await;
+    let mut bob = join(&certs, &two, "bob").await;
+    alice.expect("bob joined!").await;
+    join_channel(&mut alice, "#ops").await;
+    let joined = join_channel(&mut bob, "#ops").await;
+    assert_eq!(joined.1, "[join] #ops: 2 here");
+    alice.expect("#ops bob joined!").await;
+
+    two.child.start_kill().expect("kill -9");
+    let killed = Instant::now();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let left = TAKEOVER.saturating_sub(killed.elapsed());
+        let line = tokio::time::timeout(left, alice.line())
+            .await
+            .expect("bob's leaves in time");
+        seen.push(line);
+    }
+    seen.sort();
+    assert_eq!(seen, ["#ops bob left!", "bob left!"]);
+    ask_until(&mut alice, "/list", &["[list] 1 here: alice"]).await;
+    ask_until(
+        &mut alice,
+        "/rooms",
+        &["[rooms] #lobby 1 here", "[rooms] #ops 1 here (current)"],
+    )
+    .await;
+}

@@ -107,6 +107,13 @@ impl Inbox {
     }
 
     /// The next line if one is waiting.
+    /// Whether the room closed the mailbox and every line in it has been
+    /// taken: nothing more will come.
+    pub fn is_finished(&self) -> bool {
+        let queue = lock(&self.0.queue);
+        queue.closed && queue.lines.is_empty()
+    }
+
     pub fn try_recv(&mut self) -> Option<Private> {
         lock(&self.0.queue).lines.pop_front()
     }

@@ -56,6 +56,10 @@ pub struct Subscriber<L: Line = Bytes> {
     /// Whether this participant's own `joined!` line has been read: its
     /// history comes after it.
     greeted: bool,
+    /// Whether the room closed the mailbox after its last line (it put this
+    /// participant out, `Room::put_out`): that line was the last, and the
+    /// room's lines that came after it are not for this participant.
+    put_out: bool,
 }
 
 /// History not yet read.
@@ -85,6 +89,7 @@ impl<L: Line> Subscriber<L> {
             held: None,
             history,
             greeted: false,
+            put_out: false,
         }
     }
 
@@ -130,7 +135,10 @@ impl<L: Line> Subscriber<L> {
     /// The held private line, if what was said before it has been read.
     fn due(&mut self) -> Option<Bytes> {
         match &self.held {
-            Some(held) if held.0.after <= self.read_up_to => self.held.take().map(|h| h.0.line),
+            Some(held) if held.0.after <= self.read_up_to => {
+                let line = self.held.take().map(|h| h.0.line);
+                line.map(|line| self.private_out(line))
+            }
             _ => None,
         }
     }
@@ -138,15 +146,25 @@ impl<L: Line> Subscriber<L> {
     /// A private line just taken from the mailbox: it goes now, or is held.
     fn arrived(&mut self, private: Private) -> Option<Bytes> {
         if private.after <= self.read_up_to {
-            return Some(private.line);
+            return Some(self.private_out(private.line));
         }
         self.held = Some(Box::new((private, Instant::now())));
         None
+    }
+
+    /// A private line on its way out; if the room closed the mailbox
+    /// behind it, nothing comes after it.
+    fn private_out(&mut self, line: Bytes) -> Bytes {
+        self.put_out = self.held.is_none() && self.inbox.is_finished();
+        line
     }
 }
 
 impl<L: Line> Subscription for Subscriber<L> {
     async fn recv(&mut self) -> Result<Bytes, RecvError> {
+        if self.put_out {
+            return Err(RecvError::Closed);
+        }
         if let Some(line) = self.next_history() {
             return Ok(line);
         }
@@ -182,7 +200,7 @@ impl<L: Line> Subscription for Subscriber<L> {
                 },
                 _ = async { if let Some(hold) = hold.as_mut() { hold.await } }, if hold.is_some() => {
                     if let Some(held) = self.held.take() {
-                        return Ok(held.0.line);
+                        return Ok(self.private_out(held.0.line));
                     }
                 }
             }
@@ -190,6 +208,10 @@ impl<L: Line> Subscription for Subscriber<L> {
     }
 
     fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
+        // Said by the next `recv`, as a closed mailbox is.
+        if self.put_out {
+            return Ok(None);
+        }
         if let Some(line) = self.next_history() {
             return Ok(Some(line));
         }
@@ -292,6 +314,23 @@ mod tests {
 
         // A closed mailbox ends the subscription.
         drop(mailbox);
+        assert_eq!(sub.recv().await, Err(RecvError::Closed));
+    }
+
+    #[tokio::test]
+    async fn the_line_a_room_closes_the_mailbox_behind_is_the_last() {
+        let ring = Backlog::new(backlog::MIN_BYTES);
+        let (mailbox, inbox) = mailbox();
+        let mut sub = Subscriber::new(ring.subscribe(), inbox, 1, Arc::from([]));
+        ring.push(Numbered(1, "carol joined!\n"));
+        assert_eq!(next(&mut sub).await, "carol joined!\n");
+        // Put out: told why, then the mailbox closes; the room's line about
+        // it comes a moment later, and is not hers to read.
+        assert!(mailbox.put(0, Bytes::from_static(b"ERROR kicked by alice\n")));
+        drop(mailbox);
+        assert_eq!(next(&mut sub).await, "ERROR kicked by alice\n");
+        ring.push(Numbered(2, "carol was kicked by alice\n"));
+        assert_eq!(sub.try_recv(), Ok(None));
         assert_eq!(sub.recv().await, Err(RecvError::Closed));
     }
 

@@ -548,8 +548,11 @@ async fn a_process_that_never_gets_the_line_fails() {
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(result["ok"], false);
     assert_eq!(result["deliveries"], 0, "{result}");
+    // Waiting for the line, or still for the whole room if the sender's
+    // process left before this one saw it full: either way it says why.
+    let problems = result["problems"].to_string();
     assert!(
-        result["problems"].to_string().contains("stalled"),
+        problems.contains("stalled") || problems.contains("stopped growing"),
         "{result}"
     );
 }

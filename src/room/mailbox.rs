@@ -20,6 +20,7 @@
 use crate::sync::lock;
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -47,6 +48,11 @@ pub struct Inbox(Arc<Shared>);
 #[derive(Debug, Default)]
 struct Shared {
     queue: Mutex<Queue>,
+    /// How many lines `queue` holds, kept under its lock and read without
+    /// it: a subscriber looks at its mailbox for every line it reads from
+    /// a room, and a participant in several rooms (channels) finds most of
+    /// them empty; that look takes no lock.
+    queued: AtomicUsize,
     arrived: Notify,
 }
 
@@ -71,6 +77,7 @@ impl Mailbox {
             return false;
         }
         queue.lines.push_back(Private { after, line });
+        self.0.queued.store(queue.lines.len(), Ordering::Release);
         drop(queue);
         self.0.arrived.notify_one();
         true
@@ -96,6 +103,7 @@ impl Inbox {
             {
                 let mut queue = lock(&self.0.queue);
                 if let Some(private) = queue.lines.pop_front() {
+                    self.0.queued.store(queue.lines.len(), Ordering::Release);
                     return Some(private);
                 }
                 if queue.closed {
@@ -115,7 +123,15 @@ impl Inbox {
     }
 
     pub fn try_recv(&mut self) -> Option<Private> {
-        lock(&self.0.queue).lines.pop_front()
+        // A line put in at this moment is found by the next look, or by
+        // `recv`, which its `put` wakes.
+        if self.0.queued.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut queue = lock(&self.0.queue);
+        let private = queue.lines.pop_front();
+        self.0.queued.store(queue.lines.len(), Ordering::Release);
+        private
     }
 }
 

@@ -2,13 +2,15 @@
 //! nats-server and the built binary: every node stores every channel's
 //! lines from the room's stream, `/search` and `/history` in a channel
 //! answer from its own lines, a channel's newcomer gets its history from
-//! the node's store, `history export --channel` reads a node's files, and
-//! a node that was stopped catches up on the channel lines it missed.
+//! the node's store, `history export --channel` reads a node's files, a
+//! node that was stopped catches up on the channel lines it missed, and
+//! operators' actions in a channel are stored as its `moderation` lines.
 
 use super::store::{join_recorded, recording_node, stop};
 use crate::harness::cli;
-use crate::harness::{NatsServer, nats::node_with};
-use crate::harness::{TestCerts, TlsClient, WAIT};
+use crate::harness::nats::{addr, node_with, path};
+use crate::harness::{Client, NatsServer, Serve, TestCerts, TlsClient, WAIT};
+use std::path::Path;
 
 /// Sends `/join NAME` and waits for its `[join]` line, `joined`; the
 /// lines before it.
@@ -54,7 +56,12 @@ async fn each_channel_is_searched_and_exported_from_its_own_lines_on_another_nod
 
     // On node two, each channel's search finds its own lines alone.
     bob.send("/search zanzibar").await;
+    // Bob reads the lobby's lines too: Dave's may come meanwhile.
     let found = bob.until("[search] 2 matches", WAIT).await;
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|l| l.starts_with("[search] "))
+        .collect();
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(
         found[0].ends_with(" #ops Alice: ops zanzibar 2"),
@@ -161,4 +168,94 @@ async fn a_node_back_from_a_stop_has_the_channel_lines_it_missed_once() {
     // Nothing more came with the history: the next line is this one.
     carol.send("and now").await;
     carol.expect("#ops Carol: and now").await;
+}
+
+/// A node keeping its lines in `data`, whose operators are `operators`.
+async fn operators_node(
+    certs: &TestCerts,
+    nats: &NatsServer,
+    name: &str,
+    data: &Path,
+    operators: &[&str],
+) -> Serve {
+    let file = certs.path(&format!("operators-{name}.txt"));
+    std::fs::write(&file, operators.join("\n") + "\n").expect("operators file");
+    let deny = certs.path(&format!("denied-{name}.txt"));
+    std::fs::write(&deny, "# banned\n").expect("deny file");
+    let ca = certs.ca();
+    let args = [
+        "--client-ca",
+        path(&ca),
+        "--operators",
+        path(&file),
+        "--deny-file",
+        path(&deny),
+    ];
+    recording_node(certs, nats, name, data, &args).await
+}
+
+/// `name` joins `node` with its own client certificate.
+async fn member(certs: &TestCerts, node: &Serve, name: &str) -> TlsClient {
+    let (cert, key) = certs.client(name);
+    let mut client = Client::tls(addr(node), certs.client_tls_as(&cert, &key)).await;
+    client.register(name).await;
+    client
+}
+
+#[tokio::test]
+async fn operators_actions_in_a_channel_are_stored_as_moderation_of_that_channel() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let tmp = tempfile::tempdir().expect("temp");
+    let (data_one, data_two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let (one, two) = tokio::join!(
+        operators_node(&certs, &nats, "one", &data_one, &["alice"]),
+        operators_node(&certs, &nats, "two", &data_two, &["alice"]),
+    );
+    let mut alice = member(&certs, &one, "alice").await;
+    let mut bob = member(&certs, &two, "bob").await;
+    let mut carol = member(&certs, &two, "carol").await;
+    alice.until("carol joined!", WAIT).await;
+    join_channel(&mut alice, "#ops", "[join] #ops: 1 here").await;
+    join_channel(&mut bob, "#ops", "[join] #ops: 2 here").await;
+    join_channel(&mut carol, "#ops", "[join] #ops: 3 here").await;
+    alice.until("#ops carol joined!", WAIT).await;
+
+    alice.send("/topic release day").await;
+    carol
+        .until("[topic] #ops: release day set by alice", WAIT)
+        .await;
+    alice.send("/mute bob 10m").await;
+    carol
+        .until("#ops bob was muted by alice for 10m", WAIT)
+        .await;
+    alice.send("/unmute bob").await;
+    carol.until("#ops bob was unmuted by alice", WAIT).await;
+    alice.send("/kick bob spam").await;
+    bob.until_closed().await;
+    carol
+        .until("#ops bob was kicked by alice (spam)", WAIT)
+        .await;
+    // Answered once node two's store holds every line it has read.
+    carol.send("/search spam").await;
+    carol.until("[search] no matches", WAIT).await;
+
+    let export = cli::history(&data_two, &["export", "--channel", "#ops"]).await;
+    let moderation: Vec<[String; 5]> = export
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("JSON"))
+        .filter(|v| v["kind"] == "moderation")
+        .map(|v| {
+            let field = |name: &str| v[name].as_str().expect("a string field").to_owned();
+            ["channel", "action", "nick", "whom", "text"].map(field)
+        })
+        .collect();
+    let expected = [
+        ["#ops", "topic", "alice", "", "release day"],
+        ["#ops", "mute", "alice", "bob", "10m"],
+        ["#ops", "unmute", "alice", "bob", ""],
+        ["#ops", "kick", "alice", "bob", "spam"],
+    ]
+    .map(|row| row.map(str::to_owned));
+    assert_eq!(moderation, expected, "{export}");
 }

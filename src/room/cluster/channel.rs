@@ -6,7 +6,10 @@
 //! `0-9`, `_`), which each node's one ordered consumer reads with the
 //! lobby's, handing each line to that channel's ring on this node. So a
 //! channel's order is the stream's order restricted to its subject, the
-//! same on every node.
+//! same on every node. A node with a store (`--data`) keeps every
+//! channel's records in it too, each under its channel, and answers a
+//! channel's `/history`, `/search` and newcomers from them (see
+//! `recording`).
 //!
 //! Its members on every node are entries of the nickname bucket under
 //! `ch.<channel>.<nick>` (a nickname key holds no dot, so they never meet

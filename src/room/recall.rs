@@ -5,7 +5,6 @@
 use super::store::{SearchError, Store};
 use crate::connection::BATCH_BYTES;
 use crate::protocol;
-use crate::protocol::channels::LOBBY;
 use crate::sync::lock;
 use bytes::{Bytes, BytesMut};
 use std::sync::Mutex;
@@ -19,13 +18,9 @@ pub(super) enum Asked {
     Search(String),
 }
 
-/// The answer's lines in `#lobby`, and for `/history` the sequence of
-/// the oldest line it shows.
-pub(super) fn answer(reader: &Mutex<Store>, asked: &Asked) -> (Vec<Bytes>, Option<u64>) {
-    answer_in(reader, LOBBY, asked)
-}
-
-/// [`answer`] from the lines of `channel` alone, as the channel shows them.
+/// The answer's lines, from the lines of `channel` alone, as the channel
+/// shows them, and for `/history` the sequence of the oldest line it
+/// shows.
 pub(super) fn answer_in(
     reader: &Mutex<Store>,
     channel: &str,

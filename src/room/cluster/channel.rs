@@ -6,7 +6,10 @@
 //! `0-9`, `_`), which each node's one ordered consumer reads with the
 //! lobby's, handing each line to that channel's ring on this node. So a
 //! channel's order is the stream's order restricted to its subject, the
-//! same on every node.
+//! same on every node. A node with a store (`--data`) keeps every
+//! channel's records in it too, each under its channel, and answers a
+//! channel's `/history`, `/search` and newcomers from them (see
+//! `recording`).
 //!
 //! Its members on every node are entries of the nickname bucket under
 //! `ch.<channel>.<nick>` (a nickname key holds no dot, so they never meet
@@ -60,14 +63,18 @@ pub(super) struct Channel {
     /// As spelled by its first member on this node.
     pub(super) name: Box<str>,
     subject: String,
-    state: Mutex<ChannelState>,
+    pub(super) state: Mutex<ChannelState>,
+    /// With a store: the line number of the oldest line of the channel
+    /// each member of this node (by nick key) was shown, where its next
+    /// `/history` in the channel ends.
+    pub(super) shown: Mutex<HashMap<String, u64>>,
     /// Per sender (nickname key), what waits behind its record in flight.
     senders: Mutex<HashMap<String, VecDeque<Work>>>,
 }
 
-struct ChannelState {
+pub(super) struct ChannelState {
     /// This node's members, by nickname key.
-    members: HashMap<String, Member>,
+    pub(super) members: HashMap<String, Member>,
     lines: Backlog<StoredLine>,
     closed: bool,
 }
@@ -122,7 +129,7 @@ impl Registry {
     }
 
     /// The channel `token` if it has members on this node.
-    fn open(&self, token: &str) -> Option<Arc<Channel>> {
+    pub(super) fn open(&self, token: &str) -> Option<Arc<Channel>> {
         lock(&self.open).get(token).and_then(Weak::upgrade)
     }
 
@@ -266,6 +273,7 @@ impl Shared {
                 lines: Backlog::new(self.channels.backlog),
                 closed: false,
             }),
+            shown: Mutex::default(),
             senders: Mutex::default(),
         });
         open.insert(token, Arc::downgrade(&channel));
@@ -439,11 +447,13 @@ impl Channel {
             }
         };
         let _ = timeout(REQUEST_TIMEOUT, seen).await;
+        let history = shared.channel_history(self, &key, start).await;
         Ok(match unannounced {
-            None => Subscriber::new(ring, inbox, start, Arc::from(Vec::new())),
+            None => Subscriber::new(ring, inbox, start, Arc::from(history)),
             Some(notice) => {
                 let own = [self.shown(&protocol::joined_line(nick)), notice];
-                Subscriber::unannounced(ring, inbox, start, Arc::from(own.to_vec()))
+                let lines = own.into_iter().chain(history).collect();
+                Subscriber::unannounced(ring, inbox, start, lines)
             }
         })
     }
@@ -495,6 +505,7 @@ impl Channel {
         how: Departure<'_>,
     ) -> bool {
         let key = protocol::nick_key(nick);
+        lock(&self.shown).remove(&key);
         let Some(member) = lock(&self.state).members.remove(&key) else {
             return false;
         };

@@ -5,6 +5,7 @@ use super::beside::{Order, is_channel_token};
 use super::record::{Record, Rejected, line_number};
 use super::{REQUEST_TIMEOUT, Shared, StoredLine};
 use crate::protocol;
+use crate::protocol::channels::LOBBY;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -110,6 +111,15 @@ fn line_seq(seq: u64, last_of_message: bool) -> u64 {
     }
 }
 
+/// A message of the room's stream under another subject than the lobby's.
+struct Beside<'a> {
+    subject: &'a str,
+    seq: u64,
+    /// When JetStream stored it.
+    time: time::OffsetDateTime,
+    payload: &'a [u8],
+}
+
 /// Where [`deliver`] is in the stream.
 struct Reading {
     /// The last sequence read.
@@ -144,9 +154,14 @@ impl Shared {
         }
         read.last = seq;
         if message.subject.as_str() != self.subject {
-            if seq > read.live_from {
-                self.take_beside(message.subject.as_str(), seq, &message.payload);
-            }
+            let live = seq > read.live_from;
+            let beside = Beside {
+                subject: message.subject.as_str(),
+                seq,
+                time: info.published,
+                payload: &message.payload,
+            };
+            self.take_beside(beside, live).await;
             return !self.state().closed;
         }
         self.known.fetch_max(seq, Ordering::AcqRel);
@@ -165,7 +180,7 @@ impl Shared {
         // Not waiting for the commit: the stream holds the line already,
         // and a node that stops before committing it reads it again.
         if let Some(recording) = &self.recording {
-            recording.keep(seq, info.published, &records).await;
+            recording.keep(seq, info.published, LOBBY, &records).await;
         }
         if seq <= read.live_from {
             return true;
@@ -193,22 +208,37 @@ impl Shared {
         true
     }
 
-    /// Takes a record of a channel's subject, or an order.
-    fn take_beside(self: &Arc<Self>, subject: &str, seq: u64, payload: &[u8]) {
-        if subject == self.orders_subject {
-            match Order::decode(payload) {
-                Ok(order) => self.take_order(order),
-                Err(why) => self.reject(why),
+    /// Takes a message of a channel's subject, or an order: a channel's
+    /// record to this node's store (if it keeps one) and, if `live`, to
+    /// the channel's ring; an order, if `live`, applied.
+    async fn take_beside(self: &Arc<Self>, beside: Beside<'_>, live: bool) {
+        if beside.subject == self.orders_subject {
+            if live {
+                match Order::decode(beside.payload) {
+                    Ok(order) => self.take_order(order),
+                    Err(why) => self.reject(why),
+                }
             }
             return;
         }
-        let token = subject.strip_prefix(self.channel_subjects.as_str());
+        let token = beside.subject.strip_prefix(self.channel_subjects.as_str());
         let Some(token) = token.filter(|token| is_channel_token(token)) else {
             return self.reject(Rejected::Channel);
         };
-        match Record::decode(payload, self.max_line) {
-            Ok(record) => self.take_channel_record(token, seq, &record),
-            Err(why) => self.reject(why),
+        let record = match Record::decode(beside.payload, self.max_line) {
+            Ok(record) => record,
+            Err(why) => return self.reject(why),
+        };
+        // As the lobby's: not waiting for the commit.
+        if let Some(recording) = &self.recording {
+            let name = self.stored_name(token);
+            let records = std::slice::from_ref(&record);
+            recording
+                .keep(beside.seq, beside.time, &name, records)
+                .await;
+        }
+        if live {
+            self.take_channel_record(token, beside.seq, &record);
         }
     }
 

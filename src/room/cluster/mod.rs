@@ -644,9 +644,6 @@ impl Room for ClusterRoom {
     /// The channel `name` on this node: its lines in the room's stream
     /// under a subject of its own (see [`channel`]).
     fn open_channel(&self, name: &str) -> Result<ClusterRoom, &'static str> {
-        if self.shared.recording.is_some() {
-            return Err("with --cluster --data yet");
-        }
         if !self.shared.has_channels {
             return Err("in this room: its stream was made without the channels' subjects");
         }
@@ -664,10 +661,12 @@ impl Room for ClusterRoom {
         self.shared.state().lines.bytes()
     }
 
-    /// Answers from this node's own store (see [`recording`]), once it
-    /// holds every line this node has read so far.
+    /// Answers from this node's own store (see [`recording`]), from the
+    /// lines of the room or of this channel, once it holds every line this
+    /// node has read so far.
     fn ask(&self, nick: &str, question: Question<'_>) {
-        self.shared.clone().ask(nick, question);
+        let channel = self.channel.clone();
+        self.shared.clone().ask(channel, nick, question);
     }
 
     /// Says `farewell` to this node's participants only: the room goes on

@@ -13,14 +13,18 @@
 //! the source of the room's order; a sequence it no longer keeps (its own
 //! retention) is skipped, and said once in the log.
 
+use super::beside::channel_token;
+use super::channel::Channel;
 use super::record::{Record, line_number, message_of};
-use super::{REQUEST_TIMEOUT, Shared};
+use super::{Member, REQUEST_TIMEOUT, Shared};
 use crate::protocol;
+use crate::protocol::channels::LOBBY;
 use crate::room::Question;
 use crate::room::recall::{self, Asked};
 use crate::room::store::{Action, Entry, Kind, Store, Upkeep};
 use crate::sync::lock;
 use anyhow::Context;
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -105,14 +109,23 @@ impl Recording {
         Ok((recording, read_from.min(stream_last)))
     }
 
-    /// Hands the lines of the stream's message `seq`, published at `time`,
+    /// Hands the lines of the stream's message `seq`, published at `time`
+    /// in `channel` (a valid channel name, [`LOBBY`] for the room itself),
     /// to the writer, numbered by [`line_number`]; waits while the writer
     /// is [`QUEUE`] lines behind.
-    pub(super) async fn keep(&self, seq: u64, time: OffsetDateTime, records: &[Record]) {
+    pub(super) async fn keep(
+        &self,
+        seq: u64,
+        time: OffsetDateTime,
+        channel: &str,
+        records: &[Record],
+    ) {
         for (i, record) in records.iter().enumerate() {
             let n = line_number(seq, i);
+            let mut entry = entry(n, time, record);
+            channel.clone_into(&mut entry.channel);
             // The writer ends only with the process.
-            let _ = self.entries.send(entry(n, time, record)).await;
+            let _ = self.entries.send(entry).await;
             self.handed.store(n, Ordering::Release);
         }
     }
@@ -166,18 +179,25 @@ fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Entry {
 }
 
 impl Shared {
-    /// Answers `/history` or `/search` to `nick` of this node, through its
-    /// mailbox, once the store holds every line handed to it so far (so
-    /// that whatever the asker has been shown is there), or after
+    /// Answers `/history` or `/search` to `nick` of this node, in the room
+    /// or in `channel`, through its mailbox, from that channel's stored
+    /// lines alone, once the store holds every line handed to it so far
+    /// (so that whatever the asker has been shown is there), or after
     /// [`REQUEST_TIMEOUT`] if the store is failing.
-    pub(super) fn ask(self: Arc<Self>, nick: &str, question: Question<'_>) {
+    pub(super) fn ask(
+        self: Arc<Self>,
+        channel: Option<Arc<Channel>>,
+        nick: &str,
+        question: Question<'_>,
+    ) {
         let Some(recording) = &self.recording else {
             return;
         };
         let key = protocol::nick_key(nick);
         let asked = match question {
             Question::History(n) => {
-                let Some(&before) = lock(&recording.shown).get(&key) else {
+                let shown = channel.as_ref().map_or(&recording.shown, |c| &c.shown);
+                let Some(&before) = lock(shown).get(&key) else {
                     return;
                 };
                 Asked::History { n, before }
@@ -189,30 +209,96 @@ impl Shared {
         tokio::spawn(async move {
             let _ =
                 tokio::time::timeout(REQUEST_TIMEOUT, committed.wait_for(|&c| c >= target)).await;
-            let _ = tokio::task::spawn_blocking(move || self.answer(&key, &asked)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                self.answer(channel.as_deref(), &key, &asked);
+            })
+            .await;
         });
     }
 
-    /// Reads the answer from the store and tells it to participant `key`.
-    fn answer(&self, key: &str, asked: &Asked) {
+    /// Reads the answer from the store and tells it to participant `key`
+    /// (a member of `channel`, if given).
+    fn answer(&self, channel: Option<&Channel>, key: &str, asked: &Asked) {
         let Some(recording) = &self.recording else {
             return;
         };
-        let (lines, oldest) = recall::answer(&recording.reader, asked);
+        let name = channel.map_or(LOBBY, |c| &*c.name);
+        let (lines, oldest) = recall::answer_in(&recording.reader, name, asked);
+        let shown = channel.map_or(&recording.shown, |c| &c.shown);
         if let Some(oldest) = oldest
-            && let Some(shown) = lock(&recording.shown).get_mut(key)
+            && let Some(shown) = lock(shown).get_mut(key)
         {
             *shown = (*shown).min(oldest);
         }
-        if let Some(asker) = self.state().members.get(key) {
-            // A participant that lets its mailbox fill is not reading: the
-            // rest of its answer is not kept for it.
+        // A participant that lets its mailbox fill is not reading: the
+        // rest of its answer is not kept for it.
+        let tell = |asker: &Member| {
             for chunk in recall::chunks(lines) {
                 if !asker.tell(chunk) {
                     break;
                 }
             }
+        };
+        match channel {
+            None => self.state().members.get(key).map(tell),
+            Some(channel) => lock(&channel.state).members.get(key).map(tell),
+        };
+    }
+
+    /// The history of `channel` for its newcomer `key`, whose `joined!` is
+    /// the stream's message `start`: the last [`Shared::history`] messages
+    /// and actions of the channel stored before it, as one server gives a
+    /// channel's newcomer (read once the store holds the `joined!` line
+    /// itself, or after [`REQUEST_TIMEOUT`] if it is failing); and where
+    /// the newcomer's `/history` in the channel goes on.
+    pub(super) async fn channel_history(
+        &self,
+        channel: &Channel,
+        key: &str,
+        start: u64,
+    ) -> Vec<Bytes> {
+        let Some(recording) = &self.recording else {
+            return Vec::new();
+        };
+        let joined = line_number(start, 0);
+        let mut oldest = joined;
+        let mut lines = Vec::new();
+        if self.history > 0 {
+            let mut committed = recording.committed.subscribe();
+            let _ =
+                tokio::time::timeout(REQUEST_TIMEOUT, committed.wait_for(|&c| c >= joined)).await;
+            let (reader, name, n) = (recording.reader.clone(), channel.name.clone(), self.history);
+            let read =
+                tokio::task::spawn_blocking(move || lock(&reader).recent(&name, Some(joined), n));
+            match read.await {
+                Ok(Ok(entries)) => {
+                    oldest = entries.first().map_or(joined, |e| e.seq);
+                    lines = entries
+                        .iter()
+                        .map(|e| protocol::history_line(&e.line_in(&channel.name)))
+                        .collect();
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = format!("{e:#}"), "cannot read a channel's history");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read a channel's history"),
+            }
         }
+        lock(&channel.shown).insert(key.to_owned(), oldest);
+        lines
+    }
+
+    /// The name channel `token`'s lines are stored under: as its first
+    /// member spelled it, or its key with a `#` (a valid name of the
+    /// same channel) if this node does not know that.
+    pub(super) fn stored_name(&self, token: &str) -> String {
+        self.channels
+            .spelling(token)
+            .or_else(|| self.channels.open(token).map(|c| c.name.to_string()))
+            .filter(|name| {
+                protocol::channels::validate_channel(name).is_ok() && channel_token(name) == token
+            })
+            .unwrap_or_else(|| format!("#{token}"))
     }
 }
 

@@ -10,3 +10,4 @@ mod permissions;
 mod private;
 mod room;
 mod store;
+mod store_channels;

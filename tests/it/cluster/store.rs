@@ -15,7 +15,7 @@ use std::time::Duration;
 const KEPT_30_DAYS: &str = "[history] this room keeps its lines for 30 days";
 
 /// A node named `name` keeping its lines in `data`, with `extra`.
-async fn recording_node(
+pub(super) async fn recording_node(
     certs: &TestCerts,
     nats: &NatsServer,
     name: &str,
@@ -29,14 +29,18 @@ async fn recording_node(
 
 /// Joins `node` as `nick`; returns once the retention line has come, and
 /// the history lines before it.
-async fn join_recorded(certs: &TestCerts, node: &Serve, nick: &str) -> (TlsClient, Vec<String>) {
+pub(super) async fn join_recorded(
+    certs: &TestCerts,
+    node: &Serve,
+    nick: &str,
+) -> (TlsClient, Vec<String>) {
     let mut client = join(certs, node, nick).await;
     let history = client.until(KEPT_30_DAYS, WAIT).await;
     (client, history)
 }
 
 /// Stops `node` with SIGTERM and waits for it to exit.
-async fn stop(mut node: Serve) {
+pub(super) async fn stop(mut node: Serve) {
     node.signal("TERM").await;
     let status = tokio::time::timeout(WAIT, node.child.wait())
         .await

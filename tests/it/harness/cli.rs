@@ -250,7 +250,13 @@ pub async fn history(data: &Path, args: &[&str]) -> String {
 /// The stored lines in order, as `history export` writes them, each as
 /// the room showed it.
 pub async fn exported(data: &Path) -> Vec<String> {
-    history(data, &["export"])
+    exported_with(data, &[]).await
+}
+
+/// [`exported`], with `args` after `history export` (`--channel NAME`).
+pub async fn exported_with(data: &Path, args: &[&str]) -> Vec<String> {
+    let args: Vec<&str> = ["export"].iter().chain(args).copied().collect();
+    history(data, &args)
         .await
         .lines()
         .map(|line| {

@@ -560,6 +560,15 @@ impl<R: Room> Joined<'_, R> {
         Ok(None)
     }
 
+    /// The most lines for this participant alone waiting in one of them
+    /// (see [`Subscription::private_waiting`]): each has its own mailbox.
+    pub fn private_waiting(&self) -> usize {
+        self.joined
+            .iter()
+            .map(|c| c.subscription.private_waiting())
+            .fold(self.lobby.private_waiting(), usize::max)
+    }
+
     /// Whether any of them finds this participant too far behind.
     pub fn is_lagging(&self) -> bool {
         self.lobby.is_lagging() || self.joined.iter().any(|c| c.subscription.is_lagging())

@@ -115,6 +115,16 @@ impl Inbox {
     }
 
     /// The next line if one is waiting.
+    /// How many lines wait in it.
+    pub fn len(&self) -> usize {
+        self.0.queued.load(Ordering::Acquire)
+    }
+
+    /// Whether no line waits in it.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether the room closed the mailbox and every line in it has been
     /// taken: nothing more will come.
     pub fn is_finished(&self) -> bool {

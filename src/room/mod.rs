@@ -135,6 +135,11 @@ pub trait Subscription: Send + 'static {
     /// discarded, or it has not read the room's history in time; checked
     /// while a write to a stuck peer is pending.
     fn is_lagging(&self) -> bool;
+    /// How many lines for this participant alone wait to be read (`/msg`,
+    /// and the room's own lines for it, such as why a line was not sent):
+    /// a session reads no more of its participant's input while so many
+    /// wait that one more turn's answers might not fit in its mailbox.
+    fn private_waiting(&self) -> usize;
 }
 
 /// Who is here, and the one order of lines.

@@ -239,6 +239,10 @@ impl<L: Line> Subscription for Subscriber<L> {
             .and_then(|private| self.arrived(private)))
     }
 
+    fn private_waiting(&self) -> usize {
+        self.inbox.len()
+    }
+
     fn is_lagging(&self) -> bool {
         self.ring.is_lagging()
             || self

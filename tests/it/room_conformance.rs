@@ -143,6 +143,9 @@ impl Subscription for ToldSubscription {
     fn is_lagging(&self) -> bool {
         self.inner.is_lagging()
     }
+    fn private_waiting(&self) -> usize {
+        self.inner.private_waiting()
+    }
 }
 
 impl Room for Told {

@@ -16,6 +16,7 @@ use super::{Context, End, LAST_WORDS, Session};
 use crate::connection::{BATCH_BYTES, Connection, ReadError};
 use crate::protocol::{self, Command, Input};
 use crate::room::channels::Joined;
+use crate::room::mailbox::MAILBOX_LINES;
 use crate::room::{Question, RecvError, Room};
 use crate::server::per_address::Pace;
 use crate::server::shutdown::Shutdown;
@@ -26,7 +27,12 @@ use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
 /// How many already-received lines a session handles in one turn before it
 /// lets the room's lines (and other tasks) have theirs.
-const LINES_PER_TURN: usize = 64;
+const LINES_PER_TURN: usize = 32;
+
+// A turn starts with room for a turn's answers in the participant's mailbox
+// (see `chat`), and the room's word on a line (why it was not sent) is one
+// line of it: a turn's refusals all fit.
+const _: () = assert!(LINES_PER_TURN <= MAILBOX_LINES);
 
 /// What a `/search` costs of the participant's rate, in lines: it makes
 /// the server read its store, and its answer is several lines.
@@ -116,7 +122,12 @@ where
             return end;
         }
         loop {
-            let reading = self.paused_until.is_none() && self.carried.is_none();
+            // What it says may be answered through its mailbox (why a
+            // line was not sent): while the mailbox could not take one
+            // more turn's answers, its lines go out before more is read.
+            let reading = self.paused_until.is_none()
+                && self.carried.is_none()
+                && self.subscription.private_waiting() <= MAILBOX_LINES - LINES_PER_TURN;
             let listening = self.room_rests_until.is_none() || self.carried.is_some();
             // One timer for every deadline: each costs an idle session as
             // much memory as it is kept in.

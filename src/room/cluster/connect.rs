@@ -359,6 +359,9 @@ impl ClusterRoom {
             boot: random_hex(4),
             next_id: AtomicU64::new(0),
         });
+        // Before the live orders: an older one applied after a newer one
+        // would undo it.
+        shared.recall_mutes(last).await;
         tokio::spawn(deliver(shared.clone(), lines_stream, from, last));
         tokio::spawn(deliver_private(shared.clone(), private_inbox));
         tokio::spawn(publish_queue(shared.clone(), queued));

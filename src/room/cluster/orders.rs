@@ -8,7 +8,8 @@
 //!   answers. The operator is answered once the answer came.
 //! * **A mute** holds on every node: an [`Order`] on the room's orders
 //!   subject, in its stream, which every node reads and applies to its
-//!   own table; the node of the one muted tells its current channel (the
+//!   own table (a node that starts reads those of the last seven days
+//!   first); the node of the one muted tells its current channel (the
 //!   operator's node tells the lobby if the one muted is nowhere).
 
 use super::beside::{KickRecord, Order};
@@ -18,7 +19,9 @@ use crate::protocol::{self, moderation};
 use crate::room::store::Action;
 use crate::room::{Departure, Moderation, Mute, Protected, UNAVAILABLE};
 use crate::sync::lock;
+use async_nats::jetstream::consumer;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -228,22 +231,81 @@ impl Shared {
     }
 
     /// Applies an order read from the room's orders subject.
+    /// The mutes still running when this node starts: the operators'
+    /// orders of the last [`moderation::MAX_MUTE`] (the longest a mute
+    /// lasts), up to the stream's sequence `last`, applied in their order
+    /// without telling anyone; what comes after `last` is read live. A
+    /// node that cannot read them in time says so and starts without.
+    pub(super) async fn recall_mutes(&self, last: u64) {
+        if !self.has_channels || last == 0 {
+            return;
+        }
+        let since = OffsetDateTime::now_utc() - moderation::MAX_MUTE;
+        let read = async {
+            let consumer = self
+                .lines_stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: self.orders_subject.clone(),
+                    deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: since },
+                    ..Default::default()
+                })
+                .await?;
+            // Nothing to read: a wait for the next order would last until
+            // the time limit.
+            if consumer.cached_info().num_pending == 0 {
+                return anyhow::Ok(0);
+            }
+            let mut messages = consumer.messages().await?;
+            let mut applied = 0;
+            while let Some(message) = messages.next().await {
+                let message = message?;
+                let info = message.info().map_err(anyhow::Error::msg)?;
+                if info.stream_sequence > last {
+                    break;
+                }
+                // What does not decode was counted once already, when it
+                // was read live.
+                if let Ok(order) = Order::decode(&message.payload) {
+                    self.apply(&order);
+                    applied += 1;
+                }
+                if info.pending == 0 {
+                    break;
+                }
+            }
+            anyhow::Ok(applied)
+        };
+        match timeout(REQUEST_TIMEOUT, read).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(orders)) => tracing::info!(orders, "read the operators' recent mutes"),
+            Ok(Err(e)) => tracing::warn!("cannot read the operators' recent mutes: {e:#}"),
+            Err(_) => tracing::warn!("cannot read the operators' recent mutes: timed out"),
+        }
+    }
+
+    /// Sets this node's table as `order` says.
+    fn apply(&self, order: &Order) {
+        match order {
+            Order::Mute { nick, until, .. } => {
+                let until = OffsetDateTime::from_unix_timestamp(*until).ok();
+                self.orders.set(nick, until);
+            }
+            Order::Unmute { nick, .. } => self.orders.set(nick, None),
+        }
+    }
+
     pub(super) fn take_order(self: &Arc<Self>, order: Order) {
+        self.apply(&order);
         match order {
             Order::Mute {
                 nick,
                 by,
-                until,
                 typed,
                 node,
-            } => {
-                let until = OffsetDateTime::from_unix_timestamp(until).ok();
-                self.orders.set(&nick, until);
-                self.tell_about(&node, act(Action::Mute, &by, &nick, &typed));
-            }
+                ..
+            } => self.tell_about(&node, act(Action::Mute, &by, &nick, &typed)),
             Order::Unmute { nick, by, node } => {
-                self.orders.set(&nick, None);
-                self.tell_about(&node, act(Action::Unmute, &by, &nick, ""));
+                self.tell_about(&node, act(Action::Unmute, &by, &nick, ""))
             }
         }
     }

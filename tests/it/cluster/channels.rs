@@ -340,3 +340,36 @@ async fn a_killed_node_s_members_leave_its_channels() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_node_started_after_a_mute_holds_it_too() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let one = operators_node(&certs, &nats, "one", &["alice"]).await;
+    let mut alice = member(&certs, &one, "alice").await;
+    let mut bob = member(&certs, &one, "bob").await;
+    alice.expect("bob joined!").await;
+    alice.send("/mute bob 10m").await;
+    bob.until("bob was muted by alice for 10m", WAIT).await;
+
+    // Node two starts after the mute was given; bob goes over to it.
+    let two = operators_node(&certs, &nats, "two", &["alice"]).await;
+    bob.send("/quit").await;
+    bob.until_closed().await;
+    alice.until("bob left!", WAIT).await;
+    let (cert, key) = certs.issued("bob");
+    let mut bob = Client::tls(addr(&two), certs.client_tls_as(&cert, &key)).await;
+    bob.register("bob").await;
+    bob.send("let me speak").await;
+    let refused = bob.line().await;
+    assert!(
+        refused.starts_with("ERROR you are muted until "),
+        "{refused}"
+    );
+    // And an unmute given now reaches it as to any node.
+    alice.send("/unmute bob").await;
+    alice.until("[mute] bob may speak again", WAIT).await;
+    bob.until("bob was unmuted by alice", WAIT).await;
+    bob.send("thanks").await;
+    alice.until("bob: thanks", WAIT).await;
+}

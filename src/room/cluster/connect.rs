@@ -310,7 +310,10 @@ impl ClusterRoom {
             .subscribe(format!("{private_prefix}.{}", opts.node_name))
             .await
             .context("cannot subscribe to this node's private lines")?;
-        let opened = unless_denied(&link, &opts, Opened::open(&js, &opts)).await?;
+        let mut opened = unless_denied(&link, &opts, Opened::open(&js, &opts)).await?;
+        // After the checks above: a node may lack the right to change the
+        // stream, which must not keep it from the room.
+        opened.add_channel_subjects(&js, &opts.room).await;
         let (queue, queued) = mpsc::channel(OUTGOING_QUEUE);
         let last = opened.last;
         let (recording, from) = match store {
@@ -443,6 +446,40 @@ struct Opened {
 }
 
 impl Opened {
+    /// Adds the channels' and orders' subjects to the room's stream if it
+    /// was made without them (before there were channels), when this
+    /// node's NATS user may change it; otherwise leaves it as it is, and
+    /// [`Opened::has_channels`] says so.
+    async fn add_channel_subjects(&mut self, js: &jetstream::Context, room: &str) {
+        let mut config = self.lines.cached_info().config.clone();
+        let missing: Vec<String> = stream_subjects(&self.subject)
+            .into_iter()
+            .filter(|wanted| !config.subjects.contains(wanted))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        config.subjects.extend(missing);
+        let updated = async {
+            js.update_stream(&config).await?;
+            anyhow::Ok(js.get_stream(&config.name).await?)
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, updated).await {
+            Ok(Ok(lines)) => {
+                tracing::info!(
+                    "added the channels' and operators' subjects to the room's stream CHAT_{room}"
+                );
+                self.lines = lines;
+            }
+            Ok(Err(e)) => tracing::warn!(
+                "cannot add the channels' subjects to the room's stream CHAT_{room}: {e:#}"
+            ),
+            Err(_) => tracing::warn!(
+                "cannot add the channels' subjects to the room's stream CHAT_{room}: timed out"
+            ),
+        }
+    }
+
     /// Whether the room's stream takes the channels' and orders'
     /// subjects: one made by hand, or before there were channels, may not.
     fn has_channels(&self, room: &str) -> bool {

@@ -373,3 +373,30 @@ async fn a_node_started_after_a_mute_holds_it_too() {
     bob.send("thanks").await;
     alice.until("bob: thanks", WAIT).await;
 }
+
+#[tokio::test]
+async fn a_room_made_before_channels_gets_their_subjects() {
+    let nats = NatsServer::start().await;
+    let client = async_nats::connect(nats.url()).await.expect("connects");
+    async_nats::jetstream::new(client)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "CHAT_lobby".into(),
+            subjects: vec!["chat.lobby".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("the room's stream as it was made before there were channels");
+    let certs = TestCerts::new();
+    let one = node_with(&certs, &nats, "one", &[]).await;
+    let log = one.log_so_far();
+    assert!(
+        log.contains("added the channels' and operators' subjects to the room's stream CHAT_lobby"),
+        "{log}"
+    );
+    let mut alice = join(&certs, &one, "alice").await;
+    let joined = join_channel(&mut alice, "#ops").await;
+    assert_eq!(
+        joined,
+        ("#ops alice joined!".into(), "[join] #ops: 1 here".into())
+    );
+}

@@ -311,16 +311,11 @@ impl ClusterRoom {
             .await
             .context("cannot subscribe to this node's private lines")?;
         let mut opened = unless_denied(&link, &opts, Opened::open(&js, &opts)).await?;
-        // After the checks above: a node may lack the right to change the
-        // stream, which must not keep it from the room.
         opened.add_channel_subjects(&js, &opts.room).await;
         let (queue, queued) = mpsc::channel(OUTGOING_QUEUE);
         let last = opened.last;
         let (recording, from) = match store {
-            Some(store) => {
-                let (recording, from) = Recording::start(store, last)?;
-                (Some(recording), from)
-            }
+            Some(store) => Recording::start(store, last).map(|(r, from)| (Some(r), from))?,
             None => (None, last),
         };
         let lines_stream = opened.lines.clone();
@@ -362,8 +357,6 @@ impl ClusterRoom {
             boot: random_hex(4),
             next_id: AtomicU64::new(0),
         });
-        // Before the live orders: an older one applied after a newer one
-        // would undo it.
         shared.recall_mutes(last).await;
         tokio::spawn(deliver(shared.clone(), lines_stream, from, last));
         tokio::spawn(deliver_private(shared.clone(), private_inbox));
@@ -449,7 +442,9 @@ impl Opened {
     /// Adds the channels' and orders' subjects to the room's stream if it
     /// was made without them (before there were channels), when this
     /// node's NATS user may change it; otherwise leaves it as it is, and
-    /// [`Opened::has_channels`] says so.
+    /// [`Opened::has_channels`] says so. Called after the checks of the
+    /// node's permissions (`unless_denied`): a user that may not change
+    /// the stream is not refused the room for it.
     async fn add_channel_subjects(&mut self, js: &jetstream::Context, room: &str) {
         let mut config = self.lines.cached_info().config.clone();
         let missing: Vec<String> = stream_subjects(&self.subject)

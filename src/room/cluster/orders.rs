@@ -234,8 +234,10 @@ impl Shared {
     /// The mutes still running when this node starts: the operators'
     /// orders of the last [`moderation::MAX_MUTE`] (the longest a mute
     /// lasts), up to the stream's sequence `last`, applied in their order
-    /// without telling anyone; what comes after `last` is read live. A
-    /// node that cannot read them in time says so and starts without.
+    /// without telling anyone; what comes after `last` is read live, once
+    /// this is done (an older order applied after a newer one would undo
+    /// it). A node that cannot read them in time says so and starts
+    /// without.
     pub(super) async fn recall_mutes(&self, last: u64) {
         if !self.has_channels || last == 0 {
             return;

@@ -157,6 +157,27 @@ async fn channels_keep_one_order_across_nodes_and_count_both() {
     ask_until(&mut dave, "/list", &["[list] 1 here: dave"]).await;
 }
 
+/// The arguments that make node `name` take client certificates from
+/// `certs`' CA, with `operators` its operators (in a file written here)
+/// and a deny file.
+pub(super) fn operator_args(certs: &TestCerts, name: &str, operators: &[&str]) -> Vec<String> {
+    let file = certs.path(&format!("operators-{name}.txt"));
+    std::fs::write(&file, operators.join("\n") + "\n").expect("operators file");
+    let deny = certs.path(&format!("denied-{name}.txt"));
+    std::fs::write(&deny, "# banned\n").expect("deny file");
+    let ca = certs.ca();
+    [
+        "--client-ca",
+        path(&ca),
+        "--operators",
+        path(&file),
+        "--deny-file",
+        path(&deny),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// Node `name` with client certificates from `certs`' CA, `operators` its
 /// operators, and a deny file.
 async fn operators_node(
@@ -165,24 +186,13 @@ async fn operators_node(
     name: &str,
     operators: &[&str],
 ) -> Serve {
-    let file = certs.path(&format!("operators-{name}.txt"));
-    std::fs::write(&file, operators.join("\n") + "\n").expect("operators file");
-    let deny = certs.path(&format!("denied-{name}.txt"));
-    std::fs::write(&deny, "# banned\n").expect("deny file");
-    let ca = certs.ca();
-    let args = [
-        "--client-ca",
-        path(&ca),
-        "--operators",
-        path(&file),
-        "--deny-file",
-        path(&deny),
-    ];
+    let args = operator_args(certs, name, operators);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     node_with(certs, nats, name, &args).await
 }
 
 /// `name` joins `node` with its own client certificate.
-async fn member(certs: &TestCerts, node: &Serve, name: &str) -> TlsClient {
+pub(super) async fn member(certs: &TestCerts, node: &Serve, name: &str) -> TlsClient {
     let (cert, key) = certs.client(name);
     let mut client = Client::tls(addr(node), certs.client_tls_as(&cert, &key)).await;
     client.register(name).await;

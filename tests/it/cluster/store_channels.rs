@@ -6,10 +6,11 @@
 //! node that was stopped catches up on the channel lines it missed, and
 //! operators' actions in a channel are stored as its `moderation` lines.
 
+use super::channels::{member, operator_args};
 use super::store::{join_recorded, recording_node, stop};
 use crate::harness::cli;
-use crate::harness::nats::{addr, node_with, path};
-use crate::harness::{Client, NatsServer, Serve, TestCerts, TlsClient, WAIT};
+use crate::harness::nats::node_with;
+use crate::harness::{NatsServer, Serve, TestCerts, TlsClient, WAIT};
 use std::path::Path;
 
 /// Sends `/join NAME` and waits for its `[join]` line, `joined`; the
@@ -178,28 +179,9 @@ async fn operators_node(
     data: &Path,
     operators: &[&str],
 ) -> Serve {
-    let file = certs.path(&format!("operators-{name}.txt"));
-    std::fs::write(&file, operators.join("\n") + "\n").expect("operators file");
-    let deny = certs.path(&format!("denied-{name}.txt"));
-    std::fs::write(&deny, "# banned\n").expect("deny file");
-    let ca = certs.ca();
-    let args = [
-        "--client-ca",
-        path(&ca),
-        "--operators",
-        path(&file),
-        "--deny-file",
-        path(&deny),
-    ];
+    let args = operator_args(certs, name, operators);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     recording_node(certs, nats, name, data, &args).await
-}
-
-/// `name` joins `node` with its own client certificate.
-async fn member(certs: &TestCerts, node: &Serve, name: &str) -> TlsClient {
-    let (cert, key) = certs.client(name);
-    let mut client = Client::tls(addr(node), certs.client_tls_as(&cert, &key)).await;
-    client.register(name).await;
-    client
 }
 
 #[tokio::test]

@@ -28,15 +28,6 @@ async fn join_channel(client: &mut TlsClient, name: &str, reply: &str) -> Vec<St
     client.until(reply, WAIT).await
 }
 
-/// Reads `n` lines.
-async fn lines(client: &mut TlsClient, n: usize) -> Vec<String> {
-    let mut read = Vec::with_capacity(n);
-    for _ in 0..n {
-        read.push(client.line().await);
-    }
-    read
-}
-
 /// Stops `serve` with SIGTERM and waits for it to exit cleanly.
 async fn stop(mut serve: Serve) {
     serve.signal("TERM").await;
@@ -90,7 +81,7 @@ async fn two_channels_each_answer_history_and_search_from_their_own_lines() {
     let before = join_channel(&mut carol, "#0ps", "[join] #ops: 2 here").await;
     assert_eq!(before, ["#ops carol joined!"]);
     assert_eq!(
-        lines(&mut carol, 2).await,
+        carol.lines(2).await,
         [
             "[history] #ops alice: ops deploy 3",
             "[history] #ops alice: ops deploy 4"
@@ -98,7 +89,7 @@ async fn two_channels_each_answer_history_and_search_from_their_own_lines() {
     );
     carol.send("/history 5").await;
     assert_eq!(
-        lines(&mut carol, 2).await,
+        carol.lines(2).await,
         [
             "[history] #ops alice: ops deploy 1",
             "[history] #ops alice: ops deploy 2"
@@ -114,7 +105,7 @@ async fn two_channels_each_answer_history_and_search_from_their_own_lines() {
     let before = join_channel(&mut carol, "#dev", "[join] #dev: 2 here").await;
     assert_eq!(before, ["#dev carol joined!"]);
     assert_eq!(
-        lines(&mut carol, 2).await,
+        carol.lines(2).await,
         [
             "[history] #dev bob: dev deploy 3",
             "[history] #dev bob: dev deploy 4"
@@ -130,7 +121,7 @@ async fn two_channels_each_answer_history_and_search_from_their_own_lines() {
     carol.until("[join] #lobby: 3 here", WAIT).await;
     carol.send("/history").await;
     carol.send("/search deploy").await;
-    let found = lines(&mut carol, 2).await;
+    let found = carol.lines(2).await;
     assert!(found[0].ends_with(" bob: lobby deploy"), "{found:?}");
     assert_eq!(found[1], "[search] 1 match");
     stop(serve).await;

@@ -20,15 +20,6 @@ async fn join_channel(client: &mut TlsClient, name: &str, joined: &str) -> Vec<S
     client.until(joined, WAIT).await
 }
 
-/// The next `n` lines of `client`.
-async fn lines(client: &mut TlsClient, n: usize) -> Vec<String> {
-    let mut lines = Vec::with_capacity(n);
-    for _ in 0..n {
-        lines.push(client.line().await);
-    }
-    lines
-}
-
 #[tokio::test]
 async fn each_channel_is_searched_and_exported_from_its_own_lines_on_another_node() {
     let nats = NatsServer::start().await;
@@ -82,7 +73,7 @@ async fn each_channel_is_searched_and_exported_from_its_own_lines_on_another_nod
     let before = join_channel(&mut carol, "#0ps", "[join] #ops: 3 here").await;
     assert_eq!(before, ["#ops Carol joined!"]);
     assert_eq!(
-        lines(&mut carol, 2).await,
+        carol.lines(2).await,
         [
             "[history] #ops Alice: ops zanzibar 1",
             "[history] #ops Alice: ops zanzibar 2",
@@ -143,7 +134,7 @@ async fn a_node_back_from_a_stop_has_the_channel_lines_it_missed_once() {
     let (mut carol, _) = join_recorded(&certs, &two, "Carol").await;
     join_channel(&mut carol, "#ops", "[join] #ops: 2 here").await;
     assert_eq!(
-        lines(&mut carol, 4).await,
+        carol.lines(4).await,
         [
             "[history] #ops Alice: before",
             "[history] #ops Alice: missed 1",

@@ -128,6 +128,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .expect("a line, not the end of the stream")
     }
 
+    /// The next `n` lines.
+    pub async fn lines(&mut self, n: usize) -> Vec<String> {
+        let mut read = Vec::with_capacity(n);
+        for _ in 0..n {
+            read.push(self.line().await);
+        }
+        read
+    }
+
     pub async fn expect(&mut self, expected: &str) {
         assert_eq!(self.line().await, expected);
     }

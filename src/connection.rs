@@ -184,6 +184,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn get_ref(&self) -> &S {
         &self.stream
     }
+
+    /// The stream, for callers that act on it (a TLS key update, say).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
 }
 
 #[cfg(test)]

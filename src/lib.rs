@@ -28,7 +28,8 @@
 //!   private mailboxes and history, and the room's lines on disk
 //!   ([`room::store`]).
 //! * [`tls`], [`connection`], [`certs`]: rustls configurations for both
-//!   ends; one stream as lines in and batched lines out; the local CA,
+//!   ends, and the server's TLS stream that holds no buffer while idle; one
+//!   stream as lines in and batched lines out; the local CA,
 //!   issuing, revocation and inspection of certificates.
 //! * [`protocol`]: the pure rules: framing, nicknames, sanitizing, and the
 //!   exact texts of every line. No I/O; fuzzed.

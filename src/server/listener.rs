@@ -36,7 +36,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 /// Everything `serve` can be told.
@@ -242,7 +241,7 @@ struct Shared<R> {
     channels: Channels<R>,
     moderation: Moderation,
     settings: Settings,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     logs: Logs,
 }
 
@@ -282,7 +281,7 @@ where
                 channels: Channels::new(room.clone(), settings.max_channels, settings.max_joined),
                 moderation: Moderation::default(),
                 room,
-                tls: settings.tls.clone().map(TlsAcceptor::from),
+                tls: settings.tls.clone(),
                 settings,
                 logs: Logs::new(),
             }),
@@ -436,7 +435,7 @@ where
             let refusal = async {
                 match tls {
                     None => say_and_close(tcp, line).await,
-                    Some(acceptor) => match acceptor.accept(tcp).await {
+                    Some(config) => match crate::tls::accept(tcp, config).await {
                         Ok(stream) => say_and_close(stream, line).await,
                         Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                     },
@@ -477,11 +476,11 @@ where
                 admission,
                 access::admit(access, None),
             ),
-            Some(acceptor) => {
+            Some(config) => {
                 // Boxed, so that its state is freed once the handshake is done.
                 let handshake = Box::pin(tokio::time::timeout_at(
                     admission.deadline(),
-                    acceptor.accept(tcp),
+                    crate::tls::accept(tcp, config.clone()),
                 ));
                 let stream = tokio::select! {
                     stream = handshake => stream,
@@ -489,7 +488,7 @@ where
                 };
                 match stream {
                     Ok(Ok(stream)) => {
-                        let entry = access::admit(access, stream.get_ref().1.peer_certificates());
+                        let entry = access::admit(access, stream.peer_certificates());
                         shared.boxed_session(
                             stream,
                             Transport::Tcp,

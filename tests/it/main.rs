@@ -51,4 +51,5 @@ mod systemd_unit;
 mod terminal;
 mod tls_options;
 mod tls_records;
+mod tls_stream;
 mod web;

@@ -30,7 +30,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::Instrument;
 
@@ -158,8 +157,10 @@ async fn connection(
     let _done = gate.done_tx.clone();
     let mut shutdown = Shutdown::new(gate.notify_shutdown.subscribe());
     let _ = tcp.set_nodelay(true);
-    let acceptor = TlsAcceptor::from(gate.tls.clone());
-    let handshake = tokio::time::timeout(gate.limits.handshake_timeout, acceptor.accept(tcp));
+    let handshake = tokio::time::timeout(
+        gate.limits.handshake_timeout,
+        crate::tls::accept(tcp, gate.tls.clone()),
+    );
     let stream = tokio::select! {
         stream = handshake => stream,
         _ = shutdown.recv() => return Ok(()),
@@ -169,7 +170,7 @@ async fn connection(
         Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
         Err(_) => return Err("TLS handshake timed out".into()),
     };
-    held.entry = access::admit(gate.access.as_ref(), stream.get_ref().1.peer_certificates());
+    held.entry = access::admit(gate.access.as_ref(), stream.peer_certificates());
     let conn = Conn {
         peer,
         held: Arc::new(Mutex::new(Some(held))),

@@ -6,6 +6,10 @@
 //! PEM is read with `rustls-pki-types`' `PemObject`, the maintained
 //! successor of rustls-pemfile.
 
+mod stream;
+
+pub use stream::{ServerStream, accept};
+
 use crate::protocol::ALPN_CHAT;
 use anyhow::{Context, Result, anyhow, bail};
 use rustls::crypto::CryptoProvider;

@@ -5,7 +5,7 @@
 
 use super::channel::Registry;
 use super::deliver::deliver;
-use super::liveness::{Liveness, keep_alive, watch_nicknames};
+use super::liveness::{Liveness, keep_alive, start_watching};
 use super::orders::Orders;
 use super::private::deliver_private;
 use super::publish::{MAX_IN_FLIGHT, OUTGOING_QUEUE, publish_queue};
@@ -361,7 +361,7 @@ impl ClusterRoom {
         tokio::spawn(deliver(shared.clone(), lines_stream, from, last));
         tokio::spawn(deliver_private(shared.clone(), private_inbox));
         tokio::spawn(publish_queue(shared.clone(), queued));
-        tokio::spawn(watch_nicknames(shared.clone()));
+        start_watching(&shared, opened.nicks_last).await;
         tokio::spawn(keep_alive(shared.clone()));
         tracing::info!(node = %opts.node_name, room = %opts.room, "joined the cluster");
         Ok(ClusterRoom {
@@ -434,6 +434,8 @@ struct Opened {
     /// The stream's last sequence when this node joined.
     last: u64,
     nicks: kv::Store,
+    /// The nickname bucket's last revision when this node opened it.
+    nicks_last: u64,
     nodes: kv::Store,
     liveness: Liveness,
 }
@@ -509,9 +511,12 @@ impl Opened {
         .await
         .context("cannot open the room's stream on NATS (is JetStream enabled?)")?;
         let nicks_name = nicks_bucket(&opts.room);
-        open_stream(js, bucket_config(&nicks_name, Duration::ZERO))
+        let nicks_last = open_stream(js, bucket_config(&nicks_name, Duration::ZERO))
             .await
-            .with_context(|| format!("cannot open the bucket {nicks_name} on NATS"))?;
+            .with_context(|| format!("cannot open the bucket {nicks_name} on NATS"))?
+            .cached_info()
+            .state
+            .last_sequence;
         let nodes_name = nodes_bucket(&opts.room);
         let nodes_stream = open_stream(js, bucket_config(&nodes_name, opts.node_timeout))
             .await
@@ -539,6 +544,7 @@ impl Opened {
             lines,
             last,
             nicks,
+            nicks_last,
             nodes,
             liveness,
         })

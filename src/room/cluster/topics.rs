@@ -97,16 +97,10 @@ impl Topics {
         }
     }
 
-    /// Channel `token`'s entry was deleted from the bucket.
+    /// Channel `token`'s entry was deleted from the bucket: its channel
+    /// was forgotten (or had no member when it was put).
     fn deleted_from_bucket(&self, token: &str) {
-        let mut by_token = lock(&self.by_token);
-        match by_token.get_mut(token) {
-            Some(topic) if topic.from_stream => topic.entry = None,
-            Some(_) => {
-                by_token.remove(token);
-            }
-            None => {}
-        }
+        lock(&self.by_token).remove(token);
     }
 
     /// Forgets channel `token`'s topic; the revision of its entry in the

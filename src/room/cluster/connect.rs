@@ -358,10 +358,11 @@ impl ClusterRoom {
             next_id: AtomicU64::new(0),
         });
         shared.recall_mutes(last).await;
+        // First: a store catching up then names channels as spelled.
+        start_watching(&shared, opened.nicks_last).await;
         tokio::spawn(deliver(shared.clone(), lines_stream, from, last));
         tokio::spawn(deliver_private(shared.clone(), private_inbox));
         tokio::spawn(publish_queue(shared.clone(), queued));
-        start_watching(&shared, opened.nicks_last).await;
         tokio::spawn(keep_alive(shared.clone()));
         tracing::info!(node = %opts.node_name, room = %opts.room, "joined the cluster");
         Ok(ClusterRoom {

@@ -17,8 +17,8 @@
 //! `/part`, with the `joined!` and `left!` lines published by whoever made
 //! or deleted them. Every node watches them ([`Registry`]): `/list`,
 //! `/rooms` and a join's `[join]` line count every node's members, and a
-//! channel is forgotten (its topic with it) once it has none left on any
-//! node. A dead node's entries are taken over as its nicknames are
+//! channel is forgotten (its topic with it, see `topics`) once it has none
+//! left on any node. A dead node's entries are taken over as its nicknames are
 //! ([`take_over_channels`]).
 //!
 //! A member's records in a channel are published one after another, as in
@@ -29,6 +29,7 @@ use super::beside::{Membership, channel_token};
 use super::liveness::node_is_alive;
 use super::publish::{JOIN_RETRY_FOR, OUTGOING_QUEUE};
 use super::record::Record;
+use super::topics::Topics;
 use super::{ClusterSubscription, Holding, Member, REQUEST_TIMEOUT, Shared, StoredLine};
 use crate::protocol;
 use crate::room::backlog::Backlog;
@@ -106,8 +107,9 @@ pub(super) struct Registry {
     /// Every channel's members on every node, by key, as watched.
     listed: Mutex<BTreeMap<String, Listed>>,
     /// Topics by channel key (the lobby's under ""), as read from the
-    /// stream; a channel's is forgotten with the channel.
-    topics: Mutex<HashMap<String, String>>,
+    /// stream and the nickname bucket; a channel's is forgotten with the
+    /// channel.
+    pub(super) topics: Topics,
 }
 
 struct Listed {
@@ -124,7 +126,7 @@ impl Registry {
             backlog: backlog.max(crate::room::backlog::MIN_BYTES),
             open: Mutex::default(),
             listed: Mutex::default(),
-            topics: Mutex::default(),
+            topics: Topics::default(),
         }
     }
 
@@ -184,12 +186,13 @@ impl Registry {
 
     /// The topic of channel `token` ("": the lobby).
     pub(super) fn topic(&self, token: &str) -> Option<String> {
-        lock(&self.topics).get(token).cloned()
+        self.topics.get(token)
     }
 
+    /// A topic record of channel `token` ("": the lobby) read from the
+    /// stream.
     pub(super) fn set_topic(&self, token: &str, text: &str) {
-        let text = protocol::sanitize(text).into_owned();
-        lock(&self.topics).insert(token.to_owned(), text);
+        self.topics.read_in_stream(token, text);
     }
 
     /// Forgets every member: the watch starts again.
@@ -198,14 +201,14 @@ impl Registry {
     }
 
     /// Takes in a membership entry `key` (`ch.<channel>.<nick>`) as
-    /// watched: `Some` value and revision when put, `None` when deleted.
-    pub(super) fn watched(&self, shared: &Shared, key: &str, put: Option<(&[u8], u64)>) {
+    /// watched at `revision`: `Some` value when put, `None` when deleted.
+    pub(super) fn watched(&self, shared: &Shared, key: &str, revision: u64, put: Option<&[u8]>) {
         let mut parts = key.splitn(3, '.').skip(1);
         let (Some(token), Some(nick_key)) = (parts.next(), parts.next()) else {
             return;
         };
         let mut listed = lock(&self.listed);
-        if let Some((value, revision)) = put {
+        if let Some(value) = put {
             match Membership::decode(key, value) {
                 Ok((token, entry)) => {
                     let channel = listed.entry(token).or_insert_with(|| Listed {
@@ -228,7 +231,7 @@ impl Registry {
             channel.members.remove(nick_key);
             if channel.members.len() == 0 {
                 listed.remove(token);
-                lock(&self.topics).remove(token);
+                shared.forget_topic(token, revision);
             }
         }
     }
@@ -488,6 +491,11 @@ impl Channel {
         };
         if shared.connected_since().is_none() {
             return Err(UNAVAILABLE);
+        }
+        if let Record::Topic { .. } = record {
+            let (subject, token) = (self.subject.clone(), self.token.clone());
+            shared.publish_topic(subject, token, record.encode());
+            return Ok(());
         }
         shared.waiting.fetch_add(1, Ordering::AcqRel);
         let payload = record.encode();

@@ -5,7 +5,7 @@
 
 use super::channel::Registry;
 use super::deliver::deliver;
-use super::liveness::{Liveness, keep_alive, watch_nicknames};
+use super::liveness::{Liveness, keep_alive, start_watching};
 use super::orders::Orders;
 use super::private::deliver_private;
 use super::publish::{MAX_IN_FLIGHT, OUTGOING_QUEUE, publish_queue};
@@ -358,10 +358,11 @@ impl ClusterRoom {
             next_id: AtomicU64::new(0),
         });
         shared.recall_mutes(last).await;
+        // First: a store catching up then names channels as spelled.
+        start_watching(&shared, opened.nicks_last).await;
         tokio::spawn(deliver(shared.clone(), lines_stream, from, last));
         tokio::spawn(deliver_private(shared.clone(), private_inbox));
         tokio::spawn(publish_queue(shared.clone(), queued));
-        tokio::spawn(watch_nicknames(shared.clone()));
         tokio::spawn(keep_alive(shared.clone()));
         tracing::info!(node = %opts.node_name, room = %opts.room, "joined the cluster");
         Ok(ClusterRoom {
@@ -434,6 +435,8 @@ struct Opened {
     /// The stream's last sequence when this node joined.
     last: u64,
     nicks: kv::Store,
+    /// The nickname bucket's last revision when this node opened it.
+    nicks_last: u64,
     nodes: kv::Store,
     liveness: Liveness,
 }
@@ -509,9 +512,12 @@ impl Opened {
         .await
         .context("cannot open the room's stream on NATS (is JetStream enabled?)")?;
         let nicks_name = nicks_bucket(&opts.room);
-        open_stream(js, bucket_config(&nicks_name, Duration::ZERO))
+        let nicks_last = open_stream(js, bucket_config(&nicks_name, Duration::ZERO))
             .await
-            .with_context(|| format!("cannot open the bucket {nicks_name} on NATS"))?;
+            .with_context(|| format!("cannot open the bucket {nicks_name} on NATS"))?
+            .cached_info()
+            .state
+            .last_sequence;
         let nodes_name = nodes_bucket(&opts.room);
         let nodes_stream = open_stream(js, bucket_config(&nodes_name, opts.node_timeout))
             .await
@@ -539,6 +545,7 @@ impl Opened {
             lines,
             last,
             nicks,
+            nicks_last,
             nodes,
             liveness,
         })

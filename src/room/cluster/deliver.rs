@@ -231,7 +231,7 @@ impl Shared {
         };
         // As the lobby's: not waiting for the commit.
         if let Some(recording) = &self.recording {
-            let name = self.stored_name(token);
+            let name = self.stored_name(token, &record).await;
             let records = std::slice::from_ref(&record);
             recording
                 .keep(beside.seq, beside.time, &name, records)

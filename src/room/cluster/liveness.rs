@@ -7,6 +7,7 @@
 
 use super::channel::take_over_channels;
 use super::record::Record;
+use super::topics::is_topic_key;
 use super::{Holder, Holding, REQUEST_TIMEOUT, Shared};
 use crate::room::Departure;
 use crate::sync::lock;
@@ -39,8 +40,26 @@ impl Liveness {
     }
 }
 
-/// Keeps [`Shared::directory`] equal to the nickname bucket.
-pub(super) async fn watch_nicknames(shared: Arc<Shared>) {
+/// Starts [`watch_nicknames`] and waits (a bounded time) until it has read
+/// what the nickname bucket held up to `last` (its last revision when this
+/// node opened it): the nicknames, memberships and topics a node knows
+/// before it takes anyone in.
+pub(super) async fn start_watching(shared: &Arc<Shared>, last: u64) {
+    let mut read = shared.channels.topics.read_to.subscribe();
+    tokio::spawn(watch_nicknames(shared.clone()));
+    if timeout(REQUEST_TIMEOUT, read.wait_for(|read| *read >= last))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "cannot read the room's nicknames, channels and topics yet: starting without them"
+        );
+    }
+}
+
+/// Keeps [`Shared::directory`] equal to the nickname bucket, and the
+/// channels' members and topics to theirs.
+async fn watch_nicknames(shared: Arc<Shared>) {
     let mut restored = shared.link.restored.subscribe();
     loop {
         restored.mark_unchanged();
@@ -54,30 +73,9 @@ pub(super) async fn watch_nicknames(shared: Arc<Shared>) {
                         _ = restored.changed() => break,
                     };
                     let Some(Ok(entry)) = entry else { break };
-                    if entry.key.starts_with("ch.") {
-                        let put = (entry.operation == kv::Operation::Put)
-                            .then_some((&entry.value[..], entry.revision));
-                        shared.channels.watched(&shared, &entry.key, put);
-                        shared.directory_changed.send_modify(|n| *n += 1);
-                        continue;
-                    }
-                    let mut directory = lock(&shared.directory);
-                    match entry.operation {
-                        kv::Operation::Put => match Holder::decode(&entry.key, &entry.value) {
-                            Ok(Holder { node, nick }) => {
-                                let revision = entry.revision;
-                                directory.insert(entry.key, nick, Holding { revision, node });
-                            }
-                            Err(why) => {
-                                directory.remove(&entry.key);
-                                shared.reject(why);
-                            }
-                        },
-                        kv::Operation::Delete | kv::Operation::Purge => {
-                            directory.remove(&entry.key);
-                        }
-                    }
-                    drop(directory);
+                    let revision = entry.revision;
+                    take_entry(&shared, entry);
+                    shared.channels.topics.read(revision);
                     shared.directory_changed.send_modify(|n| *n += 1);
                 }
             }
@@ -87,6 +85,36 @@ pub(super) async fn watch_nicknames(shared: Arc<Shared>) {
             return;
         }
         sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Takes in one entry of the nickname bucket as watched: a channel
+/// membership, a topic or a nickname.
+fn take_entry(shared: &Shared, entry: kv::Entry) {
+    if entry.key.starts_with("ch.") {
+        let put = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
+        return shared
+            .channels
+            .watched(shared, &entry.key, entry.revision, put);
+    }
+    if is_topic_key(&entry.key) {
+        return shared.watched_topic(&entry, entry.seen_current);
+    }
+    let mut directory = lock(&shared.directory);
+    match entry.operation {
+        kv::Operation::Put => match Holder::decode(&entry.key, &entry.value) {
+            Ok(Holder { node, nick }) => {
+                let revision = entry.revision;
+                directory.insert(entry.key, nick, Holding { revision, node });
+            }
+            Err(why) => {
+                directory.remove(&entry.key);
+                shared.reject(why);
+            }
+        },
+        kv::Operation::Delete | kv::Operation::Purge => {
+            directory.remove(&entry.key);
+        }
     }
 }
 

@@ -51,8 +51,9 @@
 //! entries, the nickname watch, taking over a dead node's nicknames),
 //! [`private`] (lines for one participant on any node), `recording`
 //! (this node's store), `channel` (channels), `orders` (operators'
-//! kicks and mutes), `record` and `beside` (what nodes put in NATS, and
-//! how a node checks it).
+//! kicks and mutes), `topics` (topics, kept for nodes that start later),
+//! `record` and `beside` (what nodes put in NATS, and how a node checks
+//! it).
 
 mod beside;
 mod channel;
@@ -64,6 +65,7 @@ pub mod private;
 mod publish;
 mod record;
 mod recording;
+mod topics;
 
 pub use connect::{ClusterOptions, DEFAULT_NODE_TIMEOUT, default_node_name};
 pub use recording::StoreOptions;

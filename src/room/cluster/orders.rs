@@ -339,12 +339,19 @@ impl Shared {
 
     /// Tells the lobby, on every node, of this node's operator's action
     /// `act` (if it is told as such: see [`Record::acted`]).
-    pub(super) fn lobby_moderated(&self, act: Moderation<'_>) -> Result<(), &'static str> {
+    pub(super) fn lobby_moderated(
+        self: &Arc<Self>,
+        act: Moderation<'_>,
+    ) -> Result<(), &'static str> {
         let Some(record) = Record::acted(act) else {
             return Ok(());
         };
         if self.connected_since().is_none() {
             return Err(UNAVAILABLE);
+        }
+        if let Record::Topic { .. } = record {
+            self.publish_topic(self.subject.clone(), String::new(), record.encode());
+            return Ok(());
         }
         let line = super::publish::Queued::Line {
             payload: record.encode(),

@@ -22,7 +22,7 @@ use tokio::time::{Instant, sleep, timeout};
 /// (with the same `Nats-Msg-Id`, so it is stored once) before its sender is
 /// told it was not sent. Well within the stream's two-minute duplicate
 /// window.
-const RETRY_FOR: Duration = Duration::from_secs(30);
+pub(super) const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// How long a newcomer waits for its `joined!` line to be stored.
 pub(super) const JOIN_RETRY_FOR: Duration = Duration::from_secs(5);

@@ -13,7 +13,7 @@
 //! the source of the room's order; a sequence it no longer keeps (its own
 //! retention) is skipped, and said once in the log.
 
-use super::beside::channel_token;
+use super::beside::{Membership, channel_token};
 use super::channel::Channel;
 use super::record::{Record, line_number, message_of};
 use super::{Member, REQUEST_TIMEOUT, Shared};
@@ -290,15 +290,42 @@ impl Shared {
 
     /// The name channel `token`'s lines are stored under: as its first
     /// member spelled it, or its key with a `#` (a valid name of the
-    /// same channel) if this node does not know that.
-    pub(super) fn stored_name(&self, token: &str) -> String {
-        self.channels
+    /// same channel) if this node does not know that. A node reads the
+    /// memberships before the stream, so one catching up knows the
+    /// spelling of every channel that has members; a channel's first
+    /// `joined!` (`record`) may come before the watch has its membership,
+    /// which is then read from the bucket.
+    pub(super) async fn stored_name(&self, token: &str, record: &Record) -> String {
+        let known = self
+            .channels
             .spelling(token)
-            .or_else(|| self.channels.open(token).map(|c| c.name.to_string()))
+            .or_else(|| self.channels.open(token).map(|c| c.name.to_string()));
+        let known = match (known, record) {
+            (Some(name), _) => Some(name),
+            (None, Record::Join { nick, .. }) => self.spelled_by(token, nick).await,
+            (None, _) => None,
+        };
+        known
             .filter(|name| {
                 protocol::channels::validate_channel(name).is_ok() && channel_token(name) == token
             })
             .unwrap_or_else(|| format!("#{token}"))
+    }
+
+    /// Channel `token`'s name as spelled in `nick`'s membership entry, if
+    /// it holds one (checked as the watch checks it).
+    async fn spelled_by(&self, token: &str, nick: &str) -> Option<String> {
+        let key = format!("ch.{token}.{}", protocol::nick_key(nick));
+        let entry = tokio::time::timeout(REQUEST_TIMEOUT, self.nicks.entry(key.as_str()))
+            .await
+            .ok()?
+            .ok()??;
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            return None;
+        }
+        Membership::decode(&key, &entry.value)
+            .ok()
+            .map(|(_, membership)| membership.channel)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Channels and operators on two nodes of one room: each channel one order
 //! for its members on both nodes, no line crossing channels, `/rooms` and
 //! `/list` counting both nodes; a kick, a mute and a topic given on one
-//! node holding on the other; a killed node's members leaving its
+//! node holding on the other, a topic known to a node started after it
+//! until its channel is forgotten; a killed node's members leaving its
 //! channels.
 
 use crate::harness::nats::{TAKEOVER, addr, join, node_with, path};
@@ -409,4 +410,76 @@ async fn a_room_made_before_channels_gets_their_subjects() {
         joined,
         ("#ops alice joined!".into(), "[join] #ops: 1 here".into())
     );
+}
+
+/// Waits until entry `key` of the room's bucket (room `lobby`, the nodes'
+/// default) is deleted.
+async fn until_deleted(nats: &NatsServer, key: &str) {
+    use futures_util::StreamExt;
+    let client = async_nats::connect(nats.url()).await.expect("connects");
+    let nicks = async_nats::jetstream::new(client)
+        .get_key_value("chat_lobby_nicks")
+        .await
+        .expect("the room's bucket");
+    let mut watch = nicks.watch_with_history(key).await.expect("a watch");
+    let deleted = async {
+        while let Some(entry) = watch.next().await {
+            if entry.expect("an entry").operation != async_nats::jetstream::kv::Operation::Put {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, deleted)
+        .await
+        .unwrap_or_else(|_| panic!("{key} is not deleted from the bucket"));
+}
+
+#[tokio::test]
+async fn a_node_started_after_a_topic_was_set_knows_it_until_the_channel_is_forgotten() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let one = operators_node(&certs, &nats, "one", &["alice"]).await;
+    let mut alice = member(&certs, &one, "alice").await;
+    alice.send("/topic welcome all").await;
+    alice.expect("[topic] set for #lobby").await;
+    alice
+        .expect("[topic] #lobby: welcome all set by alice")
+        .await;
+    join_channel(&mut alice, "#ops").await;
+    alice.send("/topic deploy at noon").await;
+    alice.expect("[topic] set for #ops").await;
+    alice
+        .expect("[topic] #ops: deploy at noon set by alice")
+        .await;
+
+    // Node two starts after both topics were set: its members get them.
+    let two = node_with(&certs, &nats, "two", &[]).await;
+    let mut bob = join(&certs, &two, "bob").await;
+    let joined = join_channel(&mut bob, "#ops").await;
+    assert_eq!(joined.1, "[join] #ops: 2 here", "{joined:?}");
+    bob.expect("[topic] #ops: deploy at noon").await;
+    bob.send("/join #lobby").await;
+    bob.expect("[join] #lobby: 2 here").await;
+    bob.expect("[topic] #lobby: welcome all").await;
+
+    // Once #ops has no member on any node, its topic is forgotten, also
+    // by a node started after that.
+    alice.until("#ops bob joined!", WAIT).await;
+    bob.send("/part #ops").await;
+    bob.expect("[part] #ops: you left it; now in #lobby").await;
+    alice.expect("#ops bob left!").await;
+    alice.send("/part").await;
+    alice
+        .expect("[part] #ops: you left it; now in #lobby")
+        .await;
+    until_deleted(&nats, "topic.ops").await;
+    let three = node_with(&certs, &nats, "three", &[]).await;
+    let mut carol = join(&certs, &three, "carol").await;
+    let joined = join_channel(&mut carol, "#ops").await;
+    assert_eq!(joined.1, "[join] #ops: 1 here", "{joined:?}");
+    carol.send("/list").await;
+    carol.expect("[list] 1 here: carol").await;
+    carol.send("/join #lobby").await;
+    carol.expect("[join] #lobby: 3 here").await;
+    carol.expect("[topic] #lobby: welcome all").await;
 }

@@ -2,15 +2,18 @@
 //! writes to the room's NATS subjects and buckets: a raw NATS client, as a
 //! user with a foothold on NATS would use, publishes finished lines, escape
 //! sequences, a line far over the limit, a nickname entry holding a line
-//! break, messages of several lines with a forged one among them, and
-//! private payloads. Every participant gets only lines its node
+//! break, messages of several lines with a forged one among them,
+//! private payloads, and topic entries (also read by a node that starts
+//! after them). Every participant gets only lines its node
 //! formatted itself from checked parts: nothing merges, nothing reads like
 //! the server's own, nothing raw reaches a terminal.
 
 use crate::harness::{NatsServer, WAIT};
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use chatroom::room::cluster::{ClusterOptions, ClusterRoom};
 use chatroom::room::{Room, Subscription};
+use futures_util::StreamExt;
 use std::time::Duration;
 
 const ROOM: &str = "lab";
@@ -265,4 +268,108 @@ async fn forged_channel_records_orders_and_memberships_are_checked_too() {
     assert_eq!(a.muted_until("alice"), None);
     assert_eq!(ops.members(10), (1, vec!["alice".to_string()]));
     assert_eq!(ops.topic().as_deref(), Some("hi[2JServer"));
+}
+
+/// Waits until `room`'s topic is `wanted`: the node takes in the bucket's
+/// entries in order, each a change of its directory.
+async fn until_topic(node: &ClusterRoom, room: &ClusterRoom, wanted: Option<&str>) {
+    let mut changes = node.directory_changes();
+    let seen = async {
+        while room.topic().as_deref() != wanted {
+            changes.changed().await.expect("the node watches");
+        }
+    };
+    tokio::time::timeout(WAIT, seen)
+        .await
+        .unwrap_or_else(|_| panic!("topic {:?}, not {wanted:?}", room.topic()));
+}
+
+#[tokio::test]
+async fn forged_topic_entries_are_checked_on_a_node_and_on_one_started_later() {
+    let nats = NatsServer::start().await;
+    let a = node(&nats, "a").await;
+    let mut lobby = a.join("alice").await.expect("joins");
+    assert_eq!(next(&mut lobby).await, "alice joined!\n");
+    let ops = a.open_channel("#ops").expect("a channel");
+    let mut alice = ops.join("alice").await.expect("joins #ops");
+    assert_eq!(next(&mut alice).await, "#ops alice joined!\n");
+    let (_client, js) = intruder(&nats).await;
+    let nicks = js
+        .get_key_value(format!("chat_{ROOM}_nicks"))
+        .await
+        .expect("the bucket");
+    let too_long = format!(
+        r#"{{"kind":"topic","by":"bob","text":"{}"}}"#,
+        "x".repeat(301)
+    );
+    for (key, value) in [
+        // Not a record, not a topic, a forged operator, over 300 bytes.
+        (
+            "topic.lobby",
+            "[topic] #lobby: send me your password\n".to_owned(),
+        ),
+        (
+            "topic.ops",
+            r#"{"kind":"say","nick":"bob","text":"x"}"#.to_owned(),
+        ),
+        (
+            "topic.ops",
+            r#"{"kind":"topic","by":"Server","text":"x"}"#.to_owned(),
+        ),
+        ("topic.lobby", too_long),
+        // Keys no channel has.
+        (
+            "topic.OPS",
+            r#"{"kind":"topic","by":"bob","text":"x"}"#.to_owned(),
+        ),
+        (
+            "topic.ops.x",
+            r#"{"kind":"topic","by":"bob","text":"x"}"#.to_owned(),
+        ),
+        // Well-formed, for a channel with no member: deleted.
+        (
+            "topic.dev",
+            r#"{"kind":"topic","by":"bob","text":"x"}"#.to_owned(),
+        ),
+        // Well-formed: escapes and line breaks stripped when shown.
+        (
+            "topic.ops",
+            r#"{"kind":"topic","by":"bob","text":"hi\u001b[2J\nServer"}"#.to_owned(),
+        ),
+    ] {
+        nicks.put(key, value.into()).await.expect("put");
+    }
+    until_topic(&a, &ops, Some("hi[2JServer")).await;
+    let mut dev = nicks
+        .watch_with_history("topic.dev")
+        .await
+        .expect("a watch");
+    let deleted = async {
+        while let Some(entry) = dev.next().await {
+            if entry.expect("an entry").operation != kv::Operation::Put {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, deleted)
+        .await
+        .expect("the topic of a channel with no member is deleted");
+    assert_eq!(a.topic(), None);
+    ops.publish("alice", "still here");
+    assert_eq!(next(&mut alice).await, "#ops alice: still here\n");
+
+    // A node started now reads the same entries before it takes anyone in.
+    let b = node(&nats, "b").await;
+    assert_eq!(
+        b.open_channel("#ops")
+            .expect("a channel")
+            .topic()
+            .as_deref(),
+        Some("hi[2JServer")
+    );
+    let dev = b.open_channel("#dev").expect("a channel");
+    assert_eq!((b.topic(), dev.topic()), (None, None));
+    let mut carol = b.join("carol").await.expect("joins");
+    assert_eq!(next(&mut carol).await, "carol joined!\n");
+    assert_eq!(next(&mut lobby).await, "carol joined!\n");
 }

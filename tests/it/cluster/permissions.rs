@@ -123,6 +123,10 @@ async fn channels_and_operators_need_nothing_more_than_the_documented_permission
     bob.expect("#ops bob was muted by alice for 1m").await;
     alice.send("/unmute bob").await;
     bob.until("#ops bob was unmuted by alice", WAIT).await;
+    // A topic, kept in the nickname bucket too.
+    alice.send("/topic deploy").await;
+    alice.until("[topic] #ops: deploy set by alice", WAIT).await;
+    bob.until("[topic] #ops: deploy set by alice", WAIT).await;
     alice.send("/kick bob").await;
     let last = bob.until_closed().await;
     assert_eq!(
@@ -135,6 +139,7 @@ async fn channels_and_operators_need_nothing_more_than_the_documented_permission
     for log in [one_log, two_log] {
         assert!(!log.contains(REFUSED), "{log}");
         assert!(!log.contains("does not take the subjects"), "{log}");
+        assert!(!log.contains("is not kept"), "{log}");
     }
 }
 

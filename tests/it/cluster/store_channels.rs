@@ -3,8 +3,10 @@
 //! lines from the room's stream, `/search` and `/history` in a channel
 //! answer from its own lines, a channel's newcomer gets its history from
 //! the node's store, `history export --channel` reads a node's files, a
-//! node that was stopped catches up on the channel lines it missed, and
-//! operators' actions in a channel are stored as its `moderation` lines.
+//! node that was stopped catches up on the channel lines it missed, a
+//! node that starts stores a channel under its first member's spelling,
+//! and operators' actions in a channel are stored as its `moderation`
+//! lines.
 
 use super::channels::{member, operator_args};
 use super::store::{join_recorded, recording_node, stop};
@@ -231,4 +233,44 @@ async fn operators_actions_in_a_channel_are_stored_as_moderation_of_that_channel
     ]
     .map(|row| row.map(str::to_owned));
     assert_eq!(moderation, expected, "{export}");
+}
+
+#[tokio::test]
+async fn a_node_catching_up_stores_a_channel_as_its_first_member_spelled_it() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let tmp = tempfile::tempdir().expect("temp");
+    let data = tmp.path().join("two");
+    let one = node_with(&certs, &nats, "one", &[]).await;
+    let mut alice = crate::harness::nats::join(&certs, &one, "Alice").await;
+    // Its key is `dev_ops`: a node that did not know the spelling would
+    // store it as `#dev_ops`.
+    join_channel(&mut alice, "#dev-ops", "[join] #dev-ops: 1 here").await;
+    alice.send("said before").await;
+    alice.until("#dev-ops Alice: said before", WAIT).await;
+
+    // Node two starts after: it catches up on the stream, which its
+    // store had none of.
+    let two = recording_node(&certs, &nats, "two", &data, &[]).await;
+    let (mut bob, _) = join_recorded(&certs, &two, "Bob").await;
+    join_channel(&mut bob, "#dev-ops", "[join] #dev-ops: 2 here").await;
+    bob.send("/search before").await;
+    bob.until("[search] 1 match", WAIT).await;
+    let export = cli::history(&data, &["export", "--channel", "#dev-ops"]).await;
+    let channels: Vec<(String, String)> = export
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("JSON"))
+        .map(|v| {
+            let field = |name: &str| v[name].as_str().expect("a string field").to_owned();
+            (field("channel"), field("text"))
+        })
+        .collect();
+    assert!(
+        channels.iter().any(|(_, text)| text == "said before"),
+        "{export}"
+    );
+    assert!(
+        channels.iter().all(|(channel, _)| channel == "#dev-ops"),
+        "{export}"
+    );
 }

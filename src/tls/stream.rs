@@ -40,6 +40,9 @@ const MAX_RECORD: usize = MAX_PLAINTEXT + 2048 + 5;
 /// costs one system call.
 const READ_SIZE: usize = MAX_RECORD;
 
+/// The least room a read into a connection's own buffer asks for.
+const MIN_READ: usize = 4096;
+
 /// The most unprocessed input kept: a handshake message may span records
 /// up to 64 KiB (rustls' limit), plus the record being read.
 const MAX_INCOMING: usize = 0xffff + MAX_RECORD;
@@ -173,7 +176,13 @@ impl ServerStream {
         if self.incoming.len() >= MAX_INCOMING {
             return Err(invalid_data("TLS message too long"));
         }
-        self.incoming.reserve(READ_SIZE);
+        // Room for the rest of a whole record, or a few KiB more of a
+        // handshake message spanning records; exact, so that a record that
+        // never ends holds one record's room, not twice that.
+        if self.incoming.capacity() - self.incoming.len() < MIN_READ {
+            let rest = READ_SIZE.saturating_sub(self.incoming.len()).max(MIN_READ);
+            self.incoming.reserve_exact(rest);
+        }
         let n = self.tcp.try_read_buf(&mut self.incoming)?;
         let (taken, result) = self.tls.process(&mut self.incoming, |_, _| Ok(()));
         self.take_incoming(taken);

@@ -5,11 +5,14 @@
 //! lines, a key update from the client keeps the session going both ways,
 //! and the server's alerts still reach a client it refuses.
 
-use crate::harness::{Client, TestCerts, TestServer, WAIT, tls_over};
+use crate::harness::{Client, TestCerts, TestServer, TlsClient, WAIT, tls_over};
 use chatroom::connection::Connection;
+use chatroom::tls::ServerStream;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -101,9 +104,9 @@ async fn a_key_update_from_the_client_keeps_the_session_going_both_ways() {
     assert_eq!(alice.line().await, "bob: still here");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_connection_holds_no_buffer() {
-    let certs = TestCerts::new();
+/// The server's side of one TLS connection from a real client, both past
+/// the handshake, the session tickets delivered with a first line.
+async fn one_connection(certs: &TestCerts) -> (Connection<ServerStream>, TlsClient) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let config = certs.server_tls();
@@ -118,10 +121,40 @@ async fn an_idle_connection_holds_no_buffer() {
         .expect("the server's side of the handshake")
         .expect("task");
     let mut server = Connection::new(stream, 4096);
-
-    // The session tickets wait for the first line and go out with it.
     server.send("NICK\n".into()).await.expect("send");
     client.expect("NICK").await;
+    (server, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_never_ends_holds_one_record_at_most() {
+    let certs = TestCerts::new();
+    let (mut server, mut client) = one_connection(&certs).await;
+    // An application-data record announced at the largest size TLS
+    // allows, of which only 1000 bytes come.
+    let (tcp, _) = client.conn.get_mut().get_mut();
+    tcp.write_all(&[0x17, 0x03, 0x03, 0x40, 0x11])
+        .await
+        .expect("header");
+    tcp.write_all(&[0; 1000]).await.expect("part of the record");
+    // Nothing to read from it: the wait ends without a line.
+    let read = tokio::time::timeout(Duration::from_millis(500), server.read_line()).await;
+    assert!(
+        read.is_err(),
+        "a line from a record that never ended: {read:?}"
+    );
+    let held = server.get_ref().held_bytes();
+    assert!(
+        (1005..=18437).contains(&held),
+        "the stream holds {held} bytes for a 1005-byte piece of one record (at most one record's room, 18,437 bytes)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_holds_no_buffer() {
+    let certs = TestCerts::new();
+    // The session tickets wait for the first line and go out with it.
+    let (mut server, mut client) = one_connection(&certs).await;
     client.send(&"x".repeat(3000)).await;
     let line = tokio::time::timeout(WAIT, server.read_line())
         .await

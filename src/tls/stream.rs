@@ -134,7 +134,7 @@ impl ServerStream {
                 Ok(0) => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        "tls handshake eof",
+                        "the peer closed the connection during the TLS handshake",
                     )));
                 }
                 Ok(_) => {}

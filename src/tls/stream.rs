@@ -3,17 +3,18 @@
 //!
 //! rustls' buffered connection keeps a 4 KiB buffer for incoming records
 //! for the whole life of a connection, and in a big room, where most
-//! participants are idle most of the time, that was a third of what each
-//! one cost the server. This stream drives rustls' unbuffered API instead
+//! participants are idle most of the time, that would be a third of what
+//! each one costs the server. This stream drives rustls' unbuffered API instead
 //! and owns its three buffers: the bytes read that are not yet a whole
 //! record, the decrypted bytes the session has not read yet, and the
 //! encrypted bytes not yet written. Each is let go as soon as it is empty.
 //!
 //! Writes are encrypted as they come (at most one record per write, which
 //! [`crate::connection`]'s batches fill) and go to the socket on flush, or
-//! once [`OUTGOING_LIMIT`] bytes wait: a batch of several records costs one
-//! system call. The session tickets of the handshake wait for the session's
-//! first line and go out with it.
+//! once a record's worth waits ([`OUTGOING_LIMIT`]): a session's batch of
+//! lines costs one record and one system call, and a peer that stops
+//! reading makes the stream hold two records at most. The session tickets
+//! of the handshake wait for the session's first line and go out with it.
 
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
@@ -48,8 +49,9 @@ const MIN_READ: usize = 4096;
 const MAX_INCOMING: usize = 0xffff + MAX_RECORD;
 
 /// Encrypted bytes a writer may leave unwritten before a write waits for
-/// the socket: four full records, as rustls' own buffer limit allows.
-const OUTGOING_LIMIT: usize = 64 * 1024;
+/// the socket: one full record (a session's batch), so that a peer that
+/// stops reading makes the stream hold at most two.
+const OUTGOING_LIMIT: usize = MAX_RECORD;
 
 /// Room for a record's header, explicit nonce and tag.
 const RECORD_OVERHEAD: usize = 64;

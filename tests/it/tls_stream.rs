@@ -151,6 +151,41 @@ async fn a_record_that_never_ends_holds_one_record_at_most() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_makes_the_stream_hold_two_records_at_most() {
+    let certs = TestCerts::new();
+    let (mut server, _client) = one_connection(&certs).await;
+    // The client reads nothing more: the server writes batches of lines
+    // until the kernel's buffers are full and a write waits.
+    let batch: String = (0..160)
+        .map(|n| format!("{n:03} {}\n", "w".repeat(96)))
+        .collect();
+    let batch = bytes::Bytes::from(batch);
+    let mut blocked = false;
+    for _ in 0..4000 {
+        let send = server.send(batch.clone());
+        if tokio::time::timeout(Duration::from_millis(200), send)
+            .await
+            .is_err()
+        {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(blocked, "64 MB written to a peer that reads nothing");
+    // More batches while the write waits: each may add to what the stream
+    // holds, up to its bound.
+    for _ in 0..8 {
+        let send = server.send(batch.clone());
+        let _ = tokio::time::timeout(Duration::from_millis(50), send).await;
+    }
+    let held = server.get_ref().held_bytes();
+    assert!(
+        held <= 2 * 18437,
+        "the stream holds {held} bytes for a peer that stopped reading (two records at most)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_holds_no_buffer() {
     let certs = TestCerts::new();
     // The session tickets wait for the first line and go out with it.

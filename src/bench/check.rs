@@ -23,7 +23,13 @@ use std::fmt;
 #[derive(Debug, Clone)]
 pub struct ReceiverLog {
     pub client: usize,
+    /// One track per sender this client hears: senders `first`, `first +
+    /// step`, `first + 2 step`, ... (every sender, or those of its
+    /// channel), so that a client in a channel keeps and touches only its
+    /// channel's and the bench's working set stays small.
     senders: Vec<SenderTrack>,
+    first: usize,
+    step: usize,
     chain: u64,
     /// Highest sequence number a sender may use: a bound on the bitmaps, so
     /// a hostile line cannot make one grow without limit.
@@ -63,6 +69,8 @@ impl ReceiverLog {
         ReceiverLog {
             client,
             senders: vec![SenderTrack::default(); senders],
+            first: 0,
+            step: 1,
             chain: 0,
             max_messages,
             ended: 0,
@@ -79,10 +87,24 @@ impl ReceiverLog {
     /// own channel only, as `plan` says.
     pub fn in_channel(mut self, plan: ChannelPlan) -> Self {
         let client = self.client;
-        self.awaited = (0..self.senders.len())
+        let senders = self.senders.len();
+        if let (ChannelPlan::Split(n), Some(channel)) = (plan, plan.channel_of(client)) {
+            // Client `i` is in channel `i % n`: its senders are `channel`,
+            // `channel + n`, ...
+            self.first = channel;
+            self.step = n.max(1);
+            let heard = senders.saturating_sub(channel).div_ceil(self.step);
+            self.senders = vec![SenderTrack::default(); heard];
+        }
+        self.awaited = (0..senders)
             .filter(|&sender| plan.receives(client, sender))
             .count();
         self
+    }
+
+    /// The global number of the sender whose track is at `at`.
+    fn sender_at(&self, at: usize) -> usize {
+        self.first + at * self.step
     }
 
     /// Records a message; one from an unknown sender or with an impossible
@@ -91,7 +113,11 @@ impl ReceiverLog {
         if stamp.seq >= self.max_messages {
             return None;
         }
-        let track = self.senders.get_mut(sender)?;
+        let at = sender.checked_sub(self.first)?;
+        if at % self.step != 0 {
+            return None;
+        }
+        let track = self.senders.get_mut(at / self.step)?;
         self.messages += 1;
         track.total += 1;
         self.chain = mix(self.chain ^ ((sender as u64) << 32 | u64::from(stamp.seq)));
@@ -249,7 +275,8 @@ pub fn verify_channels(logs: &[ReceiverLog], sent: &[u32], plan: ChannelPlan) ->
     for log in logs {
         let before = problems.len();
         let (mut missing, mut missing_from, mut extra, mut backwards) = (0u64, 0usize, 0u64, 0u64);
-        for (sender, track) in log.senders.iter().enumerate() {
+        for (at, track) in log.senders.iter().enumerate() {
+            let sender = log.sender_at(at);
             let expected = if plan.receives(log.client, sender) {
                 u64::from(sent.get(sender).copied().unwrap_or(0))
             } else {
@@ -401,6 +428,37 @@ mod tests {
             others: vec![4]
         }));
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn a_client_in_a_channel_keeps_tracks_for_its_channels_senders_only() {
+        let plan = ChannelPlan::Split(20);
+        // Client 3 hears senders 3, 23, ..., 983: 50 of 1000.
+        let mut log = ReceiverLog::new(3, 1000, 10).in_channel(plan);
+        assert_eq!(log.senders.len(), 50);
+        for sender in (3..1000).step_by(20) {
+            let seqs = if sender == 983 { 0..1 } else { 0..2 };
+            for seq in seqs {
+                log.record(sender, stamp(seq, seq == 1));
+            }
+        }
+        assert_eq!(
+            log.record(4, stamp(0, false)),
+            None,
+            "not a sender it hears"
+        );
+        let mut sent = vec![0; 1000];
+        for sender in (3..1000).step_by(20) {
+            sent[sender] = 2;
+        }
+        assert_eq!(
+            verify_channels(&[log], &sent, plan),
+            vec![Problem::Lost {
+                client: 3,
+                missing: 1,
+                senders: 1
+            }]
+        );
     }
 
     #[test]

@@ -381,11 +381,9 @@ pub fn spawn_reader(
             let now_us = shared.now_us();
             let mut fresh = 0u64;
             let ended = loop {
-                match framer.next_line() {
-                    Ok(Some(line)) => match reader.handle(&line, now_us, &shared) {
-                        Ok(counted) => fresh += counted,
-                        Err(end) => break Some(end),
-                    },
+                match framer.next_line_in_place(|line| reader.handle(line, now_us, &shared)) {
+                    Ok(Some(Ok(counted))) => fresh += counted,
+                    Ok(Some(Err(end))) => break Some(end),
                     Ok(None) => break None,
                     Err(e) => break Some(ReaderEnd::Failed(e.to_string())),
                 }

@@ -1,7 +1,7 @@
 //! Line framing: a byte stream, however it is chunked, as lines of at most
 //! the line limit, with the terminator (`\n`, or `\r\n`) taken off.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// A framing failure: the peer broke the line-length limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -101,19 +101,47 @@ impl LineFramer {
     /// line over the limit (the connection should then be closed, since the
     /// rest of the stream can no longer be trusted to be in step).
     pub fn next_line(&mut self) -> Result<Option<Bytes>, FrameError> {
+        let Some((end, len)) = self.find_line()? else {
+            return Ok(None);
+        };
+        let mut line = self.buf.split_to(end + 1);
+        line.truncate(len);
+        Ok(Some(line.freeze()))
+    }
+
+    /// The next complete line as [`LineFramer::next_line`] finds it,
+    /// handed to `f` where it lies and then dropped: for a reader that only
+    /// looks at its lines (the bench's clients), without the shared handle
+    /// `next_line` makes for each.
+    pub fn next_line_in_place<R>(
+        &mut self,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, FrameError> {
+        let Some((end, len)) = self.find_line()? else {
+            return Ok(None);
+        };
+        let seen = f(&self.buf[..len]);
+        self.buf.advance(end + 1);
+        Ok(Some(seen))
+    }
+
+    /// Where the next complete line's `\n` is, and the line's length
+    /// without its terminator. A line over the limit is dropped with the
+    /// error.
+    fn find_line(&mut self) -> Result<Option<(usize, usize)>, FrameError> {
         match memchr::memchr(b'\n', &self.buf[self.scanned..]) {
             Some(offset) => {
                 let end = self.scanned + offset;
-                let mut line = self.buf.split_to(end + 1);
                 self.scanned = 0;
-                line.truncate(end);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(end - 1);
-                }
-                if line.len() > self.max_line {
+                let len = match self.buf[..end].last() {
+                    Some(b'\r') => end - 1,
+                    _ => end,
+                };
+                if len > self.max_line {
+                    self.buf.advance(end + 1);
                     return Err(FrameError::TooLong);
                 }
-                Ok(Some(line.freeze()))
+                Ok(Some((end, len)))
             }
             None => {
                 // One byte of slack for a `\r` that may still be followed by `\n`.

@@ -11,6 +11,26 @@ use super::model::{Framed, documented_nickname, documented_skeleton, reference};
 /// socket read and a test would), draining lines after each, and checks the
 /// buffer bound on the way.
 fn frame_chunks(chunks: &[&[u8]], max_line: usize) -> Framed {
+    frame_chunks_by(chunks, max_line, |framer| {
+        framer
+            .next_line()
+            .map(|line| line.map(|line| line.to_vec()))
+    })
+}
+
+/// As [`frame_chunks`], with the lines looked at where they lie
+/// ([`LineFramer::next_line_in_place`]).
+fn frame_chunks_in_place(chunks: &[&[u8]], max_line: usize) -> Framed {
+    frame_chunks_by(chunks, max_line, |framer| {
+        framer.next_line_in_place(<[u8]>::to_vec)
+    })
+}
+
+fn frame_chunks_by(
+    chunks: &[&[u8]],
+    max_line: usize,
+    mut next: impl FnMut(&mut LineFramer) -> Result<Option<Vec<u8>>, FrameError>,
+) -> Framed {
     let mut framer = LineFramer::new(max_line);
     let mut out = Framed {
         lines: Vec::new(),
@@ -29,11 +49,11 @@ fn frame_chunks(chunks: &[&[u8]], max_line: usize) -> Framed {
             chunk.len()
         );
         loop {
-            match framer.next_line() {
+            match next(&mut framer) {
                 Ok(Some(line)) => {
                     assert!(line.len() <= max_line);
                     assert!(!line.contains(&b'\n'));
-                    out.lines.push(line.to_vec());
+                    out.lines.push(line);
                     framer.release_if_empty();
                 }
                 Ok(None) => {
@@ -128,6 +148,7 @@ proptest! {
         let expected = reference(&stream, max_line);
         prop_assert_eq!(&frame_chunks(&[&stream], max_line), &expected);
         prop_assert_eq!(&frame_chunks(&split(&stream, &cuts), max_line), &expected);
+        prop_assert_eq!(&frame_chunks_in_place(&split(&stream, &cuts), max_line), &expected);
         // One byte at a time, the worst case for rescanning.
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         prop_assert_eq!(&frame_chunks(&bytes, max_line), &expected);

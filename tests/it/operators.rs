@@ -179,22 +179,7 @@ async fn mute_unmute_topic_and_ban_as_an_operator_and_not_otherwise() {
         carol.expect(refusal).await;
     }
 
-    alice.send("/mute bob 10m").await;
-    let answer = alice.until("bob was muted by alice for 10m", WAIT).await;
-    assert!(
-        answer
-            .iter()
-            .any(|l| l.starts_with("[mute] bob is muted until ")),
-        "{answer:?}"
-    );
-    bob.expect("bob was muted by alice for 10m").await;
-    bob.send("let me speak").await;
-    let refused = bob.line().await;
-    assert!(
-        refused.starts_with("ERROR you are muted until "),
-        "{refused}"
-    );
-    assert!(refused.ends_with(" UTC"), "{refused}");
+    mute_bob_for_ten_minutes(&mut alice, &mut bob, "").await;
     // Channel commands still work; speaking in a channel does not.
     for client in [&mut alice, &mut bob] {
         client.send("/join #ops").await;
@@ -289,4 +274,27 @@ async fn an_operator_whose_certificate_is_revoked_loses_the_right_with_the_room(
         let lines = again.until_closed().await;
         assert!(!lines.iter().any(|l| l == "NICK"), "{lines:?}");
     }
+}
+
+/// Operator alice mutes bob for 10 minutes where both are (`prefix`: ""
+/// in the lobby, "#ops " in a channel): alice is told until when, the
+/// channel hears it, and bob's next line is refused with the time.
+pub async fn mute_bob_for_ten_minutes(alice: &mut TlsClient, bob: &mut TlsClient, prefix: &str) {
+    let notice = format!("{prefix}bob was muted by alice for 10m");
+    alice.send("/mute bob 10m").await;
+    let answer = alice.until(&notice, WAIT).await;
+    assert!(
+        answer
+            .iter()
+            .any(|l| l.starts_with("[mute] bob is muted until ")),
+        "{answer:?}"
+    );
+    bob.expect(&notice).await;
+    bob.send("let me speak").await;
+    let refused = bob.line().await;
+    assert!(
+        refused.starts_with("ERROR you are muted until "),
+        "{refused}"
+    );
+    assert!(refused.ends_with(" UTC"), "{refused}");
 }

@@ -222,24 +222,7 @@ async fn an_operator_on_one_node_kicks_mutes_and_sets_topics_on_the_other() {
     alice.expect("#ops bob joined!").await;
 
     // A mute on node one holds for bob on node two, told in his channel.
-    alice.send("/mute bob 10m").await;
-    let answer = alice
-        .until("#ops bob was muted by alice for 10m", WAIT)
-        .await;
-    assert!(
-        answer
-            .iter()
-            .any(|l| l.starts_with("[mute] bob is muted until ")),
-        "{answer:?}"
-    );
-    bob.expect("#ops bob was muted by alice for 10m").await;
-    bob.send("let me speak").await;
-    let refused = bob.line().await;
-    assert!(
-        refused.starts_with("ERROR you are muted until "),
-        "{refused}"
-    );
-    assert!(refused.ends_with(" UTC"), "{refused}");
+    crate::operators::mute_bob_for_ten_minutes(&mut alice, &mut bob, "#ops ").await;
     alice.send("/unmute bob").await;
     alice.expect("[mute] bob may speak again").await;
     alice.expect("#ops bob was unmuted by alice").await;

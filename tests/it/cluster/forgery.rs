@@ -42,6 +42,14 @@ async fn intruder(nats: &NatsServer) -> (async_nats::Client, async_nats::jetstre
     (client, js)
 }
 
+/// The room's bucket of nicknames, memberships and topics, as the
+/// intruder reaches it.
+async fn nick_bucket(js: &async_nats::jetstream::Context) -> async_nats::jetstream::kv::Store {
+    js.get_key_value(format!("chat_{ROOM}_nicks"))
+        .await
+        .expect("the bucket")
+}
+
 async fn publish(js: &async_nats::jetstream::Context, payload: impl Into<Bytes>) {
     js.publish(format!("chat.{ROOM}"), payload.into())
         .await
@@ -117,10 +125,7 @@ async fn a_forged_nickname_entry_never_becomes_a_line() {
     let mut alice = a.join("alice").await.expect("joins");
     assert_eq!(next(&mut alice).await, "alice joined!\n");
     let (_client, js) = intruder(&nats).await;
-    let nicks = js
-        .get_key_value(format!("chat_{ROOM}_nicks"))
-        .await
-        .expect("the bucket");
+    let nicks = nick_bucket(&js).await;
     // Held by a node that does not exist: the take-over would announce
     // this nickname as left, were it taken as one.
     nicks
@@ -234,10 +239,7 @@ async fn forged_channel_records_orders_and_memberships_are_checked_too() {
     )
     .await;
     // A membership under another key than its own.
-    let nicks = js
-        .get_key_value(format!("chat_{ROOM}_nicks"))
-        .await
-        .expect("the bucket");
+    let nicks = nick_bucket(&js).await;
     nicks
         .put(
             "ch.ops.evil",
@@ -294,10 +296,7 @@ async fn forged_topic_entries_are_checked_on_a_node_and_on_one_started_later() {
     let mut alice = ops.join("alice").await.expect("joins #ops");
     assert_eq!(next(&mut alice).await, "#ops alice joined!\n");
     let (_client, js) = intruder(&nats).await;
-    let nicks = js
-        .get_key_value(format!("chat_{ROOM}_nicks"))
-        .await
-        .expect("the bucket");
+    let nicks = nick_bucket(&js).await;
     let too_long = format!(
         r#"{{"kind":"topic","by":"bob","text":"{}"}}"#,
         "x".repeat(301)

@@ -88,12 +88,18 @@ pub fn split_prefix(line: &[u8]) -> Option<(Option<usize>, &[u8])> {
     if line.first() != Some(&b'#') {
         return Some((None, line));
     }
-    let space = memchr::memchr(b' ', line)?;
-    let number = line[..space]
-        .strip_prefix(NAME_PREFIX.as_bytes())
-        .and_then(|digits| std::str::from_utf8(digits).ok())
-        .and_then(|digits| digits.parse::<usize>().ok())?;
-    Some((Some(number), &line[space + 1..]))
+    // Read digit by digit: this runs for every line a client receives.
+    let digits = line.strip_prefix(NAME_PREFIX.as_bytes())?;
+    let end = digits.iter().position(|&b| !b.is_ascii_digit())?;
+    if end == 0 || digits[end] != b' ' {
+        return None;
+    }
+    let number = digits[..end].iter().try_fold(0usize, |number, &digit| {
+        number
+            .checked_mul(10)?
+            .checked_add(usize::from(digit - b'0'))
+    })?;
+    Some((Some(number), &digits[end + 1..]))
 }
 
 #[cfg(test)]
@@ -130,5 +136,8 @@ mod tests {
         );
         assert_eq!(split_prefix(b"#ops a: hi"), None);
         assert_eq!(split_prefix(b"#bench"), None);
+        assert_eq!(split_prefix(b"#bench a: hi"), None);
+        assert_eq!(split_prefix(b"#bench1x a: hi"), None);
+        assert_eq!(split_prefix(b"#bench99999999999999999999 a: hi"), None);
     }
 }

@@ -370,6 +370,7 @@ pub fn spawn_reader(
     tokio::spawn(async move {
         let mut reader = Reader {
             client,
+            channel: shared.plan.channel_of(client),
             log: ReceiverLog::new(client, shared.senders, shared.max_messages)
                 .in_channel(shared.plan),
             latencies_us: Vec::new(),
@@ -421,6 +422,9 @@ pub fn spawn_reader(
 
 struct Reader {
     client: usize,
+    /// The channel it talks and listens in (`None`: `#lobby`), worked out
+    /// once rather than for every line.
+    channel: Option<usize>,
     log: ReceiverLog,
     latencies_us: Vec<u32>,
     finished: bool,
@@ -434,7 +438,13 @@ impl Reader {
         let (channel, line) = match shared.plan {
             ChannelPlan::Lobby => (None, line),
             plan => match channels::split_prefix(line) {
-                Some((channel, rest)) if plan.may_hear(self.client, channel) => (channel, rest),
+                Some((channel, rest))
+                    if channel.is_none()
+                        || channel == self.channel
+                        || plan.may_hear(self.client, channel) =>
+                {
+                    (channel, rest)
+                }
                 _ => {
                     self.log.record_crossed(|| excerpt(line));
                     return Ok(0);
@@ -450,10 +460,9 @@ impl Reader {
             // somebody else chatting on a shared server.
             if let Some(sender) = shared.nicks.index_of(nick) {
                 // Said in another channel than the sender's, or heard by a
-                // client that is not to hear it.
-                if channel != shared.plan.channel_of(sender)
-                    || !shared.plan.receives(self.client, sender)
-                {
+                // client that is not to hear it (one whose channel is not
+                // the sender's).
+                if channel != shared.plan.channel_of(sender) || channel != self.channel {
                     self.log.record_crossed(|| excerpt(line));
                     return Ok(0);
                 }

@@ -39,7 +39,13 @@ async fn fanout(target: &Target, opts: &BenchOptions) -> Result<ScenarioResult> 
     let shared = Arc::new(Shared::new(clients, opts.messages, opts.size).with_plan(plan));
     let mut fleet =
         Fleet::assemble(target, target.tls.clone(), &shared, clients, opts, deadline).await?;
-    let window = opts.window.unwrap_or_else(|| default_window(clients));
+    // Lines in flight are a matter of each room: a channel's senders share
+    // its ring and its members' connections, not the others'.
+    let members = match plan {
+        ChannelPlan::Split(n) => clients.div_ceil(n.max(1)),
+        ChannelPlan::Lobby | ChannelPlan::Each(_) => clients,
+    };
+    let window = opts.window.unwrap_or_else(|| default_window(members));
     let cpu = CpuMeter::start(target.server_pid);
     let traffic = fleet
         .traffic(
@@ -240,12 +246,13 @@ async fn warm_up(target: &Target, deadline: Instant) -> Result<()> {
     }
 }
 
-/// A sender's window: enough to keep the pipeline full, small enough that
-/// all senders together have about 2048 lines in flight: what a client that
-/// reads while it writes does. (`--window 0` floods instead; the server's
-/// default backlog of 64 MiB holds such a burst too.)
-fn default_window(clients: usize) -> u32 {
-    (2048 / clients.max(1)).clamp(4, 256) as u32
+/// A sender's window, for a room (or channel) of `members` senders:
+/// enough to keep the pipeline full, small enough that its senders together
+/// have about 2048 lines in flight: what a client that reads while it
+/// writes does. (`--window 0` floods instead; the server's default backlog
+/// of 64 MiB holds such a burst too.)
+fn default_window(members: usize) -> u32 {
+    (2048 / members.max(1)).clamp(4, 256) as u32
 }
 
 pub(super) fn base_result(

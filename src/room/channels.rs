@@ -35,6 +35,11 @@ pub const DEFAULT_MAX_CHANNELS: usize = 1000;
 /// `#lobby`.
 pub const DEFAULT_MAX_JOINED: usize = 20;
 
+/// Most lines a participant's session takes in a row from one of its
+/// subscriptions (the lobby or a channel) while others have lines waiting:
+/// about one write's worth, as the ring hands them out.
+const STREAK_LINES: usize = 64;
+
 /// Most channels `/rooms` names; beyond, it says how many more.
 pub const ROOMS_MAX: usize = 200;
 
@@ -298,8 +303,11 @@ pub struct Joined<'c, R: Room> {
     joined: Vec<InChannel<R>>,
     /// Where plain lines go: an index in `joined`, or `None` for `#lobby`.
     current: Option<usize>,
-    /// Whose lines are read first next: no channel starves the others.
+    /// Whose lines are read first next (an index as in `recv_any`; the
+    /// lobby's if it is past the last): no channel starves the others.
     turn: usize,
+    /// Lines `try_recv` took in a row from `turn`'s subscription.
+    streak: usize,
     /// The `/quit` reason every channel is told, once it is known.
     reason: Option<String>,
 }
@@ -314,6 +322,7 @@ impl<'c, R: Room> Joined<'c, R> {
             joined: Vec::new(),
             current: None,
             turn: 0,
+            streak: 0,
             reason: None,
         }
     }
@@ -507,10 +516,10 @@ impl<R: Room> Joined<'_, R> {
     }
 
     /// The next line of any of them, and whose (0: the lobby's, then
-    /// `joined`'s in order).
+    /// `joined`'s in order). It counts in the streak as `try_recv`'s do.
     async fn recv_any(&mut self) -> (usize, Result<Bytes, RecvError>) {
-        let start = self.turn;
-        self.turn = self.turn.wrapping_add(1);
+        let count = self.joined.len() + 1;
+        let start = if self.turn < count { self.turn } else { 0 };
         let mut waiting: Vec<Recv<'_>> = std::iter::once(Box::pin(self.lobby.recv()) as Recv<'_>)
             .chain(
                 self.joined
@@ -518,10 +527,9 @@ impl<R: Room> Joined<'_, R> {
                     .map(|c| Box::pin(c.subscription.recv()) as Recv<'_>),
             )
             .collect();
-        let count = waiting.len();
         // Every subscription's `recv` is cancel-safe: the ones that lose
         // lose no line.
-        std::future::poll_fn(|cx| {
+        let (at, line) = std::future::poll_fn(|cx| {
             for k in 0..count {
                 let at = (start + k) % count;
                 if let Poll::Ready(line) = waiting[at].as_mut().poll(cx) {
@@ -530,34 +538,64 @@ impl<R: Room> Joined<'_, R> {
             }
             Poll::Pending
         })
-        .await
+        .await;
+        drop(waiting);
+        self.took_from(at, start, count);
+        (at, line)
     }
 
-    /// The next line of any of them, if one is ready now.
+    /// The next line of any of them, if one is ready now. A session calls
+    /// this once per line of the batch it writes, so it goes on reading
+    /// where the last line came from, for up to [`STREAK_LINES`] lines,
+    /// instead of asking every subscription (mostly the quiet lobby) in
+    /// turn for every line; past that the next one is asked first.
     pub fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
         if self.joined.is_empty() {
             return self.lobby.try_recv();
         }
-        let start = self.turn;
-        self.turn = self.turn.wrapping_add(1);
         let count = self.joined.len() + 1;
-        for k in 0..count {
-            let at = (start + k) % count;
+        // No division on this path: it runs once per line written.
+        let start = if self.turn < count { self.turn } else { 0 };
+        let mut at = start;
+        loop {
             let line = match at {
                 0 => self.lobby.try_recv()?,
                 _ => match self.joined[at - 1].subscription.try_recv() {
                     Err(RecvError::Closed) => {
                         self.closed(at - 1);
+                        self.streak = 0;
                         return self.try_recv();
                     }
                     line => line?,
                 },
             };
             if line.is_some() {
+                self.took_from(at, start, count);
                 return Ok(line);
             }
+            at += 1;
+            if at == count {
+                at = 0;
+            }
+            if at == start {
+                return Ok(None);
+            }
         }
-        Ok(None)
+    }
+
+    /// Counts a line taken from subscription `at` of `count`, having
+    /// started at `start`: the next read starts there again, until its
+    /// streak is long enough to let the next one go first.
+    fn took_from(&mut self, at: usize, start: usize, count: usize) {
+        if at != start {
+            self.streak = 0;
+        }
+        self.streak += 1;
+        self.turn = at;
+        if self.streak >= STREAK_LINES {
+            self.streak = 0;
+            self.turn = if at + 1 < count { at + 1 } else { 0 };
+        }
     }
 
     /// The most lines for this participant alone waiting in one of them
@@ -574,3 +612,6 @@ impl<R: Room> Joined<'_, R> {
         self.lobby.is_lagging() || self.joined.iter().any(|c| c.subscription.is_lagging())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -347,6 +347,13 @@ async fn the_fanout_splits_its_clients_into_channels() {
     let expected = 20 * (3 * 3 + 3 * 3 + 2 * 2 + 2 * 2);
     assert_eq!(result["expected_deliveries"], expected);
     assert_eq!(result["deliveries"], expected);
+    // A sender's default window is its channel's share of 2048 lines in
+    // flight (2048 / 3, at most 256), not the whole run's (2048 / 10).
+    let notes = result["notes"].to_string();
+    assert!(
+        notes.contains("kept at most 256 of its own messages in flight"),
+        "{notes}"
+    );
 }
 
 #[tokio::test]

@@ -59,7 +59,7 @@ pub fn is_lobby(name: &str) -> bool {
 }
 
 /// `line` as a member of channel `name` reads it: `<name> <line>`.
-pub fn in_channel(prefix: &Bytes, line: &[u8]) -> Bytes {
+pub fn in_channel(prefix: &[u8], line: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(prefix.len() + line.len());
     out.extend_from_slice(prefix);
     out.extend_from_slice(line);

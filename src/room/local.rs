@@ -448,7 +448,8 @@ impl Room for LocalRoom {
         // only with a store: without one, a message costs no more than it
         // takes to put it in the ring.
         let waiter = || Waiter::Said(protocol::nick_key(nick));
-        self.emit(self.shown(said.line(nick)), kind, nick, text, waiter);
+        let prefix = self.shared.prefix.as_deref().unwrap_or_default();
+        self.emit(said.line_in(prefix, nick), kind, nick, text, waiter);
     }
 
     fn depart(&self, nick: &str, how: Departure<'_>) {

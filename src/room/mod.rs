@@ -362,9 +362,18 @@ pub enum Said<'a> {
 impl Said<'_> {
     /// The room's line for it, as everybody reads it.
     pub fn line(self, nick: &str) -> Bytes {
+        self.line_in(b"", nick)
+    }
+
+    /// The line as a room whose lines start with `prefix` shows it (a
+    /// channel's name and a space; empty for the lobby).
+    pub fn line_in(self, prefix: &[u8], nick: &str) -> Bytes {
         match self {
-            Said::Message(text) => protocol::chat_line(nick, text),
-            Said::Action(text) => protocol::action_line(nick, text),
+            Said::Message(text) => protocol::chat_line_in(prefix, nick, text),
+            Said::Action(text) if prefix.is_empty() => protocol::action_line(nick, text),
+            Said::Action(text) => {
+                protocol::channels::in_channel(prefix, &protocol::action_line(nick, text))
+            }
         }
     }
 }

@@ -505,7 +505,7 @@ impl<R: Room> Joined<'_, R> {
     /// The next line of any of them, waiting for one.
     pub async fn recv(&mut self) -> Result<Bytes, RecvError> {
         loop {
-            if self.joined.is_empty() {
+            if self.joined.is_empty() || self.lobby.is_put_out() {
                 return self.lobby.recv().await;
             }
             match self.recv_any().await {
@@ -550,7 +550,9 @@ impl<R: Room> Joined<'_, R> {
     /// instead of asking every subscription (mostly the quiet lobby) in
     /// turn for every line; past that the next one is asked first.
     pub fn try_recv(&mut self) -> Result<Option<Bytes>, RecvError> {
-        if self.joined.is_empty() {
+        // Put out of the server (kicked, banned): the line saying why was
+        // its last, whatever its channels still hold about it.
+        if self.joined.is_empty() || self.lobby.is_put_out() {
             return self.lobby.try_recv();
         }
         let count = self.joined.len() + 1;

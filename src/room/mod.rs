@@ -140,6 +140,10 @@ pub trait Subscription: Send + 'static {
     /// a session reads no more of its participant's input while so many
     /// wait that one more turn's answers might not fit in its mailbox.
     fn private_waiting(&self) -> usize;
+    /// Whether the room put this participant out and the line saying why
+    /// has been read: nothing more comes, from this room or any other the
+    /// participant reads beside it.
+    fn is_put_out(&self) -> bool;
 }
 
 /// Who is here, and the one order of lines.

@@ -243,6 +243,10 @@ impl<L: Line> Subscription for Subscriber<L> {
         self.inbox.len()
     }
 
+    fn is_put_out(&self) -> bool {
+        self.put_out
+    }
+
     fn is_lagging(&self) -> bool {
         self.ring.is_lagging()
             || self

@@ -146,6 +146,9 @@ impl Subscription for ToldSubscription {
     fn private_waiting(&self) -> usize {
         self.inner.private_waiting()
     }
+    fn is_put_out(&self) -> bool {
+        self.inner.is_put_out()
+    }
 }
 
 impl Room for Told {

@@ -58,3 +58,32 @@ async fn a_busy_channel_and_the_lobby_take_turns_each_in_its_order() {
         "{longest} lines in a row from one while the other waited"
     );
 }
+
+#[tokio::test]
+async fn the_line_saying_why_it_was_put_out_is_its_last_whatever_its_channels_hold() {
+    let lobby = Arc::new(LocalRoom::new(10, 1 << 20));
+    let channels = Channels::new(lobby.clone(), 10, 5);
+    let subscription = lobby.join("bob").await.expect("joins");
+    let mut joined = Joined::new(subscription, &channels, "bob");
+    joined.join("#ops").await.expect("joins #ops");
+    drain(&mut joined);
+    let kicked = Departure::Kicked {
+        by: "alice",
+        reason: None,
+        ban: false,
+    };
+    let told = crate::protocol::error_line("kicked by alice");
+    let put_out = channels.put_out("bob", told, kicked).await;
+    assert_eq!(put_out, Ok(true));
+    let lines: Vec<String> = drain(&mut joined)
+        .into_iter()
+        .map(|(_, line)| line)
+        .collect();
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("ERROR kicked by alice\n"),
+        "{lines:?}"
+    );
+    // And then its reading ends.
+    assert_eq!(joined.recv().await, Err(RecvError::Closed));
+}

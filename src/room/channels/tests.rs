@@ -14,14 +14,24 @@ fn drain(joined: &mut Joined<'_, LocalRoom>) -> Vec<(bool, String)> {
     out
 }
 
+/// A room and its channels, with `nick` in the lobby and in `#ops`, and
+/// what that said read.
+async fn in_lobby_and_ops<'c>(
+    channels: &'c Channels<LocalRoom>,
+    nick: &'c str,
+) -> Joined<'c, LocalRoom> {
+    let subscription = channels.lobby.join(nick).await.expect("joins");
+    let mut joined = Joined::new(subscription, channels, nick);
+    joined.join("#ops").await.expect("joins #ops");
+    drain(&mut joined);
+    joined
+}
+
 #[tokio::test]
 async fn a_busy_channel_and_the_lobby_take_turns_each_in_its_order() {
     let lobby = Arc::new(LocalRoom::new(10, 1 << 20));
     let channels = Channels::new(lobby.clone(), 10, 5);
-    let subscription = lobby.join("alice").await.expect("joins");
-    let mut joined = Joined::new(subscription, &channels, "alice");
-    joined.join("#ops").await.expect("joins #ops");
-    drain(&mut joined);
+    let mut joined = in_lobby_and_ops(&channels, "alice").await;
     let ops = joined.current();
     for i in 0..300 {
         lobby.publish("alice", &format!("lobby {i}"));
@@ -61,12 +71,8 @@ async fn a_busy_channel_and_the_lobby_take_turns_each_in_its_order() {
 
 #[tokio::test]
 async fn the_line_saying_why_it_was_put_out_is_its_last_whatever_its_channels_hold() {
-    let lobby = Arc::new(LocalRoom::new(10, 1 << 20));
-    let channels = Channels::new(lobby.clone(), 10, 5);
-    let subscription = lobby.join("bob").await.expect("joins");
-    let mut joined = Joined::new(subscription, &channels, "bob");
-    joined.join("#ops").await.expect("joins #ops");
-    drain(&mut joined);
+    let channels = Channels::new(Arc::new(LocalRoom::new(10, 1 << 20)), 10, 5);
+    let mut joined = in_lobby_and_ops(&channels, "bob").await;
     let kicked = Departure::Kicked {
         by: "alice",
         reason: None,

@@ -77,20 +77,26 @@ async fn typing_survives_incoming_lines_and_the_terminal_is_restored() {
     // order. The keys reach the terminal in one burst, so the line editor
     // reads them in one go and must keep what follows the first Enter.
     tmux.keys(&["one", "Enter", "two", "Enter", "three", "Enter"]);
-    let rest = tokio::time::timeout(WAIT, async {
-        let mut rest = Vec::new();
+    let mut heard = Vec::new();
+    let told = tokio::time::timeout(WAIT, async {
         while let Ok(Some(line)) = bob_hears.next_line().await {
-            if let Some(text) = line.strip_prefix("alice: ") {
-                rest.push(text.to_owned());
-                if text == "three" {
-                    break;
-                }
+            let three = line == "alice: three";
+            heard.push(line);
+            if three {
+                break;
             }
         }
-        rest
     })
-    .await
-    .unwrap_or_else(|_| panic!("bob never heard \"three\":\n{}", tmux.screen()));
+    .await;
+    assert!(
+        told.is_ok(),
+        "bob never heard \"three\"; he heard {heard:?}; alice's screen:\n{}",
+        tmux.screen()
+    );
+    let rest: Vec<&str> = heard
+        .iter()
+        .filter_map(|line| line.strip_prefix("alice: "))
+        .collect();
     assert_eq!(rest, ["one", "two", "three"]);
     drop(bob_says);
 

@@ -110,7 +110,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub senders: usize,
     /// fanout: most of its own messages a sender has in flight (0: no
-    /// limit). Default: 2048 / clients, between 4 and 256.
+    /// limit). Default: 2048 / clients (with --channels: / the clients of
+    /// its channel), between 4 and 256.
     #[arg(long)]
     pub window: Option<u32>,
     /// fanout: split the clients into N channels (`#bench0` ...; client i

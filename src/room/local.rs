@@ -369,9 +369,6 @@ impl LocalRoom {
         let Some(member) = state.members.remove(&key) else {
             return false;
         };
-        if let Some(told) = told {
-            member.value.put(state.last_seq, told);
-        }
         // As its owner spelled it, whoever spelled it otherwise (`/kick B0B`).
         let nick = member.nick.as_str();
         let announced = state.announce.quiet(size).is_none();
@@ -384,8 +381,16 @@ impl LocalRoom {
                     bytes: line,
                 });
             }
+            // Its last line: nothing of the room's reaches it after that,
+            // however soon its session takes it.
+            if let Some(told) = told {
+                member.value.put_last(0, told);
+            }
             return true;
         };
+        if let Some(told) = told {
+            member.value.put(state.last_seq, told);
+        }
         let release = Waiter::Release(member.value);
         if closed {
             // Nothing is announced; the mailbox closes after the lines

@@ -82,6 +82,16 @@ impl Mailbox {
         self.0.arrived.notify_one();
         true
     }
+
+    /// Puts `line` in the mailbox as its last, and closes it in the same
+    /// step: whoever takes that line sees nothing can come after it (see
+    /// [`Inbox::is_finished`]). It goes in even if the mailbox is full.
+    pub fn put_last(self, after: u64, line: Bytes) {
+        let mut queue = lock(&self.0.queue);
+        queue.lines.push_back(Private { after, line });
+        queue.closed = true;
+        self.0.queued.store(queue.lines.len(), Ordering::Release);
+    }
 }
 
 impl Drop for Mailbox {
@@ -180,5 +190,25 @@ mod tests {
             }
         }
         assert_eq!(left, MAILBOX_LINES);
+    }
+
+    #[tokio::test]
+    async fn a_last_line_goes_in_even_when_full_and_nothing_follows_it() {
+        let (mailbox, mut inbox) = mailbox();
+        for _ in 0..MAILBOX_LINES {
+            assert!(mailbox.put(0, Bytes::from_static(b"fill\n")));
+        }
+        mailbox.put_last(0, Bytes::from_static(b"ERROR kicked\n"));
+        let mut last = None;
+        for _ in 0..=MAILBOX_LINES {
+            assert!(!inbox.is_finished(), "lines are left");
+            last = inbox.recv().await;
+        }
+        assert_eq!(
+            last.map(|p| p.line),
+            Some(Bytes::from_static(b"ERROR kicked\n"))
+        );
+        assert!(inbox.is_finished(), "closed with its last line taken");
+        assert!(inbox.recv().await.is_none());
     }
 }

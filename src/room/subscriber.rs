@@ -332,10 +332,10 @@ mod tests {
         let mut sub = Subscriber::new(ring.subscribe(), inbox, 1, Arc::from([]));
         ring.push(Numbered(1, "carol joined!\n"));
         assert_eq!(next(&mut sub).await, "carol joined!\n");
-        // Put out: told why, then the mailbox closes; the room's line about
-        // it comes a moment later, and is not hers to read.
-        assert!(mailbox.put(0, Bytes::from_static(b"ERROR kicked by alice\n")));
-        drop(mailbox);
+        // Put out: told why, the mailbox closing behind it in the same
+        // step; the room's line about it comes a moment later, and is not
+        // hers to read, however soon she took the first.
+        mailbox.put_last(0, Bytes::from_static(b"ERROR kicked by alice\n"));
         assert_eq!(next(&mut sub).await, "ERROR kicked by alice\n");
         ring.push(Numbered(2, "carol was kicked by alice\n"));
         assert_eq!(sub.try_recv(), Ok(None));

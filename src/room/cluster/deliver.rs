@@ -84,7 +84,11 @@ pub(super) async fn deliver(
                 }
                 None => break,
             };
-            if !shared.take(&message, &mut read).await {
+            let more = shared.take(&message, &mut read).await;
+            if let Some(recording) = &shared.recording {
+                recording.read_through(read.last);
+            }
+            if !more {
                 return;
             }
         }
@@ -153,8 +157,12 @@ impl Shared {
             );
         }
         read.last = seq;
+        // A node that keeps a store reads on after its farewell, into the
+        // store only, until it stops: its participants' `left!` lines come
+        // back after it (see `ClusterRoom::finish`).
+        let closed = self.state().closed;
         if message.subject.as_str() != self.subject {
-            let live = seq > read.live_from;
+            let live = seq > read.live_from && !closed;
             let beside = Beside {
                 subject: message.subject.as_str(),
                 seq,
@@ -162,7 +170,7 @@ impl Shared {
                 payload: &message.payload,
             };
             self.take_beside(beside, live).await;
-            return !self.state().closed;
+            return !closed || self.recording.is_some();
         }
         self.known.fetch_max(seq, Ordering::AcqRel);
         let records = match Record::decode_message(&message.payload, self.max_line) {
@@ -199,7 +207,7 @@ impl Shared {
             .collect();
         let state = self.state();
         if state.closed {
-            return false;
+            return self.recording.is_some();
         }
         // No receivers is fine: nobody here to tell.
         for line in lines {

@@ -236,6 +236,15 @@ impl Member {
         self.tell_after(0, line)
     }
 
+    /// Queues `line` for this participant alone as its last: its mailbox
+    /// closes behind it in the same step, so nothing of the room's reaches
+    /// it after that line, however soon its session takes it.
+    fn tell_last(&mut self, line: Bytes) {
+        if let Some(private) = self.private.take() {
+            private.put_last(0, line);
+        }
+    }
+
     /// Queues `line` for this participant alone, to be read once it has
     /// read the room up to sequence `after`; false if that failed.
     fn tell_after(&self, after: u64, line: Bytes) -> bool {
@@ -247,13 +256,15 @@ impl Member {
 
 impl ClusterRoom {
     /// Once every session has left: waits (a bounded time) until their
-    /// `left!` lines are stored, then withdraws this node's liveness entry
-    /// so that the others do not wait for it to expire.
+    /// `left!` lines are stored in the room's stream and, with `--data`, in
+    /// this node's store, then withdraws this node's liveness entry so that
+    /// the others do not wait for it to expire.
     pub async fn finish(&self) {
         let (done, flushed) = oneshot::channel();
         if self.shared.queue.send(Queued::Flush(done)).await.is_ok() {
             let _ = timeout(REQUEST_TIMEOUT, flushed).await;
         }
+        self.shared.settle_store().await;
         let _ = timeout(REQUEST_TIMEOUT, self.shared.nodes.delete(&self.shared.node)).await;
         let _ = timeout(REQUEST_TIMEOUT, self.shared.client.flush()).await;
     }

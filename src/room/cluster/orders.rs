@@ -13,6 +13,7 @@
 //!   operator's node tells the lobby if the one muted is nowhere).
 
 use super::beside::{KickRecord, Order};
+use super::publish::SenderWork;
 use super::record::Record;
 use super::{ClusterRoom, REQUEST_TIMEOUT, Shared};
 use crate::protocol::{self, moderation};
@@ -26,7 +27,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::timeout;
 
@@ -34,10 +34,6 @@ use tokio::time::timeout;
 pub(super) const PUT_OUT: &[u8] = b"out";
 pub(super) const NOT_HERE: &[u8] = b"gone";
 pub(super) const PROTECTED: &[u8] = b"operator";
-
-/// How long an order whose acknowledgement did not come is published
-/// again.
-const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// What this node applies of the operators' orders.
 #[derive(Default)]
@@ -89,9 +85,10 @@ impl Orders {
 }
 
 impl ClusterRoom {
-    /// `/mute` and `/unmute`: an order for every node.
+    /// `/mute` and `/unmute`: an order for every node, published after the
+    /// lines and orders its operator gave before.
     pub(super) fn give_order(&self, order: Order) -> Result<(), &'static str> {
-        let (Order::Mute { nick, .. } | Order::Unmute { nick, .. }) = &order;
+        let (Order::Mute { nick, by, .. } | Order::Unmute { nick, by, .. }) = &order;
         if protocol::validate_nickname(nick) != Ok(nick.as_str()) {
             return Err("that is not a nickname");
         }
@@ -99,14 +96,14 @@ impl ClusterRoom {
         if shared.connected_since().is_none() {
             return Err(UNAVAILABLE);
         }
-        let id = shared.next_message_id();
-        tokio::spawn(async move {
-            let payload = order.encode();
-            let subject = shared.orders_subject.clone();
-            if let Err(e) = (shared.publish_stored_to(&subject, &payload, &id, RETRY_FOR)).await {
-                tracing::warn!("an operator's order could not be stored: {e}");
-            }
-        });
+        // It holds here at once, whenever this node reads it back from the
+        // stream: the operator's next `/unmute` finds the mute it just gave.
+        shared.apply(&order);
+        let work = SenderWork::Order {
+            payload: order.encode(),
+            id: shared.next_message_id(),
+        };
+        shared.queue_for_sender(protocol::nick_key(by), work);
         Ok(())
     }
 
@@ -190,11 +187,10 @@ impl Shared {
                 _ => None,
             }
         };
-        let Some(member) = member else {
+        let Some(mut member) = member else {
             return false;
         };
-        // Its mailbox closes with the member: that line is its last.
-        member.tell(told);
+        member.tell_last(told);
         for channel in self.channels.all_open() {
             channel.depart(self, &member.nick, how);
         }
@@ -350,7 +346,7 @@ impl Shared {
             return Err(UNAVAILABLE);
         }
         if let Record::Topic { .. } = record {
-            self.publish_topic(self.subject.clone(), String::new(), record.encode());
+            self.publish_topic(act.by, self.subject.clone(), String::new(), record.encode());
             return Ok(());
         }
         let line = super::publish::Queued::Line {

@@ -87,6 +87,21 @@ pub(super) enum SenderWork {
         to: String,
         record: PrivateRecord,
     },
+    /// An operator's order (`/mute`, `/unmute`), published to the orders'
+    /// subject after the ones it gave before: every node applies them in
+    /// the order given.
+    Order {
+        payload: Bytes,
+        id: String,
+    },
+    /// An operator's `/topic`, to its channel's subject (or the lobby's),
+    /// then to the bucket (see `topics`).
+    Topic {
+        subject: String,
+        token: String,
+        payload: Bytes,
+        id: String,
+    },
     /// The sender left after its lines: release its nickname, and say so.
     Leave {
         nick: String,
@@ -197,7 +212,10 @@ impl Shared {
         let mut senders = lock(&self.senders);
         if let Some(queue) = senders.get_mut(&sender) {
             let outstanding = queue.waiting.len() + queue.taken;
-            if !matches!(work, SenderWork::Leave { .. }) && outstanding >= SENDER_QUEUE {
+            // An operator's order or topic, or a leave, is never refused:
+            // the operator or the leaver was already answered.
+            let bounded = matches!(work, SenderWork::Line { .. } | SenderWork::Private { .. });
+            if bounded && outstanding >= SENDER_QUEUE {
                 drop(senders);
                 if matches!(work, SenderWork::Line { .. }) {
                     self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -302,6 +320,19 @@ async fn publish_for_sender(shared: Arc<Shared>, sender: String, first: SenderWo
             }
             SenderWork::Private { to, record } => {
                 shared.send_private(&sender, &to, record).await;
+            }
+            SenderWork::Topic {
+                subject,
+                token,
+                payload,
+                id,
+            } => shared.store_topic(&subject, &token, payload, &id).await,
+            SenderWork::Order { payload, id } => {
+                let subject = shared.orders_subject.clone();
+                let stored = shared.publish_stored_to(&subject, &payload, &id, RETRY_FOR);
+                if let Err(e) = stored.await {
+                    tracing::warn!("an operator's order could not be stored: {e}");
+                }
             }
             SenderWork::Leave {
                 nick,

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 /// Records read from the stream and not yet taken by the writer: past it,
 /// the deliver loop waits for the writer.
@@ -66,6 +66,10 @@ pub(super) struct Recording {
     /// The line number of the oldest line each participant of this node (by
     /// nick key) was shown, where its next `/history` ends.
     pub(super) shown: Mutex<HashMap<String, u64>>,
+    /// The last sequence of the stream read, its lines handed to the
+    /// writer; and a wake-up when it moves on, for [`Recording::settle`].
+    read: AtomicU64,
+    read_more: Notify,
 }
 
 impl Recording {
@@ -105,6 +109,8 @@ impl Recording {
             reader: Arc::new(Mutex::new(reader)),
             retain,
             shown: Mutex::default(),
+            read: AtomicU64::new(read_from.min(stream_last)),
+            read_more: Notify::new(),
         };
         Ok((recording, read_from.min(stream_last)))
     }
@@ -128,6 +134,32 @@ impl Recording {
             let _ = self.entries.send(entry).await;
             self.handed.store(n, Ordering::Release);
         }
+    }
+
+    /// The stream was read up to `seq`, every line of it handed to the
+    /// writer.
+    pub(super) fn read_through(&self, seq: u64) {
+        self.read.fetch_max(seq, Ordering::AcqRel);
+        self.read_more.notify_waiters();
+    }
+
+    /// Waits until the stream has been read up to `seq` and the store holds
+    /// every line of it: on a stop, so that the store a node leaves behind
+    /// has its own participants' last lines, `left!` included.
+    pub(super) async fn settle(&self, seq: u64) {
+        loop {
+            let more = self.read_more.notified();
+            tokio::pin!(more);
+            // Registered before looking, so that a read in between wakes it.
+            more.as_mut().enable();
+            if self.read.load(Ordering::Acquire) >= seq {
+                break;
+            }
+            more.await;
+        }
+        let handed = self.handed.load(Ordering::Acquire);
+        let mut committed = self.committed.subscribe();
+        let _ = committed.wait_for(|&c| c >= handed).await;
     }
 
     /// Where `/history` of participant `key` ends, from now on.
@@ -179,6 +211,30 @@ fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Entry {
 }
 
 impl Shared {
+    /// On a stop, once this node's last lines are in the stream: waits (a
+    /// bounded time) until its store holds every line up to the stream's
+    /// end, its participants' `left!` lines included.
+    pub(super) async fn settle_store(&self) {
+        let Some(recording) = &self.recording else {
+            return;
+        };
+        // The stream's end now is past every line this node sent.
+        let mut stream = self.lines_stream.clone();
+        let Ok(Ok(info)) = tokio::time::timeout(REQUEST_TIMEOUT, stream.info()).await else {
+            return;
+        };
+        let settled = recording.settle(info.state.last_sequence);
+        if tokio::time::timeout(REQUEST_TIMEOUT, settled)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "this node's store does not hold the room's last lines yet: \
+                 it reads them from the stream when it starts again"
+            );
+        }
+    }
+
     /// Answers `/history` or `/search` to `nick` of this node, in the room
     /// or in `channel`, through its mailbox, from that channel's stored
     /// lines alone, once the store holds every line handed to it so far

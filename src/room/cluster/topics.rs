@@ -24,7 +24,7 @@
 //! soon as it is seen. The lobby's lasts as long as the room's bucket.
 
 use super::beside::is_channel_token;
-use super::publish::RETRY_FOR;
+use super::publish::{RETRY_FOR, SenderWork};
 use super::record::{Record, Rejected};
 use super::{REQUEST_TIMEOUT, Shared};
 use crate::protocol;
@@ -144,30 +144,42 @@ pub(super) fn is_topic_key(key: &str) -> bool {
 }
 
 impl Shared {
-    /// Publishes `payload`, a topic record, to `subject`, channel `token`'s
-    /// (or the lobby's), and once it is stored, puts it in the bucket.
-    /// Counted among the publishes in flight, which a node's flush waits
-    /// for.
-    pub(super) fn publish_topic(self: &Arc<Self>, subject: String, token: String, payload: Bytes) {
-        let shared = self.clone();
-        tokio::spawn(async move {
-            let permit = shared.in_flight.clone().acquire_owned().await.ok();
-            let id = shared.next_message_id();
-            let stored = shared
-                .publish_stored_to(&subject, &payload, &id, RETRY_FOR)
-                .await;
-            if let Err(e) = stored {
-                tracing::warn!("a topic could not be stored: {e}");
-                return;
-            }
-            let put = shared.nicks.put(topic_key(&token), payload);
-            match timeout(REQUEST_TIMEOUT, put).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!("a topic is not kept for nodes started later: {e}"),
-                Err(_) => tracing::warn!("a topic is not kept for nodes started later: timed out"),
-            }
-            drop(permit);
-        });
+    /// Publishes `payload`, a topic record `by` an operator, to `subject`,
+    /// channel `token`'s (or the lobby's), after what that operator gave
+    /// before, and once it is stored, puts it in the bucket. Its operator's
+    /// queue is what a node's flush waits for.
+    pub(super) fn publish_topic(
+        self: &Arc<Self>,
+        by: &str,
+        subject: String,
+        token: String,
+        payload: Bytes,
+    ) {
+        let id = self.next_message_id();
+        let work = SenderWork::Topic {
+            subject,
+            token,
+            payload,
+            id,
+        };
+        self.queue_for_sender(protocol::nick_key(by), work);
+    }
+
+    /// [`Shared::publish_topic`]'s work, in its operator's turn.
+    pub(super) async fn store_topic(&self, subject: &str, token: &str, payload: Bytes, id: &str) {
+        let stored = self
+            .publish_stored_to(subject, &payload, id, RETRY_FOR)
+            .await;
+        if let Err(e) = stored {
+            tracing::warn!("a topic could not be stored: {e}");
+            return;
+        }
+        let put = self.nicks.put(topic_key(token), payload);
+        match timeout(REQUEST_TIMEOUT, put).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("a topic is not kept for nodes started later: {e}"),
+            Err(_) => tracing::warn!("a topic is not kept for nodes started later: timed out"),
+        }
     }
 
     /// Takes in a topic's entry of the bucket as watched; `live`: read

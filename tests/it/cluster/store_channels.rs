@@ -164,6 +164,37 @@ async fn a_node_back_from_a_stop_has_the_channel_lines_it_missed_once() {
     carol.expect("#ops Carol: and now").await;
 }
 
+#[tokio::test]
+async fn a_node_stopped_keeps_the_last_lines_of_every_channel_its_participants_were_in() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    let tmp = tempfile::tempdir().expect("temp");
+    let data = tmp.path().join("one");
+    let one = recording_node(&certs, &nats, "one", &data, &[]).await;
+    let (mut alice, _) = join_recorded(&certs, &one, "Alice").await;
+    join_channel(&mut alice, "#ops", "[join] #ops: 1 here").await;
+    join_channel(&mut alice, "#dev", "[join] #dev: 1 here").await;
+    alice.send("shipping").await;
+    alice.until("#dev Alice: shipping", WAIT).await;
+
+    // Her `left!` lines, one for the lobby and one per channel, are sent
+    // as the node stops; the node reads them back into its store before
+    // it is gone, not only when it starts again.
+    stop(one).await;
+    assert_eq!(
+        cli::exported_with(&data, &["--channel", "#lobby"]).await,
+        ["Alice joined!", "Alice left!"]
+    );
+    assert_eq!(
+        cli::exported_with(&data, &["--channel", "#ops"]).await,
+        ["Alice joined!", "Alice left!"]
+    );
+    assert_eq!(
+        cli::exported_with(&data, &["--channel", "#dev"]).await,
+        ["Alice joined!", "Alice: shipping", "Alice left!"]
+    );
+}
+
 /// A node keeping its lines in `data`, whose operators are `operators`.
 async fn operators_node(
     certs: &TestCerts,

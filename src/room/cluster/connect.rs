@@ -34,6 +34,10 @@ pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(6);
 /// that were away.
 const STREAM_MAX_MESSAGES: i64 = 100_000;
 
+/// How long a node starting asks a NATS that does not answer to take its
+/// liveness entry, before it gives up.
+const ANNOUNCE_FOR: Duration = Duration::from_secs(30);
+
 /// Where a cluster room lives and how this node appears in it.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -569,21 +573,40 @@ fn room_node_timeout(nodes: &stream::Stream, asked: Duration) -> Duration {
 
 /// Puts this node's liveness entry in the bucket: created, not put, since
 /// two live nodes by one name would each take the other's participants
-/// for its own leftovers.
+/// for its own leftovers. A slow NATS is asked again, for a while: the
+/// entry carries a token of this start, so an earlier try that was stored
+/// though its answer never came is told from another node's entry.
 async fn announce_node(nodes: &kv::Store, opts: &ClusterOptions, liveness: Liveness) -> Result<()> {
-    match nodes
-        .create(&opts.node_name, Bytes::from(opts.node_name.clone()))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => bail!(
-            "a node named {:?} is already in room {:?}: give each node its own \
-             --node-name (if that node has just died, its name is free within {} s)",
-            opts.node_name,
-            opts.room,
-            liveness.ttl.as_secs_f64().ceil()
-        ),
-        Err(e) => Err(e).context("cannot announce this node on NATS"),
+    let mine = Bytes::from(format!("{} {}", opts.node_name, random_hex(8)));
+    let give_up = Instant::now() + ANNOUNCE_FOR;
+    loop {
+        let error = match nodes.create(&opts.node_name, mine.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if error.kind() == kv::CreateErrorKind::AlreadyExists {
+            // Ours, if an earlier try was stored and its answer lost.
+            if let Ok(Some(value)) = nodes.get(&opts.node_name).await
+                && value == mine
+            {
+                return Ok(());
+            }
+            bail!(
+                "a node named {:?} is already in room {:?}: give each node its own \
+                 --node-name (if that node has just died, its name is free within {} s)",
+                opts.node_name,
+                opts.room,
+                liveness.ttl.as_secs_f64().ceil()
+            );
+        }
+        let transient = matches!(
+            error.kind(),
+            kv::CreateErrorKind::Publish | kv::CreateErrorKind::Ack | kv::CreateErrorKind::Other
+        );
+        if !transient || Instant::now() >= give_up {
+            return Err(error).context("cannot announce this node on NATS");
+        }
+        tracing::warn!("announcing this node on NATS: {error}; trying again");
     }
 }
 

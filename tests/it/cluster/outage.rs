@@ -5,8 +5,9 @@
 //! line lost on its way to NATS, which must neither vanish silently nor
 //! land after its sender's next line, a line whose acknowledgement is lost
 //! (published again, stored once, with the burst behind it sent in a few
-//! messages), a burst cut by a restart of NATS, and a sender flooding a
-//! stalled link, whose own queue is bounded.
+//! messages), a burst cut by a restart of NATS, a sender flooding a
+//! stalled link, whose own queue is bounded, and a node's announcement
+//! whose answer is lost.
 
 use crate::harness::nats::relay::Relay;
 use crate::harness::nats::{NODE_TIMEOUT, TAKEOVER, connect, join, node, node_args, node_at};
@@ -54,6 +55,42 @@ async fn outage(relay: &Relay, two: &mut Serve) {
     two.wait_for_log("lost the NATS connection").await;
     relay.restore();
     two.wait_for_log("NATS connection restored").await;
+}
+
+#[tokio::test]
+async fn a_node_whose_announcement_is_answered_too_late_asks_again_and_starts() {
+    let nats = NatsServer::start().await;
+    let certs = TestCerts::new();
+    // Liveness entries that outlive a timed-out request (the room's node
+    // timeout is fixed by its first node).
+    let lasting = |url: &str, name: &str| {
+        let mut args = node_args(&certs, url, &["--node-name", name]);
+        let at = args.iter().position(|a| a == "--node-timeout");
+        args[at.expect("the tests' node timeout") + 1] = "30".into();
+        args
+    };
+    let args = lasting(&nats.url(), "one");
+    let one = Serve::start(
+        certs.dir.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let mut alice = join(&certs, &one, "Alice").await;
+    // Node two's liveness entry is stored, but the answer never reaches
+    // it: its first try times out, and the entry it then finds is its own.
+    let relay = Relay::to(&nats).await;
+    relay.lose_next("\"stream\":\"KV_chat_lobby_nodes\"");
+    let args = lasting(&relay.url(), "two");
+    let two = Serve::start(
+        certs.dir.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    relay.lost(WAIT).await;
+    let mut bob = join(&certs, &two, "Bob").await;
+    alice.expect("Bob joined!").await;
+    bob.send("made it").await;
+    alice.expect("Bob: made it").await;
 }
 
 #[tokio::test]

@@ -91,7 +91,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout};
 
 /// How long a NATS request (a key-value operation, an acknowledgement) may
@@ -260,11 +260,7 @@ impl ClusterRoom {
     /// this node's store, then withdraws this node's liveness entry so that
     /// the others do not wait for it to expire.
     pub async fn finish(&self) {
-        let (done, flushed) = oneshot::channel();
-        if self.shared.queue.send(Queued::Flush(done)).await.is_ok() {
-            let _ = timeout(REQUEST_TIMEOUT, flushed).await;
-        }
-        self.shared.settle_store().await;
+        self.shared.store_last_lines().await;
         let _ = timeout(REQUEST_TIMEOUT, self.shared.nodes.delete(&self.shared.node)).await;
         let _ = timeout(REQUEST_TIMEOUT, self.shared.client.flush()).await;
     }

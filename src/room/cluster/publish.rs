@@ -118,6 +118,26 @@ fn publish_message(payload: &Bytes, id: &str) -> jetstream::message::PublishMess
 }
 
 impl Shared {
+    /// On a stop, once every session has left: waits until this node's
+    /// lines are stored in the room's stream and, with `--data`, in its
+    /// store ([`Shared::settle_store`]), for as long as one request may
+    /// take.
+    pub(super) async fn store_last_lines(&self) {
+        let (done, flushed) = oneshot::channel();
+        let stored = async {
+            if self.queue.send(Queued::Flush(done)).await.is_ok() {
+                let _ = flushed.await;
+            }
+            self.settle_store().await;
+        };
+        if timeout(REQUEST_TIMEOUT, stored).await.is_err() {
+            tracing::warn!(
+                "this node's last lines are not all stored yet: the room's stream keeps \
+                 those it took, and this node's store reads them when it starts again"
+            );
+        }
+    }
+
     pub(super) fn next_message_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         format!("{}.{}.{n}", self.node, self.boot)

@@ -211,27 +211,17 @@ fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Entry {
 }
 
 impl Shared {
-    /// On a stop, once this node's last lines are in the stream: waits (a
-    /// bounded time) until its store holds every line up to the stream's
-    /// end, its participants' `left!` lines included.
+    /// On a stop, once this node's last lines are in the stream: waits
+    /// until its store holds every line up to the stream's end, its
+    /// participants' `left!` lines included (the caller bounds the wait).
     pub(super) async fn settle_store(&self) {
         let Some(recording) = &self.recording else {
             return;
         };
         // The stream's end now is past every line this node sent.
         let mut stream = self.lines_stream.clone();
-        let Ok(Ok(info)) = tokio::time::timeout(REQUEST_TIMEOUT, stream.info()).await else {
-            return;
-        };
-        let settled = recording.settle(info.state.last_sequence);
-        if tokio::time::timeout(REQUEST_TIMEOUT, settled)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "this node's store does not hold the room's last lines yet: \
-                 it reads them from the stream when it starts again"
-            );
+        if let Ok(info) = stream.info().await {
+            recording.settle(info.state.last_sequence).await;
         }
     }
 

@@ -160,8 +160,8 @@ impl Shared {
         // A node that keeps a store reads on after its farewell, into the
         // store only, until it stops: its participants' `left!` lines come
         // back after it (see `ClusterRoom::finish`).
-        let closed = self.state().closed;
         if message.subject.as_str() != self.subject {
+            let closed = self.state().closed;
             let live = seq > read.live_from && !closed;
             let beside = Beside {
                 subject: message.subject.as_str(),

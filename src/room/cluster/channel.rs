@@ -494,7 +494,7 @@ impl Channel {
         }
         if let Record::Topic { .. } = record {
             let (subject, token) = (self.subject.clone(), self.token.clone());
-            shared.publish_topic(act.by, subject, token, record.encode());
+            shared.publish_topic(act.by, subject, token, record);
             return Ok(());
         }
         shared.waiting.fetch_add(1, Ordering::AcqRel);

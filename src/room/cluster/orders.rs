@@ -346,7 +346,7 @@ impl Shared {
             return Err(UNAVAILABLE);
         }
         if let Record::Topic { .. } = record {
-            self.publish_topic(act.by, self.subject.clone(), String::new(), record.encode());
+            self.publish_topic(act.by, self.subject.clone(), String::new(), record);
             return Ok(());
         }
         let line = super::publish::Queued::Line {

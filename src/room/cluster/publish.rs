@@ -4,7 +4,7 @@
 //! publishes in flight, and publishing again (under the same message id,
 //! so a line is stored once) until the stream acknowledges.
 
-use super::record::{BYTES_PER_RECORD, LINES_PER_RECORD, PrivateRecord, batch};
+use super::record::{BYTES_PER_RECORD, LINES_PER_RECORD, PrivateRecord, Record, batch};
 use super::{REQUEST_TIMEOUT, Shared};
 use crate::sync::lock;
 use anyhow::{Result, bail};
@@ -99,7 +99,7 @@ pub(super) enum SenderWork {
     Topic {
         subject: String,
         token: String,
-        payload: Bytes,
+        record: Record,
         id: String,
     },
     /// The sender left after its lines: release its nickname, and say so.
@@ -344,9 +344,9 @@ async fn publish_for_sender(shared: Arc<Shared>, sender: String, first: SenderWo
             SenderWork::Topic {
                 subject,
                 token,
-                payload,
+                record,
                 id,
-            } => shared.store_topic(&subject, &token, payload, &id).await,
+            } => shared.store_topic(&subject, &token, record, &id).await,
             SenderWork::Order { payload, id } => {
                 let subject = shared.orders_subject.clone();
                 let stored = shared.publish_stored_to(&subject, &payload, &id, RETRY_FOR);

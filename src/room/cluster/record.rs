@@ -61,7 +61,14 @@ pub(super) enum Record {
     /// `<nick> was unmuted by <by>`.
     Unmuted { nick: String, by: String },
     /// `[topic] #name: <text> set by <by>`.
-    Topic { by: String, text: String },
+    Topic {
+        by: String,
+        text: String,
+        /// Where the record it copies is in the room's stream: in the
+        /// bucket's entries only (see `topics`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
+    },
 }
 
 fn is_false(value: &bool) -> bool {
@@ -159,6 +166,7 @@ impl Record {
             Action::Topic => Record::Topic {
                 by,
                 text: act.detail.to_owned(),
+                at: None,
             },
             Action::Kick | Action::Ban => return None,
         })
@@ -208,7 +216,7 @@ impl Record {
                 valid_nick(by)?;
                 (Some(nick), None)
             }
-            Record::Topic { by, text } => {
+            Record::Topic { by, text, .. } => {
                 valid_nick(by)?;
                 within_limit(text, moderation::MAX_TOPIC)?;
                 (None, Some(text))
@@ -257,7 +265,7 @@ impl Record {
             }
             Record::Muted { nick, by, duration } => moderation::muted_line(nick, by, duration),
             Record::Unmuted { nick, by } => moderation::unmuted_line(nick, by),
-            Record::Topic { by, text } => {
+            Record::Topic { by, text, .. } => {
                 let name = channel.unwrap_or(protocol::channels::LOBBY);
                 return moderation::topic_set_line(name, &protocol::sanitize(text), by);
             }

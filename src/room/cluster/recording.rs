@@ -197,7 +197,7 @@ fn entry(seq: u64, time: OffsetDateTime, record: &Record) -> Entry {
             nick.as_str(),
         ),
         Record::Unmuted { nick, by } => (Kind::Moderation(Action::Unmute), by, "", nick.as_str()),
-        Record::Topic { by, text } => (Kind::Moderation(Action::Topic), by, text.as_str(), ""),
+        Record::Topic { by, text, .. } => (Kind::Moderation(Action::Topic), by, text.as_str(), ""),
     };
     let mut entry = Entry::new(
         seq,

@@ -13,9 +13,10 @@
 //! their changes; an entry is checked as the record is ([`Record::decode`]:
 //! a valid operator's nickname, a text within 300 bytes and the line
 //! limit, sanitized when shown) under a valid channel key, or dropped and
-//! counted. What a node took from the stream goes first: the bucket holds
-//! the topic put last, which two operators setting the same channel's
-//! topic at the same moment could put in another order than the stream's.
+//! counted. What a node took from the stream goes first. The entry names
+//! the record's place in the stream (`at`), and a node puts its topic only
+//! over an entry of an earlier one ([`Shared::keep_topic`]), so the bucket
+//! ends with the stream's last topic, whichever node's put comes last.
 //!
 //! A channel's topic is forgotten with the channel, once it has no member
 //! on any node: every node then deletes its entry, revision-checked (a
@@ -138,48 +139,114 @@ fn topic_token(key: &str) -> Option<&str> {
     }
 }
 
+/// Where the topic a bucket entry copies was stored in the room's stream,
+/// if the entry says (one put by an older node does not).
+fn stored_at(entry: &[u8]) -> Option<u64> {
+    match serde_json::from_slice(entry) {
+        Ok(Record::Topic { at, .. }) => at,
+        _ => None,
+    }
+}
+
 /// Whether bucket key `key` is a topic's.
 pub(super) fn is_topic_key(key: &str) -> bool {
     key.starts_with("topic.")
 }
 
 impl Shared {
-    /// Publishes `payload`, a topic record `by` an operator, to `subject`,
-    /// channel `token`'s (or the lobby's), after what that operator gave
-    /// before, and once it is stored, puts it in the bucket. Its operator's
-    /// queue is what a node's flush waits for.
+    /// Publishes `record`, a topic `by` an operator, to `subject`, channel
+    /// `token`'s (or the lobby's), after what that operator gave before,
+    /// and once it is stored, keeps it in the bucket ([`Shared::keep_topic`]).
+    /// Its operator's queue is what a node's flush waits for.
     pub(super) fn publish_topic(
         self: &Arc<Self>,
         by: &str,
         subject: String,
         token: String,
-        payload: Bytes,
+        record: Record,
     ) {
         let id = self.next_message_id();
         let work = SenderWork::Topic {
             subject,
             token,
-            payload,
+            record,
             id,
         };
         self.queue_for_sender(protocol::nick_key(by), work);
     }
 
     /// [`Shared::publish_topic`]'s work, in its operator's turn.
-    pub(super) async fn store_topic(&self, subject: &str, token: &str, payload: Bytes, id: &str) {
-        let stored = self
+    pub(super) async fn store_topic(&self, subject: &str, token: &str, record: Record, id: &str) {
+        let payload = record.encode();
+        let at = match self
             .publish_stored_to(subject, &payload, id, RETRY_FOR)
-            .await;
-        if let Err(e) = stored {
-            tracing::warn!("a topic could not be stored: {e}");
+            .await
+        {
+            Ok(at) => at,
+            Err(e) => return tracing::warn!("a topic could not be stored: {e}"),
+        };
+        let Record::Topic { by, text, .. } = record else {
             return;
-        }
-        let put = self.nicks.put(topic_key(token), payload);
-        match timeout(REQUEST_TIMEOUT, put).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("a topic is not kept for nodes started later: {e}"),
+        };
+        let entry = Record::Topic {
+            by,
+            text,
+            at: Some(at),
+        };
+        match timeout(REQUEST_TIMEOUT, self.keep_topic(token, at, entry.encode())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("a topic is not kept for nodes started later: {e:#}"),
             Err(_) => tracing::warn!("a topic is not kept for nodes started later: timed out"),
         }
+    }
+
+    /// Puts `entry`, channel `token`'s topic stored at `at` in the stream,
+    /// in the bucket, unless the entry there copies a topic stored after
+    /// it: two operators' topics, set at once on two nodes, may come to the
+    /// bucket in another order than the stream's, and the stream's last
+    /// must win. Compare-and-set on the entry's revision, so that two nodes
+    /// putting at once both see each other.
+    async fn keep_topic(&self, token: &str, at: u64, entry: Bytes) -> anyhow::Result<()> {
+        let key = topic_key(token);
+        loop {
+            let put = match self.nicks.entry(key.as_str()).await? {
+                Some(current) if current.operation == kv::Operation::Put => {
+                    if let Some(later) = stored_at(&current.value).filter(|theirs| *theirs > at)
+                        && self.in_stream(later).await
+                    {
+                        return Ok(());
+                    }
+                    let update = self
+                        .nicks
+                        .update(key.as_str(), entry.clone(), current.revision);
+                    match update.await {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(()),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                _ => match self.nicks.create(key.as_str(), entry.clone()).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(()),
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            // Another node put or deleted it meanwhile: look again.
+            if put.is_ok() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether the room's stream holds sequence `seq` already: an entry
+    /// claiming a place past its end was not put by a node, and keeps no
+    /// later topic out.
+    async fn in_stream(&self, seq: u64) -> bool {
+        let mut stream = self.lines_stream.clone();
+        stream
+            .info()
+            .await
+            .is_ok_and(|info| seq <= info.state.last_sequence)
     }
 
     /// Takes in a topic's entry of the bucket as watched; `live`: read

@@ -418,6 +418,41 @@ async fn an_operator_s_unmute_right_after_the_mute_finds_it() {
 }
 
 #[tokio::test]
+async fn a_node_started_later_gets_the_topic_set_last_though_an_earlier_one_was_kept_late() {
+    use crate::harness::nats::node_at;
+    use crate::harness::nats::relay::Relay;
+    let nats = NatsServer::start().await;
+    let relay = Relay::to(&nats).await;
+    let certs = TestCerts::new();
+    let args = operator_args(&certs, "one", &["alice"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let one = node_at(&certs, &relay.url(), "one", &args).await;
+    let two = operators_node(&certs, &nats, "two", &["bob"]).await;
+    let mut alice = member(&certs, &one, "alice").await;
+    let mut bob = member(&certs, &two, "bob").await;
+    alice.until("bob joined!", WAIT).await;
+
+    // Alice's topic is stored, but node one hears so only when it publishes
+    // it again: it keeps it for later nodes seconds late, after Bob's.
+    relay.lose_next("\"stream\":\"CHAT_lobby\"");
+    alice.send("/topic first").await;
+    bob.until("[topic] #lobby: first set by alice", WAIT).await;
+    bob.send("/topic second").await;
+    bob.until("[topic] #lobby: second set by bob", WAIT).await;
+    relay.lost(WAIT).await;
+    // Alice's next line goes out once her topic is kept (or not) for later
+    // nodes: what they get is settled by then.
+    alice.send("after").await;
+    bob.until("alice: after", WAIT).await;
+
+    let three = node_with(&certs, &nats, "three", &[]).await;
+    let mut carol = join(&certs, &three, "carol").await;
+    carol.send("/join #lobby").await;
+    carol.expect("[join] #lobby: 3 here").await;
+    carol.expect("[topic] #lobby: second").await;
+}
+
+#[tokio::test]
 async fn a_room_made_before_channels_gets_their_subjects() {
     let nats = NatsServer::start().await;
     let client = async_nats::connect(nats.url()).await.expect("connects");

@@ -372,3 +372,51 @@ async fn forged_topic_entries_are_checked_on_a_node_and_on_one_started_later() {
     assert_eq!(next(&mut carol).await, "carol joined!\n");
     assert_eq!(next(&mut lobby).await, "carol joined!\n");
 }
+
+#[tokio::test]
+async fn a_forged_topic_entry_claiming_a_later_place_keeps_no_operator_s_topic_out() {
+    let nats = NatsServer::start().await;
+    let a = node(&nats, "a").await;
+    let mut lobby = a.join("alice").await.expect("joins");
+    assert_eq!(next(&mut lobby).await, "alice joined!\n");
+    let ops = a.open_channel("#ops").expect("a channel");
+    let mut alice = ops.join("alice").await.expect("joins #ops");
+    assert_eq!(next(&mut alice).await, "#ops alice joined!\n");
+    let (_client, js) = intruder(&nats).await;
+    let nicks = nick_bucket(&js).await;
+    // A place in the stream far past its end: no node put this.
+    let pinned = r#"{"kind":"topic","by":"bob","text":"pinned","at":999999999}"#;
+    nicks.put("topic.ops", pinned.into()).await.expect("put");
+    until_topic(&a, &ops, Some("pinned")).await;
+
+    let act = chatroom::room::Moderation {
+        action: chatroom::room::store::Action::Topic,
+        by: "alice",
+        whom: "",
+        detail: "the real one",
+    };
+    ops.moderated(None, act).expect("told");
+    assert_eq!(
+        next(&mut alice).await,
+        "[topic] #ops: the real one set by alice\n"
+    );
+    // Once kept in the bucket, a node started later gets it.
+    let mut entries = nicks
+        .watch_with_history("topic.ops")
+        .await
+        .expect("a watch");
+    let kept = async {
+        while let Some(entry) = entries.next().await {
+            let entry = entry.expect("an entry");
+            if entry.value.windows(12).any(|w| w == b"the real one") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, kept)
+        .await
+        .expect("the operator's topic is kept for later nodes");
+    let b = node(&nats, "b").await;
+    let topic = b.open_channel("#ops").expect("a channel").topic();
+    assert_eq!(topic.as_deref(), Some("the real one"));
+}

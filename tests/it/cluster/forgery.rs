@@ -286,17 +286,47 @@ async fn until_topic(node: &ClusterRoom, room: &ClusterRoom, wanted: Option<&str
         .unwrap_or_else(|_| panic!("topic {:?}, not {wanted:?}", room.topic()));
 }
 
-#[tokio::test]
-async fn forged_topic_entries_are_checked_on_a_node_and_on_one_started_later() {
-    let nats = NatsServer::start().await;
-    let a = node(&nats, "a").await;
+/// Node `a` with alice in the lobby and in `#ops`, and the room's bucket
+/// as an intruder reaches it.
+struct AliceInOps {
+    a: ClusterRoom,
+    lobby: <ClusterRoom as Room>::Subscription,
+    ops: ClusterRoom,
+    alice: <ClusterRoom as Room>::Subscription,
+    nicks: kv::Store,
+    _intruder: async_nats::Client,
+}
+
+async fn alice_in_ops(nats: &NatsServer) -> AliceInOps {
+    let a = node(nats, "a").await;
     let mut lobby = a.join("alice").await.expect("joins");
     assert_eq!(next(&mut lobby).await, "alice joined!\n");
     let ops = a.open_channel("#ops").expect("a channel");
     let mut alice = ops.join("alice").await.expect("joins #ops");
     assert_eq!(next(&mut alice).await, "#ops alice joined!\n");
-    let (_client, js) = intruder(&nats).await;
+    let (client, js) = intruder(nats).await;
     let nicks = nick_bucket(&js).await;
+    AliceInOps {
+        a,
+        lobby,
+        ops,
+        alice,
+        nicks,
+        _intruder: client,
+    }
+}
+
+#[tokio::test]
+async fn forged_topic_entries_are_checked_on_a_node_and_on_one_started_later() {
+    let nats = NatsServer::start().await;
+    let AliceInOps {
+        a,
+        mut lobby,
+        ops,
+        mut alice,
+        nicks,
+        _intruder,
+    } = alice_in_ops(&nats).await;
     let too_long = format!(
         r#"{{"kind":"topic","by":"bob","text":"{}"}}"#,
         "x".repeat(301)
@@ -376,14 +406,14 @@ async fn forged_topic_entries_are_checked_on_a_node_and_on_one_started_later() {
 #[tokio::test]
 async fn a_forged_topic_entry_claiming_a_later_place_keeps_no_operator_s_topic_out() {
     let nats = NatsServer::start().await;
-    let a = node(&nats, "a").await;
-    let mut lobby = a.join("alice").await.expect("joins");
-    assert_eq!(next(&mut lobby).await, "alice joined!\n");
-    let ops = a.open_channel("#ops").expect("a channel");
-    let mut alice = ops.join("alice").await.expect("joins #ops");
-    assert_eq!(next(&mut alice).await, "#ops alice joined!\n");
-    let (_client, js) = intruder(&nats).await;
-    let nicks = nick_bucket(&js).await;
+    let AliceInOps {
+        a,
+        lobby: _lobby,
+        ops,
+        mut alice,
+        nicks,
+        _intruder,
+    } = alice_in_ops(&nats).await;
     // A place in the stream far past its end: no node put this.
     let pinned = r#"{"kind":"topic","by":"bob","text":"pinned","at":999999999}"#;
     nicks.put("topic.ops", pinned.into()).await.expect("put");

@@ -120,7 +120,9 @@ impl Driver {
         .await
         .expect("browser starts in time")
         .expect("browser session");
-        let timeouts = fantoccini::wd::TimeoutConfiguration::new(Some(WAIT), Some(WAIT), None);
+        // A page load starts a renderer process, as slow on a busy machine
+        // as the browser itself: it gets the browser's time.
+        let timeouts = fantoccini::wd::TimeoutConfiguration::new(Some(WAIT), Some(WAIT * 3), None);
         client.update_timeouts(timeouts).await.expect("timeouts");
         client.goto(url).await.expect("page loads");
         Browser {

@@ -7,6 +7,8 @@
 # is counted by tshark from those files.
 #
 # Usage: scripts/capture-demo.sh [--tls-version 1.2|1.3] [OUT_DIR]
+#        scripts/capture-demo.sh --count CAPTURE PORT
+# --count counts the text in a capture of your own (the server on PORT).
 # Needs: tshark (Debian/Ubuntu: apt-get install tshark), and the right to
 # capture on lo (root, or membership of the wireshark group).
 # Everything stays on 127.0.0.1, and every step has a time limit.
@@ -16,18 +18,16 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/dry-run.sh
 . "$repo/scripts/dry-run.sh"
 
-version_opts=() out=
+version_opts=() out= count=()
 while [ $# -gt 0 ]; do
   case $1 in
     --tls-version) version_opts=(--tls-version "$2"); shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --count) [ $# -ge 3 ] || { echo "usage: $0 --count CAPTURE PORT" >&2; exit 2; }
+      count=("$2" "$3"); shift 3 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) out=$1; shift ;;
   esac
 done
-out=${out:-$(mktemp -d)}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-bin=${CHATROOM_BIN:-$repo/target/release/chatroom}
 text="Hello everyone!"
 text_hex=$(printf '%s' "$text" | od -An -tx1 | tr -d ' \n')
 
@@ -36,6 +36,44 @@ if ! command -v tshark >/dev/null; then
   echo "(then capture as root, or add yourself to the wireshark group)" >&2
   exit 2
 fi
+
+# Counts the text in hex TCP payloads read from stdin, one per line.
+count_text() { { grep -o "$text_hex" || true; } | wc -l; }
+
+# A segment TCP sends again (Wireshark marks it "TCP Retransmission";
+# loopback does it too, on a busy machine) holds the same copy: only each
+# segment's first sending counts.
+first_copies='not (tcp.analysis.retransmission or tcp.analysis.fast_retransmission or tcp.analysis.spurious_retransmission)'
+
+# Prints CAPTURE's packets, first sendings only, one per line: source
+# port, payload, TLS record lengths and handshake types, split by '|'.
+read_fields() {
+  tshark -r "$1" -Y "$first_copies" -T fields -E separator='|' -E occurrence=a \
+    -e tcp.srcport -e tcp.payload -e tls.record.length -e tls.handshake.type 2>/dev/null
+}
+
+# Says how many times the text is in the payloads of FIELDS (as
+# read_fields prints them), and how many of those the server on PORT sent.
+copies() {
+  local all from_server
+  all=$(cut -d'|' -f2 "$1" | count_text)
+  from_server=$(awk -F'|' -v port="$2" '$1 == port { print $2 }' "$1" | count_text)
+  echo "\"$text\" in raw TCP payloads: $all (sent by the server: $from_server)"
+}
+
+if [ ${#count[@]} -gt 0 ]; then
+  [ -r "${count[0]}" ] || { echo "cannot read ${count[0]}" >&2; exit 2; }
+  fields=$(mktemp)
+  read_fields "${count[0]}" >"$fields"
+  copies "$fields" "${count[1]}"
+  rm -f "$fields"
+  exit 0
+fi
+
+out=${out:-$(mktemp -d)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+bin=${CHATROOM_BIN:-$repo/target/release/chatroom}
 if [ ! -x "$bin" ]; then
   echo "building chatroom (release)..." >&2
   (cd "$repo" && cargo build --release --quiet)
@@ -52,9 +90,6 @@ wait_for() {
   for i in $(seq 200); do grep -q -- "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
   echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
-
-# Counts the text in hex TCP payloads read from stdin, one per line.
-count_text() { { grep -o "$text_hex" || true; } | wc -l; }
 
 (cd "$work" && "$bin" gen-certs --dir certs >/dev/null)
 rm -f "$out/tls-keys.log"
@@ -96,11 +131,8 @@ for mode in plaintext tls; do
   print_transcripts "$work/$mode" | sed 's/^/    /'
   # One pass over the capture for the figures, one more to decrypt.
   fields="$work/$mode.fields"
-  tshark -r "$pcap" -T fields -E separator='|' -E occurrence=a -e tcp.srcport -e tcp.payload \
-    -e tls.record.length -e tls.handshake.type 2>/dev/null >"$fields"
-  all=$(cut -d'|' -f2 "$fields" | count_text)
-  from_server=$(awk -F'|' -v port="$port" '$1 == port { print $2 }' "$fields" | count_text)
-  echo "$mode: \"$text\" in raw TCP payloads: $all (sent by the server: $from_server)"
+  read_fields "$pcap" >"$fields"
+  echo "$mode: $(copies "$fields" "$port")"
   if [ "$mode" = tls ]; then
     records=$(cut -d'|' -f3 "$fields" | tr ',' '\n' | grep -c . || true)
     hello=$(tshark -r "$pcap" -Y "tls.handshake.type == 2 || tls.handshake.type == 11" -V 2>/dev/null)

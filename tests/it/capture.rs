@@ -16,6 +16,24 @@ use std::process::Command;
 
 const TEXT: &str = "Hello everyone!";
 
+/// A segment TCP sent again is the same copy: the report counts each
+/// segment's first sending, and so do the checks here.
+const FIRST_COPIES: &str = "not (tcp.analysis.retransmission or tcp.analysis.fast_retransmission \
+     or tcp.analysis.spurious_retransmission)";
+
+/// Whether tshark is here to run; in CI it must be.
+fn has_tshark() -> bool {
+    let has = Command::new("tshark").arg("--version").output().is_ok();
+    if !has {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install tshark (see .ci/run)"
+        );
+        eprintln!("tshark not installed: capture test not run");
+    }
+    has
+}
+
 /// Runs the script with `args` and the output folder; returns its report.
 fn run_demo(args: &[&str], out: &Path) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/capture-demo.sh");
@@ -110,7 +128,10 @@ fn check_run(report: &str, out: &Path, version: &str) -> String {
 
     // Plaintext: every copy readable: Alice's line to the server and the
     // server's line to each of the three participants.
-    let seen = count_text(&tshark(&plain, &["-T", "fields", "-e", "tcp.payload"]));
+    let seen = count_text(&tshark(
+        &plain,
+        &["-Y", FIRST_COPIES, "-T", "fields", "-e", "tcp.payload"],
+    ));
     assert_eq!(seen, 4, "{report}");
     assert_eq!(
         figure(report, &format!("plaintext: {quoted} in raw TCP payloads:")),
@@ -118,7 +139,7 @@ fn check_run(report: &str, out: &Path, version: &str) -> String {
     );
     assert!(report.contains("(sent by the server: 3)"), "{report}");
 
-    let packets = rows(&tls, &[], &TLS_FIELDS);
+    let packets = rows(&tls, &["-Y", FIRST_COPIES], &TLS_FIELDS);
     let column = |i: usize| packets.iter().map(move |row| row[i].as_str());
 
     // TLS: none in the raw payloads.
@@ -337,13 +358,7 @@ fn check_answer_key(runs: [(&str, &str); 2]) {
 
 #[test]
 fn the_capture_report_matches_what_tshark_reads_in_its_files() {
-    let has_tshark = Command::new("tshark").arg("--version").output().is_ok();
-    if !has_tshark {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install tshark (see .ci/run)"
-        );
-        eprintln!("tshark not installed: capture demo not run");
+    if !has_tshark() {
         return;
     }
     let default_out = tempfile::tempdir().expect("temp dir");
@@ -361,4 +376,85 @@ fn the_capture_report_matches_what_tshark_reads_in_its_files() {
     let hello12 = check_run(&tls12_report, tls12_out.path(), "1.2");
     // The teacher's answer key states the same figures.
     check_answer_key([(&default_report, &hello13), (&tls12_report, &hello12)]);
+}
+
+/// A capture in which the server on port 5555 sends `payload` once and
+/// then again (as TCP does when an acknowledgement is late): a classic
+/// pcap file of Ethernet frames on 127.0.0.1, checksums left at 0.
+fn capture_with_a_retransmission(payload: &[u8]) -> Vec<u8> {
+    const CLIENT: u16 = 40000;
+    const SERVER: u16 = 5555;
+    let segment = |from: u16, to: u16, seq: u32, ack: u32, flags: u8, data: &[u8]| {
+        let mut frame = vec![0u8; 12];
+        frame.extend([0x08, 0x00]);
+        let total = u16::try_from(40 + data.len()).expect("a small segment");
+        frame.extend([
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+        ]);
+        frame[16..18].copy_from_slice(&total.to_be_bytes());
+        frame.extend(from.to_be_bytes());
+        frame.extend(to.to_be_bytes());
+        frame.extend(seq.to_be_bytes());
+        frame.extend(ack.to_be_bytes());
+        frame.extend([5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        frame.extend(data);
+        frame
+    };
+    let (syn, ack, psh_ack) = (0x02, 0x10, 0x18);
+    let sent = 5001 + u32::try_from(payload.len()).expect("a small payload");
+    let frames = [
+        segment(CLIENT, SERVER, 1000, 0, syn, &[]),
+        segment(SERVER, CLIENT, 5000, 1001, syn | ack, &[]),
+        segment(CLIENT, SERVER, 1001, 5001, ack, &[]),
+        segment(SERVER, CLIENT, 5001, 1001, psh_ack, payload),
+        segment(SERVER, CLIENT, 5001, 1001, psh_ack, payload),
+        segment(CLIENT, SERVER, 1001, sent, ack, &[]),
+    ];
+    // Little-endian pcap header: version 2.4, snap length, Ethernet.
+    let mut pcap = Vec::new();
+    for word in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        pcap.extend(word.to_le_bytes());
+    }
+    for (i, frame) in (0u32..).zip(&frames) {
+        let len = u32::try_from(frame.len()).expect("a small frame");
+        for word in [1000, i * 100_000, len, len] {
+            pcap.extend(word.to_le_bytes());
+        }
+        pcap.extend(frame);
+    }
+    pcap
+}
+
+#[test]
+fn a_copy_tcp_sent_again_is_counted_once() {
+    if !has_tshark() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pcap = dir.path().join("resent.pcap");
+    std::fs::write(
+        &pcap,
+        capture_with_a_retransmission(b"Alice: Hello everyone!\n"),
+    )
+    .expect("writes the capture");
+    // tshark itself sees both sendings, the second marked.
+    let payloads = tshark(&pcap, &["-T", "fields", "-e", "tcp.payload"]);
+    assert_eq!(count_text(&payloads), 2, "{payloads}");
+    let marked = tshark(&pcap, &["-Y", "tcp.analysis.retransmission"]);
+    assert_eq!(marked.lines().count(), 1, "{marked}");
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/capture-demo.sh");
+    let output = Command::new("bash")
+        .arg(script)
+        .arg("--count")
+        .arg(&pcap)
+        .arg("5555")
+        .output()
+        .expect("runs the script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout.trim(),
+        format!("\"{TEXT}\" in raw TCP payloads: 1 (sent by the server: 1)")
+    );
 }

@@ -221,11 +221,12 @@ pub fn list_line(total: usize, first: &[String]) -> Bytes {
 }
 
 /// The `/help` reply, one line per command.
-pub const HELP: [&str; 9] = [
+pub const HELP: [&str; 10] = [
     "[help] /list: who is here (in your current channel)",
     "[help] /join #NAME: join a channel (made if new) and speak there",
     "[help] /part [#NAME]: leave a channel (default: the current one)",
     "[help] /rooms: the channels, and how many are in each",
+    "[help] /topic: the current channel's topic",
     "[help] /msg NICK TEXT: a private message to NICK only",
     "[help] /me TEXT: an action, shown as * NICK TEXT",
     "[help] /quit [REASON]: leave, telling the others why",
@@ -283,6 +284,9 @@ pub enum Command<'a> {
     Unmute(&'a str),
     /// `/topic TEXT`.
     Topic(Cow<'a, str>),
+    /// `/topic` alone: the current channel's topic, to the asker (anyone
+    /// may ask).
+    ShowTopic,
     /// A known command without what it needs; the text is the usage.
     Usage(&'static str),
     /// Any other command word.

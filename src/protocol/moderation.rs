@@ -41,7 +41,7 @@ pub(super) fn parse<'a>(word: &str, args: &'a str) -> Option<Command<'a>> {
         ("unmute", _) => Command::Usage("usage: /unmute NICK"),
         ("topic", _) => match clean(args) {
             Some(text) => Command::Topic(text),
-            None => Command::Usage("usage: /topic TEXT"),
+            None => Command::ShowTopic,
         },
         _ => return None,
     })
@@ -96,9 +96,16 @@ pub fn topic_set_line(channel: &str, topic: &str, by: &str) -> Bytes {
     control_line(&format!("[topic] {channel}: {topic} set by {by}"))
 }
 
-/// `[topic] #name: TEXT`: to whoever joins a channel that has one.
+/// `[topic] #name: TEXT`: to whoever joins a channel that has one, or
+/// asks with `/topic`.
 pub fn topic_line(channel: &str, topic: &str) -> Bytes {
     control_line(&format!("[topic] {channel}: {topic}"))
+}
+
+/// `[topic] #name has no topic`: to whoever asks a channel without one.
+/// No colon after the name, so that no topic's text reads the same.
+pub fn no_topic_line(channel: &str) -> Bytes {
+    control_line(&format!("[topic] {channel} has no topic"))
 }
 
 /// What an operator is told when it tries to put out or mute another.
@@ -220,6 +227,7 @@ mod tests {
         );
         assert_eq!(command("/mute bob 8d"), Command::Usage(MUTE_USAGE));
         assert_eq!(command("/mute bob"), Command::Usage(MUTE_USAGE));
-        assert_eq!(command("/topic"), Command::Usage("usage: /topic TEXT"));
+        assert_eq!(command("/topic"), Command::ShowTopic);
+        assert_eq!(command("/topic \u{7} \u{1b}"), Command::ShowTopic);
     }
 }

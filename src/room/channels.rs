@@ -20,6 +20,7 @@
 use super::store::Action;
 use super::{Departure, JoinError, Moderation, RecvError, Room, Subscription};
 use crate::protocol::channels::{self as names, LOBBY};
+use crate::protocol::moderation;
 use crate::sync::lock;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -135,7 +136,6 @@ impl<R: Room> Channels<R> {
         topic: &str,
         by: &str,
     ) -> Result<(), &'static str> {
-        use crate::protocol::moderation::topic_set_line;
         let act = Moderation {
             action: Action::Topic,
             by,
@@ -146,7 +146,7 @@ impl<R: Room> Channels<R> {
             *lock(&self.lobby_topic) = Some(topic.to_owned());
             return self
                 .lobby
-                .moderated(Some(topic_set_line(LOBBY, topic, by)), act);
+                .moderated(Some(moderation::topic_set_line(LOBBY, topic, by)), act);
         };
         let room = {
             let mut by_key = lock(&self.by_key);
@@ -156,7 +156,7 @@ impl<R: Room> Channels<R> {
             channel.topic = Some(topic.to_owned());
             channel.room.clone()
         };
-        room.moderated(Some(topic_set_line(name, topic, by)), act)
+        room.moderated(Some(moderation::topic_set_line(name, topic, by)), act)
     }
 
     /// The topic of `#lobby` (`None`) or of the channel `name`, if set:
@@ -385,11 +385,23 @@ impl<'c, R: Room> Joined<'c, R> {
 
     /// `reply`, then the current channel's topic if it has one.
     fn with_topic(&self, reply: Bytes) -> Vec<Bytes> {
-        let name = self.current.map(|at| &*self.joined[at].name);
-        let topic = self.channels.topic(name);
-        let topic =
-            topic.map(|topic| crate::protocol::moderation::topic_line(self.current_name(), &topic));
+        let topic = self
+            .current_topic()
+            .map(|topic| moderation::topic_line(self.current_name(), &topic));
         std::iter::once(reply).chain(topic).collect()
+    }
+
+    /// `/topic`: the current channel's topic, or that it has none.
+    pub fn topic(&self) -> Bytes {
+        match self.current_topic() {
+            Some(topic) => moderation::topic_line(self.current_name(), &topic),
+            None => moderation::no_topic_line(self.current_name()),
+        }
+    }
+
+    fn current_topic(&self) -> Option<String> {
+        let name = self.current.map(|at| &*self.joined[at].name);
+        self.channels.topic(name)
     }
 
     /// Makes `at` (an index in `joined`; `None`: `#lobby`) the current

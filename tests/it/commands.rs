@@ -25,7 +25,7 @@ async fn list_help_me_and_unknown_commands() {
     };
     assert_eq!(help, chatroom::protocol::HELP);
     for (line, command) in help.iter().zip([
-        "/list", "/join", "/part", "/rooms", "/msg", "/me", "/quit", "/help", "//",
+        "/list", "/join", "/part", "/rooms", "/topic", "/msg", "/me", "/quit", "/help", "//",
     ]) {
         assert!(line.starts_with(&format!("[help] {command}")), "{line}");
     }

@@ -169,6 +169,9 @@ async fn mute_unmute_topic_and_ban_as_an_operator_and_not_otherwise() {
     let mut carol = join(&server, &certs, "carol").await;
     alice.until("carol joined!", WAIT).await;
     bob.expect("carol joined!").await;
+    // Anyone may ask for the topic; only an operator may set it.
+    carol.send("/topic").await;
+    carol.expect("[topic] #lobby has no topic").await;
     for (command, refusal) in [
         ("/mute bob 10m", "ERROR not an operator"),
         ("/topic mine now", "ERROR not an operator"),
@@ -212,6 +215,8 @@ async fn mute_unmute_topic_and_ban_as_an_operator_and_not_otherwise() {
     let before = carol.until("#ops carol joined!", WAIT).await;
     assert_eq!(before, ["bob was muted by alice for 10m"]);
     carol.expect("[join] #ops: 3 here").await;
+    carol.expect("[topic] #ops: deploy at noon").await;
+    carol.send("/topic").await;
     carol.expect("[topic] #ops: deploy at noon").await;
 
     // A ban puts out, keeps the name in --deny-file, and holds.

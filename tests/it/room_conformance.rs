@@ -618,6 +618,7 @@ async fn channels_have_their_own_lines_members_and_topic<R: Room>(rooms: impl Ro
         texts(joined),
         ["#ops alice joined!\n", "[join] #ops: 1 here\n"]
     );
+    assert_eq!(alice.topic(), "[topic] #ops has no topic\n");
     // A lookalike name is the same channel, spelled as its first member did.
     let joined = bob.join("#0ps").await.expect("joins #ops");
     assert_eq!(
@@ -640,6 +641,7 @@ async fn channels_have_their_own_lines_members_and_topic<R: Room>(rooms: impl Ro
             heard(joined).await,
             "[topic] #ops: deploy at noon set by alice\n"
         );
+        assert_eq!(joined.topic(), "[topic] #ops: deploy at noon\n");
     }
     let mut carol = Joined::new(joins(&*room, "carol").await, &channels, "carol");
     for joined in [&mut alice, &mut bob] {

@@ -269,8 +269,9 @@ where
             return Ok(1);
         };
         let input = protocol::parse_input(text);
-        if let Input::Command(command @ (Command::Join(_) | Command::Part(_) | Command::Rooms)) =
-            input
+        if let Input::Command(
+            command @ (Command::Join(_) | Command::Part(_) | Command::Rooms | Command::ShowTopic),
+        ) = input
         {
             self.channel_command(command).await;
             return Ok(1);
@@ -315,12 +316,7 @@ where
                     room.act(nick, &text)
                 }
                 Command::Quit(reason) => return Err(End::Quit(reason.map(|r| r.into_owned()))),
-                Command::Help => {
-                    let recorded = lobby.recorded().then_some(protocol::HELP_RECORDED);
-                    for help in protocol::HELP.iter().chain(recorded.iter().flatten()) {
-                        conn.queue(protocol::control_line(help));
-                    }
-                }
+                Command::Help => self.help(),
                 // From the current channel's stored lines, by its mailbox.
                 Command::History(n) if room.recorded() => room.ask(nick, Question::History(n)),
                 Command::Search(words) if room.recorded() => {
@@ -335,6 +331,7 @@ where
                 Command::Join(_)
                 | Command::Part(_)
                 | Command::Rooms
+                | Command::ShowTopic
                 | Command::Kick { .. }
                 | Command::Mute { .. }
                 | Command::Unmute(_)
@@ -363,11 +360,25 @@ where
             // Boxed, as the join to the server's room is (see `join`).
             Command::Join(name) => Box::pin(self.subscription.join(name)).await,
             Command::Part(name) => self.subscription.part(name).map(|line| vec![line]),
+            Command::ShowTopic => Ok(vec![self.subscription.topic()]),
             _ => Ok(self.subscription.rooms()),
         };
         match answer {
             Ok(lines) => lines.into_iter().for_each(|line| self.conn.queue(line)),
             Err(refused) => self.conn.queue(protocol::error_line(refused)),
+        }
+    }
+
+    /// `/help`: a line per command, those of a room that keeps its lines
+    /// on disk too if this one does.
+    fn help(&mut self) {
+        let recorded = self
+            .server
+            .room
+            .recorded()
+            .then_some(protocol::HELP_RECORDED);
+        for help in protocol::HELP.iter().chain(recorded.iter().flatten()) {
+            self.conn.queue(protocol::control_line(help));
         }
     }
 

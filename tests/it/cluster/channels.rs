@@ -525,6 +525,8 @@ async fn a_node_started_after_a_topic_was_set_knows_it_until_the_channel_is_forg
     let joined = join_channel(&mut bob, "#ops").await;
     assert_eq!(joined.1, "[join] #ops: 2 here", "{joined:?}");
     bob.expect("[topic] #ops: deploy at noon").await;
+    bob.send("/topic").await;
+    bob.expect("[topic] #ops: deploy at noon").await;
     bob.send("/join #lobby").await;
     bob.expect("[join] #lobby: 2 here").await;
     bob.expect("[topic] #lobby: welcome all").await;
@@ -545,6 +547,8 @@ async fn a_node_started_after_a_topic_was_set_knows_it_until_the_channel_is_forg
     let mut carol = join(&certs, &three, "carol").await;
     let joined = join_channel(&mut carol, "#ops").await;
     assert_eq!(joined.1, "[join] #ops: 1 here", "{joined:?}");
+    carol.send("/topic").await;
+    carol.expect("[topic] #ops has no topic").await;
     carol.send("/list").await;
     carol.expect("[list] 1 here: carol").await;
     carol.send("/join #lobby").await;

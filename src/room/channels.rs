@@ -99,6 +99,12 @@ impl<R: Room> Channels<R> {
         }
     }
 
+    /// How many channels this server holds besides `#lobby`: those with a
+    /// member here, or a join under way (what `--max-channels` bounds).
+    pub fn open_here(&self) -> usize {
+        lock(&self.by_key).len()
+    }
+
     /// Sends a line about `nick` (`line` as the lobby shows it), an
     /// operator's action `act`, to the members of its current channel, in
     /// that channel's form ([`Room::moderated`]: stored there, with a

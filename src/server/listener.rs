@@ -265,6 +265,18 @@ where
         if let Some(access) = settings.access.clone() {
             room.protect(Arc::new(move |nick: &str| access.is_operator(nick)));
         }
+        let metrics = settings.metrics.clone();
+        let shared = Arc::new(Shared {
+            channels: Channels::new(room.clone(), settings.max_channels, settings.max_joined),
+            moderation: Moderation::default(),
+            room,
+            tls: settings.tls.clone(),
+            settings,
+            logs: Logs::new(),
+        });
+        let weak = Arc::downgrade(&shared);
+        metrics.watch_channels(move || weak.upgrade().map(|shared| shared.channels.open_here()));
+        let settings = &shared.settings;
         Listener {
             listener: server.listener,
             slots: Arc::new(Semaphore::new(settings.max_participants)),
@@ -277,14 +289,7 @@ where
                 joins_per_minute: settings.joins_per_minute,
                 messages: settings.limits.rate,
             })),
-            shared: Arc::new(Shared {
-                channels: Channels::new(room.clone(), settings.max_channels, settings.max_joined),
-                moderation: Moderation::default(),
-                room,
-                tls: settings.tls.clone(),
-                settings,
-                logs: Logs::new(),
-            }),
+            shared,
             notify_shutdown,
             done_tx,
         }

@@ -9,12 +9,13 @@
 //! message and a disconnect cost one atomic add each, and deliveries are
 //! added once per batch written, where the session batches its writes
 //! anyway. What is a state rather than an event (the backlog's bytes, the
-//! cluster link, the history store) is read when `/metrics` is asked for.
+//! channels open, the cluster link, the history store) is read when
+//! `/metrics` is asked for.
 
 pub mod http;
 
 use crate::room::cluster::ClusterRoom;
-use crate::room::store::Store;
+use crate::room::store::{Action, Store};
 use crate::sync::lock;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -214,7 +215,10 @@ struct Inner {
     disconnects: [Counter; Disconnect::ALL.len()],
     handshake_failures: [Counter; HandshakeFailure::ALL.len()],
     refusals: [Counter; Refused::ALL.len()],
+    /// One per operator's [`Action`], in [`Action::ALL`]'s order.
+    moderation: [Counter; Action::ALL.len()],
     backlog_bytes: Gauge,
+    channels: Gauge,
     stopping: AtomicBool,
     /// Read at each scrape: set by the server and by `serve`.
     probes: Mutex<Probes>,
@@ -229,6 +233,8 @@ struct Inner {
 struct Probes {
     /// The backlog's bytes, while the room is alive.
     backlog: Option<Box<dyn Fn() -> Option<usize> + Send>>,
+    /// The channels open on this server, while its sessions run.
+    channels: Option<Box<dyn Fn() -> Option<usize> + Send>>,
     cluster: Option<(Weak<ClusterRoom>, Gauge)>,
 }
 
@@ -238,6 +244,7 @@ impl Default for Inner {
         let disconnects = Family::<Label, Counter>::default();
         let handshake_failures = Family::<Label, Counter>::default();
         let refusals = Family::<Label, Counter>::default();
+        let moderation = Family::<Label, Counter>::default();
         let by = |family: &Family<Label, Counter>, label: &'static str| {
             family.get_or_create(&[("reason", label)]).clone()
         };
@@ -254,7 +261,10 @@ impl Default for Inner {
             disconnects: Disconnect::ALL.map(|d| by(&disconnects, d.label())),
             handshake_failures: HandshakeFailure::ALL.map(|h| by(&handshake_failures, h.label())),
             refusals: Refused::ALL.map(|r| by(&refusals, r.label())),
+            moderation: Action::ALL
+                .map(|a| moderation.get_or_create(&[("action", a.as_str())]).clone()),
             backlog_bytes: Gauge::default(),
+            channels: Gauge::default(),
             stopping: AtomicBool::new(false),
             probes: Mutex::default(),
             store: Mutex::default(),
@@ -292,9 +302,19 @@ impl Default for Inner {
             refusals,
         );
         registry.register(
+            "moderation",
+            "Operators' actions done, by action",
+            moderation,
+        );
+        registry.register(
             "backlog_bytes",
             "Bytes of lines the room's ring holds, not yet read by every participant",
             inner.backlog_bytes.clone(),
+        );
+        registry.register(
+            "channels",
+            "Channels open on this server besides #lobby (at most --max-channels)",
+            inner.channels.clone(),
         );
         drop(registry);
         inner
@@ -354,6 +374,11 @@ impl Metrics {
         self.inner.refusals[why as usize].inc();
     }
 
+    /// An operator's action was done.
+    pub fn moderated(&self, action: Action) {
+        self.inner.moderation[action as usize].inc();
+    }
+
     /// The server stopped taking participants: `/healthz` says so from now on.
     pub fn stopping(&self) {
         self.inner.stopping.store(true, Ordering::Release);
@@ -363,6 +388,12 @@ impl Metrics {
     /// returns `None` once the room is gone.
     pub fn watch_backlog(&self, bytes: impl Fn() -> Option<usize> + Send + 'static) {
         lock(&self.inner.probes).backlog = Some(Box::new(bytes));
+    }
+
+    /// Reads how many channels are open at each scrape through `open`,
+    /// which returns `None` once the server is gone.
+    pub fn watch_channels(&self, open: impl Fn() -> Option<usize> + Send + 'static) {
+        lock(&self.inner.probes).channels = Some(Box::new(open));
     }
 
     /// Shows the cluster link's state (`chatroom_cluster_link_up`), and
@@ -421,6 +452,9 @@ impl Metrics {
         let probes = lock(&self.inner.probes);
         if let Some(bytes) = probes.backlog.as_ref().and_then(|read| read()) {
             self.inner.backlog_bytes.set(gauge_value(bytes as u64));
+        }
+        if let Some(open) = probes.channels.as_ref().and_then(|read| read()) {
+            self.inner.channels.set(gauge_value(open as u64));
         }
         if let Some((room, up)) = &probes.cluster {
             up.set(i64::from(

@@ -1,10 +1,14 @@
 //! `serve --metrics`: `/metrics` read as Prometheus text while a test
-//! chats, `/healthz` during a shutdown, and the cluster link as a gauge
-//! and a health check with a real nats-server.
+//! chats, the channels open and the operators' actions, `/healthz` during
+//! a shutdown, and the cluster link as a gauge and a health check with a
+//! real nats-server.
 
 use crate::harness::http::{get, metrics_addr, scrape};
 use crate::harness::nats::{self, NatsServer};
-use crate::harness::{Client, Serve, TestCerts, TestServer, loopback, tcp, tls_over};
+use crate::harness::{
+    Client, Serve, TestCerts, TestServer, WAIT, loopback, start_with_access_and, tcp, tls_over,
+};
+use chatroom::server::access::AccessFiles;
 use chatroom::server::metrics::{self, Metrics};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +23,7 @@ const HANDSHAKES: [&str; 6] = [
     "other",
 ];
 const REFUSALS: [&str; 3] = ["limits", "access", "revoked"];
+const ACTIONS: [&str; 5] = ["kick", "ban", "mute", "unmute", "topic"];
 
 fn labelled(name: &str, label: &str, value: &str) -> String {
     format!("{name}{{{label}=\"{value}\"}}")
@@ -234,4 +239,103 @@ async fn the_cluster_link_shows_in_metrics_and_health() {
     node.wait_for_log("NATS connection restored").await;
     assert_eq!(scrape(m).await.get("chatroom_cluster_link_up"), 1.0);
     assert_eq!(get(m, "/healthz").await, (200, "ok\n".to_owned()));
+}
+
+/// Scrapes until `name` reads `value`, for at most [`WAIT`]: a gauge of a
+/// state that other tasks change (a channel is forgotten once its last
+/// member's session has let it go).
+async fn until_sample(m: SocketAddr, name: &str, value: f64) {
+    let reached = tokio::time::timeout(WAIT, async {
+        loop {
+            if scrape(m).await.get(name) == value {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "{name} never read {value}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channels_open_and_the_operators_actions_show() {
+    let certs = TestCerts::new();
+    let operators = certs.path("operators.txt");
+    std::fs::write(&operators, "alice\n").expect("operators file");
+    let files = AccessFiles {
+        operators: Some(operators),
+        ..AccessFiles::default()
+    };
+    let metrics = Metrics::new();
+    let (server, _access) =
+        start_with_access_and(&certs, files, |s| s.metrics = metrics.clone()).await;
+    let m = metrics::http::start(loopback(), metrics.clone())
+        .await
+        .expect("metrics endpoint");
+    let action = |samples: &crate::harness::http::Samples, action: &str| {
+        samples.get(&labelled("chatroom_moderation_total", "action", action))
+    };
+    let before = scrape(m).await;
+    assert_eq!(before.get("chatroom_channels"), 0.0);
+    for name in ACTIONS {
+        assert_eq!(action(&before, name), 0.0, "{name}");
+    }
+
+    let join = |name: &'static str| {
+        let (cert, key) = certs.client(name);
+        let config = certs.client_tls_as(&cert, &key);
+        async move {
+            let mut client = Client::tls(server.addr, config).await;
+            client.register(name).await;
+            client
+        }
+    };
+    let mut alice = join("alice").await;
+    let mut bob = join("bob").await;
+    alice.expect("bob joined!").await;
+    alice.send("/join #ops").await;
+    alice.until("[join] #ops: 1 here", WAIT).await;
+    bob.send("/join #ops").await;
+    bob.until("[join] #ops: 2 here", WAIT).await;
+    bob.send("/join #dev").await;
+    bob.until("[join] #dev: 1 here", WAIT).await;
+    assert_eq!(scrape(m).await.get("chatroom_channels"), 2.0);
+
+    // Refused: nothing done, nothing counted.
+    bob.send("/kick alice").await;
+    bob.until("ERROR not an operator", WAIT).await;
+    alice.send("/topic deploy at noon").await;
+    alice.until("[topic] set for #ops", WAIT).await;
+    alice.send("/mute bob 10m").await;
+    // Its answer names the time, after the channel's notice.
+    let mut before = Vec::new();
+    let answered = loop {
+        let line = alice.line().await;
+        if line.starts_with("[mute] bob is muted until ") {
+            break true;
+        }
+        before.push(line);
+        if before.len() == 10 {
+            break false;
+        }
+    };
+    assert!(answered, "no answer to /mute in {before:?}");
+    alice.send("/unmute bob").await;
+    alice.until("[mute] bob may speak again", WAIT).await;
+    alice.send("/kick bob").await;
+    alice.until("[kick] bob is out", WAIT).await;
+    bob.until_closed().await;
+
+    // #dev had bob alone: forgotten with him; #ops keeps alice.
+    until_sample(m, "chatroom_channels", 1.0).await;
+    let after = scrape(m).await;
+    for (name, done) in [
+        ("kick", 1.0),
+        ("ban", 0.0),
+        ("mute", 1.0),
+        ("unmute", 1.0),
+        ("topic", 1.0),
+    ] {
+        assert_eq!(action(&after, name), done, "{name}");
+    }
 }

@@ -39,7 +39,8 @@ pub enum Action {
 }
 
 impl Action {
-    const ALL: [Action; 5] = [
+    /// Every action, in declaration order.
+    pub const ALL: [Action; 5] = [
         Action::Kick,
         Action::Ban,
         Action::Mute,

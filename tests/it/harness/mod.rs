@@ -191,6 +191,15 @@ pub async fn start_with_access(
     certs: &TestCerts,
     files: chatroom::server::access::AccessFiles,
 ) -> (RunningServer, Arc<chatroom::server::access::Access>) {
+    start_with_access_and(certs, files, |_| {}).await
+}
+
+/// [`start_with_access`], with `tweak` applied to its settings.
+pub async fn start_with_access_and(
+    certs: &TestCerts,
+    files: chatroom::server::access::AccessFiles,
+    tweak: impl FnOnce(&mut Settings),
+) -> (RunningServer, Arc<chatroom::server::access::Access>) {
     use chatroom::server::access::{Access, AccessFiles};
     let access = Access::load(AccessFiles {
         client_ca: Some(certs.ca()),
@@ -208,6 +217,7 @@ pub async fn start_with_access(
     let mut settings = Settings::new(Some(config));
     settings.limits.rate = None;
     settings.access = Some(access.clone());
+    tweak(&mut settings);
     let server = RunningServer::start(loopback(), settings)
         .await
         .expect("server starts");

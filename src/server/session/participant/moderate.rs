@@ -43,12 +43,12 @@ where
             Command::Topic(topic) => {
                 let channel = self.subscription.current_channel();
                 let set = self.server.channels.set_topic(channel, &topic, self.nick);
-                self.audit("topic", self.subscription.current_name(), Some(&topic));
+                let channel = self.subscription.current_name();
                 match set {
-                    Ok(()) => protocol::control_line(&format!(
-                        "[topic] set for {}",
-                        self.subscription.current_name()
-                    )),
+                    Ok(()) => {
+                        self.audit(Action::Topic, channel, Some(&topic));
+                        protocol::control_line(&format!("[topic] set for {channel}"))
+                    }
                     Err(why) => unavailable("/topic", why),
                 }
             }
@@ -80,7 +80,7 @@ where
                 self.server.moderation.mute(nick, duration)
             }
         };
-        self.audit("mute", nick, Some(typed));
+        self.audit(Action::Mute, nick, Some(typed));
         let until = moderation::until_text(until, now);
         protocol::control_line(&format!("[mute] {nick} is muted until {until}"))
     }
@@ -104,7 +104,7 @@ where
         if !lifted {
             return protocol::error_line(format!("\"{nick}\" is not muted"));
         }
-        self.audit("unmute", nick, None);
+        self.audit(Action::Unmute, nick, None);
         protocol::control_line(&format!("[mute] {nick} may speak again"))
     }
 
@@ -122,9 +122,10 @@ where
         // as merely denied.
         let told = moderation::kicked_error(by, reason);
         let how = Departure::Kicked { by, reason, ban };
-        let action = if ban { "ban" } else { "kick" };
+        let action = if ban { Action::Ban } else { Action::Kick };
+        let name = action.as_str();
         let answer = match self.server.channels.put_out(victim, told, how).await {
-            Ok(true) => protocol::control_line(&format!("[{action}] {victim} is out")),
+            Ok(true) => protocol::control_line(&format!("[{name}] {victim} is out")),
             // A ban holds for the next join all the same; nobody is told,
             // and it is stored all the same.
             Ok(false) if ban => {
@@ -162,9 +163,12 @@ where
         }
     }
 
-    /// The audit log's line for an operator's action.
-    fn audit(&self, action: &str, whom: &str, detail: Option<&str>) {
-        tracing::info!(target: "audit", op = self.nick, action, whom, detail);
+    /// An operator's action done: the audit log's line, and its count in
+    /// the metrics.
+    fn audit(&self, action: Action, whom: &str, detail: Option<&str>) {
+        let action_name = action.as_str();
+        tracing::info!(target: "audit", op = self.nick, action = action_name, whom, detail);
+        self.server.metrics.moderated(action);
     }
 }
 

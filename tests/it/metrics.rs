@@ -6,7 +6,8 @@
 use crate::harness::http::{get, metrics_addr, scrape};
 use crate::harness::nats::{self, NatsServer};
 use crate::harness::{
-    Client, Serve, TestCerts, TestServer, WAIT, loopback, start_with_access_and, tcp, tls_over,
+    Client, Serve, TestCerts, TestServer, WAIT, join_as_holder, loopback, operators_file,
+    start_with_access_and, tcp, tls_over,
 };
 use chatroom::server::access::AccessFiles;
 use chatroom::server::metrics::{self, Metrics};
@@ -244,10 +245,8 @@ async fn the_cluster_link_shows_in_metrics_and_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_channels_open_and_the_operators_actions_show() {
     let certs = TestCerts::new();
-    let operators = certs.path("operators.txt");
-    std::fs::write(&operators, "alice\n").expect("operators file");
     let files = AccessFiles {
-        operators: Some(operators),
+        operators: Some(operators_file(&certs, &["alice"])),
         ..AccessFiles::default()
     };
     let metrics = Metrics::new();
@@ -265,17 +264,8 @@ async fn the_channels_open_and_the_operators_actions_show() {
         assert_eq!(action(&before, name), 0.0, "{name}");
     }
 
-    let join = |name: &'static str| {
-        let (cert, key) = certs.client(name);
-        let config = certs.client_tls_as(&cert, &key);
-        async move {
-            let mut client = Client::tls(server.addr, config).await;
-            client.register(name).await;
-            client
-        }
-    };
-    let mut alice = join("alice").await;
-    let mut bob = join("bob").await;
+    let mut alice = join_as_holder(&server, &certs, "alice").await;
+    let mut bob = join_as_holder(&server, &certs, "bob").await;
     alice.expect("bob joined!").await;
     alice.send("/join #ops").await;
     alice.until("[join] #ops: 1 here", WAIT).await;

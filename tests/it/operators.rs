@@ -4,7 +4,9 @@
 //! at a reload or with its certificate, and `--operators` refused without
 //! client certificates.
 
-use crate::harness::{Client, TestCerts, TlsClient, WAIT, start_with_access};
+use crate::harness::{
+    Client, TestCerts, TlsClient, WAIT, join_as_holder as join, operators_file, start_with_access,
+};
 use chatroom::certs;
 use chatroom::server::RunningServer;
 use chatroom::server::access::{Access, AccessFiles};
@@ -23,12 +25,7 @@ async fn start_denying(
     operators: &[&str],
     deny_file: Option<PathBuf>,
 ) -> (RunningServer, Arc<Access>, PathBuf) {
-    let file = certs.path("operators.txt");
-    let mut listed = String::from("# who may /kick\n");
-    for name in operators {
-        listed.push_str(&format!("{name}\n"));
-    }
-    std::fs::write(&file, listed).expect("operators file");
+    let file = operators_file(certs, operators);
     let files = AccessFiles {
         operators: Some(file.clone()),
         deny_file,
@@ -36,13 +33,6 @@ async fn start_denying(
     };
     let (server, access) = start_with_access(certs, files).await;
     (server, access, file)
-}
-
-async fn join(server: &RunningServer, certs: &TestCerts, name: &str) -> TlsClient {
-    let (cert, key) = certs.client(name);
-    let mut client = Client::tls(server.addr, certs.client_tls_as(&cert, &key)).await;
-    client.register(name).await;
-    client
 }
 
 #[tokio::test]

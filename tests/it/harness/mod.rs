@@ -185,6 +185,26 @@ pub async fn start_mutual_tls(
     .await
 }
 
+/// A file in `certs`' folder naming `operators`, for `--operators`.
+pub fn operators_file(certs: &TestCerts, operators: &[&str]) -> PathBuf {
+    let file = certs.path("operators.txt");
+    let mut listed = String::from("# who may /kick\n");
+    for name in operators {
+        listed.push_str(&format!("{name}\n"));
+    }
+    std::fs::write(&file, listed).expect("operators file");
+    file
+}
+
+/// A client of `server` holding `name`'s certificate (issued if new),
+/// registered as `name`.
+pub async fn join_as_holder(server: &RunningServer, certs: &TestCerts, name: &str) -> TlsClient {
+    let (cert, key) = certs.client(name);
+    let mut client = Client::tls(server.addr, certs.client_tls_as(&cert, &key)).await;
+    client.register(name).await;
+    client
+}
+
 /// [`start_mutual_tls`] with the rest of the access policy in `files`
 /// (its client CA and CRL are `certs`').
 pub async fn start_with_access(
